@@ -1,0 +1,37 @@
+"""Typed mesh resources: the desired state and its validation.
+
+Every document has the Kubernetes shape (apiVersion, kind, metadata, spec) so
+the same YAML is `gossamer apply` input in universal mode and a CRD on
+Kubernetes. `parse_document` is the single entry point that turns untrusted
+input into a typed resource or raises `InvalidResource` naming each bad field.
+"""
+
+from gossamer.model.errors import FieldError, InvalidResource
+from gossamer.model.httproute import HTTPRoute
+from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
+from gossamer.model.registry import (
+    KINDS,
+    dump_document,
+    kind_for,
+    parse_document,
+    parse_documents,
+)
+from gossamer.model.service import Service
+from gossamer.model.workload import Workload
+
+__all__ = [
+    "KINDS",
+    "Condition",
+    "FieldError",
+    "HTTPRoute",
+    "InvalidResource",
+    "ObjectMeta",
+    "Resource",
+    "ResourceKey",
+    "Service",
+    "Workload",
+    "dump_document",
+    "kind_for",
+    "parse_document",
+    "parse_documents",
+]

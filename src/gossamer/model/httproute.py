@@ -1,0 +1,365 @@
+"""Gateway API HTTPRoute as the GAMMA initiative uses it for a mesh.
+
+A route attaches to a Service through `parentRefs` and replaces that
+service's default route for every caller in the mesh.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gossamer.model.duration import parse_duration_ms
+from gossamer.model.meta import DNS_LABEL, GATEWAY_API_VERSION, Resource, Strict
+from gossamer.model.regex import check_re2
+
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+
+
+def _check_header_name(v: str) -> str:
+    if not HEADER_NAME.match(v) or len(v) > 256:
+        raise ValueError(f"{v!r} is not a valid HTTP header name")
+    return v
+
+
+class ParentRef(Strict):
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1, max_length=63)
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    section_name: str | None = Field(default=None, alias="sectionName")
+
+    @model_validator(mode="after")
+    def _is_service(self) -> ParentRef:
+        if self.kind != "Service" or self.group not in ("", "core"):
+            raise ValueError(
+                "kind: in a mesh a route's parent is a Service (group \"\", kind Service); "
+                f"got group {self.group!r} kind {self.kind!r}"
+            )
+        return self
+
+
+class PathMatchType(str, Enum):
+    EXACT = "Exact"
+    PATH_PREFIX = "PathPrefix"
+    REGULAR_EXPRESSION = "RegularExpression"
+
+
+class PathMatch(Strict):
+    type: PathMatchType = PathMatchType.PATH_PREFIX
+    value: str = Field(default="/", max_length=1024)
+
+    @model_validator(mode="after")
+    def _value(self) -> PathMatch:
+        if self.type is PathMatchType.REGULAR_EXPRESSION:
+            try:
+                check_re2(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from exc
+            return self
+        if not self.value.startswith("/"):
+            raise ValueError("value: an Exact or PathPrefix path must start with '/'")
+        if "//" in self.value or "/./" in self.value or "/../" in self.value:
+            raise ValueError("value: path must be normalized (no '//', '/./' or '/../')")
+        if "?" in self.value or "#" in self.value:
+            raise ValueError("value: path must not contain a query ('?') or fragment ('#')")
+        return self
+
+
+class ValueMatchType(str, Enum):
+    EXACT = "Exact"
+    REGULAR_EXPRESSION = "RegularExpression"
+
+
+class HeaderMatch(Strict):
+    type: ValueMatchType = ValueMatchType.EXACT
+    name: str
+    value: str = Field(max_length=4096)
+
+    _n = field_validator("name")(_check_header_name)
+
+    @model_validator(mode="after")
+    def _regex(self) -> HeaderMatch:
+        if self.type is ValueMatchType.REGULAR_EXPRESSION:
+            try:
+                check_re2(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from exc
+        return self
+
+
+class QueryParamMatch(Strict):
+    type: ValueMatchType = ValueMatchType.EXACT
+    name: str = Field(min_length=1, max_length=256)
+    value: str = Field(max_length=1024)
+
+    @model_validator(mode="after")
+    def _regex(self) -> QueryParamMatch:
+        if self.type is ValueMatchType.REGULAR_EXPRESSION:
+            try:
+                check_re2(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from exc
+        return self
+
+
+class RouteMatch(Strict):
+    path: PathMatch | None = None
+    headers: list[HeaderMatch] = Field(default_factory=list, max_length=16)
+    query_params: list[QueryParamMatch] = Field(
+        default_factory=list, alias="queryParams", max_length=16
+    )
+    method: str | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str | None) -> str | None:
+        if v is not None and v not in METHODS:
+            raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> RouteMatch:
+        names = [h.name.lower() for h in self.headers]
+        if len(names) != len(set(names)):
+            raise ValueError("headers: each header name may be matched only once")
+        qnames = [q.name for q in self.query_params]
+        if len(qnames) != len(set(qnames)):
+            raise ValueError("queryParams: each parameter may be matched only once")
+        return self
+
+
+class HeaderValue(Strict):
+    name: str
+    value: str = Field(max_length=4096)
+
+    _n = field_validator("name")(_check_header_name)
+
+
+class HeaderModifier(Strict):
+    set: list[HeaderValue] = Field(default_factory=list, max_length=16)
+    add: list[HeaderValue] = Field(default_factory=list, max_length=16)
+    remove: list[str] = Field(default_factory=list, max_length=16)
+
+    @field_validator("remove")
+    @classmethod
+    def _remove(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _check_header_name(name)
+        return v
+
+    @model_validator(mode="after")
+    def _no_conflicts(self) -> HeaderModifier:
+        names = [h.name.lower() for h in self.set] + [h.name.lower() for h in self.add]
+        names += [n.lower() for n in self.remove]
+        if len(names) != len(set(names)):
+            raise ValueError("a header name may appear only once across set, add and remove")
+        for n in names:
+            if n.startswith(":") or n == "host":
+                raise ValueError(f"header {n!r} cannot be modified; use URLRewrite.hostname")
+        return self
+
+
+class PathModifierType(str, Enum):
+    REPLACE_FULL_PATH = "ReplaceFullPath"
+    REPLACE_PREFIX_MATCH = "ReplacePrefixMatch"
+
+
+class PathModifier(Strict):
+    type: PathModifierType
+    replace_full_path: str | None = Field(default=None, alias="replaceFullPath", max_length=1024)
+    replace_prefix_match: str | None = Field(
+        default=None, alias="replacePrefixMatch", max_length=1024
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PathModifier:
+        full, prefix = self.replace_full_path, self.replace_prefix_match
+        if self.type is PathModifierType.REPLACE_FULL_PATH:
+            if full is None or prefix is not None:
+                raise ValueError("type ReplaceFullPath needs replaceFullPath and nothing else")
+            value = full
+        else:
+            if prefix is None or full is not None:
+                raise ValueError(
+                    "type ReplacePrefixMatch needs replacePrefixMatch and nothing else"
+                )
+            value = prefix
+        if not value.startswith("/"):
+            raise ValueError("the replacement path must start with '/'")
+        return self
+
+
+class URLRewrite(Strict):
+    hostname: str | None = Field(default=None, max_length=253)
+    path: PathModifier | None = None
+
+    @field_validator("hostname")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and (not HOSTNAME.match(v) or v.startswith("*")):
+            raise ValueError(f"{v!r} is not a valid hostname")
+        return v
+
+
+class RequestRedirect(Strict):
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = Field(default=None, max_length=253)
+    path: PathModifier | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    status_code: Literal[301, 302, 303, 307, 308] = Field(default=302, alias="statusCode")
+
+    @field_validator("hostname")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and (not HOSTNAME.match(v) or v.startswith("*")):
+            raise ValueError(f"{v!r} is not a valid hostname")
+        return v
+
+
+class FilterType(str, Enum):
+    REQUEST_HEADER_MODIFIER = "RequestHeaderModifier"
+    RESPONSE_HEADER_MODIFIER = "ResponseHeaderModifier"
+    URL_REWRITE = "URLRewrite"
+    REQUEST_REDIRECT = "RequestRedirect"
+
+
+_FILTER_FIELD = {
+    FilterType.REQUEST_HEADER_MODIFIER: "requestHeaderModifier",
+    FilterType.RESPONSE_HEADER_MODIFIER: "responseHeaderModifier",
+    FilterType.URL_REWRITE: "urlRewrite",
+    FilterType.REQUEST_REDIRECT: "requestRedirect",
+}
+
+
+class RouteFilter(Strict):
+    type: FilterType
+    request_header_modifier: HeaderModifier | None = Field(
+        default=None, alias="requestHeaderModifier"
+    )
+    response_header_modifier: HeaderModifier | None = Field(
+        default=None, alias="responseHeaderModifier"
+    )
+    url_rewrite: URLRewrite | None = Field(default=None, alias="urlRewrite")
+    request_redirect: RequestRedirect | None = Field(default=None, alias="requestRedirect")
+
+    @model_validator(mode="after")
+    def _matching_config(self) -> RouteFilter:
+        given = {
+            "requestHeaderModifier": self.request_header_modifier,
+            "responseHeaderModifier": self.response_header_modifier,
+            "urlRewrite": self.url_rewrite,
+            "requestRedirect": self.request_redirect,
+        }
+        want = _FILTER_FIELD[self.type]
+        if given[want] is None:
+            raise ValueError(f"type {self.type.value} needs the field {want}")
+        extra = [k for k, v in given.items() if v is not None and k != want]
+        if extra:
+            raise ValueError(f"type {self.type.value} does not take {', '.join(extra)}")
+        return self
+
+
+class BackendRef(Strict):
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1, max_length=63)
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _is_service(self) -> BackendRef:
+        if self.kind != "Service" or self.group not in ("", "core"):
+            raise ValueError(f"kind: a backend is a Service; got {self.group!r}/{self.kind!r}")
+        if not DNS_LABEL.match(self.name):
+            raise ValueError("name: must be a Service name (a DNS label)")
+        return self
+
+
+class RouteTimeouts(Strict):
+    # The whole request, retries included, as the caller sees it.
+    request: str | None = None
+    # One attempt to the backend.
+    backend_request: str | None = Field(default=None, alias="backendRequest")
+
+    @field_validator("request", "backend_request")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration_ms(v)
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> RouteTimeouts:
+        if self.request and self.backend_request:
+            req, backend = parse_duration_ms(self.request), parse_duration_ms(self.backend_request)
+            if req and backend > req:
+                raise ValueError("backendRequest must not be longer than request")
+        return self
+
+    @property
+    def request_ms(self) -> int | None:
+        return None if self.request is None else parse_duration_ms(self.request)
+
+    @property
+    def backend_request_ms(self) -> int | None:
+        return None if self.backend_request is None else parse_duration_ms(self.backend_request)
+
+
+class RouteRule(Strict):
+    name: str | None = Field(default=None, max_length=253)
+    matches: list[RouteMatch] = Field(default_factory=list, max_length=64)
+    filters: list[RouteFilter] = Field(default_factory=list, max_length=16)
+    backend_refs: list[BackendRef] = Field(default_factory=list, alias="backendRefs", max_length=16)
+    timeouts: RouteTimeouts | None = None
+
+    @model_validator(mode="after")
+    def _filters(self) -> RouteRule:
+        kinds = [f.type for f in self.filters]
+        for kind in set(kinds):
+            if kinds.count(kind) > 1:
+                raise ValueError(f"filters: {kind.value} may appear only once in a rule")
+        if FilterType.REQUEST_REDIRECT in kinds:
+            if FilterType.URL_REWRITE in kinds:
+                raise ValueError("filters: RequestRedirect and URLRewrite cannot be combined")
+            if self.backend_refs:
+                raise ValueError("backendRefs: a rule with RequestRedirect has no backends")
+        for f in self.filters:
+            mod = f.url_rewrite.path if f.url_rewrite else None
+            mod = mod or (f.request_redirect.path if f.request_redirect else None)
+            if mod and mod.type is PathModifierType.REPLACE_PREFIX_MATCH:
+                for m in self.matches:
+                    if m.path is None or m.path.type is not PathMatchType.PATH_PREFIX:
+                        raise ValueError(
+                            "filters: ReplacePrefixMatch needs every match of the rule "
+                            "to have a PathPrefix path"
+                        )
+        return self
+
+
+class HTTPRouteSpec(Strict):
+    parent_refs: list[ParentRef] = Field(alias="parentRefs", min_length=1, max_length=32)
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=64)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not HOSTNAME.match(h):
+                raise ValueError(f"{h!r} is not a valid hostname")
+        return v
+
+
+class HTTPRoute(Resource):
+    KIND = "HTTPRoute"
+    API_VERSIONS = (GATEWAY_API_VERSION, "gateway.networking.k8s.io/v1beta1")
+    kind: Literal["HTTPRoute"] = "HTTPRoute"
+    spec: HTTPRouteSpec

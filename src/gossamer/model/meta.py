@@ -1,0 +1,110 @@
+"""Fields every resource shares: metadata, status conditions, identity key."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# RFC 1123 DNS label, as Kubernetes uses for names and namespaces.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# RFC 1123 subdomain (dots allowed), the rule for most Kubernetes object names.
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+MESH_GROUP = "mesh.gossamer.dev"
+MESH_API_VERSION = f"{MESH_GROUP}/v1alpha1"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
+
+
+class Strict(BaseModel):
+    """Base for every schema object: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if len(key) > 317 or not LABEL_KEY.match(key):
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+        if not LABEL_VALUE.match(value):
+            raise ValueError(f"label value {value!r} for {key!r} is not a valid label value")
+    return labels
+
+
+class ObjectMeta(Strict):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(default="default", min_length=1, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    # Store revision of the last write; set by the store, and when given on
+    # apply it is a precondition (optimistic concurrency).
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DNS_SUBDOMAIN.match(v):
+            raise ValueError(
+                "must be lowercase letters, digits, '-' and '.', starting and ending "
+                "with a letter or digit (RFC 1123)"
+            )
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError("must be a DNS label: lowercase letters, digits and '-'")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
+
+
+class Condition(Strict):
+    """A status condition, as Kubernetes and Gateway API report them."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+class ResourceKey(NamedTuple):
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+class Resource(Strict):
+    """A document: apiVersion, kind, metadata, spec."""
+
+    KIND: ClassVar[str] = ""
+    API_VERSIONS: ClassVar[tuple[str, ...]] = (MESH_API_VERSION,)
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.kind, self.metadata.namespace, self.metadata.name)
+
+    def with_revision(self, revision: int) -> Resource:
+        meta = self.metadata.model_copy(update={"resource_version": str(revision)})
+        return self.model_copy(update={"metadata": meta})
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

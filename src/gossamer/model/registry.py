@@ -1,0 +1,117 @@
+"""Turn untrusted documents into typed resources, or say exactly what is wrong."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gossamer.model.errors import FieldError, InvalidResource
+from gossamer.model.httproute import HTTPRoute
+from gossamer.model.meta import Resource
+from gossamer.model.service import Service
+from gossamer.model.workload import Workload
+
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Service, Workload, HTTPRoute)}
+_KIND_ALIASES = {k.lower(): k for k in KINDS} | {
+    "services": "Service",
+    "svc": "Service",
+    "workloads": "Workload",
+    "httproutes": "HTTPRoute",
+    "route": "HTTPRoute",
+    "routes": "HTTPRoute",
+}
+# Validators in this package phrase errors about a sub-field as "field: reason".
+_SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)
+
+
+def kind_for(name: str) -> type[Resource]:
+    """The resource class for a kind name as a user types it (`httproute`, `svc`...)."""
+    canonical = KINDS.get(name) and name or _KIND_ALIASES.get(name.lower())
+    if canonical is None:
+        raise InvalidResource(
+            [FieldError("kind", f"unknown kind {name!r}; known kinds: {', '.join(KINDS)}")]
+        )
+    return KINDS[canonical]
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-") or part in {"literal[...]"}:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        path, msg = _path(err["loc"]), str(err["msg"]).removeprefix("Value error, ")
+        sub = _SUBFIELD.match(msg)
+        if sub:
+            path = f"{path}.{sub.group(1)}" if path else sub.group(1)
+            msg = sub.group(2)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        errors.append(FieldError(path, msg))
+    return errors
+
+
+def parse_document(doc: object) -> Resource:
+    """Validate one document; raises InvalidResource listing every bad field."""
+    if not isinstance(doc, Mapping):
+        raise InvalidResource([FieldError("", "a resource must be a mapping (YAML object)")])
+    kind = doc.get("kind")
+    if not isinstance(kind, str):
+        raise InvalidResource([FieldError("kind", "required; one of " + ", ".join(KINDS))])
+    if kind not in KINDS:
+        raise InvalidResource(
+            [FieldError("kind", f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")]
+        )
+    cls = KINDS[kind]
+    meta = doc.get("metadata")
+    name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+    api_version = doc.get("apiVersion")
+    if api_version not in cls.API_VERSIONS:
+        raise InvalidResource(
+            [FieldError("apiVersion", f"{kind} needs apiVersion {cls.API_VERSIONS[0]}")],
+            kind=kind,
+            name=name,
+        )
+    body = {k: v for k, v in doc.items() if k != "status"}
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidResource(_field_errors(exc), kind=kind, name=name) from exc
+
+
+def parse_documents(text: str) -> list[Resource]:
+    """Every document of a YAML or JSON stream; the first bad one raises."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InvalidResource([FieldError("", f"not valid YAML: {exc}")]) from exc
+    out = []
+    for i, doc in enumerate(docs):
+        try:
+            out.append(parse_document(doc))
+        except InvalidResource as exc:
+            if len(docs) > 1:
+                errors = [FieldError(f"document {i + 1}: {e.path}", e.reason) for e in exc.errors]
+                raise InvalidResource(errors, kind=exc.kind, name=exc.name) from exc
+            raise
+    return out
+
+
+def dump_document(resource: Resource, status: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    doc = resource.to_document()
+    if status:
+        doc["status"] = dict(status)
+    return doc

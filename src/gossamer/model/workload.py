@@ -1,0 +1,56 @@
+"""Workload: one registered instance of a service, reached at address:port."""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from gossamer.model.meta import DNS_LABEL, Resource, Strict
+
+
+class Health(str, Enum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    UNKNOWN = "Unknown"
+
+
+class WorkloadSpec(Strict):
+    # The service this instance runs as; its sidecar gets that service's view.
+    service: str = Field(min_length=1, max_length=63)
+    # Where the mesh reaches the instance: its sidecar's inbound listener.
+    address: str
+    port: int = Field(ge=1, le=65535)
+    # Where the sidecar forwards inbound traffic to the application.
+    app_port: int | None = Field(default=None, alias="appPort", ge=1, le=65535)
+    # Only Healthy instances are endpoints; the agent's probe sets this.
+    health: Health = Health.HEALTHY
+    # The xDS node id of the sidecar that serves this workload, if any.
+    proxy: str | None = None
+    # Registrations made by an agent expire unless renewed within this many
+    # seconds, so a crashed host cannot leave dead endpoints behind. 0 = never.
+    ttl_seconds: int = Field(default=0, alias="ttlSeconds", ge=0, le=86400)
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError("must be a Service name (a DNS label)")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from exc
+        return v
+
+
+class Workload(Resource):
+    KIND = "Workload"
+    kind: Literal["Workload"] = "Workload"
+    spec: WorkloadSpec

@@ -1,0 +1,1 @@
+"""xDS: snapshot cache, sans-I/O stream state, and the grpc.aio ADS server."""
