@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-GEP_2257 = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+GEP_2257 = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}\Z")
 _PART = re.compile(r"([0-9]{1,5})(ms|h|m|s)")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
 

@@ -23,6 +23,8 @@ def check_re2(pattern: str) -> str:
             raise ValueError(reason)
     try:
         re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999}
         raise ValueError(f"invalid regular expression: {exc}") from exc
+    except RecursionError as exc:
+        raise ValueError("invalid regular expression: nested too deeply") from exc
     return pattern

@@ -30,7 +30,7 @@ _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\]
 
 def kind_for(name: str) -> type[Resource]:
     """The resource class for a kind name as a user types it (`httproute`, `svc`...)."""
-    canonical = KINDS.get(name) and name or _KIND_ALIASES.get(name.lower())
+    canonical = (KINDS.get(name) and name) or _KIND_ALIASES.get(name.lower())
     if canonical is None:
         raise InvalidResource(
             [FieldError("kind", f"unknown kind {name!r}; known kinds: {', '.join(KINDS)}")]
@@ -98,13 +98,19 @@ def parse_documents(text: str) -> list[Resource]:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise InvalidResource([FieldError("", f"not valid YAML: {exc}")]) from exc
+    except RecursionError as exc:
+        raise InvalidResource([FieldError("", "not valid YAML: nested too deeply")]) from exc
     out = []
     for i, doc in enumerate(docs):
         try:
             out.append(parse_document(doc))
         except InvalidResource as exc:
             if len(docs) > 1:
-                errors = [FieldError(f"document {i + 1}: {e.path}", e.reason) for e in exc.errors]
+                where = f"document {i + 1}"
+                errors = [
+                    FieldError(f"{where}: {e.path}" if e.path else where, e.reason)
+                    for e in exc.errors
+                ]
                 raise InvalidResource(errors, kind=exc.kind, name=exc.name) from exc
             raise
     return out

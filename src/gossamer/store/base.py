@@ -95,7 +95,14 @@ class ResourceStore(Protocol):
     async def revision(self) -> int: ...
 
     def watch(self, from_revision: int) -> AsyncIterator[WatchEvent]:
-        """Events with revision > from_revision, then live ones, until the store closes."""
+        """Events with revision > from_revision, then live ones, until the store closes.
+
+        When the store closes, iterators already obtained simply end
+        (StopAsyncIteration), so `async for` loops exit cleanly; calling watch on a
+        closed store raises StoreClosed at once. Compacted is raised while iterating:
+        when the history after from_revision is gone, when a slow watcher falls that
+        far behind, or when from_revision is ahead of the store (e.g. a non-durable
+        store restarted). In every case, relist and watch again."""
         ...
 
     async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The agent (`gossamer proxy`): runs beside one workload and its Envoy."""

@@ -1,0 +1,127 @@
+"""Run and supervise one Envoy process.
+
+Theory of operation: `start()` writes the bootstrap and launches Envoy;
+`supervise()` waits on the process and, if it exits while we still want it
+running, restarts it after a backoff that doubles from 0.5 s to 10 s and
+resets once a run lasted a minute. `stop()` clears the wish first so the
+supervisor does not resurrect a process we are stopping on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gossamer.envoybin import find_envoy
+
+log = logging.getLogger(__name__)
+
+
+class EnvoyError(Exception):
+    """Envoy could not be started or did not become ready."""
+
+
+class EnvoySupervisor:
+    def __init__(self, bootstrap: dict[str, Any], workdir: Path, admin_port: int, *,
+                 concurrency: int = 2, log_level: str = "warning",
+                 drain_seconds: float = 2.0) -> None:
+        self._bootstrap = bootstrap
+        self._workdir = workdir
+        self.admin_port = admin_port
+        self._concurrency = concurrency
+        self._log_level = log_level
+        self._drain_seconds = drain_seconds
+        self.process: asyncio.subprocess.Process | None = None
+        self._wanted = False
+        self.restarts = 0
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def start(self) -> None:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        path = self._workdir / "envoy-bootstrap.json"
+        path.write_text(json.dumps(self._bootstrap, indent=2))
+        logfile = open(self._workdir / "envoy.log", "ab")  # noqa: SIM115, ASYNC230 - for the child
+        self._wanted = True
+        self.process = await asyncio.create_subprocess_exec(
+            find_envoy(), "-c", str(path), "--disable-hot-restart",
+            "--concurrency", str(self._concurrency), "--log-level", self._log_level,
+            "--drain-time-s", str(max(1, int(self._drain_seconds))),
+            "--drain-strategy", "immediate",
+            stdout=logfile, stderr=logfile, stdin=asyncio.subprocess.DEVNULL,
+        )
+        logfile.close()
+        log.info("envoy started (pid %s, admin %s)", self.process.pid, self.admin_url)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """LIVE means Envoy has its first clusters and listeners from the control plane."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while loop.time() < deadline:
+                if self.process is None or self.process.returncode is not None:
+                    raise EnvoyError(f"envoy exited; see {self._workdir / 'envoy.log'}")
+                try:
+                    resp = await client.get(self.admin_url + "/ready")
+                    if resp.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise EnvoyError(f"envoy not ready after {timeout:.0f}s (no config from the control "
+                         f"plane?); see {self._workdir / 'envoy.log'}")
+
+    async def supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.5
+        while self._wanted and self.process is not None:
+            started = loop.time()
+            code = await self.process.wait()
+            if not self._wanted:
+                return
+            if loop.time() - started > 60:
+                backoff = 0.5
+            log.error("envoy exited with %s; restarting in %.1fs", code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            if self._wanted:
+                self.restarts += 1
+                await self.start()
+
+    async def admin(self, method: str, path: str) -> str:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            resp = await client.request(method, self.admin_url + path)
+            resp.raise_for_status()
+            return resp.text
+
+    async def drain_inbound(self) -> None:
+        """Stop accepting new inbound connections; finish what is in flight."""
+        try:
+            await self.admin("POST", "/drain_listeners?inboundonly&graceful")
+        except httpx.HTTPError as exc:
+            log.warning("could not drain inbound listeners: %s", exc)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._wanted = False
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()

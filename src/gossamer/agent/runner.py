@@ -1,0 +1,257 @@
+"""The agent's lifecycle beside one workload.
+
+Theory of operation:
+  start:    ask the control plane where xDS is -> write bootstrap -> start
+            Envoy -> wait until Envoy is LIVE (it has its first config) ->
+            register the Workload (health Unknown, so not yet an endpoint) ->
+            start the app, if we launch it -> probe loop.
+  running:  every probe interval: probe the app; on a state change report it
+            at once, otherwise heartbeat every `heartbeat` seconds (the lease
+            that keeps the registration alive). Envoy is restarted with
+            backoff if it dies.
+  shutdown: deregister (peers drop us from EDS) -> wait for that to spread ->
+            drain inbound listeners gracefully -> stop the app -> stop Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
+from gossamer.agent.envoy import EnvoySupervisor
+from gossamer.agent.probe import HealthTracker, Probe
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    service: str
+    port: int
+    local_port: int
+    namespace: str | None = None
+    protocol: str = "http"
+
+    def env_name(self) -> str:
+        name = self.service.upper().replace("-", "_").replace(".", "_")
+        return f"GOSSAMER_UPSTREAM_{name}" + ("" if self.port == 80 else f"_{self.port}")
+
+
+@dataclass
+class AgentConfig:
+    service: str
+    app_port: int
+    namespace: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    server: str = "http://127.0.0.1:15080"
+    inbound_port: int = 0
+    outbound_port: int = 0
+    admin_port: int = 0
+    address: str = "127.0.0.1"
+    protocol: str = "http"
+    name: str | None = None
+    upstreams: list[UpstreamSpec] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    probe_path: str | None = None
+    probe_interval: float = 1.0
+    drain_seconds: float = 2.0
+    delta: bool = True
+    concurrency: int = 1
+    workdir: Path | None = None
+    token: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def workload(self) -> str:
+        return self.name or f"{self.service}-{secrets.token_hex(3)}"
+
+
+class AgentError(Exception):
+    """The agent could not bring its workload into the mesh."""
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.workload = config.workload
+        self.node_id = f"{self.workload}.{config.namespace}"
+        self.client = ControlPlaneClient(config.server, config.token)
+        self.envoy: EnvoySupervisor | None = None
+        self.app: asyncio.subprocess.Process | None = None
+        self.health = HealthTracker()
+        self.registered = False
+        self._stopping = asyncio.Event()
+
+    def node(self) -> NodeSpec:
+        c = self.config
+        return NodeSpec(
+            node_id=self.node_id, service=c.service, namespace=c.namespace,
+            workload=self.workload, inbound_port=c.inbound_port, inbound_address=c.address,
+            app_port=c.app_port, app_protocol=c.protocol, outbound_port=c.outbound_port,
+            admin_port=c.admin_port,
+            upstreams=tuple({"service": u.service, "namespace": u.namespace or c.namespace,
+                             "port": u.port, "local_port": u.local_port} for u in c.upstreams),
+        )
+
+    def app_env(self) -> dict[str, str]:
+        c = self.config
+        proxy = f"http://127.0.0.1:{c.outbound_port}"
+        env = dict(os.environ) | c.env | {
+            "PORT": str(c.app_port),
+            "GOSSAMER_SERVICE": c.service, "GOSSAMER_NAMESPACE": c.namespace,
+            "GOSSAMER_WORKLOAD": self.workload, "GOSSAMER_OUTBOUND": proxy,
+            "HTTP_PROXY": proxy, "http_proxy": proxy,
+            "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+        }
+        for u in c.upstreams:
+            scheme = "tcp" if u.protocol == "tcp" else "http"
+            env[u.env_name()] = f"{scheme}://127.0.0.1:{u.local_port}"
+        return env
+
+    def workload_doc(self) -> dict[str, object]:
+        c = self.config
+        return {
+            "apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Workload",
+            "metadata": {"name": self.workload, "namespace": c.namespace,
+                         "labels": {"app": c.service, **c.labels}},
+            "spec": {"service": c.service, "address": c.address, "port": c.inbound_port,
+                     "appPort": c.app_port, "health": "Unknown", "proxy": self.node_id,
+                     "ttlSeconds": LEASE_SECONDS},
+        }
+
+    async def start(self) -> None:
+        c = self.config
+        try:
+            info = await self.client.wait_up(timeout=60)
+        except ControlPlaneError as exc:
+            raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
+        xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
+        workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
+        self.envoy = EnvoySupervisor(
+            bootstrap(self.node(), xds_host, xds_port, delta=c.delta), workdir, c.admin_port,
+            concurrency=c.concurrency, drain_seconds=c.drain_seconds)
+        await self.envoy.start()
+        await self.envoy.wait_ready()
+        if c.app_port:  # app_port 0: a pure client, nothing to register or probe
+            await self.client.apply(self.workload_doc())
+            self.registered = True
+        if c.command:
+            self.app = await asyncio.create_subprocess_exec(
+                *c.command, env=self.app_env(), start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL)
+            log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
+            (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+
+    async def _report(self, healthy: bool) -> None:
+        try:
+            await self.client.heartbeat(self.config.namespace, self.workload, healthy)
+        except ControlPlaneError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            if exc.status == 404:  # the lease expired while we could not reach it
+                await self._reregister()
+
+    async def _reregister(self) -> None:
+        """After a lease expired or the store was reset, register again."""
+        with contextlib.suppress(ControlPlaneError):
+            await self.client.apply(self.workload_doc())
+
+    async def probe_loop(self) -> None:
+        c = self.config
+        probe = Probe(c.app_port, c.probe_path)
+        loop = asyncio.get_running_loop()
+        last_beat = 0.0
+        while not self._stopping.is_set():
+            changed = self.health.observe(await probe.check())
+            if changed or loop.time() - last_beat >= LEASE_SECONDS / 3:
+                await self._report(bool(self.health.healthy))
+                last_beat = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), c.probe_interval)
+
+    async def run(self) -> int:
+        assert self.envoy is not None
+        tasks = [asyncio.create_task(self.envoy.supervise())]
+        if self.config.app_port:
+            tasks.append(asyncio.create_task(self.probe_loop()))
+        if self.app is not None:
+            tasks.append(asyncio.create_task(self._app_exit()))
+        waiter = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        await self.shutdown()
+        return 0
+
+    async def _app_exit(self) -> None:
+        """A client-only app that finishes ends the agent; a server's exit is left
+        to the probe (the instance leaves EDS, the operator sees it unhealthy)."""
+        assert self.app is not None
+        code = await self.app.wait()
+        log.warning("app exited with %s", code)
+        if not self.config.app_port:
+            self.request_stop()
+        else:
+            await asyncio.Event().wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        c = self.config
+        if self.registered:
+            with contextlib.suppress(ControlPlaneError):
+                await self.client.delete("Workload", c.namespace, self.workload)
+            self.registered = False
+            await asyncio.sleep(min(0.5, c.drain_seconds))  # let EDS removal reach peers
+        if self.envoy is not None:
+            await self.envoy.drain_inbound()
+            await asyncio.sleep(c.drain_seconds)
+        await self._stop_app()
+        if self.envoy is not None:
+            await self.envoy.stop()
+        await self.client.close()
+
+    async def _stop_app(self, timeout: float = 5.0) -> None:
+        app = self.app
+        if app is None or app.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(app.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(app.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(app.pid, signal.SIGKILL)
+            await app.wait()
+
+
+async def run_agent(config: AgentConfig) -> int:
+    agent = Agent(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.request_stop)
+    try:
+        await agent.start()
+    except BaseException:
+        await agent.shutdown()
+        raise
+    c = config
+    where = (f"inbound {c.address}:{c.inbound_port} -> app 127.0.0.1:{c.app_port}"
+             if c.app_port else "client only")
+    print(f"gossamer proxy: {agent.workload} ({c.service}.{c.namespace}) {where}; outbound "
+          f"http://127.0.0.1:{c.outbound_port}; admin http://127.0.0.1:{c.admin_port}",
+          file=sys.stderr, flush=True)
+    for u in c.upstreams:
+        print(f"gossamer proxy: upstream {u.service}:{u.port} at 127.0.0.1:{u.local_port} "
+              f"(${u.env_name()})", file=sys.stderr, flush=True)
+    return await agent.run()

@@ -1,0 +1,1 @@
+"""The control plane's HTTP/JSON API (FastAPI, with an OpenAPI document)."""

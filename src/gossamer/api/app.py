@@ -1,0 +1,185 @@
+"""HTTP API: the only way the CLI and agents talk to the control plane.
+
+Errors are JSON `{"error": "...", "fields": [{"path", "reason"}]}` with a 4xx
+status, so the CLI can print one clear line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from gossamer import __version__
+from gossamer.controlplane.leases import Leases
+from gossamer.controlplane.reconcile import Reconciler
+from gossamer.model import (
+    KINDS,
+    InvalidResource,
+    ResourceKey,
+    Workload,
+    dump_document,
+    kind_for,
+    parse_document,
+)
+from gossamer.model.workload import Health
+from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject
+
+
+class ApiError(Exception):
+    """The API edge's one exception type, rendered as a JSON error response."""
+
+    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.fields = fields or []
+
+
+@dataclass
+class ApiContext:
+    store: ResourceStore
+    reconciler: Reconciler
+    leases: Leases
+    proxies: Callable[[], list[dict[str, Any]]]
+    xds_address: tuple[str, int] = ("127.0.0.1", 15010)
+
+
+class ApplyResult(BaseModel):
+    result: str  # created | configured | unchanged
+    resource: dict[str, Any]
+
+
+class HealthReport(BaseModel):
+    health: Health
+
+
+def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
+    body = dict(obj.body)
+    meta = dict(body.get("metadata", {}))
+    meta["resourceVersion"] = str(obj.revision)
+    body["metadata"] = meta
+    status = ctx.reconciler.index.status(ResourceKey(obj.kind, obj.namespace, obj.name))
+    if status:
+        body["status"] = status
+    return body
+
+
+def _canonical_kind(kind: str) -> str:
+    try:
+        return kind_for(kind).KIND
+    except InvalidResource as exc:
+        raise ApiError(404, str(exc.errors[0].reason)) from exc
+
+
+async def _apply(ctx: ApiContext, doc: dict[str, Any]) -> ApplyResult:
+    try:
+        res = parse_document(doc)
+    except InvalidResource as exc:
+        fields = [{"path": e.path, "reason": e.reason} for e in exc.errors]
+        raise ApiError(422, str(exc), fields) from exc
+    expected = int(res.metadata.resource_version) if res.metadata.resource_version else None
+    body = dump_document(res.with_revision(0))
+    body["metadata"].pop("resourceVersion", None)
+    before = await ctx.store.get(*res.key)
+    try:
+        stored = await ctx.store.put(*res.key, body, expected_revision=expected)
+    except Conflict as exc:
+        raise ApiError(409, f"{res.kind} {res.metadata.name!r} was changed by someone else "
+                            f"(resourceVersion {expected} is stale); get it and apply again"
+                       ) from exc
+    result = "created" if before is None else (
+        "unchanged" if before.revision == stored.revision else "configured")
+    if isinstance(res, Workload):
+        ctx.leases.renew(res.key)
+    return ApplyResult(result=result, resource=_doc(ctx, stored))
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="Gossamer control plane", version=__version__)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "revision": ctx.reconciler.index.revision,
+                "proxies": len(ctx.reconciler.proxies)}
+
+    @app.get("/api/v1/mesh")
+    async def mesh() -> dict[str, Any]:
+        """What an agent needs to join: where the xDS server listens."""
+        host, port = ctx.xds_address
+        return {"xds": {"host": host, "port": port}, "version": __version__}
+
+    @app.get("/api/v1/kinds")
+    async def kinds() -> list[str]:
+        return list(KINDS)
+
+    @app.post("/api/v1/apply")
+    async def apply(doc: dict[str, Any]) -> ApplyResult:
+        return await _apply(ctx, doc)
+
+    @app.get("/api/v1/resources/{kind}")
+    async def list_resources(kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        objs, _ = await ctx.store.list(_canonical_kind(kind), namespace)
+        return [_doc(ctx, o) for o in objs]
+
+    @app.get("/api/v1/resources/{kind}/{namespace}/{name}")
+    async def get_resource(kind: str, namespace: str, name: str) -> dict[str, Any]:
+        canonical = _canonical_kind(kind)
+        obj = await ctx.store.get(canonical, namespace, name)
+        if obj is None:
+            raise ApiError(404, f"{canonical} {namespace}/{name} not found")
+        return _doc(ctx, obj)
+
+    @app.delete("/api/v1/resources/{kind}/{namespace}/{name}")
+    async def delete_resource(kind: str, namespace: str, name: str) -> dict[str, Any]:
+        canonical = _canonical_kind(kind)
+        try:
+            obj = await ctx.store.delete(canonical, namespace, name)
+        except NotFound as exc:
+            raise ApiError(404, f"{canonical} {namespace}/{name} not found") from exc
+        ctx.leases.forget(ResourceKey(canonical, namespace, name))
+        return {"deleted": _doc(ctx, obj)}
+
+    @app.post("/api/v1/workloads/{namespace}/{name}/heartbeat")
+    async def heartbeat(namespace: str, name: str, report: HealthReport) -> dict[str, Any]:
+        """Renews the workload's lease and records its probe result."""
+        obj = await ctx.store.get("Workload", namespace, name)
+        if obj is None:
+            raise ApiError(404, f"Workload {namespace}/{name} is not registered")
+        key = ResourceKey("Workload", namespace, name)
+        ctx.leases.renew(key)
+        if obj.body.get("spec", {}).get("health") != report.health.value:
+            body = dict(obj.body)
+            body["spec"] = {**body["spec"], "health": report.health.value}
+            try:
+                obj = await ctx.store.put(*key, body, expected_revision=obj.revision)
+            except Conflict as exc:
+                raise ApiError(409, "workload changed concurrently; retry") from exc
+        return _doc(ctx, obj)
+
+    @app.get("/api/v1/proxies")
+    async def proxies() -> list[dict[str, Any]]:
+        return ctx.proxies()
+
+    @app.get("/api/v1/proxies/{node_id}/snapshot")
+    async def proxy_snapshot(node_id: str) -> dict[str, Any]:
+        """What the control plane would send this proxy now (names and versions)."""
+        proxy = ctx.reconciler.proxies.get(node_id)
+        if proxy is None:
+            raise ApiError(404, f"proxy {node_id!r} is not connected")
+        from gossamer.translate import translate_proxy
+        from gossamer.xds.types import SHORT
+
+        snap = translate_proxy(ctx.reconciler.mesh, proxy).snapshot
+        return {SHORT[t]: {"version": snap.version(t),
+                           "resources": {n: r.version for n, r in snap.of(t).items()}}
+                for t in snap.resources}
+
+    return app

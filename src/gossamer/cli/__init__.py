@@ -1,0 +1,1 @@
+"""Thin CLI commands over the control-plane API."""

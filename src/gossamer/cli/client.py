@@ -1,0 +1,41 @@
+"""Synchronous API client for CLI commands."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:15080"
+
+
+class CliError(Exception):
+    """Printed as one line on stderr; the command exits non-zero."""
+
+
+def server_url(server: str | None) -> str:
+    return (server or os.environ.get("GOSSAMER_SERVER") or DEFAULT_SERVER).rstrip("/")
+
+
+class Api:
+    def __init__(self, server: str | None = None, timeout: float = 10.0) -> None:
+        self.base = server_url(server)
+        token = os.environ.get("GOSSAMER_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers,
+                                  trust_env=False)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            resp = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the control plane at {self.base} ({exc}); "
+                           "is it running? (set --server or GOSSAMER_SERVER)") from exc
+        if resp.status_code >= 400:
+            try:
+                message = str(resp.json().get("error", resp.text))
+            except ValueError:
+                message = resp.text.strip() or f"HTTP {resp.status_code}"
+            raise CliError(message)
+        return resp.json()

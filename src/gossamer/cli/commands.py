@@ -1,0 +1,177 @@
+"""Commands that run processes (control-plane, proxy, up, demo) and debug the mesh."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from gossamer.cli.client import Api, CliError
+from gossamer.cli.main import Server, app
+
+SECTIONS = {"clusters": "dynamic_active_clusters", "listeners": "dynamic_listeners",
+            "routes": "dynamic_route_configs", "endpoints": "dynamic_endpoint_configs"}
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command("control-plane")
+def control_plane(
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="where the store lives")] = Path(
+        ".gossamer"),
+    xds_port: Annotated[int, typer.Option("--xds-port")] = 15010,
+    api_port: Annotated[int, typer.Option("--api-port")] = 15080,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the control plane: store, xDS server and HTTP API."""
+    from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
+
+    _logging(verbose)
+    options = ControlPlaneOptions(state_dir=state_dir, host=host, xds_port=xds_port,
+                                  api_port=api_port)
+    asyncio.run(ControlPlane(options).serve_forever())
+
+
+def _parse_upstream(text: str, namespace: str) -> Any:
+    """`svc`, `svc:port`, `svc=local`, `svc:port=local`, optional `ns/` prefix."""
+    from gossamer.agent.ports import free_port
+    from gossamer.agent.runner import UpstreamSpec
+
+    target, _, local = text.partition("=")
+    ns, _, rest = target.rpartition("/")
+    name, _, port = rest.partition(":")
+    try:
+        return UpstreamSpec(service=name, namespace=ns or namespace, port=int(port or 80),
+                            local_port=int(local) if local else free_port())
+    except ValueError as exc:
+        raise CliError(f"--upstream {text!r}: expected SERVICE[:PORT][=LOCALPORT]") from exc
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--label {item!r}: expected key=value")
+        out[key] = value
+    return out
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def proxy(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Option("--service", help="service this workload runs as")],
+    app_port: Annotated[int, typer.Option("--app-port", help="port the app listens on; 0: the "
+                                          "app only calls out (no inbound, not registered)")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    label: Annotated[list[str], typer.Option("--label", "-l", help="k=v (repeatable)")] = [],  # noqa: B006
+    server: Server = None,
+    inbound_port: Annotated[int, typer.Option("--inbound-port")] = 0,
+    outbound_port: Annotated[int, typer.Option("--outbound-port")] = 0,
+    admin_port: Annotated[int, typer.Option("--admin-port")] = 0,
+    name: Annotated[str | None, typer.Option("--name", help="workload name")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="http|http2|grpc|tcp")] = "http",
+    upstream: Annotated[list[str], typer.Option("--upstream", help="SVC[:PORT][=LOCALPORT]: "
+                                                "a dedicated local port for one service")] = [],  # noqa: B006
+    probe_path: Annotated[str | None, typer.Option("--probe-path", help="HTTP probe path; "
+                                                   "default: TCP connect")] = None,
+    drain_seconds: Annotated[float, typer.Option("--drain-seconds")] = 2.0,
+    xds_mode: Annotated[str, typer.Option("--xds-mode", help="delta|sotw")] = "delta",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Envoy worker threads")] = 1,
+    workdir: Annotated[Path | None, typer.Option("--workdir")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
+    from gossamer.agent.envoy import EnvoyError
+    from gossamer.agent.ports import free_port
+    from gossamer.agent.runner import AgentConfig, AgentError, run_agent
+    from gossamer.cli.client import server_url
+
+    _logging(verbose)
+    if xds_mode not in ("delta", "sotw"):
+        raise CliError("--xds-mode must be delta or sotw")
+    if protocol not in ("http", "http2", "grpc", "tcp"):
+        raise CliError("--protocol must be http, http2, grpc or tcp")
+    config = AgentConfig(
+        service=service, app_port=app_port, namespace=namespace, labels=_labels(label),
+        server=server_url(server),
+        inbound_port=(inbound_port or free_port()) if app_port else 0,
+        outbound_port=outbound_port or free_port(), admin_port=admin_port or free_port(),
+        protocol=protocol, name=name,
+        upstreams=[_parse_upstream(u, namespace) for u in upstream],
+        command=list(ctx.args), probe_path=probe_path, drain_seconds=drain_seconds,
+        delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
+    )
+    try:
+        code = asyncio.run(run_agent(config))
+    except (AgentError, EnvoyError) as exc:
+        raise CliError(str(exc)) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def check(server: Server = None) -> None:
+    """Is the control plane up, and is every proxy connected and on the latest config?"""
+    api = Api(server)
+    health = api.call("GET", "/healthz")
+    print(f"control plane: ok (version {health['version']}, store revision {health['revision']})")
+    proxies = api.call("GET", "/api/v1/proxies")
+    problems = 0
+    for p in proxies:
+        state = "connected" if p.get("connected") else "DISCONNECTED"
+        synced = "in sync" if p.get("synced") else "NOT in sync"
+        line = f"proxy {p['node_id']}: {state}, {synced}"
+        if p.get("last_nack"):
+            nack = p["last_nack"]
+            line += f"; last NACK {nack.get('type')} version {nack.get('version')}: " \
+                    f"{nack.get('error')}"
+        if p.get("rejected"):
+            line += f"; config withheld: {p['rejected']}"
+        problems += not (p.get("connected") and p.get("synced")) or bool(p.get("rejected"))
+        print(line)
+    if not proxies:
+        print("no proxies connected")
+    if problems:
+        raise CliError(f"{problems} proxy(ies) not healthy")
+
+
+@app.command("proxy-config")
+def proxy_config(
+    workload: str,
+    section: Annotated[str, typer.Argument(help="clusters|listeners|routes|endpoints|all")] = "all",
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    server: Server = None,
+) -> None:
+    """Show the config a sidecar's Envoy is running, from its admin endpoint."""
+    if section != "all" and section not in SECTIONS:
+        raise CliError(f"unknown section {section!r}; use {', '.join(SECTIONS)} or all")
+    proxies = Api(server).call("GET", "/api/v1/proxies")
+    match = [p for p in proxies if p.get("metadata", {}).get("workload") == workload
+             and p.get("metadata", {}).get("namespace", "default") == namespace]
+    if not match:
+        raise CliError(f"no connected proxy for workload {namespace}/{workload}")
+    admin_port = int(match[0]["metadata"]["admin_port"])
+    query = "?include_eds" if section in ("endpoints", "all") else ""
+    try:
+        dump = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump{query}", timeout=5,
+                         trust_env=False).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise CliError(f"cannot read the Envoy admin of {workload} on port {admin_port}: "
+                       f"{exc}") from exc
+    out: dict[str, Any] = {}
+    for config in dump.get("configs", []):
+        for key, value in config.items():
+            if key == "@type":
+                continue
+            if section == "all" or key == SECTIONS[section]:
+                out[key] = value
+    print(json.dumps(out, indent=2))

@@ -1,0 +1,108 @@
+"""`gossamer up` and `gossamer demo`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from importlib import resources as pkg
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from gossamer.cli.client import CliError
+from gossamer.cli.main import app
+from gossamer.local.spec import LocalApp, Process, load_local_app
+from gossamer.local.up import LocalRun, UpError
+
+StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sidecar files")]
+
+
+def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
+         extra_help: str = "") -> None:
+    run = LocalRun(local, state_dir.resolve(), api_port=api_port, xds_port=xds_port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"gossamer: starting the control plane (state in {run.state_dir})", flush=True)
+        run.start_control_plane()
+        run.apply_resources()
+        print(f"gossamer: control plane API {run.server}, xDS 127.0.0.1:{run.xds_port}",
+              flush=True)
+        run.start_processes()
+        run.wait_healthy(stop=stop)
+        _print_summary(run, extra_help)
+        while not stop.wait(0.5):
+            dead = [c for c in run.children if c.popen.poll() is not None and c.role != "done"]
+            for c in dead:
+                print(f"gossamer: {c.name} exited with {c.popen.returncode}"
+                      + (f"; see {c.log}" if c.log else ""), flush=True)
+                c.role = "done"
+    except UpError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        print("gossamer: stopping (draining sidecars, then the control plane)...", flush=True)
+        run.stop()
+        print("gossamer: stopped", flush=True)
+
+
+def _print_summary(run: LocalRun, extra_help: str) -> None:
+    print("\ngossamer: every instance is up and meshed:", flush=True)
+    for i in run.instances:
+        print(f"  {i.workload:<16} service {i.service:<12} inbound http://127.0.0.1:"
+              f"{i.inbound_port}  outbound proxy http://127.0.0.1:{i.outbound_port}  "
+              f"envoy admin http://127.0.0.1:{i.admin_port}")
+    print(f"""
+Where to look (in another terminal):
+  export GOSSAMER_SERVER={run.server}
+  gossamer check                      # every proxy connected and in sync?
+  gossamer get workloads              # instances and their health
+  gossamer proxy-config {run.instances[0].workload} routes
+  logs: {run.state_dir / 'logs'}
+{extra_help}Press Ctrl-C to stop everything.
+""", flush=True)
+
+
+@app.command()
+def up(file: Annotated[str, typer.Option("--file", "-f", help="the application file")],
+       state_dir: StateDir = Path(".gossamer/up"),
+       api_port: Annotated[int, typer.Option("--api-port")] = 0,
+       xds_port: Annotated[int, typer.Option("--xds-port")] = 0) -> None:
+    """Run the control plane and every Process of FILE, each beside its sidecar."""
+    try:
+        text = Path(file).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror}") from exc
+    _run(load_local_app(text), state_dir, api_port, xds_port)
+
+
+@app.command()
+def demo(state_dir: StateDir = Path(".gossamer/demo"),
+         rate: Annotated[float, typer.Option("--rate", help="load, requests/s")] = 5.0,
+         duration: Annotated[float, typer.Option("--duration", help="load, seconds")] = 1800.0,
+         api_port: Annotated[int, typer.Option("--api-port")] = 0,
+         xds_port: Annotated[int, typer.Option("--xds-port")] = 0) -> None:
+    """Run the demo: frontend -> catalog (v1, v2) -> inventory, with bounded load."""
+    text = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
+    local = load_local_app(text)
+    local.processes.append(Process.model_validate({
+        "apiVersion": "local.gossamer.dev/v1alpha1", "kind": "Process",
+        "metadata": {"name": "loadgen"},
+        "spec": {"service": "loadgen", "console": True, "inbound": False, "command": [
+            sys.executable, "-m", "gossamer.demo.load", "--url", "http://frontend/",
+            "--rate", str(rate), "--duration", str(duration)]},
+    }))
+    examples = Path("examples/demo")
+    shift = examples / "canary-50-50.yaml" if examples.is_dir() else Path("canary.yaml")
+    _run(local, state_dir, api_port, xds_port, extra_help=(
+        "Shift traffic live (the load lines below show catalog v1/v2 counts):\n"
+        f"  gossamer apply -f {shift}\n"
+        f"  gossamer apply -f {examples / 'header-to-v2.yaml'}\n"
+        f"  gossamer apply -f {examples / 'all-v1.yaml'}\n"))

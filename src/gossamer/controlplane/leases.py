@@ -1,0 +1,60 @@
+"""Expire workloads whose agent stopped renewing them.
+
+An agent that dies without deregistering must not leave a dead endpoint in
+EDS forever. Workloads with `ttlSeconds > 0` are deleted when no heartbeat
+has arrived within that many seconds. After a control-plane restart every
+lease starts fresh, so agents have a full TTL to reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from gossamer.model import ResourceKey, Workload
+from gossamer.store import Conflict, NotFound, ResourceStore
+
+log = logging.getLogger(__name__)
+
+
+class Leases:
+    def __init__(self, store: ResourceStore) -> None:
+        self._store = store
+        self._renewed: dict[ResourceKey, float] = {}
+
+    def renew(self, key: ResourceKey) -> None:
+        self._renewed[key] = time.monotonic()
+
+    def forget(self, key: ResourceKey) -> None:
+        self._renewed.pop(key, None)
+
+    def expired(self, workloads: tuple[Workload, ...], now: float) -> list[Workload]:
+        out = []
+        for w in workloads:
+            ttl = w.spec.ttl_seconds
+            if ttl <= 0:
+                continue
+            last = self._renewed.setdefault(w.key, now)
+            if now - last > ttl:
+                out.append(w)
+        return out
+
+    async def expire_once(self, workloads: tuple[Workload, ...]) -> list[Workload]:
+        gone = self.expired(workloads, time.monotonic())
+        for w in gone:
+            revision = int(w.metadata.resource_version or 0) or None
+            try:
+                await self._store.delete(*w.key, expected_revision=revision)
+                log.warning("workload %s expired: no heartbeat for %ss", w.key,
+                            w.spec.ttl_seconds)
+            except (NotFound, Conflict):
+                pass  # renewed or removed meanwhile; the next pass decides again
+            self.forget(w.key)
+        return gone
+
+    async def run(self, workloads: Callable[[], tuple[Workload, ...]], period: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(period)
+            await self.expire_once(workloads())

@@ -1,0 +1,158 @@
+"""Reconcile: store events -> mesh index -> translated snapshots per proxy.
+
+Theory of operation: one task follows the store's watch. Each event updates an
+in-memory map of resources and marks the state dirty; the loop then waits for
+a quiet period (`debounce`) but never longer than `max_delay` after the first
+unpublished change, rebuilds the index once, translates the shared mesh
+config once, and publishes a snapshot for every connected proxy. Snapshots are
+content-versioned, so a proxy whose config did not change gets nothing, and an
+endpoint-only change moves only the EDS version. A proxy that connects is
+translated against the current mesh config immediately. If the watch falls
+behind the store's history (Compacted), the loop relists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from gossamer.index import MeshIndex, build_index
+from gossamer.model import InvalidResource, Resource, ResourceKey, parse_document
+from gossamer.store import Compacted, EventType, ResourceStore, StoredObject
+from gossamer.translate import (
+    InconsistentConfig,
+    MeshConfig,
+    ProxyIdentity,
+    translate_mesh,
+    translate_proxy,
+)
+from gossamer.translate.proxy import BadNodeMetadata
+from gossamer.xds.types import Snapshot
+
+log = logging.getLogger(__name__)
+Publish = Callable[[str, Snapshot], None]
+
+
+class Reconciler:
+    def __init__(self, store: ResourceStore, publish: Publish, *, debounce: float = 0.03,
+                 max_delay: float = 0.3) -> None:
+        self._store = store
+        self._publish = publish
+        self._debounce = debounce
+        self._max_delay = max_delay
+        self._objects: dict[ResourceKey, Resource] = {}
+        self._revision = 0
+        self._dirty = asyncio.Event()
+        self._ready = asyncio.Event()
+        self.mesh: MeshConfig = translate_mesh(build_index([], 0))
+        self.proxies: dict[str, ProxyIdentity] = {}
+        self.rejected: dict[str, str] = {}  # node id -> why its config was not published
+        self.builds = 0
+        self.last_build_seconds = 0.0
+
+    @property
+    def index(self) -> MeshIndex:
+        return self.mesh.index
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def _load(self, obj: StoredObject) -> Resource | None:
+        try:
+            return parse_document(obj.body).with_revision(obj.revision)
+        except InvalidResource as exc:  # written by an older version, say; skip, don't crash
+            log.error("ignoring invalid stored %s/%s/%s: %s", obj.kind, obj.namespace,
+                      obj.name, exc)
+            return None
+
+    async def _relist(self) -> None:
+        objects, revision = await self._store.list()
+        self._objects = {}
+        for obj in objects:
+            res = self._load(obj)
+            if res is not None:
+                self._objects[res.key] = res
+        self._revision = revision
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        started = time.perf_counter()
+        self.mesh = translate_mesh(build_index(self._objects.values(), self._revision))
+        for node_id, proxy in list(self.proxies.items()):
+            self._push(node_id, proxy)
+        self.builds += 1
+        self.last_build_seconds = time.perf_counter() - started
+
+    def _push(self, node_id: str, proxy: ProxyIdentity) -> None:
+        try:
+            config = translate_proxy(self.mesh, proxy)
+        except InconsistentConfig as exc:
+            # Keep the proxy on its last good snapshot rather than push a broken one.
+            self.rejected[node_id] = str(exc)
+            log.error("not publishing config for %s: %s", node_id, exc)
+            return
+        self.rejected.pop(node_id, None)
+        self._publish(node_id, config.snapshot)
+
+    def proxy_connected(self, node_id: str, metadata: dict[str, object]) -> None:
+        try:
+            proxy = ProxyIdentity.from_node(node_id, metadata)
+        except BadNodeMetadata as exc:
+            self.rejected[node_id] = str(exc)
+            log.error("proxy %s: %s", node_id, exc)
+            return
+        self.proxies[node_id] = proxy
+        self._push(node_id, proxy)
+
+    def proxy_disconnected(self, node_id: str) -> None:
+        self.proxies.pop(node_id, None)
+
+    def _apply_event(self, type_: EventType, obj: StoredObject) -> None:
+        key = ResourceKey(obj.kind, obj.namespace, obj.name)
+        if type_ is EventType.DELETE:
+            self._objects.pop(key, None)
+        else:
+            res = self._load(obj)
+            if res is not None:
+                self._objects[key] = res
+        self._revision = max(self._revision, obj.revision)
+        self._dirty.set()
+
+    async def _follow(self) -> None:
+        async for event in self._store.watch(self._revision):
+            self._apply_event(event.type, event.object)
+
+    async def _debounced_rebuilds(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._dirty.wait()
+            first = loop.time()
+            while True:
+                self._dirty.clear()
+                remaining = first + self._max_delay - loop.time()
+                try:
+                    await asyncio.wait_for(self._dirty.wait(),
+                                           timeout=max(0.0, min(self._debounce, remaining)))
+                except TimeoutError:
+                    break
+                if loop.time() >= first + self._max_delay:
+                    break
+            self._dirty.clear()
+            self._rebuild()
+
+    async def run(self) -> None:
+        await self._relist()
+        self._ready.set()
+        builder = asyncio.create_task(self._debounced_rebuilds())
+        try:
+            while True:
+                try:
+                    await self._follow()
+                    return
+                except Compacted:
+                    log.warning("store watch fell behind its history; relisting")
+                    await self._relist()
+        finally:
+            builder.cancel()

@@ -1,0 +1,1 @@
+"""Local mode: a whole meshed application on one machine from one file."""

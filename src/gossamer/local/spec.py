@@ -1,0 +1,78 @@
+"""The local-mode file: mesh resources plus `Process` documents saying how to
+start each service's instances on this machine."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from gossamer.model import FieldError, InvalidResource, Resource, parse_document
+from gossamer.model.meta import DNS_LABEL, ObjectMeta, Strict, check_labels
+from gossamer.model.registry import _field_errors
+from gossamer.model.service import Protocol
+
+LOCAL_API_VERSION = "local.gossamer.dev/v1alpha1"
+
+
+class ProcessSpec(Strict):
+    service: str
+    command: list[str] = Field(min_length=1)
+    replicas: int = Field(default=1, ge=0, le=20)
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    protocol: Protocol = Protocol.HTTP
+    probe_path: str | None = Field(default=None, alias="probePath")
+    upstreams: list[str] = Field(default_factory=list)
+    # False: the app serves nothing (a client such as a load generator); its
+    # sidecar carries only outbound calls and it is not registered.
+    inbound: bool = True
+    # Show the app's output in the terminal instead of its log file.
+    console: bool = False
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError("must be a Service name (a DNS label)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
+
+
+class Process(Strict):
+    api_version: Literal["local.gossamer.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Process"]
+    metadata: ObjectMeta
+    spec: ProcessSpec
+
+
+class LocalApp:
+    def __init__(self, resources: list[Resource], processes: list[Process]) -> None:
+        self.resources = resources
+        self.processes = processes
+
+
+def load_local_app(text: str) -> LocalApp:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InvalidResource([FieldError("", f"not valid YAML: {exc}")]) from exc
+    resources, processes = [], []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, dict) and doc.get("kind") == "Process":
+            try:
+                processes.append(Process.model_validate(doc))
+            except ValidationError as exc:
+                errors = [FieldError(f"document {i + 1}: {e.path}", e.reason)
+                          for e in _field_errors(exc)]
+                raise InvalidResource(errors, kind="Process") from exc
+        else:
+            resources.append(parse_document(doc))
+    if not processes:
+        raise InvalidResource([FieldError("", "the file has no Process documents to run")])
+    return LocalApp(resources, processes)

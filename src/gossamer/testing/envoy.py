@@ -1,0 +1,342 @@
+"""Real Envoy processes for tests: start from a bootstrap dict, poke the admin API, stop.
+
+Tests in this project run real Envoys (DESIGN.md, "Testing on one machine").
+`EnvoyProcess` owns one: it writes the bootstrap to a temporary JSON file,
+starts `find_envoy()` with a dynamic base id (so parallel Envoys never share
+hot-restart shared memory), learns the admin address from
+`--admin-address-path` (so admin port 0 works too), and always cleans up:
+`stop()` sends SIGTERM, then SIGKILL after a timeout, and runs from the
+context manager, from `atexit` for anything a crashed test left behind, and
+is idempotent.
+
+Blocking calls (`admin_get`, `wait_ready`, ...) have `a`-prefixed async twins
+that run in a thread: a test whose xDS server runs in the same event loop must
+not block that loop while Envoy waits for its config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from gossamer.envoybin import find_envoy
+
+_live: weakref.WeakSet[EnvoyProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:  # pragma: no cover - only for crashed tests
+    for proc in list(_live):
+        proc.stop(timeout=2.0)
+
+
+class EnvoyError(RuntimeError):
+    """Envoy failed to start, exited early, or its admin API did not answer."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (bind to 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def ads_bootstrap(
+    node_id: str,
+    xds_port: int,
+    delta: bool = False,
+    admin_port: int = 0,
+    metadata: dict[str, Any] | None = None,
+    *,
+    cluster: str = "gossamer-test",
+    xds_host: str = "127.0.0.1",
+    retry_base_ms: int = 250,
+    retry_max_ms: int = 2000,
+) -> dict[str, Any]:
+    """An Envoy bootstrap that takes everything from one ADS server on loopback.
+
+    `delta` picks DELTA_GRPC over GRPC (state of the world). The reconnect
+    backoff is short so tests that restart the xDS server do not wait long.
+    """
+    return {
+        "node": {"id": node_id, "cluster": cluster, "metadata": metadata or {}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                 "port_value": admin_port}}},
+        "static_resources": {"clusters": [{
+            "name": "xds_cluster",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/"
+                             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            },
+            "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{
+                "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": xds_host, "port_value": xds_port}}}}],
+            }]},
+        }]},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": "xds_cluster",
+                    "retry_policy": {"retry_back_off": {
+                        "base_interval": f"{retry_base_ms / 1000}s",
+                        "max_interval": f"{retry_max_ms / 1000}s"}},
+                }}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+    }
+
+
+class EnvoyProcess:
+    """One Envoy process with a given bootstrap; usable as a (sync) context manager."""
+
+    def __init__(
+        self,
+        bootstrap: dict[str, Any],
+        *,
+        log_level: Literal["trace", "debug", "info", "warn", "error", "critical", "off"] = "warn",
+        concurrency: int = 1,
+        envoy_path: str | None = None,
+        extra_args: Sequence[str] = (),
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.log_level = log_level
+        self.concurrency = concurrency
+        self.envoy_path = envoy_path or find_envoy()
+        self.extra_args = tuple(extra_args)
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gossamer-envoy-"))
+        self.config_path = self.workdir / "bootstrap.json"
+        self.admin_path = self.workdir / "admin-address"
+        self.log_path = self.workdir / "envoy.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_address: tuple[str, int] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> EnvoyProcess:
+        """Start Envoy and wait until its admin API answers."""
+        if self.proc is not None:
+            raise EnvoyError("already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(self.bootstrap, indent=1))
+        with contextlib.suppress(FileNotFoundError):
+            self.admin_path.unlink()
+        cmd = [
+            self.envoy_path, "-c", str(self.config_path),
+            "--use-dynamic-base-id",
+            "--log-level", self.log_level,
+            "--concurrency", str(self.concurrency),
+            "--admin-address-path", str(self.admin_path),
+            *self.extra_args,
+        ]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        _live.add(self)
+        try:
+            self._wait_admin(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit code. Idempotent."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait(timeout)
+        _live.discard(self)
+        if self._own_workdir and os.environ.get("GOSSAMER_KEEP_ENVOY_LOGS") is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return proc.returncode
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> EnvoyProcess:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> EnvoyProcess:
+        if self.proc is None:
+            await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- admin API -----------------------------------------------------------------------------
+
+    @property
+    def admin_url(self) -> str:
+        if self.admin_address is None:
+            raise EnvoyError("Envoy is not started")
+        host, port = self.admin_address
+        return f"http://{host}:{port}"
+
+    def admin_get(self, path: str, timeout: float = 5.0) -> str:
+        """GET an admin path ("/ready", "/stats?filter=...") and return the body."""
+        return self._admin("GET", path, timeout)
+
+    def admin_post(self, path: str, timeout: float = 5.0) -> str:
+        return self._admin("POST", path, timeout)
+
+    def config_dump(self, include_eds: bool = True) -> dict[str, Any]:
+        data = json.loads(self.admin_get("/config_dump" + ("?include_eds" if include_eds
+                                                           else "")))
+        if not isinstance(data, dict):
+            raise EnvoyError("unexpected /config_dump answer")
+        return data
+
+    def stats(self, filter_regex: str | None = None) -> dict[str, int]:
+        """Counters and gauges as name -> value (histograms are left out)."""
+        path = "/stats"
+        if filter_regex:
+            path += "?filter=" + urllib.parse.quote(filter_regex)
+        out: dict[str, int] = {}
+        for line in self.admin_get(path).splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def stat(self, name: str, default: int = 0) -> int:
+        return self.stats(f"^{re.escape(name)}$").get(name, default)
+
+    def is_ready(self) -> bool:
+        try:
+            return self.admin_get("/ready", timeout=2.0).strip() == "LIVE"
+        except EnvoyError:
+            return False
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until GET /ready says LIVE (initial config applied)."""
+        self.wait_for(self.is_ready, timeout, "Envoy to become ready (/ready == LIVE)")
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str,
+                 interval: float = 0.05) -> None:
+        """Poll `predicate` until true; raise EnvoyError (with Envoy's log) after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return
+            self._check_alive()
+            if time.monotonic() >= deadline:
+                raise EnvoyError(f"timed out after {timeout}s waiting for {what}\n"
+                                 f"--- envoy log ---\n{self.logs()[-4000:]}")
+            time.sleep(interval)
+
+    # -- async twins ---------------------------------------------------------------------------
+
+    async def aadmin_get(self, path: str, timeout: float = 5.0) -> str:
+        return await asyncio.to_thread(self.admin_get, path, timeout)
+
+    async def aconfig_dump(self, include_eds: bool = True) -> dict[str, Any]:
+        return await asyncio.to_thread(self.config_dump, include_eds)
+
+    async def astats(self, filter_regex: str | None = None) -> dict[str, int]:
+        return await asyncio.to_thread(self.stats, filter_regex)
+
+    async def astat(self, name: str, default: int = 0) -> int:
+        return await asyncio.to_thread(self.stat, name, default)
+
+    async def await_ready(self, timeout: float = 20.0) -> None:
+        await asyncio.to_thread(self.wait_ready, timeout)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        if self.proc is None:
+            raise EnvoyError("Envoy is not started")
+        code = self.proc.poll()
+        if code is not None:
+            raise EnvoyError(f"Envoy exited with code {code}\n--- envoy log ---\n"
+                             f"{self.logs()[-4000:]}")
+
+    def _wait_admin(self, timeout: float) -> None:
+        def answered() -> bool:
+            if self.admin_address is None:
+                try:
+                    text = self.admin_path.read_text().strip()
+                except FileNotFoundError:
+                    return False
+                host, _, port = text.rpartition(":")
+                if not port.isdigit():
+                    return False
+                self.admin_address = (host.strip("[]"), int(port))
+            try:
+                self.admin_get("/ready", timeout=1.0)
+            except EnvoyError:
+                return False
+            return True
+
+        self.wait_for(answered, timeout, "Envoy's admin API")
+
+    def _admin(self, method: str, path: str, timeout: float) -> str:
+        if not path.startswith("/"):
+            path = "/" + path
+        request = urllib.request.Request(self.admin_url + path, method=method)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                body: bytes = response.read()
+        except urllib.error.HTTPError as exc:
+            # /ready answers 503 with a body while not LIVE: that is an answer.
+            body = exc.read()
+        except (OSError, urllib.error.URLError) as exc:
+            raise EnvoyError(f"Envoy admin {method} {path}: {exc}") from exc
+        return body.decode(errors="replace")

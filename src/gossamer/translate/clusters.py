@@ -1,0 +1,60 @@
+"""Clusters: one EDS cluster per service port, one static cluster for the local app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+
+from gossamer.model import Service
+from gossamer.model.service import Protocol
+from gossamer.translate import names
+from gossamer.translate.protos import ADS, HTTP_OPTIONS, build, socket_address
+
+CONNECT_TIMEOUT = "2s"
+
+
+def _protocol_options(protocol: Protocol) -> dict[str, Any]:
+    if not protocol.is_h2:
+        return {}
+    return {"typedExtensionProtocolOptions": {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": HTTP_OPTIONS,
+            "explicitHttpConfig": {"http2ProtocolOptions": {}},
+        }
+    }}
+
+
+def outbound_clusters(service: Service) -> dict[str, Cluster]:
+    """EDS clusters for each port; EDS service name = cluster name."""
+    ns, name = service.metadata.namespace, service.metadata.name
+    out = {}
+    for port in service.spec.ports:
+        cname = names.outbound_cluster(ns, name, port.port)
+        out[cname] = build(Cluster, {
+            "name": cname,
+            "type": "EDS",
+            "edsClusterConfig": {"edsConfig": ADS, "serviceName": cname},
+            "connectTimeout": CONNECT_TIMEOUT,
+            "lbPolicy": "ROUND_ROBIN",
+            "commonLbConfig": {"healthyPanicThreshold": {"value": 0}},
+            **_protocol_options(port.protocol),
+        })
+    return out
+
+
+def inbound_cluster(app_port: int, protocol: Protocol) -> Cluster:
+    """The local application, always on loopback beside its sidecar."""
+    cname = names.inbound_cluster(app_port)
+    return build(Cluster, {
+        "name": cname,
+        "type": "STATIC",
+        "connectTimeout": CONNECT_TIMEOUT,
+        "loadAssignment": {
+            "clusterName": cname,
+            "endpoints": [{"lbEndpoints": [
+                {"endpoint": {"address": socket_address("127.0.0.1", app_port)}}
+            ]}],
+        },
+        **_protocol_options(protocol),
+    })

@@ -1,0 +1,169 @@
+"""Assemble snapshots: shared mesh-wide resources once per index, then per proxy.
+
+Everything that does not depend on the proxy (clusters, endpoints, each
+service's routes) is built and serialized once per index and the same
+`XdsResource` objects are shared by every proxy's snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+
+from gossamer.index import MeshIndex, SvcKey
+from gossamer.model import Service
+from gossamer.model.service import Protocol
+from gossamer.translate import names
+from gossamer.translate.clusters import inbound_cluster, outbound_clusters
+from gossamer.translate.consistency import check_consistency
+from gossamer.translate.endpoints import load_assignment
+from gossamer.translate.listeners import (
+    http_outbound_listener,
+    inbound_listener,
+    tcp_outbound_listener,
+)
+from gossamer.translate.protos import build
+from gossamer.translate.proxy import ProxyIdentity, Upstream
+from gossamer.translate.routes import service_routes
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
+
+PortKey = tuple[str, str, int]  # (namespace, service, port)
+NO_SERVICE_VHOST = {
+    "name": "no-such-service", "domains": ["*"],
+    "routes": [{"name": "no-such-service", "match": {"prefix": "/"}, "directResponse": {
+        "status": 404,
+        "body": {"inlineString": "gossamer: no mesh service matches this request's host\n"},
+    }}],
+}
+
+
+@dataclass
+class MeshConfig:
+    index: MeshIndex
+    clusters: dict[str, XdsResource]
+    endpoints: dict[str, XdsResource]
+    # Envoy routes of each HTTP service port (dicts, placed into virtual hosts per caller).
+    port_routes: dict[PortKey, list[dict[str, Any]]]
+    protocols: dict[PortKey, Protocol]
+    # Route configs of per-upstream listeners, and the per-namespace `outbound` one.
+    upstream_routes: dict[PortKey, XdsResource] = field(default_factory=dict)
+    _outbound_routes: dict[str, XdsResource] = field(default_factory=dict)
+
+    def outbound_routes(self, namespace: str) -> XdsResource:
+        """Memoized: callers in one namespace share the same `outbound` route config."""
+        if namespace not in self._outbound_routes:
+            self._outbound_routes[namespace] = _outbound_route_config(self, namespace)
+        return self._outbound_routes[namespace]
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    proxy: ProxyIdentity
+    snapshot: Snapshot
+
+
+def _res(type_url: str, name: str, message: Any) -> XdsResource:
+    return XdsResource.from_message(type_url, name, message)
+
+
+def _default_port(service: Service) -> int:
+    ports = [p.port for p in service.spec.ports]
+    return 80 if 80 in ports else ports[0]
+
+
+def _outbound_route_config(mesh: MeshConfig, namespace: str) -> XdsResource:
+    vhosts = []
+    for (ns, name, port), routes in sorted(mesh.port_routes.items()):
+        svc = mesh.index.services[(ns, name)]
+        domains = names.service_domains(name, ns, port, same_ns=ns == namespace,
+                                        default_port=port == _default_port(svc))
+        vhosts.append({"name": f"{name}.{ns}:{port}", "domains": domains, "routes": routes})
+    vhosts.append(NO_SERVICE_VHOST)
+    config = build(RouteConfiguration, {"name": names.OUTBOUND_ROUTES, "virtualHosts": vhosts,
+                                        "validateClusters": False})
+    return _res(ROUTE, names.OUTBOUND_ROUTES, config)
+
+
+def _upstream_route_config(name: str, routes: list[dict[str, Any]] | None) -> XdsResource:
+    vhost = NO_SERVICE_VHOST if routes is None else {
+        "name": name, "domains": ["*"], "routes": routes}
+    config = build(RouteConfiguration, {"name": name, "virtualHosts": [vhost],
+                                        "validateClusters": False})
+    return _res(ROUTE, name, config)
+
+
+def translate_mesh(index: MeshIndex) -> MeshConfig:
+    clusters: dict[str, XdsResource] = {}
+    endpoints: dict[str, XdsResource] = {}
+    port_routes: dict[PortKey, list[dict[str, Any]]] = {}
+    protocols: dict[PortKey, Protocol] = {}
+    for key, svc in sorted(index.services.items()):
+        eps = index.endpoints.get(key, ())
+        for cname, cluster in outbound_clusters(svc).items():
+            clusters[cname] = _res(CLUSTER, cname, cluster)
+            endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
+        attached = index.routes_by_parent.get(key, ())
+        for port in svc.spec.ports:
+            pkey = (key[0], key[1], port.port)
+            protocols[pkey] = port.protocol
+            if port.protocol.is_http:
+                port_routes[pkey] = service_routes(svc, port.port, attached, index.services)
+    mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols)
+    for pkey, routes in port_routes.items():
+        rname = names.upstream_listener(*pkey)
+        mesh.upstream_routes[pkey] = _upstream_route_config(rname, routes)
+    return mesh
+
+
+def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
+    svc = index.service(proxy.namespace, proxy.service)
+    return svc.spec.ports[0].protocol if svc else proxy.app_protocol
+
+
+def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, XdsResource | None]:
+    pkey: SvcKey | PortKey = (up.namespace, up.service, up.port)
+    lname = names.upstream_listener(up.namespace, up.service, up.port)
+    protocol = mesh.protocols.get(pkey)  # type: ignore[arg-type]
+    if protocol is Protocol.TCP:
+        cluster = names.outbound_cluster(up.namespace, up.service, up.port)
+        return _res(LISTENER, lname, tcp_outbound_listener(lname, up.local_port, cluster)), None
+    routes = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)  # type: ignore[arg-type]
+    return _res(LISTENER, lname, http_outbound_listener(lname, up.local_port, lname)), routes
+
+
+def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
+    clusters = dict(mesh.clusters)
+    listeners: dict[str, XdsResource] = {}
+    routes: dict[str, XdsResource] = {}
+    ports: dict[str, int] = {}
+    rds_refs: list[str] = []
+    if proxy.inbound_port and proxy.app_port:
+        protocol = _own_protocol(mesh.index, proxy)
+        local = inbound_cluster(proxy.app_port, protocol)
+        clusters[local.name] = _res(CLUSTER, local.name, local)
+        lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
+                               proxy.inbound_port, protocol, local.name)
+        listeners[lis.name] = _res(LISTENER, lis.name, lis)
+        ports[lis.name] = proxy.inbound_port
+    if proxy.outbound_port:
+        lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
+                                     names.OUTBOUND_ROUTES)
+        listeners[lis.name] = _res(LISTENER, lis.name, lis)
+        routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace)
+        ports[lis.name] = proxy.outbound_port
+        rds_refs.append(names.OUTBOUND_ROUTES)
+    for up in proxy.upstreams:
+        listener, route = _upstream_resources(mesh, up)
+        listeners[listener.name] = listener
+        ports[listener.name] = up.local_port
+        if route is not None:
+            routes[route.name] = route
+            rds_refs.append(route.name)
+    eds_refs = [n for n in clusters if n.startswith("outbound|")]
+    check_consistency(eds_refs=eds_refs, endpoints=mesh.endpoints, rds_refs=rds_refs,
+                      routes=routes, listener_ports=ports)
+    snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: mesh.endpoints,
+                               LISTENER: listeners, ROUTE: routes})
+    return ProxyConfig(proxy, snapshot)

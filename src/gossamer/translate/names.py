@@ -1,0 +1,37 @@
+"""Names of generated Envoy resources; stats and `proxy-config` output show them."""
+
+from __future__ import annotations
+
+INBOUND_LISTENER = "inbound"
+OUTBOUND_LISTENER = "outbound"
+OUTBOUND_ROUTES = "outbound"
+NO_ROUTE_CLUSTER = "gossamer_no_such_backend"
+
+
+def outbound_cluster(namespace: str, name: str, port: int) -> str:
+    return f"outbound|{port}||{name}.{namespace}"
+
+
+def inbound_cluster(app_port: int) -> str:
+    return f"inbound|{app_port}"
+
+
+def upstream_listener(namespace: str, name: str, port: int) -> str:
+    return f"upstream|{port}||{name}.{namespace}"
+
+
+def service_domains(name: str, namespace: str, port: int, *, same_ns: bool,
+                    default_port: bool) -> list[str]:
+    """Host names a caller may use for a service port.
+
+    Only the service's default port answers to a host without a port, and
+    only callers in the same namespace may use the bare service name.
+    """
+    hosts = [f"{name}.{namespace}", f"{name}.{namespace}.svc",
+             f"{name}.{namespace}.svc.cluster.local"]
+    if same_ns:
+        hosts.insert(0, name)
+    out = [f"{h}:{port}" for h in hosts]
+    if default_port:
+        out = hosts + out
+    return out

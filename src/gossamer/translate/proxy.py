@@ -1,0 +1,87 @@
+"""Who a proxy is, as its agent describes it in the Envoy node metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gossamer.model.service import Protocol
+
+
+class BadNodeMetadata(ValueError):
+    """The node's metadata does not describe a Gossamer sidecar."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A service the app reaches on a dedicated local port (no Host header needed)."""
+
+    service: str
+    namespace: str
+    port: int
+    local_port: int
+
+
+@dataclass(frozen=True)
+class ProxyIdentity:
+    node_id: str
+    service: str
+    namespace: str
+    workload: str
+    # The listener other sidecars reach; 0 = this proxy takes no inbound traffic.
+    inbound_port: int
+    inbound_address: str
+    app_port: int
+    app_protocol: Protocol
+    outbound_port: int
+    upstreams: tuple[Upstream, ...] = ()
+
+    @classmethod
+    def from_node(cls, node_id: str, metadata: Mapping[str, object]) -> ProxyIdentity:
+        def text(key: str, default: str | None = None) -> str:
+            value = metadata.get(key, default)
+            if not isinstance(value, str) or not value:
+                raise BadNodeMetadata(f"node metadata {key!r} is missing or not a string")
+            return value
+
+        def number(key: str, default: int = 0) -> int:
+            value = metadata.get(key, default)
+            try:
+                # JSON numbers in a protobuf Struct arrive as floats.
+                port = int(value) if isinstance(value, int | float) else int(str(value))
+            except (TypeError, ValueError) as exc:
+                raise BadNodeMetadata(f"node metadata {key!r} is not a number") from exc
+            if not 0 <= port <= 65535:
+                raise BadNodeMetadata(f"node metadata {key!r} is not a port")
+            return port
+
+        namespace = text("namespace", "default")
+        try:
+            protocol = Protocol(text("app_protocol", "http"))
+        except ValueError as exc:
+            raise BadNodeMetadata("node metadata 'app_protocol' is not a protocol") from exc
+        raw_upstreams = metadata.get("upstreams", [])
+        if not isinstance(raw_upstreams, list):
+            raise BadNodeMetadata("node metadata 'upstreams' must be a list")
+        upstreams = []
+        for u in raw_upstreams:
+            if not isinstance(u, Mapping):
+                raise BadNodeMetadata("node metadata 'upstreams' entries must be objects")
+            upstreams.append(Upstream(
+                service=str(u.get("service", "")),
+                namespace=str(u.get("namespace") or namespace),
+                port=int(u.get("port", 0)),
+                local_port=int(u.get("local_port", 0)),
+            ))
+        return cls(
+            node_id=node_id,
+            service=text("service"),
+            namespace=namespace,
+            workload=text("workload", node_id),
+            inbound_port=number("inbound_port"),
+            inbound_address=text("inbound_address", "127.0.0.1"),
+            app_port=number("app_port"),
+            app_protocol=protocol,
+            outbound_port=number("outbound_port"),
+            upstreams=tuple(upstreams),
+        )

@@ -1,0 +1,216 @@
+"""Routes: Gateway API HTTPRoute rules -> Envoy virtual-host routes.
+
+Precedence follows the Gateway API spec: Exact path, then regex, then the
+longest PathPrefix, then a method match, then the most header matches, then
+the most query matches, then route (namespace, name) and rule order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gossamer.index import SvcKey
+from gossamer.model import HTTPRoute, Service
+from gossamer.model.httproute import (
+    BackendRef,
+    FilterType,
+    HeaderModifier,
+    PathMatchType,
+    PathModifier,
+    PathModifierType,
+    RouteFilter,
+    RouteMatch,
+    RouteRule,
+    ValueMatchType,
+)
+from gossamer.translate import names
+from gossamer.translate.protos import seconds
+
+REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
+                  307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
+# Safe to retry whatever the method: the request never reached the app.
+# Retried on another instance, so a dying or draining one stays invisible.
+DEFAULT_RETRY: dict[str, Any] = {
+    "retryOn": "connect-failure,refused-stream,reset-before-request",
+    "numRetries": 2,
+    "retryHostPredicate": [{
+        "name": "envoy.retry_host_predicates.previous_hosts",
+        "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.retry.host."
+                                  "previous_hosts.v3.PreviousHostsPredicate"},
+    }],
+    "hostSelectionRetryMaxAttempts": "3",
+}
+_PATH_RANK = {PathMatchType.EXACT: 0, PathMatchType.REGULAR_EXPRESSION: 1,
+              PathMatchType.PATH_PREFIX: 2}
+
+
+def _string_match(kind: ValueMatchType, value: str) -> dict[str, Any]:
+    if kind is ValueMatchType.REGULAR_EXPRESSION:
+        return {"safeRegex": {"regex": value}}
+    return {"exact": value}
+
+
+def _path_match(match: RouteMatch) -> dict[str, Any]:
+    path = match.path
+    if path is None or (path.type is PathMatchType.PATH_PREFIX and path.value.rstrip("/") == ""):
+        return {"prefix": "/"}
+    if path.type is PathMatchType.EXACT:
+        return {"path": path.value}
+    if path.type is PathMatchType.REGULAR_EXPRESSION:
+        return {"safeRegex": {"regex": path.value}}
+    # Gateway prefixes match whole path segments: /foo matches /foo/bar, not /foobar.
+    return {"pathSeparatedPrefix": path.value.rstrip("/")}
+
+
+def envoy_match(match: RouteMatch) -> dict[str, Any]:
+    out = _path_match(match)
+    headers = [{"name": h.name, "stringMatch": _string_match(h.type, h.value)}
+               for h in match.headers]
+    if match.method:
+        headers.append({"name": ":method", "stringMatch": {"exact": match.method}})
+    if headers:
+        out["headers"] = headers
+    if match.query_params:
+        out["queryParameters"] = [
+            {"name": q.name, "stringMatch": _string_match(q.type, q.value)}
+            for q in match.query_params
+        ]
+    return out
+
+
+def _headers(mod: HeaderModifier) -> tuple[list[dict[str, Any]], list[str]]:
+    add = [{"header": {"key": h.name, "value": h.value},
+            "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in mod.set]
+    add += [{"header": {"key": h.name, "value": h.value},
+             "appendAction": "APPEND_IF_EXISTS_OR_ADD"} for h in mod.add]
+    return add, list(mod.remove)
+
+
+def _prefix_rewrite(match: RouteMatch, mod: PathModifier) -> dict[str, Any]:
+    """Gateway path rewrites as RE2 rewrites, which keep segment semantics
+    (replacing /foo with / turns /foo/bar into /bar, not //bar)."""
+    if mod.type is PathModifierType.REPLACE_FULL_PATH:
+        return {"regexRewrite": {"pattern": {"regex": "^/.*$"},
+                                 "substitution": mod.replace_full_path}}
+    prefix = match.path.value.rstrip("/") if match.path else ""
+    replacement = (mod.replace_prefix_match or "/").rstrip("/")
+    if not replacement:
+        return {"regexRewrite": {"pattern": {"regex": f"^{re.escape(prefix)}/?(.*)$"},
+                                 "substitution": "/\\1"}}
+    return {"regexRewrite": {"pattern": {"regex": f"^{re.escape(prefix)}(/.*)?$"},
+                             "substitution": f"{replacement}\\1"}}
+
+
+def _backend_cluster(ref: BackendRef, route_ns: str, parent_port: int,
+                     services: Mapping[SvcKey, Service]) -> str:
+    ns = ref.namespace or route_ns
+    svc = services.get((ns, ref.name))
+    port = ref.port or parent_port
+    if svc is None or svc.port(port) is None:
+        return names.NO_ROUTE_CLUSTER
+    return names.outbound_cluster(ns, ref.name, port)
+
+
+def _forward(rule: RouteRule, route_ns: str, parent_port: int,
+             services: Mapping[SvcKey, Service]) -> dict[str, Any]:
+    weighted = [(b, _backend_cluster(b, route_ns, parent_port, services))
+                for b in rule.backend_refs if b.weight > 0]
+    action: dict[str, Any]
+    if len(weighted) == 1:
+        action = {"cluster": weighted[0][1]}
+    else:
+        totals: dict[str, int] = {}
+        for ref, cluster in weighted:
+            totals[cluster] = totals.get(cluster, 0) + ref.weight
+        action = {"weightedClusters": {"clusters": [
+            {"name": c, "weight": w} for c, w in totals.items()
+        ]}}
+    # Gateway API: a request to an unresolvable backend gets HTTP 500.
+    action["clusterNotFoundResponseCode"] = "INTERNAL_SERVER_ERROR"
+    timeouts = rule.timeouts
+    request_ms = timeouts.request_ms if timeouts else None
+    action["timeout"] = seconds(request_ms or 0)
+    action["retryPolicy"] = dict(DEFAULT_RETRY)
+    if timeouts and timeouts.backend_request_ms:
+        action["retryPolicy"]["perTryTimeout"] = seconds(timeouts.backend_request_ms)
+    return action
+
+
+def _redirect(filt: RouteFilter, match: RouteMatch) -> dict[str, Any]:
+    red = filt.request_redirect
+    assert red is not None
+    out: dict[str, Any] = {"responseCode": REDIRECT_CODES[red.status_code]}
+    if red.scheme:
+        out["schemeRedirect"] = red.scheme
+    if red.hostname:
+        out["hostRedirect"] = red.hostname
+    if red.port:
+        out["portRedirect"] = red.port
+    if red.path:
+        if red.path.type is PathModifierType.REPLACE_FULL_PATH:
+            out["pathRedirect"] = red.path.replace_full_path
+        else:
+            out["regexRewrite"] = _prefix_rewrite(match, red.path)["regexRewrite"]
+    return out
+
+
+def envoy_route(rule: RouteRule, match: RouteMatch, name: str, route_ns: str,
+                parent_port: int, services: Mapping[SvcKey, Service]) -> dict[str, Any]:
+    route: dict[str, Any] = {"name": name, "match": envoy_match(match)}
+    by_type = {f.type: f for f in rule.filters}
+    if FilterType.REQUEST_REDIRECT in by_type:
+        route["redirect"] = _redirect(by_type[FilterType.REQUEST_REDIRECT], match)
+        return route
+    if not [b for b in rule.backend_refs if b.weight > 0]:
+        route["directResponse"] = {"status": 500, "body": {
+            "inlineString": "gossamer: this route rule has no backend with weight > 0\n"}}
+        return route
+    action = _forward(rule, route_ns, parent_port, services)
+    if (rw := by_type.get(FilterType.URL_REWRITE)) and rw.url_rewrite:
+        if rw.url_rewrite.hostname:
+            action["hostRewriteLiteral"] = rw.url_rewrite.hostname
+        if rw.url_rewrite.path:
+            action.update(_prefix_rewrite(match, rw.url_rewrite.path))
+    route["route"] = action
+    if (req := by_type.get(FilterType.REQUEST_HEADER_MODIFIER)) and req.request_header_modifier:
+        add, remove = _headers(req.request_header_modifier)
+        route["requestHeadersToAdd"], route["requestHeadersToRemove"] = add, remove
+    if (resp := by_type.get(FilterType.RESPONSE_HEADER_MODIFIER)) and \
+            resp.response_header_modifier:
+        add, remove = _headers(resp.response_header_modifier)
+        route["responseHeadersToAdd"], route["responseHeadersToRemove"] = add, remove
+    return route
+
+
+def _precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
+    path = match.path
+    rank = _PATH_RANK[path.type] if path else 2
+    length = len(path.value.rstrip("/")) if path else 0
+    return (rank, -length, 0 if match.method else 1, -len(match.headers),
+            -len(match.query_params))
+
+
+def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
+                   services: Mapping[SvcKey, Service]) -> list[dict[str, Any]]:
+    """The Envoy routes of one service port; the default route when nothing attaches."""
+    ns, name = service.metadata.namespace, service.metadata.name
+    applicable = [r for r in attached
+                  if any(p.name == name and (p.namespace or r.metadata.namespace) == ns
+                         and p.port in (None, port) for p in r.spec.parent_refs)]
+    if not applicable:
+        return [{"name": "default", "match": {"prefix": "/"},
+                 "route": {"cluster": names.outbound_cluster(ns, name, port),
+                           "timeout": "0s", "retryPolicy": DEFAULT_RETRY}}]
+    ordered: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+    seq = 0
+    for route in applicable:
+        for i, rule in enumerate(route.spec.rules):
+            for j, match in enumerate(rule.matches or [RouteMatch()]):
+                rname = f"{route.metadata.namespace}/{route.metadata.name}/rule{i}/match{j}"
+                er = envoy_route(rule, match, rname, route.metadata.namespace, port, services)
+                ordered.append(((*_precedence(match), seq), er))
+                seq += 1
+    ordered.sort(key=lambda pair: pair[0])
+    return [r for _, r in ordered]

@@ -1,0 +1,112 @@
+"""The snapshot cache: what each proxy (by node id) should have right now.
+
+Theory of operation: one entry per node id holds the current `Snapshot` and a
+generation number. Every real change (a set whose per-type versions differ from
+the stored ones, or a remove) takes the next value of a cache-wide counter, so
+generations never repeat, even across remove and re-add. A stream remembers the
+generation it last acted on and calls `wait_for_change(node_id, seen)`, which
+returns at once if the entry has moved on, or else parks on the entry's
+`asyncio.Event`. A change sets that event (waking every stream of the node)
+and installs a fresh one. Setting a snapshot whose versions equal the stored
+ones changes nothing and wakes nobody: versions are content hashes, so equal
+versions mean equal bytes. An entry without a snapshot is kept only while
+someone waits on it.
+
+The cache holds references, never copies: snapshots and their resources are
+immutable and shared with every stream of the node. Use it from the event
+loop's thread (it uses asyncio.Event and no locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from gossamer.xds.types import Snapshot
+
+
+@dataclass(eq=False)
+class _Entry:
+    snapshot: Snapshot | None = None
+    generation: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: int = 0
+
+
+def _same_versions(a: Snapshot, b: Snapshot) -> bool:
+    if a is b:
+        return True
+    types = set(a.versions) | set(b.versions)
+    return all(a.version(t) == b.version(t) for t in types)
+
+
+class SnapshotCache:
+    """Snapshots by node id, with change notification for the streams of each node."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._counter = itertools.count(1)
+
+    def set(self, node_id: str, snapshot: Snapshot) -> None:
+        """Store the node's snapshot. If its versions equal the stored ones, keep the
+        stored object and wake nobody (`generation` tells whether it changed)."""
+        entry = self._entries.get(node_id)
+        if entry is None:
+            entry = self._entries[node_id] = _Entry()
+        elif entry.snapshot is not None and _same_versions(entry.snapshot, snapshot):
+            return
+        entry.snapshot = snapshot
+        self._bump(entry)
+
+    def get(self, node_id: str) -> Snapshot | None:
+        entry = self._entries.get(node_id)
+        return entry.snapshot if entry is not None else None
+
+    def remove(self, node_id: str) -> bool:
+        """Forget the node's snapshot. Streams of the node are woken and see `get() is None`."""
+        entry = self._entries.get(node_id)
+        if entry is None or entry.snapshot is None:
+            return False
+        entry.snapshot = None
+        self._bump(entry)
+        if entry.waiters == 0:
+            del self._entries[node_id]
+        return True
+
+    def node_ids(self) -> list[str]:
+        """Node ids that currently have a snapshot, sorted."""
+        return sorted(n for n, e in self._entries.items() if e.snapshot is not None)
+
+    def generation(self, node_id: str) -> int:
+        """The node's current generation (0: never had a snapshot while anyone looked)."""
+        entry = self._entries.get(node_id)
+        return entry.generation if entry is not None else 0
+
+    async def wait_for_change(self, node_id: str, seen_generation: int) -> int:
+        """Return the node's generation once it differs from `seen_generation`."""
+        entry = self._entries.get(node_id)
+        if entry is None:
+            entry = self._entries[node_id] = _Entry()
+        entry.waiters += 1
+        try:
+            while entry.generation == seen_generation:
+                await entry.changed.wait()
+            return entry.generation
+        finally:
+            entry.waiters -= 1
+            if (entry.waiters == 0 and entry.snapshot is None
+                    and self._entries.get(node_id) is entry):
+                del self._entries[node_id]
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._entries.values() if e.snapshot is not None)
+
+    def __contains__(self, node_id: object) -> bool:
+        entry = self._entries.get(node_id) if isinstance(node_id, str) else None
+        return entry is not None and entry.snapshot is not None
+
+    def _bump(self, entry: _Entry) -> None:
+        entry.generation = next(self._counter)
+        event, entry.changed = entry.changed, asyncio.Event()
+        event.set()

@@ -1,0 +1,386 @@
+"""The grpc.aio Aggregated Discovery Service: SotW and delta ADS over one port.
+
+Both methods are registered through a generic handler whose response
+serializer is the identity, so streams write the bytes `stream.py` assembled
+from cached per-resource encodings: no message is built or serialized per
+stream.
+
+Theory of operation (one stream):
+
+    reader task ──requests──▶ ┐
+                              ├─ queue ─▶ main loop ─▶ machine ─▶ Outgoing ─▶ write
+    watcher task ─"changed"─▶ ┘                         │
+                                                        └─ events ─▶ registry, metrics
+
+1. The first request must name the node. The stream registers with the
+   `ProxyRegistry` (which hands out a stream id), then calls
+   `hooks.proxy_connected` (sync or async) and only then looks at the cache:
+   the control plane typically computes the node's snapshot in that hook.
+2. A watcher task waits on `SnapshotCache.wait_for_change` and queues one
+   coalesced "changed" marker; the reader task queues requests. The main
+   loop is the only one touching the sans-I/O machine, so the machine needs
+   no locks, and requests and snapshots are handled in arrival order.
+3. Each response is written under a semaphore shared by all streams, which
+   caps responses in flight: a push to thousands of proxies then proceeds
+   a few dozen writes at a time instead of holding every response in memory
+   and starving the event loop.
+4. When the stream ends for any reason, the registry marks the proxy
+   disconnected and `hooks.proxy_disconnected` runs, unless a newer stream of
+   the same node has taken over (Envoy reconnects before the old stream is
+   torn down, e.g. across a control-plane restart with a load balancer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, Final, Protocol
+
+import grpc
+import grpc.aio
+from envoy.service.discovery.v3 import discovery_pb2
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gossamer.xds import wire
+from gossamer.xds.cache import SnapshotCache
+from gossamer.xds.status import NodeInfo, ProxyRegistry
+from gossamer.xds.stream import (
+    Acked,
+    DeltaStream,
+    Event,
+    Nacked,
+    Outgoing,
+    SotwStream,
+)
+from gossamer.xds.types import SHORT
+
+__all__ = ["NodeInfo", "XdsHooks", "XdsMetrics", "XdsServer"]
+
+log = logging.getLogger(__name__)
+
+SERVICE: Final = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+MAX_MESSAGE_BYTES: Final = 64 << 20
+
+
+class XdsHooks(Protocol):
+    """What the control plane is told about proxies coming and going.
+
+    Either method may be a plain function or a coroutine function. The
+    stream sends config once `cache.get(node_id)` has a snapshot, so
+    `proxy_connected` may also just schedule that work and return.
+    """
+
+    def proxy_connected(self, node_id: str, node: NodeInfo) -> Awaitable[None] | None: ...
+
+    def proxy_disconnected(self, node_id: str) -> Awaitable[None] | None: ...
+
+
+class XdsMetrics:
+    """Prometheus metrics of the xDS server, on a registry of the caller's (never the global)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.pushes = Counter("gossamer_xds_pushes", "xDS responses sent, by type",
+                              ["type"], registry=r)
+        self.push_resources = Counter("gossamer_xds_pushed_resources",
+                                      "resources sent in xDS responses, by type",
+                                      ["type"], registry=r)
+        self.push_bytes = Counter("gossamer_xds_pushed_bytes", "bytes of xDS responses, by type",
+                                  ["type"], registry=r)
+        self.acks = Counter("gossamer_xds_acks", "xDS ACKs received, by type", ["type"],
+                            registry=r)
+        self.nacks = Counter("gossamer_xds_nacks", "xDS NACKs received (config rejected by "
+                             "a proxy), by type", ["type"], registry=r)
+        self.streams = Gauge("gossamer_xds_streams", "open ADS streams, by kind",
+                             ["kind"], registry=r)
+        self.stream_starts = Counter("gossamer_xds_stream_starts", "ADS streams opened, by kind",
+                                     ["kind"], registry=r)
+
+    def sent(self, out: Outgoing, size: int) -> None:
+        label = SHORT.get(out.type_url, out.type_url)
+        self.pushes.labels(label).inc()
+        self.push_resources.labels(label).inc(out.resources)
+        self.push_bytes.labels(label).inc(size)
+
+
+class _StreamGone(Exception):
+    """The peer stopped taking responses; end the stream (Envoy will reconnect)."""
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_CHANGED: Final = _Marker("CHANGED")
+_END: Final = _Marker("END")
+_QueueItem = Any  # a request message, _CHANGED or _END
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
+
+
+def _address(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class XdsServer:
+    """ADS server over a `SnapshotCache`, reporting to a `ProxyRegistry`."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        hooks: XdsHooks | None = None,
+        registry: ProxyRegistry | None = None,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        server_credentials: grpc.ServerCredentials | None = None,
+        max_in_flight: int = 32,
+        write_timeout: float = 60.0,
+        max_streams: int = 100_000,
+        extra_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.cache = cache
+        self.hooks = hooks
+        self.registry = registry if registry is not None else ProxyRegistry()
+        self.metrics = XdsMetrics(metrics_registry)
+        # SotW bodies (all but the nonce) shared by every stream of this server.
+        self.bodies = wire.BodyCache()
+        self._credentials = server_credentials
+        self._send_slots = asyncio.Semaphore(max_in_flight)
+        # A proxy that stops reading must not hold a write slot forever.
+        self.write_timeout = write_timeout
+        self._max_streams = max_streams
+        self._extra_options = tuple(extra_options)
+        self._server: grpc.aio.Server | None = None
+        self._streams: set[asyncio.Task[Any]] = set()
+        self.port = 0
+
+    def options(self) -> list[tuple[str, Any]]:
+        """grpc server channel arguments (see the module docstring and DESIGN.md)."""
+        return [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Streams per HTTP/2 connection (one Envoy uses one; a proxy in
+            # front of us may multiplex many).
+            ("grpc.max_concurrent_streams", self._max_streams),
+            # With the defaults (1000, hard limit 3000) a mass reconnect
+            # after a control-plane restart gets streams rejected CANCELLED.
+            ("grpc.server.max_pending_requests", self._max_streams),
+            ("grpc.server.max_pending_requests_hard_limit", self._max_streams),
+            # Our keepalive pings find dead proxies; and Envoy's own pings on
+            # an idle stream (when configured on the xds cluster) must not be
+            # punished with GOAWAY, which would drop a healthy ADS stream.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+            # Fail loudly if another process already serves this port.
+            ("grpc.so_reuseport", 0),
+            *self._extra_options,
+        ]
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on host:port (0: any free port) and return the bound port."""
+        if self._server is not None:
+            raise RuntimeError("XdsServer already started")
+        server = grpc.aio.server(options=self.options())
+        handler = grpc.method_handlers_generic_handler(SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._stream_sotw,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_identity),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._stream_delta,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_identity),
+        })
+        server.add_generic_rpc_handlers((handler,))
+        address = _address(host, port)
+        try:
+            if self._credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, self._credentials)
+        except RuntimeError as exc:
+            raise OSError(f"xDS server cannot listen on {address}: {exc}") from exc
+        if not bound:
+            raise OSError(f"xDS server cannot listen on {address}")
+        await server.start()
+        self._server, self.port = server, int(bound)
+        log.info("xDS server listening on %s", _address(host, self.port))
+        return self.port
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting streams and end the open ones after `grace` seconds."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        await server.stop(grace)
+        # grpc cancels the stream handlers but does not wait for them; let their
+        # cleanup (registry, disconnect hooks) finish before we report stopped.
+        streams = [t for t in self._streams if not t.done()]
+        for task in streams:
+            task.cancel()
+        if streams:
+            await asyncio.wait(streams, timeout=5.0)
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def _stream_sotw(self, requests: AsyncIterator[Any],
+                           context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        await self._serve(requests, context, SotwStream(self.bodies))
+
+    async def _stream_delta(self, requests: AsyncIterator[Any],
+                            context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        await self._serve(requests, context, DeltaStream())
+
+    async def _serve(self, requests: AsyncIterator[Any],
+                     context: grpc.aio.ServicerContext[Any, bytes],
+                     machine: SotwStream | DeltaStream) -> None:
+        this = asyncio.current_task()
+        if this is not None:
+            self._streams.add(this)
+            this.add_done_callback(self._streams.discard)
+        queue: asyncio.Queue[_QueueItem] = asyncio.Queue(maxsize=64)
+        reader = asyncio.create_task(self._read(requests, queue))
+        watcher: asyncio.Task[None] | None = None
+        node_id = ""
+        stream_id = 0
+        kind = machine.kind
+        try:
+            first = await queue.get()
+            if first is _END:
+                return
+            if not first.HasField("node") or not first.node.id:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "the first request of a stream must carry node.id")
+                return
+            node = NodeInfo.from_proto(first.node)
+            node_id = node.id
+            stream_id = self.registry.connect(node, kind)
+            self.metrics.streams.labels(kind).inc()
+            self.metrics.stream_starts.labels(kind).inc()
+            log.info("xDS %s stream %d from %s (%s) opened", kind, stream_id, node_id,
+                     node.user_agent or "unknown agent")
+            await self._call_hook("proxy_connected", node_id, node)
+
+            generation = self.cache.generation(node_id)
+            flag = asyncio.Event()  # set while a _CHANGED marker is queued
+            watcher = asyncio.create_task(self._watch(node_id, generation, queue, flag))
+            out = machine.on_request(first)
+            applied = self.cache.get(node_id)
+            if applied is not None:
+                out += machine.on_snapshot(applied)
+            await self._deliver(context, machine, node_id, stream_id, out)
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if item is _CHANGED:
+                    flag.clear()
+                    snapshot = self.cache.get(node_id)
+                    if snapshot is None or snapshot is applied:
+                        continue
+                    applied = snapshot
+                    out = machine.on_snapshot(snapshot)
+                else:
+                    out = machine.on_request(item)
+                await self._deliver(context, machine, node_id, stream_id, out)
+        except asyncio.CancelledError:
+            raise  # server stopping or the client went away: the finally block cleans up
+        except grpc.aio.AbortError:
+            raise
+        except _StreamGone as exc:
+            log.warning("xDS %s stream of %s dropped: %s", kind, node_id, exc)
+        except Exception:
+            if context.done():  # the client went away mid-write
+                log.debug("xDS %s stream of %s ended while writing", kind, node_id)
+            else:
+                log.exception("xDS %s stream of %s failed", kind, node_id or "unknown node")
+        finally:
+            for task in (reader, watcher):
+                if task is not None:
+                    task.cancel()
+            if stream_id:
+                self.metrics.streams.labels(kind).dec()
+                current = self.registry.disconnect(node_id, stream_id)
+                log.info("xDS %s stream %d from %s closed", kind, stream_id, node_id)
+                if current:
+                    await self._call_hook("proxy_disconnected", node_id)
+
+    async def _deliver(self, context: grpc.aio.ServicerContext[Any, bytes],
+                       machine: SotwStream | DeltaStream, node_id: str, stream_id: int,
+                       out: list[Outgoing]) -> None:
+        self._record(node_id, stream_id, machine.drain_events())
+        for item in out:
+            async with self._send_slots:
+                # Assembled only now, inside the slot, and dropped right after.
+                payload = item.payload
+                size = len(payload)
+                try:
+                    await asyncio.wait_for(context.write(payload), self.write_timeout)
+                except TimeoutError:
+                    raise _StreamGone(f"write stalled for {self.write_timeout}s") from None
+                del payload
+            self.registry.record_sent(node_id, stream_id, item)
+            self.metrics.sent(item, size)
+
+    def _record(self, node_id: str, stream_id: int, events: list[Event]) -> None:
+        for event in events:
+            self.registry.record_event(node_id, stream_id, event)
+            label = SHORT.get(event.type_url, event.type_url)
+            if isinstance(event, Acked):
+                if not event.implicit:
+                    self.metrics.acks.labels(label).inc()
+            elif isinstance(event, Nacked):
+                self.metrics.nacks.labels(label).inc()
+                log.warning("proxy %s rejected %s version %s: %s", node_id, label,
+                            event.version, event.message)
+
+    @staticmethod
+    async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[_QueueItem]) -> None:
+        try:
+            async for request in requests:
+                await queue.put(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client reset the stream, or sent garbage
+            log.debug("xDS stream read ended: %r", exc)
+        await queue.put(_END)
+
+    async def _watch(self, node_id: str, generation: int, queue: asyncio.Queue[_QueueItem],
+                     flag: asyncio.Event) -> None:
+        while True:
+            generation = await self.cache.wait_for_change(node_id, generation)
+            if not flag.is_set():
+                flag.set()
+                await queue.put(_CHANGED)
+
+    async def _call_hook(self, name: str, *args: Any) -> None:
+        if self.hooks is None:
+            return
+        try:
+            result = getattr(self.hooks, name)(*args)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("xDS hook %s(%s) failed", name, args[0] if args else "")
+

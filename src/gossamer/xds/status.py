@@ -1,0 +1,263 @@
+"""Who is connected over xDS, what each proxy runs, and what it last rejected.
+
+The registry answers the operator's questions behind `gossamer check`: is the
+proxy connected, does it run the latest config (for every type it subscribes
+to, the version it ACKed is the cache's current version for its node), and if
+not, what did Envoy say when it NACKed.
+
+Theory of operation: the xDS server calls `connect` when a stream's first
+request names the node, then `record_sent` / `record_event` as its stream
+machine produces responses and events, and `disconnect` when the stream ends.
+`connect` returns a stream id; a proxy that reconnects gets a new entry (the
+old stream may still be winding down), and reports carrying an old stream id
+are ignored, so an old stream cannot overwrite the new one's state nor mark
+the proxy disconnected. The last NACK carries over to the new entry: a proxy
+that crashed on bad config and came back should still show why. Disconnected
+entries stay (connected=False) for `retain_disconnected` seconds, then are
+pruned lazily. Pure bookkeeping: no I/O, no asyncio, call from one thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf import json_format
+
+from gossamer.xds.stream import Acked, Event, Nacked, Outgoing, Subscribed
+from gossamer.xds.types import PUSH_ORDER, SHORT, Snapshot
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A proxy's identity as its Envoy reports it in the first request."""
+
+    id: str
+    cluster: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    user_agent: str = ""
+
+    @classmethod
+    def from_proto(cls, node: Any) -> NodeInfo:
+        """From an `envoy.config.core.v3.Node` (the metadata Struct becomes a plain dict)."""
+        metadata: dict[str, Any] = {}
+        if node.HasField("metadata"):
+            metadata = dict(json_format.MessageToDict(node.metadata))
+        agent = node.user_agent_name
+        version_kind = node.WhichOneof("user_agent_version_type")
+        if version_kind == "user_agent_version":
+            agent = f"{agent}/{getattr(node, 'user_agent_version', '')}"
+        elif version_kind == "user_agent_build_version":
+            build = getattr(node, "user_agent_build_version", None)
+            semver = getattr(build, "version", None)
+            if semver is not None:
+                agent = (f"{agent}/{semver.major_number}.{semver.minor_number}."
+                         f"{semver.patch}")
+        return cls(node.id, node.cluster, metadata, agent)
+
+
+@dataclass(frozen=True)
+class NackRecord:
+    type_url: str
+    version: str
+    error: str
+    code: int
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": SHORT.get(self.type_url, self.type_url), "type_url": self.type_url,
+                "version": self.version, "error": self.error, "code": self.code,
+                "at": self.at}
+
+
+@dataclass
+class TypeStatus:
+    """One xDS type of one proxy."""
+
+    type_url: str
+    subscribed: bool = False
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    sent_version: str | None = None
+    sent_at: float | None = None
+    sent_count: int = 0
+    acked_version: str | None = None
+    acked_at: float | None = None
+    nack_count: int = 0
+    last_nack: NackRecord | None = None
+    # True from a NACK until the next ACK: the proxy runs an older version.
+    rejecting: bool = False
+
+    @property
+    def wants_anything(self) -> bool:
+        return self.subscribed and (self.wildcard or bool(self.names))
+
+
+@dataclass
+class ProxyStatus:
+    node: NodeInfo
+    kind: str
+    stream_id: int
+    connected_at: float
+    connected: bool = True
+    disconnected_at: float | None = None
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+    last_nack: NackRecord | None = None
+
+    def type(self, type_url: str) -> TypeStatus:
+        status = self.types.get(type_url)
+        if status is None:
+            status = self.types[type_url] = TypeStatus(type_url)
+        return status
+
+    def synced(self, snapshot: Snapshot | None) -> bool:
+        """Connected, and every subscribed type ACKed at the snapshot's version."""
+        if not self.connected or snapshot is None:
+            return False
+        wanted = [t for t in self.types.values() if t.wants_anything]
+        return bool(wanted) and all(
+            t.acked_version == snapshot.version(t.type_url) for t in wanted)
+
+
+class SnapshotSource(Protocol):
+    def get(self, node_id: str) -> Snapshot | None: ...
+
+
+def _type_key(type_url: str) -> tuple[int, str]:
+    return (PUSH_ORDER.index(type_url), "") if type_url in PUSH_ORDER else (99, type_url)
+
+
+class ProxyRegistry:
+    """Per connected (and recently disconnected) proxy: identity, versions, NACKs."""
+
+    def __init__(self, *, retain_disconnected: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.retain_disconnected = retain_disconnected
+        self._clock = clock
+        self._proxies: dict[str, ProxyStatus] = {}
+        self._stream_ids = itertools.count(1)
+
+    # -- fed by the xDS server ---------------------------------------------------------
+
+    def connect(self, node: NodeInfo, kind: str) -> int:
+        """A stream for `node` started; returns its stream id for later reports."""
+        self._prune()
+        stream_id = next(self._stream_ids)
+        previous = self._proxies.get(node.id)
+        status = ProxyStatus(node, kind, stream_id, self._clock())
+        if previous is not None:
+            status.last_nack = previous.last_nack
+            for type_url, old in previous.types.items():
+                if old.last_nack is not None:
+                    status.type(type_url).last_nack = old.last_nack
+        self._proxies[node.id] = status
+        return stream_id
+
+    def disconnect(self, node_id: str, stream_id: int) -> bool:
+        """The stream ended. True if it was the node's current stream (now disconnected)."""
+        status = self._current(node_id, stream_id)
+        if status is None:
+            return False
+        status.connected = False
+        status.disconnected_at = self._clock()
+        return True
+
+    def is_current(self, node_id: str, stream_id: int) -> bool:
+        return self._current(node_id, stream_id) is not None
+
+    def record_sent(self, node_id: str, stream_id: int, out: Outgoing) -> None:
+        status = self._current(node_id, stream_id)
+        if status is None:
+            return
+        t = status.type(out.type_url)
+        t.sent_version, t.sent_at = out.version, self._clock()
+        t.sent_count += 1
+
+    def record_event(self, node_id: str, stream_id: int, event: Event) -> None:
+        status = self._current(node_id, stream_id)
+        if status is None:
+            return
+        t = status.type(event.type_url)
+        now = self._clock()
+        if isinstance(event, Acked):
+            t.acked_version, t.acked_at, t.rejecting = event.version, now, False
+        elif isinstance(event, Nacked):
+            record = NackRecord(event.type_url, event.version, event.message, event.code, now)
+            t.last_nack = status.last_nack = record
+            t.nack_count += 1
+            t.rejecting = True
+        elif isinstance(event, Subscribed):
+            t.subscribed, t.wildcard, t.names = True, event.wildcard, event.names
+
+    # -- read by the API -----------------------------------------------------------------
+
+    def get(self, node_id: str) -> ProxyStatus | None:
+        return self._proxies.get(node_id)
+
+    def proxies(self) -> list[ProxyStatus]:
+        self._prune()
+        return [self._proxies[n] for n in sorted(self._proxies)]
+
+    def node_ids(self, *, connected_only: bool = True) -> list[str]:
+        return [p.node.id for p in self.proxies() if p.connected or not connected_only]
+
+    def to_json(self, cache: SnapshotSource | None = None) -> list[dict[str, Any]]:
+        """Plain dicts for the HTTP API, one per proxy, sorted by node id.
+
+        With `cache`, each entry says whether the proxy is `synced` (on the
+        latest version of everything it subscribes to) and each type shows
+        `latest_version`; without it, `synced` is None.
+        """
+        return [self._entry(p, cache) for p in self.proxies()]
+
+    snapshot = to_json
+
+    def _entry(self, p: ProxyStatus, cache: SnapshotSource | None) -> dict[str, Any]:
+        snap = cache.get(p.node.id) if cache is not None else None
+        types: dict[str, Any] = {}
+        for type_url in sorted(p.types, key=_type_key):
+            t = p.types[type_url]
+            latest = snap.version(type_url) if snap is not None else None
+            types[SHORT.get(type_url, type_url)] = {
+                "type_url": type_url,
+                "subscribed": t.subscribed,
+                "wildcard": t.wildcard,
+                "names": len(t.names),
+                "sent_version": t.sent_version,
+                "sent_count": t.sent_count,
+                "acked_version": t.acked_version,
+                "latest_version": latest,
+                "synced": None if snap is None else t.acked_version == latest,
+                "rejecting": t.rejecting,
+                "nack_count": t.nack_count,
+                "last_nack": t.last_nack.to_json() if t.last_nack else None,
+            }
+        return {
+            "node_id": p.node.id,
+            "cluster": p.node.cluster,
+            "metadata": dict(p.node.metadata),
+            "user_agent": p.node.user_agent,
+            "stream": p.kind,
+            "connected": p.connected,
+            "connected_at": p.connected_at,
+            "disconnected_at": p.disconnected_at,
+            "synced": p.synced(snap) if cache is not None else None,
+            "types": types,
+            "last_nack": p.last_nack.to_json() if p.last_nack else None,
+        }
+
+    def _current(self, node_id: str, stream_id: int) -> ProxyStatus | None:
+        status = self._proxies.get(node_id)
+        if status is None or status.stream_id != stream_id:
+            return None
+        return status
+
+    def _prune(self) -> None:
+        cutoff = self._clock() - self.retain_disconnected
+        stale = [n for n, p in self._proxies.items()
+                 if not p.connected and (p.disconnected_at or 0.0) < cutoff]
+        for node_id in stale:
+            del self._proxies[node_id]

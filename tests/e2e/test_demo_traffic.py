@@ -1,0 +1,108 @@
+"""The demo topology under real traffic: splits, header routing, live changes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from tests.e2e.conftest import Mesh
+
+pytestmark = pytest.mark.slow
+
+SPLIT = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: catalog}}
+spec:
+  parentRefs: [{{name: catalog, port: 80}}]
+  rules:
+  - backendRefs:
+    - {{name: catalog-v1, port: 80, weight: {v1}}}
+    - {{name: catalog-v2, port: 80, weight: {v2}}}
+"""
+HEADER = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: catalog}
+spec:
+  parentRefs: [{name: catalog, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-canary, value: "true"}]}]
+    backendRefs: [{name: catalog-v2, port: 80}]
+  - backendRefs: [{name: catalog-v1, port: 80}]
+"""
+
+
+def _versions(mesh: Mesh, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with mesh.client_via("frontend") as client:
+        for _ in range(n):
+            resp = client.get("http://catalog/items", headers=headers or {})
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["upstreams"]["http://inventory/stock"]["status"] == 200
+            seen[body["version"]] += 1
+    return seen
+
+
+def test_weighted_split_80_20_lands_within_5_points(mesh: Mesh) -> None:
+    mesh.apply(SPLIT.format(v1=80, v2=20))
+    mesh.wait_synced()
+    seen = _versions(mesh, 2000)
+    share = seen["v2"] / 2000
+    assert 0.15 <= share <= 0.25, seen
+
+
+def test_header_match_routes_only_matching_requests(mesh: Mesh) -> None:
+    mesh.apply(HEADER)
+    mesh.wait_synced()
+    assert _versions(mesh, 100, {"x-canary": "true"}) == Counter({"v2": 100})
+    assert _versions(mesh, 100, {"x-canary": "false"}) == Counter({"v1": 100})
+    assert _versions(mesh, 100) == Counter({"v1": 100})
+
+
+def test_apply_under_load_fails_no_request(mesh: Mesh) -> None:
+    mesh.apply(SPLIT.format(v1=100, v2=0))
+    mesh.wait_synced()
+    failures: list[str] = []
+    seen: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + 60  # bounded even if the test body hangs
+        with mesh.client_via("frontend") as client:
+            for _ in range(20_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    resp = client.get("http://frontend/")
+                except Exception as exc:  # a transport error is a failed request
+                    failures.append(repr(exc))
+                    continue
+                if resp.status_code != 200:
+                    failures.append(f"{resp.status_code} {resp.text[:200]}")
+                    continue
+                catalog = resp.json()["upstreams"]["http://catalog/items"]["body"]
+                seen[catalog["version"]] += 1
+
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        for v1, v2 in ((50, 50), (0, 100), (90, 10), (100, 0)):
+            time.sleep(1.0)
+            mesh.apply(SPLIT.format(v1=v1, v2=v2))
+            mesh.wait_synced()
+        mesh.apply(HEADER)
+        mesh.wait_synced()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+    assert not failures, failures[:5]
+    assert seen["v1"] > 0
+    assert seen["v2"] > 0

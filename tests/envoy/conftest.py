@@ -1,0 +1,82 @@
+"""Fixtures for tests with real Envoy processes: tiny HTTP backends and Envoy cleanup.
+
+Everything listens on 127.0.0.1 only, and every process or thread started here
+is stopped in a `finally`, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from gossamer.testing.envoy import EnvoyProcess
+
+
+class Backend:
+    """An HTTP server on 127.0.0.1 that answers every GET with its name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.hits = 0
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                backend.hits += 1
+                body = backend.name.encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def backends() -> Iterator[tuple[Backend, Backend]]:
+    a = Backend("A")
+    try:
+        b = Backend("B")
+        try:
+            yield a, b
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
+@pytest.fixture
+def envoys() -> Iterator[Callable[[dict[str, Any]], EnvoyProcess]]:
+    """Make (unstarted) EnvoyProcess objects; all are stopped at teardown."""
+    made: list[EnvoyProcess] = []
+
+    def make(bootstrap: dict[str, Any]) -> EnvoyProcess:
+        proc = EnvoyProcess(bootstrap)
+        made.append(proc)
+        return proc
+
+    try:
+        yield make
+    finally:
+        for proc in made:
+            proc.stop()

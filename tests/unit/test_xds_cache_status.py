@@ -1,0 +1,154 @@
+"""SnapshotCache change notification and ProxyRegistry bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_pb2
+
+from gossamer.xds.cache import SnapshotCache
+from gossamer.xds.status import NodeInfo, ProxyRegistry
+from gossamer.xds.stream import Acked, Nacked, Outgoing, Subscribed
+from gossamer.xds.types import CLUSTER, ROUTE, Snapshot, XdsResource
+
+
+def snap(route_name: str = "r") -> Snapshot:
+    res = XdsResource.from_message(ROUTE, route_name, route_pb2.RouteConfiguration(
+        name=route_name))
+    return Snapshot.build({ROUTE: {route_name: res}})
+
+
+# ---------------------------------------------------------------------------------- cache
+
+
+async def test_wait_for_change_wakes_on_a_real_change_only() -> None:
+    cache = SnapshotCache()
+    seen = cache.generation("n")
+    waiter = asyncio.create_task(cache.wait_for_change("n", seen))
+    await asyncio.sleep(0)
+    cache.set("n", snap())
+    generation = await asyncio.wait_for(waiter, 1)
+    assert generation == cache.generation("n") != seen
+    # An equal snapshot (new object, same versions) wakes nobody and is not stored.
+    stored = cache.get("n")
+    waiter = asyncio.create_task(cache.wait_for_change("n", generation))
+    cache.set("n", snap())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    assert cache.get("n") is stored
+    cache.set("n", snap("other"))
+    assert await asyncio.wait_for(waiter, 1) > generation
+
+
+async def test_remove_wakes_streams_and_generations_never_repeat() -> None:
+    cache = SnapshotCache()
+    cache.set("n", snap())
+    first = cache.generation("n")
+    waiter = asyncio.create_task(cache.wait_for_change("n", first))
+    await asyncio.sleep(0)
+    cache.remove("n")
+    await asyncio.wait_for(waiter, 1)
+    assert cache.get("n") is None
+    assert "n" not in cache
+    cache.set("n", snap())
+    assert cache.generation("n") > first
+    assert cache.node_ids() == ["n"]
+    assert len(cache) == 1
+
+
+async def test_waiting_on_an_unknown_node_leaves_nothing_behind() -> None:
+    cache = SnapshotCache()
+    waiter = asyncio.create_task(cache.wait_for_change("ghost", 0))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert cache._entries == {}
+    assert cache.node_ids() == []
+
+
+# ------------------------------------------------------------------------------- registry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def out(type_url: str, version: str) -> Outgoing:
+    return Outgoing(type_url, version, "1", 1, 0, lambda: b"")
+
+
+def test_registry_tracks_versions_nacks_and_sync() -> None:
+    clock = Clock()
+    reg = ProxyRegistry(clock=clock)
+    current = snap()
+    version = current.version(ROUTE)
+    sid = reg.connect(NodeInfo("n", "c", {"workload": "w"}), "delta")
+    reg.record_event("n", sid, Subscribed(ROUTE, False, frozenset({"r"})))
+    reg.record_sent("n", sid, out(ROUTE, "bad"))
+    reg.record_event("n", sid, Nacked(ROUTE, "bad", "invalid route", 13))
+    status = reg.get("n")
+    assert status is not None
+    assert not status.synced(current)
+    [entry] = reg.to_json(_Cache(current))
+    assert entry["last_nack"] == {"type": "routes", "type_url": ROUTE, "version": "bad",
+                                  "error": "invalid route", "code": 13, "at": 1000.0}
+    assert entry["types"]["routes"]["rejecting"] is True
+    assert entry["synced"] is False
+    reg.record_sent("n", sid, out(ROUTE, version))
+    reg.record_event("n", sid, Acked(ROUTE, version))
+    assert status.synced(current)
+    [entry] = reg.to_json(_Cache(current))
+    assert entry["synced"] is True
+    assert entry["types"]["routes"]["sent_count"] == 2
+    assert entry["last_nack"]["version"] == "bad"  # kept as history
+    # Types the proxy never subscribed to do not count against sync.
+    reg.record_event("n", sid, Subscribed(CLUSTER, False, frozenset()))
+    assert status.synced(current)
+
+
+class _Cache:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def get(self, node_id: str) -> Snapshot | None:
+        return self.snapshot
+
+
+def test_registry_reconnects_and_stale_streams() -> None:
+    clock = Clock()
+    reg = ProxyRegistry(clock=clock, retain_disconnected=60)
+    old = reg.connect(NodeInfo("n"), "sotw")
+    reg.record_event("n", old, Nacked(ROUTE, "v1", "boom", 13))
+    new = reg.connect(NodeInfo("n"), "sotw")
+    # Reports from the old stream are ignored, its end does not disconnect.
+    reg.record_event("n", old, Acked(ROUTE, "v9"))
+    assert not reg.disconnect("n", old)
+    status = reg.get("n")
+    assert status is not None
+    assert status.connected
+    assert status.type(ROUTE).acked_version is None
+    assert status.last_nack is not None
+    assert status.last_nack.error == "boom"  # carried over
+    assert reg.disconnect("n", new)
+    assert reg.to_json()[0]["connected"] is False
+    assert reg.node_ids() == []
+    assert reg.node_ids(connected_only=False) == ["n"]
+    clock.now += 61
+    assert reg.to_json() == []
+
+
+def test_node_info_from_proto() -> None:
+    node = base_pb2.Node(id="w1.default", cluster="svc", user_agent_name="envoy")
+    node.metadata.update({"workload": "w1", "ports": [1, 2]})
+    node.user_agent_build_version.version.major_number = 1
+    node.user_agent_build_version.version.minor_number = 40
+    info = NodeInfo.from_proto(node)
+    assert info == NodeInfo("w1.default", "svc", {"workload": "w1", "ports": [1.0, 2.0]},
+                            "envoy/1.40.0")

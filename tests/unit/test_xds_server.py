@@ -1,0 +1,202 @@
+"""The grpc.aio ADS server with an in-process grpc client (fast; no Envoy)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from prometheus_client import CollectorRegistry
+
+from gossamer.xds.cache import SnapshotCache
+from gossamer.xds.server import NodeInfo, XdsServer
+from gossamer.xds.status import ProxyRegistry
+from gossamer.xds.types import CLUSTER, Snapshot, XdsResource
+
+TIMEOUT = 5.0
+
+
+def snap(*names: str, timeout: int = 1) -> Snapshot:
+    clusters = {}
+    for n in names:
+        msg = cluster_pb2.Cluster(name=n)
+        msg.connect_timeout.seconds = timeout
+        clusters[n] = XdsResource.from_message(CLUSTER, n, msg)
+    return Snapshot.build({CLUSTER: clusters})
+
+
+class Hooks:
+    def __init__(self, cache: SnapshotCache, on_connect: Snapshot | None = None) -> None:
+        self.cache = cache
+        self.on_connect = on_connect
+        self.events: list[tuple[str, str]] = []
+
+    async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
+        self.events.append(("connected", node_id))
+        if self.on_connect is not None:
+            self.cache.set(node_id, self.on_connect)
+
+    def proxy_disconnected(self, node_id: str) -> None:
+        self.events.append(("disconnected", node_id))
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[dict[str, Any]]:
+    cache = SnapshotCache()
+    registry = ProxyRegistry()
+    hooks = Hooks(cache)
+    metrics = CollectorRegistry()
+    server = XdsServer(cache, hooks, registry, metrics_registry=metrics)
+    port = await server.start("127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield {"cache": cache, "registry": registry, "hooks": hooks, "server": server,
+               "stub": ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel),
+               "metrics": metrics}
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def sotw_req(node: str | None = "n1", **kw: Any) -> discovery_pb2.DiscoveryRequest:
+    r = discovery_pb2.DiscoveryRequest(type_url=CLUSTER, **kw)
+    if node:
+        r.node.id = node
+        r.node.cluster = "c1"
+        r.node.metadata.update({"workload": "w", "admin_port": 9901})
+    return r
+
+
+async def read(call: Any) -> Any:
+    return await asyncio.wait_for(call.read(), TIMEOUT)
+
+
+async def eventually(check: Any, what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_sotw_stream_over_grpc(env: dict[str, Any]) -> None:
+    cache: SnapshotCache = env["cache"]
+    registry: ProxyRegistry = env["registry"]
+    cache.set("n1", snap("a", "b"))
+    call = env["stub"].StreamAggregatedResources()
+    await call.write(sotw_req())
+    resp = await read(call)
+    assert resp.type_url == CLUSTER
+    current = cache.get("n1")
+    assert current is not None
+    assert resp.version_info == current.version(CLUSTER)
+    assert sorted(cluster_pb2.Cluster.FromString(a.value).name for a in resp.resources) == [
+        "a", "b"]
+    await call.write(sotw_req(node=None, version_info=resp.version_info,
+                              response_nonce=resp.nonce))
+    def acked() -> bool:
+        status = registry.get("n1")
+        return status is not None and status.synced(cache.get("n1"))
+
+    await eventually(acked, "the ACK")
+    [entry] = registry.to_json(cache)
+    assert entry["metadata"] == {"workload": "w", "admin_port": 9901.0}
+    assert entry["cluster"] == "c1"
+    assert entry["synced"] is True
+    # A new snapshot is pushed on the open stream.
+    cache.set("n1", snap("a"))
+    resp2 = await read(call)
+    assert [cluster_pb2.Cluster.FromString(a.value).name for a in resp2.resources] == ["a"]
+    assert resp2.nonce != resp.nonce
+    await eventually(lambda: env["metrics"].get_sample_value(
+        "gossamer_xds_pushes_total", {"type": "clusters"}) == 2, "the push metric")
+    call.cancel()
+
+
+async def test_delta_stream_over_grpc(env: dict[str, Any]) -> None:
+    cache: SnapshotCache = env["cache"]
+    cache.set("n1", snap("a", "b"))
+    call = env["stub"].DeltaAggregatedResources()
+    first = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
+    first.node.id = "n1"
+    current = cache.get("n1")
+    assert current is not None
+    first.initial_resource_versions["a"] = current.of(CLUSTER)["a"].version
+    await call.write(first)
+    resp = await read(call)
+    assert [r.name for r in resp.resources] == ["b"]  # "a" is already there
+    await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER,
+                                                         response_nonce=resp.nonce))
+    cache.set("n1", snap("b"))
+    resp2 = await read(call)
+    assert list(resp2.removed_resources) == ["a"]
+    assert not resp2.resources
+    call.cancel()
+
+
+async def test_hook_runs_before_the_snapshot_is_looked_up(env: dict[str, Any]) -> None:
+    env["hooks"].on_connect = snap("late")
+    call = env["stub"].StreamAggregatedResources()
+    await call.write(sotw_req(node="n2"))
+    resp = await read(call)
+    assert [cluster_pb2.Cluster.FromString(a.value).name for a in resp.resources] == ["late"]
+    assert env["hooks"].events == [("connected", "n2")]
+    call.cancel()
+    await eventually(lambda: ("disconnected", "n2") in env["hooks"].events, "disconnect")
+    status = env["registry"].get("n2")
+    assert status is not None
+    assert not status.connected
+
+
+async def test_first_request_must_name_the_node(env: dict[str, Any]) -> None:
+    call = env["stub"].StreamAggregatedResources()
+    await call.write(sotw_req(node=None))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read(call)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert env["hooks"].events == []
+
+
+async def test_old_stream_ending_does_not_disconnect_a_newer_one(env: dict[str, Any]) -> None:
+    cache: SnapshotCache = env["cache"]
+    cache.set("n1", snap("a"))
+    old = env["stub"].StreamAggregatedResources()
+    await old.write(sotw_req())
+    await read(old)
+    new = env["stub"].StreamAggregatedResources()
+    await new.write(sotw_req())
+    await read(new)
+    old.cancel()
+    await asyncio.sleep(0.2)
+    assert ("disconnected", "n1") not in env["hooks"].events
+    status = env["registry"].get("n1")
+    assert status is not None
+    assert status.connected
+    new.cancel()
+    await eventually(lambda: ("disconnected", "n1") in env["hooks"].events, "disconnect")
+    assert env["hooks"].events.count(("connected", "n1")) == 2
+
+
+async def test_stop_ends_streams_and_runs_disconnect_hooks(env: dict[str, Any]) -> None:
+    env["cache"].set("n1", snap("a"))
+    call = env["stub"].StreamAggregatedResources()
+    await call.write(sotw_req())
+    await read(call)
+    await env["server"].stop(0)
+    assert env["hooks"].events == [("connected", "n1"), ("disconnected", "n1")]
+    assert env["metrics"].get_sample_value("gossamer_xds_streams", {"kind": "sotw"}) == 0
+
+
+async def test_port_in_use_is_an_error() -> None:
+    first = XdsServer(SnapshotCache())
+    port = await first.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match="cannot listen"):
+            await XdsServer(SnapshotCache()).start("127.0.0.1", port)
+    finally:
+        await first.stop(0)
