@@ -41,13 +41,13 @@ class Mesh:
             assert resp.status_code < 300, resp.text
 
     def wait_synced(self, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Until every connected proxy has ACKed the latest config."""
+        """Until every instance's proxy is connected and has ACKed the latest config."""
         deadline = time.monotonic() + timeout
         proxies: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             proxies = self.api.get("/api/v1/proxies").json()
             live = [p for p in proxies if p.get("connected")]
-            if live and all(p.get("synced") for p in live):
+            if len(live) >= len(self.run.instances) and all(p.get("synced") for p in live):
                 return proxies
             time.sleep(0.1)
         raise AssertionError(f"proxies not in sync after {timeout}s: {proxies}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ def fresh_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 def _catalog_v1_hosts(mesh: Mesh) -> set[str]:
     lines = mesh.endpoints("frontend")
     return {line.split("::")[1] for line in lines
-            if line.startswith("outbound|80||catalog-v1.default::")}
+            if line.startswith("outbound|80||catalog-v1.default::")
+            and re.fullmatch(r"[\d.]+:\d+", line.split("::")[1])}
 
 
 def test_killed_instance_leaves_eds_and_requests_keep_succeeding(fresh_mesh: Mesh) -> None:

@@ -124,12 +124,13 @@ def test_cache_entries_go_with_the_resource() -> None:
 def test_body_cache_shares_and_bounds() -> None:
     cache = wire.BodyCache(max_bytes=4096)
     resources = [_cluster("a"), _cluster("b")]
-    first = cache.get(CLUSTER, "v1", resources, None)
-    assert cache.get(CLUSTER, "v1", resources, None) is first
+    first, count = cache.get(CLUSTER, "v1", None, lambda: resources)
+    assert count == 2
+    assert cache.get(CLUSTER, "v1", None, lambda: []) == (first, 2)
     assert cache.hits == 1
     assert cache.misses == 1
     for i in range(200):
-        cache.get(CLUSTER, f"v{i + 2}", resources, None)
+        cache.get(CLUSTER, f"v{i + 2}", None, lambda: resources)
     assert cache._bytes <= 4096
     assert discovery_pb2.DiscoveryResponse.FromString(
         first + wire.nonce_field("3")).nonce == "3"

@@ -90,7 +90,7 @@ class LocalRun:
         self.api_port = self.api_port or _port_or_free(15080)
         self.xds_port = self.xds_port or _port_or_free(15010)
         gossamer = [sys.executable, "-m", "gossamer"]
-        self._spawn("control-plane", [*gossamer, "control-plane", "--state-dir",
+        child = self._spawn("control-plane", [*gossamer, "control-plane", "--state-dir",
                                       str(self.state_dir / "store"), "--api-port",
                                       str(self.api_port), "--xds-port", str(self.xds_port)],
                     "control-plane")
@@ -101,10 +101,21 @@ class LocalRun:
                     return
             except httpx.HTTPError:
                 pass
-            if self.children[0].popen.poll() is not None:
+            if child.popen.poll() is not None:
                 break
             time.sleep(0.1)
-        raise UpError(f"the control plane did not start; see {self.children[0].log}")
+        raise UpError(f"the control plane did not start; see {child.log}")
+
+    def restart_control_plane(self, down_for: float = 0.0) -> None:
+        """Stop the control plane and start it again on the same ports and store;
+        sidecars keep serving meanwhile and resync when it is back."""
+        cp = next(c for c in self.children if c.role == "control-plane")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cp.popen.pid, signal.SIGTERM)
+        cp.popen.wait(timeout=20)
+        self.children.remove(cp)
+        time.sleep(down_for)
+        self.start_control_plane()
 
     def apply_resources(self) -> None:
         declared = {(r.metadata.namespace, r.metadata.name) for r in self.app.resources

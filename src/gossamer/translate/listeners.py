@@ -9,9 +9,20 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 
 from gossamer.model.service import Protocol
 from gossamer.translate.protos import ADS, HCM, ROUTER, TCP_PROXY, build, socket_address
+from gossamer.translate.routes import UNREACHABLE_HEADER
+
+# When the local app cannot be reached (connection failed: UF; nothing to
+# connect to: UH) the request never reached it, so callers may retry it on
+# another instance whatever its method; this header tells them so.
+UNREACHABLE_REPLY: dict[str, Any] = {"mappers": [{
+    "filter": {"responseFlagFilter": {"flags": ["UF", "UH"]}},
+    "headersToAdd": [{"header": {"key": UNREACHABLE_HEADER, "value": "1"},
+                      "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+}]}
 
 
-def _hcm(stat_prefix: str, route: dict[str, Any]) -> dict[str, Any]:
+def _hcm(stat_prefix: str, route: dict[str, Any],
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typedConfig": {
@@ -26,6 +37,7 @@ def _hcm(stat_prefix: str, route: dict[str, Any]) -> dict[str, Any]:
             "httpFilters": [{"name": "envoy.filters.http.router",
                              "typedConfig": {"@type": ROUTER}}],
             **route,
+            **(extra or {}),
         },
     }
 
@@ -55,7 +67,8 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return _listener(name, address, port, "INBOUND", _hcm("inbound", route))
+    return _listener(name, address, port, "INBOUND",
+                     _hcm("inbound", route, {"localReplyConfig": UNREACHABLE_REPLY}))
 
 
 def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:

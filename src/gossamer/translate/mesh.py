@@ -26,7 +26,7 @@ from gossamer.translate.listeners import (
 )
 from gossamer.translate.protos import build
 from gossamer.translate.proxy import ProxyIdentity, Upstream
-from gossamer.translate.routes import service_routes
+from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
 PortKey = tuple[str, str, int]  # (namespace, service, port)
@@ -82,7 +82,8 @@ def _outbound_route_config(mesh: MeshConfig, namespace: str) -> XdsResource:
         vhosts.append({"name": f"{name}.{ns}:{port}", "domains": domains, "routes": routes})
     vhosts.append(NO_SERVICE_VHOST)
     config = build(RouteConfiguration, {"name": names.OUTBOUND_ROUTES, "virtualHosts": vhosts,
-                                        "validateClusters": False})
+                                        "validateClusters": False,
+                                        "responseHeadersToRemove": [UNREACHABLE_HEADER]})
     return _res(ROUTE, names.OUTBOUND_ROUTES, config)
 
 
@@ -90,7 +91,8 @@ def _upstream_route_config(name: str, routes: list[dict[str, Any]] | None) -> Xd
     vhost = NO_SERVICE_VHOST if routes is None else {
         "name": name, "domains": ["*"], "routes": routes}
     config = build(RouteConfiguration, {"name": name, "virtualHosts": [vhost],
-                                        "validateClusters": False})
+                                        "validateClusters": False,
+                                        "responseHeadersToRemove": [UNREACHABLE_HEADER]})
     return _res(ROUTE, name, config)
 
 

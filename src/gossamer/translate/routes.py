@@ -30,10 +30,14 @@ from gossamer.translate.protos import seconds
 
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
                   307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
-# Safe to retry whatever the method: the request never reached the app.
+# The inbound sidecar marks replies it made because its app was unreachable
+# (see listeners.UNREACHABLE_REPLY): the app never saw that request.
+UNREACHABLE_HEADER = "x-gossamer-unreachable"
+# Safe to retry whatever the method: the request never reached an app.
 # Retried on another instance, so a dying or draining one stays invisible.
 DEFAULT_RETRY: dict[str, Any] = {
-    "retryOn": "connect-failure,refused-stream,reset-before-request",
+    "retryOn": "connect-failure,refused-stream,reset-before-request,retriable-headers",
+    "retriableHeaders": [{"name": UNREACHABLE_HEADER, "presentMatch": True}],
     "numRetries": 2,
     "retryHostPredicate": [{
         "name": "envoy.retry_host_predicates.previous_hosts",

@@ -36,9 +36,9 @@ from __future__ import annotations
 import functools
 import itertools
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -109,17 +109,6 @@ class Subscribed:
 Event = Acked | Nacked | Subscribed
 
 
-class StreamMachine(Protocol):
-    """What the server needs from either machine."""
-
-    @property
-    def kind(self) -> str: ...
-
-    def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]: ...
-
-    def drain_events(self) -> list[Event]: ...
-
-
 # Cluster resource -> the ClusterLoadAssignment name it waits for (None: not
 # an EDS cluster). Parsed at most once per interned resource.
 _eds_names: weakref.WeakKeyDictionary[XdsResource, str | None] = weakref.WeakKeyDictionary()
@@ -144,11 +133,56 @@ def eds_service_name(cluster: XdsResource) -> str | None:
     return name
 
 
+class _DiffCache:
+    """(type, old set version, new set version) -> (changed or added resources, gone names).
+
+    Set versions are content hashes, so a diff between two versions is the
+    same for every stream that makes that step: sidecars of one service share
+    their snapshots' contents, and a push then diffs each type once, not once
+    per stream. Bounded LRU; it holds only the changed resources.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str, str],
+                                   tuple[tuple[XdsResource, ...], tuple[str, ...]]] = OrderedDict()
+
+    def get(self, type_url: str, old_version: str, old: Mapping[str, XdsResource],
+            new_version: str, new: Mapping[str, XdsResource],
+            ) -> tuple[tuple[XdsResource, ...], tuple[str, ...]]:
+        key = (type_url, old_version, new_version)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry
+        get = old.get
+        changed = tuple(r for n, r in new.items()
+                        if (o := get(n)) is not r and (o is None or o.version != r.version))
+        # Names in `old` but not `new` exist iff |old| > |new| - |added|.
+        added = sum(1 for r in changed if r.name not in old)
+        gone = tuple(n for n in old if n not in new) if len(old) + added > len(new) else ()
+        entry = (changed, gone)
+        self._entries[key] = entry
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return entry
+
+
+_diffs = _DiffCache()
+
+
 def _type_order(type_url: str) -> tuple[int, str]:
     try:
         return (PUSH_ORDER.index(type_url), "")
     except ValueError:
         return (len(PUSH_ORDER), type_url)
+
+
+def _select(available: Mapping[str, XdsResource],
+            names: frozenset[str] | None) -> list[XdsResource]:
+    if names is None:
+        return list(available.values())
+    return [available[n] for n in names if n in available]
 
 
 def _modified_eds_names(before: Mapping[str, XdsResource] | None,
@@ -157,9 +191,10 @@ def _modified_eds_names(before: Mapping[str, XdsResource] | None,
     names: set[str] = set()
     if not before:
         return names
+    get = before.get
     for cluster in after:
-        old = before.get(cluster.name)
-        if old is not None and old.version != cluster.version:
+        old = get(cluster.name)
+        if old is not None and old is not cluster and old.version != cluster.version:
             eds = eds_service_name(cluster)
             if eds is not None:
                 names.add(eds)
@@ -308,7 +343,8 @@ class SotwStream(_Base):
             return None  # subscribed to nothing: nothing to send
         current = snap.version(st.type_url)
         available = snap.of(st.type_url)
-        new_names = not st.wildcard and not st.names <= (st.basis_names or frozenset())
+        new_names = (not st.wildcard and st.names is not st.basis_names
+                     and not st.names <= (st.basis_names or frozenset()))
         moved = current != st.basis_version
         if not (moved or new_names or st.resend):
             return None
@@ -320,36 +356,36 @@ class SotwStream(_Base):
                 self._events.append(Acked(st.type_url, current, implicit=True))
             return None
 
-        names_key: frozenset[str] | None
+        # The body is keyed by the requested names (None: wildcard): with the
+        # set version they determine the content (requested ∩ existing), and
+        # a request's frozenset keeps its cached hash, so equal subscriptions
+        # on many streams share one body without rebuilding or rehashing.
+        key: frozenset[str] | None
         if moved or new_names:
-            if st.wildcard:
-                resources = list(available.values())
-                names_key = None
-            else:
-                resources = [available[n] for n in sorted(st.names) if n in available]
-                names_key = frozenset(r.name for r in resources)
+            key = None if st.wildcard else st.names
         else:
             # Only endpoints of re-warming clusters: SotW lets non-LDS/CDS
             # responses carry a subset, and Envoy leaves the others alone.
-            wanted = st.resend if st.wildcard else st.resend & st.names
-            resources = [available[n] for n in sorted(wanted) if n in available]
+            key = frozenset(st.resend if st.wildcard else st.resend & st.names)
             st.resend.clear()
-            if not resources:
+            if not any(n in available for n in key):
                 return None
-            names_key = frozenset(r.name for r in resources)
         st.resend.clear()
-        if st.type_url == CLUSTER:
-            self._queue_endpoint_resends(st, resources)
-        body = self._bodies.get(st.type_url, current, resources, names_key)
+        if st.type_url == CLUSTER and ENDPOINT in self.types:
+            self._queue_endpoint_resends(
+                st, available.values() if key is None
+                else (available[n] for n in key if n in available))
+        body, count = self._bodies.get(st.type_url, current, key,
+                                       functools.partial(_select, available, key))
         nonce = self._next_nonce()
         st.basis_version, st.basis_map = current, available
         st.basis_names = None if st.wildcard else st.names
         st.sent_version, st.sent_nonce, st.pending = current, nonce, True
-        return Outgoing(st.type_url, current, nonce, len(resources), 0,
+        return Outgoing(st.type_url, current, nonce, count, 0,
                         functools.partial(bytes.__add__, body, wire.nonce_field(nonce)))
 
     def _queue_endpoint_resends(self, clusters: SotwTypeState,
-                                sending: list[XdsResource]) -> None:
+                                sending: Iterable[XdsResource]) -> None:
         endpoints = self.types.get(ENDPOINT)
         if endpoints is not None:
             endpoints.resend |= _modified_eds_names(clusters.basis_map, sending)
@@ -386,13 +422,13 @@ class DeltaTypeState:
 
     type_url: str
     wildcard: bool = False
-    explicit: bool = False
     names: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)
     told_absent: set[str] = field(default_factory=set)
     force: set[str] = field(default_factory=set)
     dirty: bool = True
     basis_version: str | None = None
+    basis_map: Mapping[str, XdsResource] | None = None
     pending_nonce: str | None = None
     pending_version: str | None = None
     acked_version: str | None = None
@@ -441,11 +477,12 @@ class DeltaStream(_Base):
                              subscribe: Iterable[str], unsubscribe: Iterable[str]) -> None:
         subscribe = list(subscribe)
         unsubscribe = list(unsubscribe)
+        if not first and not subscribe and not unsubscribe:
+            return  # a plain ACK/NACK: nothing to do, and no O(names) work
         before = (st.wildcard, frozenset(st.names))
         if first and not subscribe and not unsubscribe and st.type_url not in NAMED_TYPES:
             st.wildcard = True  # legacy wildcard
         for name in subscribe:
-            st.explicit = True
             if name == WILDCARD:
                 st.wildcard = True
                 continue
@@ -470,8 +507,7 @@ class DeltaStream(_Base):
         after = (st.wildcard, frozenset(st.names))
         if first or after != before:
             self._events.append(Subscribed(st.type_url, after[0], after[1]))
-        if first or subscribe or unsubscribe:
-            st.dirty = True
+        st.dirty = True
 
     def _flush(self) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -486,44 +522,25 @@ class DeltaStream(_Base):
         if snap is None or st.pending_nonce is not None:
             return None
         current = snap.version(st.type_url)
-        if current == st.basis_version and not st.dirty:
+        if current == st.basis_version and not st.dirty and not st.force:
             return None
         available = snap.of(st.type_url)
-        known, force = st.known, st.force
-        sending: list[XdsResource] = []
-        removed: list[str] = []
-        if st.wildcard:
-            for name, res in available.items():
-                if known.get(name) != res.version or name in force:
-                    sending.append(res)
+        if not st.dirty and st.basis_map is not None and st.basis_version is not None:
+            sending, removed = self._incremental(st, available, current)
         else:
-            for name in sorted(st.names):
-                wanted = available.get(name)
-                if wanted is not None and (known.get(name) != wanted.version or name in force):
-                    sending.append(wanted)
-        # Names the client has that no longer exist (without the wildcard,
-        # `known` only holds subscribed names).
-        removed.extend(n for n in known if n not in available)
-        # Explicit names that do not exist: tell once (or again if re-subscribed).
-        for name in sorted(st.names):
-            if (name not in available and name not in known
-                    and (name not in st.told_absent or name in force)):
-                removed.append(name)
-        if st.wildcard:
-            # Unsubscribed specific names the wildcard does not cover.
-            removed.extend(n for n in sorted(force)
-                           if n not in available and n not in st.names and n not in known)
-        if st.type_url == CLUSTER:
+            sending, removed = self._full_diff(st, available)
+        if st.type_url == CLUSTER and sending:
             self._queue_endpoint_resends(st, sending)
+        known = st.known
         for res in sending:
             known[res.name] = res.version
         for name in removed:
             known.pop(name, None)
             if name in st.names:
                 st.told_absent.add(name)
-        force.clear()
+        st.force.clear()
         st.dirty = False
-        st.basis_version = current
+        st.basis_version, st.basis_map = current, available
         if not sending and not removed:
             if st.acked_version != current and not st.rejected:
                 st.acked_version = current
@@ -534,6 +551,65 @@ class DeltaStream(_Base):
         return Outgoing(st.type_url, current, nonce, len(sending), len(removed),
                         functools.partial(wire.delta_response, st.type_url, current,
                                           tuple(sending), tuple(removed), nonce))
+
+    @staticmethod
+    def _incremental(st: DeltaTypeState, available: Mapping[str, XdsResource],
+                     current: str) -> tuple[list[XdsResource], list[str]]:
+        """Only the subscription is unchanged: diff the snapshots, O(changes).
+
+        `known` matched the basis snapshot after the last evaluation, so what
+        to send is what changed between the two snapshot versions, filtered
+        by subscription; the diff itself is shared by every stream making the
+        same version step.
+        """
+        assert st.basis_map is not None
+        assert st.basis_version is not None
+        changed, gone = _diffs.get(st.type_url, st.basis_version, st.basis_map,
+                                   current, available)
+        known, names = st.known, st.names
+        if st.wildcard:
+            sending = [r for r in changed if known.get(r.name) != r.version]
+        else:
+            sending = [r for r in changed
+                       if r.name in names and known.get(r.name) != r.version]
+        if st.force:  # endpoints of re-warming clusters, even if unchanged
+            queued = {r.name for r in sending}
+            for name in st.force:
+                res = available.get(name)
+                if res is not None and name not in queued and (st.wildcard or name in names):
+                    sending.append(res)
+        return sending, [n for n in gone if n in known]
+
+    @staticmethod
+    def _full_diff(st: DeltaTypeState, available: Mapping[str, XdsResource],
+                   ) -> tuple[list[XdsResource], list[str]]:
+        """Everything the client may want against everything it has, O(resources)."""
+        known, force, told_absent = st.known, st.force, st.told_absent
+        sending: list[XdsResource] = []
+        removed: list[str] = []
+        if st.wildcard:
+            for name, res in available.items():
+                if known.get(name) != res.version or (force and name in force):
+                    sending.append(res)
+            # After the sends, `known` covers `available`; anything more is gone.
+            if len(known) + sum(1 for r in sending if r.name not in known) > len(available):
+                removed.extend(n for n in known if n not in available)
+            for name in st.names:  # explicit names the wildcard does not provide
+                if (name not in available and name not in known
+                        and (name not in told_absent or name in force)):
+                    removed.append(name)
+            # Unsubscribed names the wildcard does not cover: say they are gone.
+            removed.extend(n for n in force if n not in available and n not in st.names
+                           and n not in known)
+        else:
+            for name in st.names:
+                wanted = available.get(name)
+                if wanted is None:
+                    if name in known or name not in told_absent or name in force:
+                        removed.append(name)  # gone, or never existed (tell once)
+                elif known.get(name) != wanted.version or (force and name in force):
+                    sending.append(wanted)
+        return sending, removed
 
     def _queue_endpoint_resends(self, clusters: DeltaTypeState,
                                 sending: list[XdsResource]) -> None:
@@ -551,4 +627,3 @@ class DeltaStream(_Base):
             modified &= endpoints.names
         if modified:
             endpoints.force |= modified
-            endpoints.dirty = True

@@ -9,10 +9,10 @@ repeated message field is just that field repeated, so a response is
     version_info | resources... | type_url | nonce          (DiscoveryResponse)
 
 where each `resources` entry is the length-delimited bytes of a
-`google.protobuf.Any` that we serialize once per `XdsResource` and keep in a
-weak-keyed cache. `XdsResource` objects are immutable and interned by the
-translator, so the cache lives exactly as long as some snapshot still holds
-the resource.
+`google.protobuf.Any` that we serialize once per `XdsResource` object and
+cache for as long as that object lives (see `_PerObject`). `XdsResource`
+objects are immutable and interned by the translator, so the cache lives
+exactly as long as some snapshot still holds the resource.
 
 The bytes we produce are the canonical (field-number ordered) encoding, so they
 parse back into exactly the message the slow path would have built; the unit
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from gossamer.xds.types import XdsResource
@@ -76,36 +76,72 @@ def _encode_any(resource: XdsResource) -> bytes:
     return _str_field(_TAG1, resource.type_url) + value
 
 
-# Weak-keyed: an entry goes when the last snapshot holding the resource goes.
-# XdsResource hashes by (type_url, name, version) and its version is a hash of
-# the payload, so two equal resources always have identical encodings and may
-# share an entry.
-_any_cache: weakref.WeakKeyDictionary[XdsResource, bytes] = weakref.WeakKeyDictionary()
-_delta_cache: weakref.WeakKeyDictionary[XdsResource, bytes] = weakref.WeakKeyDictionary()
+class _PerObject:
+    """Bytes cached per live object: keyed by id(), dropped when the object dies.
+
+    A WeakKeyDictionary would hash and compare XdsResource through its Python
+    level __hash__/__eq__ on every lookup (a few µs, times every resource of
+    every response); an id-keyed dict lookup is a C-level int hash. The weak
+    reference's callback runs while the object is being deallocated, before
+    its id can be reused, so a stale entry is never found by a new object.
+    Each entry is (field prefix, message bytes): the prefix is the
+    `resources` field tag plus the length varint, so a response is assembled
+    by joining cached pieces with no per-resource work at all.
+    """
+
+    def __init__(self) -> None:
+        # id -> (weak reference, field prefix, message); read directly by the
+        # assembly loops below.
+        self.data: dict[int, tuple[weakref.ref[XdsResource], bytes, bytes]] = {}
+
+    def get(self, obj: XdsResource) -> tuple[bytes, bytes] | None:
+        entry = self.data.get(id(obj))
+        return (entry[1], entry[2]) if entry is not None else None
+
+    def put(self, obj: XdsResource, message: bytes) -> tuple[bytes, bytes]:
+        key = id(obj)
+        data = self.data
+
+        def forget(_ref: weakref.ref[XdsResource], key: int = key) -> None:
+            data.pop(key, None)
+
+        prefix = _TAG2 + varint(len(message))
+        data[key] = (weakref.ref(obj, forget), prefix, message)
+        return prefix, message
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+# The Any wrapping each resource (SotW) and the delta `Resource` message.
+_any_cache = _PerObject()
+_delta_cache = _PerObject()
+
+
+def _any_entry(resource: XdsResource) -> tuple[bytes, bytes]:
+    return _any_cache.get(resource) or _any_cache.put(resource, _encode_any(resource))
+
+
+def _delta_entry(resource: XdsResource) -> tuple[bytes, bytes]:
+    entry = _delta_cache.get(resource)
+    if entry is None:
+        any_value = _any_cache.get(resource)
+        any_bytes_ = any_value[1] if any_value is not None else _encode_any(resource)
+        entry = _delta_cache.put(resource, (
+            _str_field(_TAG1, resource.version)
+            + _field(_TAG2, any_bytes_)
+            + _str_field(_TAG3, resource.name)))
+    return entry
 
 
 def any_bytes(resource: XdsResource) -> bytes:
     """Serialized `google.protobuf.Any` wrapping the resource, built once per resource."""
-    try:
-        return _any_cache[resource]
-    except KeyError:
-        encoded = _encode_any(resource)
-        _any_cache[resource] = encoded
-        return encoded
+    return _any_entry(resource)[1]
 
 
 def delta_resource_bytes(resource: XdsResource) -> bytes:
     """Serialized `envoy.service.discovery.v3.Resource` (version, Any, name), built once."""
-    try:
-        return _delta_cache[resource]
-    except KeyError:
-        encoded = (
-            _str_field(_TAG1, resource.version)
-            + _field(_TAG2, any_bytes(resource))
-            + _str_field(_TAG3, resource.name)
-        )
-        _delta_cache[resource] = encoded
-        return encoded
+    return _delta_entry(resource)[1]
 
 
 def sotw_body(type_url: str, version: str, resources: Iterable[XdsResource]) -> bytes:
@@ -115,11 +151,15 @@ def sotw_body(type_url: str, version: str, resources: Iterable[XdsResource]) -> 
     any order on the wire, but nonce = 5 after type_url = 4 keeps it canonical).
     """
     parts = [_str_field(_TAG1, version)]
-    for resource in resources:
-        encoded = any_bytes(resource)
-        parts.append(_TAG2)
-        parts.append(varint(len(encoded)))
-        parts.append(encoded)
+    append, cached = parts.append, _any_cache.data.get
+    for resource in resources:  # the hot loop of every SotW push: keep it lean
+        entry = cached(id(resource))
+        if entry is None:
+            prefix, message = _any_entry(resource)
+        else:
+            _, prefix, message = entry
+        append(prefix)
+        append(message)
     parts.append(_str_field(_TAG4, type_url))
     return b"".join(parts)
 
@@ -144,11 +184,15 @@ def delta_response(
 ) -> bytes:
     """A whole serialized DeltaDiscoveryResponse, in canonical field order."""
     parts = [_str_field(_TAG1, system_version)]
+    append, cached = parts.append, _delta_cache.data.get
     for resource in resources:
-        encoded = delta_resource_bytes(resource)
-        parts.append(_TAG2)
-        parts.append(varint(len(encoded)))
-        parts.append(encoded)
+        entry = cached(id(resource))
+        if entry is None:
+            prefix, message = _delta_entry(resource)
+        else:
+            _, prefix, message = entry
+        append(prefix)
+        append(message)
     parts.append(_str_field(_TAG4, type_url))
     parts.append(_str_field(_TAG5, nonce))
     for name in removed:
@@ -163,39 +207,41 @@ BodyKey = tuple[str, str, frozenset[str] | None]
 class BodyCache:
     """Byte-bounded LRU of state-of-the-world response bodies, shared by all streams.
 
-    Key: (type_url, set version, included names or None for "every resource of
-    the type"). The set version is a content hash of every (name, version) of
-    the type in the snapshot, so together with the names it pins the exact
-    body. Proxies of the same workload subscribe alike, so one push of a new
-    version builds each distinct body once, not once per stream. Not
-    thread-safe: use it from the event loop that runs the streams.
+    Key: (type_url, set version, requested names or None for "every resource
+    of the type"). The set version is a content hash of every (name, version)
+    of the type in the snapshot, so with the requested names it pins the body
+    (the requested resources that exist). Proxies of the same workload
+    subscribe alike, so a push builds each distinct body once, not once per
+    stream. Not thread-safe: use it from the event loop that runs the streams.
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[BodyKey, bytes] = OrderedDict()
+        self._entries: OrderedDict[BodyKey, tuple[bytes, int]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def get(self, type_url: str, version: str, resources: Sequence[XdsResource],
-            names: frozenset[str] | None) -> bytes:
-        """The body for these resources; `names` is None when they are all of the type."""
+    def get(self, type_url: str, version: str, names: frozenset[str] | None,
+            select: Callable[[], Sequence[XdsResource]]) -> tuple[bytes, int]:
+        """(body, resource count); `select()` lists the resources on a miss."""
         key: BodyKey = (type_url, version, names)
-        body = self._entries.get(key)
-        if body is not None:
+        entry = self._entries.get(key)
+        if entry is not None:
             self._entries.move_to_end(key)
             self.hits += 1
-            return body
+            return entry
         self.misses += 1
-        body = sotw_body(type_url, version, resources)
-        if len(body) <= self.max_bytes // 4:
-            self._entries[key] = body
-            self._bytes += len(body)
+        resources = select()
+        entry = (sotw_body(type_url, version, resources), len(resources))
+        size = len(entry[0])
+        if size <= self.max_bytes // 4:
+            self._entries[key] = entry
+            self._bytes += size
             while self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
+                _, (evicted, _count) = self._entries.popitem(last=False)
                 self._bytes -= len(evicted)
-        return body
+        return entry
 
     def __len__(self) -> int:
         return len(self._entries)
