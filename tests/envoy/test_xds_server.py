@@ -9,6 +9,7 @@ traffic. Every wait is bounded in time; every process is stopped on failure.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import urllib.error
@@ -28,7 +29,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2, duration_pb2
 from prometheus_client import CollectorRegistry
 
-from gossamer.testing.envoy import EnvoyProcess, ads_bootstrap, free_port
+from gossamer.testing.envoy import EnvoyError, EnvoyProcess, ads_bootstrap, free_port
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, XdsServer
 from gossamer.xds.status import ProxyRegistry
@@ -357,3 +358,24 @@ async def test_ads_with_real_envoy(delta: bool, backends: Any,
     finally:
         for s in servers:
             await s.stop(0)
+
+
+def test_envoy_process_reports_a_bad_bootstrap() -> None:
+    proc = EnvoyProcess({"static_resources": {"clusters": [{"name": "x", "type": "NOPE"}]}})
+    with pytest.raises(EnvoyError, match="exited with code"):
+        proc.start(timeout=15)
+    assert not proc.running()
+
+
+def test_envoy_process_context_manager_cleans_up() -> None:
+    bootstrap = ads_bootstrap("static", free_port())
+    bootstrap.pop("dynamic_resources")  # nothing to wait for: LIVE at once
+    with EnvoyProcess(bootstrap) as proc:
+        proc.wait_ready(timeout=15)
+        assert proc.stats()["server.state"] == 0  # 0 = LIVE
+        pid = proc.pid
+        assert pid is not None
+        assert proc.config_dump()["configs"]
+    assert not proc.running()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -132,7 +132,8 @@ class Agent:
     async def start(self) -> None:
         c = self.config
         try:
-            info = await self.client.wait_up(timeout=60)
+            info = await self.client.wait_up(
+                timeout=float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60")))
         except ControlPlaneError as exc:
             raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
