@@ -119,16 +119,16 @@ async def test_request_crosses_two_sidecars(cp: ControlPlane, envoys: Any,
 async def test_endpoint_change_pushes_only_eds(cp: ControlPlane, envoys: Any,
                                                backends: tuple[Backend, Backend],
                                                delta: bool) -> None:
-    server, client = await _start_pair(cp, envoys, backends[0], delta)
+    _, client = await _start_pair(cp, envoys, backends[0], delta)
     before = await client.envoy.astats()
-    await _api(cp, "POST", f"/api/v1/workloads/default/echo-0/heartbeat",
+    await _api(cp, "POST", "/api/v1/workloads/default/echo-0/heartbeat",
                {"health": "Unhealthy"})
     await _wait(lambda: _synced(cp, 2), "sync after the endpoint change")
     resp = await _get(client)
     assert resp.status_code == 503  # no healthy instance left
     after = await client.envoy.astats()
-    assert after["cluster_manager.cds.update_success"] == before["cluster_manager.cds.update_success"]
-    assert after["listener_manager.lds.update_success"] == before["listener_manager.lds.update_success"]
+    for stat in ("cluster_manager.cds.update_success", "listener_manager.lds.update_success"):
+        assert after[stat] == before[stat], stat
     eds = "cluster.outbound|80||echo.default.update_success"
     assert after[eds] > before[eds]
 

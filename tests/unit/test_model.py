@@ -772,6 +772,21 @@ def test_resource_version_must_be_a_string() -> None:
     assert_error(doc, "metadata.resourceVersion", "valid string")
 
 
+@pytest.mark.parametrize("version", ["abc", "-1", " 4", "4 ", "1.0", "", "\uff14\uff12", "1" * 19])
+def test_resource_version_must_be_a_revision_number(version: str) -> None:
+    # The API turns it into the store's expected revision, an integer.
+    doc = service_doc()
+    doc["metadata"]["resourceVersion"] = version
+    assert_error(doc, "metadata.resourceVersion", repr(version), "not a revision")
+
+
+@pytest.mark.parametrize("version", ["0", "1", "42", "9" * 18])
+def test_resource_version_accepts_revision_numbers(version: str) -> None:
+    doc = service_doc()
+    doc["metadata"]["resourceVersion"] = version
+    assert parse_service(doc).metadata.resource_version == version
+
+
 # ---------------------------------------------------------------- Service
 
 
@@ -1449,15 +1464,22 @@ def test_invalid_yaml(text: str) -> None:
         parse_documents(text)
     (err,) = info.value.errors
     assert err.path == ""
-    assert err.reason.startswith("not valid YAML")
+    assert err.reason.startswith("not valid YAML: ")
+    assert len(err.reason) > len("not valid YAML: ")
+    assert "\n" not in err.reason  # the CLI prints errors on one line
     assert str(info.value).startswith("invalid document: not valid YAML")
 
 
 def test_invalid_yaml_names_the_line() -> None:
-    text = "apiVersion: mesh.gossamer.dev/v1alpha1\nkind: Service\nmetadata:\n  name: [web\n"
+    text = "apiVersion: mesh.gossamer.dev/v1alpha1\nkind: Service\nmetadata: {\n  name: : x\n"
     with pytest.raises(InvalidResource) as info:
         parse_documents(text)
-    assert "line" in info.value.errors[0].reason
+    assert info.value.errors[0].reason.endswith("at line 4, column 9")
+    with pytest.raises(InvalidResource) as info:
+        parse_documents("kind: Service\n metadata: {")
+    assert str(info.value) == (
+        "invalid document: not valid YAML: mapping values are not allowed here at line 2, column 10"
+    )
 
 
 def test_yaml_scalars_that_are_not_strings() -> None:

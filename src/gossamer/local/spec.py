@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from gossamer.model import FieldError, InvalidResource, Resource, parse_document
 from gossamer.model.meta import DNS_LABEL, ObjectMeta, Strict, check_labels
-from gossamer.model.registry import _field_errors
+from gossamer.model.registry import _field_errors, load_yaml_documents
 from gossamer.model.service import Protocol
 
 LOCAL_API_VERSION = "local.gossamer.dev/v1alpha1"
@@ -58,10 +57,7 @@ class LocalApp:
 
 
 def load_local_app(text: str) -> LocalApp:
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise InvalidResource([FieldError("", f"not valid YAML: {exc}")]) from exc
+    docs = load_yaml_documents(text)
     resources, processes = [], []
     for i, doc in enumerate(docs):
         if isinstance(doc, dict) and doc.get("kind") == "Process":

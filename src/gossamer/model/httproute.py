@@ -42,6 +42,8 @@ class ParentRef(Strict):
                 "kind: in a mesh a route's parent is a Service (group \"\", kind Service); "
                 f"got group {self.group!r} kind {self.kind!r}"
             )
+        if not DNS_LABEL.match(self.name):
+            raise ValueError("name: must be a Service name (a DNS label)")
         return self
 
 

@@ -70,6 +70,14 @@ class ObjectMeta(Strict):
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return check_labels(v)
 
+    @field_validator("resource_version")
+    @classmethod
+    def _resource_version(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[0-9]{1,18}\Z", v):
+            raise ValueError(f"{v!r} is not a revision: use the number the store returned, "
+                             "such as '42' ('0': the object must not exist yet)")
+        return v
+
 
 class Condition(Strict):
     """A status condition, as Kubernetes and Gateway API report them."""

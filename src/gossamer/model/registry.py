@@ -92,14 +92,30 @@ def parse_document(doc: object) -> Resource:
         raise InvalidResource(_field_errors(exc), kind=kind, name=name) from exc
 
 
-def parse_documents(text: str) -> list[Resource]:
-    """Every document of a YAML or JSON stream; the first bad one raises."""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line (PyYAML's own text spans several): the problem and where it is."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context = getattr(exc, "context", None)
+    return f"{context}: {problem}{where}" if context else f"{problem}{where}"
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    """The non-empty documents of a YAML or JSON stream, or one clear error."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise InvalidResource([FieldError("", f"not valid YAML: {exc}")]) from exc
+        raise InvalidResource([FieldError("", f"not valid YAML: {_yaml_problem(exc)}")]) from exc
     except RecursionError as exc:
         raise InvalidResource([FieldError("", "not valid YAML: nested too deeply")]) from exc
+
+
+def parse_documents(text: str) -> list[Resource]:
+    """Every document of a YAML or JSON stream; the first bad one raises."""
+    docs = load_yaml_documents(text)
     out = []
     for i, doc in enumerate(docs):
         try:

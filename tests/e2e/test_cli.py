@@ -1,0 +1,173 @@
+"""The CLI as a user types it, against a real `gossamer control-plane` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from gossamer.testing.envoy import free_port
+
+pytestmark = pytest.mark.slow
+
+SERVICE = """
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: Service
+metadata: {name: catalog}
+spec: {selector: {app: catalog}, ports: [{port: 80}]}
+"""
+ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: catalog}
+spec:
+  parentRefs: [{name: catalog}]
+  rules: [{backendRefs: [{name: catalog}, {name: ghost}]}]
+"""
+
+
+class ControlPlaneProcess:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.api_port, self.xds_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gossamer", "control-plane", "--state-dir", str(self.state),
+             "--api-port", str(self.api_port), "--xds-port", str(self.xds_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", trust_env=False, timeout=1).is_success:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("control plane did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
+    plane = ControlPlaneProcess(tmp_path / "state")
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def gossamer(cp: ControlPlaneProcess | None, *args: str,
+             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["GOSSAMER_SERVER"] = cp.url if cp else f"http://127.0.0.1:{free_port()}"
+    return subprocess.run([sys.executable, "-m", "gossamer", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_apply_get_delete_round_trip(cp: ControlPlaneProcess) -> None:
+    out = gossamer(cp, "apply", "-f", "-", stdin=SERVICE + "---\n" + ROUTE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["service/catalog created", "httproute/catalog created"]
+    again = gossamer(cp, "apply", "-f", "-", stdin=SERVICE)
+    assert again.stdout.strip() == "service/catalog unchanged"
+
+    got = json.loads(gossamer(cp, "get", "httproute", "catalog", "-o", "json").stdout)
+    assert got["spec"]["rules"][0]["backendRefs"][1]["name"] == "ghost"
+    conditions = {c["type"]: c for c in got["status"]["conditions"]}
+    assert conditions["ResolvedRefs"]["reason"] == "BackendNotFound"
+
+    table = gossamer(cp, "get", "routes").stdout
+    assert "ResolvedRefs=False (BackendNotFound)" in table
+    docs = list(yaml.safe_load_all(gossamer(cp, "get", "services", "-o", "yaml").stdout))
+    assert [d["metadata"]["name"] for d in docs] == ["catalog"]
+
+    deleted = gossamer(cp, "delete", "httproute", "catalog")
+    assert deleted.returncode == 0
+    assert deleted.stdout.strip() == "httproute/catalog deleted"
+    missing = gossamer(cp, "delete", "httproute", "catalog")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: HTTPRoute default/catalog not found"
+
+
+def test_invalid_document_is_one_line_with_field_and_reason(cp: ControlPlaneProcess) -> None:
+    bad = SERVICE.replace("port: 80", "port: 70000")
+    out = gossamer(cp, "apply", "-f", "-", stdin=bad)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: invalid Service 'catalog': spec.ports[0].port:")
+    # Nothing was stored.
+    assert json.loads(gossamer(cp, "get", "services", "-o", "json").stdout) == []
+
+
+def test_api_rejects_invalid_document_with_field_paths(cp: ControlPlaneProcess) -> None:
+    doc = yaml.safe_load(ROUTE)
+    doc["spec"]["rules"][0]["matches"] = [{"path": {"type": "Exact", "value": "no-slash"}}]
+    resp = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False)
+    assert resp.status_code == 422
+    fields = resp.json()["fields"]
+    assert fields == [{"path": "spec.rules[0].matches[0].path.value",
+                       "reason": "an Exact or PathPrefix path must start with '/'"}]
+
+
+def test_stale_resource_version_is_a_conflict(cp: ControlPlaneProcess) -> None:
+    gossamer(cp, "apply", "-f", "-", stdin=SERVICE)
+    doc = json.loads(gossamer(cp, "get", "service", "catalog", "-o", "json").stdout)
+    doc.pop("status", None)
+    doc["spec"]["ports"][0]["port"] = 81
+    first = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False)
+    assert first.status_code == 200
+    second = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False)  # same old version
+    assert second.status_code == 409
+    assert "stale" in second.json()["error"]
+
+
+def test_store_survives_restart(cp: ControlPlaneProcess) -> None:
+    gossamer(cp, "apply", "-f", "-", stdin=SERVICE + "---\n" + ROUTE)
+    before = httpx.get(cp.url + "/healthz", trust_env=False).json()["revision"]
+    cp.stop()
+    cp.start()
+    names = [d["metadata"]["name"] for d in
+             json.loads(gossamer(cp, "get", "routes", "-o", "json").stdout)]
+    assert names == ["catalog"]
+    assert httpx.get(cp.url + "/healthz", trust_env=False).json()["revision"] == before
+
+
+def test_errors_without_a_control_plane_are_one_line() -> None:
+    out = gossamer(None, "get", "services")
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1
+    assert out.stderr.startswith("error: cannot reach the control plane")
+    unknown = gossamer(None, "get", "gizmos")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: invalid document: kind: unknown kind 'gizmos'")
+
+
+def test_openapi_document_lists_the_api(cp: ControlPlaneProcess) -> None:
+    spec = httpx.get(cp.url + "/openapi.json", trust_env=False).json()
+    for path in ("/api/v1/apply", "/api/v1/resources/{kind}", "/api/v1/proxies",
+                 "/api/v1/workloads/{namespace}/{name}/heartbeat"):
+        assert path in spec["paths"]
