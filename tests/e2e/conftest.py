@@ -66,8 +66,7 @@ def start_mesh(tmp: Path, text: str | None = None) -> LocalRun:
     try:
         run.start_control_plane()
         run.apply_resources()
-        run.start_processes()
-        run.wait_healthy(timeout=60)
+        run.start_processes(timeout=60)
     except BaseException:
         run.stop(grace=10)
         raise

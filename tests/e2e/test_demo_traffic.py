@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -106,3 +109,31 @@ def test_apply_under_load_fails_no_request(mesh: Mesh) -> None:
     assert not failures, failures[:5]
     assert seen["v1"] > 0
     assert seen["v2"] > 0
+
+
+def _cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gossamer", *args, "--server", mesh.run.server],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_check_and_proxy_config_show_the_running_mesh(mesh: Mesh) -> None:
+    mesh.wait_synced()
+    check = _cli(mesh, "check")
+    assert check.returncode == 0, check.stderr
+    lines = [x for x in check.stdout.splitlines() if x.startswith("proxy ")]
+    assert len(lines) == 5
+    assert all(x.endswith("connected, in sync") for x in lines), lines
+
+    routes = json.loads(_cli(mesh, "proxy-config", "frontend-0", "routes").stdout)
+    configs = {r["route_config"]["name"]: r for r in routes["dynamic_route_configs"]}
+    vhosts = {v["name"] for v in configs["outbound"]["route_config"]["virtual_hosts"]}
+    assert {"catalog.default:80", "inventory.default:80", "frontend.default:80"} <= vhosts
+
+    clusters = json.loads(_cli(mesh, "proxy-config", "catalog-v1-0", "clusters").stdout)
+    names = {c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]}
+    assert "outbound|80||inventory.default" in names
+    assert any(n.startswith("inbound|") for n in names)
+
+    missing = _cli(mesh, "proxy-config", "nobody", "routes")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no connected proxy for workload default/nobody"

@@ -39,14 +39,15 @@ async def cp() -> AsyncIterator[ControlPlane]:
 
 class Sidecar:
     def __init__(self, plane: ControlPlane, service: str, *, delta: bool, app_port: int = 0,
-                 make: Callable[[dict[str, Any]], EnvoyProcess]) -> None:
+                 make: Callable[[dict[str, Any]], EnvoyProcess], protocol: str = "http",
+                 upstreams: tuple[dict[str, Any], ...] = ()) -> None:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
         self.node = NodeSpec(
             node_id=f"{service}-0.default", service=service, namespace="default",
             workload=f"{service}-0", inbound_port=self.inbound, inbound_address="127.0.0.1",
-            app_port=app_port, app_protocol="http", outbound_port=self.outbound,
-            admin_port=free_port())
+            app_port=app_port, app_protocol=protocol, outbound_port=self.outbound,
+            admin_port=free_port(), upstreams=upstreams)
         self.envoy = make(bootstrap(self.node, "127.0.0.1", plane.xds_port, delta=delta))
 
 

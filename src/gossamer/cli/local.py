@@ -36,8 +36,7 @@ def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
         run.apply_resources()
         print(f"gossamer: control plane API {run.server}, xDS 127.0.0.1:{run.xds_port}",
               flush=True)
-        run.start_processes()
-        run.wait_healthy(stop=stop)
+        run.start_processes(stop=stop)
         _print_summary(run, extra_help)
         while not stop.wait(0.5):
             dead = [c for c in run.children if c.popen.poll() is not None and c.role != "done"]

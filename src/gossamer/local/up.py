@@ -133,10 +133,18 @@ class LocalRun:
                 raise UpError(f"apply {doc['kind']} {doc['metadata']['name']}: "
                               f"{resp.json().get('error', resp.text)}")
 
-    def start_processes(self) -> None:
-        for proc in self.app.processes:
-            for i in range(proc.spec.replicas):
-                self._start_instance(proc, i)
+    def start_processes(self, stop: threading.Event | None = None,
+                        timeout: float = 60.0) -> None:
+        """Serving instances first; pure clients (`inbound: false`, such as a load
+        generator) only once every serving instance is healthy, so their first
+        requests do not meet a half-started application."""
+        for serving in (True, False):
+            for proc in self.app.processes:
+                if proc.spec.inbound is serving:
+                    for i in range(proc.spec.replicas):
+                        self._start_instance(proc, i)
+            if serving:
+                self.wait_healthy(timeout, stop)
 
     def _start_instance(self, proc: Process, replica: int) -> None:
         s = proc.spec
