@@ -52,7 +52,7 @@ def _selects(service: Service, workload: Workload) -> bool:
         return False
     selector = service.spec.selector
     if not selector:
-        return workload.spec.service == service.metadata.name
+        return bool(workload.spec.service == service.metadata.name)
     labels = workload.metadata.labels
     return all(labels.get(k) == v for k, v in selector.items())
 

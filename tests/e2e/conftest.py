@@ -73,12 +73,17 @@ def start_mesh(tmp: Path, text: str | None = None) -> LocalRun:
     return run
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    run = start_mesh(tmp_path_factory.mktemp("mesh"))
-    m = Mesh(run)
+def running_mesh(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Mesh]:
+    """The demo mesh for one test module, always stopped afterwards."""
+    run = start_mesh(tmp_path_factory.mktemp(name))
     try:
+        m = Mesh(run)
         m.wait_synced()
         yield m
     finally:
         run.stop(grace=15)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from running_mesh(tmp_path_factory, "mesh")

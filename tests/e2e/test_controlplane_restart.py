@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Mesh, start_mesh
+from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.test_demo_traffic import SPLIT
 
 pytestmark = pytest.mark.slow
@@ -16,13 +16,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def restart_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    run = start_mesh(tmp_path_factory.mktemp("restart"))
-    try:
-        m = Mesh(run)
-        m.wait_synced()
-        yield m
-    finally:
-        run.stop(grace=15)
+    yield from running_mesh(tmp_path_factory, "restart")
 
 
 def test_restart_fails_no_request_and_proxies_resync(restart_mesh: Mesh) -> None:

@@ -11,20 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Mesh, start_mesh
+from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fresh_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    run = start_mesh(tmp_path_factory.mktemp("failure"))
-    try:
-        m = Mesh(run)
-        m.wait_synced()
-        yield m
-    finally:
-        run.stop(grace=15)
+    yield from running_mesh(tmp_path_factory, "failure")
 
 
 def _catalog_v1_hosts(mesh: Mesh) -> set[str]:

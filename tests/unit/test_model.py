@@ -875,7 +875,7 @@ def test_bad_ip_address(address: str) -> None:
         ("health", "Dead", "'Healthy', 'Unhealthy' or 'Unknown'"),
         ("service", "Catalog", "Service name"),
         ("service", "catalog.shop", "Service name"),
-        ("service", "", "at least 1"),
+        ("service", "", "Service name"),
         ("proxy", 5, "valid string"),
     ],
 )

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 
 from gossamer.model import FieldError, InvalidResource, Resource, parse_document
-from gossamer.model.meta import DNS_LABEL, ObjectMeta, Strict, check_labels
+from gossamer.model.meta import ObjectMeta, ServiceName, Strict, check_labels
 from gossamer.model.registry import _field_errors, load_yaml_documents
 from gossamer.model.service import Protocol
 
@@ -16,7 +16,7 @@ LOCAL_API_VERSION = "local.gossamer.dev/v1alpha1"
 
 
 class ProcessSpec(Strict):
-    service: str
+    service: ServiceName
     command: list[str] = Field(min_length=1)
     replicas: int = Field(default=1, ge=0, le=20)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -29,13 +29,6 @@ class ProcessSpec(Strict):
     inbound: bool = True
     # Show the app's output in the terminal instead of its log file.
     console: bool = False
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError("must be a Service name (a DNS label)")
-        return v
 
     @field_validator("labels")
     @classmethod

@@ -79,36 +79,32 @@ class ValueMatchType(str, Enum):
     REGULAR_EXPRESSION = "RegularExpression"
 
 
-class HeaderMatch(Strict):
+class _ValueMatch(Strict):
+    """A name/value match whose value is a RE2 pattern when type says so."""
+
     type: ValueMatchType = ValueMatchType.EXACT
+    value: str
+
+    @model_validator(mode="after")
+    def _regex(self) -> _ValueMatch:
+        if self.type is ValueMatchType.REGULAR_EXPRESSION:
+            try:
+                check_re2(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from exc
+        return self
+
+
+class HeaderMatch(_ValueMatch):
     name: str
     value: str = Field(max_length=4096)
 
     _n = field_validator("name")(_check_header_name)
 
-    @model_validator(mode="after")
-    def _regex(self) -> HeaderMatch:
-        if self.type is ValueMatchType.REGULAR_EXPRESSION:
-            try:
-                check_re2(self.value)
-            except ValueError as exc:
-                raise ValueError(f"value: {exc}") from exc
-        return self
 
-
-class QueryParamMatch(Strict):
-    type: ValueMatchType = ValueMatchType.EXACT
+class QueryParamMatch(_ValueMatch):
     name: str = Field(min_length=1, max_length=256)
     value: str = Field(max_length=1024)
-
-    @model_validator(mode="after")
-    def _regex(self) -> QueryParamMatch:
-        if self.type is ValueMatchType.REGULAR_EXPRESSION:
-            try:
-                check_re2(self.value)
-            except ValueError as exc:
-                raise ValueError(f"value: {exc}") from exc
-        return self
 
 
 class RouteMatch(Strict):

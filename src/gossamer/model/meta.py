@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # RFC 1123 DNS label, as Kubernetes uses for names and namespaces. Patterns end in
 # \Z, not $, which would also accept a trailing newline.
@@ -28,6 +28,16 @@ class Strict(BaseModel):
     """Base for every schema object: unknown fields are errors, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def check_service_name(v: str) -> str:
+    if not DNS_LABEL.match(v) or len(v) > 63:
+        raise ValueError("must be a Service name (a DNS label)")
+    return v
+
+
+# A reference to a Service by name, validated the same way everywhere.
+ServiceName = Annotated[str, AfterValidator(check_service_name)]
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:

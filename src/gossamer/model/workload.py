@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gossamer.model.meta import DNS_LABEL, Resource, Strict
+from gossamer.model.meta import Resource, ServiceName, Strict
 
 
 class Health(str, Enum):
@@ -19,7 +19,7 @@ class Health(str, Enum):
 
 class WorkloadSpec(Strict):
     # The service this instance runs as; its sidecar gets that service's view.
-    service: str = Field(min_length=1, max_length=63)
+    service: ServiceName
     # Where the mesh reaches the instance: its sidecar's inbound listener.
     address: str
     port: int = Field(ge=1, le=65535)
@@ -32,13 +32,6 @@ class WorkloadSpec(Strict):
     # Registrations made by an agent expire unless renewed within this many
     # seconds, so a crashed host cannot leave dead endpoints behind. 0 = never.
     ttl_seconds: int = Field(default=0, alias="ttlSeconds", ge=0, le=86400)
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError("must be a Service name (a DNS label)")
-        return v
 
     @field_validator("address")
     @classmethod

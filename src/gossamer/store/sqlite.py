@@ -11,11 +11,10 @@ reconnects after a restart with its last revision still misses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ from gossamer.store.base import (
     Compacted,
     EventType,
     NotFound,
-    StoreClosed,
     StoredObject,
     WatchEvent,
 )
-from gossamer.store.memory import DEFAULT_HISTORY, check_expected
+from gossamer.store.common import DEFAULT_HISTORY, Watchable, check_expected
 
 # Bounds how many events a watcher reads per query.
 _BATCH = 256
@@ -58,17 +56,16 @@ _Key = tuple[str, str, str]
 _Row = tuple[Any, ...]
 
 
-class SqliteStore:
+class SqliteStore(Watchable):
     """ResourceStore in a SQLite file, keeping at most `history` events for watch replay."""
 
     def __init__(self, path: str, history: int = DEFAULT_HISTORY) -> None:
         if history < 1:
             raise ValueError("history must keep at least one event")
+        super().__init__()
         self._history = history
         self._db = _connect(Path(path))
         self._revision = self._load_revision()
-        self._closed = False
-        self._wakeup = asyncio.Event()
 
     async def get(self, kind: str, namespace: str, name: str) -> StoredObject | None:
         self._check_open()
@@ -127,29 +124,6 @@ class SqliteStore:
         self._committed(row[3])
         return _object(row)
 
-    async def revision(self) -> int:
-        self._check_open()
-        return self._revision
-
-    def watch(self, from_revision: int) -> AsyncIterator[WatchEvent]:
-        self._check_open()
-        if from_revision < 0:
-            raise ValueError("from_revision must be >= 0")
-        return self._follow(from_revision)
-
-    async def _follow(self, cursor: int) -> AsyncIterator[WatchEvent]:
-        while not self._closed:
-            # Taken before querying so a commit after the query still wakes us.
-            wakeup = self._wakeup
-            batch = self._events_after(cursor)
-            for event in batch:
-                if self._closed:
-                    return
-                yield event
-                cursor = event.revision
-            if not batch:
-                await wakeup.wait()
-
     async def close(self) -> None:
         if self._closed:
             return
@@ -183,10 +157,6 @@ class SqliteStore:
         self._revision = revision
         self._wake()
 
-    def _wake(self) -> None:
-        self._wakeup.set()
-        self._wakeup = asyncio.Event()
-
     def _events_after(self, cursor: int) -> tuple[WatchEvent, ...]:
         if cursor > self._revision:
             raise Compacted(f"revision {cursor} is ahead of the store ({self._revision})")
@@ -211,11 +181,6 @@ class SqliteStore:
     def _load_revision(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
         return int(row[0])
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed("store is closed")
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open with owner-only permissions: the desired state can include secrets."""
