@@ -137,3 +137,19 @@ def test_check_and_proxy_config_show_the_running_mesh(mesh: Mesh) -> None:
     missing = _cli(mesh, "proxy-config", "nobody", "routes")
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: no connected proxy for workload default/nobody"
+
+
+def test_curl_through_the_outbound_proxy_reaches_the_service(mesh: Mesh) -> None:
+    """The usage the docs promise: any HTTP client, pointed at the sidecar as a proxy."""
+    out = mesh.instance("frontend").outbound_port
+    done = subprocess.run(["curl", "-sS", "-x", f"http://127.0.0.1:{out}",
+                           "http://inventory/stock"], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["service"] == "inventory"
+    assert body["path"] == "/stock"
+    unknown = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-x",
+                              f"http://127.0.0.1:{out}", "http://nosuch/"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert unknown.stdout == "404"

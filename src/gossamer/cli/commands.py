@@ -30,6 +30,8 @@ def control_plane(
     xds_port: Annotated[int, typer.Option("--xds-port")] = 15010,
     api_port: Annotated[int, typer.Option("--api-port")] = 15080,
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    advertise_address: Annotated[str | None, typer.Option(
+        "--advertise-address", help="address agents dial for xDS (default: --host)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, xDS server and HTTP API."""
@@ -37,7 +39,7 @@ def control_plane(
 
     _logging(verbose)
     options = ControlPlaneOptions(state_dir=state_dir, host=host, xds_port=xds_port,
-                                  api_port=api_port)
+                                  api_port=api_port, advertise_address=advertise_address)
     asyncio.run(ControlPlane(options).serve_forever())
 
 

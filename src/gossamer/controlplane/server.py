@@ -31,19 +31,32 @@ class ControlPlaneOptions:
     xds_port: int = 15010
     api_port: int = 15080
     debounce: float = 0.03
+    # The address agents dial for xDS; defaults to `host`, or loopback when
+    # listening on every interface.
+    advertise_address: str | None = None
+
+    @property
+    def advertised(self) -> str:
+        if self.advertise_address:
+            return self.advertise_address
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
 
 class _Hooks:
     """What the xDS server tells the reconciler about proxies coming and going."""
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, cache: SnapshotCache) -> None:
         self._reconciler = reconciler
+        self._cache = cache
 
     def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         self._reconciler.proxy_connected(node_id, dict(node.metadata))
 
     def proxy_disconnected(self, node_id: str) -> None:
+        """Forget the proxy and its snapshot: churning proxies must not grow memory.
+        A reconnect translates afresh, and content versions make that resend nothing."""
         self._reconciler.proxy_disconnected(node_id)
+        self._cache.remove(node_id)
 
 
 class ControlPlane:
@@ -59,7 +72,7 @@ class ControlPlane:
         self.registry = ProxyRegistry()
         self.reconciler = Reconciler(self.store, self.cache.set, debounce=options.debounce)
         self.leases = Leases(self.store)
-        self.xds = XdsServer(self.cache, _Hooks(self.reconciler), self.registry)
+        self.xds = XdsServer(self.cache, _Hooks(self.reconciler, self.cache), self.registry)
         self.xds_port = 0
         self.api_port = 0
         self._api_server: uvicorn.Server | None = None
@@ -80,7 +93,7 @@ class ControlPlane:
             self.leases.run(lambda: self.reconciler.index.workloads), name="leases"))
         self.xds_port = await self.xds.start(self.options.host, self.options.xds_port)
         ctx = ApiContext(self.store, self.reconciler, self.leases, self.proxies,
-                         xds_address=(self.options.host, self.xds_port))
+                         xds_address=(self.options.advertised, self.xds_port))
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
