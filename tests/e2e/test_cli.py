@@ -171,3 +171,50 @@ def test_openapi_document_lists_the_api(cp: ControlPlaneProcess) -> None:
     for path in ("/api/v1/apply", "/api/v1/resources/{kind}", "/api/v1/proxies",
                  "/api/v1/workloads/{namespace}/{name}/heartbeat"):
         assert path in spec["paths"]
+
+
+def test_agent_startup_failures_are_one_line(cp: ControlPlaneProcess, tmp_path: Path) -> None:
+    bad_envoy = subprocess.run(
+        [sys.executable, "-m", "gossamer", "proxy", "--service", "web", "--app-port", "1",
+         "--server", cp.url, "--workdir", str(tmp_path / "a")],
+        env=dict(os.environ, GOSSAMER_ENVOY="/nonexistent/envoy"), capture_output=True,
+        text=True, timeout=60, check=False)
+    assert bad_envoy.returncode == 1
+    assert bad_envoy.stderr == "error: GOSSAMER_ENVOY=/nonexistent/envoy is not an executable " \
+                               "file\n"
+    refused = subprocess.run(
+        [sys.executable, "-m", "gossamer", "proxy", "--service", "Bad_Name", "--app-port", "1",
+         "--server", cp.url, "--workdir", str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "spec.service: must be a Service name" in refused.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "gossamer", "proxy", "--service", "web", "--app-port", "1",
+         "--bogus"], capture_output=True, text=True, timeout=60, check=False)
+    assert unknown.returncode == 2
+    assert "No such option: --bogus" in unknown.stderr
+
+
+def test_up_rejects_unknown_placeholders(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text("""
+apiVersion: local.gossamer.dev/v1alpha1
+kind: Process
+metadata: {name: web}
+spec: {service: web, command: ["serve", "--port", "{prot}"]}
+""")
+    out = subprocess.run([sys.executable, "-m", "gossamer", "up", "-f", str(app),
+                          "--state-dir", str(tmp_path / "s")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert "spec.command" in out.stderr
+    assert "unknown placeholder {prot}" in out.stderr
+
+
+def test_metrics_endpoint_serves_prometheus_text(cp: ControlPlaneProcess) -> None:
+    resp = httpx.get(cp.url + "/metrics", trust_env=False)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert "gossamer_xds_streams" in resp.text

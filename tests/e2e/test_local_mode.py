@@ -92,6 +92,9 @@ def test_demo_canary_and_ctrl_c(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert code == 0
+    logs = {p.name: p.read_text() for p in (state / "logs").glob("*.log")}
+    assert len(logs) == 6
+    assert not [n for n, text in logs.items() if "could not drain" in text]
     time.sleep(0.5)
     assert _processes_mentioning(str(state)) == []
     assert "gossamer: stopped" in "\n".join(seen) or _drain_has(lines, "gossamer: stopped")

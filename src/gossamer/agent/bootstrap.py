@@ -22,7 +22,7 @@ class NodeSpec:
     inbound_port: int
     inbound_address: str
     app_port: int
-    app_protocol: str
+    app_protocol: str | None
     outbound_port: int
     admin_port: int
     upstreams: tuple[dict[str, Any], ...] = field(default_factory=tuple)
@@ -35,7 +35,7 @@ class NodeSpec:
             "inbound_port": self.inbound_port,
             "inbound_address": self.inbound_address,
             "app_port": self.app_port,
-            "app_protocol": self.app_protocol,
+            **({"app_protocol": self.app_protocol} if self.app_protocol else {}),
             "outbound_port": self.outbound_port,
             "admin_port": self.admin_port,
             "upstreams": [dict(u) for u in self.upstreams],

@@ -60,5 +60,15 @@ class ControlPlaneClient:
         await self._call("POST", f"/api/v1/workloads/{namespace}/{name}/heartbeat",
                          {"health": health})
 
+    async def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = await self._call(
+                "GET", f"/api/v1/resources/Service/{namespace}/{name}")
+        except ControlPlaneError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return doc
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         await self._call("DELETE", f"/api/v1/resources/{kind}/{namespace}/{name}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from gossamer.agent.children import die_with_parent
 from gossamer.envoybin import find_envoy
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class EnvoySupervisor:
         self.restarts = 0
 
     @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
     def workdir(self) -> Path:
         return self._workdir
 
@@ -62,6 +67,7 @@ class EnvoySupervisor:
             "--drain-time-s", str(max(1, int(self._drain_seconds))),
             "--drain-strategy", "immediate",
             stdout=logfile, stderr=logfile, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         logfile.close()
         log.info("envoy started (pid %s, admin %s)", self.process.pid, self.admin_url)
@@ -109,6 +115,8 @@ class EnvoySupervisor:
 
     async def drain_inbound(self) -> None:
         """Stop accepting new inbound connections; finish what is in flight."""
+        if not self.running:
+            return
         try:
             await self.admin("POST", "/drain_listeners?inboundonly&graceful")
         except httpx.HTTPError as exc:

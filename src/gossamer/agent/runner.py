@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.children import die_with_parent
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
-from gossamer.agent.envoy import EnvoySupervisor
+from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.probe import HealthTracker, Probe
+from gossamer.envoybin import EnvoyNotFound
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
@@ -42,9 +44,15 @@ class UpstreamSpec:
     namespace: str | None = None
     protocol: str = "http"
 
-    def env_name(self) -> str:
-        name = self.service.upper().replace("-", "_").replace(".", "_")
-        return f"GOSSAMER_UPSTREAM_{name}" + ("" if self.port == 80 else f"_{self.port}")
+    def env_name(self, own_namespace: str = "default") -> str:
+        """GOSSAMER_UPSTREAM_<SERVICE>[_<NAMESPACE>][_<PORT>]: the namespace only
+        when it is not the app's own, the port only when it is not 80."""
+        parts = [self.service]
+        if self.namespace and self.namespace != own_namespace:
+            parts.append(self.namespace)
+        if self.port != 80:
+            parts.append(str(self.port))
+        return "GOSSAMER_UPSTREAM_" + "_".join(parts).upper().replace("-", "_").replace(".", "_")
 
 
 @dataclass
@@ -58,7 +66,8 @@ class AgentConfig:
     outbound_port: int = 0
     admin_port: int = 0
     address: str = "127.0.0.1"
-    protocol: str = "http"
+    # None: the protocol of the workload's Service port, as the control plane knows it.
+    protocol: str | None = None
     name: str | None = None
     upstreams: list[UpstreamSpec] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
@@ -115,7 +124,7 @@ class Agent:
         }
         for u in c.upstreams:
             scheme = "tcp" if u.protocol == "tcp" else "http"
-            env[u.env_name()] = f"{scheme}://127.0.0.1:{u.local_port}"
+            env[u.env_name(c.namespace)] = f"{scheme}://127.0.0.1:{u.local_port}"
         return env
 
     def workload_doc(self) -> dict[str, object]:
@@ -130,12 +139,19 @@ class Agent:
         }
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except (ControlPlaneError, EnvoyError, EnvoyNotFound, OSError) as exc:
+            raise AgentError(str(exc)) from exc
+
+    async def _start(self) -> None:
         c = self.config
         try:
             info = await self.client.wait_up(
                 timeout=float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60")))
         except ControlPlaneError as exc:
             raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
+        await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
         self.envoy = EnvoySupervisor(
@@ -149,9 +165,26 @@ class Agent:
         if c.command:
             self.app = await asyncio.create_subprocess_exec(
                 *c.command, env=self.app_env(), start_new_session=True,
-                stdin=asyncio.subprocess.DEVNULL)
+                preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
             log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
             (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+
+    async def _resolve_upstreams(self) -> None:
+        """Give each declared upstream its Service's port and protocol, so a TCP
+        upstream is announced as tcp:// and a port left out means the default."""
+        c = self.config
+        resolved = []
+        for u in c.upstreams:
+            svc = await self.client.service(u.namespace or c.namespace, u.service)
+            ports = svc["spec"]["ports"] if svc else []
+            numbers = [p["port"] for p in ports]
+            port = u.port or (80 if 80 in numbers or not numbers else numbers[0])
+            protocol = next((p.get("protocol", "http") for p in ports if p["port"] == port),
+                            "http")
+            if svc is None:
+                log.warning("upstream %s is not a known Service (yet)", u.service)
+            resolved.append(UpstreamSpec(u.service, port, u.local_port, u.namespace, protocol))
+        c.upstreams = resolved
 
     async def _report(self, healthy: bool) -> None:
         try:
@@ -214,7 +247,7 @@ class Agent:
                 await self.client.delete("Workload", c.namespace, self.workload)
             self.registered = False
             await asyncio.sleep(min(0.5, c.drain_seconds))  # let EDS removal reach peers
-        if self.envoy is not None:
+        if self.envoy is not None and self.envoy.running:
             await self.envoy.drain_inbound()
             await asyncio.sleep(c.drain_seconds)
         await self._stop_app()
@@ -254,5 +287,5 @@ async def run_agent(config: AgentConfig) -> int:
           file=sys.stderr, flush=True)
     for u in c.upstreams:
         print(f"gossamer proxy: upstream {u.service}:{u.port} at 127.0.0.1:{u.local_port} "
-              f"(${u.env_name()})", file=sys.stderr, flush=True)
+              f"(${u.env_name(c.namespace)})", file=sys.stderr, flush=True)
     return await agent.run()

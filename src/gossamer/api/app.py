@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from gossamer import __version__
@@ -46,6 +47,7 @@ class ApiContext:
     leases: Leases
     proxies: Callable[[], list[dict[str, Any]]]
     xds_address: tuple[str, int] = ("127.0.0.1", 15010)
+    metrics: CollectorRegistry | None = None
 
 
 class ApplyResult(BaseModel):
@@ -109,6 +111,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "revision": ctx.reconciler.index.revision,
                 "proxies": len(ctx.reconciler.proxies)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus exposition of the control plane's own counters (xDS pushes, NACKs)."""
+        body = generate_latest(ctx.metrics) if ctx.metrics is not None else b""
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/mesh")
     async def mesh() -> dict[str, Any]:

@@ -44,7 +44,8 @@ def control_plane(
 
 
 def _parse_upstream(text: str, namespace: str) -> Any:
-    """`svc`, `svc:port`, `svc=local`, `svc:port=local`, optional `ns/` prefix."""
+    """`svc`, `svc:port`, `svc=local`, `svc:port=local`, optional `ns/` prefix;
+    no port means the Service's default port (resolved by the agent)."""
     from gossamer.agent.ports import free_port
     from gossamer.agent.runner import UpstreamSpec
 
@@ -52,23 +53,34 @@ def _parse_upstream(text: str, namespace: str) -> Any:
     ns, _, rest = target.rpartition("/")
     name, _, port = rest.partition(":")
     try:
-        return UpstreamSpec(service=name, namespace=ns or namespace, port=int(port or 80),
+        return UpstreamSpec(service=name, namespace=ns or namespace, port=int(port or 0),
                             local_port=int(local) if local else free_port())
     except ValueError as exc:
         raise CliError(f"--upstream {text!r}: expected SERVICE[:PORT][=LOCALPORT]") from exc
 
 
-def _labels(values: list[str]) -> dict[str, str]:
+def _parse_upstreams(values: list[str], namespace: str) -> list[Any]:
+    specs = [_parse_upstream(u, namespace) for u in values]
+    seen: set[tuple[str, str | None, int]] = set()
+    for s in specs:
+        key = (s.service, s.namespace, s.port)
+        if key in seen:
+            raise CliError(f"--upstream {s.service}: listed twice")
+        seen.add(key)
+    return specs
+
+
+def _labels(values: list[str], flag: str = "--label") -> dict[str, str]:
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CliError(f"--label {item!r}: expected key=value")
+            raise CliError(f"{flag} {item!r}: expected key=value")
         out[key] = value
     return out
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True})
 def proxy(
     ctx: typer.Context,
     service: Annotated[str, typer.Option("--service", help="service this workload runs as")],
@@ -81,7 +93,12 @@ def proxy(
     outbound_port: Annotated[int, typer.Option("--outbound-port")] = 0,
     admin_port: Annotated[int, typer.Option("--admin-port")] = 0,
     name: Annotated[str | None, typer.Option("--name", help="workload name")] = None,
-    protocol: Annotated[str, typer.Option("--protocol", help="http|http2|grpc|tcp")] = "http",
+    protocol: Annotated[str | None, typer.Option(
+        "--protocol", help="http|http2|grpc|tcp (default: the Service port's)")] = None,
+    address: Annotated[str, typer.Option(
+        "--address", help="address peers reach this workload at")] = "127.0.0.1",
+    env: Annotated[list[str], typer.Option("--env", "-e", help="K=V for the app "
+                                           "(repeatable; mesh variables win)")] = [],  # noqa: B006
     upstream: Annotated[list[str], typer.Option("--upstream", help="SVC[:PORT][=LOCALPORT]: "
                                                 "a dedicated local port for one service")] = [],  # noqa: B006
     probe_path: Annotated[str | None, typer.Option("--probe-path", help="HTTP probe path; "
@@ -93,7 +110,6 @@ def proxy(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
-    from gossamer.agent.envoy import EnvoyError
     from gossamer.agent.ports import free_port
     from gossamer.agent.runner import AgentConfig, AgentError, run_agent
     from gossamer.cli.client import server_url
@@ -101,21 +117,21 @@ def proxy(
     _logging(verbose)
     if xds_mode not in ("delta", "sotw"):
         raise CliError("--xds-mode must be delta or sotw")
-    if protocol not in ("http", "http2", "grpc", "tcp"):
+    if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
     config = AgentConfig(
         service=service, app_port=app_port, namespace=namespace, labels=_labels(label),
         server=server_url(server),
         inbound_port=(inbound_port or free_port()) if app_port else 0,
         outbound_port=outbound_port or free_port(), admin_port=admin_port or free_port(),
-        protocol=protocol, name=name,
-        upstreams=[_parse_upstream(u, namespace) for u in upstream],
+        protocol=protocol, name=name, address=address, env=_labels(env, "--env"),
+        upstreams=_parse_upstreams(upstream, namespace),
         command=list(ctx.args), probe_path=probe_path, drain_seconds=drain_seconds,
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
     )
     try:
         code = asyncio.run(run_agent(config))
-    except (AgentError, EnvoyError) as exc:
+    except AgentError as exc:
         raise CliError(str(exc)) from exc
     raise typer.Exit(code)
 
@@ -138,9 +154,11 @@ def check(server: Server = None) -> None:
                     f"{nack.get('error')}"
         if p.get("rejected"):
             line += f"; config withheld: {p['rejected']}"
-        problems += not (p.get("connected") and p.get("synced")) or bool(p.get("rejected"))
+        # A proxy that went away is reported, not counted: stopping one is normal.
+        if p.get("connected"):
+            problems += not p.get("synced") or bool(p.get("rejected"))
         print(line)
-    if not proxies:
+    if not [p for p in proxies if p.get("connected")]:
         print("no proxies connected")
     if problems:
         raise CliError(f"{problems} proxy(ies) not healthy")

@@ -17,6 +17,7 @@ from gossamer.cli.main import app
 from gossamer.local.spec import LocalApp, Process, load_local_app
 from gossamer.local.up import LocalRun, UpError
 
+EXAMPLES = ("canary-50-50.yaml", "header-to-v2.yaml", "all-v1.yaml")
 StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sidecar files")]
 
 
@@ -63,7 +64,7 @@ Where to look (in another terminal):
   export GOSSAMER_SERVER={run.server}
   gossamer check                      # every proxy connected and in sync?
   gossamer get workloads              # instances and their health
-  gossamer proxy-config {run.instances[0].workload} routes
+  gossamer proxy-config {run.instances[0].workload if run.instances else 'WORKLOAD'} routes
   logs: {run.state_dir / 'logs'}
 {extra_help}Press Ctrl-C to stop everything.
 """, flush=True)
@@ -99,9 +100,12 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
             "--rate", str(rate), "--duration", str(duration)]},
     }))
     examples = Path("examples/demo")
-    shift = examples / "canary-50-50.yaml" if examples.is_dir() else Path("canary.yaml")
+    if not examples.is_dir():  # not run from a checkout: write the examples here
+        examples = (state_dir / "examples").resolve()
+        examples.mkdir(parents=True, exist_ok=True)
+        for name in EXAMPLES:
+            text = pkg.files("gossamer.demo").joinpath(name).read_text()
+            (examples / name).write_text(text)
     _run(local, state_dir, api_port, xds_port, extra_help=(
         "Shift traffic live (the load lines below show catalog v1/v2 counts):\n"
-        f"  gossamer apply -f {shift}\n"
-        f"  gossamer apply -f {examples / 'header-to-v2.yaml'}\n"
-        f"  gossamer apply -f {examples / 'all-v1.yaml'}\n"))
+        + "".join(f"  gossamer apply -f {examples / name}\n" for name in EXAMPLES)))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from gossamer.api.app import ApiContext, create_app
 from gossamer.controlplane.leases import Leases
@@ -72,7 +73,9 @@ class ControlPlane:
         self.registry = ProxyRegistry()
         self.reconciler = Reconciler(self.store, self.cache.set, debounce=options.debounce)
         self.leases = Leases(self.store)
-        self.xds = XdsServer(self.cache, _Hooks(self.reconciler, self.cache), self.registry)
+        self.metrics = CollectorRegistry()
+        self.xds = XdsServer(self.cache, _Hooks(self.reconciler, self.cache), self.registry,
+                             metrics_registry=self.metrics)
         self.xds_port = 0
         self.api_port = 0
         self._api_server: uvicorn.Server | None = None
@@ -93,7 +96,8 @@ class ControlPlane:
             self.leases.run(lambda: self.reconciler.index.workloads), name="leases"))
         self.xds_port = await self.xds.start(self.options.host, self.options.xds_port)
         ctx = ApiContext(self.store, self.reconciler, self.leases, self.proxies,
-                         xds_address=(self.options.advertised, self.xds_port))
+                         xds_address=(self.options.advertised, self.xds_port),
+                         metrics=self.metrics)
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
                                 lifespan="off", access_log=False)

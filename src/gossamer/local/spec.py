@@ -3,6 +3,7 @@ start each service's instances on this machine."""
 
 from __future__ import annotations
 
+import string
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -13,6 +14,7 @@ from gossamer.model.registry import _field_errors, load_yaml_documents
 from gossamer.model.service import Protocol
 
 LOCAL_API_VERSION = "local.gossamer.dev/v1alpha1"
+PLACEHOLDERS = frozenset({"port", "python", "name", "replica", "service"})
 
 
 class ProcessSpec(Strict):
@@ -21,7 +23,8 @@ class ProcessSpec(Strict):
     replicas: int = Field(default=1, ge=0, le=20)
     labels: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
-    protocol: Protocol = Protocol.HTTP
+    # None: the protocol of the Service's port.
+    protocol: Protocol | None = None
     probe_path: str | None = Field(default=None, alias="probePath")
     upstreams: list[str] = Field(default_factory=list)
     # False: the app serves nothing (a client such as a load generator); its
@@ -29,6 +32,21 @@ class ProcessSpec(Strict):
     inbound: bool = True
     # Show the app's output in the terminal instead of its log file.
     console: bool = False
+
+    @field_validator("command")
+    @classmethod
+    def _placeholders(cls, v: list[str]) -> list[str]:
+        for part in v:
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(part) if f is not None}
+            except ValueError as exc:
+                raise ValueError(
+                    f"{part!r}: {exc} (write {{{{ or }}}} for a literal brace)") from exc
+            unknown = fields - PLACEHOLDERS
+            if unknown:
+                raise ValueError(f"{part!r}: unknown placeholder {{{sorted(unknown)[0]}}}; use "
+                                 + ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
+        return v
 
     @field_validator("labels")
     @classmethod

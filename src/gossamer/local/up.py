@@ -27,6 +27,7 @@ import httpx
 from gossamer.agent.ports import free_port
 from gossamer.local.spec import LocalApp, Process
 from gossamer.model import Resource, Service
+from gossamer.model.service import Protocol
 
 
 class UpError(Exception):
@@ -154,12 +155,12 @@ class LocalRun:
             app_port = inbound = 0
         subst = {"port": str(app_port), "python": sys.executable, "name": workload,
                  "replica": str(replica), "service": s.service}
-        command = [part.format(**subst) for part in s.command]
+        command = [part.format(**subst) for part in s.command]  # checked by ProcessSpec
         argv = [sys.executable, "-m", "gossamer", "proxy", "--service", s.service,
                 "--namespace", proc.metadata.namespace, "--name", workload,
                 "--app-port", str(app_port), "--inbound-port", str(inbound),
                 "--outbound-port", str(outbound), "--admin-port", str(admin),
-                "--server", self.server, "--protocol", s.protocol.value,
+                "--server", self.server, "--address", "127.0.0.1",
                 "--drain-seconds", str(self.drain_seconds),
                 "--workdir", str(self.state_dir / "proxies" / workload)]
         for k, v in {"app": s.service, **proc.metadata.labels, **s.labels}.items():
@@ -168,19 +169,23 @@ class LocalRun:
             argv += ["--probe-path", s.probe_path]
         for up in s.upstreams:
             argv += ["--upstream", up]
-        env_prefix = [f"{k}={v}" for k, v in s.env.items()]
-        full = [*argv, "--", *(["env", *env_prefix] if env_prefix else []), *command]
+        if s.protocol is not None:
+            argv += ["--protocol", s.protocol.value]
+        for k, v in s.env.items():
+            argv += ["--env", f"{k}={v}"]
+        full = [*argv, "--", *command]
         self._spawn(workload, full, "proxy", console=s.console)
         if s.inbound:
             self.instances.append(Instance(workload, s.service, inbound, outbound, admin))
 
     def stop(self, grace: float = 20.0) -> None:
-        """Agents first (they drain and stop their apps), the control plane last."""
+        """Agents first (they drain and stop their apps), the control plane last.
+        SIGTERM goes to each agent alone: it stops its own Envoy and app in order."""
         for role in ("proxy", "control-plane"):
             group = [c for c in self.children if c.role == role and c.popen.poll() is None]
             for c in group:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.popen.pid, signal.SIGTERM)
+                    os.kill(c.popen.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             for c in group:
                 try:
@@ -217,7 +222,8 @@ def _implied_service(proc: Process) -> dict[str, object]:
     return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Service",
             "metadata": {"name": proc.spec.service, "namespace": proc.metadata.namespace},
             "spec": {"selector": {"app": proc.spec.service},
-                     "ports": [{"port": 80, "protocol": proc.spec.protocol.value}]}}
+                     "ports": [{"port": 80,
+                                "protocol": (proc.spec.protocol or Protocol.HTTP).value}]}}
 
 
 def _port_or_free(preferred: int) -> int:

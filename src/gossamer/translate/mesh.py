@@ -120,8 +120,11 @@ def translate_mesh(index: MeshIndex) -> MeshConfig:
 
 
 def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
+    """What the agent declared, else the Service's (first) port protocol."""
+    if proxy.app_protocol is not None:
+        return proxy.app_protocol
     svc = index.service(proxy.namespace, proxy.service)
-    return svc.spec.ports[0].protocol if svc else proxy.app_protocol
+    return svc.spec.ports[0].protocol if svc else Protocol.HTTP
 
 
 def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, XdsResource | None]:

@@ -32,7 +32,8 @@ class ProxyIdentity:
     inbound_port: int
     inbound_address: str
     app_port: int
-    app_protocol: Protocol
+    # None: use the protocol of the workload's own Service port.
+    app_protocol: Protocol | None
     outbound_port: int
     upstreams: tuple[Upstream, ...] = ()
 
@@ -56,10 +57,12 @@ class ProxyIdentity:
             return port
 
         namespace = text("namespace", "default")
-        try:
-            protocol = Protocol(text("app_protocol", "http"))
-        except ValueError as exc:
-            raise BadNodeMetadata("node metadata 'app_protocol' is not a protocol") from exc
+        protocol = None
+        if metadata.get("app_protocol") is not None:
+            try:
+                protocol = Protocol(text("app_protocol"))
+            except ValueError as exc:
+                raise BadNodeMetadata("node metadata 'app_protocol' is not a protocol") from exc
         raw_upstreams = metadata.get("upstreams", [])
         if not isinstance(raw_upstreams, list):
             raise BadNodeMetadata("node metadata 'upstreams' must be a list")
