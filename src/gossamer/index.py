@@ -11,11 +11,26 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
-from gossamer.model import Condition, HTTPRoute, Resource, ResourceKey, Service, Workload
+from gossamer.model import (
+    AuthorizationPolicy,
+    Condition,
+    HTTPRoute,
+    PeerAuthentication,
+    RequestAuthentication,
+    Resource,
+    ResourceKey,
+    Service,
+    Workload,
+)
+from gossamer.model.policy import policy_scope, target_name
 from gossamer.model.workload import Health
 
 SvcKey = tuple[str, str]  # (namespace, name)
+WorkloadKey = tuple[str, str]  # (namespace, name)
+Policy = PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+R = TypeVar("R", bound=Resource)
 
 
 @dataclass(frozen=True)
@@ -38,9 +53,28 @@ class MeshIndex:
     # Routes attached to each service, in precedence-stable (namespace, name) order.
     routes_by_parent: Mapping[SvcKey, tuple[HTTPRoute, ...]]
     conditions: Mapping[ResourceKey, tuple[Condition, ...]] = field(default_factory=dict)
+    # Security policies, each in (namespace, name) order.
+    peer_authentications: tuple[PeerAuthentication, ...] = ()
+    authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
+    # Service accounts of every workload a service selects, healthy or not, so
+    # that health changes never change the identities callers verify.
+    accounts: Mapping[SvcKey, tuple[str, ...]] = field(default_factory=dict)
+    # The services that select each workload.
+    workload_services: Mapping[WorkloadKey, tuple[SvcKey, ...]] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
+
+    def service_accounts(self, namespace: str, name: str) -> tuple[str, ...]:
+        """Accounts a caller of the service may meet; the service's name if none is known."""
+        return self.accounts.get((namespace, name)) or (name,)
+
+    def proxy_services(self, namespace: str, workload: str, service: str) -> frozenset[SvcKey]:
+        """The services whose policies cover a proxy: those selecting its workload, and
+        the service it runs as (its workload may not be registered yet)."""
+        return frozenset({*self.workload_services.get((namespace, workload), ()),
+                          (namespace, service)})
 
     def status(self, key: ResourceKey) -> dict[str, object]:
         conds = self.conditions.get(key, ())
@@ -103,10 +137,69 @@ def _route_conditions(
     return accepted, resolved
 
 
-def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
+def _selections(
+    services: Mapping[SvcKey, Service], workloads: Iterable[Workload]
+) -> tuple[dict[SvcKey, tuple[str, ...]], dict[WorkloadKey, tuple[SvcKey, ...]]]:
+    accounts: dict[SvcKey, set[str]] = defaultdict(set)
+    selected_by: dict[WorkloadKey, list[SvcKey]] = defaultdict(list)
+    for w in workloads:
+        for key, svc in services.items():
+            if _selects(svc, w):
+                accounts[key].add(w.account)
+                selected_by[(w.metadata.namespace, w.metadata.name)].append(key)
+    return ({k: tuple(sorted(v)) for k, v in accounts.items()},
+            {k: tuple(sorted(v)) for k, v in selected_by.items()})
+
+
+def _target_condition(policy: Policy, services: Mapping[SvcKey, Service]) -> Condition:
+    """Accepted either way: the policy takes effect as soon as its Service exists."""
+    name = target_name(policy)
+    if name is None or (policy.metadata.namespace, name) in services:
+        return Condition(type="ResolvedRefs", status="True", reason="ResolvedRefs")
+    return Condition(type="ResolvedRefs", status="False", reason="TargetNotFound",
+                     message=f"target Service {name!r} not found in namespace "
+                     f"{policy.metadata.namespace!r}; the policy applies once it exists")
+
+
+def _peer_conflicts(policies: Iterable[PeerAuthentication]) -> dict[ResourceKey, str]:
+    """Only one PeerAuthentication per scope counts: the first by name; the rest are reported."""
+    first: dict[tuple[str, str | None], PeerAuthentication] = {}
+    out: dict[ResourceKey, str] = {}
+    for p in policies:
+        slot = (p.metadata.namespace, target_name(p))
+        if slot in first:
+            out[p.key] = (f"PeerAuthentication {first[slot].metadata.name!r} already sets the "
+                          "mode for this scope (the first by name wins)")
+        else:
+            first[slot] = p
+    return out
+
+
+def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Service],
+                       conflicts: Mapping[ResourceKey, str]) -> dict[ResourceKey,
+                                                                     tuple[Condition, ...]]:
+    out: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for p in policies:
+        accepted = Condition(type="Accepted", status="True", reason="Accepted",
+                             message=f"scope: {policy_scope(p).value}")
+        if p.key in conflicts:
+            accepted = Condition(type="Accepted", status="False", reason="Conflicted",
+                                 message=conflicts[p.key])
+        out[p.key] = (accepted, _target_condition(p, services))
+    return out
+
+
+def _sorted(items: Iterable[R]) -> list[R]:
+    return sorted(items, key=lambda r: (r.metadata.namespace, r.metadata.name))
+
+
+def _partition(resources: Iterable[Resource]) -> tuple[
+        dict[SvcKey, Service], list[Workload], list[HTTPRoute], list[Policy]]:
+    """Resources by kind, each list in (namespace, name) order."""
     services: dict[SvcKey, Service] = {}
     workloads: list[Workload] = []
     routes: list[HTTPRoute] = []
+    policies: list[Policy] = []
     for r in resources:
         if isinstance(r, Service):
             services[(r.metadata.namespace, r.metadata.name)] = r
@@ -114,8 +207,13 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
             workloads.append(r)
         elif isinstance(r, HTTPRoute):
             routes.append(r)
-    workloads.sort(key=lambda w: (w.metadata.namespace, w.metadata.name))
-    routes.sort(key=lambda r: (r.metadata.namespace, r.metadata.name))
+        elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication):
+            policies.append(r)
+    return services, _sorted(workloads), _sorted(routes), _sorted(policies)
+
+
+def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
+    services, workloads, routes, policies = _partition(resources)
     by_parent: dict[SvcKey, list[HTTPRoute]] = defaultdict(list)
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
     for route in routes:
@@ -123,6 +221,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
                        for p in route.spec.parent_refs}:
             by_parent[parent].append(route)
         conditions[route.key] = _route_conditions(route, services)
+    peers = [p for p in policies if isinstance(p, PeerAuthentication)]
+    conditions.update(_policy_conditions(policies, services, _peer_conflicts(peers)))
+    accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
         revision=revision,
         services=MappingProxyType(services),
@@ -131,4 +232,10 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         endpoints=MappingProxyType(_endpoints(services, workloads)),
         routes_by_parent=MappingProxyType({k: tuple(v) for k, v in by_parent.items()}),
         conditions=MappingProxyType(conditions),
+        peer_authentications=tuple(peers),
+        authorization_policies=tuple(p for p in policies if isinstance(p, AuthorizationPolicy)),
+        request_authentications=tuple(
+            p for p in policies if isinstance(p, RequestAuthentication)),
+        accounts=MappingProxyType(accounts),
+        workload_services=MappingProxyType(selected_by),
     )

@@ -23,7 +23,8 @@ from gossamer.local.up import Instance, LocalRun
 class Mesh:
     def __init__(self, run: LocalRun) -> None:
         self.run = run
-        self.api = httpx.Client(base_url=run.server, timeout=10, trust_env=False)
+        self.api = run.api()  # with the admin token the control plane created
+        self.applied = 0  # the newest store revision an apply of this test produced
 
     def instance(self, prefix: str) -> Instance:
         return next(i for i in self.run.instances if i.workload.startswith(prefix))
@@ -33,18 +34,32 @@ class Mesh:
         out = self.instance(prefix).outbound_port
         return httpx.Client(proxy=f"http://127.0.0.1:{out}", timeout=10, trust_env=False)
 
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        resp = self.api.delete(f"/api/v1/resources/{kind}/{namespace}/{name}")
+        assert resp.status_code < 300, resp.text
+        revision = int(resp.json()["deleted"]["metadata"]["resourceVersion"])
+        self.applied = max(self.applied, revision)
+
     def apply(self, text: str) -> None:
         import yaml
 
         for doc in yaml.safe_load_all(text):
             resp = self.api.post("/api/v1/apply", json=doc)
             assert resp.status_code < 300, resp.text
+            revision = int(resp.json()["resource"]["metadata"]["resourceVersion"])
+            self.applied = max(self.applied, revision)
 
     def wait_synced(self, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Until every instance's proxy is connected and has ACKed the latest config."""
+        """Until every instance's proxy is connected and has ACKed the latest config.
+
+        First until the control plane's index includes our last apply: before
+        that, proxies are "in sync" with the snapshot the apply will replace."""
         deadline = time.monotonic() + timeout
         proxies: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
+            if self.api.get("/healthz").json()["revision"] < self.applied:
+                time.sleep(0.02)
+                continue
             proxies = self.api.get("/api/v1/proxies").json()
             live = [p for p in proxies if p.get("connected")]
             if len(live) >= len(self.run.instances) and all(p.get("synced") for p in live):
@@ -59,10 +74,10 @@ class Mesh:
         return [line for line in text.splitlines() if "::" in line]
 
 
-def start_mesh(tmp: Path, text: str | None = None) -> LocalRun:
+def start_mesh(tmp: Path, text: str | None = None, cert_ttl: int | None = None) -> LocalRun:
     if text is None:
         text = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
-    run = LocalRun(load_local_app(text), tmp, drain_seconds=1.0, quiet=True)
+    run = LocalRun(load_local_app(text), tmp, drain_seconds=1.0, quiet=True, cert_ttl=cert_ttl)
     try:
         run.start_control_plane()
         run.apply_resources()
@@ -73,9 +88,10 @@ def start_mesh(tmp: Path, text: str | None = None) -> LocalRun:
     return run
 
 
-def running_mesh(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Mesh]:
-    """The demo mesh for one test module, always stopped afterwards."""
-    run = start_mesh(tmp_path_factory.mktemp(name))
+def running_mesh(tmp_path_factory: pytest.TempPathFactory, name: str,
+                 cert_ttl: int | None = None, text: str | None = None) -> Iterator[Mesh]:
+    """The demo mesh (or the app `text`) for one test module, always stopped afterwards."""
+    run = start_mesh(tmp_path_factory.mktemp(name), text, cert_ttl=cert_ttl)
     try:
         m = Mesh(run)
         m.wait_synced()

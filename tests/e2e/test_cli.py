@@ -59,6 +59,14 @@ class ControlPlaneProcess:
                 time.sleep(0.1)
         raise AssertionError("control plane did not start")
 
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    @property
+    def admin_token(self) -> str:
+        return (self.state / "admin-token").read_text().strip()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -83,6 +91,8 @@ def gossamer(cp: ControlPlaneProcess | None, *args: str,
              stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["GOSSAMER_SERVER"] = cp.url if cp else f"http://127.0.0.1:{free_port()}"
+    if cp:
+        env["GOSSAMER_TOKEN"] = cp.admin_token
     return subprocess.run([sys.executable, "-m", "gossamer", *args], input=stdin,
                           capture_output=True, text=True, env=env, timeout=60, check=False)
 
@@ -126,7 +136,7 @@ def test_invalid_document_is_one_line_with_field_and_reason(cp: ControlPlaneProc
 def test_api_rejects_invalid_document_with_field_paths(cp: ControlPlaneProcess) -> None:
     doc = yaml.safe_load(ROUTE)
     doc["spec"]["rules"][0]["matches"] = [{"path": {"type": "Exact", "value": "no-slash"}}]
-    resp = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False)
+    resp = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False, headers=cp.auth)
     assert resp.status_code == 422
     fields = resp.json()["fields"]
     assert fields == [{"path": "spec.rules[0].matches[0].path.value",
@@ -138,9 +148,10 @@ def test_stale_resource_version_is_a_conflict(cp: ControlPlaneProcess) -> None:
     doc = json.loads(gossamer(cp, "get", "service", "catalog", "-o", "json").stdout)
     doc.pop("status", None)
     doc["spec"]["ports"][0]["port"] = 81
-    first = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False)
+    first = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False, headers=cp.auth)
     assert first.status_code == 200
-    second = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False)  # same old version
+    # The same, now stale, resourceVersion again.
+    second = httpx.post(cp.url + "/api/v1/apply", json=doc, trust_env=False, headers=cp.auth)
     assert second.status_code == 409
     assert "stale" in second.json()["error"]
 
@@ -174,10 +185,22 @@ def test_openapi_document_lists_the_api(cp: ControlPlaneProcess) -> None:
 
 
 def test_agent_startup_failures_are_one_line(cp: ControlPlaneProcess, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text(httpx.get(cp.url + "/api/v1/ca", headers=cp.auth, trust_env=False)
+                  .json()["bundle_pem"])
+    agent_env = dict(os.environ, GOSSAMER_TOKEN=cp.admin_token, GOSSAMER_CA_FILE=str(ca))
+    no_token = subprocess.run(
+        [sys.executable, "-m", "gossamer", "proxy", "--service", "web", "--app-port", "1",
+         "--server", cp.url, "--workdir", str(tmp_path / "t")],
+        env={k: v for k, v in agent_env.items() if k != "GOSSAMER_TOKEN"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert no_token.returncode == 1
+    assert no_token.stderr.startswith("error: the control plane at "), no_token.stderr
+    assert "refused the token" in no_token.stderr
     bad_envoy = subprocess.run(
         [sys.executable, "-m", "gossamer", "proxy", "--service", "web", "--app-port", "1",
          "--server", cp.url, "--workdir", str(tmp_path / "a")],
-        env=dict(os.environ, GOSSAMER_ENVOY="/nonexistent/envoy"), capture_output=True,
+        env=dict(agent_env, GOSSAMER_ENVOY="/nonexistent/envoy"), capture_output=True,
         text=True, timeout=60, check=False)
     assert bad_envoy.returncode == 1
     assert bad_envoy.stderr == "error: GOSSAMER_ENVOY=/nonexistent/envoy is not an executable " \
@@ -185,7 +208,7 @@ def test_agent_startup_failures_are_one_line(cp: ControlPlaneProcess, tmp_path: 
     refused = subprocess.run(
         [sys.executable, "-m", "gossamer", "proxy", "--service", "Bad_Name", "--app-port", "1",
          "--server", cp.url, "--workdir", str(tmp_path / "b")],
-        capture_output=True, text=True, timeout=60, check=False)
+        env=agent_env, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1, refused.stderr
     assert "spec.service: must be a Service name" in refused.stderr

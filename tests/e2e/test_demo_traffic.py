@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -112,8 +113,9 @@ def test_apply_under_load_fails_no_request(mesh: Mesh) -> None:
 
 
 def _cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GOSSAMER_TOKEN": mesh.run.admin_token_file.read_text().strip()}
     return subprocess.run([sys.executable, "-m", "gossamer", *args, "--server", mesh.run.server],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 def test_check_and_proxy_config_show_the_running_mesh(mesh: Mesh) -> None:

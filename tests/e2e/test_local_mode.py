@@ -71,10 +71,11 @@ def test_demo_canary_and_ctrl_c(tmp_path: Path) -> None:
         first = _expect(lines, r"^\[load\] last", 30, seen)
         assert re.search(r"catalog v1: \d+", first), first
         assert "catalog v2" not in first
+        token = (state / "store" / "admin-token").read_text().strip()
         applied = subprocess.run(
             [sys.executable, "-m", "gossamer", "apply", "-f", "examples/demo/canary-50-50.yaml",
              "--server", f"http://127.0.0.1:{api}"], cwd=REPO, capture_output=True, text=True,
-            timeout=30, check=False)
+            timeout=30, check=False, env={**os.environ, "GOSSAMER_TOKEN": token})
         assert applied.stdout.strip() == "httproute/catalog configured", applied.stderr
         _expect(lines, r"^\[load\] last", 30, seen)  # the window the apply fell in
         after = _expect(lines, r"^\[load\] last", 30, seen)

@@ -46,7 +46,8 @@ APP = textwrap.dedent("""
 
 @pytest.fixture
 async def cp() -> AsyncIterator[ControlPlane]:
-    plane = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, api_port=0))
+    plane = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, api_port=0,
+                                                 secure=False))
     await plane.start()
     try:
         yield plane

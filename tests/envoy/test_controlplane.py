@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def cp() -> AsyncIterator[ControlPlane]:
     plane = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, api_port=0,
-                                             debounce=0.01))
+                                             debounce=0.01, secure=False))
     await plane.start()
     try:
         yield plane

@@ -1545,4 +1545,5 @@ def test_reference_examples_are_valid() -> None:
             assert f"error: {info.value}" in text
         else:
             kinds.update(r.kind for r in parse_documents(block))
-    assert kinds == {"Service", "Workload", "HTTPRoute"}
+    assert kinds == {"Service", "Workload", "HTTPRoute", "PeerAuthentication",
+                     "AuthorizationPolicy", "RequestAuthentication"}

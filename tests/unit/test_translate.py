@@ -22,6 +22,7 @@ from gossamer.model import parse_documents
 from gossamer.model.workload import Health
 from gossamer.translate import (
     InconsistentConfig,
+    MeshSettings,
     ProxyIdentity,
     check_consistency,
     translate_mesh,
@@ -61,13 +62,27 @@ def _as_json(snapshot: Any) -> dict[str, Any]:
     return out
 
 
-def test_golden_frontend_snapshot() -> None:
-    config = translate_proxy(translate_mesh(build_index(_mesh_docs(), 7)), _frontend())
-    actual = _as_json(config.snapshot)
-    golden = HERE / "golden" / "frontend.json"
+@pytest.mark.parametrize(("settings", "golden_name"), [
+    (None, "frontend.json"),  # the default: mTLS on, trust domain gossamer.local
+    (MeshSettings(mtls=False), "frontend-plaintext.json"),
+])
+def test_golden_frontend_snapshot(settings: MeshSettings | None, golden_name: str) -> None:
+    mesh = translate_mesh(build_index(_mesh_docs(), 7), settings)
+    actual = _as_json(translate_proxy(mesh, _frontend()).snapshot)
+    golden = HERE / "golden" / golden_name
     if os.environ.get("GOSSAMER_UPDATE_GOLDEN"):
         golden.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
     assert actual == json.loads(golden.read_text())
+
+
+def test_defaults_are_mtls_in_gossamer_local() -> None:
+    mesh = translate_mesh(build_index(_mesh_docs(), 1))
+    assert mesh.settings == MeshSettings(trust_domain="gossamer.local", mtls=True)
+    cluster = Cluster.FromString(mesh.clusters["outbound|80||catalog.default"].payload)
+    assert cluster.transport_socket.name == "envoy.transport_sockets.tls"
+    plain = translate_mesh(build_index(_mesh_docs(), 1), MeshSettings(mtls=False))
+    cluster = Cluster.FromString(plain.clusters["outbound|80||catalog.default"].payload)
+    assert not cluster.HasField("transport_socket")
 
 
 def test_translation_is_deterministic_and_shared() -> None:

@@ -3,6 +3,13 @@
 Everything else arrives over ADS; the bootstrap holds only the node identity
 (metadata the control plane translates for), the admin endpoint on loopback,
 and the static cluster that reaches the xDS server.
+
+With `tls=True` Envoy also gets the static cluster SDS_CLUSTER, a pipe to the
+agent's SDS socket (`agent/sds.py`), and the xDS cluster speaks TLS 1.3 to
+the control plane, verifying its certificate against the mesh's trust bundle
+(ROOT_SECRET, from that SDS) and its DNS SAN against CONTROL_PLANE_NAME,
+whatever address is dialled. A join token rides as gRPC metadata on the ADS
+stream, which is why the bootstrap file must be readable by its owner only.
 """
 
 from __future__ import annotations
@@ -10,7 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
+
 XDS_CLUSTER = "gossamer_xds"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_UPSTREAM_TLS = ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                 "UpstreamTlsContext")
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class NodeSpec:
     outbound_port: int
     admin_port: int
     upstreams: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    service_account: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -39,12 +52,111 @@ class NodeSpec:
             "outbound_port": self.outbound_port,
             "admin_port": self.admin_port,
             "upstreams": [dict(u) for u in self.upstreams],
+            **({"service_account": self.service_account} if self.service_account else {}),
         }
 
 
+def sds_config() -> dict[str, Any]:
+    """The ConfigSource (JSON form) for secrets from the agent's SDS: CERT_SECRET, ROOT_SECRET.
+
+    Use exactly this wherever a secret is referenced (listeners, clusters,
+    the xDS cluster): Envoy shares one SDS subscription between references
+    whose name *and* config source are equal, so any difference here means
+    another stream to the agent and another copy of the secret in Envoy,
+    updated at a slightly different moment. SotW (GRPC): Envoy opens one
+    stream per secret anyway.
+    """
+    return {
+        "apiConfigSource": {
+            "apiType": "GRPC",
+            "transportApiVersion": "V3",
+            "grpcServices": [{"envoyGrpc": {"clusterName": SDS_CLUSTER}}],
+        },
+        "resourceApiVersion": "V3",
+    }
+
+
+def sds_cluster(sds_socket: str) -> dict[str, Any]:
+    """The static cluster SDS_CLUSTER: HTTP/2 to the agent's SDS Unix socket."""
+    path = sds_socket.removeprefix("unix:")
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connectTimeout": "1s",
+        "loadAssignment": {"clusterName": SDS_CLUSTER, "endpoints": [{"lbEndpoints": [
+            {"endpoint": {"address": {"pipe": {"path": path}}}}
+        ]}]},
+        "typedExtensionProtocolOptions": {_HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+            "explicitHttpConfig": {"http2ProtocolOptions": {}},
+        }},
+    }
+
+
+def xds_tls_socket() -> dict[str, Any]:
+    """TLS 1.3 to the control plane: its DNS SAN must be CONTROL_PLANE_NAME and it must
+    chain to the trust bundle from the agent's SDS (so root rotation reaches it too)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typedConfig": {
+            "@type": _UPSTREAM_TLS,
+            "sni": CONTROL_PLANE_NAME,
+            "commonTlsContext": {
+                # The upstream default maximum is TLS 1.2; a minimum of 1.3
+                # alone would leave no version.
+                "tlsParams": {"tlsMinimumProtocolVersion": "TLSv1_3",
+                              "tlsMaximumProtocolVersion": "TLSv1_3"},
+                # gRPC servers want HTTP/2 negotiated by ALPN.
+                "alpnProtocols": ["h2"],
+                "combinedValidationContext": {
+                    "defaultValidationContext": {"matchTypedSubjectAltNames": [
+                        {"sanType": "DNS", "matcher": {"exact": CONTROL_PLANE_NAME}}]},
+                    "validationContextSdsSecretConfig": {"name": ROOT_SECRET,
+                                                         "sdsConfig": sds_config()},
+                },
+            },
+        },
+    }
+
+
 def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
-              delta: bool = True) -> dict[str, Any]:
+              delta: bool = True, sds_socket: str | None = None, token: str | None = None,
+              tls: bool = False) -> dict[str, Any]:
+    """Envoy's bootstrap for `node`, with ADS from xds_host:xds_port.
+
+    `tls` needs `sds_socket` (`unix:<path>` or a path): the agent's SDS, which
+    must serve ROOT_SECRET before Envoy starts. `token` is sent as
+    `authorization: Bearer <token>` on the ADS stream; whoever writes the
+    bootstrap must make the file mode 0600.
+    """
+    if tls and not sds_socket:
+        raise ValueError("a TLS bootstrap needs the agent's SDS socket (sds_socket)")
     ads = {"ads": {}, "resourceApiVersion": "V3"}
+    grpc_service: dict[str, Any] = {"envoyGrpc": {"clusterName": XDS_CLUSTER}}
+    if token:
+        grpc_service["initialMetadata"] = [{"key": "authorization",
+                                            "value": f"Bearer {token}"}]
+    xds_cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connectTimeout": "1s",
+        "loadAssignment": {"clusterName": XDS_CLUSTER, "endpoints": [{"lbEndpoints": [
+            {"endpoint": {"address": {"socketAddress": {"address": xds_host,
+                                                        "portValue": xds_port}}}}
+        ]}]},
+        "typedExtensionProtocolOptions": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicitHttpConfig": {"http2ProtocolOptions": {
+                    "connectionKeepalive": {"interval": "15s", "timeout": "5s"}}},
+            }
+        },
+    }
+    clusters = [xds_cluster]
+    if tls:
+        assert sds_socket is not None
+        xds_cluster["transportSocket"] = xds_tls_socket()
+        clusters.append(sds_cluster(sds_socket))
     return {
         "node": {"id": node.node_id, "cluster": node.service, "metadata": node.metadata()},
         "admin": {"address": {"socketAddress": {"address": "127.0.0.1",
@@ -54,27 +166,11 @@ def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
                 "apiType": "DELTA_GRPC" if delta else "GRPC",
                 "transportApiVersion": "V3",
                 "setNodeOnFirstMessageOnly": True,
-                "grpcServices": [{"envoyGrpc": {"clusterName": XDS_CLUSTER}}],
+                "grpcServices": [grpc_service],
             },
             "cdsConfig": ads,
             "ldsConfig": ads,
         },
-        "staticResources": {"clusters": [{
-            "name": XDS_CLUSTER,
-            "type": "STATIC",
-            "connectTimeout": "1s",
-            "loadAssignment": {"clusterName": XDS_CLUSTER, "endpoints": [{"lbEndpoints": [
-                {"endpoint": {"address": {"socketAddress": {"address": xds_host,
-                                                            "portValue": xds_port}}}}
-            ]}]},
-            "typedExtensionProtocolOptions": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                             "HttpProtocolOptions",
-                    "explicitHttpConfig": {"http2ProtocolOptions": {
-                        "connectionKeepalive": {"interval": "15s", "timeout": "5s"}}},
-                }
-            },
-        }]},
+        "staticResources": {"clusters": clusters},
         "layeredRuntime": {"layers": [{"name": "admin", "adminLayer": {}}]},
     }

@@ -15,6 +15,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Runs in the child between fork and exec."""
+    """Runs in the child between fork and exec. gRPC fork support must be off in
+    the agent (GRPC_ENABLE_FORK_SUPPORT=false, set by the CLI before gRPC loads)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

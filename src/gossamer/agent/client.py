@@ -14,6 +14,7 @@ class ControlPlaneError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.message = message
 
 
 class ControlPlaneClient:
@@ -36,7 +37,7 @@ class ControlPlaneClient:
             except ValueError:
                 message = resp.text
             raise ControlPlaneError(f"{method} {path}: {resp.status_code} {message}",
-                                    resp.status_code)
+                                    resp.status_code)  # message: the server's own words
         return resp.json()
 
     async def wait_up(self, timeout: float) -> dict[str, Any]:
@@ -46,9 +47,9 @@ class ControlPlaneClient:
             try:
                 info: dict[str, Any] = await self._call("GET", "/api/v1/mesh")
                 return info
-            except ControlPlaneError:
-                if loop.time() > deadline:
-                    raise
+            except ControlPlaneError as exc:
+                if exc.status in (401, 403) or loop.time() > deadline:
+                    raise  # a refused token is not going to get better by waiting
                 await asyncio.sleep(0.3)
 
     async def apply(self, doc: dict[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,11 @@ class EnvoySupervisor:
     async def start(self) -> None:
         self._workdir.mkdir(parents=True, exist_ok=True)
         path = self._workdir / "envoy-bootstrap.json"
-        path.write_text(json.dumps(self._bootstrap, indent=2))
+        # 0600: the bootstrap carries the join token Envoy presents to xDS.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self._bootstrap, indent=2))
+        path.chmod(0o600)
         logfile = open(self._workdir / "envoy.log", "ab")  # noqa: SIM115, ASYNC230 - for the child
         self._wanted = True
         self.process = await asyncio.create_subprocess_exec(

@@ -22,15 +22,20 @@ import os
 import secrets
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.certs import IdentityError, WorkloadIdentity
 from gossamer.agent.children import die_with_parent
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.probe import HealthTracker, Probe
+from gossamer.agent.sds import SdsServer
 from gossamer.envoybin import EnvoyNotFound
+from gossamer.identity import SpiffeId
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
@@ -79,6 +84,10 @@ class AgentConfig:
     workdir: Path | None = None
     token: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # The PEM bundle that verifies the control plane (needed when it serves TLS).
+    ca_file: Path | None = None
+    cert_ttl: int | None = None
+    service_account: str | None = None
 
     @property
     def workload(self) -> str:
@@ -99,6 +108,8 @@ class Agent:
         self.app: asyncio.subprocess.Process | None = None
         self.health = HealthTracker()
         self.registered = False
+        self.identity: WorkloadIdentity | None = None
+        self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
 
     def node(self) -> NodeSpec:
@@ -110,6 +121,7 @@ class Agent:
             admin_port=c.admin_port,
             upstreams=tuple({"service": u.service, "namespace": u.namespace or c.namespace,
                              "port": u.port, "local_port": u.local_port} for u in c.upstreams),
+            service_account=c.service_account,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -134,6 +146,7 @@ class Agent:
             "metadata": {"name": self.workload, "namespace": c.namespace,
                          "labels": {"app": c.service, **c.labels}},
             "spec": {"service": c.service, "address": c.address, "port": c.inbound_port,
+                     **({"serviceAccount": c.service_account} if c.service_account else {}),
                      "appPort": c.app_port, "health": "Unknown", "proxy": self.node_id,
                      "ttlSeconds": LEASE_SECONDS},
         }
@@ -141,7 +154,7 @@ class Agent:
     async def start(self) -> None:
         try:
             await self._start()
-        except (ControlPlaneError, EnvoyError, EnvoyNotFound, OSError) as exc:
+        except (ControlPlaneError, EnvoyError, EnvoyNotFound, IdentityError, OSError) as exc:
             raise AgentError(str(exc)) from exc
 
     async def _start(self) -> None:
@@ -150,13 +163,20 @@ class Agent:
             info = await self.client.wait_up(
                 timeout=float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60")))
         except ControlPlaneError as exc:
+            if exc.status in (401, 403):
+                raise AgentError(f"the control plane at {c.server} refused the token: "
+                                 f"{exc.message}") from exc
             raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
         await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
-        self.envoy = EnvoySupervisor(
-            bootstrap(self.node(), xds_host, xds_port, delta=c.delta), workdir, c.admin_port,
-            concurrency=c.concurrency, drain_seconds=c.drain_seconds)
+        config = bootstrap(self.node(), xds_host, xds_port, delta=c.delta)
+        if info["xds"].get("tls"):
+            sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
+            config = bootstrap(self.node(), xds_host, xds_port, delta=c.delta,
+                               sds_socket=sds_address, token=c.token, tls=True)
+        self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
+                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds)
         await self.envoy.start()
         await self.envoy.wait_ready()
         if c.app_port:  # app_port 0: a pure client, nothing to register or probe
@@ -168,6 +188,32 @@ class Agent:
                 preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
             log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
             (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+
+    async def _start_identity(self, workdir: Path, info: dict[str, Any], target: str) -> str:
+        """Key, CSR, first certificate, SDS socket: all before Envoy starts, since
+        Envoy needs the trust bundle to reach the control plane at all."""
+        c = self.config
+        if c.ca_file is None:
+            raise AgentError("the control plane serves xDS over TLS: give --ca-file (or "
+                             "GOSSAMER_CA_FILE), the PEM bundle to verify it with")
+        if not c.token:
+            raise AgentError("the control plane needs a join token: --token or GOSSAMER_TOKEN "
+                             "(create one with `gossamer token create --service NAME`)")
+        try:
+            bundle = c.ca_file.read_text()
+        except OSError as exc:
+            raise AgentError(f"cannot read --ca-file {c.ca_file}: {exc.strerror}") from exc
+        socket_dir = workdir
+        if len(str(workdir / "sds.sock")) > 100:  # Unix socket paths are short
+            socket_dir = Path(tempfile.mkdtemp(prefix="gossamer-sds-"))
+        self.sds = SdsServer(socket_dir / "sds.sock")
+        await self.sds.start()
+        spiffe = SpiffeId(str(info["trust_domain"]), c.namespace,
+                          c.service_account or c.service)
+        self.identity = WorkloadIdentity(spiffe, target, bundle, c.token, self.sds,
+                                         workload=self.workload, ttl_seconds=c.cert_ttl)
+        await self.identity.start()
+        return self.sds.address
 
     async def _resolve_upstreams(self) -> None:
         """Give each declared upstream its Service's port and protocol, so a TCP
@@ -215,6 +261,8 @@ class Agent:
     async def run(self) -> int:
         assert self.envoy is not None
         tasks = [asyncio.create_task(self.envoy.supervise())]
+        if self.identity is not None:
+            tasks.append(asyncio.create_task(self.identity.run()))
         if self.config.app_port:
             tasks.append(asyncio.create_task(self.probe_loop()))
         if self.app is not None:
@@ -253,6 +301,10 @@ class Agent:
         await self._stop_app()
         if self.envoy is not None:
             await self.envoy.stop()
+        if self.identity is not None:
+            await self.identity.close()
+        if self.sds is not None:
+            await self.sds.stop()
         await self.client.close()
 
     async def _stop_app(self, timeout: float = 5.0) -> None:

@@ -7,15 +7,19 @@ status, so the CLI can print one clear line.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from gossamer import __version__
+from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
+from gossamer.api.security import security_routes
+from gossamer.ca.authority import MeshCA
+from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
 from gossamer.model import (
@@ -48,6 +52,9 @@ class ApiContext:
     proxies: Callable[[], list[dict[str, Any]]]
     xds_address: tuple[str, int] = ("127.0.0.1", 15010)
     metrics: CollectorRegistry | None = None
+    auth: Authenticator = field(default_factory=lambda: Authenticator(None))
+    tokens: Tokens | None = None
+    ca: MeshCA | None = None
 
 
 class ApplyResult(BaseModel):
@@ -77,12 +84,37 @@ def _canonical_kind(kind: str) -> str:
         raise ApiError(404, str(exc.errors[0].reason)) from exc
 
 
-async def _apply(ctx: ApiContext, doc: dict[str, Any]) -> ApplyResult:
+def _workload_identity(res: Workload) -> tuple[str, str]:
+    account = getattr(res.spec, "service_account", None) or res.spec.service
+    return res.metadata.namespace, account
+
+
+def _check_join_workload(caller: Caller, res: Workload) -> None:
+    """A join token registers only workloads of its own service, labelled as such.
+
+    Service selectors match labels, and callers trust every identity among a
+    service's workloads; so a token for `a` must not register a workload
+    that claims to be `b`, or carries `b`'s app label, to squat on b's traffic.
+    """
+    if caller.scope is not Scope.JOIN:
+        return
+    service, labels = res.spec.service, res.metadata.labels
+    if service != caller.account or labels.get("app", service) != service:
+        raise Forbidden(f"a join token for {caller.namespace}/{caller.account} registers only "
+                        f"workloads of service {caller.account!r} (label app={caller.account})")
+
+
+async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyResult:
     try:
         res = parse_document(doc)
     except InvalidResource as exc:
         fields = [{"path": e.path, "reason": e.reason} for e in exc.errors]
         raise ApiError(422, str(exc), fields) from exc
+    if isinstance(res, Workload):
+        caller.require_identity(*_workload_identity(res))
+        _check_join_workload(caller, res)
+    else:
+        caller.require_admin()
     expected = int(res.metadata.resource_version) if res.metadata.resource_version else None
     body = dump_document(res.with_revision(0))
     body["metadata"].pop("resourceVersion", None)
@@ -107,8 +139,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
 
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "fields": []}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "fields": []}, status_code=403)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness; open, so probes need no token."""
         return {"status": "ok", "version": __version__, "revision": ctx.reconciler.index.revision,
                 "proxies": len(ctx.reconciler.proxies)}
 
@@ -118,27 +160,40 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body = generate_latest(ctx.metrics) if ctx.metrics is not None else b""
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
+    _resource_routes(app, ctx)
+    _workload_routes(app, ctx)
+    security_routes(app, ctx)
+    return app
+
+
+def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
+    reader = Depends(ctx.auth.caller)
+
     @app.get("/api/v1/mesh")
-    async def mesh() -> dict[str, Any]:
-        """What an agent needs to join: where the xDS server listens."""
+    async def mesh(caller: Caller = reader) -> dict[str, Any]:
+        """What an agent needs to join: where the xDS server listens, and the trust domain."""
         host, port = ctx.xds_address
-        return {"xds": {"host": host, "port": port}, "version": __version__}
+        return {"xds": {"host": host, "port": port, "tls": ctx.ca is not None},
+                "trust_domain": ctx.ca.trust_domain if ctx.ca else None,
+                "version": __version__}
 
     @app.get("/api/v1/kinds")
-    async def kinds() -> list[str]:
+    async def kinds(caller: Caller = reader) -> list[str]:
         return list(KINDS)
 
     @app.post("/api/v1/apply")
-    async def apply(doc: dict[str, Any]) -> ApplyResult:
-        return await _apply(ctx, doc)
+    async def apply(doc: dict[str, Any], caller: Caller = reader) -> ApplyResult:
+        return await _apply(ctx, doc, caller)
 
     @app.get("/api/v1/resources/{kind}")
-    async def list_resources(kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_resources(kind: str, namespace: str | None = None,
+                             caller: Caller = reader) -> list[dict[str, Any]]:
         objs, _ = await ctx.store.list(_canonical_kind(kind), namespace)
         return [_doc(ctx, o) for o in objs]
 
     @app.get("/api/v1/resources/{kind}/{namespace}/{name}")
-    async def get_resource(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    async def get_resource(kind: str, namespace: str, name: str,
+                           caller: Caller = reader) -> dict[str, Any]:
         canonical = _canonical_kind(kind)
         obj = await ctx.store.get(canonical, namespace, name)
         if obj is None:
@@ -146,8 +201,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return _doc(ctx, obj)
 
     @app.delete("/api/v1/resources/{kind}/{namespace}/{name}")
-    async def delete_resource(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    async def delete_resource(kind: str, namespace: str, name: str,
+                              caller: Caller = reader) -> dict[str, Any]:
         canonical = _canonical_kind(kind)
+        obj = await ctx.store.get(canonical, namespace, name)
+        if obj is None:
+            raise ApiError(404, f"{canonical} {namespace}/{name} not found")
+        if canonical == "Workload":
+            caller.require_identity(*_workload_identity(_parse_stored(obj)))
+        else:
+            caller.require_admin()
         try:
             obj = await ctx.store.delete(canonical, namespace, name)
         except NotFound as exc:
@@ -155,12 +218,24 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ctx.leases.forget(ResourceKey(canonical, namespace, name))
         return {"deleted": _doc(ctx, obj)}
 
+
+def _parse_stored(obj: StoredObject) -> Workload:
+    res = parse_document(obj.body)
+    assert isinstance(res, Workload)
+    return res
+
+
+def _workload_routes(app: FastAPI, ctx: ApiContext) -> None:
+    reader = Depends(ctx.auth.caller)
+
     @app.post("/api/v1/workloads/{namespace}/{name}/heartbeat")
-    async def heartbeat(namespace: str, name: str, report: HealthReport) -> dict[str, Any]:
+    async def heartbeat(namespace: str, name: str, report: HealthReport,
+                        caller: Caller = reader) -> dict[str, Any]:
         """Renews the workload's lease and records its probe result."""
         obj = await ctx.store.get("Workload", namespace, name)
         if obj is None:
             raise ApiError(404, f"Workload {namespace}/{name} is not registered")
+        caller.require_identity(*_workload_identity(_parse_stored(obj)))
         key = ResourceKey("Workload", namespace, name)
         ctx.leases.renew(key)
         if obj.body.get("spec", {}).get("health") != report.health.value:
@@ -173,11 +248,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return _doc(ctx, obj)
 
     @app.get("/api/v1/proxies")
-    async def proxies() -> list[dict[str, Any]]:
+    async def proxies(caller: Caller = reader) -> list[dict[str, Any]]:
         return ctx.proxies()
 
     @app.get("/api/v1/proxies/{node_id}/snapshot")
-    async def proxy_snapshot(node_id: str) -> dict[str, Any]:
+    async def proxy_snapshot(node_id: str, caller: Caller = reader) -> dict[str, Any]:
         """What the control plane would send this proxy now (names and versions)."""
         proxy = ctx.reconciler.proxies.get(node_id)
         if proxy is None:
@@ -189,5 +264,3 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {SHORT[t]: {"version": snap.version(t),
                            "resources": {n: r.version for n, r in snap.of(t).items()}}
                 for t in snap.resources}
-
-    return app

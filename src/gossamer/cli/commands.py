@@ -32,15 +32,43 @@ def control_plane(
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
     advertise_address: Annotated[str | None, typer.Option(
         "--advertise-address", help="address agents dial for xDS (default: --host)")] = None,
+    trust_domain: Annotated[str, typer.Option("--trust-domain")] = "gossamer.local",
+    cert_ttl: Annotated[int, typer.Option("--cert-ttl", help="default workload certificate "
+                                          "lifetime, seconds")] = 86400,
+    max_cert_ttl: Annotated[int, typer.Option("--max-cert-ttl", help="longest lifetime an "
+                                              "agent may ask for, seconds")] = 7 * 86400,
+    ca_cert: Annotated[Path | None, typer.Option("--ca-cert", help="plug-in intermediate CA "
+                                                 "certificate (PEM)")] = None,
+    ca_key: Annotated[Path | None, typer.Option("--ca-key", help="its private key")] = None,
+    ca_chain: Annotated[Path | None, typer.Option("--ca-chain", help="its chain up to the "
+                                                  "root")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the control plane: store, xDS server and HTTP API."""
+    """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
+    from datetime import timedelta
+
     from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
+    from gossamer.identity import check_trust_domain
 
     _logging(verbose)
-    options = ControlPlaneOptions(state_dir=state_dir, host=host, xds_port=xds_port,
-                                  api_port=api_port, advertise_address=advertise_address)
-    asyncio.run(ControlPlane(options).serve_forever())
+    plugin = (ca_cert, ca_key, ca_chain)
+    if any(plugin) and not all(plugin):
+        raise CliError("a plug-in CA needs all of --ca-cert, --ca-key and --ca-chain")
+    try:
+        check_trust_domain(trust_domain)
+    except ValueError as exc:
+        raise CliError(f"--trust-domain: {exc}") from exc
+    options = ControlPlaneOptions(
+        state_dir=state_dir, host=host, xds_port=xds_port, api_port=api_port,
+        advertise_address=advertise_address, trust_domain=trust_domain,
+        cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
+        plugin_ca=plugin if all(plugin) else None)  # type: ignore[arg-type]
+    from gossamer.ca.pki import CaError
+
+    try:
+        asyncio.run(ControlPlane(options).serve_forever())
+    except CaError as exc:
+        raise CliError(f"certificate authority: {exc}") from exc
 
 
 def _parse_upstream(text: str, namespace: str) -> Any:
@@ -107,6 +135,16 @@ def proxy(
     xds_mode: Annotated[str, typer.Option("--xds-mode", help="delta|sotw")] = "delta",
     concurrency: Annotated[int, typer.Option("--concurrency", help="Envoy worker threads")] = 1,
     workdir: Annotated[Path | None, typer.Option("--workdir")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="GOSSAMER_TOKEN", show_envvar=True,
+        help="join token for this service (prefer the environment variable)")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", envvar="GOSSAMER_CA_FILE", show_envvar=True,
+        help="PEM bundle that verifies the control plane")] = None,
+    cert_ttl: Annotated[int | None, typer.Option(
+        "--cert-ttl", help="workload certificate lifetime, seconds (default: the CA's)")] = None,
+    service_account: Annotated[str | None, typer.Option(
+        "--service-account", help="identity account (default: the service name)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
@@ -128,6 +166,7 @@ def proxy(
         upstreams=_parse_upstreams(upstream, namespace),
         command=list(ctx.args), probe_path=probe_path, drain_seconds=drain_seconds,
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
+        token=token, ca_file=ca_file, cert_ttl=cert_ttl, service_account=service_account,
     )
     try:
         code = asyncio.run(run_agent(config))

@@ -62,6 +62,7 @@ def _print_summary(run: LocalRun, extra_help: str) -> None:
     print(f"""
 Where to look (in another terminal):
   export GOSSAMER_SERVER={run.server}
+  export GOSSAMER_TOKEN=$(cat {run.admin_token_file})
   gossamer check                      # every proxy connected and in sync?
   gossamer get workloads              # instances and their health
   gossamer proxy-config {run.instances[0].workload if run.instances else 'WORKLOAD'} routes

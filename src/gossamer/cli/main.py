@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -92,7 +93,12 @@ def delete(kind: str, name: str, namespace: Namespace = "default", server: Serve
 
 
 def main() -> None:
-    from gossamer.cli import commands, local  # noqa: F401 - registers the remaining commands
+    # The agent forks Envoy and the app (with a pre-exec hook) while gRPC threads
+    # run; gRPC's own fork handlers can abort the child then, and log every fork.
+    # Our children exec at once, so they need none of it. Must precede `import grpc`.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from gossamer.cli import commands, local, security  # noqa: F401 - registers commands
 
     try:
         app()

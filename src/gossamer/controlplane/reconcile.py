@@ -29,6 +29,7 @@ from gossamer.translate import (
     translate_proxy,
 )
 from gossamer.translate.proxy import BadNodeMetadata
+from gossamer.translate.settings import MeshSettings
 from gossamer.xds.types import Snapshot
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ Publish = Callable[[str, Snapshot], None]
 
 class Reconciler:
     def __init__(self, store: ResourceStore, publish: Publish, *, debounce: float = 0.03,
-                 max_delay: float = 0.3) -> None:
+                 max_delay: float = 0.3, settings: MeshSettings | None = None) -> None:
+        self.settings = settings or MeshSettings()
         self._store = store
         self._publish = publish
         self._debounce = debounce
@@ -46,7 +48,7 @@ class Reconciler:
         self._revision = 0
         self._dirty = asyncio.Event()
         self._ready = asyncio.Event()
-        self.mesh: MeshConfig = translate_mesh(build_index([], 0))
+        self.mesh: MeshConfig = translate_mesh(build_index([], 0), self.settings)
         self.proxies: dict[str, ProxyIdentity] = {}
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
@@ -60,6 +62,8 @@ class Reconciler:
         await self._ready.wait()
 
     def _load(self, obj: StoredObject) -> Resource | None:
+        if obj.kind.startswith("_"):  # internal state (CA, tokens): never mesh config
+            return None
         try:
             return parse_document(obj.body).with_revision(obj.revision)
         except InvalidResource as exc:  # written by an older version, say; skip, don't crash
@@ -79,7 +83,8 @@ class Reconciler:
 
     def _rebuild(self) -> None:
         started = time.perf_counter()
-        self.mesh = translate_mesh(build_index(self._objects.values(), self._revision))
+        self.mesh = translate_mesh(build_index(self._objects.values(), self._revision),
+                                   self.settings)
         for node_id, proxy in list(self.proxies.items()):
             self._push(node_id, proxy)
         self.builds += 1

@@ -5,21 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import uvicorn
 from prometheus_client import CollectorRegistry
 
 from gossamer.api.app import ApiContext, create_app
+from gossamer.api.auth import Authenticator
+from gossamer.ca.authority import MeshCA
+from gossamer.ca.tokens import Scope, Tokens
+from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.identity import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
 from gossamer.store import ResourceStore, open_store
+from gossamer.translate.settings import MeshSettings
 from gossamer.xds.cache import SnapshotCache
-from gossamer.xds.server import NodeInfo, XdsServer
+from gossamer.xds.server import NodeInfo, StreamDenied, XdsServer
 from gossamer.xds.status import ProxyRegistry
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,14 @@ class ControlPlaneOptions:
     xds_port: int = 15010
     api_port: int = 15080
     debounce: float = 0.03
+    # Zero trust: a mesh CA, TLS on xDS, mTLS between sidecars, tokens on the API.
+    # False only for tests of plaintext plumbing.
+    secure: bool = True
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    cert_ttl: timedelta = timedelta(hours=24)
+    max_cert_ttl: timedelta = timedelta(days=7)
+    # Operator-provided intermediate CA: (cert, key, chain) PEM file paths.
+    plugin_ca: tuple[Path, Path, Path] | None = None
     # The address agents dial for xDS; defaults to `host`, or loopback when
     # listening on every interface.
     advertise_address: str | None = None
@@ -44,11 +62,33 @@ class ControlPlaneOptions:
 
 
 class _Hooks:
-    """What the xDS server tells the reconciler about proxies coming and going."""
+    """What the xDS server tells the reconciler about proxies coming and going,
+    and who may open a stream as which node."""
 
-    def __init__(self, reconciler: Reconciler, cache: SnapshotCache) -> None:
+    def __init__(self, reconciler: Reconciler, cache: SnapshotCache,
+                 tokens: Tokens | None = None, trust_domain: str = "") -> None:
         self._reconciler = reconciler
         self._cache = cache
+        self._tokens = tokens
+        self._trust_domain = trust_domain
+
+    async def authorize(self, node: NodeInfo,
+                        metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        """A join token may fetch config only as a node of its own identity."""
+        if self._tokens is None:
+            return
+        token = bearer(metadata)
+        record = await self._tokens.verify(token) if token else None
+        if record is None:
+            raise StreamDenied("missing or unknown token", grpc.StatusCode.UNAUTHENTICATED)
+        if record.scope is Scope.ADMIN:
+            return
+        granted = record.identity(self._trust_domain)
+        meta = node.metadata
+        namespace = str(meta.get("namespace", "default"))
+        account = str(meta.get("service_account") or meta.get("service", ""))
+        if granted is None or (granted.namespace, granted.account) != (namespace, account):
+            raise StreamDenied(f"the token does not grant {namespace}/{account}")
 
     def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         self._reconciler.proxy_connected(node_id, dict(node.metadata))
@@ -71,11 +111,16 @@ class ControlPlane:
         self.store = store
         self.cache = SnapshotCache()
         self.registry = ProxyRegistry()
-        self.reconciler = Reconciler(self.store, self.cache.set, debounce=options.debounce)
+        settings = MeshSettings(trust_domain=options.trust_domain, mtls=options.secure)
+        self.reconciler = Reconciler(self.store, self.cache.set, debounce=options.debounce,
+                                     settings=settings)
         self.leases = Leases(self.store)
         self.metrics = CollectorRegistry()
-        self.xds = XdsServer(self.cache, _Hooks(self.reconciler, self.cache), self.registry,
-                             metrics_registry=self.metrics)
+        self.ca: MeshCA | None = None
+        self.tokens: Tokens | None = None
+        # The admin token when this start created it (or, without a state dir, always).
+        self.admin_token: str | None = None
+        self.xds: XdsServer | None = None
         self.xds_port = 0
         self.api_port = 0
         self._api_server: uvicorn.Server | None = None
@@ -94,10 +139,14 @@ class ControlPlane:
         await self.reconciler.wait_ready()
         self._tasks.append(asyncio.create_task(
             self.leases.run(lambda: self.reconciler.index.workloads), name="leases"))
+        if self.options.secure:
+            await self._open_security()
+        self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.options.host, self.options.xds_port)
         ctx = ApiContext(self.store, self.reconciler, self.leases, self.proxies,
                          xds_address=(self.options.advertised, self.xds_port),
-                         metrics=self.metrics)
+                         metrics=self.metrics, auth=Authenticator(self.tokens),
+                         tokens=self.tokens, ca=self.ca)
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
@@ -111,10 +160,39 @@ class ControlPlane:
         log.info("control plane: API http://%s:%s, xDS %s:%s", self.options.host,
                  self.api_port, self.options.host, self.xds_port)
 
+    async def _open_security(self) -> None:
+        o = self.options
+        plugin = None
+        if o.plugin_ca is not None:
+            plugin = tuple(p.read_text() for p in o.plugin_ca)
+        self.ca = await MeshCA.open(self.store, o.trust_domain, plugin=plugin,  # type: ignore[arg-type]
+                                    default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
+        self.tokens = Tokens(self.store)
+        if o.state_dir is not None:
+            self.admin_token = await self.tokens.ensure_admin(o.state_dir / "admin-token")
+            if self.admin_token:
+                log.warning("created the admin token in %s", o.state_dir / "admin-token")
+        else:
+            self.admin_token, _ = await self.tokens.create(Scope.ADMIN, description="embedded")
+
+    def _xds_server(self) -> XdsServer:
+        hooks = _Hooks(self.reconciler, self.cache, self.tokens,
+                       self.ca.trust_domain if self.ca else "")
+        if self.ca is None or self.tokens is None:
+            return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics)
+        ips = sorted({"127.0.0.1", *([self.options.advertised] if _is_ip(
+            self.options.advertised) else [])})
+        names = [CONTROL_PLANE_NAME, *([] if _is_ip(self.options.advertised)
+                                      else [self.options.advertised])]
+        return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
+                         server_credentials=self.ca.grpc_server_credentials(names, ips),
+                         extra_handlers=[CaService(self.ca, self.tokens).handler()])
+
     async def stop(self) -> None:
         if self._api_server is not None:
             self._api_server.should_exit = True
-        await self.xds.stop(grace=1.0)
+        if self.xds is not None:
+            await self.xds.stop(grace=1.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -129,7 +207,11 @@ class ControlPlane:
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         print(f"gossamer control plane: API http://{self.options.host}:{self.api_port}  "
-              f"xDS {self.options.host}:{self.xds_port}", flush=True)
+              f"xDS {self.options.host}:{self.xds_port}"
+              + (" (TLS)" if self.ca else " (plaintext)"), flush=True)
+        if self.admin_token and self.options.state_dir is not None:
+            print(f"gossamer control plane: created the admin token, in "
+                  f"{self.options.state_dir / 'admin-token'} (mode 0600)", flush=True)
         crashed = asyncio.create_task(self._first_crash())
         await asyncio.wait([asyncio.create_task(stop.wait()), crashed],
                            return_when=asyncio.FIRST_COMPLETED)
@@ -140,3 +222,11 @@ class ControlPlane:
         for task in done:
             if not task.cancelled() and task.exception():
                 log.error("%s failed: %s", task.get_name(), task.exception())
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -59,7 +59,10 @@ class LocalRun:
     xds_port: int = 0
     drain_seconds: float = 1.0
     quiet: bool = False
+    # Workload certificate lifetime the agents ask for (None: the CA's default).
+    cert_ttl: int | None = None
     children: list[Child] = field(default_factory=list)
+    _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     instances: list[Instance] = field(default_factory=list)
 
     @property
@@ -70,7 +73,47 @@ class LocalRun:
         if not self.quiet:
             print(text, flush=True)
 
-    def _spawn(self, name: str, argv: list[str], role: str, console: bool = False) -> Child:
+    @property
+    def admin_token_file(self) -> Path:
+        return self.state_dir / "store" / "admin-token"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.state_dir / "ca.pem"
+
+    def api(self) -> httpx.Client:
+        """An admin client of the control plane this run started."""
+        headers = {}
+        if self.admin_token_file.exists():
+            headers["Authorization"] = f"Bearer {self.admin_token_file.read_text().strip()}"
+        return httpx.Client(base_url=self.server, headers=headers, timeout=10, trust_env=False)
+
+    def _call(self, method: str, path: str, body: object = None) -> Any:
+        with self.api() as client:
+            resp = client.request(method, path, json=body)
+        if resp.status_code >= 400:
+            raise UpError(f"{method} {path}: {resp.json().get('error', resp.text)}")
+        return resp.json()
+
+    def _secure(self) -> bool:
+        return bool(self._call("GET", "/api/v1/mesh")["xds"].get("tls"))
+
+    def write_ca_file(self) -> None:
+        """The trust anchor agents verify the control plane with (public data)."""
+        bundle = self._call("GET", "/api/v1/ca")["bundle_pem"]
+        self.ca_file.write_text(bundle)
+
+    def _join_token(self, namespace: str, service: str) -> str:
+        key = (namespace, service)
+        if key not in self._tokens:
+            out = self._call("POST", "/api/v1/tokens", {
+                "scope": "join", "service": service, "namespace": namespace,
+                "description": "gossamer up"})
+            self._tokens[key] = str(out["token"])
+        return self._tokens[key]
+
+    def _spawn(self, name: str, argv: list[str], role: str, console: bool = False,
+               env: dict[str, str] | None = None) -> Child:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = None if console else logs / f"{name}.log"
@@ -78,6 +121,7 @@ class LocalRun:
         if log_path is not None:
             out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                 env=None if env is None else {**os.environ, **env},
                                  stdin=subprocess.DEVNULL, start_new_session=True)
         if isinstance(out, int) or out is None:
             pass
@@ -128,14 +172,12 @@ class LocalRun:
                 declared.add(key)
                 docs.insert(0, _implied_service(proc))
         for doc in docs:
-            resp = httpx.post(self.server + "/api/v1/apply", json=doc, timeout=10,
-                              trust_env=False)
-            if resp.status_code >= 400:
-                raise UpError(f"apply {doc['kind']} {doc['metadata']['name']}: "
-                              f"{resp.json().get('error', resp.text)}")
+            self._call("POST", "/api/v1/apply", doc)
 
     def start_processes(self, stop: threading.Event | None = None,
                         timeout: float = 60.0) -> None:
+        if self._secure():
+            self.write_ca_file()
         """Serving instances first; pure clients (`inbound: false`, such as a load
         generator) only once every serving instance is healthy, so their first
         requests do not meet a half-started application."""
@@ -173,8 +215,14 @@ class LocalRun:
             argv += ["--protocol", s.protocol.value]
         for k, v in s.env.items():
             argv += ["--env", f"{k}={v}"]
-        full = [*argv, "--", *command]
-        self._spawn(workload, full, "proxy", console=s.console)
+        env = None
+        if self.ca_file.exists():
+            argv += ["--ca-file", str(self.ca_file)]
+            if self.cert_ttl:
+                argv += ["--cert-ttl", str(self.cert_ttl)]
+            # Through the environment, never argv: argv is visible to every user.
+            env = {"GOSSAMER_TOKEN": self._join_token(proc.metadata.namespace, s.service)}
+        self._spawn(workload, [*argv, "--", *command], "proxy", console=s.console, env=env)
         if s.inbound:
             self.instances.append(Instance(workload, s.service, inbound, outbound, admin))
 
@@ -204,8 +252,7 @@ class LocalRun:
         while time.monotonic() < deadline:
             if stop is not None and stop.is_set():
                 raise UpError("interrupted")
-            docs = httpx.get(self.server + "/api/v1/resources/Workload",
-                             timeout=5, trust_env=False).json()
+            docs = self._call("GET", "/api/v1/resources/Workload")
             healthy = {d["metadata"]["name"] for d in docs
                        if d["spec"].get("health") == "Healthy"}
             if want <= healthy:

@@ -6,9 +6,11 @@ Kubernetes. `parse_document` is the single entry point that turns untrusted
 input into a typed resource or raises `InvalidResource` naming each bad field.
 """
 
+from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
+from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.registry import (
     KINDS,
     dump_document,
@@ -16,16 +18,20 @@ from gossamer.model.registry import (
     parse_document,
     parse_documents,
 )
+from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.service import Service
 from gossamer.model.workload import Workload
 
 __all__ = [
     "KINDS",
+    "AuthorizationPolicy",
     "Condition",
     "FieldError",
     "HTTPRoute",
     "InvalidResource",
     "ObjectMeta",
+    "PeerAuthentication",
+    "RequestAuthentication",
     "Resource",
     "ResourceKey",
     "Service",

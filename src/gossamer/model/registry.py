@@ -9,13 +9,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Resource
+from gossamer.model.peerauthentication import PeerAuthentication
+from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.service import Service
 from gossamer.model.workload import Workload
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Service, Workload, HTTPRoute)}
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
+    Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
+    RequestAuthentication)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -23,6 +28,13 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "httproutes": "HTTPRoute",
     "route": "HTTPRoute",
     "routes": "HTTPRoute",
+    "peerauthentications": "PeerAuthentication",
+    "pa": "PeerAuthentication",
+    "authorizationpolicies": "AuthorizationPolicy",
+    "authz": "AuthorizationPolicy",
+    "ap": "AuthorizationPolicy",
+    "requestauthentications": "RequestAuthentication",
+    "ra": "RequestAuthentication",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

@@ -32,6 +32,9 @@ class WorkloadSpec(Strict):
     # Registrations made by an agent expire unless renewed within this many
     # seconds, so a crashed host cannot leave dead endpoints behind. 0 = never.
     ttl_seconds: int = Field(default=0, alias="ttlSeconds", ge=0, le=86400)
+    # The account part of the workload's SPIFFE identity
+    # (spiffe://<trust-domain>/ns/<namespace>/sa/<account>); defaults to `service`.
+    service_account: ServiceName | None = Field(default=None, alias="serviceAccount")
 
     @field_validator("address")
     @classmethod
@@ -47,3 +50,8 @@ class Workload(Resource):
     KIND = "Workload"
     kind: Literal["Workload"] = "Workload"
     spec: WorkloadSpec
+
+    @property
+    def account(self) -> str:
+        """The service account the workload runs as: its identity's last part."""
+        return self.spec.service_account or self.spec.service

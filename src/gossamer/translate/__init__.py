@@ -8,10 +8,12 @@ snapshot from it and checks its consistency before anything is published.
 from gossamer.translate.consistency import InconsistentConfig, check_consistency
 from gossamer.translate.mesh import MeshConfig, ProxyConfig, translate_mesh, translate_proxy
 from gossamer.translate.proxy import ProxyIdentity, Upstream
+from gossamer.translate.settings import MeshSettings
 
 __all__ = [
     "InconsistentConfig",
     "MeshConfig",
+    "MeshSettings",
     "ProxyConfig",
     "ProxyIdentity",
     "Upstream",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -10,6 +11,7 @@ from gossamer.model import Service
 from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.protos import ADS, HTTP_OPTIONS, build, socket_address
+from gossamer.translate.tls import upstream_mtls_socket
 
 CONNECT_TIMEOUT = "2s"
 
@@ -25,13 +27,18 @@ def _protocol_options(protocol: Protocol) -> dict[str, Any]:
     }}
 
 
-def outbound_clusters(service: Service) -> dict[str, Cluster]:
-    """EDS clusters for each port; EDS service name = cluster name."""
+def outbound_clusters(service: Service,
+                      spiffe_ids: Sequence[str] | None = None) -> dict[str, Cluster]:
+    """EDS clusters for each port; EDS service name = cluster name.
+
+    With `spiffe_ids` the hop is mTLS and the peer must present one of them:
+    the identities of the workloads the service selects.
+    """
     ns, name = service.metadata.namespace, service.metadata.name
     out = {}
     for port in service.spec.ports:
         cname = names.outbound_cluster(ns, name, port.port)
-        out[cname] = build(Cluster, {
+        cluster = build(Cluster, {
             "name": cname,
             "type": "EDS",
             "edsClusterConfig": {"edsConfig": ADS, "serviceName": cname},
@@ -40,6 +47,10 @@ def outbound_clusters(service: Service) -> dict[str, Cluster]:
             "commonLbConfig": {"healthyPanicThreshold": {"value": 0}},
             **_protocol_options(port.protocol),
         })
+        if spiffe_ids is not None:
+            cluster.transport_socket.CopyFrom(
+                upstream_mtls_socket(tuple(spiffe_ids), h2=port.protocol.is_h2))
+        out[cname] = cluster
     return out
 
 

@@ -3,26 +3,80 @@ style), and one per declared upstream (app -> one service, no Host needed)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener
 
+from gossamer.model.peerauthentication import MtlsMode
 from gossamer.model.service import Protocol
+from gossamer.translate import names
+from gossamer.translate.jwt import JWT_FAILURE, JWT_FILTER, JWT_MISSING_CODE
 from gossamer.translate.protos import ADS, HCM, ROUTER, TCP_PROXY, build, socket_address
 from gossamer.translate.routes import UNREACHABLE_HEADER
+from gossamer.translate.tls import TLS_INSPECTOR_FILTER, downstream_mtls
+
+# PERMISSIVE: a caller that waits for the server to speak first (SMTP, MySQL...)
+# sends tls_inspector nothing to look at; after this long it is taken as plaintext.
+# A mesh TLS client sends its ClientHello at once, so it is never mistaken.
+PLAINTEXT_DETECTION_TIMEOUT = "1s"
+DENIED_BODY = "gossamer: denied by mesh authorization policy: %RESPONSE_CODE_DETAILS%\n"
+UNAUTHENTICATED_BODY = "gossamer: request authentication failed: %RESPONSE_CODE_DETAILS%\n"
+
+
+def _status(op: str, code: int) -> dict[str, Any]:
+    # runtimeKey is required; nothing sets it, so the default holds.
+    return {"statusCodeFilter": {"comparison": {"op": op, "value": {
+        "defaultValue": code, "runtimeKey": f"gossamer.local_reply.status_{code}"}}}}
+
 
 # When the local app cannot be reached (connection failed: UF; nothing to
 # connect to: UH) the request never reached it, so callers may retry it on
 # another instance whatever its method; this header tells them so.
-UNREACHABLE_REPLY: dict[str, Any] = {"mappers": [{
+UNREACHABLE_MAPPER: dict[str, Any] = {
     "filter": {"responseFlagFilter": {"flags": ["UF", "UH"]}},
     "headersToAdd": [{"header": {"key": UNREACHABLE_HEADER, "value": "1"},
                       "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-}]}
+}
+# jwt_authn rejected a token (it answers a wrong audience with 403): always 401.
+JWT_MAPPER: dict[str, Any] = {
+    "filter": {"andFilter": {"filters": [
+        _status("GE", 400),
+        {"metadataFilter": {"matcher": {
+            "filter": JWT_FILTER, "path": [{"key": JWT_FAILURE}, {"key": "code"}],
+            "value": {"doubleMatch": {"range": {"start": JWT_MISSING_CODE + 1, "end": 1e9}}},
+        }, "matchIfKeyNotFound": False}},
+    ]}},
+    "statusCode": 401,
+    "bodyFormatOverride": {"textFormatSource": {"inlineString": UNAUTHENTICATED_BODY}},
+}
+# Every other local 403 on the inbound side is an RBAC denial; say whose.
+RBAC_MAPPER: dict[str, Any] = {
+    "filter": _status("EQ", 403),
+    "bodyFormatOverride": {"textFormatSource": {"inlineString": DENIED_BODY}},
+}
+UNREACHABLE_REPLY: dict[str, Any] = {"mappers": [UNREACHABLE_MAPPER]}
+INBOUND_REPLY: dict[str, Any] = {"mappers": [UNREACHABLE_MAPPER, JWT_MAPPER, RBAC_MAPPER]}
 
 
-def _hcm(stat_prefix: str, route: dict[str, Any],
-         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InboundSecurity:
+    """What policies add to the inbound listener; the default is plaintext, no checks.
+
+    `mtls` None: plaintext only (mTLS off mesh-wide). STRICT: a TLS chain only,
+    so plaintext connections match no chain and are closed. PERMISSIVE: a
+    plaintext chain too, with the same filters.
+    """
+
+    mtls: MtlsMode | None = None
+    # HTTP filters before the router (jwt_authn, RBAC DENY, RBAC ALLOW).
+    http_filters: tuple[dict[str, Any], ...] = ()
+    # Network filters before tcp_proxy (RBAC DENY, RBAC ALLOW).
+    network_filters: tuple[dict[str, Any], ...] = ()
+
+
+def _hcm(stat_prefix: str, route: dict[str, Any], extra: dict[str, Any] | None = None,
+         filters: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typedConfig": {
@@ -34,8 +88,8 @@ def _hcm(stat_prefix: str, route: dict[str, Any],
             "httpProtocolOptions": {"allowAbsoluteUrl": True},
             "normalizePath": True,
             "mergeSlashes": True,
-            "httpFilters": [{"name": "envoy.filters.http.router",
-                             "typedConfig": {"@type": ROUTER}}],
+            "httpFilters": [*filters, {"name": "envoy.filters.http.router",
+                                       "typedConfig": {"@type": ROUTER}}],
             **route,
             **(extra or {}),
         },
@@ -57,18 +111,49 @@ def _listener(name: str, address: str, port: int, direction: str,
     })
 
 
-def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
-                     cluster: str) -> Listener:
-    """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`)."""
+def _inbound_filters(protocol: Protocol, cluster: str,
+                     security: InboundSecurity) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
-        return _listener(name, address, port, "INBOUND", _tcp("inbound", cluster))
+        return [*security.network_filters, _tcp("inbound", cluster)]
     route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
         "name": "inbound", "domains": ["*"],
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return _listener(name, address, port, "INBOUND",
-                     _hcm("inbound", route, {"localReplyConfig": UNREACHABLE_REPLY}))
+    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY}, security.http_filters)]
+
+
+def _inbound_chains(filters: list[dict[str, Any]],
+                    mtls: MtlsMode | None) -> list[dict[str, Any]]:
+    if mtls is None:
+        return [{"filters": filters}]
+    chains = [{"name": names.INBOUND_MTLS_CHAIN,
+               "filterChainMatch": {"transportProtocol": "tls"},
+               "transportSocket": downstream_mtls(), "filters": filters}]
+    if mtls is MtlsMode.PERMISSIVE:
+        chains.append({"name": names.INBOUND_PLAINTEXT_CHAIN,
+                       "filterChainMatch": {"transportProtocol": "raw_buffer"},
+                       "filters": filters})
+    return chains
+
+
+def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
+                     cluster: str, security: InboundSecurity | None = None) -> Listener:
+    """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`)."""
+    security = security or InboundSecurity()
+    config: dict[str, Any] = {
+        "name": name,
+        "address": socket_address(address, port),
+        "trafficDirection": "INBOUND",
+        "filterChains": _inbound_chains(_inbound_filters(protocol, cluster, security),
+                                        security.mtls),
+    }
+    if security.mtls is not None:
+        config["listenerFilters"] = [TLS_INSPECTOR_FILTER]
+    if security.mtls is MtlsMode.PERMISSIVE:
+        config["listenerFiltersTimeout"] = PLAINTEXT_DETECTION_TIMEOUT
+        config["continueOnListenerFiltersTimeout"] = True
+    return build(Listener, config)
 
 
 def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:

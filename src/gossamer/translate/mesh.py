@@ -12,6 +12,7 @@ from typing import Any
 
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from gossamer.identity import SpiffeId
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Service
 from gossamer.model.service import Protocol
@@ -20,6 +21,7 @@ from gossamer.translate.clusters import inbound_cluster, outbound_clusters
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.endpoints import load_assignment
 from gossamer.translate.listeners import (
+    InboundSecurity,
     http_outbound_listener,
     inbound_listener,
     tcp_outbound_listener,
@@ -27,6 +29,8 @@ from gossamer.translate.listeners import (
 from gossamer.translate.protos import build
 from gossamer.translate.proxy import ProxyIdentity, Upstream
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
+from gossamer.translate.security import InboundKey, inbound_security
+from gossamer.translate.settings import MeshSettings
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
 PortKey = tuple[str, str, int]  # (namespace, service, port)
@@ -49,13 +53,25 @@ class MeshConfig:
     protocols: dict[PortKey, Protocol]
     # Route configs of per-upstream listeners, and the per-namespace `outbound` one.
     upstream_routes: dict[PortKey, XdsResource] = field(default_factory=dict)
+    settings: MeshSettings = field(default_factory=MeshSettings)
     _outbound_routes: dict[str, XdsResource] = field(default_factory=dict)
+    _inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
+        default_factory=dict)
 
     def outbound_routes(self, namespace: str) -> XdsResource:
         """Memoized: callers in one namespace share the same `outbound` route config."""
         if namespace not in self._outbound_routes:
             self._outbound_routes[namespace] = _outbound_route_config(self, namespace)
         return self._outbound_routes[namespace]
+
+    def inbound_security(self, key: InboundKey) -> tuple[InboundSecurity,
+                                                         tuple[XdsResource, ...]]:
+        """Memoized: the replicas of a service share their policies' filters and
+        the JWKS clusters those need."""
+        if key not in self._inbound:
+            security, jwks = inbound_security(self.index, self.settings, key)
+            self._inbound[key] = security, tuple(_res(CLUSTER, c.name, c) for c in jwks)
+        return self._inbound[key]
 
 
 @dataclass(frozen=True)
@@ -96,14 +112,25 @@ def _upstream_route_config(name: str, routes: list[dict[str, Any]] | None) -> Xd
     return _res(ROUTE, name, config)
 
 
-def translate_mesh(index: MeshIndex) -> MeshConfig:
+def _identities(index: MeshIndex, key: SvcKey, settings: MeshSettings) -> list[str] | None:
+    """SPIFFE IDs a caller accepts from the service's workloads; None: plaintext."""
+    if not settings.mtls:
+        return None
+    return [str(SpiffeId(settings.trust_domain, key[0], account))
+            for account in index.service_accounts(*key)]
+
+
+def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> MeshConfig:
+    """Everything proxy-independent, once per index. `settings` defaults to
+    `MeshSettings()`: trust domain gossamer.local, mTLS on."""
+    settings = settings or MeshSettings()
     clusters: dict[str, XdsResource] = {}
     endpoints: dict[str, XdsResource] = {}
     port_routes: dict[PortKey, list[dict[str, Any]]] = {}
     protocols: dict[PortKey, Protocol] = {}
     for key, svc in sorted(index.services.items()):
         eps = index.endpoints.get(key, ())
-        for cname, cluster in outbound_clusters(svc).items():
+        for cname, cluster in outbound_clusters(svc, _identities(index, key, settings)).items():
             clusters[cname] = _res(CLUSTER, cname, cluster)
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
         attached = index.routes_by_parent.get(key, ())
@@ -112,7 +139,7 @@ def translate_mesh(index: MeshIndex) -> MeshConfig:
             protocols[pkey] = port.protocol
             if port.protocol.is_http:
                 port_routes[pkey] = service_routes(svc, port.port, attached, index.services)
-    mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols)
+    mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings)
     for pkey, routes in port_routes.items():
         rname = names.upstream_listener(*pkey)
         mesh.upstream_routes[pkey] = _upstream_route_config(rname, routes)
@@ -138,6 +165,19 @@ def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, Xd
     return _res(LISTENER, lname, http_outbound_listener(lname, up.local_port, lname)), routes
 
 
+def _inbound_resources(mesh: MeshConfig,
+                       proxy: ProxyIdentity) -> tuple[XdsResource, list[XdsResource]]:
+    """The inbound listener, and the clusters it needs: the local app, JWKS servers."""
+    protocol = _own_protocol(mesh.index, proxy)
+    local = inbound_cluster(proxy.app_port, protocol)
+    services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
+    security, jwks = mesh.inbound_security(
+        (proxy.namespace, services, proxy.app_port, proxy.inbound_port, protocol))
+    lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
+                           proxy.inbound_port, protocol, local.name, security)
+    return _res(LISTENER, lis.name, lis), [_res(CLUSTER, local.name, local), *jwks]
+
+
 def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     clusters = dict(mesh.clusters)
     listeners: dict[str, XdsResource] = {}
@@ -145,13 +185,10 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     ports: dict[str, int] = {}
     rds_refs: list[str] = []
     if proxy.inbound_port and proxy.app_port:
-        protocol = _own_protocol(mesh.index, proxy)
-        local = inbound_cluster(proxy.app_port, protocol)
-        clusters[local.name] = _res(CLUSTER, local.name, local)
-        lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
-                               proxy.inbound_port, protocol, local.name)
-        listeners[lis.name] = _res(LISTENER, lis.name, lis)
-        ports[lis.name] = proxy.inbound_port
+        listener, needed = _inbound_resources(mesh, proxy)
+        clusters.update((c.name, c) for c in needed)
+        listeners[listener.name] = listener
+        ports[listener.name] = proxy.inbound_port
     if proxy.outbound_port:
         lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
                                      names.OUTBOUND_ROUTES)

@@ -35,3 +35,22 @@ def service_domains(name: str, namespace: str, port: int, *, same_ns: bool,
     if default_port:
         out = hosts + out
     return out
+
+
+# Inbound filter chains: the mTLS one, and the plaintext one PERMISSIVE adds.
+INBOUND_MTLS_CHAIN = "inbound-mtls"
+INBOUND_PLAINTEXT_CHAIN = "inbound-plaintext"
+
+
+def jwks_cluster(host: str, port: int) -> str:
+    """The cluster Envoy fetches a remote JWKS through (not EDS: no assignment)."""
+    return f"jwks|{host}:{port}"
+
+
+def rbac_policy(namespace: str, name: str, rule: int) -> str:
+    """Envoy RBAC policy of one AuthorizationPolicy rule, as denials and stats show it."""
+    return f"{namespace}/{name}[rule-{rule}]"
+
+
+def jwt_provider(namespace: str, name: str, rule: int) -> str:
+    return f"{namespace}/{name}[jwt-{rule}]"

@@ -1,5 +1,12 @@
 """Build Envoy protos from readable dicts; importing the extension modules
-registers their types so `@type` in typed_config resolves."""
+registers their types so `@type` in typed_config resolves.
+
+Resource versions are hashes of the serialized bytes, so equal config must
+give equal bytes. Serializing deterministically does not reach into `Any`
+fields (typed_config), which hold bytes packed when the dict was parsed, with
+maps (RBAC policies, JWT providers) in hash-table order; `build` repacks
+every `Any` deterministically.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,19 @@ from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401
 from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
 from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
-from google.protobuf import json_format
+from google.protobuf import any_pb2, json_format, symbol_database
 from google.protobuf.message import Message
 
 M = TypeVar("M", bound=Message)
@@ -26,12 +38,47 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+NETWORK_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3." \
+                "TlsInspector"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3." \
+                 "DownstreamTlsContext"
 ADS: dict[str, Any] = {"ads": {}, "resourceApiVersion": "V3"}
+
+
+def _repack(packed: any_pb2.Any) -> None:
+    prefix = packed.type_url.rsplit("/", 1)[0]
+    inner = symbol_database.Default().GetSymbol(packed.TypeName())()
+    packed.Unpack(inner)
+    canonicalize(inner)
+    packed.Pack(inner, type_url_prefix=prefix, deterministic=True)
+
+
+def canonicalize(msg: Message) -> None:
+    """Repack every nested `Any` with deterministic serialization, in place."""
+    for fd, value in msg.ListFields():
+        mtype = fd.message_type
+        if mtype is None:
+            continue
+        if mtype.full_name == "google.protobuf.Any":
+            for packed in value if fd.is_repeated else [value]:
+                _repack(packed)
+        elif mtype.GetOptions().map_entry:
+            if mtype.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    canonicalize(item)
+        else:
+            for item in value if fd.is_repeated else [value]:
+                canonicalize(item)
 
 
 def build(message_type: type[M], data: dict[str, Any]) -> M:
     msg = message_type()
     json_format.ParseDict(data, msg)
+    canonicalize(msg)
     return msg
 
 

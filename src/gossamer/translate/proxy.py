@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gossamer.identity import SpiffeId
+from gossamer.model.meta import DNS_LABEL
 from gossamer.model.service import Protocol
 
 
 class BadNodeMetadata(ValueError):
     """The node's metadata does not describe a Gossamer sidecar."""
+
+
+def _account(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not DNS_LABEL.match(value) or len(value) > 63:
+        raise BadNodeMetadata("node metadata 'service_account' is not a DNS label")
+    return value
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,16 @@ class ProxyIdentity:
     app_protocol: Protocol | None
     outbound_port: int
     upstreams: tuple[Upstream, ...] = ()
+    # The account of the proxy's SPIFFE identity; None (metadata without
+    # `service_account`, older agents): the service name.
+    service_account: str | None = None
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.service
+
+    def spiffe_id(self, trust_domain: str) -> SpiffeId:
+        return SpiffeId(trust_domain, self.namespace, self.account)
 
     @classmethod
     def from_node(cls, node_id: str, metadata: Mapping[str, object]) -> ProxyIdentity:
@@ -87,4 +107,5 @@ class ProxyIdentity:
             app_protocol=protocol,
             outbound_port=number("outbound_port"),
             upstreams=tuple(upstreams),
+            service_account=_account(metadata.get("service_account")),
         )

@@ -1,5 +1,9 @@
 """The grpc.aio Aggregated Discovery Service: SotW and delta ADS over one port.
 
+The same class also serves other xDS services whose methods speak the same
+DiscoveryRequest/DeltaDiscoveryRequest messages (`services=`): the agent runs
+it as Envoy's SecretDiscoveryService on a Unix socket (`agent/sds.py`).
+
 Both methods are registered through a generic handler whose response
 serializer is the identity, so streams write the bytes `stream.py` assembled
 from cached per-resource encodings: no message is built or serialized per
@@ -33,8 +37,10 @@ Theory of operation (one stream):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Final, Protocol
 
@@ -56,11 +62,21 @@ from gossamer.xds.stream import (
 )
 from gossamer.xds.types import SHORT
 
-__all__ = ["NodeInfo", "XdsHooks", "XdsMetrics", "XdsServer"]
+__all__ = ["ADS_SERVICE", "SDS_SERVICE", "NodeInfo", "XdsHooks", "XdsMetrics", "XdsServer"]
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+ADS_SERVICE: Final = SERVICE
+SDS_SERVICE: Final = "envoy.service.secret.v3.SecretDiscoveryService"
+# Service -> (state-of-the-world method, delta method). Every xDS service uses
+# the same request and response messages, so one pair of handlers serves any
+# of them; what differs is only the resource types a client asks for.
+METHODS: Final = {
+    ADS_SERVICE: ("StreamAggregatedResources", "DeltaAggregatedResources"),
+    SDS_SERVICE: ("StreamSecrets", "DeltaSecrets"),
+}
+UNIX_PREFIX: Final = "unix:"
 MAX_MESSAGE_BYTES: Final = 64 << 20
 
 
@@ -75,6 +91,22 @@ class XdsHooks(Protocol):
     def proxy_connected(self, node_id: str, node: NodeInfo) -> Awaitable[None] | None: ...
 
     def proxy_disconnected(self, node_id: str) -> Awaitable[None] | None: ...
+
+
+class StreamDenied(Exception):
+    """Raised by an `authorize` hook: the stream is refused with this status."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED):
+        super().__init__(message)
+        self.code = code
+
+
+class XdsAuthorizer(Protocol):
+    """Optional hook: check a stream's credentials (gRPC metadata) against the node
+    it claims to be, before anything is sent; raise StreamDenied to refuse it."""
+
+    async def authorize(self, node: NodeInfo,
+                        metadata: Sequence[tuple[str, str | bytes]]) -> None: ...
 
 
 class XdsMetrics:
@@ -127,6 +159,31 @@ def _identity(payload: bytes) -> bytes:
     return payload
 
 
+def _bind_private_unix(server: grpc.aio.Server, address: str,
+                       credentials: grpc.ServerCredentials | None) -> int:
+    """Bind a Unix socket that only this user can connect to.
+
+    grpc binds *and listens* inside add_*_port, so a chmod afterwards would
+    leave a moment in which another user could connect and keep the
+    connection. The umask makes the socket 0600 from its creation; it is
+    process-wide, but held only for this one synchronous call, and anything
+    another thread creates meanwhile only comes out more private. The chmod
+    after it states the mode outright, whatever grpc does to the file.
+    """
+    path = address[len(UNIX_PREFIX):]
+    old = os.umask(0o177)
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    finally:
+        os.umask(old)
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(path, 0o600)
+    return int(bound)
+
+
 def _address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
@@ -148,7 +205,13 @@ class XdsServer:
         write_timeout: float = 60.0,
         max_streams: int = 100_000,
         extra_options: Sequence[tuple[str, Any]] = (),
+        services: Sequence[str] = (ADS_SERVICE,),
+        extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     ) -> None:
+        unknown = [s for s in services if s not in METHODS]
+        if unknown or not services:
+            raise ValueError(f"cannot serve {unknown or 'no services'}; known: {sorted(METHODS)}")
+        self.services = tuple(services)
         self.cache = cache
         self.hooks = hooks
         self.registry = registry if registry is not None else ProxyRegistry()
@@ -161,6 +224,8 @@ class XdsServer:
         self.write_timeout = write_timeout
         self._max_streams = max_streams
         self._extra_options = tuple(extra_options)
+        # Other services on the same port (the CA), behind the same TLS.
+        self._extra_handlers = tuple(extra_handlers)
         self._server: grpc.aio.Server | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self.port = 0
@@ -192,24 +257,37 @@ class XdsServer:
         ]
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on host:port (0: any free port) and return the bound port."""
+        """Listen on host:port (0: any free port) and return the bound port.
+
+        `host` may also be `unix:<path>` (port ignored, 0 returned): the
+        socket is created mode 0600, so only this user can connect. That is
+        how the agent keeps its SDS (which hands out private keys) to its
+        own Envoy.
+        """
         if self._server is not None:
             raise RuntimeError("XdsServer already started")
         server = grpc.aio.server(options=self.options())
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
-            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._stream_sotw,
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                response_serializer=_identity),
-            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._stream_delta,
-                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-                response_serializer=_identity),
-        })
-        server.add_generic_rpc_handlers((handler,))
-        address = _address(host, port)
+        for service in self.services:
+            sotw, delta = METHODS[service]
+            handler = grpc.method_handlers_generic_handler(service, {
+                sotw: grpc.stream_stream_rpc_method_handler(
+                    self._stream_sotw,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=_identity),
+                delta: grpc.stream_stream_rpc_method_handler(
+                    self._stream_delta,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=_identity),
+            })
+            server.add_generic_rpc_handlers((handler,))
+        if self._extra_handlers:
+            server.add_generic_rpc_handlers(self._extra_handlers)
+        unix = host.startswith(UNIX_PREFIX)
+        address = host if unix else _address(host, port)
         try:
-            if self._credentials is None:
+            if unix:
+                bound = _bind_private_unix(server, address, self._credentials)
+            elif self._credentials is None:
                 bound = server.add_insecure_port(address)
             else:
                 bound = server.add_secure_port(address, self._credentials)
@@ -218,8 +296,9 @@ class XdsServer:
         if not bound:
             raise OSError(f"xDS server cannot listen on {address}")
         await server.start()
-        self._server, self.port = server, int(bound)
-        log.info("xDS server listening on %s", _address(host, self.port))
+        self._server, self.port = server, 0 if unix else int(bound)
+        log.info("xDS server (%s) listening on %s", ", ".join(self.services),
+                 address if unix else _address(host, self.port))
         return self.port
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -272,6 +351,14 @@ class XdsServer:
                                     "the first request of a stream must carry node.id")
                 return
             node = NodeInfo.from_proto(first.node)
+            authorize = getattr(self.hooks, "authorize", None)
+            if authorize is not None:
+                try:
+                    await authorize(node, context.invocation_metadata() or ())
+                except StreamDenied as exc:
+                    log.warning("xDS stream of %s refused: %s", node.id, exc)
+                    await context.abort(exc.code, str(exc))
+                    return
             node_id = node.id
             stream_id = self.registry.connect(node, kind)
             self.metrics.streams.labels(kind).inc()

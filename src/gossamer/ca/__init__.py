@@ -1,0 +1,1 @@
+"""The mesh certificate authority: a pure issuer plus its store-backed state."""

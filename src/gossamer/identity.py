@@ -1,0 +1,50 @@
+"""Names shared by everything that handles workload identity.
+
+SPIFFE IDs: `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`; the account
+defaults to the service name. Envoy gets its certificate and the trust bundle
+over SDS from its own agent (the private key never leaves the workload), as
+the secrets named below, through the static cluster `SDS_CLUSTER`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_TRUST_DOMAIN = "gossamer.local"
+SDS_CLUSTER = "gossamer_sds"
+CERT_SECRET = "default"      # the workload's certificate chain and key
+ROOT_SECRET = "ROOTCA"       # the trust bundle (every root the mesh trusts now)
+# The DNS name in the control plane's serving certificate; agents and Envoy
+# verify it (the address they dial may be an IP or anything else).
+CONTROL_PLANE_NAME = "gossamer-control-plane"
+
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+
+
+class BadSpiffeId(ValueError):
+    pass
+
+
+@dataclass(frozen=True, order=True)
+class SpiffeId:
+    trust_domain: str
+    namespace: str
+    account: str
+
+    def __str__(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.account}"
+
+    @classmethod
+    def parse(cls, text: str) -> SpiffeId:
+        m = _SPIFFE.match(text)
+        if not m:
+            raise BadSpiffeId(f"{text!r} is not spiffe://<trust-domain>/ns/<ns>/sa/<account>")
+        return cls(m.group(1), m.group(2), m.group(3))
+
+
+def check_trust_domain(value: str) -> str:
+    if not _TRUST_DOMAIN.match(value) or len(value) > 255:
+        raise ValueError(f"{value!r} is not a trust domain (lowercase DNS-like name)")
+    return value
