@@ -63,7 +63,7 @@ def main() -> None:
             run.start_control_plane()
             run.apply_resources()
             run.start_processes()
-            api = httpx.Client(base_url=run.server, trust_env=False, timeout=10)
+            api = run.api()
             times = measure(api, min(args.runs, 100))
         finally:
             run.stop()
