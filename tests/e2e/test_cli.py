@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,8 +37,9 @@ spec:
 
 
 class ControlPlaneProcess:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, extra: tuple[str, ...] = ()) -> None:
         self.state = state
+        self.extra = extra
         self.api_port, self.xds_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -48,7 +50,8 @@ class ControlPlaneProcess:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gossamer", "control-plane", "--state-dir", str(self.state),
-             "--api-port", str(self.api_port), "--xds-port", str(self.xds_port)],
+             "--api-port", str(self.api_port), "--xds-port", str(self.xds_port),
+             *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -241,3 +244,82 @@ def test_metrics_endpoint_serves_prometheus_text(cp: ControlPlaneProcess) -> Non
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain")
     assert "gossamer_xds_streams" in resp.text
+
+
+def _org_pki(tmp: Path) -> tuple[Any, list[str]]:
+    """An organisation's root and an intermediate for the mesh, as an operator has them."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from gossamer.ca import pki
+
+    now = datetime.now(UTC)
+    root = pki.generate_root("corp.example", now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = x509.KeyUsage(digital_signature=False, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=True, crl_sign=True, encipher_only=False,
+                          decipher_only=False)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corp mesh CA")]))
+            .issuer_name(root.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                root.key.public_key()), critical=False)
+            .sign(root.key, hashes.SHA256()))
+    files = {"int.pem": cert.public_bytes(serialization.Encoding.PEM),
+             "int.key": key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()),
+             "chain.pem": root.cert_pem().encode()}
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+    args = ["--ca-cert", str(tmp / "int.pem"), "--ca-key", str(tmp / "int.key"),
+            "--ca-chain", str(tmp / "chain.pem")]
+    return (root, cert), args
+
+
+def test_plugin_intermediate_ca_chains_to_the_organisations_root(tmp_path: Path) -> None:
+    import grpc
+    from cryptography import x509
+
+    from gossamer.ca import api as ca_api
+    from gossamer.ca import pki
+    from gossamer.identity import CONTROL_PLANE_NAME, SpiffeId
+
+    (root, intermediate), args = _org_pki(tmp_path)
+    plane = ControlPlaneProcess(tmp_path / "state", tuple(args))
+    plane.start()
+    try:
+        info = httpx.get(plane.url + "/api/v1/ca", headers=plane.auth, trust_env=False).json()
+        bundle = info["bundle_pem"]
+        roots = x509.load_pem_x509_certificates(bundle.encode())
+        assert [r.fingerprint(r.signature_hash_algorithm) for r in roots] == [  # type: ignore[arg-type]
+            root.cert.fingerprint(root.cert.signature_hash_algorithm)]
+        key = pki.generate_workload_key()
+        identity = SpiffeId("gossamer.local", "default", "billing")
+        creds = grpc.ssl_channel_credentials(root_certificates=bundle.encode())
+        with grpc.secure_channel(f"127.0.0.1:{plane.xds_port}", creds, options=[
+                ("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]) as channel:
+            call = channel.unary_unary(ca_api.CREATE_CERTIFICATE)
+            req = ca_api.CertificateRequest(csr_pem=pki.make_csr(key, identity).decode())
+            raw = call(req.encode(), metadata=(("authorization", f"Bearer {plane.admin_token}"),),
+                       timeout=10)
+        chain = x509.load_pem_x509_certificates(
+            ca_api.CertificateResponse.model_validate_json(raw).cert_chain_pem.encode())
+        assert chain[0].issuer == intermediate.subject  # signed by the plug-in intermediate
+        assert chain[1] == intermediate                 # which travels with the leaf
+        chain[0].verify_directly_issued_by(intermediate)
+        intermediate.verify_directly_issued_by(root.cert)
+    finally:
+        plane.stop()

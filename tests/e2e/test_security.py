@@ -343,8 +343,41 @@ def _jwks(key: ec.EllipticCurvePrivateKey) -> str:
                                  "y": _b64(nums.y.to_bytes(32, "big"))}]})
 
 
+class JwksServer:
+    """Serves a JWKS document over HTTP on loopback, and counts fetches."""
+
+    def __init__(self, body: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.fetches += 1
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.fetches = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 def test_jwt_authentication_and_claims(mesh: Mesh) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
+    remote_key = ec.generate_private_key(ec.SECP256R1())
+    jwks = JwksServer(_jwks(remote_key))
     mesh.apply(f"""
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: RequestAuthentication
@@ -356,6 +389,8 @@ spec:
     audiences: [catalog]
     jwks: '{_jwks(key)}'
     outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}]
+  - issuer: https://remote.test
+    jwksUri: http://127.0.0.1:{jwks.port}/jwks.json
 ---
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -393,7 +428,18 @@ spec:
         assert get("/public", None).status_code == 200      # not required elsewhere
         assert get("/admin/x", base).status_code == 200      # claims: groups has admins
         assert get("/admin/x", {**base, "groups": ["users"]}).status_code == 403
+        # The second issuer's keys come from its jwksUri, fetched by Envoy itself.
+        remote = {**base, "iss": "https://remote.test", "aud": "anyone"}
+        token = _jwt(remote_key, remote)
+        via_uri = _call(mesh, "GET", "http://catalog/private/x",
+                        headers={"authorization": f"Bearer {token}"})
+        assert via_uri.status_code == 200
+        assert jwks.fetches >= 1
+        wrong_key = _jwt(key, remote)  # signed with the other issuer's key
+        assert _call(mesh, "GET", "http://catalog/private/x",
+                     headers={"authorization": f"Bearer {wrong_key}"}).status_code == 401
     finally:
+        jwks.close()
         mesh.delete("AuthorizationPolicy", "default", "private-needs-jwt")
         mesh.delete("RequestAuthentication", "default", "users")
         _settle(mesh)
