@@ -1,7 +1,9 @@
 """`gossamer proxy` as a user runs it, against the real control plane.
 
 The app here is a small Python server that records, when it starts, whether
-its sidecar was already LIVE, and when it gets SIGTERM.
+its sidecar was already LIVE, and when it gets SIGTERM. The control plane
+runs without security here (the agent then uses a plaintext bootstrap); the
+secured agent path runs in every tests/e2e mesh.
 """
 
 from __future__ import annotations

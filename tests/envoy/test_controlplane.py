@@ -3,6 +3,8 @@
 The control plane runs in the test's event loop (memory store, ephemeral
 ports); each sidecar is an Envoy started from the agent's own bootstrap, so
 these tests cover translation, the xDS server and the bootstrap together.
+They test plumbing (xDS variants, NACKs, EDS-only pushes) with security off
+(`secure=False`); the zero-trust mesh is covered by tests/e2e/test_security.py.
 """
 
 from __future__ import annotations
