@@ -19,6 +19,7 @@ from gossamer.model import (
     HTTPRoute,
     PeerAuthentication,
     RequestAuthentication,
+    ResiliencePolicy,
     Resource,
     ResourceKey,
     Service,
@@ -29,7 +30,7 @@ from gossamer.model.workload import Health
 
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
-Policy = PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+Policy = PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
 R = TypeVar("R", bound=Resource)
 
 
@@ -62,6 +63,8 @@ class MeshIndex:
     accounts: Mapping[SvcKey, tuple[str, ...]] = field(default_factory=dict)
     # The services that select each workload.
     workload_services: Mapping[WorkloadKey, tuple[SvcKey, ...]] = field(default_factory=dict)
+    # The ResiliencePolicy in effect for each Service (the first by (namespace, name)).
+    resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -175,6 +178,21 @@ def _peer_conflicts(policies: Iterable[PeerAuthentication]) -> dict[ResourceKey,
     return out
 
 
+def _resilience(policies: Iterable[ResiliencePolicy]) -> tuple[
+        dict[SvcKey, ResiliencePolicy], dict[ResourceKey, str]]:
+    """One ResiliencePolicy per Service: the first by (namespace, name); the rest conflict."""
+    winners: dict[SvcKey, ResiliencePolicy] = {}
+    conflicts: dict[ResourceKey, str] = {}
+    for p in policies:
+        slot = (p.metadata.namespace, p.spec.target_ref.name)
+        if slot in winners:
+            conflicts[p.key] = (f"ResiliencePolicy {winners[slot].metadata.name!r} already "
+                                f"targets Service {slot[1]!r} (the first by name wins)")
+        else:
+            winners[slot] = p
+    return winners, conflicts
+
+
 def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Service],
                        conflicts: Mapping[ResourceKey, str]) -> dict[ResourceKey,
                                                                      tuple[Condition, ...]]:
@@ -207,7 +225,8 @@ def _partition(resources: Iterable[Resource]) -> tuple[
             workloads.append(r)
         elif isinstance(r, HTTPRoute):
             routes.append(r)
-        elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication):
+        elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+                        | ResiliencePolicy):
             policies.append(r)
     return services, _sorted(workloads), _sorted(routes), _sorted(policies)
 
@@ -222,7 +241,10 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
             by_parent[parent].append(route)
         conditions[route.key] = _route_conditions(route, services)
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
-    conditions.update(_policy_conditions(policies, services, _peer_conflicts(peers)))
+    resilience, resilience_conflicts = _resilience(
+        p for p in policies if isinstance(p, ResiliencePolicy))
+    conditions.update(_policy_conditions(
+        policies, services, {**_peer_conflicts(peers), **resilience_conflicts}))
     accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
         revision=revision,
@@ -238,4 +260,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
             p for p in policies if isinstance(p, RequestAuthentication)),
         accounts=MappingProxyType(accounts),
         workload_services=MappingProxyType(selected_by),
+        resilience=MappingProxyType(resilience),
     )

@@ -18,11 +18,13 @@ from gossamer.testing.envoy import EnvoyProcess
 
 
 class Backend:
-    """An HTTP server on 127.0.0.1 that answers every GET with its name."""
+    """An HTTP server on 127.0.0.1 that answers every GET with its name, or 503 to
+    the next `fail` requests."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.hits = 0
+        self.fail = 0
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,8 +37,11 @@ class Backend:
 
             def do_GET(self) -> None:
                 backend.hits += 1
-                body = backend.name.encode()
-                self.send_response(200)
+                status, body = 200, backend.name.encode()
+                if backend.fail > 0:  # tests make the backend misbehave on purpose
+                    backend.fail -= 1
+                    status, body = 503, b"busy"
+                self.send_response(status)
                 self.send_header("content-type", "text/plain")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()

@@ -18,12 +18,12 @@ from gossamer.model import (
     InvalidResource,
     PeerAuthentication,
     RequestAuthentication,
-    Resource,
     kind_for,
     parse_document,
     parse_documents,
 )
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, Scope, policy_scope
+from tests.fuzzing import jsonish, nodes, parses_or_is_rejected_cleanly
 
 MESH = "mesh.gossamer.dev/v1alpha1"
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
@@ -266,22 +266,8 @@ WORDS = ["STRICT", "PERMISSIVE", "ALLOW", "DENY", "*", "*.json", "/api/*", "a*b"
          "gossamer.local/ns/a/sa/b", "request.headers[x]", "request.auth.claims[g]",
          "request.auth.claims[]", "source.namespace", "https://x/keys", "ftp://x", JWKS,
          '{"keys": []}', "{", "iss/sub", "", "5s", "0s"]
-SCALARS = (st.none() | st.booleans() | st.integers(-2, 70000) | st.sampled_from(WORDS)
-           | st.text(max_size=8) | st.floats(allow_nan=True))
-JSONISH = st.recursive(SCALARS, lambda c: st.lists(c, max_size=3)
-                       | st.dictionaries(st.sampled_from(WORDS) | st.text(max_size=6), c,
-                                         max_size=3), max_leaves=8)
-
-
-def _nodes(doc: Any, loc: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [loc]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _nodes(v, (*loc, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _nodes(v, (*loc, i))
-    return out
+JSONISH = jsonish(WORDS, 70000)
+_nodes = nodes
 
 
 @st.composite
@@ -308,16 +294,7 @@ def mutated(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 def test_mutated_policies_parse_or_raise_invalid_resource(case: tuple[str, Any]) -> None:
     _, doc = case
     note(json.dumps(doc, default=str)[:2000])
-    outcome: Resource | InvalidResource
-    try:
-        outcome = parse_document(doc)
-    except InvalidResource as exc:
-        outcome = exc
-    if isinstance(outcome, InvalidResource):
-        assert outcome.errors
-        assert all(e.reason.strip() for e in outcome.errors)
-        return
-    assert parse_document(outcome.to_document()) == outcome
+    parses_or_is_rejected_cleanly(doc)
 
 
 # ---------------------------------------------------------------- the docs

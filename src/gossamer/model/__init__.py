@@ -19,6 +19,7 @@ from gossamer.model.registry import (
     parse_documents,
 )
 from gossamer.model.requestauthentication import RequestAuthentication
+from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
 from gossamer.model.workload import Workload
 
@@ -32,6 +33,7 @@ __all__ = [
     "ObjectMeta",
     "PeerAuthentication",
     "RequestAuthentication",
+    "ResiliencePolicy",
     "Resource",
     "ResourceKey",
     "Service",

@@ -15,12 +15,13 @@ from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Resource
 from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.requestauthentication import RequestAuthentication
+from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
 from gossamer.model.workload import Workload
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
-    RequestAuthentication)}
+    RequestAuthentication, ResiliencePolicy)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -35,6 +36,9 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "ap": "AuthorizationPolicy",
     "requestauthentications": "RequestAuthentication",
     "ra": "RequestAuthentication",
+    "resiliencepolicies": "ResiliencePolicy",
+    "resilience": "ResiliencePolicy",
+    "rp": "ResiliencePolicy",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

@@ -8,9 +8,11 @@ from typing import Any
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 
 from gossamer.model import Service
+from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.protos import ADS, HTTP_OPTIONS, build, socket_address
+from gossamer.translate.resilience import cluster_settings
 from gossamer.translate.tls import upstream_mtls_socket
 
 CONNECT_TIMEOUT = "2s"
@@ -27,12 +29,13 @@ def _protocol_options(protocol: Protocol) -> dict[str, Any]:
     }}
 
 
-def outbound_clusters(service: Service,
-                      spiffe_ids: Sequence[str] | None = None) -> dict[str, Cluster]:
+def outbound_clusters(service: Service, spiffe_ids: Sequence[str] | None = None,
+                      policy: ResiliencePolicy | None = None) -> dict[str, Cluster]:
     """EDS clusters for each port; EDS service name = cluster name.
 
     With `spiffe_ids` the hop is mTLS and the peer must present one of them:
-    the identities of the workloads the service selects.
+    the identities of the workloads the service selects. `policy`: the
+    ResiliencePolicy targeting the service, applied to every port's cluster.
     """
     ns, name = service.metadata.namespace, service.metadata.name
     out = {}
@@ -46,6 +49,7 @@ def outbound_clusters(service: Service,
             "lbPolicy": "ROUND_ROBIN",
             "commonLbConfig": {"healthyPanicThreshold": {"value": 0}},
             **_protocol_options(port.protocol),
+            **cluster_settings(policy, port.protocol),
         })
         if spiffe_ids is not None:
             cluster.transport_socket.CopyFrom(

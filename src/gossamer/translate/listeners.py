@@ -96,9 +96,11 @@ def _hcm(stat_prefix: str, route: dict[str, Any], extra: dict[str, Any] | None =
     }
 
 
-def _tcp(stat_prefix: str, cluster: str) -> dict[str, Any]:
+def _tcp(stat_prefix: str, cluster: str,
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": "envoy.filters.network.tcp_proxy",
-            "typedConfig": {"@type": TCP_PROXY, "statPrefix": stat_prefix, "cluster": cluster}}
+            "typedConfig": {"@type": TCP_PROXY, "statPrefix": stat_prefix, "cluster": cluster,
+                            **(extra or {})}}
 
 
 def _listener(name: str, address: str, port: int, direction: str,
@@ -161,5 +163,7 @@ def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:
     return _listener(name, "127.0.0.1", port, "OUTBOUND", _hcm(name, route))
 
 
-def tcp_outbound_listener(name: str, port: int, cluster: str) -> Listener:
-    return _listener(name, "127.0.0.1", port, "OUTBOUND", _tcp(name, cluster))
+def tcp_outbound_listener(name: str, port: int, cluster: str,
+                          settings: dict[str, Any] | None = None) -> Listener:
+    """`settings`: extra TcpProxy fields (a ResiliencePolicy's idle timeout, hash policy)."""
+    return _listener(name, "127.0.0.1", port, "OUTBOUND", _tcp(name, cluster, settings))

@@ -28,6 +28,7 @@ from gossamer.translate.listeners import (
 )
 from gossamer.translate.protos import build
 from gossamer.translate.proxy import ProxyIdentity, Upstream
+from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
@@ -130,7 +131,8 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
     protocols: dict[PortKey, Protocol] = {}
     for key, svc in sorted(index.services.items()):
         eps = index.endpoints.get(key, ())
-        for cname, cluster in outbound_clusters(svc, _identities(index, key, settings)).items():
+        for cname, cluster in outbound_clusters(svc, _identities(index, key, settings),
+                                                index.resilience.get(key)).items():
             clusters[cname] = _res(CLUSTER, cname, cluster)
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
         attached = index.routes_by_parent.get(key, ())
@@ -138,7 +140,8 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
             pkey = (key[0], key[1], port.port)
             protocols[pkey] = port.protocol
             if port.protocol.is_http:
-                port_routes[pkey] = service_routes(svc, port.port, attached, index.services)
+                port_routes[pkey] = service_routes(svc, port.port, attached, index.services,
+                                                   index.resilience)
     mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings)
     for pkey, routes in port_routes.items():
         rname = names.upstream_listener(*pkey)
@@ -160,7 +163,9 @@ def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, Xd
     protocol = mesh.protocols.get(pkey)  # type: ignore[arg-type]
     if protocol is Protocol.TCP:
         cluster = names.outbound_cluster(up.namespace, up.service, up.port)
-        return _res(LISTENER, lname, tcp_outbound_listener(lname, up.local_port, cluster)), None
+        settings = tcp_settings(mesh.index.resilience.get((up.namespace, up.service)))
+        listener = tcp_outbound_listener(lname, up.local_port, cluster, settings)
+        return _res(LISTENER, lname, listener), None
     routes = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)  # type: ignore[arg-type]
     return _res(LISTENER, lname, http_outbound_listener(lname, up.local_port, lname)), routes
 

@@ -25,8 +25,10 @@ from gossamer.model.httproute import (
     RouteRule,
     ValueMatchType,
 )
+from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
 from gossamer.translate.protos import seconds
+from gossamer.translate.resilience import route_settings
 
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
                   307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
@@ -117,8 +119,19 @@ def _backend_cluster(ref: BackendRef, route_ns: str, parent_port: int,
     return names.outbound_cluster(ns, ref.name, port)
 
 
+def _policy_for(backends: Sequence[BackendRef], route_ns: str, parent: SvcKey | None,
+                policies: Mapping[SvcKey, ResiliencePolicy]) -> ResiliencePolicy | None:
+    """The backend Service's policy when every backend is that one Service; when
+    traffic splits across Services, the parent (the route's Service) policy."""
+    targets = {(b.namespace or route_ns, b.name) for b in backends}
+    if len(targets) == 1:
+        return policies.get(targets.pop())
+    return policies.get(parent) if parent is not None else None
+
+
 def _forward(rule: RouteRule, route_ns: str, parent_port: int,
-             services: Mapping[SvcKey, Service]) -> dict[str, Any]:
+             services: Mapping[SvcKey, Service], parent: SvcKey | None = None,
+             policies: Mapping[SvcKey, ResiliencePolicy] | None = None) -> dict[str, Any]:
     weighted = [(b, _backend_cluster(b, route_ns, parent_port, services))
                 for b in rule.backend_refs if b.weight > 0]
     action: dict[str, Any]
@@ -139,6 +152,11 @@ def _forward(rule: RouteRule, route_ns: str, parent_port: int,
     action["retryPolicy"] = dict(DEFAULT_RETRY)
     if timeouts and timeouts.backend_request_ms:
         action["retryPolicy"]["perTryTimeout"] = seconds(timeouts.backend_request_ms)
+    if policies:
+        policy = _policy_for([b for b, _ in weighted], route_ns, parent, policies)
+        route_settings(action, policy, DEFAULT_RETRY,
+                       rule_request=bool(timeouts and timeouts.request is not None),
+                       rule_per_try=bool(timeouts and timeouts.backend_request is not None))
     return action
 
 
@@ -161,7 +179,9 @@ def _redirect(filt: RouteFilter, match: RouteMatch) -> dict[str, Any]:
 
 
 def envoy_route(rule: RouteRule, match: RouteMatch, name: str, route_ns: str,
-                parent_port: int, services: Mapping[SvcKey, Service]) -> dict[str, Any]:
+                parent_port: int, services: Mapping[SvcKey, Service],
+                parent: SvcKey | None = None,
+                policies: Mapping[SvcKey, ResiliencePolicy] | None = None) -> dict[str, Any]:
     route: dict[str, Any] = {"name": name, "match": envoy_match(match)}
     by_type = {f.type: f for f in rule.filters}
     if FilterType.REQUEST_REDIRECT in by_type:
@@ -171,7 +191,7 @@ def envoy_route(rule: RouteRule, match: RouteMatch, name: str, route_ns: str,
         route["directResponse"] = {"status": 500, "body": {
             "inlineString": "gossamer: this route rule has no backend with weight > 0\n"}}
         return route
-    action = _forward(rule, route_ns, parent_port, services)
+    action = _forward(rule, route_ns, parent_port, services, parent, policies)
     if (rw := by_type.get(FilterType.URL_REWRITE)) and rw.url_rewrite:
         if rw.url_rewrite.hostname:
             action["hostRewriteLiteral"] = rw.url_rewrite.hostname
@@ -197,23 +217,28 @@ def _precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
 
 
 def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
-                   services: Mapping[SvcKey, Service]) -> list[dict[str, Any]]:
-    """The Envoy routes of one service port; the default route when nothing attaches."""
+                   services: Mapping[SvcKey, Service],
+                   policies: Mapping[SvcKey, ResiliencePolicy] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """The Envoy routes of one service port; the default route when nothing attaches.
+    `policies`: the ResiliencePolicy in effect for each Service."""
     ns, name = service.metadata.namespace, service.metadata.name
     applicable = [r for r in attached
                   if any(p.name == name and (p.namespace or r.metadata.namespace) == ns
                          and p.port in (None, port) for p in r.spec.parent_refs)]
     if not applicable:
-        return [{"name": "default", "match": {"prefix": "/"},
-                 "route": {"cluster": names.outbound_cluster(ns, name, port),
-                           "timeout": "0s", "retryPolicy": DEFAULT_RETRY}}]
+        action: dict[str, Any] = {"cluster": names.outbound_cluster(ns, name, port),
+                                  "timeout": "0s", "retryPolicy": DEFAULT_RETRY}
+        route_settings(action, (policies or {}).get((ns, name)), DEFAULT_RETRY)
+        return [{"name": "default", "match": {"prefix": "/"}, "route": action}]
     ordered: list[tuple[tuple[int, ...], dict[str, Any]]] = []
     seq = 0
     for route in applicable:
         for i, rule in enumerate(route.spec.rules):
             for j, match in enumerate(rule.matches or [RouteMatch()]):
                 rname = f"{route.metadata.namespace}/{route.metadata.name}/rule{i}/match{j}"
-                er = envoy_route(rule, match, rname, route.metadata.namespace, port, services)
+                er = envoy_route(rule, match, rname, route.metadata.namespace, port, services,
+                                 (ns, name), policies)
                 ordered.append(((*_precedence(match), seq), er))
                 seq += 1
     ordered.sort(key=lambda pair: pair[0])

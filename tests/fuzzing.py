@@ -1,0 +1,46 @@
+"""Hypothesis helpers shared by the model tests: JSON-like values built from
+words that matter to the schema, and the locations inside a document."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import strategies as st
+
+
+def jsonish(words: Sequence[str], max_int: int) -> st.SearchStrategy[Any]:
+    scalars = (st.none() | st.booleans() | st.integers(-2, max_int) | st.sampled_from(words)
+               | st.text(max_size=8) | st.floats(allow_nan=True))
+    return st.recursive(scalars, lambda c: st.lists(c, max_size=3)
+                        | st.dictionaries(st.sampled_from(words) | st.text(max_size=6), c,
+                                          max_size=3), max_leaves=8)
+
+
+def nodes(doc: Any, loc: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every location in `doc`, as key/index paths, the root included."""
+    out = [loc]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += nodes(v, (*loc, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += nodes(v, (*loc, i))
+    return out
+
+
+def parses_or_is_rejected_cleanly(doc: Any) -> None:
+    """A document either parses (and round-trips) or raises InvalidResource whose
+    every error has a reason: never another exception, never an empty message."""
+    from gossamer.model import InvalidResource, parse_document
+
+    outcome: Any
+    try:
+        outcome = parse_document(doc)
+    except InvalidResource as exc:
+        outcome = exc
+    if isinstance(outcome, InvalidResource):
+        assert outcome.errors
+        assert all(e.reason.strip() for e in outcome.errors)
+        return
+    assert parse_document(outcome.to_document()) == outcome

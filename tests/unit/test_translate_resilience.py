@@ -1,0 +1,251 @@
+"""ResiliencePolicy as Envoy config: golden file of a mesh with full policies, the
+per-field mapping, precedence and conflicts, no change without a policy, and the
+generated config accepted by Envoy itself.
+
+Regenerate the golden file after an intended change with
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_translate_resilience.py` and review
+the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from gossamer.envoybin import EnvoyNotFound, find_envoy
+from gossamer.index import build_index
+from gossamer.model import InvalidResource, Resource, ResourceKey, parse_document, parse_documents
+from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
+from gossamer.translate.routes import DEFAULT_RETRY
+from gossamer.xds.types import CLUSTER, ROUTE
+from tests.unit.test_resilience_model import mutated
+from tests.unit.test_translate import _as_json, _frontend
+from tests.unit.test_translate_security import _static_bootstrap
+
+HERE = Path(__file__).parent
+MESH = (HERE / "testdata" / "mesh.yaml").read_text()
+POLICIES = (HERE / "testdata" / "resilience.yaml").read_text()
+
+
+def docs(extra: str = POLICIES) -> list[Resource]:
+    return parse_documents(MESH + ("\n---\n" + extra if extra else ""))
+
+
+def mesh_of(resources: list[Resource], **settings: Any) -> MeshConfig:
+    return translate_mesh(build_index(resources, 7), MeshSettings(**settings))
+
+
+def snap_json(mesh: MeshConfig) -> dict[str, Any]:
+    return _as_json(translate_proxy(mesh, _frontend()).snapshot)
+
+
+def cluster(mesh: MeshConfig, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = snap_json(mesh)["clusters"][name]
+    return out
+
+
+def routes(mesh: MeshConfig, vhost: str) -> dict[str, dict[str, Any]]:
+    config = snap_json(mesh)["routes"]["outbound"]
+    for vh in config["virtualHosts"]:
+        if vh["name"] == vhost:
+            return {r["name"]: r for r in vh["routes"]}
+    raise AssertionError(f"no virtual host {vhost}")
+
+
+def test_golden_frontend_snapshot_with_policies() -> None:
+    actual = snap_json(mesh_of(docs()))
+    golden = HERE / "golden" / "frontend-resilience.json"
+    if os.environ.get("GOSSAMER_UPDATE_GOLDEN"):
+        golden.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+    assert actual == json.loads(golden.read_text())
+
+
+@pytest.mark.parametrize("mtls", [True, False])
+def test_without_a_policy_in_effect_the_config_is_byte_identical(mtls: bool) -> None:
+    """Policies for absent Services, and no policies at all, change nothing."""
+    stray = """
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: nowhere}
+spec:
+  targetRef: {kind: Service, name: not-a-service}
+  retries: {attempts: 5}
+  loadBalancer: {policy: Maglev, hashOn: {sourceIP: true}}
+"""
+    plain = translate_proxy(mesh_of(docs(""), mtls=mtls), _frontend()).snapshot
+    with_stray = translate_proxy(mesh_of(docs(stray), mtls=mtls), _frontend()).snapshot
+    for type_url in (CLUSTER, ROUTE):
+        assert {n: r.payload for n, r in plain.of(type_url).items()} == \
+            {n: r.payload for n, r in with_stray.of(type_url).items()}
+    golden = HERE / "golden" / ("frontend.json" if mtls else "frontend-plaintext.json")
+    assert _as_json(plain) == json.loads(golden.read_text())
+
+
+def test_cluster_settings_of_a_full_policy_apply_to_every_port() -> None:
+    mesh = mesh_of(docs())
+    for name in ("outbound|80||catalog.default", "outbound|9090||catalog.default"):
+        c = cluster(mesh, name)
+        assert c["connectTimeout"] == "0.500s"
+        assert c["lbPolicy"] == "RING_HASH"
+        assert c["ringHashLbConfig"] == {}
+        # priority DEFAULT is the enum's zero value, which JSON leaves out.
+        assert c["circuitBreakers"] == {"thresholds": [{
+            "maxConnections": 1000, "maxPendingRequests": 100,
+            "maxRequests": 2000,
+            "retryBudget": {"budgetPercent": {"value": 25.0}, "minRetryConcurrency": 5}}]}
+        assert c["outlierDetection"] == {
+            "consecutive5xx": 5, "enforcingConsecutive5xx": 100,
+            "consecutiveGatewayFailure": 3, "enforcingConsecutiveGatewayFailure": 100,
+            "enforcingSuccessRate": 100, "successRateMinimumHosts": 3,
+            "successRateRequestVolume": 50, "successRateStdevFactor": 1900,
+            "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 50}
+        hc = c["healthChecks"][0]
+        assert (hc["interval"], hc["timeout"], hc["unhealthyThreshold"],
+                hc["healthyThreshold"]) == ("5s", "1s", 3, 2)
+        assert hc["httpHealthCheck"]["path"] == "/healthz"
+        assert hc["httpHealthCheck"]["expectedStatuses"] == [
+            {"start": "200", "end": "201"}, {"start": "204", "end": "205"}]
+    grpc = cluster(mesh, "outbound|9090||catalog.default")["healthChecks"][0]
+    assert grpc["httpHealthCheck"]["codecClientType"] == "HTTP2"
+    assert "codecClientType" not in cluster(
+        mesh, "outbound|80||catalog.default")["healthChecks"][0]["httpHealthCheck"]
+
+
+def test_max_retries_replaces_the_budget_and_slow_start_is_set() -> None:
+    c = cluster(mesh_of(docs()), "outbound|80||catalog-v1.default")
+    assert c["circuitBreakers"] == {"thresholds": [{"maxRetries": 4}]}
+    assert c["lbPolicy"] == "LEAST_REQUEST"
+    assert c["leastRequestLbConfig"] == {"slowStartConfig": {"slowStartWindow": "30s"}}
+    assert c["healthChecks"][0]["tcpHealthCheck"] == {}
+
+
+def test_retries_without_budget_get_the_default_budget() -> None:
+    extra = """
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: frontend}
+spec: {targetRef: {kind: Service, name: frontend}, retries: {attempts: 1}}
+"""
+    c = cluster(mesh_of(docs(extra)), "outbound|80||frontend.default")
+    assert c["circuitBreakers"]["thresholds"][0]["retryBudget"] == {
+        "budgetPercent": {"value": 20.0}, "minRetryConcurrency": 3}
+    route = routes(mesh_of(docs(extra)), "frontend.default:80")["default"]["route"]
+    assert route["retryPolicy"]["numRetries"] == 1
+    assert route["retryPolicy"]["retryOn"] == DEFAULT_RETRY["retryOn"]
+
+
+def test_only_the_first_policy_per_service_applies_and_the_rest_are_conflicted() -> None:
+    resources = docs()
+    index = build_index(resources, 1)
+    later = index.conditions[ResourceKey("ResiliencePolicy", "default", "catalog-v2-later")]
+    assert (later[0].type, later[0].status, later[0].reason) == ("Accepted", "False",
+                                                                 "Conflicted")
+    assert "catalog-v2" in later[0].message
+    first = index.conditions[ResourceKey("ResiliencePolicy", "default", "catalog-v2")]
+    assert (first[0].status, first[1].status) == ("True", "True")
+    c = cluster(mesh_of(resources), "outbound|80||catalog-v2.default")
+    assert c["lbPolicy"] == "MAGLEV"
+    assert c["outlierDetection"] == {"consecutive5xx": 2, "enforcingConsecutive5xx": 100,
+                                     "enforcingSuccessRate": 0}
+
+
+def test_missing_target_is_reported_but_accepted() -> None:
+    index = build_index(docs("""
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: ghost}
+spec: {targetRef: {kind: Service, name: ghost}, timeouts: {request: 1s}}
+"""), 1)
+    accepted, resolved = index.conditions[ResourceKey("ResiliencePolicy", "default", "ghost")]
+    assert accepted.status == "True"
+    assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
+
+
+def test_route_settings_follow_the_backend_service() -> None:
+    catalog = routes(mesh_of(docs()), "catalog.default:80")
+    # rule 0 sends everything to catalog-v2: its policy (a cookie hash), not catalog's.
+    canary = catalog["default/catalog/rule0/match0"]["route"]
+    assert canary["hashPolicy"] == [{"cookie": {"name": "session", "ttl": "3600s"}}]
+    assert canary["timeout"] == "0s"
+    assert canary["retryPolicy"] == DEFAULT_RETRY | {}
+    # rule 1 goes to catalog-v1 and has its own HTTPRoute timeouts: those win.
+    api = catalog["default/catalog/rule1/match0"]["route"]
+    assert api["timeout"] == "10s"
+    assert api["retryPolicy"]["perTryTimeout"] == "2s"
+    assert api["retryPolicy"]["numRetries"] == 1
+    assert api["retryPolicy"]["retryOn"] == ("reset,connect-failure,refused-stream,"
+                                             "reset-before-request,retriable-headers")
+    assert "hashPolicy" not in api
+    # rule 3 splits between catalog-v1 and catalog-v2: the parent's (catalog) policy.
+    split = catalog["default/catalog/rule3/match0"]["route"]
+    assert split["timeout"] == "15s"
+    assert split["idleTimeout"] == "300s"
+    assert split["hashPolicy"] == [{"header": {"headerName": "x-user-id"}}]
+    retry = split["retryPolicy"]
+    assert retry["numRetries"] == 3
+    assert retry["perTryTimeout"] == "3s"
+    assert retry["retryOn"] == ("5xx,gateway-error,retriable-status-codes,connect-failure,"
+                                "refused-stream,reset-before-request,retriable-headers")
+    assert retry["retriableStatusCodes"] == [409, 429]
+    assert retry["retryBackOff"] == {"baseInterval": "0.025s", "maxInterval": "0.250s"}
+    # the default safety net is kept: other hosts, and the unreachable-app header.
+    assert retry["retryHostPredicate"] == DEFAULT_RETRY["retryHostPredicate"]
+    assert retry["retriableHeaders"] == DEFAULT_RETRY["retriableHeaders"]
+    # the grpc port has no HTTPRoute: its default route gets catalog's policy.
+    grpc = routes(mesh_of(docs()), "catalog.default:9090")["default"]["route"]
+    assert grpc["timeout"] == "15s"
+    assert grpc["hashPolicy"] == [{"header": {"headerName": "x-user-id"}}]
+
+
+def test_tcp_service_gets_cluster_settings_only() -> None:
+    c = cluster(mesh_of(docs()), "outbound|5432||db.data")
+    assert c["lbPolicy"] == "RING_HASH"
+    assert c["connectTimeout"] == "1s"
+    assert c["healthChecks"][0]["interval"] == "3s"
+    assert "circuitBreakers" not in c
+    listener = snap_json(mesh_of(docs()))["listeners"]["upstream|5432||db.data"]
+    proxy = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    assert proxy["hashPolicy"] == [{"sourceIp": {}}]
+    assert proxy["idleTimeout"] == "1800s"
+
+
+# ---------------------------------------------------------------- Envoy itself
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mtls", [True, False])
+def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
+    try:
+        envoy = find_envoy()
+    except EnvoyNotFound as exc:
+        pytest.skip(str(exc))
+    snap = translate_proxy(mesh_of(docs(), mtls=mtls), _frontend()).snapshot
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(_static_bootstrap(snap)))
+    result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- property: valid -> Envoy
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_every_valid_policy_translates(doc: dict[str, Any]) -> None:
+    """Whatever the model accepts becomes Envoy protos without an error."""
+    try:
+        policy = parse_document(doc)
+    except InvalidResource:
+        return
+    doc = policy.to_document()
+    doc["metadata"] = {"name": "p", "namespace": "default"}
+    doc["spec"]["targetRef"] = {"kind": "Service", "name": "catalog"}
+    mesh = translate_mesh(build_index([*docs(""), parse_document(doc)], 1))
+    translate_proxy(mesh, _frontend())
