@@ -23,7 +23,13 @@ from gossamer.model import (
     parse_documents,
 )
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, Scope, policy_scope
-from tests.fuzzing import jsonish, nodes, parses_or_is_rejected_cleanly
+from tests.model_helpers import (
+    DELETE,
+    jsonish,
+    nodes,
+    parses_or_is_rejected_cleanly,
+    set_path,
+)
 
 MESH = "mesh.gossamer.dev/v1alpha1"
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
@@ -141,23 +147,9 @@ def test_workload_service_account() -> None:
     assert err.value.errors[0].path == "spec.serviceAccount"
 
 
-def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Set a dotted/indexed path such as `spec.rules[0].to[0].operation.paths`."""
-    node: Any = doc
-    parts = path.replace("[", ".").replace("]", "").split(".")
-    for part in parts[:-1]:
-        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
-    last = parts[-1]
-    if value is DELETE:
-        del node[int(last) if last.isdigit() else last]
-    elif last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return doc
+_set = set_path
 
 
-DELETE = object()
 SRC = "spec.rules[0].from[0].source"
 OP = "spec.rules[0].to[0].operation"
 WHEN = "spec.rules[0].when[0]"

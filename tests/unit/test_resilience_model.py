@@ -22,10 +22,15 @@ from gossamer.model import (
 )
 from gossamer.model.policy import Scope, policy_scope
 from gossamer.model.resiliencepolicy import RETRY_ON, LbPolicy
-from tests.fuzzing import jsonish, nodes, parses_or_is_rejected_cleanly
+from tests.model_helpers import (
+    DELETE,
+    jsonish,
+    nodes,
+    parses_or_is_rejected_cleanly,
+    set_path,
+)
 
 MESH = "mesh.gossamer.dev/v1alpha1"
-DELETE = object()
 
 
 def full_doc() -> dict[str, Any]:
@@ -54,19 +59,7 @@ def full_doc() -> dict[str, Any]:
             }}
 
 
-def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    node: Any = doc
-    parts = path.replace("[", ".").replace("]", "").split(".")
-    for part in parts[:-1]:
-        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
-    last = parts[-1]
-    if value is DELETE:
-        del node[int(last) if last.isdigit() else last]
-    elif last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return doc
+_set = set_path
 
 
 def test_full_document_parses_and_round_trips() -> None:

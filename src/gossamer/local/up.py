@@ -26,7 +26,7 @@ import httpx
 
 from gossamer.agent.ports import free_port
 from gossamer.local.spec import LocalApp, Process
-from gossamer.model import Resource, Service
+from gossamer.model import Service
 from gossamer.model.service import Protocol
 
 
@@ -280,7 +280,3 @@ def _port_or_free(preferred: int) -> int:
             return preferred
         except OSError:
             return free_port()
-
-
-def resources_of(app: LocalApp) -> list[Resource]:
-    return app.resources

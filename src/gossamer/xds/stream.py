@@ -39,6 +39,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -215,6 +216,21 @@ class _Base:
     def _next_nonce(self) -> str:
         return str(next(self._nonces))
 
+    # Each machine keeps per-type state in `types` and decides per type in `_evaluate`.
+    types: dict[str, Any]
+
+    def _evaluate(self, st: Any) -> Outgoing | None:
+        raise NotImplementedError
+
+    def _flush(self) -> list[Outgoing]:
+        """Every type's pending response, in make-before-break order."""
+        out: list[Outgoing] = []
+        for type_url in sorted(self.types, key=_type_order):
+            sent = self._evaluate(self.types[type_url])
+            if sent is not None:
+                out.append(sent)
+        return out
+
     @staticmethod
     def _error(req: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
                ) -> tuple[str, int] | None:
@@ -326,14 +342,6 @@ class SotwStream(_Base):
                 # too: asking for them again must bring them back.
                 st.basis_names = st.basis_names & names
             self._events.append(Subscribed(st.type_url, wildcard, names))
-
-    def _flush(self) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for type_url in sorted(self.types, key=_type_order):
-            sent = self._evaluate(self.types[type_url])
-            if sent is not None:
-                out.append(sent)
-        return out
 
     def _evaluate(self, st: SotwTypeState) -> Outgoing | None:
         snap = self.snapshot
@@ -508,14 +516,6 @@ class DeltaStream(_Base):
         if first or after != before:
             self._events.append(Subscribed(st.type_url, after[0], after[1]))
         st.dirty = True
-
-    def _flush(self) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for type_url in sorted(self.types, key=_type_order):
-            sent = self._evaluate(self.types[type_url])
-            if sent is not None:
-                out.append(sent)
-        return out
 
     def _evaluate(self, st: DeltaTypeState) -> Outgoing | None:
         snap = self.snapshot

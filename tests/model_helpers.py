@@ -1,5 +1,6 @@
-"""Hypothesis helpers shared by the model tests: JSON-like values built from
-words that matter to the schema, and the locations inside a document."""
+"""Helpers shared by the model tests: JSON-like values built from words that
+matter to the schema, the locations inside a document, and editing a document
+at a path."""
 
 from __future__ import annotations
 
@@ -44,3 +45,23 @@ def parses_or_is_rejected_cleanly(doc: Any) -> None:
         assert all(e.reason.strip() for e in outcome.errors)
         return
     assert parse_document(outcome.to_document()) == outcome
+
+
+DELETE = object()  # as a `set_path` value: remove the key or item
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Set (or, with DELETE, remove) a dotted/indexed path such as
+    `spec.rules[0].to[0].operation.paths`, creating mappings on the way."""
+    node: Any = doc
+    parts = path.replace("[", ".").replace("]", "").split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    last = parts[-1]
+    if value is DELETE:
+        del node[int(last) if last.isdigit() else last]
+    elif last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return doc
