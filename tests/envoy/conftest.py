@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
 from gossamer.testing.envoy import EnvoyProcess
+from tests.envoy import harness
 
 
 class Backend:
@@ -91,3 +93,34 @@ def envoys() -> Iterator[Callable[[dict[str, Any]], EnvoyProcess]]:
     finally:
         for proc in made:
             proc.stop()
+
+
+@pytest.fixture
+def make_backend() -> Iterator[Callable[[str], harness.Backend]]:
+    """Make controllable backends (tests/envoy/harness.py); all closed at teardown."""
+    made: list[harness.Backend] = []
+
+    def make(name: str) -> harness.Backend:
+        backend = harness.Backend(name)
+        made.append(backend)
+        return backend
+
+    try:
+        yield make
+    finally:
+        for backend in made:
+            backend.close()
+
+
+@pytest.fixture
+async def mini(envoys: Callable[[dict[str, Any]], EnvoyProcess],
+               ) -> AsyncIterator[harness.MiniMesh]:
+    """A control plane (memory store, security off: these tests are about traffic
+    policy, and tests/e2e covers the secure mesh) and a MiniMesh on it."""
+    plane = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, api_port=0,
+                                             debounce=0.01, secure=False))
+    await plane.start()
+    try:
+        yield harness.MiniMesh(plane, envoys)
+    finally:
+        await plane.stop()
