@@ -1,0 +1,188 @@
+"""ResiliencePolicy against backends that misbehave on purpose, through real sidecars.
+
+Each test starts a Service with one sidecar per instance (tests/envoy/harness.py),
+applies a policy, makes the backends fail, slow down or leave, and checks what the
+caller sees and what Envoy counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import pytest
+
+from tests.envoy.harness import API, MiniMesh, get, proxy_client, wait_for
+
+pytestmark = pytest.mark.slow
+CLUSTER = "cluster.outbound|80||echo.default"
+
+
+def policy(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ResiliencePolicy", "metadata": {"name": "echo"},
+            "spec": {"targetRef": {"kind": "Service", "name": "echo"}, **spec}}
+
+
+async def test_retries_hide_an_instance_failing_one_in_three(mini: MiniMesh,
+                                                             make_backend: Any) -> None:
+    flaky, good = make_backend("flaky"), make_backend("good")
+    await mini.serve("echo", [flaky, good])
+    client = await mini.client()
+    await mini.apply(policy(retries={"attempts": 2, "retryOn": ["5xx"]}))
+    await mini.wait_synced()
+    flaky.fail_every = 3
+    async with proxy_client(client) as http:
+        codes = [(await get(client, http=http)).status_code for _ in range(300)]
+    assert codes.count(200) == 300  # 0 errors seen by the client
+    assert flaky.hits >= 100  # a third of these failed...
+    stats = await client.stats()
+    assert stats[f"{CLUSTER}.upstream_rq_retry"] >= flaky.hits // 3  # ...and were retried
+
+
+async def test_retry_budget_caps_retries_when_every_instance_fails(
+        mini: MiniMesh, make_backend: Any) -> None:
+    backends = [make_backend("a"), make_backend("b")]
+    await mini.serve("echo", backends)
+    client = await mini.client()
+    # Up to 5 retries each, but concurrent retries may be at most 20 % of active
+    # requests (and at least 1).
+    await mini.apply(policy(retries={"attempts": 5, "retryOn": ["5xx"],
+                                     "budget": {"percent": 20, "minConcurrency": 1}}))
+    await mini.wait_synced()
+    for b in backends:
+        b.fail_every, b.delay = 1, 0.3  # every attempt fails, slowly: attempts overlap
+    n = 20
+    async with proxy_client(client, timeout=30) as http:
+        resps = await asyncio.gather(*(get(client, http=http) for _ in range(n)))
+    assert all(r.status_code == 503 for r in resps)
+    stats = await client.stats()
+    retries = stats[f"{CLUSTER}.upstream_rq_retry"]
+    overflow = stats[f"{CLUSTER}.upstream_rq_retry_overflow"]
+    # Without a budget: 20 requests x 5 retries = 100 retries. With it, at most 20 % of
+    # the 20 requests active in the first wave may retry at once, and fewer later.
+    assert retries <= 25, retries
+    assert overflow >= n // 2, overflow
+    assert sum(b.hits for b in backends) == n + retries
+
+
+async def test_request_timeout_cuts_a_slow_backend_within_ten_percent(
+        mini: MiniMesh, make_backend: Any) -> None:
+    slow = make_backend("slow")
+    await mini.serve("echo", [slow])
+    client = await mini.client()
+    await mini.apply(policy(timeouts={"request": "1s"}))
+    await mini.wait_synced()
+    slow.delay = 3.0
+    elapsed = []
+    async with proxy_client(client) as http:
+        for _ in range(5):
+            start = time.monotonic()
+            resp = await get(client, http=http)
+            elapsed.append(time.monotonic() - start)
+            assert resp.status_code == 504
+            assert resp.headers.get("x-envoy-upstream-service-time") is None
+    assert 0.9 <= statistics.median(elapsed) <= 1.1, elapsed
+    assert min(elapsed) >= 0.99, elapsed  # never cut early
+
+
+async def test_outlier_detection_ejects_after_consecutive_errors_and_returns(
+        mini: MiniMesh, make_backend: Any) -> None:
+    bad, good = make_backend("bad"), make_backend("good")
+    await mini.serve("echo", [bad, good])
+    client = await mini.client()
+    await mini.apply(policy(outlierDetection={
+        "consecutive5xx": 3, "interval": "500ms", "baseEjectionTime": "2s",
+        "maxEjectionPercent": 50}))
+    await mini.wait_synced()
+    bad.fail_every = 1
+    async with proxy_client(client) as http:
+        bodies = [(await get(client, http=http)).text for _ in range(60)]
+        assert bad.hits == 3  # ejected on exactly the configured 3rd consecutive 5xx
+        assert bodies.count("good") == 57
+        stats = await client.stats()
+        assert stats[f"{CLUSTER}.outlier_detection.ejections_enforced_consecutive_5xx"] == 1
+        # Fixed; after the ejection time (checked on the 500 ms interval) it is back.
+        bad.fail_every = 0
+        ejected_at = time.monotonic()
+
+        async def back() -> bool:
+            return (await get(client, http=http)).text == "bad"
+
+        await wait_for(back, "the ejected instance to return", timeout=10)
+        assert time.monotonic() - ejected_at >= 1.5  # not before the ejection time
+    stats = await client.stats()
+    assert stats[f"{CLUSTER}.outlier_detection.ejections_active"] == 0
+
+
+async def test_circuit_breaker_overflow_is_an_immediate_503(mini: MiniMesh,
+                                                            make_backend: Any) -> None:
+    slow = make_backend("slow")
+    await mini.serve("echo", [slow])
+    client = await mini.client()
+    await mini.apply(policy(circuitBreaker={"maxRequests": 1, "maxPendingRequests": 1,
+                                            "maxConnections": 1}))
+    await mini.wait_synced()
+    slow.delay = 2.0
+    async with proxy_client(client, timeout=10) as h1, proxy_client(client, timeout=10) as h2, \
+            proxy_client(client, timeout=10) as h3:
+        first = asyncio.create_task(get(client, http=h1))
+        await wait_for(lambda: _true(slow.hits >= 1), "the first request to arrive")
+        queued = asyncio.create_task(get(client, http=h2))  # the one pending slot
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        resp = await get(client, http=h3)
+        took = time.monotonic() - start
+        assert resp.status_code == 503
+        assert took < 0.5, took  # immediate: not queued behind the slow ones
+        assert resp.headers.get("x-envoy-overloaded") == "true"
+        assert "overflow" in resp.text, resp.text
+        assert (await first).status_code == 200
+        assert (await queued).status_code == 200
+    stats = await client.stats()
+    assert stats[f"{CLUSTER}.upstream_rq_pending_overflow"] >= 1
+    assert slow.hits == 2
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.parametrize("lb", ["RingHash", "Maglev"])
+async def test_consistent_hashing_is_sticky_and_moves_few_keys(mini: MiniMesh,
+                                                               make_backend: Any,
+                                                               lb: str) -> None:
+    backends = [make_backend(n) for n in ("a", "b", "c")]
+    await mini.serve("echo", backends)
+    client = await mini.client()
+    await mini.apply(policy(loadBalancer={"policy": lb, "hashOn": {"header": "x-user"}}))
+    await mini.wait_synced()
+    keys = [f"user-{i}" for i in range(150)]
+
+    async def placement() -> dict[str, str]:
+        async with proxy_client(client) as http:
+            return {k: (await get(client, http=http, headers={"x-user": k})).text
+                    for k in keys}
+
+    before = await placement()
+    assert await placement() == before  # the same key always lands on the same instance
+    assert set(before.values()) == {"a", "b", "c"}
+    await mini.set_health("echo-2", "Unhealthy")  # instance c leaves
+
+    async def c_gone() -> bool:
+        async with proxy_client(client) as http:
+            for k in keys[:40]:
+                if (await get(client, http=http, headers={"x-user": k})).text == "c":
+                    return False
+            return True
+
+    await wait_for(c_gone, "instance c to leave the callers' endpoints")
+    after = await placement()
+    moved = [k for k in keys if after[k] != before[k]]
+    from_c = [k for k in keys if before[k] == "c"]
+    assert set(from_c) <= set(moved)  # every key of the instance that left moved...
+    # ...and few others: the survivors' share of the ring grows, so a key may move
+    # between them, but at most ~1/N of all keys move in total.
+    assert len(moved) <= len(keys) * (1 / 3 + 0.1), (len(moved), len(from_c))
+    print(f"{lb}: {len(moved)} of {len(keys)} keys moved, {len(from_c)} from c")
