@@ -73,13 +73,16 @@ class Backend:
                     if slots is not None:
                         slots.release()
                 body = (backend.name if status < 400 else "failed").encode()
-                self.send_response(status)
-                self.send_header("content-type", "text/plain")
-                self.send_header("content-length", str(len(body)))
-                self.send_header("x-backend", backend.name)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "text/plain")
+                    self.send_header("content-length", str(len(body)))
+                    self.send_header("x-backend", backend.name)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the caller gave up (timeout, hedge)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer  # noqa: N815
 
@@ -137,7 +140,8 @@ class Sidecar:
 
     def __init__(self, plane: ControlPlane, make: Callable[[dict[str, Any]], EnvoyProcess],
                  service: str, index: int = 0, *, app_port: int = 0, protocol: str = "http",
-                 upstreams: tuple[dict[str, Any], ...] = (), delta: bool = True) -> None:
+                 upstreams: tuple[dict[str, Any], ...] = (), delta: bool = True,
+                 labels: Mapping[str, str] | None = None) -> None:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
         self.workload = f"{service}-{index}"
@@ -145,7 +149,8 @@ class Sidecar:
             node_id=f"{self.workload}.default", service=service, namespace="default",
             workload=self.workload, inbound_port=self.inbound, inbound_address="127.0.0.1",
             app_port=app_port, app_protocol=protocol, outbound_port=self.outbound,
-            admin_port=free_port(), upstreams=upstreams)
+            admin_port=free_port(), upstreams=upstreams,
+            labels=tuple(sorted((labels or {}).items())))
         self.envoy = make(bootstrap(self.node, "127.0.0.1", plane.xds_port, delta=delta))
 
     async def start(self) -> None:
@@ -210,8 +215,10 @@ class MiniMesh:
         return out
 
     async def client(self, service: str = "client", index: int = 0, *,
-                     upstreams: tuple[dict[str, Any], ...] = ()) -> Sidecar:
-        side = Sidecar(self.plane, self.make, service, index, upstreams=upstreams)
+                     upstreams: tuple[dict[str, Any], ...] = (),
+                     labels: Mapping[str, str] | None = None) -> Sidecar:
+        side = Sidecar(self.plane, self.make, service, index, upstreams=upstreams,
+                       labels=labels)
         self.sidecars.append(side)
         await side.start()
         return side

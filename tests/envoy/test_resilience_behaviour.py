@@ -186,3 +186,85 @@ async def test_consistent_hashing_is_sticky_and_moves_few_keys(mini: MiniMesh,
     # between them, but at most ~1/N of all keys move in total.
     assert len(moved) <= len(keys) * (1 / 3 + 0.1), (len(moved), len(from_c))
     print(f"{lb}: {len(moved)} of {len(keys)} keys moved, {len(from_c)} from c")
+
+
+def _zone(zone: str) -> dict[str, str]:
+    return {"topology.kubernetes.io/region": "eu", "topology.kubernetes.io/zone": zone}
+
+
+async def test_locality_stays_in_zone_then_fails_over(mini: MiniMesh,
+                                                      make_backend: Any) -> None:
+    names = ("a1", "a2", "b1", "b2")
+    backends = {n: make_backend(n) for n in names}
+    await mini.serve("echo", list(backends.values()),
+                     labels=[_zone(n[0]) for n in names])
+    client = await mini.client(labels=_zone("a"))
+    await mini.apply(policy(
+        loadBalancer={"locality": {}},
+        retries={"attempts": 2, "retryOn": ["5xx"]},
+        outlierDetection={"consecutive5xx": 2, "interval": "500ms", "baseEjectionTime": "3s",
+                          "maxEjectionPercent": 100}))
+    await mini.wait_synced()
+    async with proxy_client(client) as http:
+        seen = [(await get(client, http=http)).text for _ in range(40)]
+        assert set(seen) == {"a1", "a2"}  # in-zone only while zone a is healthy
+        for n in ("a1", "a2"):
+            backends[n].fail_every = 1  # zone a fails
+        codes, seen = [], []
+        for _ in range(60):
+            resp = await get(client, http=http)
+            codes.append(resp.status_code)
+            seen.append(resp.text)
+        assert codes[-30:] == [200] * 30
+        assert set(seen[-30:]) == {"b1", "b2"}  # failed over to the other zone
+        assert codes.count(200) >= 56  # retries hid all but a few of the failures
+        stats = await client.stats()
+        assert stats[f"{CLUSTER}.outlier_detection.ejections_enforced_total"] >= 2
+        for n in ("a1", "a2"):
+            backends[n].fail_every = 0  # zone a recovers, and traffic returns
+
+        async def home() -> bool:
+            return {(await get(client, http=http)).text for _ in range(10)} <= {"a1", "a2"}
+
+        await wait_for(home, "traffic to return to zone a", timeout=15)
+
+
+async def test_locality_follows_registration_health(mini: MiniMesh,
+                                                    make_backend: Any) -> None:
+    """Instances that deregister or fail their probe leave priority 0 entirely."""
+    a, b = make_backend("a"), make_backend("b")
+    await mini.serve("echo", [a, b], labels=[_zone("a"), _zone("b")])
+    client = await mini.client(labels=_zone("b"))
+    await mini.apply(policy(loadBalancer={"locality": {}}))
+    await mini.wait_synced()
+    async with proxy_client(client) as http:
+        assert {(await get(client, http=http)).text for _ in range(20)} == {"b"}
+        await mini.set_health("echo-1", "Unhealthy")
+
+        async def moved() -> bool:
+            return (await get(client, http=http)).text == "a"
+
+        await wait_for(moved, "failover to zone a")
+        assert {(await get(client, http=http)).text for _ in range(20)} == {"a"}
+
+
+async def test_hedging_answers_from_a_fast_instance_when_one_is_slow(
+        mini: MiniMesh, make_backend: Any) -> None:
+    slow, fast = make_backend("slow"), make_backend("fast")
+    await mini.serve("echo", [slow, fast])
+    client = await mini.client()
+    await mini.apply(policy(hedging={"delay": "200ms"}))
+    await mini.wait_synced()
+    slow.delay = 1.5
+    took = []
+    async with proxy_client(client) as http:
+        for _ in range(10):
+            start = time.monotonic()
+            resp = await get(client, http=http)
+            took.append(time.monotonic() - start)
+            assert (resp.status_code, resp.text) == (200, "fast")
+    assert slow.hits >= 3  # round robin did pick the slow one...
+    assert max(took) < 1.0, took  # ...but a hedge after 200 ms answered first
+    stats = await client.stats()
+    # Each hedge counts as a retry, and it was the hedge that answered.
+    assert stats[f"{CLUSTER}.upstream_rq_retry_success"] >= slow.hits - 1

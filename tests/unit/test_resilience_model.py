@@ -192,6 +192,22 @@ REJECTIONS: list[tuple[str, Any, str, str]] = [
      f"{S}.loadBalancer.hashOn.cookie.ttl", "is not a duration"),
     (f"{S}.loadBalancer.slowStart", {"window": "30s"}, f"{S}.loadBalancer.slowStart",
      "only RoundRobin and LeastRequest"),
+    (f"{S}.loadBalancer.locality", {"failoverPriority": ["zone", "zone"]},
+     f"{S}.loadBalancer.locality.failoverPriority", "lists a label twice"),
+    (f"{S}.loadBalancer.locality", {"failoverPriority": ["bad key!"]},
+     f"{S}.loadBalancer.locality.failoverPriority", "not a valid Kubernetes label key"),
+    (f"{S}.loadBalancer.locality", {"failoverPriority": []},
+     f"{S}.loadBalancer.locality.failoverPriority", "at least 1"),
+    (f"{S}.loadBalancer.locality", {"prefer": "zone"},
+     f"{S}.loadBalancer.locality.prefer", "unknown field"),
+    (f"{S}.hedging", {"delay": "100ms"}, f"{S}.hedging.delay",
+     "is the per-try timeout when hedging; remove timeouts.perTry"),
+    (f"{S}.hedging", {"delay": "0s"}, f"{S}.hedging.delay", "longer than 0"),
+    (f"{S}.hedging", {"delay": "1s", "maxAttempts": 1}, f"{S}.hedging.maxAttempts",
+     "greater than or equal to 2"),
+    (f"{S}.hedging", {"delay": "1s", "maxAttempts": 6}, f"{S}.hedging.maxAttempts",
+     "less than or equal to 5"),
+    (f"{S}.hedging", {}, f"{S}.hedging.delay", "required"),
 ]
 
 
@@ -205,6 +221,28 @@ def test_bad_field_is_rejected_with_its_path_and_reason(
     found = {e.path: e.reason for e in err.value.errors}
     assert reported in found, found
     assert reason in found[reported], found
+
+
+def test_hedging_delay_must_be_shorter_than_the_request_timeout() -> None:
+    doc = full_doc()
+    doc["spec"]["timeouts"] = {"request": "1s"}
+    doc["spec"]["hedging"] = {"delay": "1s"}
+    with pytest.raises(InvalidResource) as err:
+        parse_document(doc)
+    assert any(e.path == "spec.hedging.delay" and "shorter than timeouts.request" in e.reason
+               for e in err.value.errors)
+    doc["spec"]["hedging"] = {"delay": "200ms", "maxAttempts": 3}
+    assert parse_document(doc).spec.hedging is not None
+
+
+def test_locality_defaults_to_region_then_zone() -> None:
+    doc = full_doc()
+    doc["spec"]["loadBalancer"] = {"locality": {}}
+    lb = parse_document(doc).spec.load_balancer
+    assert lb is not None
+    assert lb.locality is not None
+    assert lb.locality.failover_priority == ["topology.kubernetes.io/region",
+                                             "topology.kubernetes.io/zone"]
 
 
 def test_max_retries_without_a_budget_is_fine() -> None:

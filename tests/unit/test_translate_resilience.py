@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 
 from gossamer.envoybin import EnvoyNotFound, find_envoy
@@ -23,7 +26,7 @@ from gossamer.index import build_index
 from gossamer.model import InvalidResource, Resource, ResourceKey, parse_document, parse_documents
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.routes import DEFAULT_RETRY
-from gossamer.xds.types import CLUSTER, ROUTE
+from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.unit.test_resilience_model import mutated
 from tests.unit.test_translate import _as_json, _frontend
 from tests.unit.test_translate_security import _static_bootstrap
@@ -213,6 +216,76 @@ def test_tcp_service_gets_cluster_settings_only() -> None:
     proxy = listener["filterChains"][0]["filters"][0]["typedConfig"]
     assert proxy["hashPolicy"] == [{"sourceIp": {}}]
     assert proxy["idleTimeout"] == "1800s"
+
+
+def _policy(spec: str) -> str:
+    return ("apiVersion: mesh.gossamer.dev/v1alpha1\nkind: ResiliencePolicy\n"
+            "metadata: {name: cat}\nspec:\n  targetRef: {kind: Service, name: catalog}\n"
+            + spec)
+
+
+def test_hedging_sets_the_per_try_timeout_retries_and_hedge_policy() -> None:
+    mesh = mesh_of(docs(_policy("  hedging: {delay: 150ms, maxAttempts: 3}\n")))
+    action = routes(mesh, "catalog.default:9090")["default"]["route"]
+    assert action["hedgePolicy"] == {"hedgeOnPerTryTimeout": True}
+    assert action["retryPolicy"]["perTryTimeout"] == "0.150s"
+    assert action["retryPolicy"]["numRetries"] == 2
+    # Hedges count against the retry budget, which is set even without `retries`.
+    thresholds = cluster(mesh, "outbound|80||catalog.default")["circuitBreakers"]
+    assert thresholds["thresholds"][0]["retryBudget"]["budgetPercent"]["value"] == 20.0
+
+
+def _with_zones(extra: str) -> list[Resource]:
+    """catalog's workloads spread over zones a and b of region eu."""
+    out = []
+    for res in docs(extra):
+        if res.KIND == "Workload" and res.spec.service == "catalog":  # type: ignore[attr-defined]
+            n = res.metadata.name
+            zone = "a" if n.endswith("-a") else "b"
+            labels = {**res.metadata.labels, "topology.kubernetes.io/region": "eu",
+                      "topology.kubernetes.io/zone": zone}
+            res = res.model_copy(update={"metadata": res.metadata.model_copy(
+                update={"labels": labels})})
+        out.append(res)
+    return out
+
+
+def test_locality_orders_endpoints_by_the_callers_zone() -> None:
+    mesh = mesh_of(_with_zones(_policy("  loadBalancer: {locality: {}}\n")))
+    name = "outbound|80||catalog.default"
+    assert name in mesh.locality
+
+    def priorities(zone: str) -> dict[int, set[str]]:
+        proxy = replace(_frontend(), labels=(("topology.kubernetes.io/region", "eu"),
+                                             ("topology.kubernetes.io/zone", zone)))
+        snap = translate_proxy(mesh, proxy).snapshot
+        cla = json_format.MessageToDict(endpoint_pb2.ClusterLoadAssignment.FromString(
+            snap.of(ENDPOINT)[name].payload))
+        out: dict[int, set[str]] = {}
+        for group in cla["endpoints"]:
+            zones = {group["locality"]["zone"]}
+            out.setdefault(group.get("priority", 0), set()).update(zones)
+        return out
+
+    assert priorities("a") == {0: {"a"}, 1: {"b"}}
+    assert priorities("b") == {0: {"b"}, 1: {"a"}}
+    # A caller outside region eu sees one priority: nothing is closer than the rest.
+    assert priorities("z") == {0: {"a", "b"}}
+    # Callers in one zone share one endpoints resource.
+    a1 = translate_proxy(mesh, replace(_frontend(), labels=(
+        ("topology.kubernetes.io/region", "eu"), ("topology.kubernetes.io/zone", "a"))))
+    a2 = translate_proxy(mesh, replace(_frontend(), node_id="other", labels=(
+        ("topology.kubernetes.io/region", "eu"), ("topology.kubernetes.io/zone", "a"))))
+    assert a1.snapshot.of(ENDPOINT)[name] is a2.snapshot.of(ENDPOINT)[name]
+
+
+def test_without_locality_endpoints_are_shared_by_every_caller() -> None:
+    mesh = mesh_of(_with_zones(""))
+    assert not mesh.locality
+    snap = translate_proxy(mesh, replace(_frontend(), labels=(
+        ("topology.kubernetes.io/zone", "a"),))).snapshot
+    name = "outbound|80||catalog.default"
+    assert snap.of(ENDPOINT)[name] is mesh.endpoints[name]
 
 
 # ---------------------------------------------------------------- Envoy itself

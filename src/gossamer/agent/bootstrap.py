@@ -39,6 +39,8 @@ class NodeSpec:
     admin_port: int
     upstreams: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     service_account: str | None = None
+    # The workload's labels: the control plane reads locality from them.
+    labels: tuple[tuple[str, str], ...] = ()
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class NodeSpec:
             "admin_port": self.admin_port,
             "upstreams": [dict(u) for u in self.upstreams],
             **({"service_account": self.service_account} if self.service_account else {}),
+            **({"labels": dict(self.labels)} if self.labels else {}),
         }
 
 

@@ -122,6 +122,7 @@ class Agent:
             upstreams=tuple({"service": u.service, "namespace": u.namespace or c.namespace,
                              "port": u.port, "local_port": u.local_port} for u in c.upstreams),
             service_account=c.service_account,
+            labels=tuple(sorted({"app": c.service, **c.labels}.items())),
         )
 
     def app_env(self) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HEADER_NAME
-from gossamer.model.meta import Resource, Strict
+from gossamer.model.meta import LABEL_KEY, Resource, Strict
 from gossamer.model.policy import TargetedSpec, TargetRef
 
 UINT32_MAX = 4_294_967_295
@@ -98,6 +98,17 @@ class RetryBudget(Strict):
     percent: Percent = 20.0
     # ...but this many concurrent retries are always allowed.
     min_concurrency: Count = Field(default=3, alias="minConcurrency")
+
+
+class Hedging(Strict):
+    """Request hedging: when an attempt has no answer after `delay`, send another to a
+    different instance without cancelling the first; the first response wins. It
+    trims tail latency caused by one slow instance, at the cost of extra requests
+    (bounded by `maxAttempts` and by the retry budget, which hedges count against).
+    """
+
+    delay: PositiveDuration
+    max_attempts: int = Field(default=2, ge=2, le=5, strict=True, alias="maxAttempts")
 
 
 class Retries(Strict):
@@ -235,10 +246,38 @@ class SlowStart(Strict):
     window: PositiveDuration
 
 
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def check_label_keys(keys: list[str]) -> list[str]:
+    for key in keys:
+        if len(key) > 317 or not LABEL_KEY.match(key):
+            raise ValueError(f"{key!r} is not a valid Kubernetes label key")
+    if len(set(keys)) != len(keys):
+        raise ValueError("lists a label twice")
+    return keys
+
+
+class Locality(Strict):
+    """Prefer instances that share the caller's locality; fail over by priority.
+
+    Instances matching the caller on every label of `failoverPriority` come first
+    (priority 0), then those matching on all but the last label, and so on; the
+    rest last. Envoy moves traffic to the next priority as the healthy share of
+    one falls (its overprovisioning factor of 1.4: below ~71 % healthy).
+    """
+
+    failover_priority: Annotated[list[str], AfterValidator(check_label_keys)] = Field(
+        default_factory=lambda: [REGION_LABEL, ZONE_LABEL], alias="failoverPriority",
+        min_length=1, max_length=8)
+
+
 class LoadBalancer(Strict):
     policy: LbPolicy = LbPolicy.ROUND_ROBIN
     hash_on: HashOn | None = Field(default=None, alias="hashOn")
     slow_start: SlowStart | None = Field(default=None, alias="slowStart")
+    locality: Locality | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadBalancer:
@@ -262,6 +301,21 @@ class ResiliencePolicySpec(TargetedSpec):
     outlier_detection: OutlierDetection | None = Field(default=None, alias="outlierDetection")
     health_check: HealthCheck | None = Field(default=None, alias="healthCheck")
     load_balancer: LoadBalancer | None = Field(default=None, alias="loadBalancer")
+    hedging: Hedging | None = None
+
+    @model_validator(mode="after")
+    def _hedging(self) -> ResiliencePolicySpec:
+        if self.hedging is None:
+            return self
+        t = self.timeouts
+        if t is not None and t.per_try is not None:
+            raise ValueError("hedging.delay: is the per-try timeout when hedging; remove "
+                             "timeouts.perTry")
+        request = ms(t.request) if t is not None else None
+        if request and parse_duration_ms(self.hedging.delay) >= request:
+            raise ValueError("hedging.delay: must be shorter than timeouts.request, or no "
+                             "hedge is ever sent")
+        return self
 
     @model_validator(mode="after")
     def _budget_or_max_retries(self) -> ResiliencePolicySpec:

@@ -7,6 +7,7 @@ service's routes) is built and serialized once per index and the same
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.clusters import inbound_cluster, outbound_clusters
 from gossamer.translate.consistency import check_consistency
-from gossamer.translate.endpoints import load_assignment
+from gossamer.translate.endpoints import load_assignment, locality_assignment
 from gossamer.translate.listeners import (
     InboundSecurity,
     http_outbound_listener,
@@ -55,7 +56,12 @@ class MeshConfig:
     # Route configs of per-upstream listeners, and the per-namespace `outbound` one.
     upstream_routes: dict[PortKey, XdsResource] = field(default_factory=dict)
     settings: MeshSettings = field(default_factory=MeshSettings)
+    # Clusters whose Service prefers the caller's locality: the failover labels.
+    locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = field(default_factory=dict)
     _outbound_routes: dict[str, XdsResource] = field(default_factory=dict)
+    _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
+        default_factory=dict)
+    _workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
     _inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
         default_factory=dict)
 
@@ -64,6 +70,28 @@ class MeshConfig:
         if namespace not in self._outbound_routes:
             self._outbound_routes[namespace] = _outbound_route_config(self, namespace)
         return self._outbound_routes[namespace]
+
+    def caller_labels(self, proxy: ProxyIdentity) -> dict[str, str]:
+        """The registered Workload's labels, overlaid by what the agent declared."""
+        if self._workload_labels is None:
+            self._workload_labels = {(w.metadata.namespace, w.metadata.name): w.metadata.labels
+                                     for w in self.index.workloads}
+        return {**self._workload_labels.get((proxy.namespace, proxy.workload), {}),
+                **dict(proxy.labels)}
+
+    def endpoints_for(self, cluster: str, caller: Mapping[str, str]) -> XdsResource:
+        """Memoized: callers sharing the values of the failover labels share the
+        endpoint priorities, so a zone's proxies share one resource."""
+        if cluster not in self.locality:
+            return self.endpoints[cluster]
+        key, failover = self.locality[cluster]
+        values = tuple(caller.get(label) for label in failover)
+        slot = (cluster, values)
+        if slot not in self._local_endpoints:
+            cla = locality_assignment(cluster, self.index.endpoints.get(key, ()),
+                                      caller, failover)
+            self._local_endpoints[slot] = _res(ENDPOINT, cluster, cla)
+        return self._local_endpoints[slot]
 
     def inbound_security(self, key: InboundKey) -> tuple[InboundSecurity,
                                                          tuple[XdsResource, ...]]:
@@ -129,12 +157,17 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
     endpoints: dict[str, XdsResource] = {}
     port_routes: dict[PortKey, list[dict[str, Any]]] = {}
     protocols: dict[PortKey, Protocol] = {}
+    locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = {}
     for key, svc in sorted(index.services.items()):
         eps = index.endpoints.get(key, ())
+        policy = index.resilience.get(key)
+        lb = policy.spec.load_balancer if policy is not None else None
         for cname, cluster in outbound_clusters(svc, _identities(index, key, settings),
-                                                index.resilience.get(key)).items():
+                                                policy).items():
             clusters[cname] = _res(CLUSTER, cname, cluster)
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
+            if lb is not None and lb.locality is not None:
+                locality[cname] = (key, tuple(lb.locality.failover_priority))
         attached = index.routes_by_parent.get(key, ())
         for port in svc.spec.ports:
             pkey = (key[0], key[1], port.port)
@@ -142,7 +175,8 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
             if port.protocol.is_http:
                 port_routes[pkey] = service_routes(svc, port.port, attached, index.services,
                                                    index.resilience)
-    mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings)
+    mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings,
+                      locality=locality)
     for pkey, routes in port_routes.items():
         rname = names.upstream_listener(*pkey)
         mesh.upstream_routes[pkey] = _upstream_route_config(rname, routes)
@@ -211,6 +245,10 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     eds_refs = [n for n in clusters if n.startswith("outbound|")]
     check_consistency(eds_refs=eds_refs, endpoints=mesh.endpoints, rds_refs=rds_refs,
                       routes=routes, listener_ports=ports)
-    snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: mesh.endpoints,
+    endpoints = mesh.endpoints
+    if mesh.locality:
+        caller = mesh.caller_labels(proxy)
+        endpoints = {**endpoints, **{c: mesh.endpoints_for(c, caller) for c in mesh.locality}}
+    snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: listeners, ROUTE: routes})
     return ProxyConfig(proxy, snapshot)

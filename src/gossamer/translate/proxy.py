@@ -6,12 +6,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gossamer.identity import SpiffeId
-from gossamer.model.meta import DNS_LABEL
+from gossamer.model.meta import DNS_LABEL, check_labels
 from gossamer.model.service import Protocol
 
 
 class BadNodeMetadata(ValueError):
     """The node's metadata does not describe a Gossamer sidecar."""
+
+
+def _labels(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BadNodeMetadata("node metadata 'labels' must map strings to strings")
+    try:
+        check_labels(dict(value))
+    except ValueError as exc:
+        raise BadNodeMetadata(f"node metadata 'labels': {exc}") from exc
+    return tuple(sorted(value.items()))
 
 
 def _account(value: object) -> str | None:
@@ -49,6 +62,9 @@ class ProxyIdentity:
     # The account of the proxy's SPIFFE identity; None (metadata without
     # `service_account`, older agents): the service name.
     service_account: str | None = None
+    # The workload's labels as the agent knows them (locality, version...), sorted
+    # pairs so the identity stays hashable.
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def account(self) -> str:
@@ -108,4 +124,5 @@ class ProxyIdentity:
             outbound_port=number("outbound_port"),
             upstreams=tuple(upstreams),
             service_account=_account(metadata.get("service_account")),
+            labels=_labels(metadata.get("labels")),
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from gossamer.model.resiliencepolicy import (
     HealthCheck,
+    Hedging,
     LbPolicy,
     OutlierDetection,
     ResiliencePolicy,
@@ -40,8 +41,8 @@ def _thresholds(policy: ResiliencePolicy) -> dict[str, Any] | None:
                 out[key] = value
     # A budget bounds retries to a share of active requests, so retries can never
     # become a storm; Envoy then ignores max_retries, which the model forbids with it.
-    if spec.retries is not None and "maxRetries" not in out:
-        budget = spec.retries.budget
+    if (spec.retries is not None or spec.hedging is not None) and "maxRetries" not in out:
+        budget = spec.retries.budget if spec.retries is not None else None
         out["retryBudget"] = {
             "budgetPercent": {"value": budget.percent if budget else DEFAULT_BUDGET_PERCENT},
             "minRetryConcurrency": (budget.min_concurrency if budget
@@ -206,5 +207,20 @@ def route_settings(action: dict[str, Any], policy: ResiliencePolicy | None, defa
             action["retryPolicy"]["perTryTimeout"] = _dur(t.per_try)
         if t.idle is not None:
             action["idleTimeout"] = _dur(t.idle)
+    if spec.hedging is not None:
+        _hedge(action, spec.hedging, rule_per_try)
     if (hashing := hash_policy(policy)) is not None:
         action["hashPolicy"] = hashing
+
+
+def _hedge(action: dict[str, Any], hedging: Hedging, rule_per_try: bool) -> None:
+    """A per-try timeout that starts another attempt without cancelling the first.
+    Envoy always hedges on it while retries remain (whatever `retryOn` says), and
+    the retry budget bounds hedges like retries. A rule's own backendRequest
+    timeout, when set, stays the hedge delay."""
+    retry = dict(action["retryPolicy"])
+    if not rule_per_try:
+        retry["perTryTimeout"] = _dur(hedging.delay)
+    retry["numRetries"] = max(int(retry.get("numRetries", 0)), hedging.max_attempts - 1)
+    action["retryPolicy"] = retry
+    action["hedgePolicy"] = {"hedgeOnPerTryTimeout": True}
