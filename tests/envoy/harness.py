@@ -34,6 +34,7 @@ class Backend:
     - `fail_every`: every n-th request (1-based count) gets `fail_status`;
     - `delay`: seconds to wait before answering;
     - `capacity`: requests served at once; the rest queue (latency climbs);
+    - `fail_paths`: requests for these paths get `fail_status` (a failing health check);
     - per request: `x-test-status: CODE`, `x-test-delay-ms: N`.
     `hits` counts requests, `seen` keeps (method, path, headers) of the last 10000.
     """
@@ -45,6 +46,7 @@ class Backend:
         self.fail_every = 0
         self.fail_status = 503
         self.delay = 0.0
+        self.fail_paths: set[str] = set()
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._slots: threading.Semaphore | None = None
@@ -115,7 +117,8 @@ class Backend:
             if self.fail > 0:
                 self.fail -= 1
                 status = self.fail_status
-            elif self.fail_every and self.hits % self.fail_every == 0:
+            elif (path in self.fail_paths
+                  or (self.fail_every and self.hits % self.fail_every == 0)):
                 status = self.fail_status
         if "x-test-status" in lower:
             status = int(lower["x-test-status"])

@@ -268,3 +268,32 @@ async def test_hedging_answers_from_a_fast_instance_when_one_is_slow(
     stats = await client.stats()
     # Each hedge counts as a retry, and it was the hedge that answered.
     assert stats[f"{CLUSTER}.upstream_rq_retry_success"] >= slow.hits - 1
+
+
+async def test_active_health_check_takes_a_failing_instance_out_and_back(
+        mini: MiniMesh, make_backend: Any) -> None:
+    sick, well = make_backend("sick"), make_backend("well")
+    await mini.serve("echo", [sick, well])
+    client = await mini.client()
+    await mini.apply(policy(healthCheck={"http": {"path": "/healthz"}, "interval": "300ms",
+                                         "unhealthyThreshold": 2, "healthyThreshold": 1}))
+    await mini.wait_synced()
+    async with proxy_client(client) as http:
+        async def both() -> bool:
+            return {(await get(client, http=http)).text for _ in range(6)} == {"sick", "well"}
+
+        await wait_for(both, "both instances to pass their first health checks")
+        sick.fail_paths = {"/healthz"}  # its app still answers; only its check fails
+
+        async def out() -> bool:
+            return {(await get(client, http=http)).text for _ in range(6)} == {"well"}
+
+        await wait_for(out, "the failing instance to be taken out", timeout=10)
+        assert {(await get(client, http=http)).text for _ in range(20)} == {"well"}
+        sick.fail_paths = set()
+        await wait_for(both, "the instance to return", timeout=10)
+    checks = [s for s in sick.seen if s[1] == "/healthz"]
+    assert checks, "the health check never reached the instance"
+    assert all(h.get("host") == "echo.default" for _, _, h in checks)
+    stats = await client.stats()
+    assert stats[f"{CLUSTER}.health_check.failure"] >= 1

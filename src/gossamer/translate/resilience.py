@@ -84,14 +84,19 @@ def _outlier(od: OutlierDetection) -> dict[str, Any]:
     return out
 
 
-def _health_check(hc: HealthCheck, protocol: Protocol) -> dict[str, Any]:
+def _health_check(hc: HealthCheck, protocol: Protocol, host: str) -> dict[str, Any]:
+    """`host`: the Service's name. Envoy's default Host is the cluster name, whose `|`
+    the callee's sidecar rejects as a bad authority. Hosts without traffic (new,
+    or failed) are checked every `interval` too, not Envoy's default 60 s, so an
+    instance that recovers gets traffic back within the healthy threshold."""
     out: dict[str, Any] = {
         "timeout": _dur(hc.timeout), "interval": _dur(hc.interval),
+        "noTrafficInterval": _dur(hc.interval),
         "unhealthyThreshold": hc.unhealthy_threshold,
         "healthyThreshold": hc.healthy_threshold,
     }
     if hc.http is not None:
-        http: dict[str, Any] = {"path": hc.http.path}
+        http: dict[str, Any] = {"path": hc.http.path, "host": host}
         if hc.http.expected_statuses:
             # Envoy ranges are [start, end).
             http["expectedStatuses"] = [{"start": str(c), "end": str(c + 1)}
@@ -117,7 +122,8 @@ def cluster_settings(policy: ResiliencePolicy | None, protocol: Protocol) -> dic
     if spec.outlier_detection is not None:
         out["outlierDetection"] = _outlier(spec.outlier_detection)
     if spec.health_check is not None:
-        out["healthChecks"] = [_health_check(spec.health_check, protocol)]
+        host = f"{spec.target_ref.name}.{policy.metadata.namespace}"
+        out["healthChecks"] = [_health_check(spec.health_check, protocol, host)]
     lb = spec.load_balancer
     if lb is not None:
         out["lbPolicy"] = _LB[lb.policy]
