@@ -164,6 +164,30 @@ def _target_condition(policy: Policy, services: Mapping[SvcKey, Service]) -> Con
                      f"{policy.metadata.namespace!r}; the policy applies once it exists")
 
 
+def _section_conditions(conditions: dict[ResourceKey, tuple[Condition, ...]],
+                        policies: Iterable[Policy], routes: Iterable[HTTPRoute]) -> None:
+    """A ResiliencePolicy `routes` section naming a missing HTTPRoute or rule is
+    reported (ResolvedRefs=False, RouteNotFound); the rest of the policy applies."""
+    rules = {(r.metadata.namespace, r.metadata.name):
+             {getattr(rule, "name", None) for rule in r.spec.rules} for r in routes}
+    for p in policies:
+        if not isinstance(p, ResiliencePolicy) or not p.spec.routes:
+            continue
+        missing = []
+        for i, section in enumerate(p.spec.routes):
+            names = rules.get((p.metadata.namespace, section.http_route))
+            if names is None:
+                missing.append(f"routes[{i}]: HTTPRoute {section.http_route!r} not found")
+            elif section.rule is not None and section.rule not in names:
+                missing.append(f"routes[{i}]: HTTPRoute {section.http_route!r} has no rule "
+                               f"named {section.rule!r}")
+        accepted, resolved = conditions[p.key]
+        if missing and resolved.status == "True":
+            conditions[p.key] = (accepted, Condition(
+                type="ResolvedRefs", status="False", reason="RouteNotFound",
+                message="; ".join(missing) + " (that section has no effect)"))
+
+
 def _peer_conflicts(policies: Iterable[PeerAuthentication]) -> dict[ResourceKey, str]:
     """Only one PeerAuthentication per scope counts: the first by name; the rest are reported."""
     first: dict[tuple[str, str | None], PeerAuthentication] = {}
@@ -245,6 +269,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         p for p in policies if isinstance(p, ResiliencePolicy))
     conditions.update(_policy_conditions(
         policies, services, {**_peer_conflicts(peers), **resilience_conflicts}))
+    _section_conditions(conditions, policies, routes)
     accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
         revision=revision,

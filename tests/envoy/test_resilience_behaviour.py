@@ -297,3 +297,34 @@ async def test_active_health_check_takes_a_failing_instance_out_and_back(
     assert all(h.get("host") == "echo.default" for _, _, h in checks)
     stats = await client.stats()
     assert stats[f"{CLUSTER}.health_check.failure"] >= 1
+
+
+def _route(name: str, prefix: str) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name},
+            "spec": {"parentRefs": [{"kind": "Service", "name": "echo", "port": 80}],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+                                "backendRefs": [{"name": "echo", "port": 80}]}]}}
+
+
+async def test_a_route_section_sets_one_routes_timeout(mini: MiniMesh,
+                                                       make_backend: Any) -> None:
+    slow = make_backend("slow")
+    await mini.serve("echo", [slow])
+    client = await mini.client()
+    await mini.apply(_route("search", "/search"), _route("reports", "/reports"))
+    await mini.apply(policy(timeouts={"request": "5s"},
+                            routes=[{"httpRoute": "search", "timeouts": {"request": "500ms"}}]))
+    await mini.wait_synced()
+    slow.delay = 1.0
+    async with proxy_client(client) as http:
+        start = time.monotonic()
+        cut = await get(client, "http://echo/search/q", http=http)
+        cut_after = time.monotonic() - start
+        start = time.monotonic()
+        waited = await get(client, "http://echo/reports/1", http=http)
+        waited_for = time.monotonic() - start
+    assert cut.status_code == 504
+    assert 0.45 <= cut_after <= 0.8, cut_after
+    assert waited.status_code == 200  # the Service-wide 5 s timeout
+    assert waited_for >= 1.0

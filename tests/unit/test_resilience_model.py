@@ -208,6 +208,16 @@ REJECTIONS: list[tuple[str, Any, str, str]] = [
     (f"{S}.hedging", {"delay": "1s", "maxAttempts": 6}, f"{S}.hedging.maxAttempts",
      "less than or equal to 5"),
     (f"{S}.hedging", {}, f"{S}.hedging.delay", "required"),
+    (f"{S}.routes", [{"httpRoute": "r"}], f"{S}.routes[0]", "at least one of timeouts"),
+    (f"{S}.routes", [{"httpRoute": "r", "timeouts": {"connect": "1s"}}],
+     f"{S}.routes[0].timeouts.connect", "connection setting of the Service"),
+    (f"{S}.routes", [{"httpRoute": "r", "circuitBreaker": {}}],
+     f"{S}.routes[0].circuitBreaker", "unknown field"),
+    (f"{S}.routes", [{"rule": "x", "retries": {}}], f"{S}.routes[0].httpRoute", "required"),
+    (f"{S}.routes", [{"httpRoute": "r", "hedging": {"delay": "1s"}}],
+     f"{S}.routes[0].hedging.delay", "remove timeouts.perTry"),
+    (f"{S}.routes", [{"httpRoute": "r", "retries": {}}, {"httpRoute": "r", "retries": {}}],
+     f"{S}.routes[1]", "a second section for HTTPRoute 'r'"),
 ]
 
 

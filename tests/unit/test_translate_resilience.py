@@ -288,6 +288,67 @@ def test_without_locality_endpoints_are_shared_by_every_caller() -> None:
     assert snap.of(ENDPOINT)[name] is mesh.endpoints[name]
 
 
+SECTIONS = """
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: Service
+metadata: {name: shop}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: checkout}
+spec:
+  parentRefs: [{kind: Service, name: shop, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /checkout}}]
+    backendRefs: [{name: shop, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: browse}
+spec:
+  parentRefs: [{kind: Service, name: shop, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /browse}}]
+    backendRefs: [{name: shop, port: 80}]
+---
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: shop}
+spec:
+  targetRef: {kind: Service, name: shop}
+  timeouts: {request: 10s, connect: 1s}
+  retries: {attempts: 1, retryOn: [5xx]}
+  routes:
+  - httpRoute: checkout
+    timeouts: {request: 2s}
+    hedging: {delay: 300ms}
+  - httpRoute: gone
+    retries: {attempts: 4}
+"""
+
+
+def test_a_route_section_overrides_only_its_routes() -> None:
+    resources = parse_documents(SECTIONS)
+    index = build_index(resources, 1)
+    mesh = translate_mesh(index)
+    by_name = routes(mesh, "shop.default:80")
+    checkout = by_name["default/checkout/rule0/match0"]["route"]
+    browse = by_name["default/browse/rule0/match0"]["route"]
+    assert checkout["timeout"] == "2s"
+    assert checkout["hedgePolicy"] == {"hedgeOnPerTryTimeout": True}
+    assert checkout["retryPolicy"]["perTryTimeout"] == "0.300s"
+    assert "5xx" in checkout["retryPolicy"]["retryOn"]  # retries kept from the policy
+    assert browse["timeout"] == "10s"
+    assert "hedgePolicy" not in browse
+    # Cluster settings stay the Service's.
+    assert cluster(mesh, "outbound|80||shop.default")["connectTimeout"] == "1s"
+    key = ResourceKey("ResiliencePolicy", "default", "shop")
+    resolved = {c.type: c for c in index.conditions[key]}["ResolvedRefs"]
+    assert (resolved.status, resolved.reason) == ("False", "RouteNotFound")
+    assert "routes[1]: HTTPRoute 'gone' not found" in resolved.message
+
+
 # ---------------------------------------------------------------- Envoy itself
 
 

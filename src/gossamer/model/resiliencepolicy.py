@@ -293,6 +293,41 @@ class LoadBalancer(Strict):
         return self
 
 
+def check_hedging(timeouts: Timeouts | None, hedging: Hedging | None) -> None:
+    if hedging is None:
+        return
+    if timeouts is not None and timeouts.per_try is not None:
+        raise ValueError("hedging.delay: is the per-try timeout when hedging; remove "
+                         "timeouts.perTry")
+    request = ms(timeouts.request) if timeouts is not None else None
+    if request and parse_duration_ms(hedging.delay) >= request:
+        raise ValueError("hedging.delay: must be shorter than timeouts.request, or no "
+                         "hedge is ever sent")
+
+
+class RouteSection(Strict):
+    """Route-level settings for the rules of one HTTPRoute that send traffic to the
+    target Service. Each field given replaces the policy's own field as a whole."""
+
+    # An HTTPRoute in the policy's namespace.
+    http_route: Annotated[str, Field(min_length=1, max_length=253)] = Field(alias="httpRoute")
+    # The rule's `name`; omitted: every rule of the route.
+    rule: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    timeouts: Timeouts | None = None
+    retries: Retries | None = None
+    hedging: Hedging | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RouteSection:
+        if self.timeouts is None and self.retries is None and self.hedging is None:
+            raise ValueError("a route section sets at least one of timeouts, retries or "
+                             "hedging")
+        if self.timeouts is not None and self.timeouts.connect is not None:
+            raise ValueError("timeouts.connect: is a connection setting of the Service, "
+                             "not of a route; set it in spec.timeouts")
+        return self
+
+
 class ResiliencePolicySpec(TargetedSpec):
     target_ref: TargetRef = Field(alias="targetRef")
     timeouts: Timeouts | None = None
@@ -302,20 +337,44 @@ class ResiliencePolicySpec(TargetedSpec):
     health_check: HealthCheck | None = Field(default=None, alias="healthCheck")
     load_balancer: LoadBalancer | None = Field(default=None, alias="loadBalancer")
     hedging: Hedging | None = None
+    routes: list[RouteSection] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _hedging(self) -> ResiliencePolicySpec:
-        if self.hedging is None:
-            return self
-        t = self.timeouts
-        if t is not None and t.per_try is not None:
-            raise ValueError("hedging.delay: is the per-try timeout when hedging; remove "
-                             "timeouts.perTry")
-        request = ms(t.request) if t is not None else None
-        if request and parse_duration_ms(self.hedging.delay) >= request:
-            raise ValueError("hedging.delay: must be shorter than timeouts.request, or no "
-                             "hedge is ever sent")
+        check_hedging(self.timeouts, self.hedging)
+        for i, section in enumerate(self.routes):
+            effective = self.for_route(section)
+            try:
+                check_hedging(effective.timeouts, effective.hedging)
+            except ValueError as exc:
+                raise ValueError(f"routes[{i}].{exc}") from exc
+        seen = set()
+        for i, section in enumerate(self.routes):
+            key = (section.http_route, section.rule)
+            if key in seen:
+                raise ValueError(f"routes[{i}]: a second section for HTTPRoute "
+                                 f"{section.http_route!r}" + (
+                                     f" rule {section.rule!r}" if section.rule else ""))
+            seen.add(key)
         return self
+
+    def for_route(self, section: RouteSection) -> ResiliencePolicySpec:
+        """This spec with the section's fields in place of its own (no validation)."""
+        update = {name: getattr(section, name) for name in ("timeouts", "retries", "hedging")
+                  if getattr(section, name) is not None}
+        return self.model_copy(update={**update, "routes": []})
+
+    def section_for(self, route: str, rule: str | None) -> RouteSection | None:
+        """The most specific section for a rule: route and rule name, else route only."""
+        fallback = None
+        for section in self.routes:
+            if section.http_route != route:
+                continue
+            if section.rule is not None and section.rule == rule:
+                return section
+            if section.rule is None:
+                fallback = section
+        return fallback
 
     @model_validator(mode="after")
     def _budget_or_max_retries(self) -> ResiliencePolicySpec:

@@ -4,7 +4,8 @@ retry budget, outlier detection, health checks, load balancer) and route setting
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from gossamer.model.resiliencepolicy import (
     HealthCheck,
@@ -230,3 +231,23 @@ def _hedge(action: dict[str, Any], hedging: Hedging, rule_per_try: bool) -> None
     retry["numRetries"] = max(int(retry.get("numRetries", 0)), hedging.max_attempts - 1)
     action["retryPolicy"] = retry
     action["hedgePolicy"] = {"hedgeOnPerTryTimeout": True}
+
+
+K = TypeVar("K")
+
+
+def rule_policies(policies: Mapping[K, ResiliencePolicy], route_ns: str, route: str,
+                  rule: str | None) -> Mapping[K, ResiliencePolicy]:
+    """The policies in effect for one HTTPRoute rule: a policy with a `routes` section
+    for it (same namespace) is replaced by its route-level variant."""
+    out: dict[K, ResiliencePolicy] | None = None
+    for key, policy in policies.items():
+        if not policy.spec.routes or policy.metadata.namespace != route_ns:
+            continue
+        section = policy.spec.section_for(route, rule)
+        if section is None:
+            continue
+        if out is None:
+            out = dict(policies)
+        out[key] = policy.model_copy(update={"spec": policy.spec.for_route(section)})
+    return policies if out is None else out

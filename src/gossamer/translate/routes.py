@@ -28,7 +28,7 @@ from gossamer.model.httproute import (
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
 from gossamer.translate.protos import seconds
-from gossamer.translate.resilience import route_settings
+from gossamer.translate.resilience import route_settings, rule_policies
 
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
                   307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
@@ -235,10 +235,13 @@ def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
     seq = 0
     for route in applicable:
         for i, rule in enumerate(route.spec.rules):
+            in_effect = policies and rule_policies(
+                policies, route.metadata.namespace, route.metadata.name,
+                getattr(rule, "name", None))
             for j, match in enumerate(rule.matches or [RouteMatch()]):
                 rname = f"{route.metadata.namespace}/{route.metadata.name}/rule{i}/match{j}"
                 er = envoy_route(rule, match, rname, route.metadata.namespace, port, services,
-                                 (ns, name), policies)
+                                 (ns, name), in_effect or None)
                 ordered.append(((*_precedence(match), seq), er))
                 seq += 1
     ordered.sort(key=lambda pair: pair[0])
