@@ -30,8 +30,15 @@ def _policy(name: str, **spec: Any) -> dict[str, Any]:
             "spec": {"targetRef": {"kind": "Service", "name": name}, **spec}}
 
 
+# Changes the callee sidecars' inbound listener: its filter chain is replaced, and
+# connections on the old one drain.
+DENY_ADMIN = {"apiVersion": API, "kind": "AuthorizationPolicy", "metadata": {"name": "no-admin"},
+              "spec": {"targetRef": {"kind": "Service", "name": "echo-v1"}, "action": "DENY",
+                       "rules": [{"to": [{"operation": {"paths": ["/admin/*"]}}]}]}}
+
 CHANGES: list[dict[str, Any]] = [
     _route((90, 10)),
+    DENY_ADMIN,
     _policy("echo-v1", timeouts={"request": "5s", "connect": "1s"},
             loadBalancer={"policy": "LeastRequest"}),
     _policy("echo-v2", retries={"attempts": 3, "retryOn": ["5xx"]},
@@ -75,6 +82,8 @@ async def test_route_and_policy_changes_under_load_fail_no_request(
             await asyncio.sleep(0.4)
             await mini.apply(change)
             await mini.wait_synced()
+        await mini.delete("AuthorizationPolicy", "no-admin")
+        await mini.wait_synced()
         await asyncio.sleep(0.5)
     finally:
         stop.set()
@@ -85,3 +94,5 @@ async def test_route_and_policy_changes_under_load_fail_no_request(
     assert outcomes["v2-a"] + outcomes["v2-b"] > 0  # the splits really changed traffic
     stats = await client.stats()
     assert stats["cluster_manager.cds.update_success"] >= 5  # clusters were replaced
+    callee = mini.sidecars[0]
+    assert (await callee.stats())["listener_manager.lds.update_success"] >= 3  # and listeners
