@@ -42,7 +42,8 @@ def full_doc() -> dict[str, Any]:
 def test_full_document_parses_and_round_trips() -> None:
     policy = parse_document(full_doc())
     assert isinstance(policy, RateLimitPolicy)
-    assert policy.spec.local is not None and policy.spec.local.per_ms == 1000
+    assert policy.spec.local is not None
+    assert policy.spec.local.per_ms == 1000
     assert policy.spec.global_ is not None
     rules = policy.spec.global_.rules
     assert [r.key.type if r.key else None for r in rules] == [

@@ -107,7 +107,8 @@ def test_descriptors_name_the_rule_gate_on_the_match_and_carry_the_key() -> None
     assert len(rules[0]) == 1  # the whole Service: one counter
     caller = rules[1][1]["extension"]["typedConfig"]
     assert caller["descriptorKey"] == "caller"
-    assert "connection.uri_san_peer_certificate" in caller["text"] and ANONYMOUS in caller["text"]
+    assert "connection.uri_san_peer_certificate" in caller["text"]
+    assert ANONYMOUS in caller["text"]
     gate, key = rules[2][1]["headerValueMatch"], rules[2][2]["requestHeaders"]
     assert (gate["descriptorKey"], gate["expectMatch"]) == (MATCH_KEY, True)
     assert {h["name"] for h in gate["headers"]} == {"x-tier", "x-region", ":method", ":path"}
