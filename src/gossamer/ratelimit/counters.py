@@ -9,6 +9,7 @@ from zero.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio
@@ -42,7 +43,9 @@ class MemoryCounters:
     it refuses to count (CounterError) rather than grow without bound.
     """
 
-    def __init__(self, max_keys: int = 1_000_000, sweep_every: int = 4096) -> None:
+    def __init__(self, max_keys: int = 1_000_000, sweep_every: int = 4096,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self._clock = clock
         self._counts: dict[str, tuple[int, int]] = {}
         self._max_keys = max_keys
         self._sweep_every = sweep_every
@@ -53,7 +56,7 @@ class MemoryCounters:
         self._since_sweep = 0
 
     async def hit(self, key: str, hits: int, expires_ms: int) -> int:
-        now = now_ms()
+        now = self._clock()
         self._since_sweep += 1
         if self._since_sweep >= self._sweep_every or len(self._counts) >= self._max_keys:
             self._sweep(now)
