@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
+from gossamer.testing.envoy import EnvoyProcess, free_port
 from tests.envoy.harness import API, MiniMesh, Sidecar, proxy_client
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +194,33 @@ async def test_control_plane_metrics_count_decisions(mini: MiniMesh,
                                     {"result": "ok"}) == 1
     assert metrics.get_sample_value("gossamer_ratelimit_decisions_total",
                                     {"result": "over_limit"}) == 2
+
+
+async def test_global_counters_in_redis_survive_a_control_plane_restart(
+        redis_server: RedisServer, envoys: Callable[[dict[str, Any]], EnvoyProcess],
+        make_backend: Any, tmp_path: Path) -> None:
+    options = ControlPlaneOptions(state_dir=tmp_path, xds_port=free_port(), api_port=0,
+                                  debounce=0.01, secure=False,
+                                  ratelimit_redis=redis_server.url)
+    plane = ControlPlane(options)
+    await plane.start()
+    try:
+        mini = MiniMesh(plane, envoys)
+        a, b = make_backend("A"), make_backend("B")
+        await mini.serve("echo", [a, b])
+        client = await mini.client()
+        await mini.apply(policy({"global": {"rules": [{"requests": 5, "per": "1h"}]}}))
+        await mini.wait_synced()
+        await clear_of_boundary(3600, need=120)
+        assert codes(await burst(client, 3)) == [200] * 3
+        await plane.stop()
+        # Same store, same xDS port, same Redis: the sidecars reconnect to a new process.
+        plane = ControlPlane(options)
+        await plane.start()
+        mini.plane = plane
+        await mini.wait_synced(timeout=40)
+        assert codes(await burst(client, 4)) == [200, 200, 429, 429]
+        assert a.hits + b.hits == 5
+        assert plane.metrics.get_sample_value("gossamer_ratelimit_backend_errors_total") == 0
+    finally:
+        await plane.stop()
