@@ -62,7 +62,10 @@ async def test_local_bucket_passes_exactly_n_then_429_with_headers_then_refills(
     client = await mini.client()
     await mini.apply(policy({"local": {"requests": 3, "per": "6s"}}))
     await mini.wait_synced()
+    started = time.monotonic()
     first = await burst(client, 7)
+    # The bucket refills continuously, one token per 2s here: the burst must be quicker.
+    assert time.monotonic() - started < 1.9, "the burst was too slow to count tokens"
     assert codes(first) == [200] * 3 + [429] * 4
     assert backend.hits == 3
     limited = first[3]

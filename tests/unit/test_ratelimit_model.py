@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,13 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from gossamer.index import build_index
-from gossamer.model import InvalidResource, RateLimitPolicy, kind_for, parse_document
+from gossamer.model import (
+    InvalidResource,
+    RateLimitPolicy,
+    kind_for,
+    parse_document,
+    parse_documents,
+)
 from gossamer.model.ratelimitpolicy import KeyType
 from tests.model_helpers import DELETE, jsonish, nodes, parses_or_is_rejected_cleanly, set_path
 
@@ -164,3 +172,37 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
 def test_mutated_policies_parse_or_raise_invalid_resource(doc: dict[str, Any]) -> None:
     note(json.dumps(doc, default=str)[:2000])
     parses_or_is_rejected_cleanly(doc)
+
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+def section(text: str, title: str) -> str:
+    """The lines of a top-level `# title` section, up to the next one (outside code)."""
+    out: list[str] = []
+    inside = fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("# "):
+            inside = line == f"# {title}"
+        if inside:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_rate_limit_examples_in_the_docs_are_valid() -> None:
+    """Every example of the section parses; the invalid one fails as the page shows."""
+    text = section((DOCS / "resilience.md").read_text(), "RateLimitPolicy")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        if block.startswith("# invalid"):
+            with pytest.raises(InvalidResource) as info:
+                parse_documents(block)
+            assert f"error: {info.value}" in text
+        else:
+            assert {r.kind for r in parse_documents(block)} == {"RateLimitPolicy"}
+    for field in ("local", "global", "Response headers", "Failures: fail open"):
+        assert f"## {field}" in text
+    assert "RateLimitPolicy" in (DOCS / "resources.md").read_text()
