@@ -227,3 +227,22 @@ async def test_global_counters_in_redis_survive_a_control_plane_restart(
         assert plane.metrics.get_sample_value("gossamer_ratelimit_backend_errors_total") == 0
     finally:
         await plane.stop()
+
+
+async def test_global_limits_fail_open_when_the_control_plane_is_gone(
+        mini: MiniMesh, make_backend: Any) -> None:
+    backend = make_backend("A")
+    await mini.serve("echo", [backend])
+    client = await mini.client()
+    await mini.apply(policy({"global": {"rules": [{"requests": 1, "per": "1h"}]}}))
+    await mini.wait_synced()
+    await clear_of_boundary(3600)
+    assert codes(await burst(client, 2)) == [200, 429]
+    await mini.plane.stop()
+    # Envoy keeps its config; the rate-limit call fails and the request passes.
+    assert codes(await burst(client, 3)) == [200] * 3
+    assert backend.hits == 4
+    stats = await mini.sidecars[0].stats()
+    assert sum(v for k, v in stats.items() if k.endswith("ratelimit.error")) >= 3
+    assert sum(v for k, v in stats.items()
+               if k.endswith("ratelimit.failure_mode_allowed")) >= 3
