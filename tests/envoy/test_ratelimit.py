@@ -87,8 +87,10 @@ async def test_global_limit_is_shared_by_every_sidecar_of_the_service(
     await mini.wait_synced()
     first = await windowed_burst(client, 10, 5)
     assert codes(first) == [200] * 4 + [429] * 6
-    # Round robin: both sidecars served, and together they let exactly 4 through.
-    assert (a.hits, b.hits) == (2, 2)
+    # Both sidecars served, and together they let exactly 4 through.
+    assert a.hits + b.hits == 4
+    assert a.hits > 0
+    assert b.hits > 0
     limited = first[-1]
     assert limited.headers["x-ratelimit-limit"] == "4"
     assert limited.headers["x-ratelimit-remaining"] == "0"
