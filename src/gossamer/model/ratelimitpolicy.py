@@ -27,7 +27,7 @@ from gossamer.model.policy import TargetedSpec, TargetRef
 from gossamer.model.resiliencepolicy import check_header
 
 UINT32_MAX = 4_294_967_295
-# Envoy's token bucket refills on a timer; below this it is neither accurate nor cheap.
+# Envoy's local_ratelimit refuses a fill_interval shorter than this.
 MIN_LOCAL_WINDOW_MS = 50
 # Fixed windows of the global limit are aligned to multiples of `per` since the epoch.
 MIN_GLOBAL_WINDOW_MS = 1_000
