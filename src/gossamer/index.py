@@ -18,6 +18,7 @@ from gossamer.model import (
     Condition,
     HTTPRoute,
     PeerAuthentication,
+    RateLimitPolicy,
     RequestAuthentication,
     ResiliencePolicy,
     Resource,
@@ -30,7 +31,8 @@ from gossamer.model.workload import Health
 
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
-Policy = PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
+Policy = (PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
+          | RateLimitPolicy)
 R = TypeVar("R", bound=Resource)
 
 
@@ -65,6 +67,8 @@ class MeshIndex:
     workload_services: Mapping[WorkloadKey, tuple[SvcKey, ...]] = field(default_factory=dict)
     # The ResiliencePolicy in effect for each Service (the first by (namespace, name)).
     resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
+    # The RateLimitPolicy in effect for each Service (the first by (namespace, name)).
+    rate_limits: Mapping[SvcKey, RateLimitPolicy] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -217,6 +221,21 @@ def _resilience(policies: Iterable[ResiliencePolicy]) -> tuple[
     return winners, conflicts
 
 
+def _one_per_service(policies: Iterable[RateLimitPolicy]) -> tuple[
+        dict[SvcKey, RateLimitPolicy], dict[ResourceKey, str]]:
+    """One RateLimitPolicy per Service: the first by (namespace, name); the rest conflict."""
+    winners: dict[SvcKey, RateLimitPolicy] = {}
+    conflicts: dict[ResourceKey, str] = {}
+    for p in policies:
+        slot = (p.metadata.namespace, p.spec.target_ref.name)
+        if slot in winners:
+            conflicts[p.key] = (f"RateLimitPolicy {winners[slot].metadata.name!r} already "
+                                f"targets Service {slot[1]!r} (the first by name wins)")
+        else:
+            winners[slot] = p
+    return winners, conflicts
+
+
 def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Service],
                        conflicts: Mapping[ResourceKey, str]) -> dict[ResourceKey,
                                                                      tuple[Condition, ...]]:
@@ -250,7 +269,7 @@ def _partition(resources: Iterable[Resource]) -> tuple[
         elif isinstance(r, HTTPRoute):
             routes.append(r)
         elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication
-                        | ResiliencePolicy):
+                        | ResiliencePolicy | RateLimitPolicy):
             policies.append(r)
     return services, _sorted(workloads), _sorted(routes), _sorted(policies)
 
@@ -267,8 +286,11 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
     resilience, resilience_conflicts = _resilience(
         p for p in policies if isinstance(p, ResiliencePolicy))
+    rate_limits, rate_limit_conflicts = _one_per_service(
+        p for p in policies if isinstance(p, RateLimitPolicy))
     conditions.update(_policy_conditions(
-        policies, services, {**_peer_conflicts(peers), **resilience_conflicts}))
+        policies, services, {**_peer_conflicts(peers), **resilience_conflicts,
+                             **rate_limit_conflicts}))
     _section_conditions(conditions, policies, routes)
     accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
@@ -286,4 +308,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         accounts=MappingProxyType(accounts),
         workload_services=MappingProxyType(selected_by),
         resilience=MappingProxyType(resilience),
+        rate_limits=MappingProxyType(rate_limits),
     )

@@ -42,6 +42,9 @@ def control_plane(
     ca_key: Annotated[Path | None, typer.Option("--ca-key", help="its private key")] = None,
     ca_chain: Annotated[Path | None, typer.Option("--ca-chain", help="its chain up to the "
                                                   "root")] = None,
+    ratelimit_redis: Annotated[str | None, typer.Option(
+        "--ratelimit-redis", help="keep global rate-limit counters in this Redis "
+        "(redis://host:port/db), shared by every replica; default: in memory")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -62,7 +65,8 @@ def control_plane(
         state_dir=state_dir, host=host, xds_port=xds_port, api_port=api_port,
         advertise_address=advertise_address, trust_domain=trust_domain,
         cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
-        plugin_ca=plugin if all(plugin) else None)  # type: ignore[arg-type]
+        plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
+        ratelimit_redis=ratelimit_redis)
     from gossamer.ca.pki import CaError
 
     try:

@@ -26,6 +26,8 @@ from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
 from gossamer.identity import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
+from gossamer.ratelimit.counters import open_counters
+from gossamer.ratelimit.service import RateLimitService
 from gossamer.store import ResourceStore, open_store
 from gossamer.translate.settings import MeshSettings
 from gossamer.xds.cache import SnapshotCache
@@ -53,6 +55,9 @@ class ControlPlaneOptions:
     # The address agents dial for xDS; defaults to `host`, or loopback when
     # listening on every interface.
     advertise_address: str | None = None
+    # Global rate-limit counters in this Redis (redis://host:port/db), shared by
+    # every replica and kept across restarts; None: in this process's memory.
+    ratelimit_redis: str | None = None
 
     @property
     def advertised(self) -> str:
@@ -116,6 +121,8 @@ class ControlPlane:
                                      settings=settings)
         self.leases = Leases(self.store)
         self.metrics = CollectorRegistry()
+        self.ratelimit = RateLimitService(lambda: self.reconciler.index,
+                                          open_counters(options.ratelimit_redis), self.metrics)
         self.ca: MeshCA | None = None
         self.tokens: Tokens | None = None
         # The admin token when this start created it (or, without a state dir, always).
@@ -179,14 +186,16 @@ class ControlPlane:
         hooks = _Hooks(self.reconciler, self.cache, self.tokens,
                        self.ca.trust_domain if self.ca else "")
         if self.ca is None or self.tokens is None:
-            return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics)
+            return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
+                             extra_handlers=[self.ratelimit.handler()])
         ips = sorted({"127.0.0.1", *([self.options.advertised] if _is_ip(
             self.options.advertised) else [])})
         names = [CONTROL_PLANE_NAME, *([] if _is_ip(self.options.advertised)
                                       else [self.options.advertised])]
         return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
                          server_credentials=self.ca.grpc_server_credentials(names, ips),
-                         extra_handlers=[CaService(self.ca, self.tokens).handler()])
+                         extra_handlers=[CaService(self.ca, self.tokens).handler(),
+                                         self.ratelimit.handler()])
 
     async def stop(self) -> None:
         if self._api_server is not None:
@@ -198,6 +207,7 @@ class ControlPlane:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.ratelimit.counters.close()
         await self.store.close()
 
     async def serve_forever(self) -> None:

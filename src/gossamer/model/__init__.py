@@ -11,6 +11,7 @@ from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
 from gossamer.model.peerauthentication import PeerAuthentication
+from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.registry import (
     KINDS,
     dump_document,
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidResource",
     "ObjectMeta",
     "PeerAuthentication",
+    "RateLimitPolicy",
     "RequestAuthentication",
     "ResiliencePolicy",
     "Resource",

@@ -14,6 +14,7 @@ from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Resource
 from gossamer.model.peerauthentication import PeerAuthentication
+from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
@@ -21,7 +22,7 @@ from gossamer.model.workload import Workload
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
-    RequestAuthentication, ResiliencePolicy)}
+    RequestAuthentication, ResiliencePolicy, RateLimitPolicy)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -39,6 +40,9 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "resiliencepolicies": "ResiliencePolicy",
     "resilience": "ResiliencePolicy",
     "rp": "ResiliencePolicy",
+    "ratelimitpolicies": "RateLimitPolicy",
+    "ratelimit": "RateLimitPolicy",
+    "rlp": "RateLimitPolicy",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

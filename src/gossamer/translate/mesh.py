@@ -8,7 +8,7 @@ service's routes) is built and serialized once per index and the same
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
@@ -29,6 +29,7 @@ from gossamer.translate.listeners import (
 )
 from gossamer.translate.protos import build
 from gossamer.translate.proxy import ProxyIdentity, Upstream
+from gossamer.translate.ratelimit import ratelimit_filters
 from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
 from gossamer.translate.security import InboundKey, inbound_security
@@ -99,6 +100,10 @@ class MeshConfig:
         the JWKS clusters those need."""
         if key not in self._inbound:
             security, jwks = inbound_security(self.index, self.settings, key)
+            if key[4] is not Protocol.TCP:
+                # After authentication and RBAC: denied requests consume no quota.
+                security = replace(security, http_filters=security.http_filters
+                                   + ratelimit_filters(self.index, key[1]))
             self._inbound[key] = security, tuple(_res(CLUSTER, c.name, c) for c in jwks)
         return self._inbound[key]
 

@@ -1,0 +1,149 @@
+"""RateLimitPolicy: how many requests one Service accepts per window.
+
+It attaches to exactly one Service (`spec.targetRef`) and is enforced by that
+Service's own inbound sidecars, after authentication and authorization (denied
+requests consume no quota) and before the request reaches the application.
+
+- `local`: a token bucket in each sidecar (Envoy local_ratelimit); N sidecars
+  together accept up to N times the limit.
+- `global`: one counter per rule (and key value) shared by every sidecar of the
+  Service, kept by the control plane, which serves Envoy's rate-limit gRPC API.
+
+Only one policy may target a Service: the first by (namespace, name) wins, the
+others are reported `Accepted=False, reason Conflicted`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from gossamer.model.duration import parse_duration_ms
+from gossamer.model.httproute import METHODS, HeaderMatch, PathMatch
+from gossamer.model.meta import Resource, Strict
+from gossamer.model.policy import TargetedSpec, TargetRef
+from gossamer.model.resiliencepolicy import check_header
+
+UINT32_MAX = 4_294_967_295
+# Envoy's local_ratelimit refuses a fill_interval shorter than this.
+MIN_LOCAL_WINDOW_MS = 50
+# Fixed windows of the global limit are aligned to multiples of `per` since the epoch.
+MIN_GLOBAL_WINDOW_MS = 1_000
+MAX_RULES = 16
+
+
+def check_window(value: str) -> str:
+    if parse_duration_ms(value) == 0:
+        raise ValueError(f"{value!r}: must be longer than 0")
+    return value
+
+
+Window = Annotated[str, AfterValidator(check_window)]
+Requests = Annotated[int, Field(ge=1, le=UINT32_MAX, strict=True)]
+
+
+class LocalLimit(Strict):
+    """A token bucket of `requests + burst` tokens, refilled with `requests` per `per`."""
+
+    requests: Requests
+    per: Window
+    burst: int = Field(default=0, ge=0, le=UINT32_MAX, strict=True)
+
+    @model_validator(mode="after")
+    def _window(self) -> LocalLimit:
+        if parse_duration_ms(self.per) < MIN_LOCAL_WINDOW_MS:
+            raise ValueError(f"per: must be at least {MIN_LOCAL_WINDOW_MS}ms")
+        if self.requests + self.burst > UINT32_MAX:
+            raise ValueError(f"burst: requests + burst must not exceed {UINT32_MAX}")
+        return self
+
+    @property
+    def per_ms(self) -> int:
+        return parse_duration_ms(self.per)
+
+
+class RateLimitMatch(Strict):
+    """Which requests a global rule counts (all of the given conditions must hold)."""
+
+    path: PathMatch | None = None
+    method: str | None = None
+    headers: list[HeaderMatch] = Field(default_factory=list, max_length=16)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str | None) -> str | None:
+        if v is not None and v not in METHODS:
+            raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> RateLimitMatch:
+        names = [h.name.lower() for h in self.headers]
+        if len(names) != len(set(names)):
+            raise ValueError("headers: each header name may be matched only once")
+        return self
+
+
+class KeyType(str, Enum):
+    CALLER = "caller"
+    HEADER = "header"
+    PATH = "path"
+
+
+class RateLimitKey(Strict):
+    """What separates counters: the caller's SPIFFE identity, a header's value, the path."""
+
+    type: KeyType
+    header: Annotated[str, AfterValidator(check_header)] | None = None
+
+    @model_validator(mode="after")
+    def _header(self) -> RateLimitKey:
+        if self.type is KeyType.HEADER and self.header is None:
+            raise ValueError("header: required with type header (the header name)")
+        if self.type is not KeyType.HEADER and self.header is not None:
+            raise ValueError(f"header: only used with type header, not {self.type.value}")
+        if self.header is not None and self.header.startswith(":"):
+            raise ValueError("header: pseudo-headers cannot be keys; use type path")
+        return self
+
+
+class GlobalRule(Strict):
+    match: RateLimitMatch | None = None
+    # None: one counter for the whole Service.
+    key: RateLimitKey | None = None
+    requests: Requests
+    per: Window
+
+    @model_validator(mode="after")
+    def _window(self) -> GlobalRule:
+        if parse_duration_ms(self.per) < MIN_GLOBAL_WINDOW_MS:
+            raise ValueError(f"per: must be at least {MIN_GLOBAL_WINDOW_MS // 1000}s")
+        return self
+
+    @property
+    def per_ms(self) -> int:
+        return parse_duration_ms(self.per)
+
+
+class GlobalLimit(Strict):
+    rules: list[GlobalRule] = Field(min_length=1, max_length=MAX_RULES)
+
+
+class RateLimitPolicySpec(TargetedSpec):
+    target_ref: TargetRef = Field(alias="targetRef")
+    local: LocalLimit | None = None
+    global_: GlobalLimit | None = Field(default=None, alias="global")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimitPolicySpec:
+        if self.local is None and self.global_ is None:
+            raise ValueError("a RateLimitPolicy needs local, global or both")
+        return self
+
+
+class RateLimitPolicy(Resource):
+    KIND = "RateLimitPolicy"
+    kind: Literal["RateLimitPolicy"] = "RateLimitPolicy"
+    spec: RateLimitPolicySpec

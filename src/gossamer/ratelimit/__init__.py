@@ -1,0 +1,1 @@
+"""Global rate limits: the control plane's side of Envoy's rate-limit service."""
