@@ -16,6 +16,7 @@ from typing import TypeVar
 from gossamer.model import (
     AuthorizationPolicy,
     Condition,
+    FaultPolicy,
     HTTPRoute,
     PeerAuthentication,
     RequestAuthentication,
@@ -30,7 +31,8 @@ from gossamer.model.workload import Health
 
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
-Policy = PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
+Policy = (PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
+          | FaultPolicy)
 R = TypeVar("R", bound=Resource)
 
 
@@ -65,6 +67,8 @@ class MeshIndex:
     workload_services: Mapping[WorkloadKey, tuple[SvcKey, ...]] = field(default_factory=dict)
     # The ResiliencePolicy in effect for each Service (the first by (namespace, name)).
     resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
+    # The FaultPolicy in effect for each Service (the first by (namespace, name)).
+    faults: Mapping[SvcKey, FaultPolicy] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -193,6 +197,21 @@ def _resilience(policies: Iterable[ResiliencePolicy]) -> tuple[
     return winners, conflicts
 
 
+def _faults(policies: Iterable[FaultPolicy]) -> tuple[
+        dict[SvcKey, FaultPolicy], dict[ResourceKey, str]]:
+    """One FaultPolicy per Service: the first by (namespace, name); the rest conflict."""
+    winners: dict[SvcKey, FaultPolicy] = {}
+    conflicts: dict[ResourceKey, str] = {}
+    for p in policies:
+        slot = (p.metadata.namespace, p.spec.target_ref.name)
+        if slot in winners:
+            conflicts[p.key] = (f"FaultPolicy {winners[slot].metadata.name!r} already "
+                                f"targets Service {slot[1]!r} (the first by name wins)")
+        else:
+            winners[slot] = p
+    return winners, conflicts
+
+
 def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Service],
                        conflicts: Mapping[ResourceKey, str]) -> dict[ResourceKey,
                                                                      tuple[Condition, ...]]:
@@ -226,7 +245,7 @@ def _partition(resources: Iterable[Resource]) -> tuple[
         elif isinstance(r, HTTPRoute):
             routes.append(r)
         elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication
-                        | ResiliencePolicy):
+                        | ResiliencePolicy | FaultPolicy):
             policies.append(r)
     return services, _sorted(workloads), _sorted(routes), _sorted(policies)
 
@@ -243,8 +262,10 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
     resilience, resilience_conflicts = _resilience(
         p for p in policies if isinstance(p, ResiliencePolicy))
+    faults, fault_conflicts = _faults(p for p in policies if isinstance(p, FaultPolicy))
     conditions.update(_policy_conditions(
-        policies, services, {**_peer_conflicts(peers), **resilience_conflicts}))
+        policies, services, {**_peer_conflicts(peers), **resilience_conflicts,
+                             **fault_conflicts}))
     accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
         revision=revision,
@@ -261,4 +282,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         accounts=MappingProxyType(accounts),
         workload_services=MappingProxyType(selected_by),
         resilience=MappingProxyType(resilience),
+        faults=MappingProxyType(faults),
     )

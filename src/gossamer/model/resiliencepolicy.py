@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HEADER_NAME
 from gossamer.model.meta import Resource, Strict
@@ -262,6 +263,8 @@ class ResiliencePolicySpec(TargetedSpec):
     outlier_detection: OutlierDetection | None = Field(default=None, alias="outlierDetection")
     health_check: HealthCheck | None = Field(default=None, alias="healthCheck")
     load_balancer: LoadBalancer | None = Field(default=None, alias="loadBalancer")
+    adaptive_concurrency: AdaptiveConcurrency | None = Field(default=None,
+                                                             alias="adaptiveConcurrency")
 
     @model_validator(mode="after")
     def _budget_or_max_retries(self) -> ResiliencePolicySpec:
