@@ -22,7 +22,7 @@ from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.adaptive import adaptive_concurrency_filter
 from gossamer.xds.types import CLUSTER, LISTENER
-from tests.model_helpers import DELETE, jsonish, nodes, parses_or_is_rejected_cleanly, set_path
+from tests.model_helpers import jsonish, nodes, parses_or_is_rejected_cleanly, set_path
 from tests.unit.test_translate import _as_json, _frontend
 from tests.unit.test_translate_security import _static_bootstrap
 
@@ -77,7 +77,8 @@ def test_full_document_round_trips_and_defaults() -> None:
     doc = set_path(full_doc(), "spec.adaptiveConcurrency", {})
     config = config_of(doc)
     assert config.concurrency_limit_params.concurrency_update_interval == "100ms"
-    assert config.min_rtt is None and config.min_rtt_calc_params is None
+    assert config.min_rtt is None
+    assert config.min_rtt_calc_params is None
 
 
 S = "spec.adaptiveConcurrency"

@@ -91,7 +91,8 @@ def test_grpc_status_by_name_or_number() -> None:
     for value, code in (("UNAVAILABLE", 14), (14, 14), ("OK", 0), (16, 16)):
         doc = set_path(full_doc(), "spec.abort", {"grpcStatus": value, "percent": 1})
         policy = parse_document(doc)
-        assert isinstance(policy, FaultPolicy) and policy.spec.abort is not None
+        assert isinstance(policy, FaultPolicy)
+        assert policy.spec.abort is not None
         assert policy.spec.abort.grpc_status == code
 
 
