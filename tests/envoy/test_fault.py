@@ -88,6 +88,10 @@ async def test_fixed_delay_and_policy_changes_touch_routes_only(
     client = await mini.client()
     await mini.wait_synced()
     before = await client.stats()
+    # The delay comes before the router, so the route's request timeout does not count it.
+    await mini.apply({"apiVersion": API, "kind": "ResiliencePolicy", "metadata": {"name": "r"},
+                      "spec": {"targetRef": {"kind": "Service", "name": "echo"},
+                               "timeouts": {"request": "200ms"}}})
     await mini.apply(fault_policy({"delay": {"fixedDelay": "300ms", "percent": 100}}))
 
     async def delayed() -> bool:
@@ -104,8 +108,11 @@ async def test_fixed_delay_and_policy_changes_touch_routes_only(
             start = time.monotonic()
             resp = await get(client, http=http)
             took = time.monotonic() - start
-            assert resp.status_code == 200
+            assert resp.status_code == 200, resp.text
             assert 0.3 <= took < 3.0, took
+        # ...while the app's own latency still is.
+        slow_app = await get(client, http=http, headers={"x-test-delay-ms": "400"})
+        assert slow_app.status_code == 504
         after = await client.stats()
         # A route (RDS) update only: no listener was replaced or drained.
         assert after["listener_manager.listener_modified"] == \
