@@ -79,8 +79,10 @@ async def test_sheds_load_when_latency_climbs_and_recovers(mini: MiniMesh,
         assert slow[503] >= 10, (slow, await server.stats())
         assert shed >= slow[503], (shed, slow)
         assert set(slow) <= {200, 503}, slow
-        # The app never saw the shed requests.
+        # The app never saw the shed requests, and callers' default retries left them.
         assert backend.hits - hits_before == slow[200], (backend.hits - hits_before, slow)
+        assert (await client.stats()).get(
+            "cluster.outbound|80||echo.default.upstream_rq_retry", 0) == 0
 
         backend.delay = 0.01  # back to normal: the limit climbs again
         await _load(http, 2.0)
