@@ -11,8 +11,10 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
+from gossamer.testing.envoy import free_port
 from tests.envoy.harness import API, MiniMesh, Sidecar, get, proxy_client, wait_for
 
 pytestmark = pytest.mark.slow
@@ -59,7 +61,9 @@ async def test_only_header_tagged_requests_are_hit_and_aborts_are_not_retried(
         "match": {"headers": [{"name": "x-chaos", "value": "on"},
                               {"name": "x-user", "type": "RegularExpression",
                                "value": "test-.*"}]}}))
-    client = await mini.client()
+    upstream_port = free_port()
+    client = await mini.client(upstreams=({"service": "echo", "namespace": "default",
+                                           "port": 80, "local_port": upstream_port},))
     await mini.wait_synced()
     tagged = {"x-chaos": "on", "x-user": "test-7"}
     async with proxy_client(client) as http:
@@ -75,6 +79,13 @@ async def test_only_header_tagged_requests_are_hit_and_aborts_are_not_retried(
     assert stats["http.outbound.fault.aborts_injected"] == 50
     assert stats["http.outbound.fault.delays_injected"] == 50
     assert stats.get("cluster.outbound|80||echo.default.upstream_rq_retry", 0) == 0
+    # The per-upstream listener shares the routes, so the same fault.
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as direct:
+        url = f"http://127.0.0.1:{upstream_port}/"
+        assert (await direct.get(url, headers=tagged)).status_code == 503
+        assert (await direct.get(url)).status_code == 200
+    stats = await client.stats()
+    assert stats["http.upstream|80||echo.default.fault.aborts_injected"] == 1
     backend.fail = 1  # the retry policy is in effect: a real 503 is retried
     async with proxy_client(client) as http:
         assert (await get(client, http=http)).status_code == 200
