@@ -16,6 +16,7 @@ from typing import TypeVar
 from gossamer.model import (
     AuthorizationPolicy,
     Condition,
+    FaultPolicy,
     HTTPRoute,
     PeerAuthentication,
     RateLimitPolicy,
@@ -32,7 +33,7 @@ from gossamer.model.workload import Health
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
 Policy = (PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
-          | RateLimitPolicy)
+          | RateLimitPolicy | FaultPolicy)
 R = TypeVar("R", bound=Resource)
 
 
@@ -69,6 +70,8 @@ class MeshIndex:
     resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
     # The RateLimitPolicy in effect for each Service (the first by (namespace, name)).
     rate_limits: Mapping[SvcKey, RateLimitPolicy] = field(default_factory=dict)
+    # The FaultPolicy in effect for each Service (the first by (namespace, name)).
+    faults: Mapping[SvcKey, FaultPolicy] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -206,30 +209,18 @@ def _peer_conflicts(policies: Iterable[PeerAuthentication]) -> dict[ResourceKey,
     return out
 
 
-def _resilience(policies: Iterable[ResiliencePolicy]) -> tuple[
-        dict[SvcKey, ResiliencePolicy], dict[ResourceKey, str]]:
-    """One ResiliencePolicy per Service: the first by (namespace, name); the rest conflict."""
-    winners: dict[SvcKey, ResiliencePolicy] = {}
+OnePerService = TypeVar("OnePerService", ResiliencePolicy, RateLimitPolicy, FaultPolicy)
+
+
+def _one_per_service(policies: Iterable[OnePerService]) -> tuple[
+        dict[SvcKey, OnePerService], dict[ResourceKey, str]]:
+    """One policy of a kind per Service: the first by (namespace, name); the rest conflict."""
+    winners: dict[SvcKey, OnePerService] = {}
     conflicts: dict[ResourceKey, str] = {}
     for p in policies:
         slot = (p.metadata.namespace, p.spec.target_ref.name)
         if slot in winners:
-            conflicts[p.key] = (f"ResiliencePolicy {winners[slot].metadata.name!r} already "
-                                f"targets Service {slot[1]!r} (the first by name wins)")
-        else:
-            winners[slot] = p
-    return winners, conflicts
-
-
-def _one_per_service(policies: Iterable[RateLimitPolicy]) -> tuple[
-        dict[SvcKey, RateLimitPolicy], dict[ResourceKey, str]]:
-    """One RateLimitPolicy per Service: the first by (namespace, name); the rest conflict."""
-    winners: dict[SvcKey, RateLimitPolicy] = {}
-    conflicts: dict[ResourceKey, str] = {}
-    for p in policies:
-        slot = (p.metadata.namespace, p.spec.target_ref.name)
-        if slot in winners:
-            conflicts[p.key] = (f"RateLimitPolicy {winners[slot].metadata.name!r} already "
+            conflicts[p.key] = (f"{p.KIND} {winners[slot].metadata.name!r} already "
                                 f"targets Service {slot[1]!r} (the first by name wins)")
         else:
             winners[slot] = p
@@ -269,7 +260,7 @@ def _partition(resources: Iterable[Resource]) -> tuple[
         elif isinstance(r, HTTPRoute):
             routes.append(r)
         elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication
-                        | ResiliencePolicy | RateLimitPolicy):
+                        | ResiliencePolicy | RateLimitPolicy | FaultPolicy):
             policies.append(r)
     return services, _sorted(workloads), _sorted(routes), _sorted(policies)
 
@@ -284,13 +275,14 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
             by_parent[parent].append(route)
         conditions[route.key] = _route_conditions(route, services)
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
-    resilience, resilience_conflicts = _resilience(
+    resilience, resilience_conflicts = _one_per_service(
         p for p in policies if isinstance(p, ResiliencePolicy))
     rate_limits, rate_limit_conflicts = _one_per_service(
         p for p in policies if isinstance(p, RateLimitPolicy))
+    faults, fault_conflicts = _one_per_service(p for p in policies if isinstance(p, FaultPolicy))
     conditions.update(_policy_conditions(
         policies, services, {**_peer_conflicts(peers), **resilience_conflicts,
-                             **rate_limit_conflicts}))
+                             **rate_limit_conflicts, **fault_conflicts}))
     _section_conditions(conditions, policies, routes)
     accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
@@ -309,4 +301,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         workload_services=MappingProxyType(selected_by),
         resilience=MappingProxyType(resilience),
         rate_limits=MappingProxyType(rate_limits),
+        faults=MappingProxyType(faults),
     )

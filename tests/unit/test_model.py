@@ -1546,4 +1546,5 @@ def test_reference_examples_are_valid() -> None:
         else:
             kinds.update(r.kind for r in parse_documents(block))
     assert kinds == {"Service", "Workload", "HTTPRoute", "PeerAuthentication",
-                     "AuthorizationPolicy", "RequestAuthentication", "ResiliencePolicy"}
+                     "AuthorizationPolicy", "RequestAuthentication", "ResiliencePolicy",
+                     "FaultPolicy"}

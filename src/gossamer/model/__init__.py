@@ -8,6 +8,7 @@ input into a typed resource or raises `InvalidResource` naming each bad field.
 
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
+from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
 from gossamer.model.peerauthentication import PeerAuthentication
@@ -28,6 +29,7 @@ __all__ = [
     "KINDS",
     "AuthorizationPolicy",
     "Condition",
+    "FaultPolicy",
     "FieldError",
     "HTTPRoute",
     "InvalidResource",

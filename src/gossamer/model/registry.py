@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
+from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Resource
 from gossamer.model.peerauthentication import PeerAuthentication
@@ -22,7 +23,7 @@ from gossamer.model.workload import Workload
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
-    RequestAuthentication, ResiliencePolicy, RateLimitPolicy)}
+    RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -43,6 +44,9 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "ratelimitpolicies": "RateLimitPolicy",
     "ratelimit": "RateLimitPolicy",
     "rlp": "RateLimitPolicy",
+    "faultpolicies": "FaultPolicy",
+    "fault": "FaultPolicy",
+    "fp": "FaultPolicy",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

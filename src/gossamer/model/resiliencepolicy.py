@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HEADER_NAME
 from gossamer.model.meta import LABEL_KEY, Resource, Strict
@@ -337,6 +338,8 @@ class ResiliencePolicySpec(TargetedSpec):
     health_check: HealthCheck | None = Field(default=None, alias="healthCheck")
     load_balancer: LoadBalancer | None = Field(default=None, alias="loadBalancer")
     hedging: Hedging | None = None
+    adaptive_concurrency: AdaptiveConcurrency | None = Field(default=None,
+                                                             alias="adaptiveConcurrency")
     routes: list[RouteSection] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from gossamer.model.peerauthentication import MtlsMode
 from gossamer.model.service import Protocol
 from gossamer.translate import names
+from gossamer.translate.fault import FAULT_FILTER
 from gossamer.translate.jwt import JWT_FAILURE, JWT_FILTER, JWT_MISSING_CODE
 from gossamer.translate.protos import ADS, HCM, ROUTER, TCP_PROXY, build, socket_address
 from gossamer.translate.routes import UNREACHABLE_HEADER
@@ -113,8 +114,8 @@ def _listener(name: str, address: str, port: int, direction: str,
     })
 
 
-def _inbound_filters(protocol: Protocol, cluster: str,
-                     security: InboundSecurity) -> list[dict[str, Any]]:
+def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity,
+                     traffic_filters: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
         return [*security.network_filters, _tcp("inbound", cluster)]
     route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
@@ -122,7 +123,8 @@ def _inbound_filters(protocol: Protocol, cluster: str,
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY}, security.http_filters)]
+    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY},
+                 (*security.http_filters, *traffic_filters))]
 
 
 def _inbound_chains(filters: list[dict[str, Any]],
@@ -140,15 +142,17 @@ def _inbound_chains(filters: list[dict[str, Any]],
 
 
 def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
-                     cluster: str, security: InboundSecurity | None = None) -> Listener:
-    """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`)."""
+                     cluster: str, security: InboundSecurity | None = None,
+                     traffic_filters: tuple[dict[str, Any], ...] = ()) -> Listener:
+    """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`).
+    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency)."""
     security = security or InboundSecurity()
     config: dict[str, Any] = {
         "name": name,
         "address": socket_address(address, port),
         "trafficDirection": "INBOUND",
-        "filterChains": _inbound_chains(_inbound_filters(protocol, cluster, security),
-                                        security.mtls),
+        "filterChains": _inbound_chains(
+            _inbound_filters(protocol, cluster, security, traffic_filters), security.mtls),
     }
     if security.mtls is not None:
         config["listenerFilters"] = [TLS_INSPECTOR_FILTER]
@@ -159,8 +163,11 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
 
 
 def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:
+    """The fault filter is always there (a no-op unless a route's FaultPolicy
+    configures it), so fault policies change routes only."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
-    return _listener(name, "127.0.0.1", port, "OUTBOUND", _hcm(name, route))
+    return _listener(name, "127.0.0.1", port, "OUTBOUND",
+                     _hcm(name, route, filters=(FAULT_FILTER,)))
 
 
 def tcp_outbound_listener(name: str, port: int, cluster: str,

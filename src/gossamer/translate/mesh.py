@@ -18,9 +18,11 @@ from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Service
 from gossamer.model.service import Protocol
 from gossamer.translate import names
+from gossamer.translate.adaptive import inbound_traffic_filters
 from gossamer.translate.clusters import inbound_cluster, outbound_clusters
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.endpoints import load_assignment, locality_assignment
+from gossamer.translate.fault import with_fault
 from gossamer.translate.listeners import (
     InboundSecurity,
     http_outbound_listener,
@@ -178,8 +180,9 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
             pkey = (key[0], key[1], port.port)
             protocols[pkey] = port.protocol
             if port.protocol.is_http:
-                port_routes[pkey] = service_routes(svc, port.port, attached, index.services,
-                                                   index.resilience)
+                port_routes[pkey] = with_fault(
+                    service_routes(svc, port.port, attached, index.services, index.resilience),
+                    index.faults.get(key))
     mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings,
                       locality=locality)
     for pkey, routes in port_routes.items():
@@ -217,8 +220,9 @@ def _inbound_resources(mesh: MeshConfig,
     services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
     security, jwks = mesh.inbound_security(
         (proxy.namespace, services, proxy.app_port, proxy.inbound_port, protocol))
+    traffic = () if protocol is Protocol.TCP else inbound_traffic_filters(mesh.index, services)
     lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
-                           proxy.inbound_port, protocol, local.name, security)
+                           proxy.inbound_port, protocol, local.name, security, traffic)
     return _res(LISTENER, lis.name, lis), [_res(CLUSTER, local.name, local), *jwks]
 
 
