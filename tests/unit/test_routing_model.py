@@ -178,6 +178,20 @@ def test_mirror_and_redirect_are_exclusive() -> None:
     refused(doc, "spec.rules[0].filters", "RequestMirror", "RequestRedirect")
 
 
+@pytest.mark.parametrize("make", [http_doc, grpc_doc, tcp_doc])
+def test_parent_refs_are_unique(make: Any) -> None:
+    doc = make()
+    doc["spec"]["parentRefs"].append(copy.deepcopy(doc["spec"]["parentRefs"][0]))
+    refused(doc, "spec.parentRefs[1]", "already a parent")
+    doc["spec"]["parentRefs"][1]["port"] = 9999
+    assert parse_document(doc).kind == doc["kind"]  # another port is another parent
+
+
+def test_grpcroute_hostnames_are_validated() -> None:
+    refused(set_path(grpc_doc(), "spec.hostnames", ["Not A Host"]), "spec.hostnames",
+            "not a valid hostname")
+
+
 def test_at_most_128_matches_over_all_rules() -> None:
     doc = http_doc()
     rule = {"matches": [{"path": {"value": f"/p{i}"}} for i in range(60)],

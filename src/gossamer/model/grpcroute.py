@@ -25,7 +25,9 @@ from gossamer.model.httproute import (
     RequestMirror,
     check_filter_config,
     check_filter_repeats,
+    check_hostnames,
     check_rule_name,
+    check_unique_parents,
     check_unique_rule_names,
 )
 from gossamer.model.meta import GATEWAY_API_VERSION, Resource, Strict
@@ -128,8 +130,11 @@ class GRPCRouteSpec(Strict):
     rules: list[GRPCRouteRule] = Field(default_factory=lambda: [GRPCRouteRule()],
                                        max_length=16)
 
+    _hostnames = field_validator("hostnames")(check_hostnames)
+
     @model_validator(mode="after")
     def _rules(self) -> GRPCRouteSpec:
+        check_unique_parents(self.parent_refs)
         check_unique_rule_names([r.name for r in self.rules])
         if sum(len(r.matches) for r in self.rules) > MAX_MATCHES:
             raise ValueError(f"rules: at most {MAX_MATCHES} matches in all rules together")

@@ -455,6 +455,24 @@ def check_unique_rule_names(names: list[str | None]) -> None:
             raise ValueError(f"rules: rule name {n!r} is used more than once in this route")
 
 
+def check_unique_parents(parents: list[ParentRef]) -> None:
+    """Gateway API: a route names each parent (and port or section) once."""
+    seen: set[tuple[str | None, str, int | None, str | None]] = set()
+    for i, p in enumerate(parents):
+        key = (p.namespace, p.name, p.port, p.section_name)
+        if key in seen:
+            raise ValueError(f"parentRefs[{i}]: Service {p.name!r} is already a parent "
+                             "with the same namespace, port and sectionName")
+        seen.add(key)
+
+
+def check_hostnames(v: list[str]) -> list[str]:
+    for h in v:
+        if not HOSTNAME.match(h):
+            raise ValueError(f"{h!r} is not a valid hostname")
+    return v
+
+
 def check_filter_repeats(kinds: list[FilterType]) -> None:
     """Every filter type at most once per rule, except RequestMirror."""
     for kind in sorted(set(kinds), key=lambda k: k.value):
@@ -505,16 +523,11 @@ class HTTPRouteSpec(Strict):
     hostnames: list[str] = Field(default_factory=list, max_length=16)
     rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=64)
 
-    @field_validator("hostnames")
-    @classmethod
-    def _hostnames(cls, v: list[str]) -> list[str]:
-        for h in v:
-            if not HOSTNAME.match(h):
-                raise ValueError(f"{h!r} is not a valid hostname")
-        return v
+    _hostnames = field_validator("hostnames")(check_hostnames)
 
     @model_validator(mode="after")
     def _rules(self) -> HTTPRouteSpec:
+        check_unique_parents(self.parent_refs)
         check_unique_rule_names([r.name for r in self.rules])
         if sum(len(r.matches) for r in self.rules) > MAX_MATCHES:
             raise ValueError(f"rules: at most {MAX_MATCHES} matches in all rules together")

@@ -10,7 +10,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gossamer.model.httproute import BackendRef, ParentRef, check_rule_name
+from gossamer.model.httproute import (
+    BackendRef,
+    ParentRef,
+    check_rule_name,
+    check_unique_parents,
+)
 from gossamer.model.meta import GATEWAY_GROUP, Resource, Strict
 
 TCPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1alpha2"
@@ -36,6 +41,7 @@ class TCPRouteSpec(Strict):
 
     @model_validator(mode="after")
     def _one_rule(self) -> TCPRouteSpec:
+        check_unique_parents(self.parent_refs)
         # Without matches nothing could choose between rules.
         if len(self.rules) != 1:
             raise ValueError("rules: a TCPRoute in a mesh takes exactly one rule; "
