@@ -137,6 +137,12 @@ def _missing_backends(route: AnyRoute, services: Mapping[SvcKey, Service]) -> li
     return sorted(out)
 
 
+def _unresolved_effect(route: AnyRoute) -> str:
+    if isinstance(route, TCPRoute):
+        return "its share of connections is closed"
+    return "its share of traffic gets HTTP 500, a mirror to it is dropped"
+
+
 def _route_conditions(
     route: AnyRoute, services: Mapping[SvcKey, Service]
 ) -> tuple[Condition, ...]:
@@ -155,8 +161,8 @@ def _route_conditions(
     if missing_backends:
         resolved = Condition(
             type="ResolvedRefs", status="False", reason="BackendNotFound",
-            message="backend Service not found (its share of traffic gets HTTP 500, "
-            "a mirror to it is dropped): " + ", ".join(missing_backends),
+            message=f"backend Service not found ({_unresolved_effect(route)}): "
+            + ", ".join(missing_backends),
         )
     return accepted, resolved
 

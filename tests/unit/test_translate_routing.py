@@ -128,7 +128,8 @@ def test_cors_per_route_policy_and_the_filter_on_caller_listeners_only() -> None
     policy = routes["default/echo/api/match0"]["typedPerFilterConfig"][CORS_FILTER]
     assert policy["allowOriginStringMatch"] == [
         {"exact": "https://app.example.com"},
-        {"safeRegex": {"regex": "https://[^/]+\\.example\\.org"}}]
+        {"safeRegex": {"regex":
+                       "https://[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.example\\.org"}}]
     assert (policy["allowMethods"], policy["allowHeaders"], policy["exposeHeaders"],
             policy["maxAge"], policy["allowCredentials"]) == \
         ("GET,POST", "x-token", "x-backend", "600", True)
@@ -305,3 +306,21 @@ def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
     result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_tcproute_missing_backend_is_reported_as_closed_connections() -> None:
+    route = """
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db}
+spec:
+  parentRefs: [{name: db}]
+  rules: [{backendRefs: [{name: db-a, port: 5432}, {name: db-b, port: 1}]}]
+"""
+    resources = [d for d in docs() if d.kind != "TCPRoute"] + parse_documents(route)
+    index = build_index(resources, 1)
+    conds = {c.type: c for c in index.conditions[ResourceKey("TCPRoute", "default", "db")]}
+    assert conds["Accepted"].status == "True"
+    assert conds["ResolvedRefs"].status == "False"
+    assert "db-b:1" in (conds["ResolvedRefs"].message or "")
+    assert "connections is closed" in (conds["ResolvedRefs"].message or "")

@@ -52,6 +52,8 @@ DEFAULT_RETRY: dict[str, Any] = {
     "hostSelectionRetryMaxAttempts": "3",
 }
 CORS_FILTER = "envoy.filters.http.cors"
+# What `*.` stands for in an allowed origin: one or more DNS labels.
+SUBDOMAINS = "[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*"
 _PATH_RANK = {PathMatchType.EXACT: 0, PathMatchType.REGULAR_EXPRESSION: 1,
               PathMatchType.PATH_PREFIX: 2}
 
@@ -146,7 +148,8 @@ def _origin_match(origin: str) -> dict[str, Any]:
         return {"safeRegex": {"regex": ".*"}}
     scheme, rest = origin.split("://", 1)
     if rest.startswith("*."):
-        return {"safeRegex": {"regex": f"{re.escape(scheme)}://[^/]+\\.{re.escape(rest[2:])}"}}
+        host = f"{SUBDOMAINS}\\.{re.escape(rest[2:])}"
+        return {"safeRegex": {"regex": f"{re.escape(scheme)}://{host}"}}
     return {"exact": origin}
 
 
