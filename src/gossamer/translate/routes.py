@@ -246,9 +246,7 @@ def envoy_route(rule: RouteRule, match: RouteMatch, name: str, route_ns: str,
             action["hostRewriteLiteral"] = rw.url_rewrite.hostname
         if rw.url_rewrite.path:
             action.update(_prefix_rewrite(match, rw.url_rewrite.path))
-    if mirrors := _mirror_policies([f.request_mirror for f in rule.filters
-                                    if f.request_mirror is not None],
-                                   route_ns, parent_port, services):
+    if mirrors := _mirror_policies(rule.mirrors, route_ns, parent_port, services):
         action["requestMirrorPolicies"] = mirrors
     route["route"] = action
     if (cors := by_type.get(FilterType.CORS)) and cors.cors:
