@@ -8,7 +8,7 @@ reported here, never a crash).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
@@ -17,6 +17,7 @@ from gossamer.model import (
     AuthorizationPolicy,
     Condition,
     FaultPolicy,
+    GRPCRoute,
     HTTPRoute,
     PeerAuthentication,
     RateLimitPolicy,
@@ -25,13 +26,17 @@ from gossamer.model import (
     Resource,
     ResourceKey,
     Service,
+    TCPRoute,
     Workload,
 )
 from gossamer.model.policy import policy_scope, target_name
+from gossamer.model.service import Protocol
 from gossamer.model.workload import Health
 
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
+PortKey = tuple[str, str, int]  # (namespace, service, port)
+AnyRoute = HTTPRoute | GRPCRoute | TCPRoute
 Policy = (PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
           | RateLimitPolicy | FaultPolicy)
 R = TypeVar("R", bound=Resource)
@@ -72,6 +77,10 @@ class MeshIndex:
     rate_limits: Mapping[SvcKey, RateLimitPolicy] = field(default_factory=dict)
     # The FaultPolicy in effect for each Service (the first by (namespace, name)).
     faults: Mapping[SvcKey, FaultPolicy] = field(default_factory=dict)
+    # GRPCRoutes attached to each service, in (namespace, name) order.
+    grpc_routes_by_parent: Mapping[SvcKey, tuple[GRPCRoute, ...]] = field(default_factory=dict)
+    # The TCPRoute in effect on each TCP service port (the first by (namespace, name)).
+    tcp_routes: Mapping[PortKey, TCPRoute] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -118,19 +127,37 @@ def _endpoints(
     return out
 
 
+def _missing_backends(route: AnyRoute, services: Mapping[SvcKey, Service]) -> list[str]:
+    """Backends and mirror targets that name no Service, or a port it does not have."""
+    ns = route.metadata.namespace
+    refs = [(b.namespace, b.name, b.port) for rule in route.spec.rules for b in rule.backend_refs]
+    if not isinstance(route, TCPRoute):
+        refs += [(m.backend_ref.namespace, m.backend_ref.name, m.backend_ref.port)
+                 for rule in route.spec.rules for m in rule.mirrors]
+    out: set[str] = set()
+    for namespace, name, port in refs:
+        svc = services.get((namespace or ns, name))
+        if svc is None:
+            out.add(name)
+        elif port is not None and svc.port(port) is None:
+            out.add(f"{name}:{port}")
+    return sorted(out)
+
+
+def _unresolved_effect(route: AnyRoute) -> str:
+    if isinstance(route, TCPRoute):
+        return "its share of connections is closed"
+    return "its share of traffic gets HTTP 500, a mirror to it is dropped"
+
+
 def _route_conditions(
-    route: HTTPRoute, services: Mapping[SvcKey, Service]
+    route: AnyRoute, services: Mapping[SvcKey, Service]
 ) -> tuple[Condition, ...]:
     ns = route.metadata.namespace
     missing_parents = [
         p.name for p in route.spec.parent_refs if (p.namespace or ns, p.name) not in services
     ]
-    missing_backends = sorted({
-        b.name
-        for rule in route.spec.rules
-        for b in rule.backend_refs
-        if (b.namespace or ns, b.name) not in services
-    })
+    missing_backends = _missing_backends(route, services)
     accepted = Condition(type="Accepted", status="True", reason="Accepted")
     if missing_parents:
         accepted = Condition(
@@ -141,10 +168,62 @@ def _route_conditions(
     if missing_backends:
         resolved = Condition(
             type="ResolvedRefs", status="False", reason="BackendNotFound",
-            message="backend Service not found (its share of traffic gets HTTP 500): "
+            message=f"backend Service not found ({_unresolved_effect(route)}): "
             + ", ".join(missing_backends),
         )
     return accepted, resolved
+
+
+def _parent_ports(route: GRPCRoute | TCPRoute, services: Mapping[SvcKey, Service],
+                  fits: Callable[[Protocol], bool]) -> list[PortKey]:
+    """The service ports a route attaches to whose protocol it can route."""
+    out = []
+    for p in route.spec.parent_refs:
+        key = (p.namespace or route.metadata.namespace, p.name)
+        svc = services.get(key)
+        for port in svc.spec.ports if svc else ():
+            if p.port in (None, port.port) and fits(port.protocol):
+                out.append((*key, port.port))
+    return out
+
+
+def _protocol_condition(route: GRPCRoute | TCPRoute, ports: list[PortKey],
+                        conds: tuple[Condition, ...], wanted: str) -> tuple[Condition, ...]:
+    if ports or conds[0].status == "False":
+        return conds
+    return (Condition(type="Accepted", status="False", reason="UnsupportedValue",
+                      message=f"no parent Service port has protocol {wanted}"), *conds[1:])
+
+
+def _gamma_routes(resources: Iterable[Resource], services: Mapping[SvcKey, Service]) -> tuple[
+        dict[SvcKey, list[GRPCRoute]], dict[PortKey, TCPRoute],
+        dict[ResourceKey, tuple[Condition, ...]]]:
+    """GRPCRoutes by parent Service, the winning TCPRoute of each TCP port, and both
+    kinds' conditions. Two TCPRoutes on one port: the first by (namespace, name) wins."""
+    grpc: dict[SvcKey, list[GRPCRoute]] = defaultdict(list)
+    tcp: dict[PortKey, TCPRoute] = {}
+    conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for route in _sorted(r for r in resources if isinstance(r, GRPCRoute)):
+        for parent in sorted({(p.namespace or route.metadata.namespace, p.name)
+                              for p in route.spec.parent_refs}):
+            grpc[parent].append(route)
+        ports = _parent_ports(route, services, lambda p: p.is_h2)
+        conditions[route.key] = _protocol_condition(
+            route, ports, _route_conditions(route, services), "grpc or http2")
+    for troute in _sorted(r for r in resources if isinstance(r, TCPRoute)):
+        ports = _parent_ports(troute, services, lambda p: p is Protocol.TCP)
+        conds = _protocol_condition(troute, ports, _route_conditions(troute, services), "tcp")
+        taken = [k for k in ports if k in tcp]
+        for k in ports:
+            tcp.setdefault(k, troute)
+        if taken and conds[0].status == "True":
+            winner = tcp[taken[0]].metadata.name
+            conds = (Condition(type="Accepted", status="False", reason="Conflicted",
+                               message=f"TCPRoute {winner!r} already routes port "
+                               f"{taken[0][2]} of Service {taken[0][1]!r} (the first by "
+                               "name wins)"), *conds[1:])
+        conditions[troute.key] = conds
+    return grpc, tcp, conditions
 
 
 def _selections(
@@ -176,7 +255,7 @@ def _section_conditions(conditions: dict[ResourceKey, tuple[Condition, ...]],
     """A ResiliencePolicy `routes` section naming a missing HTTPRoute or rule is
     reported (ResolvedRefs=False, RouteNotFound); the rest of the policy applies."""
     rules = {(r.metadata.namespace, r.metadata.name):
-             {getattr(rule, "name", None) for rule in r.spec.rules} for r in routes}
+             {rule.name for rule in r.spec.rules} for r in routes}
     for p in policies:
         if not isinstance(p, ResiliencePolicy) or not p.spec.routes:
             continue
@@ -266,7 +345,9 @@ def _partition(resources: Iterable[Resource]) -> tuple[
 
 
 def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
+    resources = list(resources)
     services, workloads, routes, policies = _partition(resources)
+    grpc_routes, tcp_routes, gamma_conditions = _gamma_routes(resources, services)
     by_parent: dict[SvcKey, list[HTTPRoute]] = defaultdict(list)
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
     for route in routes:
@@ -280,6 +361,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
     rate_limits, rate_limit_conflicts = _one_per_service(
         p for p in policies if isinstance(p, RateLimitPolicy))
     faults, fault_conflicts = _one_per_service(p for p in policies if isinstance(p, FaultPolicy))
+    conditions.update(gamma_conditions)
     conditions.update(_policy_conditions(
         policies, services, {**_peer_conflicts(peers), **resilience_conflicts,
                              **rate_limit_conflicts, **fault_conflicts}))
@@ -302,4 +384,6 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         resilience=MappingProxyType(resilience),
         rate_limits=MappingProxyType(rate_limits),
         faults=MappingProxyType(faults),
+        grpc_routes_by_parent=MappingProxyType({k: tuple(v) for k, v in grpc_routes.items()}),
+        tcp_routes=MappingProxyType(tcp_routes),
     )

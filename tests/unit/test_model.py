@@ -1176,12 +1176,25 @@ def test_filter_with_another_filters_config() -> None:
     assert_error(doc, "spec.rules[0].filters[0]", "type URLRewrite needs the field urlRewrite")
 
 
-@pytest.mark.parametrize("kind", ["RequestMirror", "ExtensionRef", "CORS", "urlRewrite"])
-def test_unsupported_filter_type(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["urlRewrite", "Mirror", "cors"])
+def test_unknown_filter_type(kind: str) -> None:
     doc = filter_doc({"type": kind})
     assert_error(
-        doc, "spec.rules[0].filters[0].type", "'RequestHeaderModifier'", "'RequestRedirect'"
+        doc, "spec.rules[0].filters[0].type", "'RequestHeaderModifier'", "'RequestMirror'"
     )
+
+
+def test_extension_ref_filter_is_refused_with_a_reason() -> None:
+    doc = filter_doc({"type": "ExtensionRef",
+                      "extensionRef": {"group": "example.com", "kind": "Auth", "name": "a"}})
+    assert_error(doc, "spec.rules[0].filters[0].type", "ExtensionRef", "not supported")
+
+
+@pytest.mark.parametrize("kind", ["RequestMirror", "CORS"])
+def test_filter_type_needs_its_config(kind: str) -> None:
+    field = "requestMirror" if kind == "RequestMirror" else "cors"
+    assert_error(filter_doc({"type": kind}), "spec.rules[0].filters[0]",
+                 f"needs the field {field}")
 
 
 def test_filter_needs_type() -> None:

@@ -9,6 +9,7 @@ input into a typed resource or raises `InvalidResource` naming each bad field.
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.faultpolicy import FaultPolicy
+from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
 from gossamer.model.peerauthentication import PeerAuthentication
@@ -23,6 +24,7 @@ from gossamer.model.registry import (
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
+from gossamer.model.tcproute import TCPRoute
 from gossamer.model.workload import Workload
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "Condition",
     "FaultPolicy",
     "FieldError",
+    "GRPCRoute",
     "HTTPRoute",
     "InvalidResource",
     "ObjectMeta",
@@ -41,6 +44,7 @@ __all__ = [
     "Resource",
     "ResourceKey",
     "Service",
+    "TCPRoute",
     "Workload",
     "dump_document",
     "kind_for",

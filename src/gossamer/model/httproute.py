@@ -13,11 +13,19 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gossamer.model.duration import parse_duration_ms
-from gossamer.model.meta import DNS_LABEL, GATEWAY_API_VERSION, Resource, Strict
+from gossamer.model.meta import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    GATEWAY_API_VERSION,
+    Resource,
+    Strict,
+)
 from gossamer.model.regex import check_re2
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+\Z")
 HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+# Gateway API: the matches of all rules of one route, together.
+MAX_MATCHES = 128
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
@@ -221,11 +229,114 @@ class RequestRedirect(Strict):
         return v
 
 
+class BackendObjectRef(Strict):
+    """A Service and port, as RequestMirror names its target (no weight)."""
+
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1, max_length=63)
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _is_service(self) -> BackendObjectRef:
+        if self.kind != "Service" or self.group not in ("", "core"):
+            raise ValueError(f"kind: a backend is a Service; got {self.group!r}/{self.kind!r}")
+        if not DNS_LABEL.match(self.name):
+            raise ValueError("name: must be a Service name (a DNS label)")
+        return self
+
+
+class Fraction(Strict):
+    numerator: int = Field(ge=0, le=1_000_000)
+    denominator: int = Field(default=100, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> Fraction:
+        if self.numerator > self.denominator:
+            raise ValueError("numerator: must not be greater than denominator")
+        return self
+
+
+class RequestMirror(Strict):
+    """Copies of requests go to `backendRef` as well; its responses are discarded."""
+
+    backend_ref: BackendObjectRef = Field(alias="backendRef")
+    percent: int | None = Field(default=None, ge=0, le=100)
+    fraction: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _one_share(self) -> RequestMirror:
+        if self.percent is not None and self.fraction is not None:
+            raise ValueError("percent: percent and fraction are mutually exclusive")
+        return self
+
+    @property
+    def per_million(self) -> int:
+        """The mirrored share in millionths (all requests when neither field is set)."""
+        if self.fraction is not None:
+            return round(self.fraction.numerator * 1_000_000 / self.fraction.denominator)
+        return (100 if self.percent is None else self.percent) * 10_000
+
+
+# An allowed origin: `*`, or scheme://host[:port] whose host may start with `*.`.
+ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
+
+
+def _wildcard_alone(values: list[str], what: str) -> None:
+    if "*" in values and len(values) > 1:
+        raise ValueError(f"{what}: '*' must be the only entry when given")
+
+
+class CORS(Strict):
+    """Gateway API HTTPCORSFilter: the answer to preflights and the CORS response headers."""
+
+    allow_origins: list[str] = Field(default_factory=list, alias="allowOrigins", max_length=64)
+    allow_methods: list[str] = Field(default_factory=list, alias="allowMethods", max_length=9)
+    allow_headers: list[str] = Field(default_factory=list, alias="allowHeaders", max_length=64)
+    expose_headers: list[str] = Field(default_factory=list, alias="exposeHeaders",
+                                      max_length=64)
+    allow_credentials: bool | None = Field(default=None, alias="allowCredentials")
+    max_age: int = Field(default=5, alias="maxAge", ge=1, le=86_400)
+
+    @model_validator(mode="after")
+    def _values(self) -> CORS:
+        for i, origin in enumerate(self.allow_origins):
+            if origin != "*" and (len(origin) > 253 or not ORIGIN.match(origin)):
+                raise ValueError(f"allowOrigins[{i}]: {origin!r} is neither '*' nor "
+                                 "scheme://host[:port] (the host may start with '*.')")
+        for i, method in enumerate(self.allow_methods):
+            if method != "*" and method not in METHODS:
+                raise ValueError(f"allowMethods[{i}]: {method!r} is not an HTTP method")
+        for field, values in (("allowHeaders", self.allow_headers),
+                              ("exposeHeaders", self.expose_headers)):
+            for i, name in enumerate(values):
+                if name != "*":
+                    try:
+                        _check_header_name(name)
+                    except ValueError as exc:
+                        raise ValueError(f"{field}[{i}]: {exc}") from exc
+        _wildcard_alone(self.allow_origins, "allowOrigins")
+        _wildcard_alone(self.allow_methods, "allowMethods")
+        _wildcard_alone(self.allow_headers, "allowHeaders")
+        _wildcard_alone(self.expose_headers, "exposeHeaders")
+        return self
+
+
+class LocalObjectReference(Strict):
+    group: str
+    kind: str
+    name: str = Field(min_length=1, max_length=253)
+
+
 class FilterType(str, Enum):
     REQUEST_HEADER_MODIFIER = "RequestHeaderModifier"
     RESPONSE_HEADER_MODIFIER = "ResponseHeaderModifier"
     URL_REWRITE = "URLRewrite"
     REQUEST_REDIRECT = "RequestRedirect"
+    REQUEST_MIRROR = "RequestMirror"
+    CORS = "CORS"
+    EXTENSION_REF = "ExtensionRef"
 
 
 _FILTER_FIELD = {
@@ -233,7 +344,13 @@ _FILTER_FIELD = {
     FilterType.RESPONSE_HEADER_MODIFIER: "responseHeaderModifier",
     FilterType.URL_REWRITE: "urlRewrite",
     FilterType.REQUEST_REDIRECT: "requestRedirect",
+    FilterType.REQUEST_MIRROR: "requestMirror",
+    FilterType.CORS: "cors",
+    FilterType.EXTENSION_REF: "extensionRef",
 }
+EXTENSION_REF_UNSUPPORTED = (
+    "type: ExtensionRef filters are not supported by Gossamer (no extension "
+    "resources exist); use the built-in filter types")
 
 
 class RouteFilter(Strict):
@@ -246,22 +363,34 @@ class RouteFilter(Strict):
     )
     url_rewrite: URLRewrite | None = Field(default=None, alias="urlRewrite")
     request_redirect: RequestRedirect | None = Field(default=None, alias="requestRedirect")
+    request_mirror: RequestMirror | None = Field(default=None, alias="requestMirror")
+    cors: CORS | None = None
+    extension_ref: LocalObjectReference | None = Field(default=None, alias="extensionRef")
 
     @model_validator(mode="after")
     def _matching_config(self) -> RouteFilter:
-        given = {
+        check_filter_config(self.type, {
             "requestHeaderModifier": self.request_header_modifier,
             "responseHeaderModifier": self.response_header_modifier,
             "urlRewrite": self.url_rewrite,
             "requestRedirect": self.request_redirect,
-        }
-        want = _FILTER_FIELD[self.type]
-        if given[want] is None:
-            raise ValueError(f"type {self.type.value} needs the field {want}")
-        extra = [k for k, v in given.items() if v is not None and k != want]
-        if extra:
-            raise ValueError(f"type {self.type.value} does not take {', '.join(extra)}")
+            "requestMirror": self.request_mirror,
+            "cors": self.cors,
+            "extensionRef": self.extension_ref,
+        })
         return self
+
+
+def check_filter_config(kind: FilterType, given: dict[str, object]) -> None:
+    """A filter carries the config of its own type and nothing else."""
+    if kind is FilterType.EXTENSION_REF:
+        raise ValueError(EXTENSION_REF_UNSUPPORTED)
+    want = _FILTER_FIELD[kind]
+    if given.get(want) is None:
+        raise ValueError(f"type {kind.value} needs the field {want}")
+    extra = [k for k, v in given.items() if v is not None and k != want]
+    if extra:
+        raise ValueError(f"type {kind.value} does not take {', '.join(extra)}")
 
 
 class BackendRef(Strict):
@@ -311,6 +440,46 @@ class RouteTimeouts(Strict):
         return None if self.backend_request is None else parse_duration_ms(self.backend_request)
 
 
+def check_rule_name(v: str | None) -> str | None:
+    """Gateway API SectionName: how policies and status name one rule of a route."""
+    if v is not None and not DNS_SUBDOMAIN.match(v):
+        raise ValueError(f"{v!r} is not a valid rule name: lowercase letters, digits, '-' "
+                         "and '.', starting and ending with a letter or digit")
+    return v
+
+
+def check_unique_rule_names(names: list[str | None]) -> None:
+    given = [n for n in names if n is not None]
+    for n in given:
+        if given.count(n) > 1:
+            raise ValueError(f"rules: rule name {n!r} is used more than once in this route")
+
+
+def check_unique_parents(parents: list[ParentRef]) -> None:
+    """Gateway API: a route names each parent (and port or section) once."""
+    seen: set[tuple[str | None, str, int | None, str | None]] = set()
+    for i, p in enumerate(parents):
+        key = (p.namespace, p.name, p.port, p.section_name)
+        if key in seen:
+            raise ValueError(f"parentRefs[{i}]: Service {p.name!r} is already a parent "
+                             "with the same namespace, port and sectionName")
+        seen.add(key)
+
+
+def check_hostnames(v: list[str]) -> list[str]:
+    for h in v:
+        if not HOSTNAME.match(h):
+            raise ValueError(f"{h!r} is not a valid hostname")
+    return v
+
+
+def check_filter_repeats(kinds: list[FilterType]) -> None:
+    """Every filter type at most once per rule, except RequestMirror."""
+    for kind in sorted(set(kinds), key=lambda k: k.value):
+        if kind is not FilterType.REQUEST_MIRROR and kinds.count(kind) > 1:
+            raise ValueError(f"filters: {kind.value} may appear only once in a rule")
+
+
 class RouteRule(Strict):
     name: str | None = Field(default=None, max_length=253)
     matches: list[RouteMatch] = Field(default_factory=list, max_length=64)
@@ -318,17 +487,24 @@ class RouteRule(Strict):
     backend_refs: list[BackendRef] = Field(default_factory=list, alias="backendRefs", max_length=16)
     timeouts: RouteTimeouts | None = None
 
+    _name = field_validator("name")(check_rule_name)
+
+    @property
+    def mirrors(self) -> list[RequestMirror]:
+        return [f.request_mirror for f in self.filters if f.request_mirror is not None]
+
     @model_validator(mode="after")
     def _filters(self) -> RouteRule:
         kinds = [f.type for f in self.filters]
-        for kind in set(kinds):
-            if kinds.count(kind) > 1:
-                raise ValueError(f"filters: {kind.value} may appear only once in a rule")
+        check_filter_repeats(kinds)
         if FilterType.REQUEST_REDIRECT in kinds:
             if FilterType.URL_REWRITE in kinds:
                 raise ValueError("filters: RequestRedirect and URLRewrite cannot be combined")
             if self.backend_refs:
                 raise ValueError("backendRefs: a rule with RequestRedirect has no backends")
+            if FilterType.REQUEST_MIRROR in kinds:
+                raise ValueError("filters: a redirected request is not forwarded, so "
+                                 "RequestMirror cannot be combined with RequestRedirect")
         for f in self.filters:
             mod = f.url_rewrite.path if f.url_rewrite else None
             mod = mod or (f.request_redirect.path if f.request_redirect else None)
@@ -347,13 +523,15 @@ class HTTPRouteSpec(Strict):
     hostnames: list[str] = Field(default_factory=list, max_length=16)
     rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=64)
 
-    @field_validator("hostnames")
-    @classmethod
-    def _hostnames(cls, v: list[str]) -> list[str]:
-        for h in v:
-            if not HOSTNAME.match(h):
-                raise ValueError(f"{h!r} is not a valid hostname")
-        return v
+    _hostnames = field_validator("hostnames")(check_hostnames)
+
+    @model_validator(mode="after")
+    def _rules(self) -> HTTPRouteSpec:
+        check_unique_parents(self.parent_refs)
+        check_unique_rule_names([r.name for r in self.rules])
+        if sum(len(r.matches) for r in self.rules) > MAX_MATCHES:
+            raise ValueError(f"rules: at most {MAX_MATCHES} matches in all rules together")
+        return self
 
 
 class HTTPRoute(Resource):

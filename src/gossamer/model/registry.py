@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.faultpolicy import FaultPolicy
+from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.meta import Resource
 from gossamer.model.peerauthentication import PeerAuthentication
@@ -19,11 +20,13 @@ from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
+from gossamer.model.tcproute import TCPRoute
 from gossamer.model.workload import Workload
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
-    RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy)}
+    RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
+    TCPRoute)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -47,6 +50,8 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "faultpolicies": "FaultPolicy",
     "fault": "FaultPolicy",
     "fp": "FaultPolicy",
+    "grpcroutes": "GRPCRoute",
+    "tcproutes": "TCPRoute",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

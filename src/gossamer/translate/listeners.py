@@ -13,8 +13,16 @@ from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.fault import FAULT_FILTER
 from gossamer.translate.jwt import JWT_FAILURE, JWT_FILTER, JWT_MISSING_CODE
-from gossamer.translate.protos import ADS, HCM, ROUTER, TCP_PROXY, build, socket_address
-from gossamer.translate.routes import UNREACHABLE_HEADER
+from gossamer.translate.protos import (
+    ADS,
+    CORS,
+    HCM,
+    ROUTER,
+    TCP_PROXY,
+    build,
+    socket_address,
+)
+from gossamer.translate.routes import CORS_FILTER, UNREACHABLE_HEADER
 from gossamer.translate.tls import TLS_INSPECTOR_FILTER, downstream_mtls
 
 # PERMISSIVE: a caller that waits for the server to speak first (SMTP, MySQL...)
@@ -56,6 +64,9 @@ RBAC_MAPPER: dict[str, Any] = {
     "filter": _status("EQ", 403),
     "bodyFormatOverride": {"textFormatSource": {"inlineString": DENIED_BODY}},
 }
+# Callers answer CORS preflights of routes with an HTTPRoute CORS filter (per-route
+# CorsPolicy); without one the filter does nothing.
+CORS_HTTP_FILTER: dict[str, Any] = {"name": CORS_FILTER, "typedConfig": {"@type": CORS}}
 UNREACHABLE_REPLY: dict[str, Any] = {"mappers": [UNREACHABLE_MAPPER]}
 INBOUND_REPLY: dict[str, Any] = {"mappers": [UNREACHABLE_MAPPER, JWT_MAPPER, RBAC_MAPPER]}
 
@@ -89,6 +100,8 @@ def _hcm(stat_prefix: str, route: dict[str, Any], extra: dict[str, Any] | None =
             "httpProtocolOptions": {"allowAbsoluteUrl": True},
             "normalizePath": True,
             "mergeSlashes": True,
+            # WebSocket (HTTP/1.1 Upgrade) passes through caller and callee sidecars.
+            "upgradeConfigs": [{"upgradeType": "websocket"}],
             "httpFilters": [*filters, {"name": "envoy.filters.http.router",
                                        "typedConfig": {"@type": ROUTER}}],
             **route,
@@ -167,7 +180,19 @@ def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:
     configures it), so fault policies change routes only."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
     return _listener(name, "127.0.0.1", port, "OUTBOUND",
-                     _hcm(name, route, filters=(FAULT_FILTER,)))
+                     _hcm(name, route, filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
+
+
+def tcp_split_listener(name: str, port: int, clusters: list[tuple[str, int]],
+                       settings: dict[str, Any] | None = None) -> Listener:
+    """Each new connection goes to one of `clusters` (name, weight), chosen by weight."""
+    if len(clusters) == 1:
+        return tcp_outbound_listener(name, port, clusters[0][0], settings)
+    proxy = {"name": "envoy.filters.network.tcp_proxy",
+             "typedConfig": {"@type": TCP_PROXY, "statPrefix": name, "weightedClusters": {
+                 "clusters": [{"name": c, "weight": w} for c, w in clusters]},
+                 **(settings or {})}}
+    return _listener(name, "127.0.0.1", port, "OUTBOUND", proxy)
 
 
 def tcp_outbound_listener(name: str, port: int, cluster: str,

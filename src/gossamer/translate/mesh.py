@@ -23,11 +23,13 @@ from gossamer.translate.clusters import inbound_cluster, outbound_clusters
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.endpoints import load_assignment, locality_assignment
 from gossamer.translate.fault import with_fault
+from gossamer.translate.grpcroutes import grpc_service_routes
 from gossamer.translate.listeners import (
     InboundSecurity,
     http_outbound_listener,
     inbound_listener,
     tcp_outbound_listener,
+    tcp_split_listener,
 )
 from gossamer.translate.protos import build
 from gossamer.translate.proxy import ProxyIdentity, Upstream
@@ -36,6 +38,7 @@ from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
+from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
 PortKey = tuple[str, str, int]  # (namespace, service, port)
@@ -180,8 +183,11 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
             pkey = (key[0], key[1], port.port)
             protocols[pkey] = port.protocol
             if port.protocol.is_http:
+                grpc = grpc_service_routes(svc, port.port, index.grpc_routes_by_parent.get(
+                    key, ()), index.services, index.resilience) if port.protocol.is_h2 else []
                 port_routes[pkey] = with_fault(
-                    service_routes(svc, port.port, attached, index.services, index.resilience),
+                    service_routes(svc, port.port, attached, index.services, index.resilience,
+                                   grpc),
                     index.faults.get(key))
     mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings,
                       locality=locality)
@@ -207,6 +213,9 @@ def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, Xd
         cluster = names.outbound_cluster(up.namespace, up.service, up.port)
         settings = tcp_settings(mesh.index.resilience.get((up.namespace, up.service)))
         listener = tcp_outbound_listener(lname, up.local_port, cluster, settings)
+        if (troute := mesh.index.tcp_routes.get(pkey)) is not None:  # type: ignore[arg-type]
+            split = tcp_route_clusters(troute, mesh.index.services)
+            listener = tcp_split_listener(lname, up.local_port, split, settings)
         return _res(LISTENER, lname, listener), None
     routes = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)  # type: ignore[arg-type]
     return _res(LISTENER, lname, http_outbound_listener(lname, up.local_port, lname)), routes

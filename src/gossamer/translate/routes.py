@@ -14,12 +14,15 @@ from typing import Any
 from gossamer.index import SvcKey
 from gossamer.model import HTTPRoute, Service
 from gossamer.model.httproute import (
+    CORS,
     BackendRef,
     FilterType,
     HeaderModifier,
+    ParentRef,
     PathMatchType,
     PathModifier,
     PathModifierType,
+    RequestMirror,
     RouteFilter,
     RouteMatch,
     RouteRule,
@@ -27,7 +30,7 @@ from gossamer.model.httproute import (
 )
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
-from gossamer.translate.protos import seconds
+from gossamer.translate.protos import CORS_POLICY, seconds
 from gossamer.translate.resilience import route_settings, rule_policies
 
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
@@ -48,6 +51,9 @@ DEFAULT_RETRY: dict[str, Any] = {
     }],
     "hostSelectionRetryMaxAttempts": "3",
 }
+CORS_FILTER = "envoy.filters.http.cors"
+# What `*.` stands for in an allowed origin: one or more DNS labels.
+SUBDOMAINS = "[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*"
 _PATH_RANK = {PathMatchType.EXACT: 0, PathMatchType.REGULAR_EXPRESSION: 1,
               PathMatchType.PATH_PREFIX: 2}
 
@@ -117,6 +123,49 @@ def _backend_cluster(ref: BackendRef, route_ns: str, parent_port: int,
     if svc is None or svc.port(port) is None:
         return names.NO_ROUTE_CLUSTER
     return names.outbound_cluster(ns, ref.name, port)
+
+
+def _mirror_policies(mirrors: Sequence[RequestMirror], route_ns: str, parent_port: int,
+                     services: Mapping[SvcKey, Service]) -> list[dict[str, Any]]:
+    """Envoy sends the copies and discards their responses. A mirror to a Service
+    (or port) that does not exist is left out; the route's status says so."""
+    out = []
+    for mirror in mirrors:
+        ref, share = mirror.backend_ref, mirror.per_million
+        ns, port = ref.namespace or route_ns, ref.port or parent_port
+        svc = services.get((ns, ref.name))
+        if svc is None or svc.port(port) is None or share == 0:
+            continue
+        fraction = ({"numerator": share // 10_000, "denominator": "HUNDRED"}
+                    if share % 10_000 == 0 else {"numerator": share, "denominator": "MILLION"})
+        out.append({"cluster": names.outbound_cluster(ns, ref.name, port),
+                    "runtimeFraction": {"defaultValue": fraction}})
+    return out
+
+
+def _origin_match(origin: str) -> dict[str, Any]:
+    if origin == "*":
+        return {"safeRegex": {"regex": ".*"}}
+    scheme, rest = origin.split("://", 1)
+    if rest.startswith("*."):
+        host = f"{SUBDOMAINS}\\.{re.escape(rest[2:])}"
+        return {"safeRegex": {"regex": f"{re.escape(scheme)}://{host}"}}
+    return {"exact": origin}
+
+
+def cors_policy(cors: CORS) -> dict[str, Any]:
+    """Per-route config of the CORS HTTP filter that outbound listeners carry."""
+    out: dict[str, Any] = {"@type": CORS_POLICY,
+                           "allowOriginStringMatch": [_origin_match(o) for o in cors.allow_origins],
+                           "maxAge": str(cors.max_age)}
+    for key, values in (("allowMethods", cors.allow_methods),
+                        ("allowHeaders", cors.allow_headers),
+                        ("exposeHeaders", cors.expose_headers)):
+        if values:
+            out[key] = ",".join(values)
+    if cors.allow_credentials is not None:
+        out["allowCredentials"] = cors.allow_credentials
+    return out
 
 
 def _policy_for(backends: Sequence[BackendRef], route_ns: str, parent: SvcKey | None,
@@ -197,7 +246,11 @@ def envoy_route(rule: RouteRule, match: RouteMatch, name: str, route_ns: str,
             action["hostRewriteLiteral"] = rw.url_rewrite.hostname
         if rw.url_rewrite.path:
             action.update(_prefix_rewrite(match, rw.url_rewrite.path))
+    if mirrors := _mirror_policies(rule.mirrors, route_ns, parent_port, services):
+        action["requestMirrorPolicies"] = mirrors
     route["route"] = action
+    if (cors := by_type.get(FilterType.CORS)) and cors.cors:
+        route.setdefault("typedPerFilterConfig", {})[CORS_FILTER] = cors_policy(cors.cors)
     if (req := by_type.get(FilterType.REQUEST_HEADER_MODIFIER)) and req.request_header_modifier:
         add, remove = _headers(req.request_header_modifier)
         route["requestHeadersToAdd"], route["requestHeadersToRemove"] = add, remove
@@ -216,16 +269,32 @@ def _precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
             -len(match.query_params))
 
 
+def rule_route_name(namespace: str, route: str, index: int, rule_name: str | None,
+                    match: int) -> str:
+    """Envoy route name of one match of a rule: a named rule by its name (stable when
+    rules are reordered), others by position."""
+    return f"{namespace}/{route}/{rule_name or f'rule{index}'}/match{match}"
+
+
+def attaches(parent_refs: Sequence[ParentRef], route_ns: str, service: Service,
+             port: int) -> bool:
+    ns, name = service.metadata.namespace, service.metadata.name
+    return any(p.name == name and (p.namespace or route_ns) == ns and p.port in (None, port)
+               for p in parent_refs)
+
+
 def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
                    services: Mapping[SvcKey, Service],
                    policies: Mapping[SvcKey, ResiliencePolicy] | None = None,
-                   ) -> list[dict[str, Any]]:
+                   grpc: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """The Envoy routes of one service port; the default route when nothing attaches.
-    `policies`: the ResiliencePolicy in effect for each Service."""
+    `policies`: the ResiliencePolicy in effect for each Service. `grpc`: the
+    port's GRPCRoute routes (translate.grpcroutes), which come first."""
     ns, name = service.metadata.namespace, service.metadata.name
-    applicable = [r for r in attached
-                  if any(p.name == name and (p.namespace or r.metadata.namespace) == ns
-                         and p.port in (None, port) for p in r.spec.parent_refs)]
+    applicable = [r for r in attached if attaches(r.spec.parent_refs, r.metadata.namespace,
+                                                  service, port)]
+    if grpc and not applicable:
+        return list(grpc)
     if not applicable:
         action: dict[str, Any] = {"cluster": names.outbound_cluster(ns, name, port),
                                   "timeout": "0s", "retryPolicy": DEFAULT_RETRY}
@@ -237,12 +306,13 @@ def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
         for i, rule in enumerate(route.spec.rules):
             in_effect = policies and rule_policies(
                 policies, route.metadata.namespace, route.metadata.name,
-                getattr(rule, "name", None))
+                rule.name)
             for j, match in enumerate(rule.matches or [RouteMatch()]):
-                rname = f"{route.metadata.namespace}/{route.metadata.name}/rule{i}/match{j}"
+                rname = rule_route_name(route.metadata.namespace, route.metadata.name, i,
+                                        rule.name, j)
                 er = envoy_route(rule, match, rname, route.metadata.namespace, port, services,
                                  (ns, name), in_effect or None)
                 ordered.append(((*_precedence(match), seq), er))
                 seq += 1
     ordered.sort(key=lambda pair: pair[0])
-    return [r for _, r in ordered]
+    return [*grpc, *(r for _, r in ordered)]
