@@ -52,11 +52,21 @@ class EnvoyError(RuntimeError):
     """Envoy failed to start, exited early, or its admin API did not answer."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port that was free a moment ago (bind to 0, read it, close), and not one this
+    process handed out before: the kernel may offer a just-closed port again, and a
+    test that asks for an inbound and an outbound port would then get the same one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise EnvoyError("no unused free port after 100 tries")
 
 
 def ads_bootstrap(
