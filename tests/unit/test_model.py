@@ -1561,3 +1561,23 @@ def test_reference_examples_are_valid() -> None:
     assert kinds == {"Service", "Workload", "HTTPRoute", "PeerAuthentication",
                      "AuthorizationPolicy", "RequestAuthentication", "ResiliencePolicy",
                      "FaultPolicy"}
+
+
+def test_demo_examples_are_valid() -> None:
+    """Every file the README's tour applies parses."""
+    examples = Path(__file__).parents[2] / "examples" / "demo"
+    files = sorted(p for p in examples.glob("*.yaml") if p.name != "app.yaml")
+    assert len(files) >= 6  # app.yaml (with Process kinds) is checked by the e2e demo test
+    for path in files:
+        assert parse_documents(path.read_text()), path
+
+
+def test_demo_load_counts_catalog_versions_and_failures() -> None:
+    from gossamer.demo.load import _versions
+    body = {"service": "frontend", "upstreams": {
+        "http://catalog/items": {"status": 200, "body": {"service": "catalog", "version": "v2"}},
+    }}
+    assert _versions(body) == ["v2"]
+    limited = {"service": "frontend", "upstreams": {
+        "http://catalog/items": {"status": 429, "body": "local_rate_limited"}}}
+    assert _versions(limited) == ["HTTP 429"]  # the load line says "catalog HTTP 429"

@@ -18,12 +18,18 @@ from typing import Any
 
 
 def _versions(body: Any) -> list[str]:
+    """What catalog said in one answer: `v1`/`v2`, or `HTTP 429` and the like when a
+    call to catalog failed (the frontend still answers 200 for a 4xx from it)."""
     out = []
     if isinstance(body, dict):
         if body.get("service") == "catalog" or str(body.get("service", "")).startswith("catalog"):
             out.append(str(body.get("version")))
-        for up in (body.get("upstreams") or {}).values():
-            out += _versions(up.get("body"))
+        for url, up in (body.get("upstreams") or {}).items():
+            status = up.get("status") if isinstance(up, dict) else None
+            if "catalog" in str(url) and isinstance(status, int) and status >= 400:
+                out.append(f"HTTP {status}")  # shown as "catalog HTTP 429"
+            else:
+                out += _versions(up.get("body") if isinstance(up, dict) else None)
     return out
 
 
