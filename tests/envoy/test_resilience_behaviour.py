@@ -182,9 +182,12 @@ async def test_consistent_hashing_is_sticky_and_moves_few_keys(mini: MiniMesh,
     moved = [k for k in keys if after[k] != before[k]]
     from_c = [k for k in keys if before[k] == "c"]
     assert set(from_c) <= set(moved)  # every key of the instance that left moved...
-    # ...and few others: the survivors' share of the ring grows, so a key may move
-    # between them, but at most ~1/N of all keys move in total.
-    assert len(moved) <= len(keys) * (1 / 3 + 0.1), (len(moved), len(from_c))
+    # ...and few others. With an even spread that is ~1/N of all keys in total; 150
+    # keys spread only roughly evenly, so count the others. Maglev's table keeps the
+    # survivors' slots; RingHash gives each survivor more ring points (1024/N each),
+    # which also moves some keys between survivors (measured: 7-11 % of keys).
+    extra = len(moved) - len(from_c)
+    assert extra <= len(keys) * (0.2 if lb == "RingHash" else 0.05), (extra, len(from_c))
     print(f"{lb}: {len(moved)} of {len(keys)} keys moved, {len(from_c)} from c")
 
 
