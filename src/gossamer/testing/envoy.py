@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from gossamer.agent.ports import free_port as free_port  # re-exported for tests
 from gossamer.envoybin import find_envoy
 
 _live: weakref.WeakSet[EnvoyProcess] = weakref.WeakSet()
@@ -52,21 +52,6 @@ class EnvoyError(RuntimeError):
     """Envoy failed to start, exited early, or its admin API did not answer."""
 
 
-_handed_out: set[int] = set()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0, read it, close), and not one this
-    process handed out before: the kernel may offer a just-closed port again, and a
-    test that asks for an inbound and an outbound port would then get the same one."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise EnvoyError("no unused free port after 100 tries")
 
 
 def ads_bootstrap(
