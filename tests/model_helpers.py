@@ -65,3 +65,16 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     else:
         node[last] = value
     return doc
+
+
+def mutate(draw: st.DrawFn, doc: Any, values: st.SearchStrategy[Any]) -> None:
+    """Delete or replace (with one of `values`) one to three places in `doc`, in place."""
+    for _ in range(draw(st.integers(1, 3))):
+        loc = draw(st.sampled_from(nodes(doc)[1:]))
+        parent: Any = doc
+        for part in loc[:-1]:
+            parent = parent[part]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[loc[-1]]
+        else:
+            parent[loc[-1]] = draw(values)

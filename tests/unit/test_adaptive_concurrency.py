@@ -22,7 +22,7 @@ from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.adaptive import adaptive_concurrency_filter
 from gossamer.xds.types import CLUSTER, LISTENER
-from tests.model_helpers import jsonish, nodes, parses_or_is_rejected_cleanly, set_path
+from tests.model_helpers import jsonish, mutate, parses_or_is_rejected_cleanly, set_path
 from tests.unit.test_translate import _as_json, _frontend
 from tests.unit.test_translate_security import _static_bootstrap
 
@@ -133,15 +133,7 @@ WORDS = ["50ms", "0s", "1.5s", "100", "interval", "minRtt", ""]
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
     doc = copy.deepcopy(full_doc())
     section = doc["spec"]["adaptiveConcurrency"]
-    for _ in range(draw(st.integers(1, 3))):
-        loc = draw(st.sampled_from(nodes(section)[1:]))
-        parent: Any = section
-        for part in loc[:-1]:
-            parent = parent[part]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[loc[-1]]
-        else:
-            parent[loc[-1]] = draw(jsonish(WORDS, 2**33))
+    mutate(draw, section, jsonish(WORDS, 2**33))
     return doc
 
 

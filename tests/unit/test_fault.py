@@ -36,7 +36,13 @@ from gossamer.model.policy import Scope, policy_scope
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.fault import FAULT_FILTER_NAME, fractional_percent
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
-from tests.model_helpers import DELETE, jsonish, nodes, parses_or_is_rejected_cleanly, set_path
+from tests.model_helpers import (
+    DELETE,
+    jsonish,
+    mutate,
+    parses_or_is_rejected_cleanly,
+    set_path,
+)
 from tests.unit.test_translate import _as_json, _frontend
 from tests.unit.test_translate_security import _static_bootstrap
 
@@ -163,15 +169,7 @@ WORDS = ["UNAVAILABLE", "OK", "Exact", "RegularExpression", "x-chaos", "", "5s",
 @st.composite
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
     doc = copy.deepcopy(full_doc())
-    for _ in range(draw(st.integers(1, 3))):
-        loc = draw(st.sampled_from(nodes(doc)[1:]))
-        parent: Any = doc
-        for part in loc[:-1]:
-            parent = parent[part]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[loc[-1]]
-        else:
-            parent[loc[-1]] = draw(jsonish(WORDS, 2**33))
+    mutate(draw, doc, jsonish(WORDS, 2**33))
     return doc
 
 

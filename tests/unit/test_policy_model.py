@@ -26,7 +26,7 @@ from gossamer.model.policy import MESH_ROOT_NAMESPACE, Scope, policy_scope
 from tests.model_helpers import (
     DELETE,
     jsonish,
-    nodes,
+    mutate,
     parses_or_is_rejected_cleanly,
     set_path,
 )
@@ -259,25 +259,13 @@ WORDS = ["STRICT", "PERMISSIVE", "ALLOW", "DENY", "*", "*.json", "/api/*", "a*b"
          "request.auth.claims[]", "source.namespace", "https://x/keys", "ftp://x", JWKS,
          '{"keys": []}', "{", "iss/sub", "", "5s", "0s"]
 JSONISH = jsonish(WORDS, 70000)
-_nodes = nodes
 
 
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     kind = draw(st.sampled_from(sorted(VALID)))
     doc = copy.deepcopy(VALID[kind]())
-    for _ in range(draw(st.integers(1, 3))):
-        locs = _nodes(doc)[1:]
-        loc = draw(st.sampled_from(locs))
-        parent: Any = doc
-        for part in loc[:-1]:
-            parent = parent[part]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[loc[-1]]
-        else:
-            parent[loc[-1]] = draw(JSONISH)
-        if not isinstance(doc, dict):
-            break
+    mutate(draw, doc, JSONISH)
     return kind, doc
 
 

@@ -23,7 +23,13 @@ from gossamer.model import (
     parse_documents,
 )
 from gossamer.model.ratelimitpolicy import KeyType
-from tests.model_helpers import DELETE, jsonish, nodes, parses_or_is_rejected_cleanly, set_path
+from tests.model_helpers import (
+    DELETE,
+    jsonish,
+    mutate,
+    parses_or_is_rejected_cleanly,
+    set_path,
+)
 
 MESH = "mesh.gossamer.dev/v1alpha1"
 
@@ -155,15 +161,7 @@ JSONISH = jsonish(WORDS, 2**33)
 @st.composite
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
     doc = copy.deepcopy(full_doc())
-    for _ in range(draw(st.integers(1, 3))):
-        loc = draw(st.sampled_from(nodes(doc)[1:]))
-        parent: Any = doc
-        for part in loc[:-1]:
-            parent = parent[part]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[loc[-1]]
-        else:
-            parent[loc[-1]] = draw(JSONISH)
+    mutate(draw, doc, JSONISH)
     return doc
 
 

@@ -25,7 +25,7 @@ from gossamer.model.resiliencepolicy import RETRY_ON, LbPolicy
 from tests.model_helpers import (
     DELETE,
     jsonish,
-    nodes,
+    mutate,
     parses_or_is_rejected_cleanly,
     set_path,
 )
@@ -268,21 +268,12 @@ WORDS = ["5xx", "reset", "retriable-status-codes", "RingHash", "Maglev", "RoundR
          "LeastRequest", "Random", "x-user", "/healthz", "healthz", "", "5s", "0s", "1.5s",
          "10ms", "1h", "Service", "Pod", "catalog"]
 JSONISH = jsonish(WORDS, 2**33)
-_nodes = nodes
 
 
 @st.composite
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
     doc = copy.deepcopy(full_doc())
-    for _ in range(draw(st.integers(1, 3))):
-        loc = draw(st.sampled_from(_nodes(doc)[1:]))
-        parent: Any = doc
-        for part in loc[:-1]:
-            parent = parent[part]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[loc[-1]]
-        else:
-            parent[loc[-1]] = draw(JSONISH)
+    mutate(draw, doc, JSONISH)
     return doc
 
 

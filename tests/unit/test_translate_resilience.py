@@ -254,6 +254,8 @@ def test_locality_orders_endpoints_by_the_callers_zone() -> None:
     mesh = mesh_of(_with_zones(_policy("  loadBalancer: {locality: {}}\n")))
     name = "outbound|80||catalog.default"
     assert name in mesh.locality
+    retry = routes(mesh, "catalog.default:9090")["default"]["route"]["retryPolicy"]
+    assert retry["retryPriority"]["name"] == "envoy.retry_priorities.previous_priorities"
 
     def priorities(zone: str) -> dict[int, set[str]]:
         proxy = replace(_frontend(), labels=(("topology.kubernetes.io/region", "eu"),

@@ -29,6 +29,19 @@ MAX_MATCHES = 128
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
+def check_method(v: str | None) -> str | None:
+    if v is not None and v not in METHODS:
+        raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
+    return v
+
+
+def check_unique_headers(headers: list[HeaderMatch]) -> None:
+    """Matching one header twice would be an AND of two values: never true."""
+    names = [h.name.lower() for h in headers]
+    if len(names) != len(set(names)):
+        raise ValueError("headers: each header name may be matched only once")
+
+
 def _check_header_name(v: str) -> str:
     if not HEADER_NAME.match(v) or len(v) > 256:
         raise ValueError(f"{v!r} is not a valid HTTP header name")
@@ -123,18 +136,11 @@ class RouteMatch(Strict):
     )
     method: str | None = None
 
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str | None) -> str | None:
-        if v is not None and v not in METHODS:
-            raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
-        return v
+    _method = field_validator("method")(check_method)
 
     @model_validator(mode="after")
     def _unique(self) -> RouteMatch:
-        names = [h.name.lower() for h in self.headers]
-        if len(names) != len(set(names)):
-            raise ValueError("headers: each header name may be matched only once")
+        check_unique_headers(self.headers)
         qnames = [q.name for q in self.query_params]
         if len(qnames) != len(set(qnames)):
             raise ValueError("queryParams: each parameter may be matched only once")

@@ -21,7 +21,12 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gossamer.model.duration import parse_duration_ms
-from gossamer.model.httproute import METHODS, HeaderMatch, PathMatch
+from gossamer.model.httproute import (
+    HeaderMatch,
+    PathMatch,
+    check_method,
+    check_unique_headers,
+)
 from gossamer.model.meta import Resource, Strict
 from gossamer.model.policy import TargetedSpec, TargetRef
 from gossamer.model.resiliencepolicy import check_header
@@ -71,18 +76,11 @@ class RateLimitMatch(Strict):
     method: str | None = None
     headers: list[HeaderMatch] = Field(default_factory=list, max_length=16)
 
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str | None) -> str | None:
-        if v is not None and v not in METHODS:
-            raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
-        return v
+    _method = field_validator("method")(check_method)
 
     @model_validator(mode="after")
     def _unique(self) -> RateLimitMatch:
-        names = [h.name.lower() for h in self.headers]
-        if len(names) != len(set(names)):
-            raise ValueError("headers: each header name may be matched only once")
+        check_unique_headers(self.headers)
         return self
 
 

@@ -21,6 +21,12 @@ from gossamer.translate.protos import seconds
 
 _LB = {LbPolicy.ROUND_ROBIN: "ROUND_ROBIN", LbPolicy.LEAST_REQUEST: "LEAST_REQUEST",
        LbPolicy.RANDOM: "RANDOM", LbPolicy.RING_HASH: "RING_HASH", LbPolicy.MAGLEV: "MAGLEV"}
+RETRY_PRIORITY: dict[str, Any] = {
+    "name": "envoy.retry_priorities.previous_priorities",
+    "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.retry.priority."
+                             "previous_priorities.v3.PreviousPrioritiesConfig",
+                    "updateFrequency": 2},
+}
 # Envoy's defaults when a policy sets retries but no budget.
 DEFAULT_BUDGET_PERCENT = 20.0
 DEFAULT_MIN_RETRY_CONCURRENCY = 3
@@ -216,6 +222,10 @@ def route_settings(action: dict[str, Any], policy: ResiliencePolicy | None, defa
             action["idleTimeout"] = _dur(t.idle)
     if spec.hedging is not None:
         _hedge(action, spec.hedging, rule_per_try)
+    if spec.load_balancer is not None and spec.load_balancer.locality is not None:
+        # A retry goes to the next priority (locality) once one has failed it, rather
+        # than back into a zone that is failing but not yet ejected.
+        action["retryPolicy"] = {**action["retryPolicy"], "retryPriority": RETRY_PRIORITY}
     if (hashing := hash_policy(policy)) is not None:
         action["hashPolicy"] = hashing
 
