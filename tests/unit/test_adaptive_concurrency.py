@@ -65,7 +65,7 @@ def inbound_filters(extra: list[dict[str, Any]], **proxy: Any) -> list[str]:
     listener = _as_json(translate_proxy(mesh, _frontend(**proxy)).snapshot)["listeners"][
         "inbound"]
     hcm = listener["filterChains"][0]["filters"][0]["typedConfig"]
-    return [f["name"] for f in hcm.get("httpFilters", [])]
+    return [f["name"] for f in hcm.get("httpFilters", []) if f["name"] != "envoy.filters.http.tap"]
 
 
 # ---------------------------------------------------------------- model

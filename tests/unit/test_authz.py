@@ -160,7 +160,7 @@ def test_explain_takes_a_listener_and_refuses_matchers_it_does_not_know(
     assert explain(listener, source=web, path="/api/x").allowed
     data = to_dict(listener)
     hcm = data["filterChains"][0]["filters"][0]["typedConfig"]
-    allow = hcm["httpFilters"][2]["typedConfig"]["rules"]["policies"]
+    allow = hcm["httpFilters"][3]["typedConfig"]["rules"]["policies"]  # tap, jwt, deny, allow
     allow["default/catalog-readers[rule-0]"]["principals"] = [
         {"directRemoteIp": {"addressPrefix": "10.0.0.0", "prefixLen": 8}}]
     with pytest.raises(Unsupported):

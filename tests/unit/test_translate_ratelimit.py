@@ -66,7 +66,7 @@ def inbound(mesh: MeshConfig) -> dict[str, Any]:
 def http_filters(listener: dict[str, Any]) -> list[dict[str, Any]]:
     hcm = listener["filterChains"][0]["filters"][0]["typedConfig"]
     out: list[dict[str, Any]] = hcm["httpFilters"]
-    return out
+    return [f for f in out if f["name"] != "envoy.filters.http.tap"]
 
 
 def test_golden_inbound_listener_with_a_full_policy() -> None:
@@ -82,7 +82,8 @@ def test_filters_run_after_rbac_and_before_the_router_on_every_chain(mtls: bool)
     listener = inbound(mesh_of(docs(POLICIES + "\n---\n" + DENY), mtls=mtls))
     for chain in listener["filterChains"]:
         names = [f["name"] for f in chain["filters"][0]["typedConfig"]["httpFilters"]]
-        assert names == ["envoy.filters.http.rbac.deny", LOCAL_FILTER, GLOBAL_FILTER,
+        assert names == ["envoy.filters.http.tap", "envoy.filters.http.rbac.deny",
+                         LOCAL_FILTER, GLOBAL_FILTER,
                          "envoy.filters.http.router"]
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.security import security_routes
+from gossamer.api.tap import tap_routes
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.leases import Leases
@@ -163,6 +164,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _resource_routes(app, ctx)
     _workload_routes(app, ctx)
     security_routes(app, ctx)
+    tap_routes(app, ctx)
     return app
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -39,3 +41,22 @@ class Api:
                 message = resp.text.strip() or f"HTTP {resp.status_code}"
             raise CliError(message)
         return resp.json()
+
+    def stream(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Newline-delimited JSON from a streaming endpoint, one object per line."""
+        try:
+            with self._http.stream("GET", path, params=dict(params),
+                                   timeout=httpx.Timeout(10.0, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    try:
+                        message = str(resp.json().get("error", resp.text))
+                    except ValueError:
+                        message = resp.text.strip() or f"HTTP {resp.status_code}"
+                    raise CliError(message)
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the control plane at {self.base} ({exc}); "
+                           "is it running? (set --server or GOSSAMER_SERVER)") from exc

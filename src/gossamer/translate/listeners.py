@@ -127,6 +127,25 @@ def _listener(name: str, address: str, port: int, direction: str,
     })
 
 
+# Live tap (`gossamer tap`): idle until the control plane POSTs a tap config to the
+# sidecar's admin /tap; first in the chain, so it also sees requests that later
+# filters deny or throttle.
+TAP_CONFIG_ID = "gossamer"
+TAP_FILTER: dict[str, Any] = {
+    "name": "envoy.filters.http.tap",
+    "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.filters.http.tap.v3.Tap",
+                    "commonConfig": {"adminConfig": {"configId": TAP_CONFIG_ID}},
+                    "recordHeadersReceivedTime": True,
+                    "recordDownstreamConnection": True},
+}
+# The app (and tap) see the verified caller: the HCM replaces any client-sent
+# x-forwarded-client-cert with the peer certificate's URI SAN (its SPIFFE ID).
+CALLER_IDENTITY: dict[str, Any] = {
+    "forwardClientCertDetails": "SANITIZE_SET",
+    "setCurrentClientCertDetails": {"uri": True},
+}
+
+
 def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity,
                      traffic_filters: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
@@ -136,8 +155,8 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY},
-                 (*security.http_filters, *traffic_filters))]
+    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY},
+                 (TAP_FILTER, *security.http_filters, *traffic_filters))]
 
 
 def _inbound_chains(filters: list[dict[str, Any]],

@@ -1,0 +1,47 @@
+"""API route for live tap: newline-delimited JSON events, one per request."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, FastAPI, Query
+from fastapi.responses import StreamingResponse
+
+from gossamer.api.auth import Caller
+from gossamer.tap.session import MAX_EVENTS, MAX_SECONDS, TapError, stream, targets
+
+if TYPE_CHECKING:
+    from gossamer.api.app import ApiContext
+
+
+def tap_routes(app: FastAPI, ctx: ApiContext) -> None:
+    from gossamer.api.app import ApiError
+
+    reader = Depends(ctx.auth.caller)
+
+    @app.get("/api/v1/tap/{namespace}/{service}")
+    async def tap(namespace: str, service: str, caller: Caller = reader,
+                  path: str | None = Query(default=None, max_length=1024),
+                  method: str | None = Query(default=None, max_length=16),
+                  bodies: bool = False,
+                  limit: int = Query(default=100, ge=1, le=MAX_EVENTS),
+                  seconds: float = Query(default=30.0, gt=0, le=MAX_SECONDS),
+                  ) -> StreamingResponse:
+        """Live requests to a Service as its sidecars see them. Admin only: request
+        headers (credentials redacted) and, with `bodies`, bodies are shown."""
+        caller.require_admin()
+        tapped = targets(ctx.proxies(), namespace, service)
+        if not tapped:
+            raise ApiError(404, f"no connected sidecar serves {namespace}/{service}")
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for event in stream(tapped, path=path, method=method, bodies=bodies,
+                                          limit=limit, seconds=seconds):
+                    yield (json.dumps(event.to_json()) + "\n").encode()
+            except TapError as exc:
+                yield (json.dumps({"error": str(exc)}) + "\n").encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,1 @@
+"""Live tap: requests as a Service's own sidecars see them (`gossamer tap`)."""
