@@ -146,8 +146,13 @@ CALLER_IDENTITY: dict[str, Any] = {
 }
 
 
+def _tracing(tracing: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if tracing is None else {"tracing": tracing}
+
+
 def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity,
-                     traffic_filters: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
+                     traffic_filters: tuple[dict[str, Any], ...] = (),
+                     tracing: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
         return [*security.network_filters, _tcp("inbound", cluster)]
     route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
@@ -155,7 +160,8 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY},
+    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY,
+                                    **_tracing(tracing)},
                  (TAP_FILTER, *security.http_filters, *traffic_filters))]
 
 
@@ -175,16 +181,19 @@ def _inbound_chains(filters: list[dict[str, Any]],
 
 def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
                      cluster: str, security: InboundSecurity | None = None,
-                     traffic_filters: tuple[dict[str, Any], ...] = ()) -> Listener:
+                     traffic_filters: tuple[dict[str, Any], ...] = (),
+                     tracing: dict[str, Any] | None = None) -> Listener:
     """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`).
-    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency)."""
+    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency).
+    `tracing`: the HCM tracing block (translate/tracing.py); its spans are SERVER."""
     security = security or InboundSecurity()
     config: dict[str, Any] = {
         "name": name,
         "address": socket_address(address, port),
         "trafficDirection": "INBOUND",
         "filterChains": _inbound_chains(
-            _inbound_filters(protocol, cluster, security, traffic_filters), security.mtls),
+            _inbound_filters(protocol, cluster, security, traffic_filters, tracing),
+            security.mtls),
     }
     if security.mtls is not None:
         config["listenerFilters"] = [TLS_INSPECTOR_FILTER]
@@ -194,12 +203,15 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
     return build(Listener, config)
 
 
-def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:
+def http_outbound_listener(name: str, port: int, route_config: str,
+                           tracing: dict[str, Any] | None = None) -> Listener:
     """The fault filter is always there (a no-op unless a route's FaultPolicy
-    configures it), so fault policies change routes only."""
+    configures it), so fault policies change routes only. With `tracing` the
+    listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
     return _listener(name, "127.0.0.1", port, "OUTBOUND",
-                     _hcm(name, route, filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
+                     _hcm(name, route, _tracing(tracing),
+                          filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
 
 
 def tcp_split_listener(name: str, port: int, clusters: list[tuple[str, int]],

@@ -39,6 +39,7 @@ from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
 from gossamer.translate.tcproutes import tcp_route_clusters
+from gossamer.translate.tracing import ProxyTracing, proxy_tracing
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
 PortKey = tuple[str, str, int]  # (namespace, service, port)
@@ -205,7 +206,8 @@ def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
     return svc.spec.ports[0].protocol if svc else Protocol.HTTP
 
 
-def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, XdsResource | None]:
+def _upstream_resources(mesh: MeshConfig, up: Upstream, tracing: dict[str, Any] | None = None
+                        ) -> tuple[XdsResource, XdsResource | None]:
     pkey: SvcKey | PortKey = (up.namespace, up.service, up.port)
     lname = names.upstream_listener(up.namespace, up.service, up.port)
     protocol = mesh.protocols.get(pkey)  # type: ignore[arg-type]
@@ -218,11 +220,13 @@ def _upstream_resources(mesh: MeshConfig, up: Upstream) -> tuple[XdsResource, Xd
             listener = tcp_split_listener(lname, up.local_port, split, settings)
         return _res(LISTENER, lname, listener), None
     routes = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)  # type: ignore[arg-type]
-    return _res(LISTENER, lname, http_outbound_listener(lname, up.local_port, lname)), routes
+    listener = http_outbound_listener(lname, up.local_port, lname, tracing)
+    return _res(LISTENER, lname, listener), routes
 
 
-def _inbound_resources(mesh: MeshConfig,
-                       proxy: ProxyIdentity) -> tuple[XdsResource, list[XdsResource]]:
+def _inbound_resources(mesh: MeshConfig, proxy: ProxyIdentity,
+                       tracing: dict[str, Any] | None = None
+                       ) -> tuple[XdsResource, list[XdsResource]]:
     """The inbound listener, and the clusters it needs: the local app, JWKS servers."""
     protocol = _own_protocol(mesh.index, proxy)
     local = inbound_cluster(proxy.app_port, protocol)
@@ -231,8 +235,14 @@ def _inbound_resources(mesh: MeshConfig,
         (proxy.namespace, services, proxy.app_port, proxy.inbound_port, protocol))
     traffic = () if protocol is Protocol.TCP else inbound_traffic_filters(mesh.index, services)
     lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
-                           proxy.inbound_port, protocol, local.name, security, traffic)
+                           proxy.inbound_port, protocol, local.name, security, traffic,
+                           tracing)
     return _res(LISTENER, lis.name, lis), [_res(CLUSTER, local.name, local), *jwks]
+
+
+def _proxy_tracing(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyTracing | None:
+    services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
+    return proxy_tracing(mesh.index, proxy.namespace, services, proxy.service, proxy.workload)
 
 
 def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
@@ -241,20 +251,24 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     routes: dict[str, XdsResource] = {}
     ports: dict[str, int] = {}
     rds_refs: list[str] = []
+    tracing = _proxy_tracing(mesh, proxy)
+    hcm_tracing = None if tracing is None else tracing.hcm
+    if tracing is not None:
+        clusters[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
     if proxy.inbound_port and proxy.app_port:
-        listener, needed = _inbound_resources(mesh, proxy)
+        listener, needed = _inbound_resources(mesh, proxy, hcm_tracing)
         clusters.update((c.name, c) for c in needed)
         listeners[listener.name] = listener
         ports[listener.name] = proxy.inbound_port
     if proxy.outbound_port:
         lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
-                                     names.OUTBOUND_ROUTES)
+                                     names.OUTBOUND_ROUTES, hcm_tracing)
         listeners[lis.name] = _res(LISTENER, lis.name, lis)
         routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace)
         ports[lis.name] = proxy.outbound_port
         rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
-        listener, route = _upstream_resources(mesh, up)
+        listener, route = _upstream_resources(mesh, up, hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
         if route is not None:
