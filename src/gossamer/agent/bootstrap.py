@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.agent.stats import stats_config
 from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
 
 XDS_CLUSTER = "gossamer_xds"
@@ -175,5 +176,6 @@ def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
             "ldsConfig": ads,
         },
         "staticResources": {"clusters": clusters},
+        "statsConfig": stats_config(node.service, node.namespace, node.workload),
         "layeredRuntime": {"layers": [{"name": "admin", "adminLayer": {}}]},
     }

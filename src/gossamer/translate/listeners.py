@@ -128,20 +128,24 @@ def _listener(name: str, address: str, port: int, direction: str,
 
 
 def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity,
-                     traffic_filters: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
+                     traffic_filters: tuple[dict[str, Any], ...] = (),
+                     stat_prefix: str = names.INBOUND_STATS) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
-        return [*security.network_filters, _tcp("inbound", cluster)]
+        return [*security.network_filters, _tcp(stat_prefix, cluster)]
     route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
         "name": "inbound", "domains": ["*"],
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY},
+    return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY},
                  (*security.http_filters, *traffic_filters))]
 
 
-def _inbound_chains(filters: list[dict[str, Any]],
-                    mtls: MtlsMode | None) -> list[dict[str, Any]]:
+def _inbound_chains(filters: list[dict[str, Any]], mtls: MtlsMode | None,
+                    plaintext_filters: list[dict[str, Any]] | None = None
+                    ) -> list[dict[str, Any]]:
+    """`plaintext_filters`: PERMISSIVE's plaintext chain, the same filters counting
+    under names.INBOUND_PLAINTEXT_STATS, so the stats tell mTLS traffic from plaintext."""
     if mtls is None:
         return [{"filters": filters}]
     chains = [{"name": names.INBOUND_MTLS_CHAIN,
@@ -150,7 +154,7 @@ def _inbound_chains(filters: list[dict[str, Any]],
     if mtls is MtlsMode.PERMISSIVE:
         chains.append({"name": names.INBOUND_PLAINTEXT_CHAIN,
                        "filterChainMatch": {"transportProtocol": "raw_buffer"},
-                       "filters": filters})
+                       "filters": plaintext_filters or filters})
     return chains
 
 
@@ -165,7 +169,9 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
         "address": socket_address(address, port),
         "trafficDirection": "INBOUND",
         "filterChains": _inbound_chains(
-            _inbound_filters(protocol, cluster, security, traffic_filters), security.mtls),
+            _inbound_filters(protocol, cluster, security, traffic_filters), security.mtls,
+            _inbound_filters(protocol, cluster, security, traffic_filters,
+                             names.INBOUND_PLAINTEXT_STATS)),
     }
     if security.mtls is not None:
         config["listenerFilters"] = [TLS_INSPECTOR_FILTER]
