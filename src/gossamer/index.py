@@ -27,6 +27,7 @@ from gossamer.model import (
     ResourceKey,
     Service,
     TCPRoute,
+    Telemetry,
     Workload,
 )
 from gossamer.model.policy import policy_scope, target_name
@@ -38,7 +39,7 @@ WorkloadKey = tuple[str, str]  # (namespace, name)
 PortKey = tuple[str, str, int]  # (namespace, service, port)
 AnyRoute = HTTPRoute | GRPCRoute | TCPRoute
 Policy = (PeerAuthentication | AuthorizationPolicy | RequestAuthentication | ResiliencePolicy
-          | RateLimitPolicy | FaultPolicy)
+          | RateLimitPolicy | FaultPolicy | Telemetry)
 R = TypeVar("R", bound=Resource)
 
 
@@ -81,6 +82,8 @@ class MeshIndex:
     grpc_routes_by_parent: Mapping[SvcKey, tuple[GRPCRoute, ...]] = field(default_factory=dict)
     # The TCPRoute in effect on each TCP service port (the first by (namespace, name)).
     tcp_routes: Mapping[PortKey, TCPRoute] = field(default_factory=dict)
+    # Telemetry resources in (namespace, name) order; one per scope takes effect.
+    telemetries: tuple[Telemetry, ...] = ()
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -274,15 +277,18 @@ def _section_conditions(conditions: dict[ResourceKey, tuple[Condition, ...]],
                 message="; ".join(missing) + " (that section has no effect)"))
 
 
-def _peer_conflicts(policies: Iterable[PeerAuthentication]) -> dict[ResourceKey, str]:
-    """Only one PeerAuthentication per scope counts: the first by name; the rest are reported."""
-    first: dict[tuple[str, str | None], PeerAuthentication] = {}
+def _peer_conflicts(policies: Iterable[PeerAuthentication | Telemetry]
+                    ) -> dict[ResourceKey, str]:
+    """Only one PeerAuthentication (or Telemetry) per scope counts: the first by name;
+    the rest are reported."""
+    first: dict[tuple[str, str | None], PeerAuthentication | Telemetry] = {}
     out: dict[ResourceKey, str] = {}
     for p in policies:
         slot = (p.metadata.namespace, target_name(p))
         if slot in first:
-            out[p.key] = (f"PeerAuthentication {first[slot].metadata.name!r} already sets the "
-                          "mode for this scope (the first by name wins)")
+            what = "mode" if isinstance(p, PeerAuthentication) else "telemetry"
+            out[p.key] = (f"{p.KIND} {first[slot].metadata.name!r} already sets the "
+                          f"{what} for this scope (the first by name wins)")
         else:
             first[slot] = p
     return out
@@ -339,7 +345,7 @@ def _partition(resources: Iterable[Resource]) -> tuple[
         elif isinstance(r, HTTPRoute):
             routes.append(r)
         elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication
-                        | ResiliencePolicy | RateLimitPolicy | FaultPolicy):
+                        | ResiliencePolicy | RateLimitPolicy | FaultPolicy | Telemetry):
             policies.append(r)
     return services, _sorted(workloads), _sorted(routes), _sorted(policies)
 
@@ -361,10 +367,12 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
     rate_limits, rate_limit_conflicts = _one_per_service(
         p for p in policies if isinstance(p, RateLimitPolicy))
     faults, fault_conflicts = _one_per_service(p for p in policies if isinstance(p, FaultPolicy))
+    telemetries = [p for p in policies if isinstance(p, Telemetry)]
     conditions.update(gamma_conditions)
     conditions.update(_policy_conditions(
         policies, services, {**_peer_conflicts(peers), **resilience_conflicts,
-                             **rate_limit_conflicts, **fault_conflicts}))
+                             **rate_limit_conflicts, **fault_conflicts,
+                             **_peer_conflicts(telemetries)}))
     _section_conditions(conditions, policies, routes)
     accounts, selected_by = _selections(services, workloads)
     return MeshIndex(
@@ -386,4 +394,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         faults=MappingProxyType(faults),
         grpc_routes_by_parent=MappingProxyType({k: tuple(v) for k, v in grpc_routes.items()}),
         tcp_routes=MappingProxyType(tcp_routes),
+        telemetries=tuple(telemetries),
     )

@@ -42,6 +42,8 @@ class NodeSpec:
     service_account: str | None = None
     # The workload's labels: the control plane reads locality from them.
     labels: tuple[tuple[str, str], ...] = ()
+    # The file Envoy appends access logs to, when a Telemetry turns them on.
+    access_log: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,7 @@ class NodeSpec:
             "upstreams": [dict(u) for u in self.upstreams],
             **({"service_account": self.service_account} if self.service_account else {}),
             **({"labels": dict(self.labels)} if self.labels else {}),
+            **({"access_log": self.access_log} if self.access_log else {}),
         }
 
 

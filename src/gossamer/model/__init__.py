@@ -25,6 +25,7 @@ from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
 from gossamer.model.tcproute import TCPRoute
+from gossamer.model.telemetry import Telemetry
 from gossamer.model.workload import Workload
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "ResourceKey",
     "Service",
     "TCPRoute",
+    "Telemetry",
     "Workload",
     "dump_document",
     "kind_for",

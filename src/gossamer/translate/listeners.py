@@ -129,7 +129,8 @@ def _listener(name: str, address: str, port: int, direction: str,
 
 def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity,
                      traffic_filters: tuple[dict[str, Any], ...] = (),
-                     stat_prefix: str = names.INBOUND_STATS) -> list[dict[str, Any]]:
+                     stat_prefix: str = names.INBOUND_STATS,
+                     access_log: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
         return [*security.network_filters, _tcp(stat_prefix, cluster)]
     route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
@@ -137,7 +138,8 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY},
+    log = {"accessLog": list(access_log)} if access_log else {}
+    return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY, **log},
                  (*security.http_filters, *traffic_filters))]
 
 
@@ -160,18 +162,21 @@ def _inbound_chains(filters: list[dict[str, Any]], mtls: MtlsMode | None,
 
 def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
                      cluster: str, security: InboundSecurity | None = None,
-                     traffic_filters: tuple[dict[str, Any], ...] = ()) -> Listener:
+                     traffic_filters: tuple[dict[str, Any], ...] = (),
+                     access_log: tuple[dict[str, Any], ...] = ()) -> Listener:
     """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`).
-    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency)."""
+    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency);
+    `access_log`: the HCM's access loggers (translate/telemetry.py)."""
     security = security or InboundSecurity()
     config: dict[str, Any] = {
         "name": name,
         "address": socket_address(address, port),
         "trafficDirection": "INBOUND",
         "filterChains": _inbound_chains(
-            _inbound_filters(protocol, cluster, security, traffic_filters), security.mtls,
             _inbound_filters(protocol, cluster, security, traffic_filters,
-                             names.INBOUND_PLAINTEXT_STATS)),
+                             access_log=access_log), security.mtls,
+            _inbound_filters(protocol, cluster, security, traffic_filters,
+                             names.INBOUND_PLAINTEXT_STATS, access_log)),
     }
     if security.mtls is not None:
         config["listenerFilters"] = [TLS_INSPECTOR_FILTER]
@@ -181,12 +186,14 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
     return build(Listener, config)
 
 
-def http_outbound_listener(name: str, port: int, route_config: str) -> Listener:
+def http_outbound_listener(name: str, port: int, route_config: str,
+                           access_log: tuple[dict[str, Any], ...] = ()) -> Listener:
     """The fault filter is always there (a no-op unless a route's FaultPolicy
     configures it), so fault policies change routes only."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
+    log = {"accessLog": list(access_log)} if access_log else None
     return _listener(name, "127.0.0.1", port, "OUTBOUND",
-                     _hcm(name, route, filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
+                     _hcm(name, route, log, filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
 
 
 def tcp_split_listener(name: str, port: int, clusters: list[tuple[str, int]],
