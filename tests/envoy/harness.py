@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,7 +145,8 @@ class Sidecar:
     def __init__(self, plane: ControlPlane, make: Callable[[dict[str, Any]], EnvoyProcess],
                  service: str, index: int = 0, *, app_port: int = 0, protocol: str = "http",
                  upstreams: tuple[dict[str, Any], ...] = (), delta: bool = True,
-                 labels: Mapping[str, str] | None = None) -> None:
+                 labels: Mapping[str, str] | None = None,
+                 access_log_dir: Path | None = None) -> None:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
         self.workload = f"{service}-{index}"
@@ -153,7 +155,8 @@ class Sidecar:
             workload=self.workload, inbound_port=self.inbound, inbound_address="127.0.0.1",
             app_port=app_port, app_protocol=protocol, outbound_port=self.outbound,
             admin_port=free_port(), upstreams=upstreams,
-            labels=tuple(sorted((labels or {}).items())))
+            labels=tuple(sorted((labels or {}).items())),
+            access_log=str(access_log_dir / f"{self.workload}.log") if access_log_dir else None)
         self.envoy = make(bootstrap(self.node, "127.0.0.1", plane.xds_port, delta=delta))
 
     async def start(self) -> None:
@@ -169,6 +172,8 @@ class MiniMesh:
         self.plane = plane
         self.make = make
         self.sidecars: list[Sidecar] = []
+        # Set before serve()/client(): their sidecars write access logs to <dir>/<workload>.log.
+        self.access_log_dir: Path | None = None
 
     async def api(self, method: str, path: str, body: Any = None,
                   expect: int | None = None) -> Any:
@@ -205,7 +210,7 @@ class MiniMesh:
         out = []
         for i, backend in enumerate(backends):
             side = Sidecar(self.plane, self.make, service, i, app_port=backend.port,
-                           protocol=protocol)
+                           protocol=protocol, access_log_dir=self.access_log_dir)
             meta: dict[str, Any] = {"name": side.workload}
             if labels is not None:
                 meta["labels"] = dict(labels[i])
@@ -221,7 +226,7 @@ class MiniMesh:
                      upstreams: tuple[dict[str, Any], ...] = (),
                      labels: Mapping[str, str] | None = None) -> Sidecar:
         side = Sidecar(self.plane, self.make, service, index, upstreams=upstreams,
-                       labels=labels)
+                       labels=labels, access_log_dir=self.access_log_dir)
         self.sidecars.append(side)
         await side.start()
         return side

@@ -107,3 +107,17 @@ def test_sds_config_is_a_config_source_and_a_fresh_copy() -> None:
     a = sds_config()
     a["apiConfigSource"]["apiType"] = "DELTA_GRPC"
     assert sds_config()["apiConfigSource"]["apiType"] == "GRPC"
+
+
+def test_stats_config_labels_the_sidecar_and_keeps_only_mesh_stats() -> None:
+    stats = parse(bootstrap(NODE, "127.0.0.1", 15010)).stats_config
+    # Envoy's defaults cut names at the first dot (splitting `SVC.NS`): ours replace them.
+    assert not stats.use_all_default_tags.value
+    fixed = {t.tag_name: t.fixed_value for t in stats.stats_tags if t.fixed_value}
+    assert fixed == {"source_namespace": "default", "source_service": "web",
+                     "source_workload": "web-1"}
+    regex = {t.tag_name for t in stats.stats_tags if t.regex}
+    assert {"destination_service", "destination_namespace", "destination_port",
+            "envoy.cluster_name", "envoy.response_code", "envoy.response_code_class",
+            "envoy.http_conn_manager_prefix", "envoy.listener_address"} <= regex
+    assert len(stats.stats_matcher.inclusion_list.patterns) >= 5

@@ -259,10 +259,15 @@ def test_peer_authentication_precedence(policies: list[tuple[str, str, str, str 
               "app_port": 8080, "outbound_port": 0})).snapshot
     listener = inbound(snap)
     assert transports(listener) == chains
-    # The plaintext chain runs exactly the same filters as the TLS one, and a plaintext
-    # caller that waits for the server to speak first is let through after a second.
+    # The plaintext chain runs exactly the same filters as the TLS one, counting under
+    # its own stat prefix, and a plaintext caller that waits for the server to speak
+    # first is let through after a second.
     if len(chains) == 2:
-        assert chain_filters(listener, 0) == chain_filters(listener, 1)
+        tls_hcm, plain_hcm = (chain_filters(listener, i)[-1]["typedConfig"] for i in (0, 1))
+        assert (tls_hcm["statPrefix"], plain_hcm["statPrefix"]) == (
+            "inbound", "inbound_plaintext")
+        assert {**tls_hcm, "statPrefix": None} == {**plain_hcm, "statPrefix": None}
+        assert chain_filters(listener, 0)[:-1] == chain_filters(listener, 1)[:-1]
         assert listener["continueOnListenerFiltersTimeout"] is True
         assert listener["listenerFiltersTimeout"] == "1s"
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.agent.stats import stats_config
 from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
 
 XDS_CLUSTER = "gossamer_xds"
@@ -41,6 +42,8 @@ class NodeSpec:
     service_account: str | None = None
     # The workload's labels: the control plane reads locality from them.
     labels: tuple[tuple[str, str], ...] = ()
+    # The file Envoy appends access logs to, when a Telemetry turns them on.
+    access_log: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class NodeSpec:
             "upstreams": [dict(u) for u in self.upstreams],
             **({"service_account": self.service_account} if self.service_account else {}),
             **({"labels": dict(self.labels)} if self.labels else {}),
+            **({"access_log": self.access_log} if self.access_log else {}),
         }
 
 
@@ -175,5 +179,6 @@ def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
             "ldsConfig": ads,
         },
         "staticResources": {"clusters": clusters},
+        "statsConfig": stats_config(node.service, node.namespace, node.workload),
         "layeredRuntime": {"layers": [{"name": "admin", "adminLayer": {}}]},
     }

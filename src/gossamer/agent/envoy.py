@@ -23,6 +23,7 @@ from gossamer.agent.children import die_with_parent
 from gossamer.envoybin import find_envoy
 
 log = logging.getLogger(__name__)
+ACCESS_LOG_FLUSH_MS = 1000
 
 
 class EnvoyError(Exception):
@@ -70,6 +71,8 @@ class EnvoySupervisor:
             "--concurrency", str(self._concurrency), "--log-level", self._log_level,
             "--drain-time-s", str(max(1, int(self._drain_seconds))),
             "--drain-strategy", "immediate",
+            # Access logs reach their file within a second (default: 10 s).
+            "--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS),
             stdout=logfile, stderr=logfile, stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True, preexec_fn=die_with_parent,
         )

@@ -112,7 +112,8 @@ class Agent:
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
 
-    def node(self) -> NodeSpec:
+    def node(self, access_log: str | None = None) -> NodeSpec:
+        """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on)."""
         c = self.config
         return NodeSpec(
             node_id=self.node_id, service=c.service, namespace=c.namespace,
@@ -123,6 +124,7 @@ class Agent:
                              "port": u.port, "local_port": u.local_port} for u in c.upstreams),
             service_account=c.service_account,
             labels=tuple(sorted({"app": c.service, **c.labels}.items())),
+            access_log=access_log,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -171,10 +173,11 @@ class Agent:
         await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
-        config = bootstrap(self.node(), xds_host, xds_port, delta=c.delta)
+        access_log = str(workdir.absolute() / "access.log")
+        config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
         if info["xds"].get("tls"):
             sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
-            config = bootstrap(self.node(), xds_host, xds_port, delta=c.delta,
+            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta,
                                sds_socket=sds_address, token=c.token, tls=True)
         self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
                                      concurrency=c.concurrency, drain_seconds=c.drain_seconds)

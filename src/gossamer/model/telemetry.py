@@ -1,10 +1,12 @@
-"""Telemetry: how sidecars trace requests (and, later, other telemetry settings).
+"""Telemetry: what sidecars record about the requests they carry: access logs and
+traces.
 
 Scopes as for PeerAuthentication (model/policy.py): in the mesh root namespace
 without a targetRef it covers the whole mesh, elsewhere without one its
 namespace, with a targetRef one Service. Each field is taken from the most
 specific scope that sets it, so a Service may change only its sampling rate and
-keep the mesh's collector. One Telemetry per scope counts: the first by name.
+keep the mesh's collector and access logs. One Telemetry per scope counts: the
+first by name.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from gossamer.model.meta import Resource, Strict
 from gossamer.model.policy import TargetedSpec
@@ -60,7 +62,17 @@ class Tracing(Strict):
     collector: Collector | None = None
 
 
+class AccessLog(Strict):
+    """One JSON line per request, inbound and outbound, in the sidecar's access log file."""
+
+    enabled: StrictBool = True
+    # Only requests answered with status >= 400, or that Envoy flagged (no healthy
+    # upstream, timeout, overflow, reset...), whatever their status.
+    errors_only: StrictBool = Field(default=False, alias="errorsOnly")
+
+
 class TelemetrySpec(TargetedSpec):
+    access_log: AccessLog | None = Field(default=None, alias="accessLog")
     tracing: Tracing | None = None
 
 

@@ -150,6 +150,7 @@ class EnvoyProcess:
             "--use-dynamic-base-id",
             "--log-level", self.log_level,
             "--concurrency", str(self.concurrency),
+            "--file-flush-interval-msec", "500",  # access logs within half a second
             "--admin-address-path", str(self.admin_path),
             *self.extra_args,
         ]

@@ -152,21 +152,27 @@ def _tracing(tracing: dict[str, Any] | None) -> dict[str, Any]:
 
 def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity,
                      traffic_filters: tuple[dict[str, Any], ...] = (),
+                     stat_prefix: str = names.INBOUND_STATS,
+                     access_log: tuple[dict[str, Any], ...] = (),
                      tracing: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
-        return [*security.network_filters, _tcp("inbound", cluster)]
+        return [*security.network_filters, _tcp(stat_prefix, cluster)]
     route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
         "name": "inbound", "domains": ["*"],
         "routes": [{"name": "local-app", "match": {"prefix": "/"},
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
-    return [_hcm("inbound", route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY,
-                                    **_tracing(tracing)},
+    log = {"accessLog": list(access_log)} if access_log else {}
+    return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY,
+                                      **log, **_tracing(tracing)},
                  (TAP_FILTER, *security.http_filters, *traffic_filters))]
 
 
-def _inbound_chains(filters: list[dict[str, Any]],
-                    mtls: MtlsMode | None) -> list[dict[str, Any]]:
+def _inbound_chains(filters: list[dict[str, Any]], mtls: MtlsMode | None,
+                    plaintext_filters: list[dict[str, Any]] | None = None
+                    ) -> list[dict[str, Any]]:
+    """`plaintext_filters`: PERMISSIVE's plaintext chain, the same filters counting
+    under names.INBOUND_PLAINTEXT_STATS, so the stats tell mTLS traffic from plaintext."""
     if mtls is None:
         return [{"filters": filters}]
     chains = [{"name": names.INBOUND_MTLS_CHAIN,
@@ -175,16 +181,18 @@ def _inbound_chains(filters: list[dict[str, Any]],
     if mtls is MtlsMode.PERMISSIVE:
         chains.append({"name": names.INBOUND_PLAINTEXT_CHAIN,
                        "filterChainMatch": {"transportProtocol": "raw_buffer"},
-                       "filters": filters})
+                       "filters": plaintext_filters or filters})
     return chains
 
 
 def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
                      cluster: str, security: InboundSecurity | None = None,
                      traffic_filters: tuple[dict[str, Any], ...] = (),
+                     access_log: tuple[dict[str, Any], ...] = (),
                      tracing: dict[str, Any] | None = None) -> Listener:
     """INBOUND so the agent can drain it alone (`/drain_listeners?inboundonly`).
-    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency).
+    `traffic_filters`: HTTP filters after the security ones (adaptive concurrency);
+    `access_log`: the HCM's access loggers (translate/telemetry.py);
     `tracing`: the HCM tracing block (translate/tracing.py); its spans are SERVER."""
     security = security or InboundSecurity()
     config: dict[str, Any] = {
@@ -192,8 +200,10 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
         "address": socket_address(address, port),
         "trafficDirection": "INBOUND",
         "filterChains": _inbound_chains(
-            _inbound_filters(protocol, cluster, security, traffic_filters, tracing),
-            security.mtls),
+            _inbound_filters(protocol, cluster, security, traffic_filters,
+                             access_log=access_log, tracing=tracing), security.mtls,
+            _inbound_filters(protocol, cluster, security, traffic_filters,
+                             names.INBOUND_PLAINTEXT_STATS, access_log, tracing)),
     }
     if security.mtls is not None:
         config["listenerFilters"] = [TLS_INSPECTOR_FILTER]
@@ -204,13 +214,15 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
 
 
 def http_outbound_listener(name: str, port: int, route_config: str,
+                           access_log: tuple[dict[str, Any], ...] = (),
                            tracing: dict[str, Any] | None = None) -> Listener:
     """The fault filter is always there (a no-op unless a route's FaultPolicy
     configures it), so fault policies change routes only. With `tracing` the
     listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
+    log = {"accessLog": list(access_log)} if access_log else {}
     return _listener(name, "127.0.0.1", port, "OUTBOUND",
-                     _hcm(name, route, _tracing(tracing),
+                     _hcm(name, route, {**log, **_tracing(tracing)},
                           filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
 
 

@@ -39,6 +39,7 @@ from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
 from gossamer.translate.tcproutes import tcp_route_clusters
+from gossamer.translate.telemetry import proxy_access_log
 from gossamer.translate.tracing import ProxyTracing, proxy_tracing
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
@@ -206,8 +207,11 @@ def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
     return svc.spec.ports[0].protocol if svc else Protocol.HTTP
 
 
-def _upstream_resources(mesh: MeshConfig, up: Upstream, tracing: dict[str, Any] | None = None
+def _upstream_resources(mesh: MeshConfig, up: Upstream, log: tuple[dict[str, Any], ...] = (),
+                        tracing: dict[str, Any] | None = None
                         ) -> tuple[XdsResource, XdsResource | None]:
+    """`log`, `tracing`: the access loggers and tracing of the HTTP listener (a TCP one
+    has neither)."""
     pkey: SvcKey | PortKey = (up.namespace, up.service, up.port)
     lname = names.upstream_listener(up.namespace, up.service, up.port)
     protocol = mesh.protocols.get(pkey)  # type: ignore[arg-type]
@@ -220,7 +224,7 @@ def _upstream_resources(mesh: MeshConfig, up: Upstream, tracing: dict[str, Any] 
             listener = tcp_split_listener(lname, up.local_port, split, settings)
         return _res(LISTENER, lname, listener), None
     routes = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)  # type: ignore[arg-type]
-    listener = http_outbound_listener(lname, up.local_port, lname, tracing)
+    listener = http_outbound_listener(lname, up.local_port, lname, log, tracing)
     return _res(LISTENER, lname, listener), routes
 
 
@@ -234,9 +238,10 @@ def _inbound_resources(mesh: MeshConfig, proxy: ProxyIdentity,
     security, jwks = mesh.inbound_security(
         (proxy.namespace, services, proxy.app_port, proxy.inbound_port, protocol))
     traffic = () if protocol is Protocol.TCP else inbound_traffic_filters(mesh.index, services)
+    log = proxy_access_log(mesh.index, proxy, services, "inbound")
     lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
                            proxy.inbound_port, protocol, local.name, security, traffic,
-                           tracing)
+                           log, tracing)
     return _res(LISTENER, lis.name, lis), [_res(CLUSTER, local.name, local), *jwks]
 
 
@@ -255,6 +260,7 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     hcm_tracing = None if tracing is None else tracing.hcm
     if tracing is not None:
         clusters[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
+    own_services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
     if proxy.inbound_port and proxy.app_port:
         listener, needed = _inbound_resources(mesh, proxy, hcm_tracing)
         clusters.update((c.name, c) for c in needed)
@@ -262,13 +268,16 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
         ports[listener.name] = proxy.inbound_port
     if proxy.outbound_port:
         lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
-                                     names.OUTBOUND_ROUTES, hcm_tracing)
+                                     names.OUTBOUND_ROUTES, proxy_access_log(
+                                         mesh.index, proxy, own_services, "outbound"),
+                                     hcm_tracing)
         listeners[lis.name] = _res(LISTENER, lis.name, lis)
         routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace)
         ports[lis.name] = proxy.outbound_port
         rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
-        listener, route = _upstream_resources(mesh, up, hcm_tracing)
+        listener, route = _upstream_resources(mesh, up, proxy_access_log(
+            mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
         if route is not None:

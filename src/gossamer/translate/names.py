@@ -40,6 +40,10 @@ def service_domains(name: str, namespace: str, port: int, *, same_ns: bool,
 # Inbound filter chains: the mTLS one, and the plaintext one PERMISSIVE adds.
 INBOUND_MTLS_CHAIN = "inbound-mtls"
 INBOUND_PLAINTEXT_CHAIN = "inbound-plaintext"
+# Their HCM / tcp_proxy stat prefixes (`http.<prefix>.*`): the mTLS chain (or the
+# only one when mesh mTLS is off) and PERMISSIVE's plaintext chain.
+INBOUND_STATS = "inbound"
+INBOUND_PLAINTEXT_STATS = "inbound_plaintext"
 
 
 def jwks_cluster(host: str, port: int) -> str:

@@ -27,6 +27,15 @@ def _labels(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+def _access_log(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\n" in value \
+            or len(value) > 4096:
+        raise BadNodeMetadata("node metadata 'access_log' is not an absolute file path")
+    return value
+
+
 def _account(value: object) -> str | None:
     if value is None:
         return None
@@ -65,6 +74,8 @@ class ProxyIdentity:
     # The workload's labels as the agent knows them (locality, version...), sorted
     # pairs so the identity stays hashable.
     labels: tuple[tuple[str, str], ...] = ()
+    # The file the agent has Envoy write access logs to; None: no access logs.
+    access_log: str | None = None
 
     @property
     def account(self) -> str:
@@ -125,4 +136,5 @@ class ProxyIdentity:
             upstreams=tuple(upstreams),
             service_account=_account(metadata.get("service_account")),
             labels=_labels(metadata.get("labels")),
+            access_log=_access_log(metadata.get("access_log")),
         )

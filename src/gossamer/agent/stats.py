@@ -1,0 +1,88 @@
+"""The sidecar's stats config: mesh labels on every stat, and only the stats the mesh uses.
+
+Stat names stay Envoy's own (`/stats` shows them whole, and tests and the
+control plane read them so); tags only shape the Prometheus output
+(`/stats/prometheus`), where e.g. `cluster.outbound|80||echo.default.upstream_rq_200`
+becomes `envoy_cluster_upstream_rq{envoy_cluster_name="outbound|80||echo.default",
+destination_service="echo",destination_namespace="default",destination_port="80",
+envoy_response_code="200",source_service=...}`.
+
+Envoy's default cluster and HCM prefix extractors cut a name at its first dot,
+which splits `SVC.NS` in our cluster and upstream listener names, and Envoy
+refuses a custom tag named like a default one while the defaults are on; so the
+defaults are off and the ones the mesh needs are listed here with regexes that
+know our names (translate/names.py).
+
+Envoy allocates every stat each filter, cluster and listener may count, per
+cluster and per listener; the inclusion list keeps the ones the mesh reads
+(docs/observability.md lists them), so memory does not grow with unused
+counters as services are added.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# `SVC.NS` after `outbound|PORT|SUBSET|` or `upstream|PORT|SUBSET|`.
+_MESH_NAME = r"(?:outbound|upstream)\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
+_JWKS_NAME = r"jwks\|[^|:]+:\d+"
+# Envoy's own listener address pattern (IPv4 with dots, or IPv6).
+_ADDRESS = r"(?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*)"
+_EDGE = r"^(?:cluster\.outbound|http\.upstream|tcp\.upstream)\|"
+
+TAGS: tuple[tuple[str, str], ...] = (
+    ("envoy.cluster_name", rf"^cluster\.(({_MESH_NAME}|{_JWKS_NAME}|[^.]+)\.)"),
+    ("envoy.http_conn_manager_prefix", rf"^http\.(({_MESH_NAME}|[^.]+)\.)"),
+    ("envoy.tcp_prefix", rf"^tcp\.(({_MESH_NAME}|[^.]+)\.)"),
+    ("envoy.listener_address", rf"^listener\.(({_ADDRESS})\.)"),
+    ("envoy.response_code", r"_rq(_(\d{3}))$"),
+    ("envoy.response_code_class", r"_rq(_(\dxx))$"),
+    # Inside the names above, which are removed whole; these only read them.
+    ("destination_port", rf"{_EDGE}((\d+))\|"),
+    ("destination_service", rf"{_EDGE}\d+\|[^|]*\|(([^.|]+))\."),
+    ("destination_namespace", rf"{_EDGE}\d+\|[^|]*\|[^.|]+\.(([^.|]+))\."),
+)
+
+_CLUSTER_STATS = (
+    r"upstream_rq_total", r"upstream_rq_\d{3}", r"upstream_rq_\dxx", r"upstream_rq_time",
+    r"upstream_cx_[a-z_]+", r"upstream_rq_retry[a-z_]*", r"upstream_rq_timeout",
+    r"upstream_rq_per_try_timeout", r"upstream_rq_pending_overflow",
+    r"outlier_detection\..+", r"health_check\..+", r"circuit_breakers\..+",
+    r"membership_[a-z_]+", r"update_[a-z_]+", r"ssl\..+", r"ratelimit\..+",
+)
+_HTTP_STATS = (
+    r"downstream_rq_total", r"downstream_rq_\dxx", r"downstream_rq_time",
+    r"downstream_cx_[a-z_]+", r"(?:[a-z_]+\.)?rbac\..+", r"jwt_authn\..+", r"fault\..+",
+    r"local_rate_limit\..+", r"ratelimit\..+", r"adaptive_concurrency\..+",
+)
+_LISTENER_STATS = (r"downstream_cx_[a-z_]+", r"downstream_pre_cx_[a-z_]+", r"ssl\..+")
+
+
+def _any(alternatives: tuple[str, ...]) -> str:
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+# Full-name regexes (RE2); a stat is kept if one matches.
+KEEP: tuple[str, ...] = (
+    rf"^cluster\.(?:{_MESH_NAME}|{_JWKS_NAME}|[^.]+)\.{_any(_CLUSTER_STATS)}$",
+    # Not http.admin.*: the admin endpoint's own HCM.
+    rf"^http\.(?:{_MESH_NAME}|inbound|inbound_plaintext|outbound)\.{_any(_HTTP_STATS)}$",
+    rf"^tcp\.(?:{_MESH_NAME}|[^.]+)\.(?:downstream_cx_[a-z_]+|upstream_flush_[a-z_]+|"
+    r"idle_timeout|max_downstream_connection_duration)$",
+    rf"^listener\.{_ADDRESS}\.{_any(_LISTENER_STATS)}$",
+    r"^(?:cluster_manager|listener_manager|control_plane|server|sds)\..+$",
+    r"^[a-z_]+\.http_local_rate_limit\..+$",
+)
+
+
+def stats_config(service: str, namespace: str, workload: str) -> dict[str, Any]:
+    """StatsConfig (JSON form) for a sidecar of `workload` (a `service` in `namespace`)."""
+    fixed = [{"tagName": "source_namespace", "fixedValue": namespace},
+             {"tagName": "source_service", "fixedValue": service},
+             {"tagName": "source_workload", "fixedValue": workload}]
+    return {
+        "useAllDefaultTags": False,
+        "statsTags": [*fixed, *({"tagName": n, "regex": r} for n, r in TAGS)],
+        "statsMatcher": {"inclusionList": {"patterns": [
+            {"safeRegex": {"regex": r}} for r in KEEP]}},
+    }
