@@ -122,6 +122,17 @@ def xds_tls_socket() -> dict[str, Any]:
     }
 
 
+# Mesh cluster names hold dots (`outbound|80||catalog.default`), and Envoy's default
+# `envoy.cluster_name` tag stops at the first one, so /stats/prometheus would say
+# envoy_cluster_default_upstream_rq_total{envoy_cluster_name="outbound|80||catalog"}.
+# This tag takes the whole mesh name as `mesh_cluster` (a tag may not reuse a default's
+# name); both tags' text leaves the stat name: envoy_cluster_upstream_rq_total.
+MESH_STATS_TAGS = [{
+    "tagName": "mesh_cluster",
+    "regex": r"^cluster\.((outbound\|[^|.]*\|[^|.]*\|[^|.]+\.[^|.]+|inbound\|[^.]+|[^.]+?)\.)",
+}]
+
+
 def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
               delta: bool = True, sds_socket: str | None = None, token: str | None = None,
               tls: bool = False) -> dict[str, Any]:
@@ -176,4 +187,5 @@ def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
         },
         "staticResources": {"clusters": clusters},
         "layeredRuntime": {"layers": [{"name": "admin", "adminLayer": {}}]},
+        "statsConfig": {"statsTags": MESH_STATS_TAGS},
     }

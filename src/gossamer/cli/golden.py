@@ -143,3 +143,34 @@ def top(interval: Annotated[float, typer.Option("--interval", help="seconds betw
         if once or (iterations and shown >= iterations):
             return
         time.sleep(interval)
+
+
+@app.command("prometheus-config")
+def prometheus_config(
+        file_sd: Annotated[str | None, typer.Option(
+            "--file-sd", help="write the sidecar targets to this JSON file (file_sd) and "
+            "point the config at it; run again to refresh it")] = None,
+        interval: Annotated[str, typer.Option("--scrape-interval")] = "15s",
+        server: Server = None) -> None:
+    """Print a Prometheus configuration scraping the control plane and every sidecar."""
+    import yaml
+
+    from gossamer.cli.client import server_url
+    from gossamer.telemetry.promconfig import BadServer, scrape_config, sidecar_targets
+
+    proxies = Api(server).call("GET", "/api/v1/proxies")
+    try:
+        config = scrape_config(server_url(server), proxies, interval=interval, file_sd=file_sd)
+    except BadServer as exc:
+        raise CliError(str(exc)) from exc
+    if file_sd is not None:
+        from pathlib import Path
+
+        path = Path(file_sd)
+        tmp = path.with_name(path.name + ".tmp")
+        try:  # whole or not at all: Prometheus may read it any time
+            tmp.write_text(json.dumps(sidecar_targets(proxies), indent=2))
+            tmp.replace(path)
+        except OSError as exc:
+            raise CliError(f"cannot write {file_sd}: {exc.strerror}") from exc
+    print(yaml.safe_dump(config, sort_keys=False), end="")
