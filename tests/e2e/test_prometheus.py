@@ -116,12 +116,17 @@ def test_prometheus_sees_the_demo_edge_request_rate(demo: Mesh, prometheus: str)
         start = time.monotonic()
         for i in range(RPS * SECONDS):
             time.sleep(max(0.0, start + i / RPS - time.monotonic()))
-            assert client.get("http://catalog/items").status_code == 200
+            failing = i % 6 == 5  # 10 of the 60 answer 500
+            resp = client.get("http://catalog/items" + ("?status=500" if failing else ""))
+            assert resp.status_code == (500 if failing else 200)
     # The last requests reach Prometheus on its next 1 s scrape.
     total = _wait_for(prometheus, f"sum({series})",
                       lambda r: r and float(r[0]["value"][1]) >= RPS * SECONDS)
     assert float(total[0]["value"][1]) == RPS * SECONDS
     [rate] = _query(prometheus, f"sum(rate({series}[8s]))")
     assert float(rate["value"][1]) == pytest.approx(RPS, rel=0.3)
+    failed = _query(prometheus, 'sum(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",'
+                                f'mesh_cluster="{EDGE}",service="frontend"}})')
+    assert float(failed[0]["value"][1]) == RPS * SECONDS / 6
     cp = _query(prometheus, "gossamer_connected_proxies")
     assert float(cp[0]["value"][1]) == len(demo.run.instances)
