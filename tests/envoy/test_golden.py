@@ -106,3 +106,5 @@ async def test_control_plane_metrics_count_proxies_pushes_and_revision(
     assert observed > 0
     assert observed <= acks
     assert values['gossamer_xds_push_latency_seconds_count{type="clusters"}'] >= 2
+    bad = await mini.api("GET", "/api/v1/stats?kind=pod", expect=422)
+    assert bad["fields"] == [{"path": "kind", "reason": "unknown kind"}]

@@ -168,3 +168,32 @@ def test_scrape_filter_keeps_exactly_what_golden_metrics_read() -> None:
                  "cluster.inbound|80.upstream_rq_total", "http.outbound.downstream_rq_total",
                  "cluster.outbound|80||catalog.shop.upstream_cx_total"):
         assert not keep.search(name), name
+
+
+async def test_scrape_round_skips_a_dead_admin_and_forgets_gone_proxies() -> None:
+    import socket
+
+    import httpx
+
+    from gossamer.xds.status import NodeInfo
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    registry = ProxyRegistry()
+    meta = {"namespace": "shop", "service": "c", "workload": "c-0", "admin_port": float(dead)}
+    stream = registry.connect(NodeInfo("c-0.shop", "c", meta), "ads")
+    registry.connect(NodeInfo("x-0.shop", "x", {"service": "x"}), "ads")  # no admin port
+    scraper = Scraper(registry, ScrapeOptions(timeout=0.5))
+    stale = Source("old-0.shop", "shop", "old", "old-0")
+    scraper.add(stale, golden.parse_stats(sidecar(1, 1, 0, [1.0]), 0.0))
+    async with httpx.AsyncClient(trust_env=False) as http:
+        await scraper.scrape_once(http)
+    assert scraper.failures == 1
+    assert scraper.rounds == 1
+    assert scraper.observed() == []
+    assert "old-0.shop" not in scraper._samples  # not connected any more: forgotten
+    registry.disconnect("c-0.shop", stream)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        await scraper.scrape_once(http)
+    assert scraper.failures == 1  # a disconnected proxy is not asked
