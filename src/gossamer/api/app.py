@@ -19,6 +19,7 @@ from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.security import security_routes
 from gossamer.api.tap import tap_routes
+from gossamer.api.telemetry import telemetry_routes
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.leases import Leases
@@ -34,6 +35,7 @@ from gossamer.model import (
 )
 from gossamer.model.workload import Health
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject
+from gossamer.telemetry.scraper import Scraper
 
 
 class ApiError(Exception):
@@ -56,6 +58,7 @@ class ApiContext:
     auth: Authenticator = field(default_factory=lambda: Authenticator(None))
     tokens: Tokens | None = None
     ca: MeshCA | None = None
+    telemetry: Scraper | None = None
 
 
 class ApplyResult(BaseModel):
@@ -165,6 +168,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _workload_routes(app, ctx)
     security_routes(app, ctx)
     tap_routes(app, ctx)
+    telemetry_routes(app, ctx)
     return app
 
 

@@ -45,6 +45,10 @@ def control_plane(
     ratelimit_redis: Annotated[str | None, typer.Option(
         "--ratelimit-redis", help="keep global rate-limit counters in this Redis "
         "(redis://host:port/db), shared by every replica; default: in memory")] = None,
+    stats_interval: Annotated[float, typer.Option(
+        "--stats-interval", help="seconds between reads of every sidecar's stats")] = 5.0,
+    stats_window: Annotated[float, typer.Option(
+        "--stats-window", help="seconds of traffic golden metrics cover")] = 60.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -66,7 +70,10 @@ def control_plane(
         advertise_address=advertise_address, trust_domain=trust_domain,
         cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
         plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
-        ratelimit_redis=ratelimit_redis)
+        ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
+        stats_window=stats_window)
+    if stats_interval <= 0 or stats_window < stats_interval:
+        raise CliError("--stats-interval must be positive and --stats-window at least as long")
     from gossamer.ca.pki import CaError
 
     try:

@@ -53,6 +53,10 @@ class Reconciler:
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
         self.last_build_seconds = 0.0
+        # time.monotonic() of the oldest store change not yet built, and, while a
+        # build publishes, of the oldest change it carries (push latency starts there).
+        self._changed_at: float | None = None
+        self.building_since: float | None = None
 
     @property
     def index(self) -> MeshIndex:
@@ -83,10 +87,14 @@ class Reconciler:
 
     def _rebuild(self) -> None:
         started = time.perf_counter()
+        self.building_since, self._changed_at = self._changed_at or time.monotonic(), None
         self.mesh = translate_mesh(build_index(self._objects.values(), self._revision),
                                    self.settings)
-        for node_id, proxy in list(self.proxies.items()):
-            self._push(node_id, proxy)
+        try:
+            for node_id, proxy in list(self.proxies.items()):
+                self._push(node_id, proxy)
+        finally:
+            self.building_since = None
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
 
@@ -123,6 +131,8 @@ class Reconciler:
             if res is not None:
                 self._objects[key] = res
         self._revision = max(self._revision, obj.revision)
+        if self._changed_at is None:
+            self._changed_at = time.monotonic()
         self._dirty.set()
 
     async def _follow(self) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,10 +30,13 @@ from gossamer.identity import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
 from gossamer.ratelimit.counters import open_counters
 from gossamer.ratelimit.service import RateLimitService
 from gossamer.store import ResourceStore, open_store
+from gossamer.telemetry.health import register_health
+from gossamer.telemetry.scraper import ScrapeOptions, Scraper
 from gossamer.translate.settings import MeshSettings
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, StreamDenied, XdsServer
 from gossamer.xds.status import ProxyRegistry
+from gossamer.xds.types import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ class ControlPlaneOptions:
     # The address agents dial for xDS; defaults to `host`, or loopback when
     # listening on every interface.
     advertise_address: str | None = None
+    # Golden metrics: how often sidecars' stats are read, and over what window.
+    stats_interval: float = 5.0
+    stats_window: float = 60.0
     # Global rate-limit counters in this Redis (redis://host:port/db), shared by
     # every replica and kept across restarts; None: in this process's memory.
     ratelimit_redis: str | None = None
@@ -117,10 +124,14 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.registry = ProxyRegistry()
         settings = MeshSettings(trust_domain=options.trust_domain, mtls=options.secure)
-        self.reconciler = Reconciler(self.store, self.cache.set, debounce=options.debounce,
+        self.reconciler = Reconciler(self.store, self._publish, debounce=options.debounce,
                                      settings=settings)
         self.leases = Leases(self.store)
         self.metrics = CollectorRegistry()
+        register_health(self.metrics, lambda: len(self.registry.node_ids()),
+                        lambda: self.reconciler.index.revision)
+        self.telemetry = Scraper(self.registry, ScrapeOptions(
+            interval=options.stats_interval, window=options.stats_window))
         self.ratelimit = RateLimitService(lambda: self.reconciler.index,
                                           open_counters(options.ratelimit_redis), self.metrics)
         self.ca: MeshCA | None = None
@@ -132,6 +143,12 @@ class ControlPlane:
         self.api_port = 0
         self._api_server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _publish(self, node_id: str, snapshot: Snapshot) -> None:
+        self.cache.set(node_id, snapshot)
+        if self.xds is not None:
+            since = self.reconciler.building_since or time.monotonic()
+            self.xds.metrics.published(node_id, snapshot, since)
 
     def proxies(self) -> list[dict[str, Any]]:
         out = []
@@ -150,10 +167,11 @@ class ControlPlane:
             await self._open_security()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.options.host, self.options.xds_port)
+        self._tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
         ctx = ApiContext(self.store, self.reconciler, self.leases, self.proxies,
                          xds_address=(self.options.advertised, self.xds_port),
                          metrics=self.metrics, auth=Authenticator(self.tokens),
-                         tokens=self.tokens, ca=self.ca)
+                         tokens=self.tokens, ca=self.ca, telemetry=self.telemetry)
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
                                 lifespan="off", access_log=False)

@@ -41,13 +41,14 @@ import contextlib
 import inspect
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Final, Protocol
 
 import grpc
 import grpc.aio
 from envoy.service.discovery.v3 import discovery_pb2
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gossamer.xds import wire
 from gossamer.xds.cache import SnapshotCache
@@ -60,7 +61,7 @@ from gossamer.xds.stream import (
     Outgoing,
     SotwStream,
 )
-from gossamer.xds.types import SHORT
+from gossamer.xds.types import SHORT, Snapshot
 
 __all__ = ["ADS_SERVICE", "SDS_SERVICE", "NodeInfo", "XdsHooks", "XdsMetrics", "XdsServer"]
 
@@ -130,6 +131,31 @@ class XdsMetrics:
                              ["kind"], registry=r)
         self.stream_starts = Counter("gossamer_xds_stream_starts", "ADS streams opened, by kind",
                                      ["kind"], registry=r)
+        self.push_latency = Histogram(
+            "gossamer_xds_push_latency_seconds", "from the store change a config version "
+            "carries (or the proxy's connect) to the proxy's ACK of it, by type", ["type"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        # (node, type url) -> (version, when its change was seen): the latest only.
+        self._pending: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def published(self, node_id: str, snapshot: Snapshot, since: float) -> None:
+        """A snapshot for `node_id`, caused by a change seen at `since` (time.monotonic)."""
+        for type_url in snapshot.resources:
+            version = snapshot.version(type_url)
+            pending = self._pending.get((node_id, type_url))
+            if pending is None or pending[0] != version:
+                self._pending[(node_id, type_url)] = (version, since)
+
+    def acked(self, node_id: str, type_url: str, version: str) -> None:
+        pending = self._pending.get((node_id, type_url))
+        if pending is not None and pending[0] == version:
+            del self._pending[(node_id, type_url)]
+            self.push_latency.labels(SHORT.get(type_url, type_url)).observe(
+                max(0.0, time.monotonic() - pending[1]))
+
+    def forget(self, node_id: str) -> None:
+        for key in [k for k in self._pending if k[0] == node_id]:
+            del self._pending[key]
 
     def sent(self, out: Outgoing, size: int) -> None:
         label = SHORT.get(out.type_url, out.type_url)
@@ -409,6 +435,7 @@ class XdsServer:
                 current = self.registry.disconnect(node_id, stream_id)
                 log.info("xDS %s stream %d from %s closed", kind, stream_id, node_id)
                 if current:
+                    self.metrics.forget(node_id)
                     await self._call_hook("proxy_disconnected", node_id)
 
     async def _deliver(self, context: grpc.aio.ServicerContext[Any, bytes],
@@ -435,6 +462,7 @@ class XdsServer:
             if isinstance(event, Acked):
                 if not event.implicit:
                     self.metrics.acks.labels(label).inc()
+                    self.metrics.acked(node_id, event.type_url, event.version)
             elif isinstance(event, Nacked):
                 self.metrics.nacks.labels(label).inc()
                 log.warning("proxy %s rejected %s version %s: %s", node_id, label,

@@ -1,0 +1,124 @@
+"""Reads every connected sidecar's Envoy stats on a timer and keeps a sliding window.
+
+Each round asks the proxies the xDS registry lists as connected for
+`/stats?format=json&histogram_buckets=cumulative` (filtered to the stats golden
+metrics use), at most `concurrency` at a time, each bounded by `timeout`. A
+proxy that does not answer simply has no new sample this round; its window
+ages out. Samples older than `window` seconds (plus one, to span the whole
+window) are dropped, and a proxy gone from the registry is forgotten, so memory
+follows the mesh. The admin endpoint listens on 127.0.0.1 beside the agent; the
+address comes from the node metadata's `admin_port` (and `admin_address`, if an
+agent ever reports one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gossamer.telemetry.golden import BadStats, Observed, Sample, Source, delta, parse_stats
+from gossamer.xds.status import ProxyRegistry, ProxyStatus
+
+log = logging.getLogger(__name__)
+
+# Only what golden metrics read: the JSON of a full sidecar is ~100 KB.
+STATS_FILTER = (r"^(http\.inbound\.downstream_rq_|"
+                r"cluster\.outbound\|[^.]*\.[^.]*\.upstream_rq_)")
+
+
+@dataclass(frozen=True)
+class ScrapeOptions:
+    interval: float = 5.0
+    window: float = 60.0
+    timeout: float = 2.0
+    concurrency: int = 8
+
+
+def admin_url(proxy: ProxyStatus) -> str | None:
+    meta = proxy.node.metadata
+    port = meta.get("admin_port")
+    if not isinstance(port, int | float) or int(port) <= 0:
+        return None
+    host = str(meta.get("admin_address") or "127.0.0.1")
+    return f"http://{host}:{int(port)}"
+
+
+def source_of(proxy: ProxyStatus) -> Source:
+    meta = proxy.node.metadata
+    return Source(proxy.node.id, str(meta.get("namespace", "default")),
+                  str(meta.get("service", "")), str(meta.get("workload", proxy.node.id)))
+
+
+class Scraper:
+    def __init__(self, registry: ProxyRegistry, options: ScrapeOptions | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.options = options or ScrapeOptions()
+        self._clock = clock
+        self._samples: dict[str, deque[Sample]] = {}
+        self._sources: dict[str, Source] = {}
+        self.rounds = 0
+        self.failures = 0
+
+    def add(self, source: Source, sample: Sample) -> None:
+        """Record one scrape (the scraper's own rounds call this; tests may too)."""
+        samples = self._samples.setdefault(source.node_id, deque())
+        samples.append(sample)
+        self._sources[source.node_id] = source
+        cutoff = sample.at - self.options.window
+        while len(samples) > 2 and samples[1].at <= cutoff:
+            samples.popleft()
+
+    def observed(self) -> list[Observed]:
+        """Each proxy's traffic over (about) the last `window` seconds."""
+        out = []
+        for node_id, samples in self._samples.items():
+            if len(samples) < 2:
+                continue
+            newest = samples[-1]
+            start = next(s for s in samples if s.at >= newest.at - self.options.window)
+            if start is newest:
+                start = samples[-2]
+            out.append(Observed(self._sources[node_id], delta(start, newest)))
+        return out
+
+    async def scrape_once(self, http: httpx.AsyncClient) -> None:
+        proxies = [p for p in self.registry.proxies() if p.connected and admin_url(p)]
+        live = {p.node.id for p in proxies}
+        for gone in set(self._samples) - live:
+            del self._samples[gone]
+            self._sources.pop(gone, None)
+        slots = asyncio.Semaphore(self.options.concurrency)
+        await asyncio.gather(*(self._scrape(http, slots, p) for p in proxies))
+        self.rounds += 1
+
+    async def _scrape(self, http: httpx.AsyncClient, slots: asyncio.Semaphore,
+                      proxy: ProxyStatus) -> None:
+        url = admin_url(proxy)
+        async with slots:
+            try:
+                resp = await http.get(f"{url}/stats", timeout=self.options.timeout, params={
+                    "format": "json", "histogram_buckets": "cumulative",
+                    "filter": STATS_FILTER})
+                resp.raise_for_status()
+                doc: Any = resp.json()
+                sample = parse_stats(doc, self._clock())
+            except (httpx.HTTPError, ValueError, BadStats) as exc:
+                self.failures += 1
+                log.debug("stats of %s: %s", proxy.node.id, exc)
+                return
+        self.add(source_of(proxy), sample)
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            while True:
+                started = self._clock()
+                await self.scrape_once(http)
+                await asyncio.sleep(max(0.1, self.options.interval - (self._clock() - started)))

@@ -1,0 +1,122 @@
+"""Golden metrics of the demo under a known load: the API and `gossamer stat/edges/top`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Mesh, running_mesh
+
+pytestmark = pytest.mark.slow
+
+OK, FAILED, SLOW = 30, 10, 10  # FAILED: ?status=500; SLOW: ?delay_ms=300, answered 200
+TOTAL = OK + FAILED + SLOW
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The demo after exactly TOTAL requests from frontend's sidecar to catalog."""
+    for mesh in running_mesh(tmp_path_factory, "golden"):
+        _wait_for_baseline(mesh)
+        with mesh.client_via("frontend") as client:
+            for query, count, status in (("", OK, 200), ("?status=500", FAILED, 500),
+                                         ("?delay_ms=300", SLOW, 200)):
+                for _ in range(count):
+                    assert client.get(f"http://catalog/items{query}").status_code == status
+        yield mesh
+
+
+def _wait_for_baseline(mesh: Mesh, timeout: float = 40.0) -> None:
+    """Every sidecar scraped twice before the load, so the window holds all of it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = mesh.api.get("/api/v1/stats?kind=workload").json()["items"]
+        if len(items) == len(mesh.run.instances):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not every sidecar scraped within {timeout}s")
+
+
+def gossamer(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, GOSSAMER_SERVER=mesh.run.server,
+               GOSSAMER_TOKEN=mesh.run.admin_token_file.read_text().strip())
+    return subprocess.run([sys.executable, "-m", "gossamer", *args], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+
+
+def _settled(mesh: Mesh, timeout: float = 40.0) -> dict[str, Any]:
+    """Counters are live, latency arrives on Envoy's 5 s stats flush: wait for both."""
+    deadline = time.monotonic() + timeout
+    svc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        [svc] = mesh.api.get("/api/v1/stats?kind=service&name=catalog").json()["items"]
+        p99 = svc["latency_ms"]["p99"]
+        if svc["requests"] == TOTAL and p99 is not None and p99 > 250:
+            return svc
+        time.sleep(0.5)
+    raise AssertionError(f"catalog's golden metrics did not settle: {svc}")
+
+
+def test_service_numbers_match_the_known_load(loaded: Mesh) -> None:
+    svc = _settled(loaded)
+    assert svc["workloads"] == 3
+    assert svc["responses"]["5xx"] == FAILED
+    assert svc["responses"]["2xx"] == OK + SLOW
+    assert svc["success_rate"] == pytest.approx((OK + SLOW) / TOTAL)
+    assert svc["latency_ms"]["p50"] < 100  # the fast majority (each calls inventory)
+    assert 250 < svc["latency_ms"]["p95"] <= 500  # the 300 ms requests' bucket
+    [inventory] = loaded.api.get("/api/v1/stats?kind=service&name=inventory").json()["items"]
+    assert inventory["requests"] == TOTAL  # catalog calls it once per request
+    assert inventory["success_rate"] == 1.0
+
+
+def test_stat_command_prints_the_table(loaded: Mesh) -> None:
+    _settled(loaded)
+    out = gossamer(loaded, "stat", "svc/catalog")
+    assert out.returncode == 0, out.stderr
+    header, row = out.stdout.splitlines()
+    assert header.split() == ["NAMESPACE", "NAME", "SUCCESS", "RPS", "LATENCY_P50",
+                              "LATENCY_P95", "LATENCY_P99", "REQUESTS"]
+    cells = row.split()
+    assert cells[:3] == ["default", "catalog", "80.00%"]
+    assert cells[-1] == str(TOTAL)
+    assert float(cells[3]) > 0
+    as_json = json.loads(gossamer(loaded, "stat", "workload", "-o", "json").stdout)
+    by_name = {w["name"]: w for w in as_json["items"]}
+    assert sum(w["requests"] for n, w in by_name.items() if n.startswith("catalog-v1")) == TOTAL
+    missing = gossamer(loaded, "stat", "svc/nothing")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: no traffic seen for service 'nothing'")
+
+
+def test_edges_and_top_show_who_calls_whom(loaded: Mesh) -> None:
+    _settled(loaded)
+    [edge] = loaded.api.get("/api/v1/stats?kind=edge&name=catalog-v1").json()["items"]
+    assert edge["source"]["service"] == "frontend"
+    assert edge["destination"] == "catalog-v1.default"
+    assert edge["requests"] == TOTAL
+    assert edge["responses"]["5xx"] == FAILED
+    out = gossamer(loaded, "edges", "inventory")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["FROM", "SERVICE", "TO"]
+    rows = [line.split() for line in lines[1:]]
+    assert {r[1] for r in rows} == {"catalog"}
+    assert sum(int(r[8]) for r in rows) == TOTAL  # REQUESTS, over catalog-v1's two instances
+    top = gossamer(loaded, "top", "--once", "--limit", "2")
+    assert top.returncode == 0, top.stderr
+    header, *busiest = top.stdout.splitlines()[1:]
+    assert header.split()[:2] == ["FROM", "TO"]
+    assert len(busiest) == 2
+    assert busiest[0].split()[1] == "catalog-v1.default"  # one caller carries it all
+    graph = loaded.api.get("/api/v1/graph").json()
+    ids = {e["id"]: e for e in graph["edges"]}
+    assert ids["frontend.default->catalog-v1.default"]["requests"] == TOTAL
+    assert ids["catalog.default->inventory.default"]["requests"] == TOTAL

@@ -1,0 +1,132 @@
+"""A real Prometheus, configured by `gossamer prometheus-config`, scrapes the demo."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.test_golden_metrics import gossamer
+
+pytestmark = pytest.mark.slow
+
+PROMETHEUS = shutil.which("prometheus")
+EDGE = "outbound|80||catalog-v1.default"
+RPS, SECONDS = 5, 12  # the paced load: 60 requests over 12 s
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from running_mesh(tmp_path_factory, "prometheus")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(demo: Mesh, tmp_path: Path) -> Iterator[str]:
+    if PROMETHEUS is None:
+        pytest.skip("Debian package prometheus is not installed (scripts/test installs it)")
+    targets = tmp_path / "sidecars.json"
+    out = gossamer(demo, "prometheus-config", "--scrape-interval", "1s",
+                   "--file-sd", str(targets))
+    assert out.returncode == 0, out.stderr
+    config = tmp_path / "prometheus.yml"
+    config.write_text(out.stdout)
+    port = _free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1, trust_env=False).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _query(url: str, promql: str) -> list[dict[str, Any]]:
+    resp = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5,
+                     trust_env=False)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["data"]["result"]  # type: ignore[no-any-return]
+
+
+def _wait_for(url: str, promql: str, ok: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = _query(url, promql)
+        if ok(result):
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"{promql}: {result}")
+
+
+def test_config_lists_control_plane_and_every_sidecar(demo: Mesh, tmp_path: Path) -> None:
+    out = gossamer(demo, "prometheus-config")
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["gossamer-control-plane"]["static_configs"][0]["targets"] == [
+        demo.run.server.removeprefix("http://")]
+    sidecars = jobs["gossamer-sidecars"]["static_configs"]
+    assert {t["targets"][0] for t in sidecars} == {
+        f"127.0.0.1:{i.admin_port}" for i in demo.run.instances}
+
+
+def test_prometheus_sees_the_demo_edge_request_rate(demo: Mesh, prometheus: str) -> None:
+    up = 'up{job=~"gossamer-.*"}'
+    _wait_for(prometheus, up, lambda r: len(r) == len(demo.run.instances) + 1
+              and all(s["value"][1] == "1" for s in r))
+    # The sidecar's stats config tags the whole cluster name (agent/stats.py).
+    series = f'envoy_cluster_upstream_rq_total{{envoy_cluster_name="{EDGE}",service="frontend"}}'
+    # Envoy creates a cluster's traffic counters on first use: absent until the load.
+    _wait_for(prometheus, 'envoy_server_live{service="frontend"}', lambda r: len(r) == 1)
+    with demo.client_via("frontend") as client:
+        start = time.monotonic()
+        for i in range(RPS * SECONDS):
+            time.sleep(max(0.0, start + i / RPS - time.monotonic()))
+            failing = i % 6 == 5  # 10 of the 60 answer 500
+            resp = client.get("http://catalog/items" + ("?status=500" if failing else ""))
+            assert resp.status_code == (500 if failing else 200)
+    # The last requests reach Prometheus on its next 1 s scrape.
+    total = _wait_for(prometheus, f"sum({series})",
+                      lambda r: r and float(r[0]["value"][1]) >= RPS * SECONDS)
+    assert float(total[0]["value"][1]) == RPS * SECONDS
+    [rate] = _query(prometheus, f"sum(rate({series}[8s]))")
+    assert float(rate["value"][1]) == pytest.approx(RPS, rel=0.3)
+    failed = _query(prometheus, 'sum(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",'
+                                f'envoy_cluster_name="{EDGE}",service="frontend"}})')
+    assert float(failed[0]["value"][1]) == RPS * SECONDS / 6
+    cp = _query(prometheus, "gossamer_connected_proxies")
+    assert float(cp[0]["value"][1]) == len(demo.run.instances)

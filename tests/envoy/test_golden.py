@@ -1,0 +1,110 @@
+"""Golden metrics from real sidecars: a known load, then the API's numbers and /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from gossamer.telemetry.scraper import ScrapeOptions
+from tests.envoy.harness import MiniMesh, get, proxy_client, wait_for
+
+pytestmark = pytest.mark.slow
+
+OK, FAILED, SLOW = 18, 6, 6  # SLOW: 200 ms each, answered 200
+
+
+async def _known_load(mini: MiniMesh, make_backend: Any) -> None:
+    await mini.serve("echo", [make_backend("A"), make_backend("B")])
+    client = await mini.client()
+    await mini.wait_synced()
+    scraper = mini.plane.telemetry
+    scraper.options = ScrapeOptions(interval=0.5, window=60)
+    rounds = scraper.rounds
+    # A baseline sample of every sidecar before the load, so the window holds all of it.
+
+    async def baseline() -> bool:
+        return scraper.rounds >= rounds + 2 and len(scraper.observed()) == 3
+
+    await wait_for(baseline, "two scrape rounds of every sidecar")
+    async with proxy_client(client) as http:
+        for _ in range(OK):
+            assert (await get(client, http=http)).status_code == 200
+        for _ in range(FAILED):
+            resp = await get(client, http=http, headers={"x-test-status": "500"})
+            assert resp.status_code == 500
+        for _ in range(SLOW):
+            resp = await get(client, http=http, headers={"x-test-delay-ms": "200"})
+            assert resp.status_code == 200
+
+
+async def _stats(mini: MiniMesh, kind: str, name: str) -> list[dict[str, Any]]:
+    body = await mini.api("GET", f"/api/v1/stats?kind={kind}&name={name}")
+    assert body["kind"] == kind
+    assert body["window_seconds"] == 60
+    return body["items"]  # type: ignore[no-any-return]
+
+
+async def test_known_load_gives_exact_counts_rates_and_latency(mini: MiniMesh,
+                                                                make_backend: Any) -> None:
+    await _known_load(mini, make_backend)
+    total = OK + FAILED + SLOW
+
+    async def settled() -> bool:
+        # Counters are live; histograms arrive on Envoy's 5 s stats flush.
+        [svc] = await _stats(mini, "service", "echo")
+        return bool(svc["requests"] == total and svc["latency_ms"]["p99"] is not None
+                    and svc["latency_ms"]["p99"] > 100)
+
+    await wait_for(settled, "golden metrics of the load", timeout=30)
+    [svc] = await _stats(mini, "service", "echo")
+    assert svc["workloads"] == 2
+    assert svc["responses"]["2xx"] == OK + SLOW
+    assert svc["responses"]["5xx"] == FAILED
+    assert svc["success_rate"] == pytest.approx((OK + SLOW) / total)
+    assert 0 < svc["rps"] < total
+    lat = svc["latency_ms"]
+    assert lat["p50"] < 50, lat  # the fast majority
+    assert 100 < lat["p95"] <= 250, lat  # the 200 ms requests' bucket
+    assert 100 < lat["p99"] <= 250, lat
+
+    workloads = await _stats(mini, "workload", "echo-0") + await _stats(mini, "workload",
+                                                                         "echo-1")
+    assert sum(w["requests"] for w in workloads) == total
+    assert all(w["requests"] > 0 for w in workloads)  # both instances served
+
+    [edge] = await _stats(mini, "edge", "echo")
+    assert edge["source"] == {"namespace": "default", "service": "client",
+                              "workload": "client-0"}
+    assert edge["destination"] == "echo.default"
+    assert edge["requests"] == total
+    assert edge["responses"]["5xx"] == FAILED
+    assert edge["success_rate"] == pytest.approx((OK + SLOW) / total)
+
+    graph = await mini.api("GET", "/api/v1/graph")
+    [gedge] = graph["edges"]
+    assert gedge["id"] == "client.default->echo.default"
+    assert gedge["requests"] == total
+    assert {n["id"] for n in graph["nodes"]} == {"client.default", "echo.default"}
+
+
+async def test_control_plane_metrics_count_proxies_pushes_and_revision(
+        mini: MiniMesh, make_backend: Any) -> None:
+    await mini.serve("echo", [make_backend("A")])
+    await mini.client()
+    await mini.wait_synced()
+    async with httpx.AsyncClient(trust_env=False) as http:
+        text = (await http.get(f"http://127.0.0.1:{mini.plane.api_port}/metrics")).text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["gossamer_connected_proxies"] == 2
+    assert values["gossamer_store_revision"] == mini.plane.reconciler.index.revision > 0
+    acks = sum(v for k, v in values.items() if k.startswith("gossamer_xds_acks_total"))
+    observed = sum(v for k, v in values.items()
+                   if k.startswith("gossamer_xds_push_latency_seconds_count"))
+    assert observed > 0
+    assert observed <= acks
+    assert values['gossamer_xds_push_latency_seconds_count{type="clusters"}'] >= 2
+    bad = await mini.api("GET", "/api/v1/stats?kind=pod", expect=422)
+    assert bad["fields"] == [{"path": "kind", "reason": "unknown kind"}]
