@@ -37,7 +37,7 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("envoy.listener_address", rf"^listener\.(({_ADDRESS})\.)"),
     ("envoy.response_code", r"_rq(_(\d{3}))$"),
     # As Envoy's default: upstream_rq_5xx -> upstream_rq_xx{envoy_response_code_class="5"}.
-    ("envoy.response_code_class", r"_rq(_(\d)xx)$"),
+    ("envoy.response_code_class", r"_rq_(\d)xx$"),
     # Inside the names above, which are removed whole; these only read them.
     ("destination_port", rf"{_EDGE}((\d+))\|"),
     ("destination_service", rf"{_EDGE}\d+\|[^|]*\|(([^.|]+))\."),
