@@ -25,7 +25,7 @@ from gossamer.xds.types import LISTENER
 HERE = Path(__file__).parent
 NOW = time.time()
 ADMIN = {"iss": "https://issuer.example", "sub": "alice", "aud": "catalog",
-         "exp": NOW + 600, "groups": ["admins"]}
+         "exp": NOW + 86_400, "groups": ["admins"]}  # valid for the whole suite
 
 
 def docs(extra: str = "") -> list[Resource]:
