@@ -7,8 +7,10 @@ is stopped in a `finally`, also when the test fails.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent import futures
 from typing import Any
 
+import grpc
 import pytest
 
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
@@ -76,3 +78,18 @@ async def mini(envoys: Callable[[dict[str, Any]], EnvoyProcess],
         yield harness.MiniMesh(plane, envoys)
     finally:
         await plane.stop()
+
+
+@pytest.fixture
+def grpc_echo() -> Iterator[int]:
+    """A real gRPC server whose /test.Echo/Say returns the request bytes reversed."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Echo", {"Say": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(grace=None)

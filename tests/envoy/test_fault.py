@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -137,20 +135,6 @@ async def _fast(client: Sidecar, http: Any) -> bool:
     start = time.monotonic()
     resp = await get(client, http=http)
     return bool(resp.status_code == 200 and time.monotonic() - start < 0.25)
-
-
-@pytest.fixture
-def grpc_echo() -> Iterator[int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", {"Say": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield port
-    finally:
-        server.stop(grace=None)
 
 
 async def test_grpc_abort_is_a_grpc_status(mini: MiniMesh, grpc_echo: int) -> None:

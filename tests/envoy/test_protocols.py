@@ -6,7 +6,6 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -55,21 +54,6 @@ def tcp_echo() -> Iterator[TcpEcho]:
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture
-def grpc_echo() -> Iterator[int]:
-    """A real gRPC server whose /test.Echo/Say returns the request bytes reversed."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", {"Say": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield port
-    finally:
-        server.stop(grace=None)
 
 
 def _service(name: str, protocol: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import InvalidResource, ResiliencePolicy, parse_document, parse_documents
 from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
@@ -24,7 +22,7 @@ from gossamer.translate.adaptive import adaptive_concurrency_filter
 from gossamer.xds.types import CLUSTER, LISTENER
 from tests.model_helpers import jsonish, mutate, parses_or_is_rejected_cleanly, set_path
 from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap
+from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
 HERE = Path(__file__).parent
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
@@ -196,22 +194,15 @@ def test_tcp_inbound_has_no_http_filter_and_no_policy_changes_nothing() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("fixed", [True, False])
 def test_envoy_accepts_the_generated_config(fixed: bool, tmp_path: Path) -> None:
-    try:
-        envoy = find_envoy()
-    except EnvoyNotFound as exc:
-        pytest.skip(str(exc))
     doc = full_doc()
     if fixed:
         doc = set_path(doc, f"{S}.minRttCalcParams", {"minConcurrency": 2, "buffer": 10})
         doc = set_path(doc, f"{S}.minRtt", "50ms")
     resources = [*parse_documents(MESH), parse_document(doc)]
     snap = translate_proxy(translate_mesh(build_index(resources, 1)), _frontend()).snapshot
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(_static_bootstrap(snap)))
-    assert FILTER in config.read_text()
-    result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    bootstrap = _static_bootstrap(snap)
+    assert FILTER in json.dumps(bootstrap)
+    assert_envoy_accepts(bootstrap, tmp_path)
 
 
 # ---------------------------------------------------------------- the docs

@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import (
     FaultPolicy,
@@ -44,7 +42,7 @@ from tests.model_helpers import (
     set_path,
 )
 from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap
+from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
 HERE = Path(__file__).parent
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
@@ -281,16 +279,8 @@ def test_first_policy_wins_and_the_rest_are_conflicted_or_dangling() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mtls", [True, False])
 def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
-    try:
-        envoy = find_envoy()
-    except EnvoyNotFound as exc:
-        pytest.skip(str(exc))
     snap = translate_proxy(mesh_of(docs(), mtls=mtls), _frontend()).snapshot
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(_static_bootstrap(snap)))
-    result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_envoy_accepts(_static_bootstrap(snap), tmp_path)
 
 
 # ---------------------------------------------------------------- the docs

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import (
     InvalidResource,
@@ -25,7 +23,7 @@ from gossamer.model import (
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.tracing import OTEL_TRACER
 from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap
+from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
 HERE = Path(__file__).parent
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
@@ -184,17 +182,9 @@ def test_golden_tracing_snapshot() -> None:
 
 @pytest.mark.parametrize("mtls", [True, False])
 def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
-    try:
-        envoy = find_envoy()
-    except EnvoyNotFound as exc:
-        pytest.skip(str(exc))
     resources = [*parse_documents(MESH),
                  parse_document(telemetry("mesh", percent=37.5, address="127.0.0.1:4317")),
                  parse_document(telemetry("cat", "default", target="frontend", percent=3))]
     mesh = translate_mesh(build_index(resources, 3), MeshSettings(mtls=mtls))
     snap = translate_proxy(mesh, _frontend()).snapshot
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(_static_bootstrap(snap)))
-    result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_envoy_accepts(_static_bootstrap(snap), tmp_path)

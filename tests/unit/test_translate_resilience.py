@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 
-from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import InvalidResource, Resource, ResourceKey, parse_document, parse_documents
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
@@ -29,7 +27,7 @@ from gossamer.translate.routes import DEFAULT_RETRY
 from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.unit.test_resilience_model import mutated
 from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap
+from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
 HERE = Path(__file__).parent
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
@@ -357,16 +355,8 @@ def test_a_route_section_overrides_only_its_routes() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mtls", [True, False])
 def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
-    try:
-        envoy = find_envoy()
-    except EnvoyNotFound as exc:
-        pytest.skip(str(exc))
     snap = translate_proxy(mesh_of(docs(), mtls=mtls), _frontend()).snapshot
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(_static_bootstrap(snap)))
-    result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_envoy_accepts(_static_bootstrap(snap), tmp_path)
 
 
 # ---------------------------------------------------------------- property: valid -> Envoy

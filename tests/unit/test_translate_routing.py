@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import Resource, ResourceKey, parse_documents
 from gossamer.translate import MeshConfig, MeshSettings, ProxyIdentity, translate_mesh
@@ -25,7 +23,7 @@ from gossamer.translate import translate_proxy as proxy_snapshot
 from gossamer.translate.names import NO_ROUTE_CLUSTER
 from gossamer.xds.types import LISTENER, Snapshot
 from tests.unit.test_translate import _as_json
-from tests.unit.test_translate_security import _static_bootstrap
+from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
 HERE = Path(__file__).parent
 ROUTING = (HERE / "testdata" / "routing.yaml").read_text()
@@ -298,15 +296,7 @@ def test_http_and_grpc_route_changes_touch_routes_only() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mtls", [True, False])
 def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
-    try:
-        envoy = find_envoy()
-    except EnvoyNotFound as exc:
-        pytest.skip(str(exc))
-    config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(_static_bootstrap(snapshot(mesh_of(docs(), mtls)))))
-    result = subprocess.run([envoy, "--mode", "validate", "-c", str(config), "-l", "error"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_envoy_accepts(_static_bootstrap(snapshot(mesh_of(docs(), mtls))), tmp_path)
 
 
 def test_tcproute_missing_backend_is_reported_as_closed_connections() -> None:
