@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -13,9 +14,16 @@ from tests.envoy.harness import MiniMesh, get, proxy_client, wait_for
 pytestmark = pytest.mark.slow
 
 OK, FAILED, SLOW = 18, 6, 6  # SLOW: 200 ms each, answered 200
+# Envoy's default histogram bucket bounds (ms); a quantile is interpolated inside one.
+BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
-async def _known_load(mini: MiniMesh, make_backend: Any) -> None:
+def _bucket_above(ms: float) -> float:
+    return next(b for b in BUCKETS_MS if b >= ms)
+
+
+async def _known_load(mini: MiniMesh, make_backend: Any) -> float:
+    """Send the load; return the slowest slow request as the client timed it (ms)."""
     await mini.serve("echo", [make_backend("A"), make_backend("B")])
     client = await mini.client()
     await mini.wait_synced()
@@ -34,9 +42,13 @@ async def _known_load(mini: MiniMesh, make_backend: Any) -> None:
         for _ in range(FAILED):
             resp = await get(client, http=http, headers={"x-test-status": "500"})
             assert resp.status_code == 500
+        slowest = 0.0
         for _ in range(SLOW):
+            started = time.monotonic()
             resp = await get(client, http=http, headers={"x-test-delay-ms": "200"})
+            slowest = max(slowest, (time.monotonic() - started) * 1000)
             assert resp.status_code == 200
+    return slowest
 
 
 async def _stats(mini: MiniMesh, kind: str, name: str) -> list[dict[str, Any]]:
@@ -48,7 +60,7 @@ async def _stats(mini: MiniMesh, kind: str, name: str) -> list[dict[str, Any]]:
 
 async def test_known_load_gives_exact_counts_rates_and_latency(mini: MiniMesh,
                                                                 make_backend: Any) -> None:
-    await _known_load(mini, make_backend)
+    slowest = await _known_load(mini, make_backend)
     total = OK + FAILED + SLOW
 
     async def settled() -> bool:
@@ -66,8 +78,11 @@ async def test_known_load_gives_exact_counts_rates_and_latency(mini: MiniMesh,
     assert 0 < svc["rps"] < total
     lat = svc["latency_ms"]
     assert lat["p50"] < 50, lat  # the fast majority
-    assert 100 < lat["p95"] <= 250, lat  # the 200 ms requests' bucket
-    assert 100 < lat["p99"] <= 250, lat
+    # The 200 ms requests' bucket is (100, 250]; on a loaded machine one of them can take
+    # longer, and the client's own timing (which includes Envoy's) bounds how much.
+    top = _bucket_above(max(slowest, 200))
+    assert 100 < lat["p95"] <= top, (lat, slowest)
+    assert 100 < lat["p99"] <= top, (lat, slowest)
 
     workloads = await _stats(mini, "workload", "echo-0") + await _stats(mini, "workload",
                                                                          "echo-1")
