@@ -120,3 +120,21 @@ def test_edges_and_top_show_who_calls_whom(loaded: Mesh) -> None:
     ids = {e["id"]: e for e in graph["edges"]}
     assert ids["frontend.default->catalog-v1.default"]["requests"] == TOTAL
     assert ids["catalog.default->inventory.default"]["requests"] == TOTAL
+
+
+def test_explain_says_the_demo_app_failed_its_own_requests(loaded: Mesh) -> None:
+    """Through the secure demo: the sidecars stream their failures to the control plane
+    over mTLS, and `gossamer explain` joins both ends of the hop."""
+    out = gossamer(loaded, "explain", "catalog", "--status", "500", "--json")
+    assert out.returncode == 0, out.stderr
+    exp = json.loads(out.stdout)
+    assert exp["failed_at"].startswith("the app (catalog-v1-")
+    assert "answered 500 itself" in exp["cause"]
+    assert exp["summary"].startswith("frontend-")
+    directions = sorted(h["direction"] for h in exp["hops"])
+    assert directions == ["inbound", "outbound"]
+    [inbound] = [h for h in exp["hops"] if h["direction"] == "inbound"]
+    assert inbound["peer_principal"].endswith("/ns/default/sa/frontend")
+    listed = gossamer(loaded, "explain", "catalog", "--list", "--json")
+    rows = json.loads(listed.stdout)["items"]
+    assert {r["status"] for r in rows} == {500}  # the slow 200s are not failures

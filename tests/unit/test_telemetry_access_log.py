@@ -93,10 +93,31 @@ def _listeners(*extra: str, **meta: Any) -> dict[str, Any]:
     return out["listeners"]
 
 
+def _all_logs(listener: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The access loggers of each HCM of the listener."""
+    return [f["typedConfig"].get("accessLog", []) for chain in listener["filterChains"]
+            for f in chain["filters"] if f["name"].endswith("http_connection_manager")]
+
+
 def _logs(listener: dict[str, Any]) -> list[Any]:
-    return [f["typedConfig"].get("accessLog") for chain in listener["filterChains"]
-            for f in chain["filters"] if "accessLog" in f["typedConfig"]
-            or f["name"].endswith("http_connection_manager")]
+    """The file loggers of each HCM; None for an HCM with none."""
+    return [[log for log in logs if log["name"] == "envoy.access_loggers.file"] or None
+            for logs in _all_logs(listener)]
+
+
+def test_every_http_connection_manager_streams_its_failures_to_the_control_plane() -> None:
+    listeners = _listeners()
+    names = {}
+    for name, listener in listeners.items():
+        for logs in _all_logs(listener):
+            [failure] = [log for log in logs if log["name"] == "envoy.access_loggers.http_grpc"]
+            common = failure["typedConfig"]["commonConfig"]
+            assert common["grpcService"] == {"envoyGrpc": {"clusterName": "gossamer_xds"}}
+            assert "orFilter" in failure["filter"]  # failures only
+            names[name] = common["logName"]
+    assert names["inbound"] == "gossamer.inbound"
+    assert names["upstream|80||catalog.default"] == "gossamer.outbound"
+    assert "upstream|5432||db.data" not in names  # TCP: no HCM
 
 
 def test_golden_access_logs_of_a_proxy() -> None:

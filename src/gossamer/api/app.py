@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
+from gossamer.api.explain import explain_routes
 from gossamer.api.security import security_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
@@ -24,6 +25,7 @@ from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.explain.recent import RecentFailures
 from gossamer.model import (
     KINDS,
     InvalidResource,
@@ -59,6 +61,7 @@ class ApiContext:
     tokens: Tokens | None = None
     ca: MeshCA | None = None
     telemetry: Scraper | None = None
+    failures: RecentFailures | None = None
 
 
 class ApplyResult(BaseModel):
@@ -169,6 +172,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     security_routes(app, ctx)
     tap_routes(app, ctx)
     telemetry_routes(app, ctx)
+    explain_routes(app, ctx)
     return app
 
 

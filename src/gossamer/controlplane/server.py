@@ -26,6 +26,9 @@ from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.explain.logservice import AccessLogService
+from gossamer.explain.recent import RecentFailures
+from gossamer.explain.records import Reporter
 from gossamer.identity import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
 from gossamer.ratelimit.counters import open_counters
 from gossamer.ratelimit.service import RateLimitService
@@ -134,6 +137,8 @@ class ControlPlane:
             interval=options.stats_interval, window=options.stats_window))
         self.ratelimit = RateLimitService(lambda: self.reconciler.index,
                                           open_counters(options.ratelimit_redis), self.metrics)
+        self.failures = RecentFailures()
+        self.access_logs = AccessLogService(self.failures, self._reporter, self.metrics)
         self.ca: MeshCA | None = None
         self.tokens: Tokens | None = None
         # The admin token when this start created it (or, without a state dir, always).
@@ -149,6 +154,14 @@ class ControlPlane:
         if self.xds is not None:
             since = self.reconciler.building_since or time.monotonic()
             self.xds.metrics.published(node_id, snapshot, since)
+
+    def _reporter(self, node_id: str) -> Reporter | None:
+        """The proxy behind an access-log stream: only one connected over xDS now."""
+        proxy = self.reconciler.proxies.get(node_id)
+        status = self.registry.get(node_id)
+        if proxy is None or status is None or not status.connected:
+            return None
+        return Reporter(node_id, proxy.namespace, proxy.service, proxy.workload)
 
     def proxies(self) -> list[dict[str, Any]]:
         out = []
@@ -171,7 +184,8 @@ class ControlPlane:
         ctx = ApiContext(self.store, self.reconciler, self.leases, self.proxies,
                          xds_address=(self.options.advertised, self.xds_port),
                          metrics=self.metrics, auth=Authenticator(self.tokens),
-                         tokens=self.tokens, ca=self.ca, telemetry=self.telemetry)
+                         tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
+                         failures=self.failures)
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
                                 lifespan="off", access_log=False)
@@ -205,7 +219,8 @@ class ControlPlane:
                        self.ca.trust_domain if self.ca else "")
         if self.ca is None or self.tokens is None:
             return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
-                             extra_handlers=[self.ratelimit.handler()])
+                             extra_handlers=[self.ratelimit.handler(),
+                                             self.access_logs.handler()])
         ips = sorted({"127.0.0.1", *([self.options.advertised] if _is_ip(
             self.options.advertised) else [])})
         names = [CONTROL_PLANE_NAME, *([] if _is_ip(self.options.advertised)
@@ -213,7 +228,8 @@ class ControlPlane:
         return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
                          server_credentials=self.ca.grpc_server_credentials(names, ips),
                          extra_handlers=[CaService(self.ca, self.tokens).handler(),
-                                         self.ratelimit.handler()])
+                                         self.ratelimit.handler(),
+                                         self.access_logs.handler()])
 
     async def stop(self) -> None:
         if self._api_server is not None:

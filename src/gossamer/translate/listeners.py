@@ -163,7 +163,9 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
                     "route": {"cluster": cluster, "timeout": "0s"}}],
     }]}}
     log = {"accessLog": list(access_log)} if access_log else {}
+    # The caller's sidecar set x-request-id: keep it, so both ends of a hop log one id.
     return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY,
+                                      "preserveExternalRequestId": True,
                                       **log, **_tracing(tracing)},
                  (TAP_FILTER, *security.http_filters, *traffic_filters))]
 

@@ -1,9 +1,14 @@
-"""Access logs: which Telemetry covers a proxy, and the file access log of its HCMs.
+"""Access logs: which Telemetry covers a proxy, and the access loggers of its HCMs.
 
-One JSON object per line, per request, on the inbound and outbound HTTP connection
-managers, into the file the agent named in the node metadata (`access_log`): the agent
-owns that file (it lives in its workdir), so `gossamer explain` can read it back. A
-proxy whose agent names no file logs nothing.
+Two loggers on every inbound and outbound HTTP connection manager:
+
+- the file log a Telemetry turns on: one JSON object per line, per request, into the
+  file the agent named in the node metadata (`access_log`, in the agent's workdir);
+  a proxy whose agent names no file writes none;
+- the failure log, always on: the requests that failed (status >= 400 or any response
+  flag) streamed over gRPC to the control plane (explain/logservice.py), which keeps
+  the last few thousand for `gossamer explain`. Successful requests cost a filter
+  check, nothing more.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 
+from gossamer.agent.bootstrap import XDS_CLUSTER
+from gossamer.explain.records import INBOUND_LOG, OUTBOUND_LOG
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.policy import Scope, policy_scope, target_name
 from gossamer.model.telemetry import AccessLog, Telemetry
@@ -19,6 +27,10 @@ from gossamer.translate.policies import covers
 from gossamer.translate.proxy import ProxyIdentity, Upstream
 
 FILE_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+GRPC_ACCESS_LOG = ("type.googleapis.com/envoy.extensions.access_loggers.grpc.v3."
+                   "HttpGrpcAccessLogConfig")
+# How long a failed request may wait in a sidecar's buffer before it is sent.
+FAILURE_LOG_FLUSH = "0.5s"
 
 # Envoy command operators (docs/observability.md says what each means).
 _REQUEST_FIELDS: dict[str, str] = {
@@ -78,6 +90,20 @@ def _errors_only() -> dict[str, Any]:
     ]}}
 
 
+def failure_log(direction: str) -> dict[str, Any]:
+    """The gRPC logger of failed requests to the control plane, for `gossamer explain`."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": _errors_only(),
+        "typedConfig": {"@type": GRPC_ACCESS_LOG, "commonConfig": {
+            "logName": INBOUND_LOG if direction == "inbound" else OUTBOUND_LOG,
+            "transportApiVersion": "V3",
+            "grpcService": {"envoyGrpc": {"clusterName": XDS_CLUSTER}},
+            "bufferFlushInterval": FAILURE_LOG_FLUSH,
+        }},
+    }
+
+
 def access_log(path: str | None, settings: AccessLog | None,
                labels: dict[str, str]) -> tuple[dict[str, Any], ...]:
     """An HCM's `accessLog` list: empty when logging is off or the agent named no file.
@@ -117,4 +143,4 @@ def proxy_access_log(index: MeshIndex, proxy: ProxyIdentity, services: frozenset
             labels |= {"destination_namespace": upstream.namespace,
                        "destination_service": upstream.service,
                        "destination_port": str(upstream.port)}
-    return access_log(proxy.access_log, settings, labels)
+    return (*access_log(proxy.access_log, settings, labels), failure_log(direction))

@@ -1,0 +1,1 @@
+"""Why did a request fail: failed requests the sidecars log, explained."""
