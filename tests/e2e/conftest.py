@@ -74,10 +74,12 @@ class Mesh:
         return [line for line in text.splitlines() if "::" in line]
 
 
-def start_mesh(tmp: Path, text: str | None = None, cert_ttl: int | None = None) -> LocalRun:
+def start_mesh(tmp: Path, text: str | None = None, cert_ttl: int | None = None,
+               control_plane_args: tuple[str, ...] = ()) -> LocalRun:
     if text is None:
         text = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
-    run = LocalRun(load_local_app(text), tmp, drain_seconds=1.0, quiet=True, cert_ttl=cert_ttl)
+    run = LocalRun(load_local_app(text), tmp, drain_seconds=1.0, quiet=True, cert_ttl=cert_ttl,
+                   control_plane_args=control_plane_args)
     try:
         run.start_control_plane()
         run.apply_resources()
@@ -89,9 +91,11 @@ def start_mesh(tmp: Path, text: str | None = None, cert_ttl: int | None = None) 
 
 
 def running_mesh(tmp_path_factory: pytest.TempPathFactory, name: str,
-                 cert_ttl: int | None = None, text: str | None = None) -> Iterator[Mesh]:
+                 cert_ttl: int | None = None, text: str | None = None,
+                 control_plane_args: tuple[str, ...] = ()) -> Iterator[Mesh]:
     """The demo mesh (or the app `text`) for one test module, always stopped afterwards."""
-    run = start_mesh(tmp_path_factory.mktemp(name), text, cert_ttl=cert_ttl)
+    run = start_mesh(tmp_path_factory.mktemp(name), text, cert_ttl=cert_ttl,
+                     control_plane_args=control_plane_args)
     try:
         m = Mesh(run)
         m.wait_synced()

@@ -18,12 +18,15 @@ pytestmark = pytest.mark.slow
 
 OK, FAILED, SLOW = 30, 10, 10  # FAILED: ?status=500; SLOW: ?delay_ms=300, answered 200
 TOTAL = OK + FAILED + SLOW
+WINDOW = 900
 
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """The demo after exactly TOTAL requests from frontend's sidecar to catalog."""
-    for mesh in running_mesh(tmp_path_factory, "golden"):
+    # A window that holds the load for the whole module, however slow the machine.
+    for mesh in running_mesh(tmp_path_factory, "golden",
+                             control_plane_args=("--stats-window", str(WINDOW))):
         _wait_for_baseline(mesh)
         with mesh.client_via("frontend") as client:
             for query, count, status in (("", OK, 200), ("?status=500", FAILED, 500),
@@ -58,7 +61,10 @@ def _settled(mesh: Mesh, timeout: float = 40.0) -> dict[str, Any]:
     while time.monotonic() < deadline:
         [svc] = mesh.api.get("/api/v1/stats?kind=service&name=catalog").json()["items"]
         p99 = svc["latency_ms"]["p99"]
-        if svc["requests"] == TOTAL and p99 is not None and p99 > 250:
+        # A sidecar counts a response when the stream completes, which may be a moment
+        # after the client has it: wait for every response to be counted too.
+        if svc["requests"] == TOTAL == sum(svc["responses"].values()) and p99 is not None \
+                and p99 > 250:
             return svc
         time.sleep(0.5)
     raise AssertionError(f"catalog's golden metrics did not settle: {svc}")
@@ -110,7 +116,7 @@ def test_edges_and_top_show_who_calls_whom(loaded: Mesh) -> None:
     rows = [line.split() for line in lines[1:]]
     assert {r[1] for r in rows} == {"catalog"}
     assert sum(int(r[8]) for r in rows) == TOTAL  # REQUESTS, over catalog-v1's two instances
-    top = gossamer(loaded, "top", "--once", "--limit", "2")
+    top = gossamer(loaded, "top", "--edges", "--once", "--limit", "2")
     assert top.returncode == 0, top.stderr
     header, *busiest = top.stdout.splitlines()[1:]
     assert header.split()[:2] == ["FROM", "TO"]
@@ -138,3 +144,39 @@ def test_explain_says_the_demo_app_failed_its_own_requests(loaded: Mesh) -> None
     listed = gossamer(loaded, "explain", "catalog", "--list", "--json")
     rows = json.loads(listed.stdout)["items"]
     assert {r["status"] for r in rows} == {500}  # the slow 200s are not failures
+
+
+def test_top_shows_the_busiest_paths_now(loaded: Mesh) -> None:
+    """A known mix while `top` taps catalog: 3 of every 4 requests to /items/a (200), 1 to
+    /items/b (500); top stops after exactly 40 of them."""
+    env = dict(os.environ, GOSSAMER_SERVER=loaded.run.server,
+               GOSSAMER_TOKEN=loaded.run.admin_token_file.read_text().strip())
+    proc = subprocess.Popen([sys.executable, "-m", "gossamer", "top", "catalog", "--once",
+                             "--max", "40", "--seconds", "30"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    try:
+        with loaded.client_via("frontend") as client:
+            for i in range(600):  # bounded: top ends after 40 tapped requests
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                path = "/items/b?status=500" if i % 4 == 3 else "/items/a"
+                client.get(f"http://catalog{path}")
+                time.sleep(0.02)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    title, header, *rows = out.splitlines()
+    assert title.startswith("busiest paths over the last 30s")
+    assert header.split() == ["SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "RPS",
+                              "SUCCESS", "BEST", "WORST", "LAST"]
+    cells = {r.split()[3]: r.split() for r in rows}
+    assert set(cells) == {"/items/a", "/items/b"}
+    a, b = cells["/items/a"], cells["/items/b"]
+    assert a[:3] == ["frontend.default", "catalog", "GET"]
+    assert int(a[4]) + int(b[4]) == 40
+    assert 29 <= int(a[4]) <= 31  # 3 in 4, whatever request the tap started at
+    assert (a[6], b[6]) == ("100.00%", "0.00%")
+    assert float(a[7].removesuffix("ms")) <= float(a[8].removesuffix("ms"))

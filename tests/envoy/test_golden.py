@@ -66,7 +66,8 @@ async def test_known_load_gives_exact_counts_rates_and_latency(mini: MiniMesh,
     async def settled() -> bool:
         # Counters are live; histograms arrive on Envoy's 5 s stats flush.
         [svc] = await _stats(mini, "service", "echo")
-        return bool(svc["requests"] == total and svc["latency_ms"]["p99"] is not None
+        return bool(svc["requests"] == total == sum(svc["responses"].values())
+                    and svc["latency_ms"]["p99"] is not None
                     and svc["latency_ms"]["p99"] > 100)
 
     await wait_for(settled, "golden metrics of the load", timeout=30)

@@ -34,3 +34,25 @@ def test_top_orders_by_rate_and_limits() -> None:
     lines = top_table(rows, 2).splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["b.shop", "c.shop"]
     assert lines[1].split()[-2:] == ["2xx=199", "5xx=1"]
+
+
+def test_path_top_counts_the_window_and_orders_by_count() -> None:
+    from gossamer.cli.top import PathTop, short_source
+
+    agg = PathTop(window=10)
+    src = "gossamer.local/ns/default/sa/frontend"
+    for i in range(6):
+        agg.add("catalog", {"source": src, "method": "GET", "path": f"/a?i={i}", "status": 200,
+                            "latency_ms": 1.0 + i}, now=100.0 + i)
+    agg.add("catalog", {"source": src, "method": "POST", "path": "/b", "status": 503,
+                        "latency_ms": 9.0}, now=101.0)
+    agg.add("catalog", {"source": "10.0.0.9:4000 (no mTLS)", "method": "GET", "path": "/old",
+                        "status": 200}, now=80.0)  # outside the window by the time of drawing
+    header, *rows = agg.table(now=105.0, limit=10).splitlines()
+    assert header.split()[:5] == ["SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT"]
+    assert [r.split()[:8] for r in rows] == [
+        ["frontend.default", "catalog", "GET", "/a", "6", "0.60", "100.00%", "1.0ms"],
+        ["frontend.default", "catalog", "POST", "/b", "1", "0.10", "0.00%", "9.0ms"]]
+    assert rows[0].split()[8:] == ["6.0ms", "6.0ms"]  # worst, last
+    assert agg.table(now=200.0, limit=10).splitlines()[1:] == []  # all aged out
+    assert short_source("10.0.0.9:4000 (no mTLS)") == "10.0.0.9:4000 (no mTLS)"

@@ -6,6 +6,7 @@ status, so the CLI can print one clear line.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,9 +158,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness; open, so probes need no token."""
+        """Liveness; open, so probes need no token. `pid` lets whoever started this
+        control plane tell it from another one on the same port."""
         return {"status": "ok", "version": __version__, "revision": ctx.reconciler.index.revision,
-                "proxies": len(ctx.reconciler.proxies)}
+                "proxies": len(ctx.reconciler.proxies), "pid": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

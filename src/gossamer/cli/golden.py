@@ -1,10 +1,9 @@
-"""`gossamer stat`, `edges` and `top`: golden metrics from the control plane's window."""
+"""`gossamer stat` and `edges`: golden metrics from the control plane's window (and the
+edge table `top --edges` prints)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -117,32 +116,6 @@ def top_table(items: list[dict[str, Any]], limit: int) -> str:
     return render(["FROM", "TO", *GOLDEN, "CODES"],
                   [[_edge_from(r), r["destination"], *_golden_cells(r), _codes(r)]
                    for r in busiest])
-
-
-@app.command()
-def top(interval: Annotated[float, typer.Option("--interval", help="seconds between "
-                                                 "refreshes")] = 2.0,
-        limit: Annotated[int, typer.Option("--limit", help="rows shown")] = 20,
-        once: Annotated[bool, typer.Option("--once", help="print one screen and exit")] = False,
-        iterations: Annotated[int, typer.Option("--iterations", help="refreshes before "
-                                                "exiting; 0: until Ctrl-C")] = 0,
-        namespace: OptionalNamespace = None, server: Server = None) -> None:
-    """The busiest edges now (caller workload -> Service), refreshed live."""
-    if interval <= 0 or limit <= 0:
-        raise CliError("--interval and --limit must be positive")
-    api = Api(server)
-    shown = 0
-    while True:
-        body = _fetch(api, "edge", None, namespace)
-        screen = (f"busiest edges over the last {body['window_seconds']:.0f}s "
-                  f"({time.strftime('%H:%M:%S')})\n" + top_table(body["items"], limit))
-        if not once and sys.stdout.isatty():
-            screen = "\x1b[H\x1b[2J" + screen
-        print(screen, flush=True)
-        shown += 1
-        if once or (iterations and shown >= iterations):
-            return
-        time.sleep(interval)
 
 
 @app.command("prometheus-config")

@@ -105,6 +105,7 @@ def main() -> None:
         local,
         security,
         tap,
+        top,
     )
 
     try:

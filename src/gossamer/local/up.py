@@ -61,6 +61,8 @@ class LocalRun:
     quiet: bool = False
     # Workload certificate lifetime the agents ask for (None: the CA's default).
     cert_ttl: int | None = None
+    # More `gossamer control-plane` options (e.g. `--stats-window 600`).
+    control_plane_args: tuple[str, ...] = ()
     children: list[Child] = field(default_factory=list)
     _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     instances: list[Instance] = field(default_factory=list)
@@ -132,24 +134,43 @@ class LocalRun:
         return child
 
     def start_control_plane(self) -> None:
-        self.api_port = self.api_port or _port_or_free(15080)
-        self.xds_port = self.xds_port or _port_or_free(15010)
-        gossamer = [sys.executable, "-m", "gossamer"]
-        child = self._spawn("control-plane", [*gossamer, "control-plane", "--state-dir",
-                                      str(self.state_dir / "store"), "--api-port",
-                                      str(self.api_port), "--xds-port", str(self.xds_port)],
-                    "control-plane")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.server + "/healthz", timeout=1, trust_env=False).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            if child.popen.poll() is not None:
+        """On 15080/15010 when free, else on free ports. Two runs starting at once can
+        both see 15080 free; the one that loses the bind starts again on free ports, and
+        neither mistakes the other's control plane for its own (healthz names its pid)."""
+        chosen = not self.api_port
+        for _ in range(3):
+            self.api_port = self.api_port or _port_or_free(15080)
+            self.xds_port = self.xds_port or _port_or_free(15010)
+            child = self._spawn_control_plane()
+            if self._await_control_plane(child):
+                return
+            if not chosen or child.popen.poll() is None:
                 break
-            time.sleep(0.1)
+            self.children.remove(child)
+            self.api_port, self.xds_port = free_port(), free_port()  # lost a port race
         raise UpError(f"the control plane did not start; see {child.log}")
+
+    def _spawn_control_plane(self) -> Child:
+        gossamer = [sys.executable, "-m", "gossamer"]
+        return self._spawn("control-plane", [*gossamer, "control-plane", "--state-dir",
+                                             str(self.state_dir / "store"), "--api-port",
+                                             str(self.api_port), "--xds-port",
+                                             str(self.xds_port), *self.control_plane_args],
+                           "control-plane")
+
+    def _await_control_plane(self, child: Child, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.popen.poll() is not None:
+                return False
+            try:
+                resp = httpx.get(self.server + "/healthz", timeout=1, trust_env=False)
+                if resp.is_success and resp.json().get("pid") == child.popen.pid:
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.1)
+        return False
 
     def restart_control_plane(self, down_for: float = 0.0) -> None:
         """Stop the control plane and start it again on the same ports and store;
