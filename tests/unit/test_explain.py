@@ -94,6 +94,14 @@ def test_the_record_is_bounded_and_finds_the_newest_first() -> None:
     recent.add([entry(reporter=ECHO, direction="inbound", request_id="r4")])
     assert [h.direction for h in recent.hops("r4")] == ["outbound", "inbound"]
     assert recent.hops("") == []
+    recent.add([entry(request_id="d", status=200, flags=("delay_injected",))])
+    newest = recent.newest_failure(Query())
+    assert newest is not None
+    assert newest.request_id == "r4"  # a delayed success is not the newest failure
+    only = recent.newest_failure(Query(request_id="d"))
+    assert only is not None
+    assert only.request_id == "d"
+    assert recent.newest_failure(Query(service="nothing")) is None
 
 
 def test_access_log_stream_keeps_only_connected_nodes() -> None:
@@ -162,6 +170,11 @@ def test_a_refused_call_finds_its_backend_through_the_route() -> None:
     ([entry(flags=("no_healthy_upstream",))],
      [_target("ResiliencePolicy", "od", {"outlierDetection": {"consecutive5xx": 3}})],
      "ResiliencePolicy default/od", "ejected by outlier detection"),
+    ([entry(status=200, flags=("delay_injected",))],
+     [_target("FaultPolicy", "slow", {"delay": {"fixedDelay": "300ms", "percent": 20}})],
+     "FaultPolicy default/slow",
+     "not a failure: it answered 200, but FaultPolicy default/slow delays 20% of calls "
+     "to echo.default by 300ms"),
     ([entry(status=404, flags=("no_route_found",), authority="nosuch", cluster="", route="")],
      [], None, "no Service answers to host 'nosuch'"),
 ])

@@ -52,14 +52,15 @@ def explain_routes(app: FastAPI, ctx: ApiContext) -> None:
                               request_id: str | None = None, status: int | None = None,
                               path: str | None = Query(default=None, max_length=1024),
                               caller: Caller = reader) -> dict[str, Any]:
-        """Why the newest failed request that matches failed (by `request_id`: that one)."""
+        """Why the newest failed request that matches failed (by `request_id`: that one).
+        A failure (status >= 400, or none) comes before a success with a response flag."""
         caller.require_admin()
         q = query(namespace, service, request_id, status, path)
         assert ctx.failures is not None
-        newest = ctx.failures.find(q, limit=1)
-        if not newest:
+        newest = ctx.failures.newest_failure(q)
+        if newest is None:
             what = f"request {request_id!r}" if request_id else "a failed request matching that"
             raise ApiError(404, f"no record of {what}: the control plane keeps the last "
                                 f"{ctx.failures.capacity} failures the sidecars reported")
-        hops = ctx.failures.hops(newest[0].request_id) or newest
+        hops = ctx.failures.hops(newest.request_id) or [newest]
         return explain(hops, ctx.reconciler.index).to_json()

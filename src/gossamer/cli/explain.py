@@ -80,7 +80,7 @@ def explain(
                        f["path"], str(f["status"] or "-"), ",".join(f["flags"]) or "-"]
                       for f in found]))
         return
-    newest = found[0]
+    newest = next((f for f in found if not 0 < f["status"] < 400), found[0])
     exp = api.call("GET", "/api/v1/explain?" + urlencode(
         {"request_id": newest["request_id"]} if newest["request_id"] else params))
     print(json.dumps(exp, indent=2) if as_json else format_explanation(exp))

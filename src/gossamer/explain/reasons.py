@@ -146,6 +146,18 @@ def _fault(out: LoggedRequest, index: MeshIndex) -> _Finding:
                     ("delete the FaultPolicy, or send requests without its headers",))
 
 
+def _delayed(out: LoggedRequest, index: MeshIndex) -> _Finding:
+    svc = addressed_service(out, index)
+    policy = index.faults.get(svc) if svc else None
+    delay = policy.spec.delay if policy else None
+    what = (f"{_ref('FaultPolicy', policy)} delays {delay.percent:g}% of calls to "
+            f"{_svc_text(svc)} by {delay.fixed_delay}" if policy and delay else
+            "a FaultPolicy delayed it")
+    return _Finding(f"the caller's sidecar ({out.reporter.workload})",
+                    f"not a failure: it answered {out.status}, but {what}; this call was "
+                    "one of them", _ref("FaultPolicy", policy) if policy else None)
+
+
 def _overflow(out: LoggedRequest, index: MeshIndex) -> _Finding:
     svc = destination(out, index)
     policy = _resilience(index, svc)
@@ -365,6 +377,8 @@ def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
         if found is not None:
             return found
     if out is not None:
+        if "delay_injected" in out.flags and 0 < out.status < 400:
+            return _delayed(out, index)
         if "upstream_retry_limit_exceeded" in out.flags:
             return _retries(out, inbound, index)
         if "upstream_connection_failure" in out.flags:

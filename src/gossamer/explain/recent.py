@@ -39,6 +39,10 @@ def _service_of(entry: LoggedRequest) -> set[str]:
     return names
 
 
+def failed(entry: LoggedRequest) -> bool:
+    return entry.status == 0 or entry.status >= 400
+
+
 def matches(entry: LoggedRequest, q: Query) -> bool:
     if q.request_id is not None and entry.request_id != q.request_id:
         return False
@@ -71,6 +75,12 @@ class RecentFailures:
                 if len(out) >= limit:
                     break
         return out
+
+    def newest_failure(self, q: Query) -> LoggedRequest | None:
+        """The newest match that failed (status >= 400, or none sent); else the newest
+        match at all (a success with a response flag, such as an injected delay)."""
+        found = self.find(q, limit=200)
+        return next((e for e in found if failed(e)), found[0] if found else None)
 
     def hops(self, request_id: str) -> list[LoggedRequest]:
         """Every entry of one request, oldest first."""
