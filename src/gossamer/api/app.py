@@ -22,6 +22,7 @@ from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
+from gossamer.dashboard import mount_dashboard
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
 from gossamer.model import (
@@ -169,6 +170,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     security_routes(app, ctx)
     tap_routes(app, ctx)
     telemetry_routes(app, ctx)
+    mount_dashboard(app)
     return app
 
 
