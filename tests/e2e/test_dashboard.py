@@ -4,8 +4,11 @@ screen is the API's, and the API's is the load's."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,8 +65,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def page(browser: Any, mesh: Mesh) -> Any:
-    """The browser, signed in to the demo's dashboard with the admin token."""
-    sign_in(browser, mesh, token(mesh))
+    """The browser, signed in with the link `gossamer dashboard` prints."""
+    env = dict(os.environ, GOSSAMER_SERVER=mesh.run.server, GOSSAMER_TOKEN=token(mesh))
+    out = subprocess.run([sys.executable, "-m", "gossamer", "dashboard"], capture_output=True,
+                         text=True, env=env, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    url = out.stdout.strip()
+    assert url == f"{mesh.run.server}/dashboard/#token={quote(token(mesh), safe='')}"
+    browser.get(url)
     return browser
 
 
@@ -291,6 +300,19 @@ def test_tap_view_shows_a_live_request(page: Any, mesh: Mesh) -> None:
     page.find_element("css selector", "#tap-stop").click()
     until("the tap to stop", lambda: page.find_element(
         "css selector", "#tap-status").get_attribute("data-state") == "stopped")
+
+
+def test_a_read_token_reads_but_cannot_tap(browser: Any, mesh: Mesh) -> None:
+    resp = mesh.api.post("/api/v1/tokens", json={"scope": "read", "description": "dashboard"})
+    assert resp.status_code == 200, resp.text
+    sign_in(browser, mesh, resp.json()["token"])
+    until("the services table", lambda: browser.find_elements("css selector", "#services"))
+    go(browser, mesh, "tap/default/catalog")
+    until("the tap form", lambda: browser.find_elements("css selector", "#tap-start"))[0].click()
+    error = until("the 403 message", lambda: (
+        e if (e := browser.find_element("id", "error")).is_displayed() else None))
+    assert error.text == "403 Forbidden: a read token cannot do this; it needs an admin token"
+    assert browser.find_element("id", "tap-status").get_attribute("data-state") == "stopped"
 
 
 def test_a_bad_token_shows_the_401_and_a_form(browser: Any, mesh: Mesh) -> None:

@@ -22,9 +22,9 @@ from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
-from gossamer.dashboard import mount_dashboard
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.dashboard import mount_dashboard
 from gossamer.model import (
     KINDS,
     InvalidResource,

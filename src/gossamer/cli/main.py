@@ -98,7 +98,14 @@ def main() -> None:
     # Our children exec at once, so they need none of it. Must precede `import grpc`.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from gossamer.cli import commands, golden, local, security, tap  # noqa: F401 - registers commands
+    from gossamer.cli import (  # noqa: F401 - registers commands
+        commands,
+        dashboard,
+        golden,
+        local,
+        security,
+        tap,
+    )
 
     try:
         app()
