@@ -26,6 +26,7 @@ from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.dashboard import mount_dashboard
 from gossamer.explain.recent import RecentFailures
 from gossamer.model import (
     KINDS,
@@ -175,6 +176,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     tap_routes(app, ctx)
     telemetry_routes(app, ctx)
     explain_routes(app, ctx)
+    mount_dashboard(app)
     return app
 
 

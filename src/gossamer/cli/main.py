@@ -100,6 +100,7 @@ def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from gossamer.cli import (  # noqa: F401 - registers commands
         commands,
+        dashboard,
         explain,
         golden,
         local,
