@@ -15,7 +15,9 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b not in (None, 0) else None
+    """a / b; None when b is not positive (a ratio of added latencies means
+    nothing when the baseline's addition drowned in noise)."""
+    return a / b if a is not None and b is not None and b > 0 else None
 
 
 def _latency(runs: list[dict[str, Any]], rate: str, names: list[str]) -> dict[str, Any]:
@@ -93,10 +95,10 @@ def table(result: dict[str, Any]) -> str:
                 f"{row['repeats']:>3}" + (f"  ERRORS {row['errors']}" if row["errors"] else ""))
         ratio = rows.get("gossamer_vs_envoy")
         if ratio:
+            x = {k: "n/a" if v is None else f"{v:.2f}x" for k, v in ratio.items()}
             lines.append(f"{'':>6} gossamer/envoy (median of per-run ratios): added p50 "
-                         f"{_f(ratio['added_p50'], '{:.2f}')}x, added p99 "
-                         f"{_f(ratio['added_p99'], '{:.2f}')}x, cpu/request "
-                         f"{_f(ratio['cpu_per_req'], '{:.2f}')}x")
+                         f"{x['added_p50']}, added p99 {x['added_p99']}, cpu/request "
+                         f"{x['cpu_per_req']}")
     lines.append("max throughput (wrk, req/s, median): " + ", ".join(
         f"{n} {v:.0f}" for n, v in s["throughput_rps"].items() if v is not None)
         + (f"; gossamer/envoy {s['throughput_ratio']:.2f}x" if s.get("throughput_ratio")
