@@ -40,8 +40,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from configs import CONFIGS, TRUST_DOMAIN, Target, envoy_argv, start_nginx, wait_ok, write_certs
-from run import HOST, PROXY_CPU, compile_loadgen, measure_rate, wrk
+from configs import (
+    CONFIGS,
+    HOST,
+    TRUST_DOMAIN,
+    Target,
+    envoy_argv,
+    start_nginx,
+    wait_ok,
+    write_certs,
+)
+from run import PROXY_CPU, compile_loadgen, measure_rate, wrk
 
 from gossamer.agent.ports import free_port
 from gossamer.agent.stats import stats_config
@@ -60,7 +69,8 @@ Config = dict[str, Any]
 
 def _hcm(config: Config) -> Config:
     hcm: Config = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    return hcm["typed_config"]
+    typed: Config = hcm["typed_config"]
+    return typed
 
 
 def h1(client: Config, server: Config) -> None:

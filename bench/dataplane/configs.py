@@ -99,7 +99,8 @@ class NoMesh:
     name = "none"
 
     def __init__(self, work: Path) -> None:
-        self.work, self.procs = work, []  # type: list[subprocess.Popen[bytes]]
+        self.work = work
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> Target:
         return Target(self.name, start_nginx(self.work, self.procs))
@@ -159,7 +160,8 @@ class StaticEnvoy:
     name = "envoy"
 
     def __init__(self, work: Path) -> None:
-        self.work, self.procs = work / "envoy", []  # type: list[subprocess.Popen[bytes]]
+        self.work = work / "envoy"
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.work.mkdir(parents=True, exist_ok=True)
 
     def _render(self, template: str, **values: object) -> Path:

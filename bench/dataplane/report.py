@@ -29,7 +29,7 @@ def _latency(runs: list[dict[str, Any]], rate: str, names: list[str]) -> dict[st
                  for q in ("p50", "p99")} if "none" in names else {}
         out[name] = {
             **{q: _median([row["latency_us"][q] for row in rows]) for q in QUANTILES},
-            **{f"added_{q}": _median(v) for q, v in added.items()},  # type: ignore[arg-type]
+            **{f"added_{q}": _median(v) for q, v in added.items()},
             "cpu_ms_per_1k": _median([row["proxy_cpu_ms_per_1k"] for row in rows]),
             "send_lag_p50": _median([row["send_lag_us"]["p50"] for row in rows]),
             "send_lag_p99": _median([row["send_lag_us"]["p99"] for row in rows]),
