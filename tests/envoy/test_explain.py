@@ -24,8 +24,9 @@ def targeted(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "spec": {"targetRef": {"kind": "Service", "name": "echo"}, **spec}}
 
 
-async def explained(mini: MiniMesh, **query: Any) -> dict[str, Any]:
-    """The explanation of the newest failure that matches, once its hops are reported."""
+async def explained(mini: MiniMesh, hops: int = 1, **query: Any) -> dict[str, Any]:
+    """The explanation of the newest failure that matches, once `hops` sidecars have
+    reported it (each flushes on its own 0.5 s timer)."""
     params = "&".join(f"{k}={v}" for k, v in query.items())
     found: dict[str, Any] = {}
 
@@ -36,8 +37,15 @@ async def explained(mini: MiniMesh, **query: Any) -> dict[str, Any]:
         return bool(rows)
 
     await wait_for(reported, f"a failure matching {query}", timeout=10)
-    return await mini.api(  # type: ignore[no-any-return]
-        "GET", f"/api/v1/explain?request_id={found['request_id']}")
+    exp: dict[str, Any] = {}
+
+    async def complete() -> bool:
+        nonlocal exp
+        exp = await mini.api("GET", f"/api/v1/explain?request_id={found['request_id']}")
+        return len(exp["hops"]) >= hops
+
+    await wait_for(complete, f"{hops} hop(s) of {found['request_id']}", timeout=10)
+    return exp
 
 
 async def _mesh(mini: MiniMesh, make_backend: Any, *docs: dict[str, Any]) -> Sidecar:
@@ -53,9 +61,7 @@ async def test_an_app_error_is_the_apps_and_both_hops_join_on_one_request_id(
     client = await _mesh(mini, make_backend)
     resp = await get(client, "http://echo/orders", headers={"x-test-status": "500"})
     assert resp.status_code == 500
-    exp = await explained(mini, path="/orders")
-    await asyncio.sleep(0.6)  # the other sidecar's flush
-    exp = await mini.api("GET", f"/api/v1/explain?request_id={exp['request_id']}")
+    exp = await explained(mini, hops=2, path="/orders")
     assert exp["failed_at"] == "the app (echo-0)"
     assert "answered 500 itself" in exp["cause"]
     assert exp["policy"] is None
@@ -157,14 +163,14 @@ async def test_callee_side_causes_name_their_policy_and_the_cli_prints_them(
         targeted("AuthorizationPolicy", "no-admin", {
             "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin/*"]}}]}]}))
     assert (await get(client, "http://echo/admin/x")).status_code == 403
-    exp = await explained(mini, path="/admin/x")
+    exp = await explained(mini, hops=2, path="/admin/x")
     assert exp["failed_at"] == "the callee's sidecar (echo-0)"
     assert exp["policy"] == "AuthorizationPolicy default/no-admin"
     assert "the DENY rule matched" in exp["cause"]
 
     codes = [(await get(client, "http://echo/limited")).status_code for _ in range(3)]
     assert 429 in codes, codes
-    exp = await explained(mini, status=429)
+    exp = await explained(mini, hops=2, status=429)
     assert exp["policy"] == "RateLimitPolicy default/echo-limits"
     assert "local 1 per 1m on each sidecar" in exp["cause"]
     assert "RL: rate limited" in exp["flags"]

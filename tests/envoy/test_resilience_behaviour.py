@@ -118,10 +118,13 @@ async def test_outlier_detection_ejects_after_consecutive_errors_and_returns(
 
 async def test_circuit_breaker_overflow_is_an_immediate_503(mini: MiniMesh,
                                                             make_backend: Any) -> None:
+    """Sidecars talk HTTP/2 to each other, so requests share one connection and do not
+    queue for one: `maxRequests` is the limit on concurrent requests, and the one over
+    it is refused at once."""
     slow = make_backend("slow")
     await mini.serve("echo", [slow])
     client = await mini.client()
-    await mini.apply(policy(circuitBreaker={"maxRequests": 1, "maxPendingRequests": 1,
+    await mini.apply(policy(circuitBreaker={"maxRequests": 2, "maxPendingRequests": 1,
                                             "maxConnections": 1}))
     await mini.wait_synced()
     slow.delay = 2.0
@@ -129,8 +132,8 @@ async def test_circuit_breaker_overflow_is_an_immediate_503(mini: MiniMesh,
             proxy_client(client, timeout=10) as h3:
         first = asyncio.create_task(get(client, http=h1))
         await wait_for(lambda: _true(slow.hits >= 1), "the first request to arrive")
-        queued = asyncio.create_task(get(client, http=h2))  # the one pending slot
-        await asyncio.sleep(0.3)
+        second = asyncio.create_task(get(client, http=h2))
+        await wait_for(lambda: _true(slow.hits >= 2), "the second request to arrive")
         start = time.monotonic()
         resp = await get(client, http=h3)
         took = time.monotonic() - start
@@ -139,9 +142,17 @@ async def test_circuit_breaker_overflow_is_an_immediate_503(mini: MiniMesh,
         assert resp.headers.get("x-envoy-overloaded") == "true"
         assert "overflow" in resp.text, resp.text
         assert (await first).status_code == 200
-        assert (await queued).status_code == 200
+        assert (await second).status_code == 200
     stats = await client.stats()
-    assert stats[f"{CLUSTER}.upstream_rq_pending_overflow"] >= 1
+    assert stats[f"{CLUSTER}.upstream_cx_total"] == 1  # both requests on one connection
+    assert stats[f"{CLUSTER}.upstream_rq_total"] == 2  # the third never left the sidecar
+
+    async def reported() -> bool:  # the caller's sidecar says why: upstream overflow
+        rows = (await mini.api("GET", "/api/v1/failures?status=503"))["items"]
+        return bool(rows) and rows[0]["flags"] == ["UO"] and \
+            "overflow" in rows[0]["details"]
+
+    await wait_for(reported, "the overflow in the caller's failure log", timeout=10)
     assert slow.hits == 2
 
 

@@ -114,8 +114,12 @@ def test_cluster_settings_of_a_full_policy_apply_to_every_port() -> None:
             {"start": "200", "end": "201"}, {"start": "204", "end": "205"}]
     grpc = cluster(mesh, "outbound|9090||catalog.default")["healthChecks"][0]
     assert grpc["httpHealthCheck"]["codecClientType"] == "HTTP2"
-    assert "codecClientType" not in cluster(
-        mesh, "outbound|80||catalog.default")["healthChecks"][0]["httpHealthCheck"]
+    # An HTTP/1.1 app's port too: the check goes to the callee's sidecar, over HTTP/2.
+    http = cluster(mesh, "outbound|80||catalog.default")
+    assert http["healthChecks"][0]["httpHealthCheck"]["codecClientType"] == "HTTP2"
+    options = http["typedExtensionProtocolOptions"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["explicitHttpConfig"] == {"http2ProtocolOptions": {"allowConnect": True}}
 
 
 def test_max_retries_replaces_the_budget_and_slow_start_is_set() -> None:

@@ -137,7 +137,7 @@ def test_outbound_clusters_verify_every_identity_of_the_destination() -> None:
     assert combined["defaultValidationContext"]["matchTypedSubjectAltNames"] == [
         {"sanType": "URI", "matcher": {"exact": f"spiffe://gossamer.local/ns/default/sa/{sa}"}}
         for sa in ("catalog", "catalog-canary")]
-    assert common["alpnProtocols"] == ["http/1.1"]
+    assert common["alpnProtocols"] == ["h2"]  # sidecar to sidecar is HTTP/2 for every app
     grpc = cluster(snap, "outbound|9090||catalog.default")["transportSocket"]
     assert grpc["typedConfig"]["commonTlsContext"]["alpnProtocols"] == ["h2"]
 

@@ -13,6 +13,7 @@ from gossamer.cli.client import Api, CliError
 from gossamer.cli.golden import render
 from gossamer.cli.main import Server, app
 
+HOP_GRACE = 1.0  # seconds: twice the sidecars' flush interval
 _LABELS = (("failed_at", "Failed at"), ("cause", "Why"), ("policy", "Policy"),
            ("route", "Route"), ("cluster", "Cluster"))
 
@@ -81,6 +82,8 @@ def explain(
                       for f in found]))
         return
     newest = next((f for f in found if not 0 < f["status"] < 400), found[0])
+    # The other end of the hop flushes on its own timer: give it a moment to arrive.
+    time.sleep(min(HOP_GRACE, max(0.0, newest["received_at"] + HOP_GRACE - time.time())))
     exp = api.call("GET", "/api/v1/explain?" + urlencode(
         {"request_id": newest["request_id"]} if newest["request_id"] else params))
     print(json.dumps(exp, indent=2) if as_json else format_explanation(exp))

@@ -22,7 +22,15 @@ class Protocol(str, Enum):
 
     @property
     def is_h2(self) -> bool:
+        """The app speaks HTTP/2."""
         return self in (Protocol.HTTP2, Protocol.GRPC)
+
+    @property
+    def mesh_h2(self) -> bool:
+        """Sidecars carry this port's traffic to each other over HTTP/2, whatever the
+        app speaks: many requests share one connection (one TLS handshake), and the
+        callee's sidecar speaks the app's protocol to it."""
+        return self.is_http
 
 
 class ServicePort(Strict):

@@ -18,15 +18,25 @@ from gossamer.translate.tls import upstream_mtls_socket
 CONNECT_TIMEOUT = "2s"
 
 
-def _protocol_options(protocol: Protocol) -> dict[str, Any]:
-    if not protocol.is_h2:
-        return {}
+def _http2(options: dict[str, Any]) -> dict[str, Any]:
     return {"typedExtensionProtocolOptions": {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": HTTP_OPTIONS,
-            "explicitHttpConfig": {"http2ProtocolOptions": {}},
+            "explicitHttpConfig": {"http2ProtocolOptions": options},
         }
     }}
+
+
+def _protocol_options(protocol: Protocol) -> dict[str, Any]:
+    """To the local app: the protocol it speaks."""
+    return _http2({}) if protocol.is_h2 else {}
+
+
+def _mesh_protocol_options(protocol: Protocol) -> dict[str, Any]:
+    """To another sidecar: HTTP/2 for every HTTP port (Protocol.mesh_h2). Extended
+    CONNECT (`allowConnect`) carries a WebSocket upgrade over an HTTP/2 stream; the
+    callee's sidecar turns it back into an HTTP/1.1 upgrade for its app."""
+    return _http2({"allowConnect": True}) if protocol.mesh_h2 else {}
 
 
 def outbound_clusters(service: Service, spiffe_ids: Sequence[str] | None = None,
@@ -48,12 +58,12 @@ def outbound_clusters(service: Service, spiffe_ids: Sequence[str] | None = None,
             "connectTimeout": CONNECT_TIMEOUT,
             "lbPolicy": "ROUND_ROBIN",
             "commonLbConfig": {"healthyPanicThreshold": {"value": 0}},
-            **_protocol_options(port.protocol),
+            **_mesh_protocol_options(port.protocol),
             **cluster_settings(policy, port.protocol),
         })
         if spiffe_ids is not None:
             cluster.transport_socket.CopyFrom(
-                upstream_mtls_socket(tuple(spiffe_ids), h2=port.protocol.is_h2))
+                upstream_mtls_socket(tuple(spiffe_ids), h2=port.protocol.mesh_h2))
         out[cname] = cluster
     return out
 

@@ -166,6 +166,9 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
     # The caller's sidecar set x-request-id: keep it, so both ends of a hop log one id.
     return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY,
                                       "preserveExternalRequestId": True,
+                                      # WebSocket from a caller's sidecar arrives as an
+                                      # HTTP/2 extended CONNECT (clusters.py).
+                                      "http2ProtocolOptions": {"allowConnect": True},
                                       **log, **_tracing(tracing)},
                  (TAP_FILTER, *security.http_filters, *traffic_filters))]
 

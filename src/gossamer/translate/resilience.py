@@ -108,7 +108,7 @@ def _health_check(hc: HealthCheck, protocol: Protocol, host: str) -> dict[str, A
             # Envoy ranges are [start, end).
             http["expectedStatuses"] = [{"start": str(c), "end": str(c + 1)}
                                         for c in sorted(set(hc.http.expected_statuses))]
-        if protocol.is_h2:
+        if protocol.mesh_h2:  # the check goes to the callee's sidecar, which speaks h2
             http["codecClientType"] = "HTTP2"
         out["httpHealthCheck"] = http
     else:
