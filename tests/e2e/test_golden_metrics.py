@@ -19,6 +19,9 @@ pytestmark = pytest.mark.slow
 OK, FAILED, SLOW = 30, 10, 10  # FAILED: ?status=500; SLOW: ?delay_ms=300, answered 200
 TOTAL = OK + FAILED + SLOW
 WINDOW = 900
+SLOWEST: list[float] = []  # the slow requests as the client timed them (ms)
+# Envoy's default histogram bucket bounds (ms); a quantile is interpolated inside one.
+BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,10 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             for query, count, status in (("", OK, 200), ("?status=500", FAILED, 500),
                                          ("?delay_ms=300", SLOW, 200)):
                 for _ in range(count):
+                    started = time.monotonic()
                     assert client.get(f"http://catalog/items{query}").status_code == status
+                    if query.startswith("?delay_ms"):
+                        SLOWEST.append((time.monotonic() - started) * 1000)
         yield mesh
 
 
@@ -77,7 +83,10 @@ def test_service_numbers_match_the_known_load(loaded: Mesh) -> None:
     assert svc["responses"]["2xx"] == OK + SLOW
     assert svc["success_rate"] == pytest.approx((OK + SLOW) / TOTAL)
     assert svc["latency_ms"]["p50"] < 100  # the fast majority (each calls inventory)
-    assert 250 < svc["latency_ms"]["p95"] <= 500  # the 300 ms requests' bucket
+    # The 300 ms requests' bucket is (250, 500]; on a loaded machine some take longer,
+    # and the client's own timing (which includes the sidecars') bounds how much.
+    top = next(b for b in BUCKETS_MS if b >= max(SLOWEST))
+    assert 250 < svc["latency_ms"]["p95"] <= top, (svc["latency_ms"], SLOWEST)
     [inventory] = loaded.api.get("/api/v1/stats?kind=service&name=inventory").json()["items"]
     assert inventory["requests"] == TOTAL  # catalog calls it once per request
     assert inventory["success_rate"] == 1.0
