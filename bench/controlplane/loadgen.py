@@ -42,7 +42,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-
 from bench.controlplane.simproxy import SHORT, Request, Response, SimProxy
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
@@ -134,7 +133,7 @@ class LoadGen:
             await asyncio.sleep(delay)
 
     @staticmethod
-    def _record(p: ProxyRun, resp: Response, now: float, size: int) -> None:
+    def _record(p: ProxyRun, resp: Any, now: float, size: int) -> None:
         p.log.append((now, size))
         type_url = resp.type_url
         for res in resp.resources:
@@ -180,7 +179,7 @@ class LoadGen:
             times: list[tuple[int, float | None]] = []
             for p in self.proxies:
                 st = p.sim.types.get(type_url)
-                if st is None or not (st.wildcard and name in st.known or name in st.names):
+                if st is None or not ((st.wildcard and name in st.known) or name in st.names):
                     continue
                 seen = p.arrivals.get((type_url, name), [])
                 i = bisect.bisect_left(seen, t0)
@@ -232,9 +231,9 @@ def _reply(obj: Any) -> None:
     sys.stdout.flush()
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    proxies = json.loads(Path(args.proxies).read_text())
-    gen = LoadGen(args.target, Path(args.ca_file).read_bytes(), proxies)
+async def main_async(args: argparse.Namespace, bundle: bytes,
+                     proxies: list[dict[str, Any]]) -> None:
+    gen = LoadGen(args.target, bundle, proxies)
     ticker = asyncio.create_task(gen.ticker())
     tasks = []
     for p in gen.proxies:
@@ -266,7 +265,9 @@ def main() -> None:
     p.add_argument("--proxies", required=True, help="JSON list of {index, node_id, "
                    "cluster, metadata, token}")
     p.add_argument("--connect-batch", type=int, default=50)
-    asyncio.run(main_async(p.parse_args()))
+    args = p.parse_args()
+    asyncio.run(main_async(args, Path(args.ca_file).read_bytes(),
+                           json.loads(Path(args.proxies).read_text())))
 
 
 if __name__ == "__main__":

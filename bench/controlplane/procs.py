@@ -17,6 +17,12 @@ from typing import Any
 
 READY = re.compile(rb"API http://([\d.]+):(\d+)\s+xDS ([\d.]+):(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _log(path: Path) -> Any:
+    """An append-mode file for a child's output (the child keeps it open)."""
+    return open(path, "ab")
 
 
 def proc_usage(pid: int) -> dict[str, float]:
@@ -66,7 +72,7 @@ class ControlPlaneProcess:
         return self.proc.pid
 
     async def start(self, timeout: float = 60.0) -> None:
-        log = open(self.state_dir / "control-plane.log", "ab")  # noqa: SIM115 (kept by the child)
+        log = _log(self.state_dir / "control-plane.log")
         self.spawned_at = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gossamer", "control-plane", "--state-dir",
@@ -116,10 +122,9 @@ class LoadGenProcess:
         self._lock = asyncio.Lock()
 
     async def start(self, timeout: float = 60.0) -> None:
-        log = open(self.workdir / "loadgen.log", "ab")  # noqa: SIM115
-        root = Path(__file__).resolve().parents[2]
+        log = _log(self.workdir / "loadgen.log")
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.controlplane.loadgen", *self.args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
@@ -136,7 +141,8 @@ class LoadGenProcess:
         return self.proc.pid
 
     async def ask(self, op: str, timeout: float = 60.0, **kw: Any) -> Any:
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None
         assert self.proc.stdout is not None
         async with self._lock:
             self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
 from bench.controlplane.simproxy import ENDPOINT, ROUTE
@@ -404,7 +403,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         lines.append("| " + " | ".join("-" if row.get(k) is None else str(row[k])
                                        for k, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    failed = [f"N={r['N']} S={r['S']} failed: {r['error']}" for r in rows if "error" in r]
+    return "\n".join(lines + failed)
 
 
 def main() -> None:
@@ -425,7 +425,13 @@ def main() -> None:
     started = time.strftime("%Y%m%d-%H%M%S")
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
-        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs))
+        try:
+            res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs))
+        except Exception as exc:  # report it and go on with the next scenario
+            print(f"scenario N={n} S={s} failed: {exc!r}", file=sys.stderr, flush=True)
+            results.append({"n": n, "s": s, "error": repr(exc)})
+            rows.append({"N": n, "S": s, "error": repr(exc)[:200]})
+            continue
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)

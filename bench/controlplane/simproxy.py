@@ -133,9 +133,9 @@ class SimProxy:
         for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
             self.types[type_url] = TypeState(type_url, wildcard=type_url in CHILD)
 
-    def start(self) -> list[Request]:
+    def start(self) -> list[Any]:
         """The requests that open a stream (first connect or reconnect)."""
-        out: list[Request] = []
+        out: list[Any] = []
         for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE):
             st = self.types[type_url]
             st.received = False
@@ -150,7 +150,7 @@ class SimProxy:
         out[0].node.CopyFrom(node_proto(self.node_id, self.cluster, self.metadata))
         return out
 
-    def on_response(self, resp: Response, size: int) -> list[Request]:
+    def on_response(self, resp: Any, size: int) -> list[Any]:
         """Apply a response; return what Envoy would send next (subscription, ACK)."""
         self.responses += 1
         self.bytes += size
@@ -165,7 +165,7 @@ class SimProxy:
         for name in resp.removed_resources:
             st.known.pop(name, None)
             st.needs.pop(name, None)
-        out: list[Request] = []
+        out: list[Any] = []
         child = CHILD.get(resp.type_url)
         if child is not None:
             sub = self._resubscribe(self.types[child], st.needs.values())
@@ -175,7 +175,7 @@ class SimProxy:
         return out
 
     @staticmethod
-    def _resubscribe(child: TypeState, needs: Iterable[tuple[str, ...]]) -> Request | None:
+    def _resubscribe(child: TypeState, needs: Iterable[tuple[str, ...]]) -> Any:
         wanted = {name for names in needs for name in names}
         added, dropped = wanted - child.names, child.names - wanted
         if not added and not dropped:
