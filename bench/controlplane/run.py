@@ -105,7 +105,7 @@ class Bench:
         admin = (self.workdir / "state" / "admin-token").read_text().strip()
         self.api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.cp.api_port}",
                                      headers={"Authorization": f"Bearer {admin}"},
-                                     timeout=30.0, trust_env=False)
+                                     timeout=120.0, trust_env=False)
 
     async def populate(self) -> None:
         """Services, join tokens, workloads registered and reported healthy (agent path)."""
@@ -315,6 +315,27 @@ class Bench:
                 "startup_s": round(self.cp.ready_at - self.cp.spawned_at, 2),
                 "synced": synced, "rss_mib": round(self.cp.usage()["rss_mib"], 1)}
 
+    async def run(self, runs: int, churn_s: float) -> None:
+        """Every measurement in order; results land in `self.results` as they come,
+        so a failure part-way keeps what was measured."""
+        res, n = self.results, self.layout.n
+        await self.start_control_plane()
+        await self.populate()
+        await asyncio.sleep(1.0)  # let the last rebuild land before proxies connect
+        await self.start_proxies(timeout=120 + n * 0.2)
+        for kind, measure in (("route", self.route_change), ("endpoint", self.endpoint_change)):
+            res[kind] = []
+            for r in range(runs):
+                res[kind].append(await measure(r))
+        if churn_s > 0:
+            res["churn"] = await self.churn(churn_s)
+        res["cp_before_restart"] = {k: round(v, 2) for k, v in self.cp.usage().items()}
+        assert self.gens is not None
+        res["loadgen"] = {k: round(v, 1) for k, v in self.gens.usage().items()}
+        res["restart"] = []
+        for _ in range(runs):
+            res["restart"].append(await self.restart())
+
     async def close(self) -> None:
         if self.gens is not None:
             await self.gens.stop()
@@ -341,43 +362,37 @@ async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int) -> dic
         res = bench.results
         res["calibration_ms"] = _calibrate()
         try:
-            await bench.start_control_plane()
-            await bench.populate()
-            await asyncio.sleep(1.0)  # let the last rebuild land before proxies connect
-            await bench.start_proxies(timeout=120 + n * 0.2)
-            res["route"] = [await bench.route_change(r) for r in range(runs)]
-            res["endpoint"] = [await bench.endpoint_change(r) for r in range(runs)]
-            if churn_s > 0:
-                res["churn"] = await bench.churn(churn_s)
-            res["cp_before_restart"] = {k: round(v, 2) for k, v in bench.cp.usage().items()}
-            res["restart"] = [await bench.restart() for _ in range(runs)]
-            res["loadgen"] = {k: round(v, 1) for k, v in bench.gens.usage().items()} \
-                if bench.gens else {}
+            await bench.run(runs, churn_s)
+        except Exception as exc:  # keep what was measured; say what failed
+            res["error"] = f"{type(exc).__name__}: {exc}"[:300]
         finally:
             await bench.close()
     return res
 
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    """Medians over runs of each per-run figure."""
-    route, ep, rs = res["route"], res["endpoint"], res["restart"]
-    out = {"N": res["n"], "S": res["s"]}
+    """Medians over runs of each per-run figure (what a failed scenario measured)."""
+    route, ep, rs = res.get("route", []), res.get("endpoint", []), res.get("restart", [])
+    out: dict[str, Any] = {"N": res["n"], "S": res["s"]}
     for prefix, runs in (("route", route), ("ep", ep)):
         for p in ("p50", "p90", "p99", "p100"):
             out[f"{prefix}_{p}_ms"] = _median_of(runs, p)
         out[f"{prefix}_bytes_per_proxy"] = _median_of(runs, "bytes_median")
         out[f"{prefix}_affected"] = _median_of(runs, "proxies")
     out["ep_unaffected_bytes"] = _median_of(ep, "unaffected_bytes")
-    out["cp_cpu_s"] = res["cp_before_restart"]["cpu_s"]
-    out["cp_peak_rss_mib"] = res["cp_before_restart"]["hwm_mib"]
+    usage = res.get("cp_before_restart", {})
+    out["cp_cpu_s"], out["cp_peak_rss_mib"] = usage.get("cpu_s"), usage.get("hwm_mib")
     out["rss_goal_mib"] = round(100 + 100 * res["n"] / 1024, 1)
     out["resync_s"] = _median_of(rs, "from_ready_s")
-    out["initial_sync_s"] = res["initial_sync"]["s"]
+    out["initial_sync_s"] = res.get("initial_sync", {}).get("s")
     if "churn" in res:
         c = res["churn"]
         out["churn_p50_ms"], out["churn_p99_ms"] = c.get("p50"), c.get("p99")
         out["churn_cpu_share"] = c["cp_cpu_share"]
-    out["lag_max_ms"] = max(r["loadgen_lag"]["max_ms"] for r in route + ep)
+    lags = [r["loadgen_lag"]["max_ms"] for r in route + ep]
+    out["lag_max_ms"] = max(lags) if lags else None
+    if "error" in res:
+        out["error"] = res["error"]
     return out
 
 
@@ -425,13 +440,7 @@ def main() -> None:
     started = time.strftime("%Y%m%d-%H%M%S")
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
-        try:
-            res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs))
-        except Exception as exc:  # report it and go on with the next scenario
-            print(f"scenario N={n} S={s} failed: {exc!r}", file=sys.stderr, flush=True)
-            results.append({"n": n, "s": s, "error": repr(exc)})
-            rows.append({"N": n, "S": s, "error": repr(exc)[:200]})
-            continue
+        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)
