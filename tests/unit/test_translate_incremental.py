@@ -100,3 +100,24 @@ def test_selection_index_selects_what_selects_does() -> None:
     got = _selected(services, workloads)
     for key, svc in services.items():
         assert got[key] == [w for w in workloads if _selects(svc, w)]
+
+
+def test_build_memo_returns_fresh_equal_messages_and_stays_bounded() -> None:
+    from envoy.config.cluster.v3.cluster_pb2 import Cluster
+
+    from gossamer.translate.protos import _BuildMemo, build
+
+    data = {"name": "c", "type": "EDS", "edsClusterConfig": {"edsConfig": {"ads": {}}}}
+    first = build(Cluster, data)
+    first.name = "mutated by its caller"
+    second = build(Cluster, data)
+    assert second.name == "c"
+    assert second.SerializeToString(deterministic=True) == \
+        build(Cluster, dict(reversed(list(data.items())))).SerializeToString(deterministic=True)
+    memo = _BuildMemo(max_bytes=1000, max_entry=200)
+    assert memo.key(Cluster, {"name": "x" * 300}) is None  # too big to keep
+    for i in range(50):
+        key = memo.key(Cluster, {"name": f"c{i}"})
+        assert key is not None
+        memo.put(key, b"x" * 40)
+    assert memo._bytes <= 1000

@@ -92,11 +92,15 @@ class _BuildMemo:
     rebuild re-translates every proxy from scratch, mostly into the same
     listeners and clusters as before, so remembering the bytes turns that into
     a parse of bytes (tens of µs). A copy is returned each time: callers may
-    mutate their message. Bounded LRU; a cache only, never a source of truth.
+    mutate their message. An LRU bounded in bytes (key text plus message);
+    inputs too big to be worth keeping (a whole mesh's route table) are built
+    every time. A cache only, never a source of truth.
     """
 
-    def __init__(self, size: int = 1 << 15) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 32 << 20, max_entry: int = 256 << 10) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self._bytes = 0
         self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     def key(self, message_type: type[Message], data: dict[str, Any]) -> tuple[str, str] | None:
@@ -104,6 +108,8 @@ class _BuildMemo:
             text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError):
             return None  # not plain JSON data: build it every time
+        if len(text) > self.max_entry:
+            return None
         return message_type.DESCRIPTOR.full_name, text
 
     def get(self, key: tuple[str, str]) -> bytes | None:
@@ -113,9 +119,13 @@ class _BuildMemo:
         return found
 
     def put(self, key: tuple[str, str], payload: bytes) -> None:
+        if key in self._entries:
+            return
         self._entries[key] = payload
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self._bytes += len(key[1]) + len(payload)
+        while self._bytes > self.max_bytes:
+            (_, text), old = self._entries.popitem(last=False)
+            self._bytes -= len(text) + len(old)
 
 
 _memo = _BuildMemo()
