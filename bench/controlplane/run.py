@@ -32,6 +32,7 @@ import asyncio
 import json
 import math
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -422,7 +423,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines + failed)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM like Ctrl-C: asyncio.run cancels the scenario and its finally blocks
+    stop the control plane and load generators (their own process groups)."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                    help="comma-separated NxS (proxies x services)")
