@@ -87,6 +87,9 @@ def version_of_sum(total: int) -> str:
     return f"{total & _MASK:016x}"
 
 
+EMPTY_VERSION = version_of_sum(0)  # of a type with no resources (or none at all)
+
+
 def _frozen(resources: Mapping[str, XdsResource]) -> Mapping[str, XdsResource]:
     """A read-only mapping of `resources`. A MappingProxyType is taken as is: the
     caller hands over a view of a dict nobody changes any more, so thousands of
@@ -127,4 +130,4 @@ class Snapshot:
         return self.resources.get(type_url, MappingProxyType({}))
 
     def version(self, type_url: str) -> str:
-        return self.versions.get(type_url, version_of({}))
+        return self.versions.get(type_url, EMPTY_VERSION)
