@@ -250,13 +250,19 @@ class Bench:
         before = self.cp.usage()
         t_start = time.monotonic()
         changes: list[list[Any]] = []
-        pending: set[asyncio.Task[None]] = set()
+        tasks: list[asyncio.Task[bool]] = []
         sem = asyncio.Semaphore(32)
         count = int(seconds * rate)
 
-        async def flip(j: int, health: str) -> None:
+        async def flip(j: int, health: str) -> bool:
+            """False if the API refused or dropped the heartbeat (counted, not measured)."""
             async with sem:
-                await self._heartbeat(j, health)
+                try:
+                    await self._heartbeat(j, health)
+                except httpx.HTTPError:
+                    self.health[j] = "Healthy" if health == "Unhealthy" else "Unhealthy"
+                    return False
+                return True
 
         # Workloads in a shuffled cycle: one is flipped again only after all others,
         # so a flip is never undone before it was pushed (that would push nothing).
@@ -268,20 +274,20 @@ class Bench:
             health = "Unhealthy" if self.health.get(j) != "Unhealthy" else "Healthy"
             self.health[j] = health
             changes.append([ENDPOINT, mesh.eds_name(lay.service_of(j)), time.monotonic()])
-            task = asyncio.create_task(flip(j, health))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+            tasks.append(asyncio.create_task(flip(j, health)))
+        done = await asyncio.gather(*tasks)
         t_end = time.monotonic()
         after = self.cp.usage()
         await asyncio.sleep(3.0)
-        arrivals = await self.gens.arrivals(changes)
+        arrivals = await self.gens.arrivals([c for c, ok in zip(changes, done, strict=True)
+                                             if ok])
         flat = [t for ts in arrivals for t in ts.values()]
         sizes = list((await self.gens.bytes_between(t_start, time.monotonic())).values())
         lag = await self.gens.lag(t_start, t_end)
         await self.gens.record(False)
         wall = t_end - t_start
-        return {"changes": count, "seconds": round(wall, 1), **spread(flat),
+        return {"changes": count, "failed_requests": done.count(False),
+                "seconds": round(wall, 1), **spread(flat),
                 "cp_cpu_share": round((after["cpu_s"] - before["cpu_s"]) / wall, 3),
                 "bytes_per_proxy_per_s": round(statistics.median(sizes) / wall, 1),
                 "loadgen_lag": lag, "hwm_mib": round(after["hwm_mib"], 1)}
