@@ -9,6 +9,12 @@ content-versioned, so a proxy whose config did not change gets nothing, and an
 endpoint-only change moves only the EDS version. A proxy that connects is
 translated against the current mesh config immediately. If the watch falls
 behind the store's history (Compacted), the loop relists.
+
+When every change since the last build only turned workloads healthy or
+unhealthy (heartbeats, the common case under churn), nothing but endpoints can
+differ: the build then updates the mesh's endpoints (`update_endpoints`) and
+gives each proxy its last snapshot with the new endpoints, instead of
+translating every proxy again (O(1) rather than O(translation) per proxy).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from gossamer.index import MeshIndex, build_index
-from gossamer.model import InvalidResource, Resource, ResourceKey, parse_document
+from gossamer.model import InvalidResource, Resource, ResourceKey, Workload, parse_document
 from gossamer.store import Compacted, EventType, ResourceStore, StoredObject
 from gossamer.translate import (
     InconsistentConfig,
@@ -28,12 +34,28 @@ from gossamer.translate import (
     translate_mesh,
     translate_proxy,
 )
+from gossamer.translate.mesh import ProxyConfig, update_endpoints, with_endpoints
 from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.settings import MeshSettings
 from gossamer.xds.types import Snapshot
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, Snapshot], None]
+
+
+def health_only(old: Resource | None, new: Resource | None) -> bool:
+    """Is `new` the workload `old` with nothing but its health changed?"""
+    if not isinstance(old, Workload) or not isinstance(new, Workload):
+        return False
+    if old.spec.health is new.spec.health:
+        return old.spec == new.spec and _same_meta(old, new)
+    return old.spec.model_copy(update={"health": new.spec.health}) == new.spec \
+        and _same_meta(old, new)
+
+
+def _same_meta(old: Workload, new: Workload) -> bool:
+    return old.metadata.model_copy(
+        update={"resource_version": new.metadata.resource_version}) == new.metadata
 
 
 class Reconciler:
@@ -50,6 +72,10 @@ class Reconciler:
         self._ready = asyncio.Event()
         self.mesh: MeshConfig = translate_mesh(build_index([], 0), self.settings)
         self.proxies: dict[str, ProxyIdentity] = {}
+        # The last config published to each proxy, and whether every change since
+        # the last build was a health change only (see the module docstring).
+        self._published: dict[str, ProxyConfig] = {}
+        self._health_only = False
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
         self.last_build_seconds = 0.0
@@ -83,20 +109,36 @@ class Reconciler:
             if res is not None:
                 self._objects[res.key] = res
         self._revision = revision
+        self._health_only = False
         self._rebuild()
 
     def _rebuild(self) -> None:
         started = time.perf_counter()
         self.building_since, self._changed_at = self._changed_at or time.monotonic(), None
-        self.mesh = translate_mesh(build_index(self._objects.values(), self._revision),
-                                   self.settings)
+        index = build_index(self._objects.values(), self._revision)
+        endpoints_only, self._health_only = self._health_only, False
         try:
-            for node_id, proxy in list(self.proxies.items()):
-                self._push(node_id, proxy)
+            if endpoints_only:
+                self.mesh = update_endpoints(self.mesh, index)
+                for node_id, proxy in list(self.proxies.items()):
+                    self._push_endpoints(node_id, proxy)
+            else:
+                self.mesh = translate_mesh(index, self.settings)
+                for node_id, proxy in list(self.proxies.items()):
+                    self._push(node_id, proxy)
         finally:
             self.building_since = None
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
+
+    def _push_endpoints(self, node_id: str, proxy: ProxyIdentity) -> None:
+        last = self._published.get(node_id)
+        if last is None or last.proxy != proxy or node_id in self.rejected:
+            self._push(node_id, proxy)  # not published as it is now: translate it whole
+            return
+        config = with_endpoints(self.mesh, proxy, last)
+        self._published[node_id] = config
+        self._publish(node_id, config.snapshot)
 
     def _push(self, node_id: str, proxy: ProxyIdentity) -> None:
         try:
@@ -107,6 +149,7 @@ class Reconciler:
             log.error("not publishing config for %s: %s", node_id, exc)
             return
         self.rejected.pop(node_id, None)
+        self._published[node_id] = config
         self._publish(node_id, config.snapshot)
 
     def proxy_connected(self, node_id: str, metadata: dict[str, object]) -> None:
@@ -121,15 +164,20 @@ class Reconciler:
 
     def proxy_disconnected(self, node_id: str) -> None:
         self.proxies.pop(node_id, None)
+        self._published.pop(node_id, None)
 
     def _apply_event(self, type_: EventType, obj: StoredObject) -> None:
         key = ResourceKey(obj.kind, obj.namespace, obj.name)
+        first = self._changed_at is None  # the first change since the last build
+        old = self._objects.get(key)
+        res = None
         if type_ is EventType.DELETE:
             self._objects.pop(key, None)
         else:
             res = self._load(obj)
             if res is not None:
                 self._objects[key] = res
+        self._health_only = (first or self._health_only) and health_only(old, res)
         self._revision = max(self._revision, obj.revision)
         if self._changed_at is None:
             self._changed_at = time.monotonic()

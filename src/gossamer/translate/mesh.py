@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
@@ -41,9 +42,18 @@ from gossamer.translate.settings import MeshSettings
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.translate.telemetry import proxy_access_log
 from gossamer.translate.tracing import ProxyTracing, proxy_tracing
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
+from gossamer.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    Snapshot,
+    XdsResource,
+    digest_sum,
+)
 
 PortKey = tuple[str, str, int]  # (namespace, service, port)
+EDS_PREFIX = "outbound|"
 NO_SERVICE_VHOST = {
     "name": "no-such-service", "domains": ["*"],
     "routes": [{"name": "no-such-service", "match": {"prefix": "/"}, "directResponse": {
@@ -66,12 +76,28 @@ class MeshConfig:
     settings: MeshSettings = field(default_factory=MeshSettings)
     # Clusters whose Service prefers the caller's locality: the failover labels.
     locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = field(default_factory=dict)
+    # The Service behind each outbound (EDS) cluster.
+    cluster_services: dict[str, SvcKey] = field(default_factory=dict)
     _outbound_routes: dict[str, XdsResource] = field(default_factory=dict)
     _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
         default_factory=dict)
     _workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
     _inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
         default_factory=dict)
+    # Once per mesh rather than once per proxy (they are O(services)): the digest
+    # sums behind the shared clusters' and endpoints' versions, and the shared EDS
+    # clusters without an assignment (always none, unless translation has a bug).
+    cluster_sum: int = 0
+    endpoint_sum: int = 0
+    eds_missing: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Shared as is by every proxy without locality overrides (never mutated).
+        self.endpoints_view: Mapping[str, XdsResource] = MappingProxyType(self.endpoints)
+        self.cluster_sum = digest_sum(self.clusters)
+        self.endpoint_sum = digest_sum(self.endpoints)
+        self.eds_missing = tuple(n for n in self.clusters
+                                 if n.startswith(EDS_PREFIX) and n not in self.endpoints)
 
     def outbound_routes(self, namespace: str) -> XdsResource:
         """Memoized: callers in one namespace share the same `outbound` route config."""
@@ -170,6 +196,7 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
     port_routes: dict[PortKey, list[dict[str, Any]]] = {}
     protocols: dict[PortKey, Protocol] = {}
     locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = {}
+    cluster_services: dict[str, SvcKey] = {}
     for key, svc in sorted(index.services.items()):
         eps = index.endpoints.get(key, ())
         policy = index.resilience.get(key)
@@ -178,6 +205,7 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
                                                 policy).items():
             clusters[cname] = _res(CLUSTER, cname, cluster)
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
+            cluster_services[cname] = key
             if lb is not None and lb.locality is not None:
                 locality[cname] = (key, tuple(lb.locality.failover_priority))
         attached = index.routes_by_parent.get(key, ())
@@ -192,11 +220,45 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
                                    grpc),
                     index.faults.get(key))
     mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings,
-                      locality=locality)
+                      locality=locality, cluster_services=cluster_services)
     for pkey, routes in port_routes.items():
         rname = names.upstream_listener(*pkey)
         mesh.upstream_routes[pkey] = _upstream_route_config(rname, routes)
     return mesh
+
+
+def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
+    """`translate_mesh(index)` for an index that differs from `mesh.index` only in
+    which workloads are healthy (the caller vouches for that): only endpoints move.
+
+    Health feeds nothing but `index.endpoints` (accounts and selections count
+    every workload, healthy or not), so clusters, routes and listeners stay; the
+    assignments of services whose endpoints did not change keep their objects.
+    """
+    endpoints = dict(mesh.endpoints)
+    for cname, key in mesh.cluster_services.items():
+        eps = index.endpoints.get(key, ())
+        if eps != mesh.index.endpoints.get(key, ()):
+            endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
+    return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={})
+
+
+def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[Mapping[str, XdsResource],
+                                                                     int]:
+    """The proxy's endpoints (the shared ones, with its locality's priorities where a
+    Service asks for them) and their `digest_sum`."""
+    if not mesh.locality:
+        return mesh.endpoints_view, mesh.endpoint_sum
+    caller = mesh.caller_labels(proxy)
+    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality}
+    return {**mesh.endpoints, **local}, _overlay_sum(mesh.endpoints, mesh.endpoint_sum, local)
+
+
+def with_endpoints(mesh: MeshConfig, proxy: ProxyIdentity, config: ProxyConfig) -> ProxyConfig:
+    """The proxy's previous config from an earlier mesh, with this mesh's endpoints
+    (after `update_endpoints`): O(1) per proxy instead of a whole translation."""
+    endpoints, total = proxy_endpoints(mesh, proxy)
+    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total))
 
 
 def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
@@ -250,8 +312,17 @@ def _proxy_tracing(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyTracing | Non
     return proxy_tracing(mesh.index, proxy.namespace, services, proxy.service, proxy.workload)
 
 
+def _overlay_sum(base: Mapping[str, XdsResource], base_sum: int,
+                 extra: Mapping[str, XdsResource]) -> int:
+    """digest_sum of base updated with extra, in O(len(extra))."""
+    total = base_sum + sum(r.digest for r in extra.values())
+    return total - sum(base[n].digest for n in extra if n in base)
+
+
 def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
-    clusters = dict(mesh.clusters)
+    # The proxy's own clusters on top of the mesh's shared ones; nothing here may
+    # be O(services) per proxy (see MeshConfig.cluster_sum).
+    extra: dict[str, XdsResource] = {}
     listeners: dict[str, XdsResource] = {}
     routes: dict[str, XdsResource] = {}
     ports: dict[str, int] = {}
@@ -259,11 +330,11 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     tracing = _proxy_tracing(mesh, proxy)
     hcm_tracing = None if tracing is None else tracing.hcm
     if tracing is not None:
-        clusters[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
+        extra[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
     own_services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
     if proxy.inbound_port and proxy.app_port:
         listener, needed = _inbound_resources(mesh, proxy, hcm_tracing)
-        clusters.update((c.name, c) for c in needed)
+        extra.update((c.name, c) for c in needed)
         listeners[listener.name] = listener
         ports[listener.name] = proxy.inbound_port
     if proxy.outbound_port:
@@ -283,13 +354,13 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
         if route is not None:
             routes[route.name] = route
             rds_refs.append(route.name)
-    eds_refs = [n for n in clusters if n.startswith("outbound|")]
-    check_consistency(eds_refs=eds_refs, endpoints=mesh.endpoints, rds_refs=rds_refs,
-                      routes=routes, listener_ports=ports)
-    endpoints = mesh.endpoints
-    if mesh.locality:
-        caller = mesh.caller_labels(proxy)
-        endpoints = {**endpoints, **{c: mesh.endpoints_for(c, caller) for c in mesh.locality}}
+    eds_refs = [*mesh.eds_missing, *(n for n in extra if n.startswith(EDS_PREFIX))]
+    check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
+                      rds_refs=rds_refs, routes=routes, listener_ports=ports)
+    clusters = {**mesh.clusters, **extra}
+    endpoints, endpoint_sum = proxy_endpoints(mesh, proxy)
+    sums = {CLUSTER: _overlay_sum(mesh.clusters, mesh.cluster_sum, extra),
+            ENDPOINT: endpoint_sum}
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
-                               LISTENER: listeners, ROUTE: routes})
+                               LISTENER: listeners, ROUTE: routes}, sums)
     return ProxyConfig(proxy, snapshot)

@@ -10,6 +10,8 @@ every `Any` deterministically.
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from typing import Any, TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401
@@ -82,10 +84,62 @@ def canonicalize(msg: Message) -> None:
                 canonicalize(item)
 
 
+class _BuildMemo:
+    """Serialized results of `build`, by message type and canonical JSON of the input.
+
+    `build` is a pure function of its arguments, and json_format.ParseDict is
+    by far the slowest step of translation (a few ms per listener). Every
+    rebuild re-translates every proxy from scratch, mostly into the same
+    listeners and clusters as before, so remembering the bytes turns that into
+    a parse of bytes (tens of µs). A copy is returned each time: callers may
+    mutate their message. An LRU bounded in bytes (key text plus message);
+    inputs too big to be worth keeping (a whole mesh's route table) are built
+    every time. A cache only, never a source of truth.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20, max_entry: int = 256 << 10) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def key(self, message_type: type[Message], data: dict[str, Any]) -> tuple[str, str] | None:
+        try:
+            text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return None  # not plain JSON data: build it every time
+        if len(text) > self.max_entry:
+            return None
+        return message_type.DESCRIPTOR.full_name, text
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str], payload: bytes) -> None:
+        if key in self._entries:
+            return
+        self._entries[key] = payload
+        self._bytes += len(key[1]) + len(payload)
+        while self._bytes > self.max_bytes:
+            (_, text), old = self._entries.popitem(last=False)
+            self._bytes -= len(text) + len(old)
+
+
+_memo = _BuildMemo()
+
+
 def build(message_type: type[M], data: dict[str, Any]) -> M:
+    key = _memo.key(message_type, data)
+    if key is not None and (payload := _memo.get(key)) is not None:
+        return message_type.FromString(payload)
     msg = message_type()
     json_format.ParseDict(data, msg)
     canonicalize(msg)
+    if key is not None:
+        _memo.put(key, msg.SerializeToString(deterministic=True))
     return msg
 
 

@@ -35,7 +35,7 @@ class _Entry:
 
 
 def _same_versions(a: Snapshot, b: Snapshot) -> bool:
-    if a is b:
+    if a is b or a.versions == b.versions:
         return True
     types = set(a.versions) | set(b.versions)
     return all(a.version(t) == b.version(t) for t in types)

@@ -1,0 +1,102 @@
+"""The benchmark mesh: S services, their workloads, and N sidecars, made the way the
+real agent makes them (its node metadata, its Workload document, its join token).
+
+Layout: every service `svc-NNNN` has E = max(3, ceil(N / S)) workloads. Workload j
+belongs to service j mod S (replica j // S), and proxy j is the sidecar of workload
+j, so proxies spread evenly over services. Each sidecar has the catch-all outbound
+listener (HTTP_PROXY), an inbound listener, and declares UPSTREAMS dedicated
+upstreams (the next services by number), as `gossamer up` and `gossamer proxy
+--upstream` set them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gossamer.agent.runner import Agent, AgentConfig, UpstreamSpec
+from gossamer.translate import names
+
+NAMESPACE = "default"
+UPSTREAMS = 3
+PORT = 80
+
+
+def service_name(i: int) -> str:
+    return f"svc-{i:04d}"
+
+
+def service_doc(i: int) -> dict[str, Any]:
+    name = service_name(i)
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Service",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"selector": {"app": name}, "ports": [{"port": PORT, "protocol": "http"}]}}
+
+
+def route_doc(i: int, s: int, weight: int) -> dict[str, Any]:
+    """An HTTPRoute splitting service i between itself and the next service."""
+    name, other = service_name(i), service_name((i + 1) % s)
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": f"bench-{name}", "namespace": NAMESPACE},
+            "spec": {"parentRefs": [{"name": name, "port": PORT}],
+                     "rules": [{"backendRefs": [
+                         {"name": name, "port": PORT, "weight": weight},
+                         {"name": other, "port": PORT, "weight": 100 - weight}]}]}}
+
+
+def eds_name(i: int) -> str:
+    return names.outbound_cluster(NAMESPACE, service_name(i), PORT)
+
+
+def route_names(i: int) -> list[str]:
+    """RDS resources a route change on service i touches: the namespace's catch-all
+    route config, and the dedicated upstream listener's."""
+    return [names.OUTBOUND_ROUTES, names.upstream_listener(NAMESPACE, service_name(i), PORT)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    n: int
+    s: int
+
+    @property
+    def replicas(self) -> int:
+        return max(3, math.ceil(self.n / self.s))
+
+    @property
+    def workloads(self) -> int:
+        return self.s * self.replicas
+
+    def service_of(self, j: int) -> int:
+        return j % self.s
+
+    def workload_name(self, j: int) -> str:
+        return f"{service_name(j % self.s)}-{j // self.s}"
+
+    def agent(self, j: int) -> Agent:
+        """The real agent's view of workload j (no process, no client: only its documents)."""
+        i = self.service_of(j)
+        config = AgentConfig(
+            service=service_name(i), app_port=10000 + j % 20000, namespace=NAMESPACE,
+            inbound_port=30000 + j % 30000, outbound_port=15001, admin_port=15000,
+            name=self.workload_name(j),
+            upstreams=[UpstreamSpec(service_name((i + k) % self.s), PORT, 16000 + k,
+                                    NAMESPACE) for k in range(1, UPSTREAMS + 1)])
+        agent = Agent.__new__(Agent)  # Agent() would also open an HTTP client; not needed
+        agent.config, agent.workload = config, config.workload
+        agent.node_id = f"{agent.workload}.{config.namespace}"
+        return agent
+
+    def workload_doc(self, j: int) -> dict[str, Any]:
+        """The agent's registration, without a lease: the bench does not heartbeat
+        thousands of endpoints every 5 s (that would be a load test of the API)."""
+        doc = self.agent(j).workload_doc()
+        doc["spec"]["ttlSeconds"] = 0  # type: ignore[index]
+        return doc
+
+    def proxy(self, j: int, token: str) -> dict[str, Any]:
+        agent = self.agent(j)
+        node = agent.node(f"/tmp/gossamer-{agent.node_id}/access.log")
+        return {"index": j, "node_id": node.node_id, "cluster": node.service,
+                "metadata": node.metadata(), "token": token}

@@ -1,0 +1,470 @@
+"""Control-plane benchmark: N simulated sidecars on delta ADS against S services.
+
+    cd <repo> && PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.run [--quick]
+        [--scenarios 100x100,1000x1000] [--runs 3] [--churn-seconds 60] [--out FILE]
+
+For each scenario (N proxies x S services) it starts `gossamer control-plane` as
+its own process on a fresh state dir, creates the services and registers their
+workloads through the HTTP API (join tokens, the agent's documents), starts the
+load generator (`loadgen.py`, its own process) with N sidecars, waits for all of
+them to sync, then measures:
+
+- route change: `apply` of an HTTPRoute -> each subscribed proxy has received the
+  changed route configs (50/90/99/100 % of them), bytes per proxy;
+- endpoint change: a workload's heartbeat turns it Unhealthy -> each proxy that
+  subscribes to the service's endpoints has the new assignment; bytes to the
+  affected proxies and to all the others;
+- churn: 10 endpoint changes per second for --churn-seconds, latency over every
+  (change, subscribed proxy) pair, control-plane CPU share;
+- restart: SIGTERM the control plane, start it again on the same store and
+  ports, time until the control plane reports every proxy connected and synced;
+- control-plane CPU seconds and peak RSS (VmHWM) from /proc, and the load
+  generator's own event-loop lag, so a saturated load generator is visible.
+
+Route/endpoint/restart figures are medians over --runs runs (>= 3); each run's
+percentiles are over proxies. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench.controlplane import mesh
+from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
+from bench.controlplane.simproxy import ENDPOINT, ROUTE
+
+DEFAULT_SCENARIOS = "100x100,100x1000,1000x100,1000x1000"
+WAIT_CHANGE = 15.0  # seconds a change may take to reach every proxy
+QUIET = 0.5  # seconds after the last arrival that still count towards bytes
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def spread(times: list[float | None]) -> dict[str, Any]:
+    """Propagation percentiles (ms) over proxies; a missing arrival counts as never."""
+    got = [t for t in times if t is not None]
+    out: dict[str, Any] = {"proxies": len(times), "missing": len(times) - len(got)}
+    if not got:
+        return out
+    inf = [t if t is not None else math.inf for t in times]
+    for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p100", 1.0)):
+        v = percentile(inf, q)
+        out[label] = None if v == math.inf else round(v * 1000, 1)
+    return out
+
+
+class Bench:
+    def __init__(self, layout: mesh.Layout, workdir: Path, procs: int) -> None:
+        self.layout = layout
+        self.workdir = workdir
+        self.procs = procs
+        self.cp = ControlPlaneProcess(workdir / "state")
+        self.gens: LoadGens | None = None
+        self.api: httpx.AsyncClient | None = None
+        self.tokens: dict[int, str] = {}
+        self.health: dict[int, str] = {}
+        self.results: dict[str, Any] = {"n": layout.n, "s": layout.s,
+                                        "workloads": layout.workloads,
+                                        "upstreams_per_proxy": mesh.UPSTREAMS}
+
+    # -- setup ------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: Any = None,
+                    token: str | None = None) -> Any:
+        assert self.api is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        resp = await self.api.request(method, path, json=body, headers=headers)
+        resp.raise_for_status()
+        return resp.json()
+
+    async def _bounded(self, coros: list[Any], limit: int = 16) -> list[Any]:
+        sem = asyncio.Semaphore(limit)
+
+        async def one(c: Any) -> Any:
+            async with sem:
+                return await c
+        return await asyncio.gather(*(one(c) for c in coros))
+
+    async def start_control_plane(self) -> None:
+        (self.workdir / "state").mkdir(parents=True, exist_ok=True)
+        await self.cp.start()
+        admin = (self.workdir / "state" / "admin-token").read_text().strip()
+        self.api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.cp.api_port}",
+                                     headers={"Authorization": f"Bearer {admin}"},
+                                     timeout=120.0, trust_env=False)
+
+    async def populate(self) -> None:
+        """Services, join tokens, workloads registered and reported healthy (agent path)."""
+        lay = self.layout
+        t0 = time.monotonic()
+        await self._bounded([self._call("POST", "/api/v1/apply", mesh.service_doc(i))
+                             for i in range(lay.s)])
+        made = await self._bounded([self._call("POST", "/api/v1/tokens", {
+            "scope": "join", "service": mesh.service_name(i), "namespace": mesh.NAMESPACE})
+            for i in range(lay.s)])
+        self.tokens = {i: m["token"] for i, m in enumerate(made)}
+        await self._bounded([self._call("POST", "/api/v1/apply", lay.workload_doc(j),
+                                        token=self.tokens[lay.service_of(j)])
+                             for j in range(lay.workloads)])
+        await self._bounded([self._heartbeat(j, "Healthy") for j in range(lay.workloads)])
+        self.results["populate_s"] = round(time.monotonic() - t0, 2)
+
+    async def _heartbeat(self, j: int, health: str) -> None:
+        lay = self.layout
+        name = lay.workload_name(j)
+        await self._call("POST", f"/api/v1/workloads/{mesh.NAMESPACE}/{name}/heartbeat",
+                         {"health": health}, token=self.tokens[lay.service_of(j)])
+        self.health[j] = health
+
+    async def start_proxies(self, timeout: float) -> None:
+        lay = self.layout
+        ca = await self._call("GET", "/api/v1/ca")
+        ca_file = self.workdir / "ca.pem"
+        ca_file.write_text(ca["bundle_pem"])
+        gens = []
+        for g in range(self.procs):
+            proxies = [lay.proxy(j, self.tokens[lay.service_of(j)])
+                       for j in range(g, lay.n, self.procs)]
+            pfile = self.workdir / f"proxies-{g}.json"
+            pfile.write_text(json.dumps(proxies))
+            gdir = self.workdir / f"loadgen-{g}"
+            gdir.mkdir(exist_ok=True)
+            gens.append(LoadGenProcess(pfile, f"127.0.0.1:{self.cp.xds_port}", ca_file, gdir))
+        self.gens = LoadGens(gens)
+        before = self.cp.usage()
+        t0 = time.monotonic()
+        await asyncio.gather(*(g.start() for g in gens))
+        status = await self._wait(lambda s: s["synced"] >= lay.n, timeout, "initial sync")
+        after = self.cp.usage()
+        self.results["initial_sync"] = {
+            "s": round(status["synced_last"] - t0, 2), "cp_cpu_s": round(
+                after["cpu_s"] - before["cpu_s"], 2),
+            "bytes_per_proxy": round(status["bytes"] / lay.n),
+            "eds_names_per_proxy": round(status["eds_names"] / lay.n, 1)}
+        self.results["rss_synced_mib"] = round(after["rss_mib"], 1)
+
+    async def _wait(self, done: Any, timeout: float, what: str) -> dict[str, Any]:
+        assert self.gens is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.gens.status()
+            if done(status):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not done after {timeout}s: {status}")
+            await asyncio.sleep(0.2)
+
+    # -- one change ----------------------------------------------------------------------
+
+    async def _settle(self, queries: list[list[Any]]) -> list[dict[int, float | None]]:
+        """Poll until every subscribed proxy has an arrival for its query, or time out."""
+        assert self.gens is not None
+        deadline = time.monotonic() + WAIT_CHANGE
+        while True:
+            got = await self.gens.arrivals(queries)
+            if all(t is not None for times in got for t in times.values()) or \
+                    time.monotonic() > deadline:
+                return got
+            await asyncio.sleep(0.05)
+
+    async def _measure(self, kind: str, queries_for: Any, act: Any) -> dict[str, Any]:
+        """Start recording, act (at t0), wait for arrivals, then bytes and lag.
+
+        A proxy is affected if it subscribes to any queried name; its latency is
+        its first arrival of any of them. Bytes count every response in the
+        window, so anything sent to an unaffected proxy shows up too.
+        """
+        assert self.gens is not None
+        await self.gens.record(True)
+        await asyncio.sleep(0.2)
+        cpu0 = self.cp.usage()["cpu_s"]
+        t0 = time.monotonic()
+        await act()
+        api_ms = (time.monotonic() - t0) * 1000
+        arrivals = await self._settle(queries_for(t0))
+        per_proxy: dict[int, float | None] = {}
+        for times in arrivals:
+            for j, t in times.items():
+                old = per_proxy.get(j)
+                per_proxy[j] = t if old is None else (old if t is None else min(old, t))
+        await asyncio.sleep(QUIET)
+        t1 = time.monotonic()
+        sizes = await self.gens.bytes_between(t0, t1)
+        affected = sorted(sizes[j] for j in per_proxy)
+        others = [n for j, n in sizes.items() if j not in per_proxy]
+        await self.gens.record(False)
+        return {"kind": kind, "api_ms": round(api_ms, 1), **spread(list(per_proxy.values())),
+                "bytes_median": statistics.median(affected) if affected else 0,
+                "bytes_max": max(affected, default=0),
+                "unaffected_proxies": len(others),
+                "unaffected_receivers": sum(1 for n in others if n),
+                "unaffected_bytes": sum(others),
+                "cp_cpu_s": round(self.cp.usage()["cpu_s"] - cpu0, 3),
+                "loadgen_lag": await self.gens.lag(t0, t1)}
+
+    async def route_change(self, run: int) -> dict[str, Any]:
+        lay = self.layout
+        i = (run * 37 + 5) % lay.s
+
+        def queries(t0: float) -> list[list[Any]]:
+            return [[ROUTE, name, t0] for name in mesh.route_names(i)]
+
+        async def act() -> None:
+            await self._call("POST", "/api/v1/apply", mesh.route_doc(i, lay.s, 60 + run))
+        return await self._measure("route", queries, act)
+
+    async def endpoint_change(self, run: int) -> dict[str, Any]:
+        lay = self.layout
+        j = (run * 53 + 11) % lay.workloads  # a workload, hence one service's endpoints
+        i = lay.service_of(j)
+        health = "Unhealthy" if self.health.get(j) != "Unhealthy" else "Healthy"
+
+        def queries(t0: float) -> list[list[Any]]:
+            return [[ENDPOINT, mesh.eds_name(i), t0]]
+
+        return await self._measure("endpoint", queries, lambda: self._heartbeat(j, health))
+
+    # -- churn, restart ----------------------------------------------------------------------
+
+    async def churn(self, seconds: float, rate: float = 10.0) -> dict[str, Any]:
+        assert self.gens is not None
+        lay = self.layout
+        rng = random.Random(7)
+        await self.gens.record(True)
+        await asyncio.sleep(0.2)
+        before = self.cp.usage()
+        t_start = time.monotonic()
+        changes: list[list[Any]] = []
+        tasks: list[asyncio.Task[bool]] = []
+        sem = asyncio.Semaphore(32)
+        count = int(seconds * rate)
+
+        async def flip(j: int, health: str) -> bool:
+            """False if the API refused or dropped the heartbeat (counted, not measured)."""
+            async with sem:
+                try:
+                    await self._heartbeat(j, health)
+                except httpx.HTTPError:
+                    self.health[j] = "Healthy" if health == "Unhealthy" else "Unhealthy"
+                    return False
+                return True
+
+        # Workloads in a shuffled cycle: one is flipped again only after all others,
+        # so a flip is never undone before it was pushed (that would push nothing).
+        order = list(range(lay.workloads))
+        rng.shuffle(order)
+        for k in range(count):
+            await asyncio.sleep(max(0.0, t_start + k / rate - time.monotonic()))
+            j = order[k % len(order)]
+            health = "Unhealthy" if self.health.get(j) != "Unhealthy" else "Healthy"
+            self.health[j] = health
+            changes.append([ENDPOINT, mesh.eds_name(lay.service_of(j)), time.monotonic()])
+            tasks.append(asyncio.create_task(flip(j, health)))
+        done = await asyncio.gather(*tasks)
+        t_end = time.monotonic()
+        after = self.cp.usage()
+        await asyncio.sleep(3.0)
+        arrivals = await self.gens.arrivals([c for c, ok in zip(changes, done, strict=True)
+                                             if ok])
+        flat = [t for ts in arrivals for t in ts.values()]
+        sizes = list((await self.gens.bytes_between(t_start, time.monotonic())).values())
+        lag = await self.gens.lag(t_start, t_end)
+        await self.gens.record(False)
+        wall = t_end - t_start
+        return {"changes": count, "failed_requests": done.count(False),
+                "seconds": round(wall, 1), **spread(flat),
+                "cp_cpu_share": round((after["cpu_s"] - before["cpu_s"]) / wall, 3),
+                "bytes_per_proxy_per_s": round(statistics.median(sizes) / wall, 1),
+                "loadgen_lag": lag, "hwm_mib": round(after["hwm_mib"], 1)}
+
+    async def restart(self) -> dict[str, Any]:
+        """Stop the control plane (SIGTERM), start it on the same store and ports, and
+        time until it reports every proxy connected and on its latest config."""
+        lay = self.layout
+        assert self.gens is not None
+        # Envoy resets its retry backoff only when a message arrives, and after a
+        # restart with unchanged config none does: without this, each restart
+        # would start from the previous one's backoff.
+        await self.gens.reset_backoff()
+        await self.cp.stop()
+        old = self.cp
+        self.cp = ControlPlaneProcess(old.state_dir, old.xds_port, old.api_port)
+        await self.cp.start()
+        deadline = time.monotonic() + 60.0
+        synced = 0
+        while time.monotonic() < deadline:
+            try:
+                proxies = await self._call("GET", "/api/v1/proxies")
+            except httpx.HTTPError:
+                proxies = []
+            synced = sum(1 for p in proxies if p["connected"] and p["synced"])
+            if synced >= lay.n:
+                break
+            await asyncio.sleep(0.25)
+        done = time.monotonic()
+        return {"from_spawn_s": round(done - self.cp.spawned_at, 2),
+                "from_ready_s": round(done - self.cp.ready_at, 2),
+                "startup_s": round(self.cp.ready_at - self.cp.spawned_at, 2),
+                "synced": synced, "rss_mib": round(self.cp.usage()["rss_mib"], 1)}
+
+    async def run(self, runs: int, churn_s: float) -> None:
+        """Every measurement in order; results land in `self.results` as they come,
+        so a failure part-way keeps what was measured."""
+        res, n = self.results, self.layout.n
+        await self.start_control_plane()
+        await self.populate()
+        await asyncio.sleep(1.0)  # let the last rebuild land before proxies connect
+        await self.start_proxies(timeout=120 + n * 0.2)
+        for kind, measure in (("route", self.route_change), ("endpoint", self.endpoint_change)):
+            res[kind] = []
+            for r in range(runs):
+                res[kind].append(await measure(r))
+        if churn_s > 0:
+            res["churn"] = await self.churn(churn_s)
+        res["cp_before_restart"] = {k: round(v, 2) for k, v in self.cp.usage().items()}
+        assert self.gens is not None
+        res["loadgen"] = {k: round(v, 1) for k, v in self.gens.usage().items()}
+        res["restart"] = []
+        for _ in range(runs):
+            res["restart"].append(await self.restart())
+
+    async def close(self) -> None:
+        if self.gens is not None:
+            await self.gens.stop()
+        if self.api is not None:
+            await self.api.aclose()
+        await self.cp.stop()
+
+
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 1) if values else None
+
+
+def _calibrate() -> float:
+    """A fixed CPU-bound loop (ms): how fast this noisy machine is right now."""
+    t0 = time.perf_counter()
+    sum(i * i for i in range(1_000_000))
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
+        bench = Bench(mesh.Layout(n, s), Path(tmp), procs)
+        res = bench.results
+        res["calibration_ms"] = _calibrate()
+        try:
+            await bench.run(runs, churn_s)
+        except Exception as exc:  # keep what was measured; say what failed
+            res["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            await bench.close()
+    return res
+
+
+def summarize(res: dict[str, Any]) -> dict[str, Any]:
+    """Medians over runs of each per-run figure (what a failed scenario measured)."""
+    route, ep, rs = res.get("route", []), res.get("endpoint", []), res.get("restart", [])
+    out: dict[str, Any] = {"N": res["n"], "S": res["s"]}
+    for prefix, runs in (("route", route), ("ep", ep)):
+        for p in ("p50", "p90", "p99", "p100"):
+            out[f"{prefix}_{p}_ms"] = _median_of(runs, p)
+        out[f"{prefix}_bytes_per_proxy"] = _median_of(runs, "bytes_median")
+        out[f"{prefix}_affected"] = _median_of(runs, "proxies")
+    out["ep_unaffected_bytes"] = _median_of(ep, "unaffected_bytes")
+    usage = res.get("cp_before_restart", {})
+    out["cp_cpu_s"], out["cp_peak_rss_mib"] = usage.get("cpu_s"), usage.get("hwm_mib")
+    out["rss_goal_mib"] = round(100 + 100 * res["n"] / 1024, 1)
+    out["resync_s"] = _median_of(rs, "from_ready_s")
+    out["initial_sync_s"] = res.get("initial_sync", {}).get("s")
+    if "churn" in res:
+        c = res["churn"]
+        out["churn_p50_ms"], out["churn_p99_ms"] = c.get("p50"), c.get("p99")
+        out["churn_cpu_share"] = c["cp_cpu_share"]
+    lags = [r["loadgen_lag"]["max_ms"] for r in route + ep]
+    out["lag_max_ms"] = max(lags) if lags else None
+    if "error" in res:
+        out["error"] = res["error"]
+    return out
+
+
+COLUMNS = [
+    ("N", "N"), ("S", "S"),
+    ("route_p50_ms", "route p50"), ("route_p90_ms", "p90"), ("route_p99_ms", "p99"),
+    ("route_p100_ms", "p100"), ("route_affected", "route subs"),
+    ("route_bytes_per_proxy", "route B/proxy"),
+    ("ep_p50_ms", "EDS p50"), ("ep_p90_ms", "p90"), ("ep_p99_ms", "p99"),
+    ("ep_p100_ms", "p100"), ("ep_bytes_per_proxy", "EDS B/proxy"),
+    ("ep_affected", "EDS subs"), ("ep_unaffected_bytes", "B to others"),
+    ("cp_peak_rss_mib", "peak RSS MiB"), ("rss_goal_mib", "goal"), ("cp_cpu_s", "CPU s"),
+    ("initial_sync_s", "sync s"), ("resync_s", "resync s"),
+    ("churn_p50_ms", "churn p50"), ("churn_p99_ms", "churn p99"),
+    ("churn_cpu_share", "churn CPU"), ("lag_max_ms", "lg lag ms"),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    sep = "|" + "|".join("---:" for _ in COLUMNS) + "|"
+    lines = [header, sep]
+    for row in rows:
+        lines.append("| " + " | ".join("-" if row.get(k) is None else str(row[k])
+                                       for k, _ in COLUMNS) + " |")
+    failed = [f"N={r['N']} S={r['S']} failed: {r['error']}" for r in rows if "error" in r]
+    return "\n".join(lines + failed)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM like Ctrl-C: asyncio.run cancels the scenario and its finally blocks
+    stop the control plane and load generators (their own process groups)."""
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
+                   help="comma-separated NxS (proxies x services)")
+    p.add_argument("--runs", type=int, default=3, help="runs per measurement (>= 3)")
+    p.add_argument("--churn-seconds", type=float, default=60.0)
+    p.add_argument("--procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20x20, 5 s of churn")
+    p.add_argument("--out", type=Path, default=None, help="JSON output file")
+    args = p.parse_args()
+    if args.quick:
+        args.scenarios, args.churn_seconds = "20x20", 5.0
+    runs = max(3, args.runs)
+    scenarios = [tuple(int(x) for x in sc.lower().split("x")) for sc in args.scenarios.split(",")]
+    results, rows = [], []
+    started = time.strftime("%Y%m%d-%H%M%S")
+    for n, s in scenarios:
+        print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
+        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs))
+        results.append(res)
+        rows.append(summarize(res))
+        print(table(rows[-1:]), file=sys.stderr, flush=True)
+    out = args.out or Path(__file__).parent / "results" / f"cpbench-{started}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"started": started, "runs": runs, "summary": rows,
+                               "scenarios": results}, indent=1))
+    print(table(rows))
+    print(f"\nJSON: {out}")
+
+
+if __name__ == "__main__":
+    main()
