@@ -53,13 +53,14 @@ class ControlPlaneProcess:
              "--api-port", str(self.api_port), "--xds-port", str(self.xds_port),
              *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a loaded machine takes a while to import it all
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url + "/healthz", trust_env=False, timeout=1).is_success:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
+        self.stop()  # never leave it running behind a failed start
         raise AssertionError("control plane did not start")
 
     @property
@@ -83,8 +84,8 @@ class ControlPlaneProcess:
 @pytest.fixture
 def cp(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
     plane = ControlPlaneProcess(tmp_path / "state")
-    plane.start()
     try:
+        plane.start()
         yield plane
     finally:
         plane.stop()

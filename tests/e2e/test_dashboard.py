@@ -302,6 +302,34 @@ def test_tap_view_shows_a_live_request(page: Any, mesh: Mesh) -> None:
         "css selector", "#tap-status").get_attribute("data-state") == "stopped")
 
 
+def test_failures_view_explains_a_failed_request(page: Any, mesh: Mesh) -> None:
+    mark = secrets.token_hex(4)
+    path = f"/stock?dashfail={mark}&status=503"
+    with mesh.client_via("catalog") as client:  # not through catalog: its numbers stay put
+        assert client.get(f"http://inventory{path}").status_code == 503
+    row = f"#failures tr[data-path='{path}']"
+
+    def listed() -> Any:
+        go(page, mesh, "failures")
+        until("the failures page", lambda: page.find_elements("css selector", "#failures-reload"))
+        return page.find_elements("css selector", row) or None
+
+    until("the failed request listed", listed, timeout=30)
+    api = mesh.api.get("/api/v1/failures", params={"path": path}).json()["items"]
+    assert api[0]["status"] == 503
+    until("both ends of the hop reported", lambda: len(mesh.api.get(
+        "/api/v1/explain", params={"request_id": api[0]["request_id"]}).json()["hops"]) == 2)
+    page.find_element("css selector", f"{row} button").click()
+    box = until("the explanation", lambda: page.find_elements(
+        "css selector", f"{row} .explanation"))[0]
+    exp = mesh.api.get("/api/v1/explain", params={"request_id": api[0]["request_id"]}).json()
+    fields = {e.get_attribute("data-field"): e.text
+              for e in box.find_elements("css selector", "[data-field]")}
+    assert fields["failed_at"] == f"Failed at: {exp['failed_at']}"
+    assert exp["failed_at"].startswith("the app (inventory-")
+    assert "answered 503 itself" in fields["cause"]
+
+
 def test_a_read_token_reads_but_cannot_tap(browser: Any, mesh: Mesh) -> None:
     resp = mesh.api.post("/api/v1/tokens", json={"scope": "read", "description": "dashboard"})
     assert resp.status_code == 200, resp.text

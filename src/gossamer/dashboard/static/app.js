@@ -597,6 +597,54 @@
                   : empty("No proxy is connected.")];
   }
 
+  // ---- Failures (gossamer explain) ---------------------------------------------------
+
+  const EXPLAIN_FIELDS = [["failed_at", "Failed at"], ["cause", "Why"], ["policy", "Policy"],
+                          ["route", "Route"], ["cluster", "Cluster"]];
+
+  function explanation(exp) {
+    const lines = EXPLAIN_FIELDS.filter(([k]) => exp[k]).map(([k, label]) =>
+      h("div", { "data-field": k }, h("strong", {}, label + ": "), exp[k]));
+    return h("div", { class: "explanation", "data-request": exp.request_id },
+      h("div", { class: "muted" }, exp.summary), lines,
+      exp.flags.map((f) => h("div", { "data-field": "flag" }, h("strong", {}, "Flag: "), f)),
+      exp.hints.map((t) => h("div", { class: "muted" }, "Hint: " + t)));
+  }
+
+  function failureRow(f) {
+    const out = h("td", { class: "explain-cell" });
+    const button = h("button", { class: "btn secondary", type: "button" }, "Explain");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const q = new URLSearchParams({ request_id: f.request_id });
+        out.replaceChildren(explanation(await api("/api/v1/explain?" + q)));
+      } catch (exc) {
+        showError(exc);
+        button.disabled = false;
+      }
+    });
+    out.append(button);
+    return h("tr", { "data-request": f.request_id, "data-path": f.path, "data-status": f.status },
+      h("td", {}, when(f.start_time)), h("td", {}, f.reporter.workload, h("div", { class: "muted" }, f.direction)),
+      h("td", {}, f.method), h("td", { class: "path" }, f.path),
+      h("td", { class: "num bad" }, String(f.status || "-")), h("td", {}, f.flags.join(",") || "-"), out);
+  }
+
+  async function failuresView() {
+    const found = await api("/api/v1/failures?limit=50");
+    const rows = found.items.map(failureRow);
+    const reload = h("button", { class: "btn secondary", type: "button", id: "failures-reload" }, "Refresh");
+    reload.addEventListener("click", () => route());
+    return [h("h1", {}, "Recent failures"),
+      h("p", { class: "sub" }, "Requests that failed (status 400 and above, or an Envoy response flag), newest " +
+        "first, as the sidecars reported them. Explain says where and why, like `gossamer explain`. " +
+        "Needs an admin token."), reload,
+      rows.length ? table([["Time"], ["Reported by"], ["Method"], ["Path"], ["Status", "num"], ["Flags"], ["Why"]],
+                          rows, { id: "failures" })
+                  : empty("No failed request reported.")];
+  }
+
   // ---- Tap ---------------------------------------------------------------------------
 
   function stopTap(reason) {
@@ -727,6 +775,7 @@
     [/^#\/service\/([^/]+)\/([^/]+)$/, "services", (ns, name) => serviceView(ns, name)],
     [/^#\/proxies$/, "proxies", () => proxiesView()],
     [/^#\/tap(?:\/([^/]+)\/([^/]+))?$/, "tap", (ns, name) => tapView(ns, name)],
+    [/^#\/failures$/, "failures", () => failuresView()],
   ];
 
   function stopTimer() {
@@ -779,7 +828,7 @@
       for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === r[1]);
       const args = m.slice(1).map((a) => (a === undefined ? undefined : decodeURIComponent(a)));
       view.replaceChildren(h("p", { class: "empty" }, "Loading…"));
-      render(generation, { route: r, args }, r[1] !== "tap");
+      render(generation, { route: r, args }, r[1] !== "tap" && r[1] !== "failures");
       return;
     }
     view.replaceChildren(h("h1", {}, "Not found"), h("p", {}, "No such page: ", location.hash, ". ",
