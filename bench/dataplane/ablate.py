@@ -43,16 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from configs import (
     CONFIGS,
     HOST,
-    TRUST_DOMAIN,
     Target,
-    envoy_argv,
+    pair_values,
     start_nginx,
-    wait_ok,
+    start_pair,
     write_certs,
 )
 from run import PROXY_CPU, compile_loadgen, measure_rate, wrk
 
-from gossamer.agent.ports import free_port
 from gossamer.agent.stats import stats_config
 from gossamer.translate.fault import FAULT_FILTER
 from gossamer.translate.listeners import (
@@ -125,27 +123,17 @@ class Variant:
         return loaded
 
     def start(self) -> Target:
-        from configs import _spawn
-        server_port, client_port = free_port(), free_port()
-        c = self.certs
-        server = self._load("envoy-server.yaml", admin_port=free_port(), listen_port=server_port,
-                            upstream_port=self.app_port, cert=c["server_cert"],
-                            key=c["server_key"], ca=c["ca"])
-        client = self._load("envoy-client.yaml", admin_port=free_port(), listen_port=client_port,
-                            upstream_port=server_port, cert=c["client_cert"],
-                            key=c["client_key"], ca=c["ca"],
-                            peer_spiffe_id=f"spiffe://{TRUST_DOMAIN}/ns/default/sa/server")
+        client_port, server_values, client_values = pair_values(self.certs, self.app_port)
+        server = self._load("envoy-server.yaml", **server_values)
+        client = self._load("envoy-client.yaml", **client_values)
         for change in self.changes:
             CHANGES[change](client, server)
-        pids = []
+        paths = []
         for side, config in (("client", client), ("server", server)):
             path = self.work / f"{side}.json"
             path.write_text(json.dumps(copy.deepcopy(config), indent=1))
-            proc = _spawn(envoy_argv(path), self.work / f"{side}.log")
-            self.procs.append(proc)
-            pids.append(proc.pid)
-        wait_ok(client_port)
-        return Target(self.name, client_port, pids)
+            paths.append(path)
+        return start_pair(self.name, self.work, self.procs, paths, client_port)
 
     def stop(self) -> None:
         from configs import _stop

@@ -156,6 +156,34 @@ def envoy_argv(config: Path) -> list[str]:
             "--file-flush-interval-msec", "1000"]
 
 
+def pair_values(certs: dict[str, str], upstream_port: int
+                ) -> tuple[int, dict[str, object], dict[str, object]]:
+    """Template values of the hand-written pair: (the client's port, the server's
+    values, the client's values), on fresh ports."""
+    server_port, client_port = free_port(), free_port()
+    server = {"admin_port": free_port(), "listen_port": server_port,
+              "upstream_port": upstream_port, "cert": certs["server_cert"],
+              "key": certs["server_key"], "ca": certs["ca"]}
+    client = {"admin_port": free_port(), "listen_port": client_port,
+              "upstream_port": server_port, "cert": certs["client_cert"],
+              "key": certs["client_key"], "ca": certs["ca"],
+              "peer_spiffe_id": f"spiffe://{TRUST_DOMAIN}/ns/default/sa/server"}
+    return client_port, server, client
+
+
+def start_pair(name: str, work: Path, procs: list[subprocess.Popen[bytes]],
+               configs: list[Path], client_port: int) -> Target:
+    """Start one Envoy per config (logs beside them), wait until the client's listener
+    answers."""
+    pids = []
+    for conf in configs:
+        proc = _spawn(envoy_argv(conf), work / f"{conf.stem}.log")
+        procs.append(proc)
+        pids.append(proc.pid)
+    wait_ok(client_port)
+    return Target(name, client_port, pids)
+
+
 class StaticEnvoy:
     name = "envoy"
 
@@ -173,21 +201,10 @@ class StaticEnvoy:
     def start(self) -> Target:
         certs = write_certs(self.work)
         app = start_nginx(self.work, self.procs)
-        server_port, client_port = free_port(), free_port()
-        server = self._render("envoy-server.yaml", admin_port=free_port(),
-                              listen_port=server_port, upstream_port=app,
-                              cert=certs["server_cert"], key=certs["server_key"], ca=certs["ca"])
-        client = self._render(
-            "envoy-client.yaml", admin_port=free_port(), listen_port=client_port,
-            upstream_port=server_port, cert=certs["client_cert"], key=certs["client_key"],
-            ca=certs["ca"], peer_spiffe_id=f"spiffe://{TRUST_DOMAIN}/ns/default/sa/server")
-        pids = []
-        for conf in (client, server):
-            proc = _spawn(envoy_argv(conf), self.work / f"{conf.stem}.log")
-            self.procs.append(proc)
-            pids.append(proc.pid)
-        wait_ok(client_port)
-        return Target(self.name, client_port, pids)
+        client_port, server_values, client_values = pair_values(certs, app)
+        server = self._render("envoy-server.yaml", **server_values)
+        client = self._render("envoy-client.yaml", **client_values)
+        return start_pair(self.name, self.work, self.procs, [client, server], client_port)
 
     def stop(self) -> None:
         _stop(self.procs)

@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.e2e.conftest import Mesh, running_mesh
-from tests.envoy.test_tracing import OtlpReceiver, Recorded
+from tests.otlp import OtlpReceiver, Recorded, open_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +28,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[OtlpReceiver]:
-    rec = OtlpReceiver()
-    try:
-        yield rec
-    finally:
-        rec.close()
+    yield from open_receiver()
 
 
 @pytest.fixture(scope="module")

@@ -11,27 +11,20 @@ traceparent the demo app forwards.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from gossamer.testing.envoy import free_port
 from tests.envoy.harness import API, MiniMesh, Sidecar, get, wait_for
+from tests.otlp import OtlpReceiver, Recorded, open_receiver, tracing_telemetry
 
 pytestmark = pytest.mark.slow
 
@@ -40,86 +33,9 @@ CLIENT, SERVER = Span.SpanKind.SPAN_KIND_CLIENT, Span.SpanKind.SPAN_KIND_SERVER
 FLUSH_WAIT = 30.0
 
 
-class Recorded:
-    """One exported span with the service.name of the resource that carried it."""
-
-    def __init__(self, service: str, span: Span) -> None:
-        self.service = service
-        self.span = span
-        self.trace = span.trace_id.hex()
-        self.id = span.span_id.hex()
-        self.parent = span.parent_span_id.hex()
-        self.kind = span.kind
-        self.text = json.dumps([str(a.value) for a in span.attributes])
-
-    def __repr__(self) -> str:
-        return (f"<{self.service} {Span.SpanKind.Name(self.kind)} {self.id} "
-                f"parent={self.parent or '-'} trace={self.trace}>")
-
-
-class OtlpReceiver:
-    """An OTLP/gRPC trace collector on loopback."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spans: list[Recorded] = []
-        self.exports = 0
-        self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
-        handler = grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService",
-            {"Export": grpc.unary_unary_rpc_method_handler(
-                self._export, request_deserializer=ExportTraceServiceRequest.FromString,
-                response_serializer=ExportTraceServiceResponse.SerializeToString)})
-        self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-
-    def _export(self, request: ExportTraceServiceRequest,
-                context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        got = []
-        for rs in request.resource_spans:
-            attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
-            got += [Recorded(attrs.get("service.name", ""), span)
-                    for ss in rs.scope_spans for span in ss.spans]
-        with self._lock:
-            self._spans += got
-            self.exports += 1
-        return ExportTraceServiceResponse()
-
-    @property
-    def spans(self) -> list[Recorded]:
-        with self._lock:
-            return list(self._spans)
-
-    def trace_of(self, marker: str) -> list[Recorded]:
-        """Every span of the trace(s) whose spans mention `marker` (a request path)."""
-        spans = self.spans
-        traces = {s.trace for s in spans if marker in s.text}
-        return [s for s in spans if s.trace in traces]
-
-    def close(self) -> None:
-        self.server.stop(grace=None)
-
-
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
-    rec = OtlpReceiver()
-    try:
-        yield rec
-    finally:
-        rec.close()
-
-
-def telemetry(name: str, percent: float, *, namespace: str = "gossamer-system",
-              target: str | None = None, address: str | None = None) -> dict[str, Any]:
-    tracing: dict[str, Any] = {"samplingPercent": percent}
-    if address is not None:
-        tracing["collector"] = {"address": address}
-    spec: dict[str, Any] = {"tracing": tracing}
-    if target is not None:
-        spec["targetRef"] = {"kind": "Service", "name": target}
-    return {"apiVersion": API, "kind": "Telemetry",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    yield from open_receiver()
 
 
 class DemoApps:
@@ -184,7 +100,8 @@ class Chain:
     async def start(self, mesh_percent: float, *extra: dict[str, Any]) -> Sidecar:
         """Applies mesh-wide tracing at `mesh_percent` and `extra` Telemetry first, so
         every sidecar starts with them; returns the client sidecar."""
-        await self.mini.apply(telemetry("mesh", mesh_percent, address=self.address), *extra)
+        await self.mini.apply(tracing_telemetry("mesh", percent=mesh_percent,
+                                                address=self.address), *extra)
         ports = []
         for name, calls in CHAIN:
             app_port = free_port()
@@ -317,7 +234,7 @@ async def test_zero_percent_traces_nothing_the_caller_override_starts_traces(
                      {"traceparent": f"00-{SAMPLED_TRACE}-{SAMPLED_PARENT}-01"})
     trace, _, flags = _app_traceparent(body)
     assert (trace, flags) == (SAMPLED_TRACE, "00")
-    await mini.apply(telemetry("client", 100, namespace="default", target="client"))
+    await mini.apply(tracing_telemetry("client", "default", percent=100, target="client"))
     await _wait_sampling(client, 100.0)
     for side in mini.sidecars:
         if side is not client:
@@ -333,7 +250,7 @@ async def test_later_hops_follow_an_unsampled_caller(
         chain: Chain, receiver: OtlpReceiver) -> None:
     """The other services sample 100%, the caller 0%: its requests are traced nowhere.
     A request that enters at frontend's sidecar directly starts a trace there."""
-    client = await chain.start(100, telemetry("client", 0, namespace="default",
+    client = await chain.start(100, tracing_telemetry("client", "default", percent=0,
                                               target="client"))
     assert set(_sampling(await client.envoy.aconfig_dump(include_eds=False))) == {0.0}
     for i in range(5):

@@ -22,26 +22,13 @@ from gossamer.model import (
 )
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.tracing import OTEL_TRACER
+from tests.otlp import tracing_telemetry
 from tests.unit.test_translate import _as_json, _frontend
 from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
 HERE = Path(__file__).parent
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 API = "mesh.gossamer.dev/v1alpha1"
-
-
-def telemetry(name: str, namespace: str = "gossamer-system", *, target: str | None = None,
-              percent: float | None = None, address: str | None = None) -> dict[str, Any]:
-    tracing: dict[str, Any] = {}
-    if percent is not None:
-        tracing["samplingPercent"] = percent
-    if address is not None:
-        tracing["collector"] = {"address": address}
-    spec: dict[str, Any] = {"tracing": tracing}
-    if target is not None:
-        spec["targetRef"] = {"kind": "Service", "name": target}
-    return {"apiVersion": API, "kind": "Telemetry",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
 def snapshot(*extra: dict[str, Any], **over: Any) -> dict[str, Any]:
@@ -59,7 +46,7 @@ def hcm(listener: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_valid_document_round_trips() -> None:
-    doc = telemetry("mesh", percent=12.5, address="otel-collector.observability:4317")
+    doc = tracing_telemetry("mesh", percent=12.5, address="otel-collector.observability:4317")
     parsed = parse_document(doc)
     assert parsed.kind == "Telemetry"
     assert parse_document(parsed.to_document()) == parsed
@@ -82,7 +69,7 @@ def test_a_valid_document_round_trips() -> None:
 ])
 def test_bad_field_is_rejected_with_its_path_and_reason(tracing: dict[str, Any], path: str,
                                                         reason: str) -> None:
-    doc = telemetry("t")
+    doc = tracing_telemetry("t")
     doc["spec"]["tracing"] = tracing
     with pytest.raises(InvalidResource) as err:
         parse_document(doc)
@@ -92,7 +79,7 @@ def test_bad_field_is_rejected_with_its_path_and_reason(tracing: dict[str, Any],
 
 
 def test_ipv6_collector_is_accepted() -> None:
-    parse_document(telemetry("t", address="[::1]:4317"))
+    parse_document(tracing_telemetry("t", address="[::1]:4317"))
 
 
 # ---------------------------------------------------------------- scopes and translation
@@ -106,7 +93,7 @@ def test_no_telemetry_means_no_tracer_and_no_collector_cluster() -> None:
 
 
 def test_mesh_wide_tracing_covers_every_http_listener() -> None:
-    snap = snapshot(telemetry("mesh", percent=25, address="127.0.0.1:4317"))
+    snap = snapshot(tracing_telemetry("mesh", percent=25, address="127.0.0.1:4317"))
     cluster = snap["clusters"]["tracing|127.0.0.1:4317"]
     assert cluster["type"] == "STRICT_DNS"
     http = {n: hcm(lis) for n, lis in snap["listeners"].items() if "db.data" not in n}
@@ -128,10 +115,10 @@ def _percent(snap: dict[str, Any]) -> float:
 
 
 def test_most_specific_scope_wins_field_by_field() -> None:
-    mesh = telemetry("mesh", percent=10, address="collector:4317")
-    namespace = telemetry("ns", "default", percent=20)
-    service = telemetry("frontend", "default", target="frontend", percent=0)
-    other = telemetry("catalog", "default", target="catalog", percent=90)
+    mesh = tracing_telemetry("mesh", percent=10, address="collector:4317")
+    namespace = tracing_telemetry("ns", "default", percent=20)
+    service = tracing_telemetry("frontend", "default", target="frontend", percent=0)
+    other = tracing_telemetry("catalog", "default", target="catalog", percent=90)
     assert _percent(snapshot(mesh)) == 10
     assert _percent(snapshot(mesh, namespace)) == 20
     snap = snapshot(mesh, namespace, service, other)
@@ -139,21 +126,21 @@ def test_most_specific_scope_wins_field_by_field() -> None:
     # The collector still comes from the mesh-wide Telemetry.
     assert "tracing|collector:4317" in snap["clusters"]
     # Another namespace's Telemetry does not cover this proxy.
-    assert _percent(snapshot(mesh, telemetry("ns", "data", percent=55))) == 10
+    assert _percent(snapshot(mesh, tracing_telemetry("ns", "data", percent=55))) == 10
 
 
 def test_a_collector_without_a_rate_samples_one_percent() -> None:
-    assert _percent(snapshot(telemetry("mesh", address="collector:4317"))) == 1.0
+    assert _percent(snapshot(tracing_telemetry("mesh", address="collector:4317"))) == 1.0
 
 
 def test_a_rate_without_any_collector_configures_nothing() -> None:
-    snap = snapshot(telemetry("ns", "default", percent=100))
+    snap = snapshot(tracing_telemetry("ns", "default", percent=100))
     assert "tracing" not in hcm(snap["listeners"]["outbound"])
 
 
 def test_second_telemetry_of_a_scope_is_conflicted_and_ignored() -> None:
-    first = parse_document(telemetry("a", percent=30, address="collector:4317"))
-    second = parse_document(telemetry("b", percent=70, address="other:4317"))
+    first = parse_document(tracing_telemetry("a", percent=30, address="collector:4317"))
+    second = parse_document(tracing_telemetry("b", percent=70, address="other:4317"))
     index = build_index([*parse_documents(MESH), first, second], 1)
     assert [t.metadata.name for t in index.telemetries] == ["a"]
     conds = index.conditions[ResourceKey("Telemetry", "gossamer-system", "b")]
@@ -163,14 +150,14 @@ def test_second_telemetry_of_a_scope_is_conflicted_and_ignored() -> None:
 
 
 def test_missing_target_service_is_reported() -> None:
-    doc = parse_document(telemetry("t", "default", target="nope", percent=5))
+    doc = parse_document(tracing_telemetry("t", "default", target="nope", percent=5))
     index = build_index([*parse_documents(MESH), doc], 1)
     conds = index.conditions[ResourceKey("Telemetry", "default", "t")]
     assert (conds[1].status, conds[1].reason) == ("False", "TargetNotFound")
 
 
 def test_golden_tracing_snapshot() -> None:
-    snap = snapshot(telemetry("mesh", percent=100, address="otel-collector:4317"))
+    snap = snapshot(tracing_telemetry("mesh", percent=100, address="otel-collector:4317"))
     actual = {"cluster": snap["clusters"]["tracing|otel-collector:4317"],
               "inbound": hcm(snap["listeners"]["inbound"])["tracing"],
               "outbound": hcm(snap["listeners"]["outbound"])["tracing"]}
@@ -183,8 +170,8 @@ def test_golden_tracing_snapshot() -> None:
 @pytest.mark.parametrize("mtls", [True, False])
 def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
     resources = [*parse_documents(MESH),
-                 parse_document(telemetry("mesh", percent=37.5, address="127.0.0.1:4317")),
-                 parse_document(telemetry("cat", "default", target="frontend", percent=3))]
+                 parse_document(tracing_telemetry("mesh", percent=37.5, address="127.0.0.1:4317")),
+                 parse_document(tracing_telemetry("cat", "default", target="frontend", percent=3))]
     mesh = translate_mesh(build_index(resources, 3), MeshSettings(mtls=mtls))
     snap = translate_proxy(mesh, _frontend()).snapshot
     assert_envoy_accepts(_static_bootstrap(snap), tmp_path)

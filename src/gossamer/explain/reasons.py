@@ -12,7 +12,7 @@ of those that explains the status is the cause. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,19 +359,19 @@ def _inbound_finding(inb: LoggedRequest, index: MeshIndex) -> _Finding | None:
     return None
 
 
-_CALLER_CHECKS = ("no_route_found", "fault_injected", "no_healthy_upstream",
-                  "upstream_overflow", "upstream_request_timeout")
+# The caller's sidecar's own decisions, in the order it makes them.
+_CALLER_CHECKS: dict[str, Callable[[LoggedRequest, MeshIndex], _Finding]] = {
+    "no_route_found": _no_route, "fault_injected": _fault,
+    "no_healthy_upstream": _no_healthy, "upstream_overflow": _overflow,
+    "upstream_request_timeout": _timeout}
 
 
 def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
              index: MeshIndex) -> _Finding:
     if out is not None:
-        checks = {"no_route_found": _no_route, "fault_injected": _fault,
-                  "no_healthy_upstream": _no_healthy, "upstream_overflow": _overflow,
-                  "upstream_request_timeout": _timeout}
-        for flag in _CALLER_CHECKS:
+        for flag, check in _CALLER_CHECKS.items():
             if flag in out.flags:
-                return checks[flag](out, index)
+                return check(out, index)
     for inb in reversed(inbound):  # the last attempt is the one the caller saw
         found = _inbound_finding(inb, index)
         if found is not None:
