@@ -26,11 +26,12 @@ from gossamer.model import (
     Resource,
     ResourceKey,
     Service,
+    Sidecar,
     TCPRoute,
     Telemetry,
     Workload,
 )
-from gossamer.model.policy import policy_scope, target_name
+from gossamer.model.policy import MESH_ROOT_NAMESPACE, policy_scope, target_name
 from gossamer.model.service import Protocol
 from gossamer.model.workload import Health
 
@@ -84,6 +85,8 @@ class MeshIndex:
     tcp_routes: Mapping[PortKey, TCPRoute] = field(default_factory=dict)
     # Telemetry resources in effect, at most one per scope, in (namespace, name) order.
     telemetries: tuple[Telemetry, ...] = ()
+    # Sidecar resources in effect, in (namespace, name) order (model/sidecar.py).
+    sidecars: tuple[Sidecar, ...] = ()
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -350,6 +353,32 @@ def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Ser
     return out
 
 
+def _sidecars(resources: Iterable[Resource]) -> tuple[
+        list[Sidecar], dict[ResourceKey, tuple[Condition, ...]]]:
+    """Every Sidecar is in effect except a second one without a selector in a
+    namespace (the first by name is its namespace's default)."""
+    sidecars = _sorted(r for r in resources if isinstance(r, Sidecar))
+    defaults: dict[str, Sidecar] = {}
+    accepted: list[Sidecar] = []
+    conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for sc in sidecars:
+        ns = sc.metadata.namespace
+        if sc.spec.workload_selector is None and ns in defaults:
+            conditions[sc.key] = (Condition(
+                type="Accepted", status="False", reason="Conflicted",
+                message=f"Sidecar {defaults[ns].metadata.name!r} is already this "
+                        "namespace's default (no workloadSelector; the first by name wins)"),)
+            continue
+        if sc.spec.workload_selector is None:
+            defaults[ns] = sc
+        scope = ("workloads" if sc.spec.workload_selector is not None
+                 else "mesh" if ns == MESH_ROOT_NAMESPACE else "namespace")
+        conditions[sc.key] = (Condition(type="Accepted", status="True", reason="Accepted",
+                                        message=f"scope: {scope}"),)
+        accepted.append(sc)
+    return accepted, conditions
+
+
 def _sorted(items: Iterable[R]) -> list[R]:
     return sorted(items, key=lambda r: (r.metadata.namespace, r.metadata.name))
 
@@ -399,6 +428,8 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
                              **rate_limit_conflicts, **fault_conflicts,
                              **telemetry_conflicts}))
     _section_conditions(conditions, policies, routes)
+    sidecars, sidecar_conditions = _sidecars(resources)
+    conditions.update(sidecar_conditions)
     selected = _selected(services, workloads)
     accounts, selected_by = _selections(selected)
     return MeshIndex(
@@ -421,4 +452,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
         grpc_routes_by_parent=MappingProxyType({k: tuple(v) for k, v in grpc_routes.items()}),
         tcp_routes=MappingProxyType(tcp_routes),
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),
+        sidecars=tuple(sidecars),
     )

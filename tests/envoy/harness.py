@@ -260,3 +260,27 @@ async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def explained(mini: MiniMesh, hops: int = 1, **query: Any) -> dict[str, Any]:
+    """The explanation of the newest failure that matches, once `hops` sidecars have
+    reported it (each flushes on its own 0.5 s timer)."""
+    params = "&".join(f"{k}={v}" for k, v in query.items())
+    found: dict[str, Any] = {}
+
+    async def reported() -> bool:
+        nonlocal found
+        rows = (await mini.api("GET", f"/api/v1/failures?{params}"))["items"]
+        found = rows[0] if rows else {}
+        return bool(rows)
+
+    await wait_for(reported, f"a failure matching {query}", timeout=10)
+    exp: dict[str, Any] = {}
+
+    async def complete() -> bool:
+        nonlocal exp
+        exp = await mini.api("GET", f"/api/v1/explain?request_id={found['request_id']}")
+        return len(exp["hops"]) >= hops
+
+    await wait_for(complete, f"{hops} hop(s) of {found['request_id']}", timeout=10)
+    return exp

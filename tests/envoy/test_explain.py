@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.envoy.harness import API, MiniMesh, Sidecar, get, proxy_client, wait_for
+from tests.envoy.harness import API, MiniMesh, Sidecar, explained, get, proxy_client, wait_for
 
 pytestmark = pytest.mark.slow
 CLUSTER = "outbound|80||echo.default"
@@ -22,30 +22,6 @@ CLUSTER = "outbound|80||echo.default"
 def targeted(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": API, "kind": kind, "metadata": {"name": name},
             "spec": {"targetRef": {"kind": "Service", "name": "echo"}, **spec}}
-
-
-async def explained(mini: MiniMesh, hops: int = 1, **query: Any) -> dict[str, Any]:
-    """The explanation of the newest failure that matches, once `hops` sidecars have
-    reported it (each flushes on its own 0.5 s timer)."""
-    params = "&".join(f"{k}={v}" for k, v in query.items())
-    found: dict[str, Any] = {}
-
-    async def reported() -> bool:
-        nonlocal found
-        rows = (await mini.api("GET", f"/api/v1/failures?{params}"))["items"]
-        found = rows[0] if rows else {}
-        return bool(rows)
-
-    await wait_for(reported, f"a failure matching {query}", timeout=10)
-    exp: dict[str, Any] = {}
-
-    async def complete() -> bool:
-        nonlocal exp
-        exp = await mini.api("GET", f"/api/v1/explain?request_id={found['request_id']}")
-        return len(exp["hops"]) >= hops
-
-    await wait_for(complete, f"{hops} hop(s) of {found['request_id']}", timeout=10)
-    return exp
 
 
 async def _mesh(mini: MiniMesh, make_backend: Any, *docs: dict[str, Any]) -> Sidecar:

@@ -177,6 +177,12 @@ def test_a_refused_call_finds_its_backend_through_the_route() -> None:
      "to echo.default by 300ms"),
     ([entry(status=404, flags=("no_route_found",), authority="nosuch", cluster="", route="")],
      [], None, "no Service answers to host 'nosuch'"),
+    ([entry(status=404, details="direct_response", authority="nosuch", cluster="",
+            route="no-such-service")], [], None, "no Service answers to host 'nosuch'"),
+    ([entry(status=404, details="direct_response", cluster="", route="no-such-service")],
+     [_doc("Sidecar", "only-client", {"egress": {"hosts": ["./client"]}})],
+     "Sidecar default/only-client", "echo.default is outside the caller's egress scope: "
+     "Sidecar default/only-client lets it call ./client only"),
 ])
 def test_causes_in_plain_words(hops: list[LoggedRequest], docs: list[dict[str, Any]],
                                policy: str | None, words: str) -> None:

@@ -39,6 +39,14 @@ def locality_policy() -> dict[str, Any]:
                      "loadBalancer": {"locality": {"failoverPriority": ["zone"]}}}}
 
 
+def sidecar() -> dict[str, Any]:
+    """Scopes the odd services' sidecars to s1 (with locality) and s2."""
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Sidecar",
+            "metadata": {"name": "odd", "namespace": "default"},
+            "spec": {"workloadSelector": {"matchLabels": {"zone": "z1"}},
+                     "egress": {"hosts": ["./s1", "default/s2"]}}}
+
+
 def parse(docs: list[dict[str, Any]]) -> list[Resource]:
     return [parse_document(d).with_revision(k + 1) for k, d in enumerate(docs)]
 
@@ -58,12 +66,15 @@ def contents(snap: Snapshot) -> dict[str, dict[str, str]]:
 
 def test_endpoint_only_update_equals_full_translation() -> None:
     rng = random.Random(3)
-    static = [service(i) for i in range(SERVICES)] + [locality_policy()]
+    static = [service(i) for i in range(SERVICES)] + [locality_policy(), sidecar()]
     work = [workload(j) for j in range(3 * SERVICES)]
     mesh = translate_mesh(build_index(parse(static + work), 1))
     assert mesh.locality  # zone-local endpoint priorities are covered too
     proxies = [proxy(j) for j in range(2 * SERVICES)]
     configs = {p.node_id: translate_proxy(mesh, p) for p in proxies}
+    # Scoped proxies (egress: s1, s2, and their upstream) are covered too.
+    scoped = {c.scope for c in configs.values()}
+    assert None in scoped and frozenset({("default", "s1"), ("default", "s2")}) in scoped
     for step in range(12):
         for w in rng.sample(work, rng.randint(1, 3)):
             w["spec"]["health"] = "Unhealthy" if w["spec"]["health"] == "Healthy" else "Healthy"

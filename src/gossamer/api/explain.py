@@ -63,4 +63,4 @@ def explain_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiError(404, f"no record of {what}: the control plane keeps the last "
                                 f"{ctx.failures.capacity} failures the sidecars reported")
         hops = ctx.failures.hops(newest.request_id) or [newest]
-        return explain(hops, ctx.reconciler.index).to_json()
+        return explain(hops, ctx.reconciler.index, ctx.reconciler.proxies).to_json()

@@ -12,7 +12,7 @@ of those that explains the status is the cause. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,10 @@ from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
 from gossamer.model.resiliencepolicy import ResiliencePolicy
+from gossamer.translate.names import NO_SERVICE_ROUTE
 from gossamer.translate.policies import covers
+from gossamer.translate.proxy import ProxyIdentity
+from gossamer.translate.scope import SidecarIndex
 
 _RBAC = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>.*)\]")
 _RBAC_NAME = re.compile(r"(?P<ns>[^/]+)/(?P<name>.+)\[rule-(?P<rule>\d+)\]")
@@ -266,6 +269,31 @@ def _no_route(out: LoggedRequest, index: MeshIndex) -> _Finding:
                     ("add a rule for this path, or a catch-all PathPrefix / rule",))
 
 
+def _no_service(out: LoggedRequest, index: MeshIndex,
+                proxies: Mapping[str, ProxyIdentity]) -> _Finding:
+    """The catch-all 404: the host names no Service, or one outside the caller's scope
+    (the Sidecar is found as translation finds it: registered labels, then the agent's)."""
+    svc = addressed_service(out, index)
+    where = f"the caller's sidecar ({out.reporter.workload})"
+    ns = out.reporter.namespace
+    labels = dict(next((w.metadata.labels for w in index.workloads if (
+        w.metadata.namespace, w.metadata.name) == (ns, out.reporter.workload)), {}))
+    if out.reporter.node_id in proxies:
+        labels.update(proxies[out.reporter.node_id].labels)
+    sidecar = SidecarIndex(index).sidecar_for(ns, labels)
+    if svc is None or sidecar is None:
+        return _Finding(where, f"no Service answers to host {out.authority!r}: the mesh "
+                               "knows no such service in the caller's namespace, so the "
+                               "sidecar answered 404", None,
+                        ("use the Service's name (or NAME.NAMESPACE) as the host",))
+    ref = _ref("Sidecar", sidecar)
+    hosts = ", ".join(sidecar.spec.egress.hosts)
+    return _Finding(where, f"{_svc_text(svc)} is outside the caller's egress scope: {ref} "
+                           f"lets it call {hosts} only, so its sidecar has no route to "
+                           "that Service and answered 404", ref,
+                    (f"add \"{svc[0]}/{svc[1]}\" to the egress hosts of {ref}",))
+
+
 def _connect(out: LoggedRequest, index: MeshIndex) -> _Finding:
     svc = destination(out, index)
     reason = f" ({out.upstream_failure})" if out.upstream_failure else ""
@@ -367,7 +395,9 @@ _CALLER_CHECKS: dict[str, Callable[[LoggedRequest, MeshIndex], _Finding]] = {
 
 
 def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
-             index: MeshIndex) -> _Finding:
+             index: MeshIndex, proxies: Mapping[str, ProxyIdentity]) -> _Finding:
+    if out is not None and out.route_name == NO_SERVICE_ROUTE:
+        return _no_service(out, index, proxies)
     if out is not None:
         for flag, check in _CALLER_CHECKS.items():
             if flag in out.flags:
@@ -396,15 +426,17 @@ def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
     return _app_answer(last)
 
 
-def explain(hops: Sequence[LoggedRequest], index: MeshIndex) -> Explanation:
-    """`hops`: every logged entry of one request (RecentFailures.hops), not empty."""
+def explain(hops: Sequence[LoggedRequest], index: MeshIndex,
+            proxies: Mapping[str, ProxyIdentity] | None = None) -> Explanation:
+    """`hops`: every logged entry of one request (RecentFailures.hops), not empty;
+    `proxies`: the connected proxies by node id, for what their agents declared."""
     if not hops:
         raise ValueError("nothing to explain")
     outbound = [h for h in hops if h.direction == "outbound"]
     inbound = [h for h in hops if h.direction == "inbound"]
     out = outbound[0] if outbound else None
     first = out or inbound[0]
-    finding = _finding(out, inbound, index)
+    finding = _finding(out, inbound, index, proxies or {})
     callee = (_svc_text(addressed_service(out, index)) if out is not None
               else f"{first.reporter.service}.{first.reporter.namespace}")
     caller = out.reporter.workload if out is not None else (

@@ -24,6 +24,7 @@ from gossamer.model.registry import (
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
+from gossamer.model.sidecar import Sidecar
 from gossamer.model.tcproute import TCPRoute
 from gossamer.model.telemetry import Telemetry
 from gossamer.model.workload import Workload
@@ -45,6 +46,7 @@ __all__ = [
     "Resource",
     "ResourceKey",
     "Service",
+    "Sidecar",
     "TCPRoute",
     "Telemetry",
     "Workload",

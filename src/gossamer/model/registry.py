@@ -20,6 +20,7 @@ from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
+from gossamer.model.sidecar import Sidecar
 from gossamer.model.tcproute import TCPRoute
 from gossamer.model.telemetry import Telemetry
 from gossamer.model.workload import Workload
@@ -27,7 +28,7 @@ from gossamer.model.workload import Workload
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
     RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
-    TCPRoute, Telemetry)}
+    TCPRoute, Telemetry, Sidecar)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -54,6 +55,7 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "grpcroutes": "GRPCRoute",
     "tcproutes": "TCPRoute",
     "telemetries": "Telemetry",
+    "sidecars": "Sidecar",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

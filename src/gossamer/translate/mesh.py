@@ -2,7 +2,9 @@
 
 Everything that does not depend on the proxy (clusters, endpoints, each
 service's routes) is built and serialized once per index and the same
-`XdsResource` objects are shared by every proxy's snapshot.
+`XdsResource` objects are shared by every proxy's snapshot. A proxy with an
+egress scope (translate/scope.py) gets the subset for the Services in it, and
+proxies with the same scope share that subset (`MeshConfig.view`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gossamer.translate.proxy import ProxyIdentity, Upstream
 from gossamer.translate.ratelimit import ratelimit_filters
 from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
+from gossamer.translate.scope import Scope, SidecarIndex, egress_scope
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
 from gossamer.translate.tcproutes import tcp_route_clusters
@@ -55,12 +58,42 @@ from gossamer.xds.types import (
 PortKey = tuple[str, str, int]  # (namespace, service, port)
 EDS_PREFIX = "outbound|"
 NO_SERVICE_VHOST = {
-    "name": "no-such-service", "domains": ["*"],
-    "routes": [{"name": "no-such-service", "match": {"prefix": "/"}, "directResponse": {
+    "name": names.NO_SERVICE_ROUTE, "domains": ["*"],
+    "routes": [{"name": names.NO_SERVICE_ROUTE, "match": {"prefix": "/"}, "directResponse": {
         "status": 404,
         "body": {"inlineString": "gossamer: no mesh service matches this request's host\n"},
     }}],
 }
+
+
+@dataclass(frozen=True)
+class ScopedView:
+    """The shared clusters and endpoints of one egress scope, and their digest sums."""
+
+    clusters: Mapping[str, XdsResource]
+    cluster_sum: int
+    endpoints: Mapping[str, XdsResource]
+    endpoint_sum: int
+    # EDS clusters without an assignment (always none, unless translation has a bug).
+    eds_missing: tuple[str, ...]
+    # The clusters the scope's HTTP routes send to (for the consistency check).
+    route_refs: frozenset[str] = frozenset()
+
+
+def _cluster_refs(node: object, out: set[str]) -> set[str]:
+    """Every cluster an Envoy route (or route list) sends or mirrors to."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "cluster" and isinstance(value, str):
+                out.add(value)
+            elif key == "weightedClusters" and isinstance(value, dict):
+                out.update(c["name"] for c in value.get("clusters", ()))
+            else:
+                _cluster_refs(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            _cluster_refs(item, out)
+    return out
 
 
 @dataclass
@@ -78,7 +111,13 @@ class MeshConfig:
     locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = field(default_factory=dict)
     # The Service behind each outbound (EDS) cluster.
     cluster_services: dict[str, SvcKey] = field(default_factory=dict)
-    _outbound_routes: dict[str, XdsResource] = field(default_factory=dict)
+    # The clusters each service port's routes (or TCPRoute) send to.
+    port_refs: dict[PortKey, frozenset[str]] = field(default_factory=dict)
+    # What a caller of each Service needs: its clusters, and those its routes send to.
+    service_clusters: dict[SvcKey, frozenset[str]] = field(default_factory=dict)
+    _views: dict[Scope, ScopedView] = field(default_factory=dict)
+    _sidecars: SidecarIndex | None = None
+    _outbound_routes: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
     _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
         default_factory=dict)
     _workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
@@ -99,11 +138,41 @@ class MeshConfig:
         self.eds_missing = tuple(n for n in self.clusters
                                  if n.startswith(EDS_PREFIX) and n not in self.endpoints)
 
-    def outbound_routes(self, namespace: str) -> XdsResource:
-        """Memoized: callers in one namespace share the same `outbound` route config."""
-        if namespace not in self._outbound_routes:
-            self._outbound_routes[namespace] = _outbound_route_config(self, namespace)
-        return self._outbound_routes[namespace]
+    def outbound_routes(self, namespace: str, scope: Scope = None) -> XdsResource:
+        """Memoized: callers in one namespace with one scope share the `outbound`
+        route config."""
+        slot = (namespace, scope)
+        if slot not in self._outbound_routes:
+            self._outbound_routes[slot] = _outbound_route_config(self, namespace, scope)
+        return self._outbound_routes[slot]
+
+    def scope_of(self, proxy: ProxyIdentity) -> Scope:
+        if self._sidecars is None:
+            self._sidecars = SidecarIndex(self.index)
+        return egress_scope(self._sidecars, proxy, self.caller_labels(proxy))
+
+    def view(self, scope: Scope) -> ScopedView:
+        """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""
+        if scope not in self._views:
+            self._views[scope] = self._whole_view() if scope is None else self._subset(scope)
+        return self._views[scope]
+
+    def _whole_view(self) -> ScopedView:
+        return ScopedView(self.clusters, self.cluster_sum, self.endpoints_view,
+                          self.endpoint_sum, self.eds_missing)
+
+    def _subset(self, scope: frozenset[SvcKey]) -> ScopedView:
+        names_ = sorted({n for key in scope for n in self.service_clusters.get(key, ())
+                         if n in self.clusters})
+        clusters = {n: self.clusters[n] for n in names_}
+        endpoints = {n: self.endpoints[n] for n in names_ if n in self.endpoints}
+        missing = tuple(n for n in names_ if n.startswith(EDS_PREFIX) and n not in endpoints)
+        refs = frozenset(c for key in scope if key in self.index.services
+                         for port in self.index.services[key].spec.ports
+                         if (pkey := (key[0], key[1], port.port)) in self.port_routes
+                         for c in self.port_refs[pkey])
+        return ScopedView(clusters, digest_sum(clusters), MappingProxyType(endpoints),
+                          digest_sum(endpoints), missing, refs)
 
     def caller_labels(self, proxy: ProxyIdentity) -> dict[str, str]:
         """The registered Workload's labels, overlaid by what the agent declared."""
@@ -145,6 +214,7 @@ class MeshConfig:
 class ProxyConfig:
     proxy: ProxyIdentity
     snapshot: Snapshot
+    scope: Scope = None
 
 
 def _res(type_url: str, name: str, message: Any) -> XdsResource:
@@ -156,9 +226,11 @@ def _default_port(service: Service) -> int:
     return 80 if 80 in ports else ports[0]
 
 
-def _outbound_route_config(mesh: MeshConfig, namespace: str) -> XdsResource:
+def _outbound_route_config(mesh: MeshConfig, namespace: str, scope: Scope) -> XdsResource:
     vhosts = []
     for (ns, name, port), routes in sorted(mesh.port_routes.items()):
+        if scope is not None and (ns, name) not in scope:
+            continue
         svc = mesh.index.services[(ns, name)]
         domains = names.service_domains(name, ns, port, same_ns=ns == namespace,
                                         default_port=port == _default_port(svc))
@@ -219,8 +291,19 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> Me
                     service_routes(svc, port.port, attached, index.services, index.resilience,
                                    grpc),
                     index.faults.get(key))
+    port_refs = {pkey: frozenset(_cluster_refs(routes, set()))
+                  for pkey, routes in port_routes.items()}
+    port_refs.update((pkey, frozenset(c for c, _ in tcp_route_clusters(route, index.services)))
+                     for pkey, route in index.tcp_routes.items())
+    service_clusters: dict[SvcKey, set[str]] = {key: set() for key in index.services}
+    for cname, key in cluster_services.items():
+        service_clusters[key].add(cname)
+    for (ns, name, _), refs in port_refs.items():
+        service_clusters.setdefault((ns, name), set()).update(refs)
     mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings,
-                      locality=locality, cluster_services=cluster_services)
+                      locality=locality, cluster_services=cluster_services,
+                      port_refs=port_refs, service_clusters={
+                          k: frozenset(v) for k, v in service_clusters.items()})
     for pkey, routes in port_routes.items():
         rname = names.upstream_listener(*pkey)
         mesh.upstream_routes[pkey] = _upstream_route_config(rname, routes)
@@ -240,25 +323,29 @@ def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
         eps = index.endpoints.get(key, ())
         if eps != mesh.index.endpoints.get(key, ()):
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
-    return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={})
+    return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={}, _views={})
 
 
-def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[Mapping[str, XdsResource],
-                                                                     int]:
-    """The proxy's endpoints (the shared ones, with its locality's priorities where a
-    Service asks for them) and their `digest_sum`."""
+def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity,
+                    scope: Scope) -> tuple[Mapping[str, XdsResource], int]:
+    """The proxy's endpoints (the shared ones of its scope, with its locality's
+    priorities where a Service asks for them) and their `digest_sum`."""
+    view = mesh.view(scope)
     if not mesh.locality:
-        return mesh.endpoints_view, mesh.endpoint_sum
+        return view.endpoints, view.endpoint_sum
     caller = mesh.caller_labels(proxy)
-    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality}
-    return {**mesh.endpoints, **local}, _overlay_sum(mesh.endpoints, mesh.endpoint_sum, local)
+    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality if c in view.endpoints}
+    return ({**view.endpoints, **local},
+            _overlay_sum(view.endpoints, view.endpoint_sum, local))
 
 
 def with_endpoints(mesh: MeshConfig, proxy: ProxyIdentity, config: ProxyConfig) -> ProxyConfig:
     """The proxy's previous config from an earlier mesh, with this mesh's endpoints
-    (after `update_endpoints`): O(1) per proxy instead of a whole translation."""
-    endpoints, total = proxy_endpoints(mesh, proxy)
-    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total))
+    (after `update_endpoints`): O(1) per proxy instead of a whole translation.
+    Health changes no scope, so the last one still holds."""
+    endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
+    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
+                       config.scope)
 
 
 def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
@@ -323,6 +410,10 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
     # The proxy's own clusters on top of the mesh's shared ones; nothing here may
     # be O(services) per proxy (see MeshConfig.cluster_sum).
     extra: dict[str, XdsResource] = {}
+    scope = mesh.scope_of(proxy)
+    view = mesh.view(scope)
+    # Clusters the proxy's routes and TCP listeners send to: all must be in its scope.
+    refs: set[str] = set()
     listeners: dict[str, XdsResource] = {}
     routes: dict[str, XdsResource] = {}
     ports: dict[str, int] = {}
@@ -343,24 +434,30 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
                                          mesh.index, proxy, own_services, "outbound"),
                                      hcm_tracing)
         listeners[lis.name] = _res(LISTENER, lis.name, lis)
-        routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace)
+        routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
         ports[lis.name] = proxy.outbound_port
+        refs.update(view.route_refs)
         rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
         listener, route = _upstream_resources(mesh, up, proxy_access_log(
             mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
+        pkey = (up.namespace, up.service, up.port)
+        refs.update(mesh.port_refs.get(pkey, ()))
+        if mesh.protocols.get(pkey) is Protocol.TCP and pkey not in mesh.index.tcp_routes:
+            refs.add(names.outbound_cluster(*pkey))
         if route is not None:
             routes[route.name] = route
             rds_refs.append(route.name)
-    eds_refs = [*mesh.eds_missing, *(n for n in extra if n.startswith(EDS_PREFIX))]
+    eds_refs = [*view.eds_missing, *(n for n in extra if n.startswith(EDS_PREFIX))]
+    clusters = {**view.clusters, **extra}
     check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
-                      rds_refs=rds_refs, routes=routes, listener_ports=ports)
-    clusters = {**mesh.clusters, **extra}
-    endpoints, endpoint_sum = proxy_endpoints(mesh, proxy)
-    sums = {CLUSTER: _overlay_sum(mesh.clusters, mesh.cluster_sum, extra),
+                      rds_refs=rds_refs, routes=routes, listener_ports=ports,
+                      cluster_refs=refs - {names.NO_ROUTE_CLUSTER}, clusters=clusters)
+    endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
+    sums = {CLUSTER: _overlay_sum(view.clusters, view.cluster_sum, extra),
             ENDPOINT: endpoint_sum}
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: listeners, ROUTE: routes}, sums)
-    return ProxyConfig(proxy, snapshot)
+    return ProxyConfig(proxy, snapshot, scope)

@@ -6,6 +6,9 @@ INBOUND_LISTENER = "inbound"
 OUTBOUND_LISTENER = "outbound"
 OUTBOUND_ROUTES = "outbound"
 NO_ROUTE_CLUSTER = "gossamer_no_such_backend"
+# The catch-all virtual host and route of the `outbound` route config: a host that
+# names no Service (in the caller's egress scope) gets a 404 from here.
+NO_SERVICE_ROUTE = "no-such-service"
 
 
 def outbound_cluster(namespace: str, name: str, port: int) -> str:
