@@ -13,9 +13,10 @@ talks to it with one JSON object per line on stdin/stdout:
     {"op": "record", "on": true}          start (and clear) per-resource logs
     {"op": "reset_backoff"}               as if every proxy had just received a
                                           message (makes restart runs independent)
-    {"op": "arrivals", "queries": [[type, name, t0], ...]}
-        for each query, per proxy subscribed to the name: [proxy index, seconds
-        from t0 to the first response carrying (or removing) it, or null]
+    {"op": "arrivals", "queries": [[type, name, t0(, only)], ...]}
+        for each query, per proxy subscribed to the name (and, given `only`, a
+        list of proxy indices, among those): [proxy index, seconds from t0 to
+        the first response carrying (or removing) it, or null]
     {"op": "bytes", "t0": t, "t1": t}     [proxy index, bytes received in [t0, t1]]
     {"op": "lag", "t0": t, "t1": t}       this loop's lag (max, p99) in [t0, t1]
     {"op": "quit"}
@@ -175,9 +176,12 @@ class LoadGen:
     def arrivals(self, queries: list[list[Any]]) -> list[list[tuple[int, float | None]]]:
         """Per query, (proxy index, seconds to first arrival or None) of its subscribers."""
         out = []
-        for type_url, name, t0 in queries:
+        for type_url, name, t0, *rest in queries:
+            only = set(rest[0]) if rest else None
             times: list[tuple[int, float | None]] = []
             for p in self.proxies:
+                if only is not None and p.index not in only:
+                    continue
                 st = p.sim.types.get(type_url)
                 if st is None or not ((st.wildcard and name in st.known) or name in st.names):
                     continue

@@ -7,6 +7,10 @@ j, so proxies spread evenly over services. Each sidecar has the catch-all outbou
 listener (HTTP_PROXY), an inbound listener, and declares UPSTREAMS dedicated
 upstreams (the next services by number), as `gossamer up` and `gossamer proxy
 --upstream` set them.
+
+Scoped (`--scoped`): each service also has a Sidecar resource selecting its
+workloads, whose egress hosts are its UPSTREAMS upstreams, the services its app
+calls. A route change on service i then concerns the callers of i only.
 """
 
 from __future__ import annotations
@@ -45,6 +49,16 @@ def route_doc(i: int, s: int, weight: int) -> dict[str, Any]:
                          {"name": other, "port": PORT, "weight": 100 - weight}]}]}}
 
 
+def sidecar_doc(i: int, s: int) -> dict[str, Any]:
+    """Service i's sidecars may call its upstreams only."""
+    name = service_name(i)
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Sidecar",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"workloadSelector": {"matchLabels": {"app": name}},
+                     "egress": {"hosts": [f"./{service_name((i + k) % s)}"
+                                          for k in range(1, UPSTREAMS + 1)]}}}
+
+
 def eds_name(i: int) -> str:
     return names.outbound_cluster(NAMESPACE, service_name(i), PORT)
 
@@ -70,6 +84,11 @@ class Layout:
 
     def service_of(self, j: int) -> int:
         return j % self.s
+
+    def callers_of(self, i: int) -> list[int]:
+        """The proxies whose egress scope holds service i (their service's upstreams)."""
+        return [j for j in range(self.n)
+                if any((self.service_of(j) + k) % self.s == i for k in range(1, UPSTREAMS + 1))]
 
     def workload_name(self, j: int) -> str:
         return f"{service_name(j % self.s)}-{j // self.s}"

@@ -69,8 +69,10 @@ def spread(times: list[float | None]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, layout: mesh.Layout, workdir: Path, procs: int) -> None:
+    def __init__(self, layout: mesh.Layout, workdir: Path, procs: int,
+                 scoped: bool = False) -> None:
         self.layout = layout
+        self.scoped = scoped
         self.workdir = workdir
         self.procs = procs
         self.cp = ControlPlaneProcess(workdir / "state")
@@ -80,7 +82,8 @@ class Bench:
         self.health: dict[int, str] = {}
         self.results: dict[str, Any] = {"n": layout.n, "s": layout.s,
                                         "workloads": layout.workloads,
-                                        "upstreams_per_proxy": mesh.UPSTREAMS}
+                                        "upstreams_per_proxy": mesh.UPSTREAMS,
+                                        "scoped": scoped}
 
     # -- setup ------------------------------------------------------------------------
 
@@ -114,6 +117,9 @@ class Bench:
         t0 = time.monotonic()
         await self._bounded([self._call("POST", "/api/v1/apply", mesh.service_doc(i))
                              for i in range(lay.s)])
+        if self.scoped:
+            await self._bounded([self._call("POST", "/api/v1/apply", mesh.sidecar_doc(i, lay.s))
+                                 for i in range(lay.s)])
         made = await self._bounded([self._call("POST", "/api/v1/tokens", {
             "scope": "join", "service": mesh.service_name(i), "namespace": mesh.NAMESPACE})
             for i in range(lay.s)])
@@ -221,8 +227,10 @@ class Bench:
         lay = self.layout
         i = (run * 37 + 5) % lay.s
 
+        only = [lay.callers_of(i)] if self.scoped else []
+
         def queries(t0: float) -> list[list[Any]]:
-            return [[ROUTE, name, t0] for name in mesh.route_names(i)]
+            return [[ROUTE, name, t0, *only] for name in mesh.route_names(i)]
 
         async def act() -> None:
             await self._call("POST", "/api/v1/apply", mesh.route_doc(i, lay.s, 60 + run))
@@ -363,9 +371,10 @@ def _calibrate() -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int) -> dict[str, Any]:
+async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
+                   scoped: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
-        bench = Bench(mesh.Layout(n, s), Path(tmp), procs)
+        bench = Bench(mesh.Layout(n, s), Path(tmp), procs, scoped)
         res = bench.results
         res["calibration_ms"] = _calibrate()
         try:
@@ -380,7 +389,8 @@ async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int) -> dic
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
     """Medians over runs of each per-run figure (what a failed scenario measured)."""
     route, ep, rs = res.get("route", []), res.get("endpoint", []), res.get("restart", [])
-    out: dict[str, Any] = {"N": res["n"], "S": res["s"]}
+    out: dict[str, Any] = {"N": res["n"], "S": res["s"],
+                           "scoped": "yes" if res.get("scoped") else "no"}
     for prefix, runs in (("route", route), ("ep", ep)):
         for p in ("p50", "p90", "p99", "p100"):
             out[f"{prefix}_{p}_ms"] = _median_of(runs, p)
@@ -404,7 +414,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
 
 
 COLUMNS = [
-    ("N", "N"), ("S", "S"),
+    ("N", "N"), ("S", "S"), ("scoped", "scoped"),
     ("route_p50_ms", "route p50"), ("route_p90_ms", "p90"), ("route_p99_ms", "p99"),
     ("route_p100_ms", "p100"), ("route_affected", "route subs"),
     ("route_bytes_per_proxy", "route B/proxy"),
@@ -444,6 +454,8 @@ def main() -> None:
     p.add_argument("--churn-seconds", type=float, default=60.0)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--quick", action="store_true", help="smoke run: 20x20, 5 s of churn")
+    p.add_argument("--scoped", action="store_true",
+                   help="a Sidecar per service scopes its proxies to their upstreams")
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
     args = p.parse_args()
     if args.quick:
@@ -454,7 +466,7 @@ def main() -> None:
     started = time.strftime("%Y%m%d-%H%M%S")
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
-        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs))
+        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)
