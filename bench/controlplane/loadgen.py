@@ -45,10 +45,13 @@ import grpc
 import grpc.aio
 from bench.controlplane.simproxy import SHORT, Request, Response, SimProxy
 
+from gossamer.agent.bootstrap import XDS_RETRY_BASE_S, XDS_RETRY_MAX_S
+
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 CONTROL_PLANE_NAME = "gossamer-control-plane"
-# Envoy's gRPC stream retry: jittered exponential backoff, 500 ms base, 30 s cap.
-BACKOFF_BASE, BACKOFF_MAX = 0.5, 30.0
+# Envoy's gRPC stream retry: jittered exponential backoff, with the base and cap the
+# agent's bootstrap sets (Envoy's own defaults are 500 ms and 30 s).
+BACKOFF_BASE, BACKOFF_MAX = XDS_RETRY_BASE_S, XDS_RETRY_MAX_S
 TICK = 0.01
 
 

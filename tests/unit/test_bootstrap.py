@@ -40,6 +40,10 @@ def test_plaintext_bootstrap_is_unchanged_by_default() -> None:
     [svc] = b.dynamic_resources.ads_config.grpc_services
     assert svc.envoy_grpc.cluster_name == XDS_CLUSTER
     assert not svc.initial_metadata
+    # A broken xDS stream is retried within seconds, not Envoy's default 30 s cap.
+    backoff = svc.envoy_grpc.retry_policy.retry_back_off
+    assert (backoff.base_interval.ToMilliseconds(), backoff.max_interval.ToMilliseconds()) == (
+        250, 4000)
 
 
 def test_tls_bootstrap() -> None:

@@ -15,6 +15,12 @@ unhealthy (heartbeats, the common case under churn), nothing but endpoints can
 differ: the build then updates the mesh's endpoints (`update_endpoints`) and
 gives each proxy its last snapshot with the new endpoints, instead of
 translating every proxy again (O(1) rather than O(translation) per proxy).
+
+Any other build translates the mesh again, and then each proxy only if what its
+translation reads changed (`proxy_inputs`: its scope's clusters, its route
+configs, every policy, its own Services and Workload). A route change on one
+Service re-translates the callers that have it in scope; the others keep their
+config with the new endpoints.
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ from gossamer.translate import (
     translate_mesh,
     translate_proxy,
 )
-from gossamer.translate.mesh import ProxyConfig, update_endpoints, with_endpoints
+from gossamer.translate.mesh import (
+    ProxyConfig,
+    proxy_inputs,
+    update_endpoints,
+    with_endpoints,
+)
 from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.settings import MeshSettings
 from gossamer.xds.types import Snapshot
@@ -78,6 +89,7 @@ class Reconciler:
         self._health_only = False
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
+        self.reused = 0  # proxies a full build found unchanged (`_push_changed`)
         self.last_build_seconds = 0.0
         # time.monotonic() of the oldest store change not yet built, and, while a
         # build publishes, of the oldest change it carries (push latency starts there).
@@ -123,9 +135,13 @@ class Reconciler:
                 for node_id, proxy in list(self.proxies.items()):
                     self._push_endpoints(node_id, proxy)
             else:
-                self.mesh = translate_mesh(index, self.settings)
+                mesh = translate_mesh(index, self.settings)
+                if mesh.policy_inputs == self.mesh.policy_inputs:
+                    # The same objects: proxies then compare them by identity alone.
+                    mesh.policy_inputs = self.mesh.policy_inputs
+                self.mesh = mesh
                 for node_id, proxy in list(self.proxies.items()):
-                    self._push(node_id, proxy)
+                    self._push_changed(node_id, proxy)
         finally:
             self.building_since = None
         self.builds += 1
@@ -136,6 +152,17 @@ class Reconciler:
         if last is None or last.proxy != proxy or node_id in self.rejected:
             self._push(node_id, proxy)  # not published as it is now: translate it whole
             return
+        config = with_endpoints(self.mesh, proxy, last)
+        self._published[node_id] = config
+        self._publish(node_id, config.snapshot)
+
+    def _push_changed(self, node_id: str, proxy: ProxyIdentity) -> None:
+        last = self._published.get(node_id)
+        if last is None or last.proxy != proxy or node_id in self.rejected \
+                or last.inputs != proxy_inputs(self.mesh, proxy):
+            self._push(node_id, proxy)
+            return
+        self.reused += 1
         config = with_endpoints(self.mesh, proxy, last)
         self._published[node_id] = config
         self._publish(node_id, config.snapshot)

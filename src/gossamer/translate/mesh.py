@@ -18,7 +18,7 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.identity import SpiffeId
 from gossamer.index import MeshIndex, SvcKey
-from gossamer.model import Service
+from gossamer.model import Service, Workload
 from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
@@ -117,6 +117,9 @@ class MeshConfig:
     service_clusters: dict[SvcKey, frozenset[str]] = field(default_factory=dict)
     _views: dict[Scope, ScopedView] = field(default_factory=dict)
     _sidecars: SidecarIndex | None = None
+    _workloads: dict[tuple[str, str], Workload] | None = None
+    # Every policy object and the settings: what all inbound sides read (proxy_inputs).
+    policy_inputs: tuple[object, ...] = ()
     _outbound_routes: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
     _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
         default_factory=dict)
@@ -137,6 +140,17 @@ class MeshConfig:
         self.endpoint_sum = digest_sum(self.endpoints)
         self.eds_missing = tuple(n for n in self.clusters
                                  if n.startswith(EDS_PREFIX) and n not in self.endpoints)
+        index = self.index
+        self.policy_inputs = (
+            self.settings, *index.peer_authentications, *index.authorization_policies,
+            *index.request_authentications, *index.resilience.values(),
+            *index.rate_limits.values(), *index.faults.values(), *index.telemetries)
+
+    def workload(self, namespace: str, name: str) -> Workload | None:
+        if self._workloads is None:
+            self._workloads = {(w.metadata.namespace, w.metadata.name): w
+                               for w in self.index.workloads}
+        return self._workloads.get((namespace, name))
 
     def outbound_routes(self, namespace: str, scope: Scope = None) -> XdsResource:
         """Memoized: callers in one namespace with one scope share the `outbound`
@@ -215,6 +229,8 @@ class ProxyConfig:
     proxy: ProxyIdentity
     snapshot: Snapshot
     scope: Scope = None
+    # proxy_inputs() of the mesh it was translated from: equal inputs, equal config.
+    inputs: tuple[object, ...] = ()
 
 
 def _res(type_url: str, name: str, message: Any) -> XdsResource:
@@ -323,7 +339,8 @@ def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
         eps = index.endpoints.get(key, ())
         if eps != mesh.index.endpoints.get(key, ()):
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
-    return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={}, _views={})
+    return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={}, _views={},
+                   _workloads=None)
 
 
 def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity,
@@ -345,7 +362,32 @@ def with_endpoints(mesh: MeshConfig, proxy: ProxyIdentity, config: ProxyConfig) 
     Health changes no scope, so the last one still holds."""
     endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
     return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
-                       config.scope)
+                       config.scope, config.inputs)
+
+
+def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
+    """What `translate_proxy` reads for this proxy, apart from endpoints: when a later
+    mesh gives an equal tuple, the proxy's last config (`with_endpoints`) is what a
+    translation would give, and a route change elsewhere costs this proxy only this.
+
+    Resources are compared as objects: the reconciler keeps an unchanged resource's
+    object across builds, so equality is mostly an identity check. Deliberately
+    coarse where precision would be fragile: any policy change anywhere
+    (`policy_inputs`) re-translates every proxy.
+    """
+    scope = mesh.scope_of(proxy)
+    own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
+    upstreams = tuple(
+        (pkey, mesh.protocols.get(pkey), mesh.index.tcp_routes.get(pkey),
+         mesh.port_refs.get(pkey), route.version if route is not None else None)
+        for up in proxy.upstreams
+        for pkey in [(up.namespace, up.service, up.port)]
+        for route in [mesh.upstream_routes.get(pkey)])
+    outbound = (mesh.outbound_routes(proxy.namespace, scope).version
+                if proxy.outbound_port else None)
+    return (proxy, scope, mesh.view(scope).cluster_sum, outbound, upstreams,
+            mesh.policy_inputs, tuple(mesh.index.services.get(k) for k in own),
+            mesh.workload(proxy.namespace, proxy.workload))
 
 
 def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
@@ -460,4 +502,4 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
             ENDPOINT: endpoint_sum}
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: listeners, ROUTE: routes}, sums)
-    return ProxyConfig(proxy, snapshot, scope)
+    return ProxyConfig(proxy, snapshot, scope, proxy_inputs(mesh, proxy))
