@@ -135,11 +135,7 @@ class Reconciler:
                 for node_id, proxy in list(self.proxies.items()):
                     self._push_endpoints(node_id, proxy)
             else:
-                mesh = translate_mesh(index, self.settings)
-                if mesh.policy_inputs == self.mesh.policy_inputs:
-                    # The same objects: proxies then compare them by identity alone.
-                    mesh.policy_inputs = self.mesh.policy_inputs
-                self.mesh = mesh
+                self.mesh = translate_mesh(index, self.settings, self.mesh)
                 for node_id, proxy in list(self.proxies.items()):
                     self._push_changed(node_id, proxy)
         finally:

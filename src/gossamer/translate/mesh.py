@@ -120,7 +120,13 @@ class MeshConfig:
     _workloads: dict[tuple[str, str], Workload] | None = None
     # Every policy object and the settings: what all inbound sides read (proxy_inputs).
     policy_inputs: tuple[object, ...] = ()
-    _outbound_routes: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
+    # Every Service object (translate_mesh's reuse of a Service's parts).
+    services_epoch: tuple[object, ...] = ()
+    _parts: dict[SvcKey, _ServiceParts] = field(default_factory=dict)
+    # The previous mesh's outbound route configs, by content (outbound_routes).
+    _outbound_prior: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
+    _outbound_routes: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
+    _outbound_here: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
     _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
         default_factory=dict)
     _workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
@@ -134,17 +140,18 @@ class MeshConfig:
     eds_missing: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.seal()
+
+    def seal(self) -> None:
+        """Derive the shared sums and views, once the mesh's maps are complete."""
         # Shared as is by every proxy without locality overrides (never mutated).
         self.endpoints_view: Mapping[str, XdsResource] = MappingProxyType(self.endpoints)
         self.cluster_sum = digest_sum(self.clusters)
         self.endpoint_sum = digest_sum(self.endpoints)
         self.eds_missing = tuple(n for n in self.clusters
                                  if n.startswith(EDS_PREFIX) and n not in self.endpoints)
-        index = self.index
-        self.policy_inputs = (
-            self.settings, *index.peer_authentications, *index.authorization_policies,
-            *index.request_authentications, *index.resilience.values(),
-            *index.rate_limits.values(), *index.faults.values(), *index.telemetries)
+        if not self.policy_inputs:
+            self.policy_inputs = _policy_inputs(self.index, self.settings)
 
     def workload(self, namespace: str, name: str) -> Workload | None:
         if self._workloads is None:
@@ -154,10 +161,21 @@ class MeshConfig:
 
     def outbound_routes(self, namespace: str, scope: Scope = None) -> XdsResource:
         """Memoized: callers in one namespace with one scope share the `outbound`
-        route config."""
-        slot = (namespace, scope)
+        route config. Keyed by content (the versions of the Services' route configs),
+        so the previous mesh's config is kept when none of its Services changed."""
+        here = self._outbound_here.get((namespace, scope))
+        if here is not None:
+            return here
+        if scope is None:
+            pkeys = sorted(self.port_routes)
+        else:
+            pkeys = sorted(pkey for key in scope if key in self._parts
+                           for pkey in self._parts[key].port_routes)
+        slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys))
         if slot not in self._outbound_routes:
-            self._outbound_routes[slot] = _outbound_route_config(self, namespace, scope)
+            self._outbound_routes[slot] = self._outbound_prior.get(slot) or \
+                _outbound_route_config(self, namespace, scope)
+        self._outbound_here[(namespace, scope)] = self._outbound_routes[slot]
         return self._outbound_routes[slot]
 
     def scope_of(self, proxy: ProxyIdentity) -> Scope:
@@ -275,54 +293,105 @@ def _identities(index: MeshIndex, key: SvcKey, settings: MeshSettings) -> list[s
             for account in index.service_accounts(*key)]
 
 
-def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None) -> MeshConfig:
-    """Everything proxy-independent, once per index. `settings` defaults to
-    `MeshSettings()`: trust domain gossamer.local, mTLS on."""
-    settings = settings or MeshSettings()
+@dataclass(frozen=True)
+class _ServiceParts:
+    """One Service's share of the mesh config, and the inputs it was made from."""
+
+    inputs: tuple[object, ...]
+    clusters: dict[str, XdsResource]
+    locality: dict[str, tuple[str, ...]]  # cluster -> failover labels
+    port_routes: dict[PortKey, list[dict[str, Any]]]
+    protocols: dict[PortKey, Protocol]
+    port_refs: dict[PortKey, frozenset[str]]
+    upstream_routes: dict[PortKey, XdsResource]
+
+
+def _service_inputs(index: MeshIndex, key: SvcKey, svc: Service, services: tuple[object, ...],
+                    policies: tuple[object, ...]) -> tuple[object, ...]:
+    """What `_service_parts` reads. Coarse on purpose: any Service or policy change
+    anywhere (`services`, `policies`) translates every Service again; a route change
+    translates only the Services it attaches to."""
+    return (svc, index.accounts.get(key), index.routes_by_parent.get(key, ()),
+            index.grpc_routes_by_parent.get(key, ()),
+            tuple(index.tcp_routes.get((key[0], key[1], p.port)) for p in svc.spec.ports),
+            services, policies)
+
+
+def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSettings,
+                   inputs: tuple[object, ...]) -> _ServiceParts:
+    policy = index.resilience.get(key)
+    lb = policy.spec.load_balancer if policy is not None else None
     clusters: dict[str, XdsResource] = {}
-    endpoints: dict[str, XdsResource] = {}
+    locality: dict[str, tuple[str, ...]] = {}
+    for cname, cluster in outbound_clusters(svc, _identities(index, key, settings),
+                                            policy).items():
+        clusters[cname] = _res(CLUSTER, cname, cluster)
+        if lb is not None and lb.locality is not None:
+            locality[cname] = tuple(lb.locality.failover_priority)
+    attached = index.routes_by_parent.get(key, ())
     port_routes: dict[PortKey, list[dict[str, Any]]] = {}
     protocols: dict[PortKey, Protocol] = {}
-    locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = {}
-    cluster_services: dict[str, SvcKey] = {}
+    port_refs: dict[PortKey, frozenset[str]] = {}
+    for port in svc.spec.ports:
+        pkey = (key[0], key[1], port.port)
+        protocols[pkey] = port.protocol
+        if port.protocol.is_http:
+            grpc = grpc_service_routes(svc, port.port, index.grpc_routes_by_parent.get(
+                key, ()), index.services, index.resilience) if port.protocol.is_h2 else []
+            routes = with_fault(service_routes(svc, port.port, attached, index.services,
+                                               index.resilience, grpc), index.faults.get(key))
+            port_routes[pkey] = routes
+            port_refs[pkey] = frozenset(_cluster_refs(routes, set()))
+        elif (troute := index.tcp_routes.get(pkey)) is not None:
+            port_refs[pkey] = frozenset(c for c, _ in tcp_route_clusters(troute, index.services))
+    upstream = {pkey: _upstream_route_config(names.upstream_listener(*pkey), routes)
+                for pkey, routes in port_routes.items()}
+    return _ServiceParts(inputs, clusters, locality, port_routes, protocols, port_refs,
+                         upstream)
+
+
+def _policy_inputs(index: MeshIndex, settings: MeshSettings) -> tuple[object, ...]:
+    return (settings, *index.peer_authentications, *index.authorization_policies,
+            *index.request_authentications, *index.resilience.values(),
+            *index.rate_limits.values(), *index.faults.values(), *index.telemetries)
+
+
+def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
+                   previous: MeshConfig | None = None) -> MeshConfig:
+    """Everything proxy-independent, once per index. `settings` defaults to
+    `MeshSettings()`: trust domain gossamer.local, mTLS on. `previous`: the last
+    mesh, whose Services' parts (and endpoints) are kept where their inputs are
+    unchanged, so a route change translates one Service, not the mesh."""
+    settings = settings or MeshSettings()
+    services: tuple[object, ...] = tuple(index.services.values())
+    policies = _policy_inputs(index, settings)
+    if previous is not None:  # the same objects: later comparisons are identity checks
+        services = previous.services_epoch if services == previous.services_epoch else services
+        policies = previous.policy_inputs if policies == previous.policy_inputs else policies
+    mesh = MeshConfig(index, {}, {}, {}, {}, settings=settings, policy_inputs=policies,
+                      services_epoch=services,
+                      _outbound_prior=previous._outbound_routes if previous else {})
     for key, svc in sorted(index.services.items()):
+        inputs = _service_inputs(index, key, svc, services, policies)
+        parts = previous._parts.get(key) if previous is not None else None
+        if parts is None or parts.inputs != inputs:
+            parts = _service_parts(index, key, svc, settings, inputs)
+        mesh._parts[key] = parts
         eps = index.endpoints.get(key, ())
-        policy = index.resilience.get(key)
-        lb = policy.spec.load_balancer if policy is not None else None
-        for cname, cluster in outbound_clusters(svc, _identities(index, key, settings),
-                                                policy).items():
-            clusters[cname] = _res(CLUSTER, cname, cluster)
-            endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
-            cluster_services[cname] = key
-            if lb is not None and lb.locality is not None:
-                locality[cname] = (key, tuple(lb.locality.failover_priority))
-        attached = index.routes_by_parent.get(key, ())
-        for port in svc.spec.ports:
-            pkey = (key[0], key[1], port.port)
-            protocols[pkey] = port.protocol
-            if port.protocol.is_http:
-                grpc = grpc_service_routes(svc, port.port, index.grpc_routes_by_parent.get(
-                    key, ()), index.services, index.resilience) if port.protocol.is_h2 else []
-                port_routes[pkey] = with_fault(
-                    service_routes(svc, port.port, attached, index.services, index.resilience,
-                                   grpc),
-                    index.faults.get(key))
-    port_refs = {pkey: frozenset(_cluster_refs(routes, set()))
-                  for pkey, routes in port_routes.items()}
-    port_refs.update((pkey, frozenset(c for c, _ in tcp_route_clusters(route, index.services)))
-                     for pkey, route in index.tcp_routes.items())
-    service_clusters: dict[SvcKey, set[str]] = {key: set() for key in index.services}
-    for cname, key in cluster_services.items():
-        service_clusters[key].add(cname)
-    for (ns, name, _), refs in port_refs.items():
-        service_clusters.setdefault((ns, name), set()).update(refs)
-    mesh = MeshConfig(index, clusters, endpoints, port_routes, protocols, settings=settings,
-                      locality=locality, cluster_services=cluster_services,
-                      port_refs=port_refs, service_clusters={
-                          k: frozenset(v) for k, v in service_clusters.items()})
-    for pkey, routes in port_routes.items():
-        rname = names.upstream_listener(*pkey)
-        mesh.upstream_routes[pkey] = _upstream_route_config(rname, routes)
+        same_eps = previous is not None and previous.index.endpoints.get(key, ()) == eps
+        for cname, cluster in parts.clusters.items():
+            mesh.clusters[cname] = cluster
+            mesh.cluster_services[cname] = key
+            old = previous.endpoints.get(cname) if previous is not None and same_eps else None
+            mesh.endpoints[cname] = old or _res(ENDPOINT, cname, load_assignment(cname, eps))
+        mesh.locality.update((c, (key, f)) for c, f in parts.locality.items())
+        mesh.port_routes.update(parts.port_routes)
+        mesh.protocols.update(parts.protocols)
+        mesh.port_refs.update(parts.port_refs)
+        mesh.upstream_routes.update(parts.upstream_routes)
+        mesh.service_clusters[key] = frozenset(
+            {*parts.clusters, *(c for refs in parts.port_refs.values() for c in refs)})
+    mesh.seal()
     return mesh
 
 
