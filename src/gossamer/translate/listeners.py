@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpConnectionManager,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 
 from gossamer.model.peerauthentication import MtlsMode
 from gossamer.model.service import Protocol
@@ -200,14 +204,17 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
     `access_log`: the HCM's access loggers (translate/telemetry.py);
     `tracing`: the HCM tracing block (translate/tracing.py); its spans are SERVER."""
     security = security or InboundSecurity()
+    # Built for a placeholder port and app cluster, so the sidecars of one Service
+    # share one `build` (ParseDict is most of a proxy's first translation), then
+    # given this sidecar's (`_localized`).
     config: dict[str, Any] = {
         "name": name,
-        "address": socket_address(address, port),
+        "address": socket_address(_ANY_ADDRESS, 0),
         "trafficDirection": "INBOUND",
         "filterChains": _inbound_chains(
-            _inbound_filters(protocol, cluster, security, traffic_filters,
+            _inbound_filters(protocol, _ANY_CLUSTER, security, traffic_filters,
                              access_log=access_log, tracing=tracing), security.mtls,
-            _inbound_filters(protocol, cluster, security, traffic_filters,
+            _inbound_filters(protocol, _ANY_CLUSTER, security, traffic_filters,
                              names.INBOUND_PLAINTEXT_STATS, access_log, tracing)),
     }
     if security.mtls is not None:
@@ -215,7 +222,37 @@ def inbound_listener(name: str, address: str, port: int, protocol: Protocol,
     if security.mtls is MtlsMode.PERMISSIVE:
         config["listenerFiltersTimeout"] = PLAINTEXT_DETECTION_TIMEOUT
         config["continueOnListenerFiltersTimeout"] = True
-    return build(Listener, config)
+    return _localized(build(Listener, config), address, port, cluster)
+
+
+_ANY_ADDRESS, _ANY_CLUSTER = "0.0.0.0", "gossamer_local_app"
+
+
+def _localized(listener: Listener, address: str, port: int, cluster: str) -> Listener:
+    """The inbound listener template with this sidecar's address, port and app
+    cluster: the same message `build` would give for them (Anys repacked
+    deterministically, as `canonicalize` does)."""
+    listener.address.socket_address.address = address
+    listener.address.socket_address.port_value = port
+    for chain in listener.filter_chains:
+        for f in chain.filters:
+            packed = f.typed_config
+            prefix = packed.type_url.rsplit("/", 1)[0]
+            if packed.Is(HttpConnectionManager.DESCRIPTOR):
+                hcm = HttpConnectionManager()
+                packed.Unpack(hcm)
+                for vhost in hcm.route_config.virtual_hosts:
+                    for route in vhost.routes:
+                        if route.route.cluster == _ANY_CLUSTER:
+                            route.route.cluster = cluster
+                packed.Pack(hcm, type_url_prefix=prefix, deterministic=True)
+            elif packed.Is(TcpProxy.DESCRIPTOR):
+                tcp = TcpProxy()
+                packed.Unpack(tcp)
+                if tcp.cluster == _ANY_CLUSTER:
+                    tcp.cluster = cluster
+                packed.Pack(tcp, type_url_prefix=prefix, deterministic=True)
+    return listener
 
 
 def http_outbound_listener(name: str, port: int, route_config: str,
@@ -224,11 +261,31 @@ def http_outbound_listener(name: str, port: int, route_config: str,
     """The fault filter is always there (a no-op unless a route's FaultPolicy
     configures it), so fault policies change routes only. With `tracing` the
     listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
-    route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
+    # Built under a placeholder name and port, so one `build` serves every upstream
+    # listener of the mesh, then renamed (`_renamed`).
+    route = {"rds": {"configSource": ADS, "routeConfigName": _ANY_NAME}}
     log = {"accessLog": list(access_log)} if access_log else {}
-    return _listener(name, "127.0.0.1", port, "OUTBOUND",
-                     _hcm(name, route, {**log, **_tracing(tracing)},
-                          filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
+    template = _listener(_ANY_NAME, "127.0.0.1", 0, "OUTBOUND",
+                         _hcm(_ANY_NAME, route, {**log, **_tracing(tracing)},
+                              filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
+    return _renamed(template, name, port, route_config)
+
+
+_ANY_NAME = "gossamer_template"
+
+
+def _renamed(listener: Listener, name: str, port: int, route_config: str) -> Listener:
+    """An outbound HTTP listener template with its name (also its HCM's stat prefix),
+    port and RDS route config: the message `build` would give for them."""
+    listener.name = name
+    listener.address.socket_address.port_value = port
+    packed = listener.filter_chains[0].filters[0].typed_config
+    hcm = HttpConnectionManager()
+    packed.Unpack(hcm)
+    hcm.stat_prefix = name
+    hcm.rds.route_config_name = route_config
+    packed.Pack(hcm, type_url_prefix=packed.type_url.rsplit("/", 1)[0], deterministic=True)
+    return listener
 
 
 def tcp_split_listener(name: str, port: int, clusters: list[tuple[str, int]],

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.identity import SpiffeId
@@ -64,6 +65,8 @@ NO_SERVICE_VHOST = {
         "body": {"inlineString": "gossamer: no mesh service matches this request's host\n"},
     }}],
 }
+
+_NO_SERVICE = build(VirtualHost, NO_SERVICE_VHOST)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class MeshConfig:
     _outbound_prior: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
     _outbound_routes: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
     _outbound_here: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
+    _vhosts: dict[tuple[PortKey, bool], VirtualHost] = field(default_factory=dict)
     _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
         default_factory=dict)
     _workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
@@ -260,19 +264,30 @@ def _default_port(service: Service) -> int:
     return 80 if 80 in ports else ports[0]
 
 
+def _virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> VirtualHost:
+    ns, name, port = pkey
+    svc = mesh.index.services[(ns, name)]
+    domains = names.service_domains(name, ns, port, same_ns=same_ns,
+                                    default_port=port == _default_port(svc))
+    return build(VirtualHost, {"name": f"{name}.{ns}:{port}", "domains": domains,
+                               "routes": mesh.port_routes[pkey]})
+
+
 def _outbound_route_config(mesh: MeshConfig, namespace: str, scope: Scope) -> XdsResource:
-    vhosts = []
-    for (ns, name, port), routes in sorted(mesh.port_routes.items()):
-        if scope is not None and (ns, name) not in scope:
+    """The catch-all listener's routes: a virtual host per Service port in scope.
+    Assembled from each port's VirtualHost, built once per mesh and shared by every
+    scope it is in (the same message ParseDict of the whole config gives)."""
+    config = RouteConfiguration(name=names.OUTBOUND_ROUTES,
+                                response_headers_to_remove=[UNREACHABLE_HEADER])
+    config.validate_clusters.SetInParent()  # present and false, as in the JSON form
+    for pkey in sorted(mesh.port_routes):
+        if scope is not None and pkey[:2] not in scope:
             continue
-        svc = mesh.index.services[(ns, name)]
-        domains = names.service_domains(name, ns, port, same_ns=ns == namespace,
-                                        default_port=port == _default_port(svc))
-        vhosts.append({"name": f"{name}.{ns}:{port}", "domains": domains, "routes": routes})
-    vhosts.append(NO_SERVICE_VHOST)
-    config = build(RouteConfiguration, {"name": names.OUTBOUND_ROUTES, "virtualHosts": vhosts,
-                                        "validateClusters": False,
-                                        "responseHeadersToRemove": [UNREACHABLE_HEADER]})
+        slot = (pkey, pkey[0] == namespace)
+        if slot not in mesh._vhosts:
+            mesh._vhosts[slot] = _virtual_host(mesh, pkey, pkey[0] == namespace)
+        config.virtual_hosts.append(mesh._vhosts[slot])
+    config.virtual_hosts.append(_NO_SERVICE)
     return _res(ROUTE, names.OUTBOUND_ROUTES, config)
 
 
