@@ -162,6 +162,7 @@ class Bench:
                 after["cpu_s"] - before["cpu_s"], 2),
             "bytes_per_proxy": round(status["bytes"] / lay.n),
             "eds_names_per_proxy": round(status["eds_names"] / lay.n, 1)}
+        self.results["rss_before_proxies_mib"] = round(before["rss_mib"], 1)
         self.results["rss_synced_mib"] = round(after["rss_mib"], 1)
 
     async def _wait(self, done: Any, timeout: float, what: str) -> dict[str, Any]:

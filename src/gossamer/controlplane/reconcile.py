@@ -48,7 +48,7 @@ from gossamer.translate.mesh import (
 )
 from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.settings import MeshSettings
-from gossamer.xds.types import Snapshot
+from gossamer.xds.types import ENDPOINT, Snapshot
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, Snapshot], None]
@@ -148,6 +148,9 @@ class Reconciler:
         if last is None or last.proxy != proxy or node_id in self.rejected:
             self._push(node_id, proxy)  # not published as it is now: translate it whole
             return
+        held = last.snapshot.of(ENDPOINT)
+        if not any(c in held for c in self.mesh.endpoint_changes):
+            return  # none of its clusters changed: its config is still exact
         config = with_endpoints(self.mesh, proxy, last)
         self._published[node_id] = config
         self._publish(node_id, config.snapshot)

@@ -123,6 +123,8 @@ class MeshConfig:
     _workloads: dict[tuple[str, str], Workload] | None = None
     # Every policy object and the settings: what all inbound sides read (proxy_inputs).
     policy_inputs: tuple[object, ...] = ()
+    # After update_endpoints: the clusters whose endpoints it changed.
+    endpoint_changes: frozenset[str] = frozenset()
     # Every Service object (translate_mesh's reuse of a Service's parts).
     services_epoch: tuple[object, ...] = ()
     _parts: dict[SvcKey, _ServiceParts] = field(default_factory=dict)
@@ -419,12 +421,14 @@ def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
     assignments of services whose endpoints did not change keep their objects.
     """
     endpoints = dict(mesh.endpoints)
+    changed = set()
     for cname, key in mesh.cluster_services.items():
         eps = index.endpoints.get(key, ())
         if eps != mesh.index.endpoints.get(key, ()):
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
+            changed.add(cname)
     return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={}, _views={},
-                   _workloads=None)
+                   _workloads=None, endpoint_changes=frozenset(changed))
 
 
 def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity,
