@@ -4,6 +4,7 @@ proxies that can call the Service (the rest keep their config, untranslated)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from gossamer.controlplane.reconcile import Reconciler
@@ -14,6 +15,7 @@ from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.xds.types import ENDPOINT, ROUTE, Snapshot
 from tests.unit.test_translate_incremental import (
     SERVICES,
+    _random_change,
     _route,
     proxy,
     service,
@@ -63,13 +65,47 @@ async def test_an_endpoint_change_is_published_to_its_callers_only() -> None:
 async def test_a_route_change_translates_only_the_proxies_that_call_the_service() -> None:
     rec, store, published = await _reconciler()
     before = {n: c.snapshot for n, c in rec._published.items()}
-    reused = rec.reused
-    await _change(rec, store, _route(4, 5, 50))  # s4: no odd proxy has it in scope
+    reused, untouched = rec.reused, rec.untouched
+    await _change(rec, store, _route(4, 5, 50))  # s4: in few odd proxies' scopes
     changed = {n for n, s in published.items() if s.version(ROUTE) != before[n].version(ROUTE)}
     calls_s4 = {n for n, c in rec._published.items()
                 if c.scope is None or ("default", "s4") in c.scope}
     assert changed == calls_s4
-    assert 0 < rec.reused - reused == len(rec.proxies) - len(calls_s4)
+    # The other scoped proxies are skipped without a look at their inputs.
+    assert rec.untouched - untouched == len(rec.proxies) - len(calls_s4) > 0
+    assert rec.reused == reused
     for node, snap in published.items():
         full = translate_proxy(translate_mesh(rec.index), rec.proxies[node]).snapshot
         assert dict(snap.versions) == dict(full.versions)
+
+
+async def test_every_shortcut_publishes_what_a_full_translation_gives() -> None:
+    """Random changes through the reconciler: after each build, every proxy's
+    published config is what translating it from scratch gives."""
+    rng = random.Random(11)
+    rec, store, _ = await _reconciler()
+    docs: dict[str, dict[str, Any]] = {f"service{i}": service(i) for i in range(SERVICES)}
+    docs |= {f"workload{j}": workload(j) for j in range(3 * SERVICES)}
+    docs["sidecar"] = sidecar()
+    stored = {name: parse_document(doc).key for name, doc in docs.items()}
+    for step in range(200):
+        before = {name: repr(doc) for name, doc in docs.items()}
+        _random_change(rng, docs)
+        for name in set(before) - set(docs):
+            key = stored.pop(name)
+            obj = await store.get(*key)
+            await store.delete(*key)
+            rec._apply_event(EventType.DELETE, obj)
+        for name, doc in docs.items():
+            if before.get(name) != repr(doc):
+                res = parse_document(doc)
+                stored[name] = res.key
+                rec._apply_event(EventType.PUT, await store.put(*res.key, doc))
+        rec._rebuild()
+        mesh = translate_mesh(rec.index)
+        for node, prx in rec.proxies.items():
+            want = translate_proxy(mesh, prx).snapshot
+            got = rec._published[node].snapshot
+            assert dict(got.versions) == dict(want.versions), (step, node)
+    assert rec.untouched
+    assert rec.reused

@@ -164,9 +164,11 @@ def _random_change(rng: random.Random, docs: dict[str, dict[str, Any]]) -> None:
     elif kind == "authz":
         docs[f"authz{i}"] = _policy("AuthorizationPolicy", i, {"rules": [
             {"from": [{"source": {"namespaces": [rng.choice(["default", "other"])]}}]}]})
-    elif kind == "sidecar":
-        docs["sidecar"] = {**sidecar(), "spec": {**sidecar()["spec"], "egress": {
-            "hosts": [f"./s{k}" for k in rng.sample(range(SERVICES), 2)]}}}
+    elif kind == "sidecar":  # selecting by a label the agents declare, or one they don't
+        selector = rng.choice([{"zone": "z1"}, {"tier": "x"}])
+        docs["sidecar"] = {**sidecar(), "spec": {
+            "workloadSelector": {"matchLabels": selector}, "egress": {
+                "hosts": [f"./s{k}" for k in rng.sample(range(SERVICES), 2)]}}}
     elif kind == "protocol":
         svc = service(i)
         svc["spec"]["ports"][0]["protocol"] = rng.choice(["http", "http2"])
@@ -179,7 +181,8 @@ def _random_change(rng: random.Random, docs: dict[str, dict[str, Any]]) -> None:
             w["spec"]["health"] = rng.choice(["Healthy", "Unhealthy"])
         else:
             w["metadata"]["labels"] = {**w["metadata"]["labels"],
-                                       "zone": rng.choice(["z1", "z2"])}
+                                       "zone": rng.choice(["z1", "z2"]),
+                                       "tier": rng.choice(["x", "y"])}
     else:
         for name in rng.sample(sorted(k for k in docs if k.startswith(
                 ("route", "timeout", "authz", "sidecar"))), k=min(1, len(docs))):

@@ -42,6 +42,7 @@ from gossamer.translate import (
 )
 from gossamer.translate.mesh import (
     ProxyConfig,
+    only_services_changed,
     proxy_inputs,
     update_endpoints,
     with_endpoints,
@@ -90,6 +91,7 @@ class Reconciler:
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
         self.reused = 0  # proxies a full build found unchanged (`_push_changed`)
+        self.untouched = 0  # ...and those it did not even look at (`_untouched`)
         self.last_build_seconds = 0.0
         # time.monotonic() of the oldest store change not yet built, and, while a
         # build publishes, of the oldest change it carries (push latency starts there).
@@ -135,9 +137,13 @@ class Reconciler:
                 for node_id, proxy in list(self.proxies.items()):
                     self._push_endpoints(node_id, proxy)
             else:
-                self.mesh = translate_mesh(index, self.settings, self.mesh)
+                previous, self.mesh = self.mesh, translate_mesh(index, self.settings, self.mesh)
+                quiet = only_services_changed(previous, self.mesh)
                 for node_id, proxy in list(self.proxies.items()):
-                    self._push_changed(node_id, proxy)
+                    if quiet and self._untouched(node_id, proxy):
+                        self.untouched += 1
+                    else:
+                        self._push_changed(node_id, proxy)
         finally:
             self.building_since = None
         self.builds += 1
@@ -154,6 +160,16 @@ class Reconciler:
         config = with_endpoints(self.mesh, proxy, last)
         self._published[node_id] = config
         self._publish(node_id, config.snapshot)
+
+    def _untouched(self, node_id: str, proxy: ProxyIdentity) -> bool:
+        """After a build where only some Services changed (`only_services_changed`):
+        is this proxy's published config exact as it is, without even computing its
+        inputs? Only for a scoped proxy, whose scope is a few Services."""
+        last = self._published.get(node_id)
+        if last is None or last.scope is None or last.proxy != proxy or node_id in self.rejected:
+            return False
+        # With the same Workloads and Services, no endpoint changed either.
+        return last.scope.isdisjoint(self.mesh.changed_services)
 
     def _push_changed(self, node_id: str, proxy: ProxyIdentity) -> None:
         last = self._published.get(node_id)

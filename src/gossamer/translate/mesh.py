@@ -123,8 +123,10 @@ class MeshConfig:
     _workloads: dict[tuple[str, str], Workload] | None = None
     # Every policy object and the settings: what all inbound sides read (proxy_inputs).
     policy_inputs: tuple[object, ...] = ()
-    # After update_endpoints: the clusters whose endpoints it changed.
-    endpoint_changes: frozenset[str] = frozenset()
+    # The clusters whose endpoints changed since the previous mesh (update_endpoints,
+    # translate_mesh(previous=)), and the Services translate_mesh did not reuse.
+    endpoint_changes: set[str] = field(default_factory=set)
+    changed_services: set[SvcKey] = field(default_factory=set)
     # Every Service object (translate_mesh's reuse of a Service's parts).
     services_epoch: tuple[object, ...] = ()
     _parts: dict[SvcKey, _ServiceParts] = field(default_factory=dict)
@@ -393,6 +395,7 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
         parts = previous._parts.get(key) if previous is not None else None
         if parts is None or parts.inputs != inputs:
             parts = _service_parts(index, key, svc, settings, inputs)
+            mesh.changed_services.add(key)
         mesh._parts[key] = parts
         eps = index.endpoints.get(key, ())
         same_eps = previous is not None and previous.index.endpoints.get(key, ()) == eps
@@ -401,6 +404,8 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
             mesh.cluster_services[cname] = key
             old = previous.endpoints.get(cname) if previous is not None and same_eps else None
             mesh.endpoints[cname] = old or _res(ENDPOINT, cname, load_assignment(cname, eps))
+            if old is None:
+                mesh.endpoint_changes.add(cname)
         mesh.locality.update((c, (key, f)) for c, f in parts.locality.items())
         mesh.port_routes.update(parts.port_routes)
         mesh.protocols.update(parts.protocols)
@@ -421,14 +426,15 @@ def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
     assignments of services whose endpoints did not change keep their objects.
     """
     endpoints = dict(mesh.endpoints)
-    changed = set()
+    changed: set[str] = set()
     for cname, key in mesh.cluster_services.items():
         eps = index.endpoints.get(key, ())
         if eps != mesh.index.endpoints.get(key, ()):
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
             changed.add(cname)
     return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={}, _views={},
-                   _workloads=None, endpoint_changes=frozenset(changed))
+                   _workloads=None, endpoint_changes=changed,
+                   changed_services=set())
 
 
 def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity,
@@ -451,6 +457,17 @@ def with_endpoints(mesh: MeshConfig, proxy: ProxyIdentity, config: ProxyConfig) 
     endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
     return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
                        config.scope, config.inputs)
+
+
+def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
+    """Did nothing change between the two meshes but some Services' parts
+    (`changed_services`: their routes)? Then a scoped proxy whose scope holds none of
+    those Services reads nothing that changed (see `proxy_inputs`; the same Workloads
+    and Services mean the same endpoints): it may be skipped."""
+    index, before = mesh.index, previous.index
+    return (mesh.policy_inputs is previous.policy_inputs
+            and mesh.services_epoch is previous.services_epoch
+            and index.sidecars == before.sidecars and index.workloads == before.workloads)
 
 
 def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
