@@ -9,11 +9,12 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from gossamer.agent.children import stop_group
 
 READY = re.compile(rb"API http://([\d.]+):(\d+)\s+xDS ([\d.]+):(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -38,20 +39,6 @@ def proc_usage(pid: int) -> dict[str, float]:
            if line.startswith(("VmRSS", "VmHWM"))}
     return {"cpu_s": cpu, "rss_mib": int(mem.get("VmRSS", 0)) / 1024,
             "hwm_mib": int(mem.get("VmHWM", 0)) / 1024}
-
-
-async def _stop_group(proc: asyncio.subprocess.Process, timeout: float) -> None:
-    """SIGTERM the process group we started, SIGKILL it if it lingers."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
 
 
 class ControlPlaneProcess:
@@ -106,7 +93,7 @@ class ControlPlaneProcess:
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self.proc is not None:
-            await _stop_group(self.proc, timeout)
+            await stop_group(self.proc, timeout)
         if self._drain is not None:
             self._drain.cancel()
 
@@ -161,7 +148,7 @@ class LoadGenProcess:
                 await self.proc.stdin.drain()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 10)
-        await _stop_group(self.proc, 5.0)
+        await stop_group(self.proc, 5.0)
 
 
 class LoadGens:

@@ -43,7 +43,8 @@ from typing import Any
 import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
-from bench.controlplane.simproxy import ENDPOINT, ROUTE
+
+from gossamer.xds.types import ENDPOINT, ROUTE
 
 DEFAULT_SCENARIOS = "100x100,100x1000,1000x100,1000x1000"
 WAIT_CHANGE = 15.0  # seconds a change may take to reach every proxy

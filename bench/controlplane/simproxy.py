@@ -36,12 +36,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
-API = "type.googleapis.com/"
-CLUSTER = API + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = API + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = API + "envoy.config.listener.v3.Listener"
-ROUTE = API + "envoy.config.route.v3.RouteConfiguration"
-HCM = API + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+from gossamer.translate.protos import HCM
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
 SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 # Parent type -> the named type its resources make Envoy subscribe to.
 CHILD = {CLUSTER: ENDPOINT, LISTENER: ROUTE}

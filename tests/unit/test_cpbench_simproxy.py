@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.controlplane.simproxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, Response, SimProxy
+from bench.controlplane.simproxy import Response, SimProxy
 
 from gossamer.index import build_index
 from gossamer.model import parse_document
 from gossamer.translate import ProxyIdentity, translate_mesh, translate_proxy
 from gossamer.xds.stream import Acked, DeltaStream, Subscribed
-from gossamer.xds.types import Snapshot
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 
 META: dict[str, Any] = {
     "service": "a", "namespace": "default", "workload": "a-0", "inbound_port": 30000,

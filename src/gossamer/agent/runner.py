@@ -29,7 +29,7 @@ from typing import Any
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
-from gossamer.agent.children import die_with_parent
+from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.probe import HealthTracker, Probe
@@ -312,17 +312,8 @@ class Agent:
         await self.client.close()
 
     async def _stop_app(self, timeout: float = 5.0) -> None:
-        app = self.app
-        if app is None or app.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(app.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(app.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(app.pid, signal.SIGKILL)
-            await app.wait()
+        if self.app is not None:
+            await stop_group(self.app, timeout)
 
 
 async def run_agent(config: AgentConfig) -> int:

@@ -149,35 +149,42 @@ class Reconciler:
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
 
-    def _push_endpoints(self, node_id: str, proxy: ProxyIdentity) -> None:
+    def _last(self, node_id: str, proxy: ProxyIdentity) -> ProxyConfig | None:
+        """The config last published to the proxy as it is now, if it was published."""
         last = self._published.get(node_id)
         if last is None or last.proxy != proxy or node_id in self.rejected:
+            return None
+        return last
+
+    def _push_endpoints(self, node_id: str, proxy: ProxyIdentity) -> None:
+        last = self._last(node_id, proxy)
+        if last is None:
             self._push(node_id, proxy)  # not published as it is now: translate it whole
             return
         held = last.snapshot.of(ENDPOINT)
-        if not any(c in held for c in self.mesh.endpoint_changes):
-            return  # none of its clusters changed: its config is still exact
-        config = with_endpoints(self.mesh, proxy, last)
-        self._published[node_id] = config
-        self._publish(node_id, config.snapshot)
+        if any(c in held for c in self.mesh.endpoint_changes):
+            self._keep(node_id, proxy, last)
+        # else none of its clusters changed: its config is still exact
 
     def _untouched(self, node_id: str, proxy: ProxyIdentity) -> bool:
         """After a build where only some Services changed (`only_services_changed`):
         is this proxy's published config exact as it is, without even computing its
         inputs? Only for a scoped proxy, whose scope is a few Services."""
-        last = self._published.get(node_id)
-        if last is None or last.scope is None or last.proxy != proxy or node_id in self.rejected:
-            return False
+        last = self._last(node_id, proxy)
         # With the same Workloads and Services, no endpoint changed either.
-        return last.scope.isdisjoint(self.mesh.changed_services)
+        return last is not None and last.scope is not None \
+            and last.scope.isdisjoint(self.mesh.changed_services)
 
     def _push_changed(self, node_id: str, proxy: ProxyIdentity) -> None:
-        last = self._published.get(node_id)
-        if last is None or last.proxy != proxy or node_id in self.rejected \
-                or last.inputs != proxy_inputs(self.mesh, proxy):
+        last = self._last(node_id, proxy)
+        if last is None or last.inputs != proxy_inputs(self.mesh, proxy):
             self._push(node_id, proxy)
             return
         self.reused += 1
+        self._keep(node_id, proxy, last)
+
+    def _keep(self, node_id: str, proxy: ProxyIdentity, last: ProxyConfig) -> None:
+        """Publish the proxy's last config with this mesh's endpoints."""
         config = with_endpoints(self.mesh, proxy, last)
         self._published[node_id] = config
         self._publish(node_id, config.snapshot)

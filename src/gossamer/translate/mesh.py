@@ -116,8 +116,6 @@ class MeshConfig:
     cluster_services: dict[str, SvcKey] = field(default_factory=dict)
     # The clusters each service port's routes (or TCPRoute) send to.
     port_refs: dict[PortKey, frozenset[str]] = field(default_factory=dict)
-    # What a caller of each Service needs: its clusters, and those its routes send to.
-    service_clusters: dict[SvcKey, frozenset[str]] = field(default_factory=dict)
     _views: dict[Scope, ScopedView] = field(default_factory=dict)
     _sidecars: SidecarIndex | None = None
     _workloads: dict[tuple[str, str], Workload] | None = None
@@ -202,15 +200,12 @@ class MeshConfig:
                           self.endpoint_sum, self.eds_missing)
 
     def _subset(self, scope: frozenset[SvcKey]) -> ScopedView:
-        names_ = sorted({n for key in scope for n in self.service_clusters.get(key, ())
-                         if n in self.clusters})
+        parts = [self._parts[key] for key in scope if key in self._parts]
+        names_ = sorted({n for p in parts for n in p.needed if n in self.clusters})
         clusters = {n: self.clusters[n] for n in names_}
         endpoints = {n: self.endpoints[n] for n in names_ if n in self.endpoints}
         missing = tuple(n for n in names_ if n.startswith(EDS_PREFIX) and n not in endpoints)
-        refs = frozenset(c for key in scope if key in self.index.services
-                         for port in self.index.services[key].spec.ports
-                         if (pkey := (key[0], key[1], port.port)) in self.port_routes
-                         for c in self.port_refs[pkey])
+        refs = frozenset(c for p in parts for c in p.route_refs)
         return ScopedView(clusters, digest_sum(clusters), MappingProxyType(endpoints),
                           digest_sum(endpoints), missing, refs)
 
@@ -324,6 +319,17 @@ class _ServiceParts:
     port_refs: dict[PortKey, frozenset[str]]
     upstream_routes: dict[PortKey, XdsResource]
 
+    @property
+    def route_refs(self) -> frozenset[str]:
+        """The clusters this Service's HTTP routes send to."""
+        return frozenset(c for pkey in self.port_routes for c in self.port_refs[pkey])
+
+    @property
+    def needed(self) -> frozenset[str]:
+        """What a caller of this Service needs: its clusters, and those its routes
+        (HTTP or TCP) send to."""
+        return frozenset({*self.clusters, *(c for r in self.port_refs.values() for c in r)})
+
 
 def _service_inputs(index: MeshIndex, key: SvcKey, svc: Service, services: tuple[object, ...],
                     policies: tuple[object, ...]) -> tuple[object, ...]:
@@ -411,8 +417,6 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
         mesh.protocols.update(parts.protocols)
         mesh.port_refs.update(parts.port_refs)
         mesh.upstream_routes.update(parts.upstream_routes)
-        mesh.service_clusters[key] = frozenset(
-            {*parts.clusters, *(c for refs in parts.port_refs.values() for c in refs)})
     mesh.seal()
     return mesh
 
@@ -480,7 +484,10 @@ def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
     coarse where precision would be fragile: any policy change anywhere
     (`policy_inputs`) re-translates every proxy.
     """
-    scope = mesh.scope_of(proxy)
+    return _inputs(mesh, proxy, mesh.scope_of(proxy))
+
+
+def _inputs(mesh: MeshConfig, proxy: ProxyIdentity, scope: Scope) -> tuple[object, ...]:
     own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
     upstreams = tuple(
         (pkey, mesh.protocols.get(pkey), mesh.index.tcp_routes.get(pkey),
@@ -607,4 +614,4 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
             ENDPOINT: endpoint_sum}
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: listeners, ROUTE: routes}, sums)
-    return ProxyConfig(proxy, snapshot, scope, proxy_inputs(mesh, proxy))
+    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope))
