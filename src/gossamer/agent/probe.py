@@ -4,26 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 
-@dataclass(frozen=True)
+@dataclass
 class Probe:
+    """One probe of one app, used once a second for the agent's life.
+
+    It keeps one HTTP client: building an httpx client loads the system CA bundle
+    (tens of ms of CPU), which at one probe a second cost an idle agent 5 % of a
+    CPU, taken from the Envoy beside it. Keep-alive is off, so every probe still
+    opens a fresh connection, as kubelet's do: an app that stopped accepting
+    connections cannot pass on an old pooled one."""
+
     port: int
     http_path: str | None = None  # None: a TCP connect is enough
     timeout: float = 1.0
+    _client: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
 
     async def check(self) -> bool:
         if self.http_path is None:
             return await self._tcp()
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout, trust_env=False, verify=False,
+                limits=httpx.Limits(max_keepalive_connections=0))
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
-                resp = await client.get(f"http://127.0.0.1:{self.port}{self.http_path}")
+            resp = await self._client.get(f"http://127.0.0.1:{self.port}{self.http_path}")
             return 200 <= resp.status_code < 400
         except httpx.HTTPError:
             return False
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def _tcp(self) -> bool:
         try:

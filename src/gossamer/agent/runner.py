@@ -254,13 +254,16 @@ class Agent:
         probe = Probe(c.app_port, c.probe_path)
         loop = asyncio.get_running_loop()
         last_beat = 0.0
-        while not self._stopping.is_set():
-            changed = self.health.observe(await probe.check())
-            if changed or loop.time() - last_beat >= LEASE_SECONDS / 3:
-                await self._report(bool(self.health.healthy))
-                last_beat = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), c.probe_interval)
+        try:
+            while not self._stopping.is_set():
+                changed = self.health.observe(await probe.check())
+                if changed or loop.time() - last_beat >= LEASE_SECONDS / 3:
+                    await self._report(bool(self.health.healthy))
+                    last_beat = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), c.probe_interval)
+        finally:
+            await probe.aclose()
 
     async def run(self) -> int:
         assert self.envoy is not None
