@@ -4,10 +4,14 @@ proxies that can call the Service (the rest keep their config, untranslated)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
+from dataclasses import replace
 from typing import Any
 
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.index import build_index
 from gossamer.model import parse_document
 from gossamer.store.base import EventType
 from gossamer.store.memory import MemoryStore
@@ -90,7 +94,8 @@ async def test_every_shortcut_publishes_what_a_full_translation_gives() -> None:
     stored = {name: parse_document(doc).key for name, doc in docs.items()}
     for step in range(200):
         before = {name: repr(doc) for name, doc in docs.items()}
-        _random_change(rng, docs)
+        for _ in range(rng.choice([1, 1, 3])):  # several changes in one build, too
+            _random_change(rng, docs)
         for name in set(before) - set(docs):
             key = stored.pop(name)
             obj = await store.get(*key)
@@ -102,10 +107,44 @@ async def test_every_shortcut_publishes_what_a_full_translation_gives() -> None:
                 stored[name] = res.key
                 rec._apply_event(EventType.PUT, await store.put(*res.key, doc))
         rec._rebuild()
-        mesh = translate_mesh(rec.index)
+        # The reference reads the store afresh, as the reconciler's patched index
+        # (`with_health`) must equal a fresh one.
+        objects, revision = await store.list()
+        index = build_index([parse_document(o.body).with_revision(o.revision)
+                             for o in objects], revision)
+        # (Revisions aside: this test feeds deletions with the object's last revision.)
+        assert replace(rec.index, revision=revision) == index, step
+        mesh = translate_mesh(index)
         for node, prx in rec.proxies.items():
             want = translate_proxy(mesh, prx).snapshot
             got = rec._published[node].snapshot
             assert dict(got.versions) == dict(want.versions), (step, node)
     assert rec.untouched
     assert rec.reused
+    assert rec.health_builds  # the patched-index path ran
+
+
+async def test_a_heartbeat_waits_the_short_quiet_period_and_an_apply_the_long_one() -> None:
+    rec, store, _ = await _reconciler()
+    rec._debounce, rec._endpoint_debounce, rec._max_delay = 2.0, 0.0, 10.0
+    runner = asyncio.create_task(rec.run())
+    try:
+        await rec.wait_ready()
+        builds = rec.builds
+        await store.put("Workload", "default", "s0-0", workload(0, "Unhealthy"))
+        await asyncio.wait_for(_built(rec, builds), 1.0)  # not the 2 s quiet period
+        assert rec.health_builds == 1
+        builds = rec.builds
+        await store.put("HTTPRoute", "default", "r0", _route(0, 1, 50))
+        await asyncio.sleep(1.0)
+        assert rec.builds == builds  # an apply still waits for quiet
+        await asyncio.wait_for(_built(rec, builds), 5.0)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+async def _built(rec: Reconciler, builds: int) -> None:
+    while rec.builds == builds:
+        await asyncio.sleep(0.01)

@@ -184,8 +184,9 @@ def _random_change(rng: random.Random, docs: dict[str, dict[str, Any]]) -> None:
                                        "zone": rng.choice(["z1", "z2"]),
                                        "tier": rng.choice(["x", "y"])}
     else:
-        for name in rng.sample(sorted(k for k in docs if k.startswith(
-                ("route", "timeout", "authz", "sidecar"))), k=min(1, len(docs))):
+        deletable = sorted(k for k in docs if k.startswith(("route", "timeout", "authz",
+                                                               "sidecar")))
+        for name in rng.sample(deletable, k=min(1, len(deletable))):
             del docs[name]
 
 

@@ -12,9 +12,13 @@ behind the store's history (Compacted), the loop relists.
 
 When every change since the last build only turned workloads healthy or
 unhealthy (heartbeats, the common case under churn), nothing but endpoints can
-differ: the build then updates the mesh's endpoints (`update_endpoints`) and
-gives each proxy its last snapshot with the new endpoints, instead of
-translating every proxy again (O(1) rather than O(translation) per proxy).
+differ: the build then patches the last index (`with_health`) rather than
+re-reading the store, updates the mesh's endpoints (`update_endpoints`) and
+gives each proxy that holds a changed Service its last snapshot with the new
+endpoints, instead of translating every proxy again (O(1) rather than
+O(translation) per proxy). Such a build also waits a shorter quiet period
+(`endpoint_debounce`): it is cheap, and a heartbeat is one change, not the
+first document of a larger apply.
 
 Any other build translates the mesh again, and then each proxy only if what its
 translation reads changed (`proxy_inputs`: its scope's clusters, its route
@@ -30,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from gossamer.index import MeshIndex, build_index
+from gossamer.index import MeshIndex, build_index, with_health
 from gossamer.model import InvalidResource, Resource, ResourceKey, Workload, parse_document
 from gossamer.store import Compacted, EventType, ResourceStore, StoredObject
 from gossamer.translate import (
@@ -72,11 +76,13 @@ def _same_meta(old: Workload, new: Workload) -> bool:
 
 class Reconciler:
     def __init__(self, store: ResourceStore, publish: Publish, *, debounce: float = 0.03,
-                 max_delay: float = 0.3, settings: MeshSettings | None = None) -> None:
+                 endpoint_debounce: float = 0.005, max_delay: float = 0.3,
+                 settings: MeshSettings | None = None) -> None:
         self.settings = settings or MeshSettings()
         self._store = store
         self._publish = publish
         self._debounce = debounce
+        self._endpoint_debounce = endpoint_debounce
         self._max_delay = max_delay
         self._objects: dict[ResourceKey, Resource] = {}
         self._revision = 0
@@ -88,10 +94,13 @@ class Reconciler:
         # the last build was a health change only (see the module docstring).
         self._published: dict[str, ProxyConfig] = {}
         self._health_only = False
+        # While `_health_only`: the workloads whose health changed, as they are now.
+        self._health_changes: dict[ResourceKey, Workload] = {}
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
         self.reused = 0  # proxies a full build found unchanged (`_push_changed`)
         self.untouched = 0  # ...and those it did not even look at (`_untouched`)
+        self.health_builds = 0  # builds that patched the last index (`with_health`)
         self.last_build_seconds = 0.0
         # time.monotonic() of the oldest store change not yet built, and, while a
         # build publishes, of the oldest change it carries (push latency starts there).
@@ -124,19 +133,23 @@ class Reconciler:
                 self._objects[res.key] = res
         self._revision = revision
         self._health_only = False
+        self._health_changes = {}
         self._rebuild()
 
     def _rebuild(self) -> None:
         started = time.perf_counter()
         self.building_since, self._changed_at = self._changed_at or time.monotonic(), None
-        index = build_index(self._objects.values(), self._revision)
         endpoints_only, self._health_only = self._health_only, False
+        changes, self._health_changes = self._health_changes, {}
         try:
             if endpoints_only:
+                index = with_health(self.index, changes.values(), self._revision)
+                self.health_builds += 1
                 self.mesh = update_endpoints(self.mesh, index)
                 for node_id, proxy in list(self.proxies.items()):
                     self._push_endpoints(node_id, proxy)
             else:
+                index = build_index(self._objects.values(), self._revision)
                 previous, self.mesh = self.mesh, translate_mesh(index, self.settings, self.mesh)
                 quiet = only_services_changed(previous, self.mesh)
                 for node_id, proxy in list(self.proxies.items()):
@@ -227,6 +240,10 @@ class Reconciler:
             if res is not None:
                 self._objects[key] = res
         self._health_only = (first or self._health_only) and health_only(old, res)
+        if self._health_only and isinstance(res, Workload):
+            self._health_changes[key] = res
+        else:
+            self._health_changes = {}
         self._revision = max(self._revision, obj.revision)
         if self._changed_at is None:
             self._changed_at = time.monotonic()
@@ -244,9 +261,10 @@ class Reconciler:
             while True:
                 self._dirty.clear()
                 remaining = first + self._max_delay - loop.time()
+                quiet = self._endpoint_debounce if self._health_only else self._debounce
                 try:
                     await asyncio.wait_for(self._dirty.wait(),
-                                           timeout=max(0.0, min(self._debounce, remaining)))
+                                           timeout=max(0.0, min(quiet, remaining)))
                 except TimeoutError:
                     break
                 if loop.time() >= first + self._max_delay:
