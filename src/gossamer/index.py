@@ -7,6 +7,7 @@ reported here, never a crash).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -187,6 +188,13 @@ def with_health(index: MeshIndex, changed: Iterable[Workload], revision: int) ->
                    endpoints=MappingProxyType(endpoints))
 
 
+@functools.cache
+def _true(type_: str, message: str = "") -> Condition:
+    """A condition that holds (the reason is its type). Shared: Conditions are
+    frozen, and every resource in a large mesh gets one or two of these."""
+    return Condition(type=type_, status="True", reason=type_, message=message)
+
+
 def _missing_backends(route: AnyRoute, services: Mapping[SvcKey, Service]) -> list[str]:
     """Backends and mirror targets that name no Service, or a port it does not have."""
     ns = route.metadata.namespace
@@ -218,13 +226,13 @@ def _route_conditions(
         p.name for p in route.spec.parent_refs if (p.namespace or ns, p.name) not in services
     ]
     missing_backends = _missing_backends(route, services)
-    accepted = Condition(type="Accepted", status="True", reason="Accepted")
+    accepted = _true("Accepted")
     if missing_parents:
         accepted = Condition(
             type="Accepted", status="False", reason="NoMatchingParent",
             message="parent Service not found: " + ", ".join(missing_parents),
         )
-    resolved = Condition(type="ResolvedRefs", status="True", reason="ResolvedRefs")
+    resolved = _true("ResolvedRefs")
     if missing_backends:
         resolved = Condition(
             type="ResolvedRefs", status="False", reason="BackendNotFound",
@@ -255,7 +263,8 @@ def _protocol_condition(route: GRPCRoute | TCPRoute, ports: list[PortKey],
                       message=f"no parent Service port has protocol {wanted}"), *conds[1:])
 
 
-def _gamma_routes(resources: Iterable[Resource], services: Mapping[SvcKey, Service]) -> tuple[
+def _gamma_routes(grpc_routes: Iterable[GRPCRoute], tcp_routes: Iterable[TCPRoute],
+                  services: Mapping[SvcKey, Service]) -> tuple[
         dict[SvcKey, list[GRPCRoute]], dict[PortKey, TCPRoute],
         dict[ResourceKey, tuple[Condition, ...]]]:
     """GRPCRoutes by parent Service, the winning TCPRoute of each TCP port, and both
@@ -263,14 +272,14 @@ def _gamma_routes(resources: Iterable[Resource], services: Mapping[SvcKey, Servi
     grpc: dict[SvcKey, list[GRPCRoute]] = defaultdict(list)
     tcp: dict[PortKey, TCPRoute] = {}
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
-    for route in _sorted(r for r in resources if isinstance(r, GRPCRoute)):
+    for route in _sorted(grpc_routes):
         for parent in sorted({(p.namespace or route.metadata.namespace, p.name)
                               for p in route.spec.parent_refs}):
             grpc[parent].append(route)
         ports = _parent_ports(route, services, lambda p: p.is_h2)
         conditions[route.key] = _protocol_condition(
             route, ports, _route_conditions(route, services), "grpc or http2")
-    for troute in _sorted(r for r in resources if isinstance(r, TCPRoute)):
+    for troute in _sorted(tcp_routes):
         ports = _parent_ports(troute, services, lambda p: p is Protocol.TCP)
         conds = _protocol_condition(troute, ports, _route_conditions(troute, services), "tcp")
         taken = [k for k in ports if k in tcp]
@@ -303,7 +312,7 @@ def _target_condition(policy: Policy, services: Mapping[SvcKey, Service]) -> Con
     """Accepted either way: the policy takes effect as soon as its Service exists."""
     name = target_name(policy)
     if name is None or (policy.metadata.namespace, name) in services:
-        return Condition(type="ResolvedRefs", status="True", reason="ResolvedRefs")
+        return _true("ResolvedRefs")
     return Condition(type="ResolvedRefs", status="False", reason="TargetNotFound",
                      message=f"target Service {name!r} not found in namespace "
                      f"{policy.metadata.namespace!r}; the policy applies once it exists")
@@ -373,8 +382,7 @@ def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Ser
                                                                      tuple[Condition, ...]]:
     out: dict[ResourceKey, tuple[Condition, ...]] = {}
     for p in policies:
-        accepted = Condition(type="Accepted", status="True", reason="Accepted",
-                             message=f"scope: {policy_scope(p).value}")
+        accepted = _true("Accepted", f"scope: {policy_scope(p).value}")
         if p.key in conflicts:
             accepted = Condition(type="Accepted", status="False", reason="Conflicted",
                                  message=conflicts[p.key])
@@ -382,11 +390,11 @@ def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Ser
     return out
 
 
-def _sidecars(resources: Iterable[Resource]) -> tuple[
+def _sidecars(all_sidecars: Iterable[Sidecar]) -> tuple[
         list[Sidecar], dict[ResourceKey, tuple[Condition, ...]]]:
     """Every Sidecar is in effect except a second one without a selector in a
     namespace (the first by name is its namespace's default)."""
-    sidecars = _sorted(r for r in resources if isinstance(r, Sidecar))
+    sidecars = _sorted(all_sidecars)
     defaults: dict[str, Sidecar] = {}
     accepted: list[Sidecar] = []
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
@@ -402,8 +410,7 @@ def _sidecars(resources: Iterable[Resource]) -> tuple[
             defaults[ns] = sc
         scope = ("workloads" if sc.spec.workload_selector is not None
                  else "mesh" if ns == MESH_ROOT_NAMESPACE else "namespace")
-        conditions[sc.key] = (Condition(type="Accepted", status="True", reason="Accepted",
-                                        message=f"scope: {scope}"),)
+        conditions[sc.key] = (_true("Accepted", f"scope: {scope}"),)
         accepted.append(sc)
     return accepted, conditions
 
@@ -412,30 +419,62 @@ def _sorted(items: Iterable[R]) -> list[R]:
     return sorted(items, key=lambda r: (r.metadata.namespace, r.metadata.name))
 
 
-def _partition(resources: Iterable[Resource]) -> tuple[
-        dict[SvcKey, Service], list[Workload], list[HTTPRoute], list[Policy]]:
-    """Resources by kind, each list in (namespace, name) order."""
-    services: dict[SvcKey, Service] = {}
-    workloads: list[Workload] = []
-    routes: list[HTTPRoute] = []
-    policies: list[Policy] = []
-    for r in resources:
-        if isinstance(r, Service):
-            services[(r.metadata.namespace, r.metadata.name)] = r
-        elif isinstance(r, Workload):
-            workloads.append(r)
-        elif isinstance(r, HTTPRoute):
-            routes.append(r)
-        elif isinstance(r, PeerAuthentication | AuthorizationPolicy | RequestAuthentication
-                        | ResiliencePolicy | RateLimitPolicy | FaultPolicy | Telemetry):
-            policies.append(r)
-    return services, _sorted(workloads), _sorted(routes), _sorted(policies)
+class _Kinds:
+    """The resources by kind, in one pass (one dict lookup each rather than a chain of
+    isinstance checks per kind: a rebuild reads every resource in the store)."""
+
+    def __init__(self, resources: Iterable[Resource]) -> None:
+        self._by: dict[type, list[Resource]] = defaultdict(list)
+        for r in resources:
+            self._by[type(r)].append(r)
+
+    def of(self, kind: type[R]) -> list[R]:
+        return self._by.get(kind, [])  # type: ignore[return-value]
+
+    def policies(self) -> list[Policy]:
+        found: list[Policy] = [
+            *self.of(PeerAuthentication), *self.of(AuthorizationPolicy),
+            *self.of(RequestAuthentication), *self.of(ResiliencePolicy),
+            *self.of(RateLimitPolicy), *self.of(FaultPolicy), *self.of(Telemetry)]
+        return _sorted(found)
 
 
-def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
-    resources = list(resources)
-    services, workloads, routes, policies = _partition(resources)
-    grpc_routes, tcp_routes, gamma_conditions = _gamma_routes(resources, services)
+@dataclass(frozen=True)
+class _Selection:
+    """What follows from which workloads each Service selects."""
+
+    endpoints: Mapping[SvcKey, tuple[Endpoint, ...]]
+    accounts: Mapping[SvcKey, tuple[str, ...]]
+    workload_services: Mapping[WorkloadKey, tuple[SvcKey, ...]]
+
+
+def _selection(services: dict[SvcKey, Service], workloads: tuple[Workload, ...],
+               previous: MeshIndex | None) -> _Selection:
+    """Selecting workloads is most of an index build (it reads every workload); a
+    build where no Service or Workload changed (a route or a policy: most applies)
+    keeps the previous index's selection. Unchanged means the same objects."""
+    if previous is not None and len(previous.services) == len(services) \
+            and len(previous.workloads) == len(workloads) \
+            and all(previous.services.get(k) is v for k, v in services.items()) \
+            and all(a is b for a, b in zip(previous.workloads, workloads, strict=True)):
+        return _Selection(previous.endpoints, previous.accounts, previous.workload_services)
+    selected = _selected(services, workloads)
+    accounts, selected_by = _selections(selected)
+    return _Selection(MappingProxyType(_endpoints(selected)), MappingProxyType(accounts),
+                      MappingProxyType(selected_by))
+
+
+def build_index(resources: Iterable[Resource], revision: int = 0,
+                previous: MeshIndex | None = None) -> MeshIndex:
+    """The index of `resources`. With `previous`, the index of an earlier state of
+    the same store, parts whose inputs are the same objects are taken from it."""
+    kinds = _Kinds(resources)
+    services = {(s.metadata.namespace, s.metadata.name): s for s in kinds.of(Service)}
+    workloads = tuple(_sorted(kinds.of(Workload)))
+    routes = _sorted(kinds.of(HTTPRoute))
+    policies = kinds.policies()
+    grpc_routes, tcp_routes, gamma_conditions = _gamma_routes(
+        kinds.of(GRPCRoute), kinds.of(TCPRoute), services)
     by_parent: dict[SvcKey, list[HTTPRoute]] = defaultdict(list)
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
     for route in routes:
@@ -457,24 +496,23 @@ def build_index(resources: Iterable[Resource], revision: int = 0) -> MeshIndex:
                              **rate_limit_conflicts, **fault_conflicts,
                              **telemetry_conflicts}))
     _section_conditions(conditions, policies, routes)
-    sidecars, sidecar_conditions = _sidecars(resources)
+    sidecars, sidecar_conditions = _sidecars(kinds.of(Sidecar))
     conditions.update(sidecar_conditions)
-    selected = _selected(services, workloads)
-    accounts, selected_by = _selections(selected)
+    selection = _selection(services, workloads, previous)
     return MeshIndex(
         revision=revision,
         services=MappingProxyType(services),
-        workloads=tuple(workloads),
+        workloads=workloads,
         routes=tuple(routes),
-        endpoints=MappingProxyType(_endpoints(selected)),
+        endpoints=selection.endpoints,
         routes_by_parent=MappingProxyType({k: tuple(v) for k, v in by_parent.items()}),
         conditions=MappingProxyType(conditions),
         peer_authentications=tuple(peers),
         authorization_policies=tuple(p for p in policies if isinstance(p, AuthorizationPolicy)),
         request_authentications=tuple(
             p for p in policies if isinstance(p, RequestAuthentication)),
-        accounts=MappingProxyType(accounts),
-        workload_services=MappingProxyType(selected_by),
+        accounts=selection.accounts,
+        workload_services=selection.workload_services,
         resilience=MappingProxyType(resilience),
         rate_limits=MappingProxyType(rate_limits),
         faults=MappingProxyType(faults),
