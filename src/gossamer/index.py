@@ -391,7 +391,7 @@ def _policy_conditions(policies: Iterable[Policy], services: Mapping[SvcKey, Ser
 
 
 def _sidecars(all_sidecars: Iterable[Sidecar]) -> tuple[
-        list[Sidecar], dict[ResourceKey, tuple[Condition, ...]]]:
+        tuple[Sidecar, ...], dict[ResourceKey, tuple[Condition, ...]]]:
     """Every Sidecar is in effect except a second one without a selector in a
     namespace (the first by name is its namespace's default)."""
     sidecars = _sorted(all_sidecars)
@@ -412,7 +412,7 @@ def _sidecars(all_sidecars: Iterable[Sidecar]) -> tuple[
                  else "mesh" if ns == MESH_ROOT_NAMESPACE else "namespace")
         conditions[sc.key] = (_true("Accepted", f"scope: {scope}"),)
         accepted.append(sc)
-    return accepted, conditions
+    return tuple(accepted), conditions
 
 
 def _sorted(items: Iterable[R]) -> list[R]:
@@ -448,15 +448,28 @@ class _Selection:
     workload_services: Mapping[WorkloadKey, tuple[SvcKey, ...]]
 
 
-def _selection(services: dict[SvcKey, Service], workloads: tuple[Workload, ...],
+def _same_items(old: tuple[R, ...], new: tuple[R, ...]) -> tuple[R, ...]:
+    """`old` when it holds the same objects as `new`: translation then tells an
+    unchanged part by one identity check (`translate_mesh(previous=)`)."""
+    if len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True)):
+        return old
+    return new
+
+
+def _same_services(old: Mapping[SvcKey, Service],
+                   new: dict[SvcKey, Service]) -> Mapping[SvcKey, Service]:
+    if len(old) == len(new) and all(old.get(k) is v for k, v in new.items()):
+        return old
+    return MappingProxyType(new)
+
+
+def _selection(services: Mapping[SvcKey, Service], workloads: tuple[Workload, ...],
                previous: MeshIndex | None) -> _Selection:
     """Selecting workloads is most of an index build (it reads every workload); a
     build where no Service or Workload changed (a route or a policy: most applies)
     keeps the previous index's selection. Unchanged means the same objects."""
-    if previous is not None and len(previous.services) == len(services) \
-            and len(previous.workloads) == len(workloads) \
-            and all(previous.services.get(k) is v for k, v in services.items()) \
-            and all(a is b for a, b in zip(previous.workloads, workloads, strict=True)):
+    if previous is not None and services is previous.services \
+            and workloads is previous.workloads:
         return _Selection(previous.endpoints, previous.accounts, previous.workload_services)
     selected = _selected(services, workloads)
     accounts, selected_by = _selections(selected)
@@ -469,8 +482,14 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     """The index of `resources`. With `previous`, the index of an earlier state of
     the same store, parts whose inputs are the same objects are taken from it."""
     kinds = _Kinds(resources)
-    services = {(s.metadata.namespace, s.metadata.name): s for s in kinds.of(Service)}
+    by_key = {(s.metadata.namespace, s.metadata.name): s for s in kinds.of(Service)}
+    services: Mapping[SvcKey, Service] = MappingProxyType(by_key)
     workloads = tuple(_sorted(kinds.of(Workload)))
+    sidecars, sidecar_conditions = _sidecars(kinds.of(Sidecar))
+    if previous is not None:
+        services = _same_services(previous.services, by_key)
+        workloads = _same_items(previous.workloads, workloads)
+        sidecars = _same_items(previous.sidecars, sidecars)
     routes = _sorted(kinds.of(HTTPRoute))
     policies = kinds.policies()
     grpc_routes, tcp_routes, gamma_conditions = _gamma_routes(
@@ -496,12 +515,11 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                              **rate_limit_conflicts, **fault_conflicts,
                              **telemetry_conflicts}))
     _section_conditions(conditions, policies, routes)
-    sidecars, sidecar_conditions = _sidecars(kinds.of(Sidecar))
     conditions.update(sidecar_conditions)
     selection = _selection(services, workloads, previous)
     return MeshIndex(
         revision=revision,
-        services=MappingProxyType(services),
+        services=services,
         workloads=workloads,
         routes=tuple(routes),
         endpoints=selection.endpoints,
@@ -519,5 +537,5 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         grpc_routes_by_parent=MappingProxyType({k: tuple(v) for k, v in grpc_routes.items()}),
         tcp_routes=MappingProxyType(tcp_routes),
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),
-        sidecars=tuple(sidecars),
+        sidecars=sidecars,
     )
