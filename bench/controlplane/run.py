@@ -32,6 +32,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import signal
 import statistics
 import sys
@@ -332,6 +333,28 @@ class Bench:
                 "startup_s": round(self.cp.ready_at - self.cp.spawned_at, 2),
                 "synced": synced, "rss_mib": round(self.cp.usage()["rss_mib"], 1)}
 
+    async def gc_pauses(self) -> dict[str, dict[str, float]]:
+        """The control plane's GC pauses so far, by generation (its /metrics): how
+        many, their total, and how many took over 50 ms."""
+        assert self.api is not None
+        text = (await self.api.get("/metrics")).text
+        out: dict[str, dict[str, float]] = {}
+        for line in text.splitlines():
+            m = re.match(r'gossamer_gc_pause_seconds_(count|sum|bucket)\{(?:le="([^"]+)",)?'
+                         r'generation="(\d)"(?:,le="([^"]+)")?\} (\S+)', line)
+            if not m:
+                continue
+            what, le1, gen, le2, value = m.groups()
+            le = le1 or le2
+            row = out.setdefault(gen, {})
+            if what == "bucket" and le == "0.05":
+                row["le_50ms"] = float(value)
+            elif what != "bucket":
+                row[what] = round(float(value), 3)
+        for row in out.values():
+            row["over_50ms"] = row.get("count", 0) - row.pop("le_50ms", 0)
+        return out
+
     async def run(self, runs: int, churn_s: float) -> None:
         """Every measurement in order; results land in `self.results` as they come,
         so a failure part-way keeps what was measured."""
@@ -347,6 +370,7 @@ class Bench:
         if churn_s > 0:
             res["churn"] = await self.churn(churn_s)
         res["cp_before_restart"] = {k: round(v, 2) for k, v in self.cp.usage().items()}
+        res["gc_pauses"] = await self.gc_pauses()
         assert self.gens is not None
         res["loadgen"] = {k: round(v, 1) for k, v in self.gens.usage().items()}
         res["restart"] = []

@@ -245,6 +245,9 @@ def test_metrics_endpoint_serves_prometheus_text(cp: ControlPlaneProcess) -> Non
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain")
     assert "gossamer_xds_streams" in resp.text
+    # `gossamer control-plane` runs with its GC policy (controlplane/gcpause.py): young
+    # collections happen all the time, and each pause is measured.
+    assert 'gossamer_gc_pause_seconds_count{generation="0"}' in resp.text
 
 
 def _org_pki(tmp: Path) -> tuple[Any, list[str]]:

@@ -71,7 +71,7 @@ def control_plane(
         cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
         plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
         ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-        stats_window=stats_window)
+        stats_window=stats_window, gc_freeze=True)
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
     from gossamer.ca.pki import CaError

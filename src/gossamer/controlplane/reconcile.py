@@ -102,6 +102,8 @@ class Reconciler:
         self.untouched = 0  # ...and those it did not even look at (`_untouched`)
         self.health_builds = 0  # builds that patched the last index (`with_health`)
         self.last_build_seconds = 0.0
+        # Called after each build has published (the control plane's GC policy).
+        self.after_build: Callable[[], None] | None = None
         # time.monotonic() of the oldest store change not yet built, and, while a
         # build publishes, of the oldest change it carries (push latency starts there).
         self._changed_at: float | None = None
@@ -161,6 +163,8 @@ class Reconciler:
             self.building_since = None
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
+        if self.after_build is not None:
+            self.after_build()
 
     def _last(self, node_id: str, proxy: ProxyIdentity) -> ProxyConfig | None:
         """The config last published to the proxy as it is now, if it was published."""

@@ -24,6 +24,7 @@ from gossamer.api.auth import Authenticator
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.ca_service import CaService, bearer
+from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
 from gossamer.explain.logservice import AccessLogService
@@ -68,6 +69,10 @@ class ControlPlaneOptions:
     # Global rate-limit counters in this Redis (redis://host:port/db), shared by
     # every replica and kept across restarts; None: in this process's memory.
     ratelimit_redis: str | None = None
+    # Freeze long-lived objects out of the garbage collector's full collections
+    # (controlplane/gcpause.py): process-wide, so for a control plane in its own
+    # process (`gossamer control-plane`), not one embedded in a test.
+    gc_freeze: bool = False
 
     @property
     def advertised(self) -> str:
@@ -148,6 +153,7 @@ class ControlPlane:
         self.api_port = 0
         self._api_server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.gc: GcPauses | None = None
 
     def _publish(self, node_id: str, snapshot: Snapshot) -> None:
         self.cache.set(node_id, snapshot)
@@ -174,6 +180,10 @@ class ControlPlane:
         """Serve only once the store is loaded, so a restart never pushes an empty mesh."""
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         await self.reconciler.wait_ready()
+        if self.options.gc_freeze:
+            self.gc = GcPauses(self.metrics)
+            self.gc.install()
+            self.reconciler.after_build = self.gc.settled
         self._tasks.append(asyncio.create_task(
             self.leases.run(lambda: self.reconciler.index.workloads), name="leases"))
         if self.options.secure:
@@ -243,6 +253,9 @@ class ControlPlane:
                 await task
         await self.ratelimit.counters.close()
         await self.store.close()
+        if self.gc is not None:
+            self.gc.uninstall()
+            self.reconciler.after_build = self.gc = None
 
     async def serve_forever(self) -> None:
         stop = asyncio.Event()
