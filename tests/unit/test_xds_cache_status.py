@@ -152,3 +152,16 @@ def test_node_info_from_proto() -> None:
     info = NodeInfo.from_proto(node)
     assert info == NodeInfo("w1.default", "svc", {"workload": "w1", "ports": [1.0, 2.0]},
                             "envoy/1.40.0")
+
+
+def test_node_metadata_converts_as_message_to_dict_does() -> None:
+    from google.protobuf import json_format
+
+    node = base_pb2.Node(id="w1.default")
+    node.metadata.update({"s": "x", "n": 3, "f": 2.5, "b": True, "none": None,
+                          "list": [1, "a", None, False, {"k": [2, {"deep": "y"}]}],
+                          "nested": {"labels": {"app": "web"}, "empty": {}, "l": []}})
+    got = NodeInfo.from_proto(node).metadata
+    assert got == json_format.MessageToDict(node.metadata)
+    assert type(got["n"]) is float
+    assert got["list"][4]["k"][1] == {"deep": "y"}

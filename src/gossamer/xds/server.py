@@ -135,27 +135,29 @@ class XdsMetrics:
             "gossamer_xds_push_latency_seconds", "from the store change a config version "
             "carries (or the proxy's connect) to the proxy's ACK of it, by type", ["type"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
-        # (node, type url) -> (version, when its change was seen): the latest only.
-        self._pending: dict[tuple[str, str], tuple[str, float]] = {}
+        # node -> type url -> (version, when its change was seen): the latest only.
+        # By node first, so forgetting a node costs its types, not every node's.
+        self._pending: dict[str, dict[str, tuple[str, float]]] = {}
 
     def published(self, node_id: str, snapshot: Snapshot, since: float) -> None:
         """A snapshot for `node_id`, caused by a change seen at `since` (time.monotonic)."""
+        node = self._pending.setdefault(node_id, {})
         for type_url in snapshot.resources:
             version = snapshot.version(type_url)
-            pending = self._pending.get((node_id, type_url))
+            pending = node.get(type_url)
             if pending is None or pending[0] != version:
-                self._pending[(node_id, type_url)] = (version, since)
+                node[type_url] = (version, since)
 
     def acked(self, node_id: str, type_url: str, version: str) -> None:
-        pending = self._pending.get((node_id, type_url))
-        if pending is not None and pending[0] == version:
-            del self._pending[(node_id, type_url)]
+        node = self._pending.get(node_id)
+        pending = node.get(type_url) if node is not None else None
+        if node is not None and pending is not None and pending[0] == version:
+            del node[type_url]
             self.push_latency.labels(SHORT.get(type_url, type_url)).observe(
                 max(0.0, time.monotonic() - pending[1]))
 
     def forget(self, node_id: str) -> None:
-        for key in [k for k in self._pending if k[0] == node_id]:
-            del self._pending[key]
+        self._pending.pop(node_id, None)
 
     def sent(self, out: Outgoing, size: int) -> None:
         label = SHORT.get(out.type_url, out.type_url)
