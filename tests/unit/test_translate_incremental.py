@@ -171,7 +171,7 @@ def _random_change(rng: random.Random, docs: dict[str, dict[str, Any]]) -> None:
                 "hosts": [f"./s{k}" for k in rng.sample(range(SERVICES), 2)]}}}
     elif kind == "protocol":
         svc = service(i)
-        svc["spec"]["ports"][0]["protocol"] = rng.choice(["http", "http2"])
+        svc["spec"]["ports"][0]["protocol"] = rng.choice(["http", "http2", "tcp"])
         docs[f"service{i}"] = svc
     elif kind in ("labels", "health", "account"):
         w = docs[f"workload{rng.randrange(3 * SERVICES)}"]

@@ -208,7 +208,7 @@ class Reconciler:
 
     def _push(self, node_id: str, proxy: ProxyIdentity) -> None:
         try:
-            config = translate_proxy(self.mesh, proxy)
+            config = translate_proxy(self.mesh, proxy, self._published.get(node_id))
         except InconsistentConfig as exc:
             # Keep the proxy on its last good snapshot rather than push a broken one.
             self.rejected[node_id] = str(exc)

@@ -252,6 +252,8 @@ class ProxyConfig:
     scope: Scope = None
     # proxy_inputs() of the mesh it was translated from: equal inputs, equal config.
     inputs: tuple[object, ...] = ()
+    # Its listeners, kept by a later translation when what they read is unchanged.
+    listeners: _Listeners | None = None
 
 
 def _res(type_url: str, name: str, message: Any) -> XdsResource:
@@ -477,7 +479,7 @@ def with_endpoints(mesh: MeshConfig, proxy: ProxyIdentity, config: ProxyConfig) 
     Health changes no scope, so the last one still holds."""
     endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
     return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
-                       config.scope, config.inputs)
+                       config.scope, config.inputs, config.listeners)
 
 
 def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
@@ -527,25 +529,22 @@ def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
     return svc.spec.ports[0].protocol if svc else Protocol.HTTP
 
 
-def _upstream_resources(mesh: MeshConfig, up: Upstream, log: tuple[dict[str, Any], ...] = (),
-                        tracing: dict[str, Any] | None = None
-                        ) -> tuple[XdsResource, XdsResource | None]:
+def _upstream_listener(mesh: MeshConfig, up: Upstream, log: tuple[dict[str, Any], ...] = (),
+                       tracing: dict[str, Any] | None = None) -> XdsResource:
     """`log`, `tracing`: the access loggers and tracing of the HTTP listener (a TCP one
-    has neither)."""
-    pkey: SvcKey | PortKey = (up.namespace, up.service, up.port)
+    has neither). An HTTP listener takes its routes from RDS (`translate_proxy`)."""
+    pkey: PortKey = (up.namespace, up.service, up.port)
     lname = names.upstream_listener(up.namespace, up.service, up.port)
-    protocol = mesh.protocols.get(pkey)  # type: ignore[arg-type]
-    if protocol is Protocol.TCP:
+    if mesh.protocols.get(pkey) is Protocol.TCP:
         cluster = names.outbound_cluster(up.namespace, up.service, up.port)
         settings = tcp_settings(mesh.index.resilience.get((up.namespace, up.service)))
         listener = tcp_outbound_listener(lname, up.local_port, cluster, settings)
-        if (troute := mesh.index.tcp_routes.get(pkey)) is not None:  # type: ignore[arg-type]
+        if (troute := mesh.index.tcp_routes.get(pkey)) is not None:
             split = tcp_route_clusters(troute, mesh.index.services)
             listener = tcp_split_listener(lname, up.local_port, split, settings)
-        return _res(LISTENER, lname, listener), None
-    routes = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)  # type: ignore[arg-type]
+        return _res(LISTENER, lname, listener)
     listener = http_outbound_listener(lname, up.local_port, lname, log, tracing)
-    return _res(LISTENER, lname, listener), routes
+    return _res(LISTENER, lname, listener)
 
 
 def _inbound_resources(mesh: MeshConfig, proxy: ProxyIdentity,
@@ -577,18 +576,34 @@ def _overlay_sum(base: Mapping[str, XdsResource], base_sum: int,
     return total - sum(base[n].digest for n in extra if n in base)
 
 
-def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
-    # The proxy's own clusters on top of the mesh's shared ones; nothing here may
-    # be O(services) per proxy (see MeshConfig.cluster_sum).
+@dataclass(frozen=True)
+class _Listeners:
+    """A proxy's listeners and what comes with them: its own clusters (local app,
+    JWKS, tracing) and each listener's port. They read only `_listener_inputs`."""
+
+    inputs: tuple[object, ...]
+    listeners: Mapping[str, XdsResource]
+    extra: Mapping[str, XdsResource]
+    ports: Mapping[str, int]
+
+
+def _listener_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
+    """What a proxy's listeners read: `_inputs` without its scope's clusters and the
+    versions of its route configs (listeners name route configs, RDS sends them)."""
+    own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
+    upstreams = tuple((pkey, mesh.protocols.get(pkey), mesh.index.tcp_routes.get(pkey))
+                      for up in proxy.upstreams
+                      for pkey in [(up.namespace, up.service, up.port)])
+    return (proxy, upstreams, mesh.policy_inputs,
+            tuple(mesh.index.services.get(k) for k in own),
+            mesh.workload(proxy.namespace, proxy.workload))
+
+
+def _proxy_listeners(mesh: MeshConfig, proxy: ProxyIdentity,
+                     inputs: tuple[object, ...]) -> _Listeners:
     extra: dict[str, XdsResource] = {}
-    scope = mesh.scope_of(proxy)
-    view = mesh.view(scope)
-    # Clusters the proxy's routes and TCP listeners send to: all must be in its scope.
-    refs: set[str] = set()
     listeners: dict[str, XdsResource] = {}
-    routes: dict[str, XdsResource] = {}
     ports: dict[str, int] = {}
-    rds_refs: list[str] = []
     tracing = _proxy_tracing(mesh, proxy)
     hcm_tracing = None if tracing is None else tracing.hcm
     if tracing is not None:
@@ -605,30 +620,56 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyConfig:
                                          mesh.index, proxy, own_services, "outbound"),
                                      hcm_tracing)
         listeners[lis.name] = _res(LISTENER, lis.name, lis)
-        routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
         ports[lis.name] = proxy.outbound_port
-        refs.update(view.route_refs)
-        rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
-        listener, route = _upstream_resources(mesh, up, proxy_access_log(
+        listener = _upstream_listener(mesh, up, proxy_access_log(
             mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
+    return _Listeners(inputs, listeners, extra, ports)
+
+
+def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity,
+                    previous: ProxyConfig | None = None) -> ProxyConfig:
+    """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
+    when what they read is unchanged (a route change re-sends routes, not listeners:
+    building a proxy's listeners is most of its translation)."""
+    # The proxy's own clusters on top of the mesh's shared ones; nothing here may
+    # be O(services) per proxy (see MeshConfig.cluster_sum).
+    scope = mesh.scope_of(proxy)
+    view = mesh.view(scope)
+    key = _listener_inputs(mesh, proxy)
+    own = previous.listeners if previous is not None else None
+    if own is None or own.inputs != key:
+        own = _proxy_listeners(mesh, proxy, key)
+    extra = own.extra
+    # Clusters the proxy's routes and TCP listeners send to: all must be in its scope.
+    refs: set[str] = set()
+    routes: dict[str, XdsResource] = {}
+    rds_refs: list[str] = []
+    if proxy.outbound_port:
+        routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
+        refs.update(view.route_refs)
+        rds_refs.append(names.OUTBOUND_ROUTES)
+    for up in proxy.upstreams:
         pkey = (up.namespace, up.service, up.port)
         refs.update(mesh.port_refs.get(pkey, ()))
-        if mesh.protocols.get(pkey) is Protocol.TCP and pkey not in mesh.index.tcp_routes:
-            refs.add(names.outbound_cluster(*pkey))
-        if route is not None:
-            routes[route.name] = route
-            rds_refs.append(route.name)
+        if mesh.protocols.get(pkey) is Protocol.TCP:
+            if pkey not in mesh.index.tcp_routes:
+                refs.add(names.outbound_cluster(*pkey))
+            continue
+        lname = names.upstream_listener(*pkey)
+        route = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)
+        routes[route.name] = route
+        rds_refs.append(route.name)
     eds_refs = [*view.eds_missing, *(n for n in extra if n.startswith(EDS_PREFIX))]
     clusters = {**view.clusters, **extra}
     check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
-                      rds_refs=rds_refs, routes=routes, listener_ports=ports,
+                      rds_refs=rds_refs, routes=routes, listener_ports=dict(own.ports),
                       cluster_refs=refs - {names.NO_ROUTE_CLUSTER}, clusters=clusters)
     endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
     sums = {CLUSTER: _overlay_sum(view.clusters, view.cluster_sum, extra),
             ENDPOINT: endpoint_sum}
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
-                               LISTENER: listeners, ROUTE: routes}, sums)
-    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope))
+                               LISTENER: dict(own.listeners), ROUTE: routes}, sums)
+    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope), own)
