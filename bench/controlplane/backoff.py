@@ -1,5 +1,5 @@
 """How fast a real Envoy retries a broken xDS stream, with the agent's bootstrap
-(`envoyGrpc.retryPolicy`: 250 ms base, 4 s cap) and with Envoy's default (500 ms,
+(`envoyGrpc.retryPolicy`: 250 ms base, 2 s cap) and with Envoy's default (500 ms,
 30 s): connect attempts to a closed xDS port in 40 s. This is what bounds how
 long sidecars stay on stale config after a control-plane restart.
 
@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 
-from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.bootstrap import XDS_RETRY_BASE_S, XDS_RETRY_MAX_S, NodeSpec, bootstrap
 from gossamer.envoybin import find_envoy
 
 NODE = NodeSpec(node_id="web-1.default", service="web", namespace="default", workload="web-1",
@@ -58,7 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0)
     seconds = parser.parse_args().seconds
-    for label, policy in (("agent bootstrap (250 ms, 4 s)", True),
+    for label, policy in ((f"agent bootstrap ({XDS_RETRY_BASE_S * 1000:.0f} ms, "
+                           f"{XDS_RETRY_MAX_S:g} s)", True),
                           ("Envoy default (500 ms, 30 s)", False)):
         print(f"{label}: {attempts(policy, seconds)} attempts in {seconds:g} s", flush=True)
 

@@ -43,7 +43,7 @@ def test_plaintext_bootstrap_is_unchanged_by_default() -> None:
     # A broken xDS stream is retried within seconds, not Envoy's default 30 s cap.
     backoff = svc.envoy_grpc.retry_policy.retry_back_off
     assert (backoff.base_interval.ToMilliseconds(), backoff.max_interval.ToMilliseconds()) == (
-        250, 4000)
+        250, 2000)
 
 
 def test_tls_bootstrap() -> None:

@@ -23,10 +23,12 @@ from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
 XDS_CLUSTER = "gossamer_xds"
 # How Envoy retries a broken xDS stream: jittered exponential backoff, each wait
 # uniform in [0, min(base * 2^attempt, max)]. Envoy's default (500 ms, 30 s) lets a
-# sidecar sit up to 30 s on stale config after a control-plane restart; with a 4 s
-# cap every sidecar is back within ~4 s of the control plane, and a thousand
-# sidecars probing a down control plane cost it ~250 refused connects a second.
-XDS_RETRY_BASE_S, XDS_RETRY_MAX_S = 0.25, 4.0
+# sidecar sit up to 30 s on stale config after a control-plane restart; with a 2 s
+# cap every sidecar is back within ~2 s of the control plane being up (a 4 s cap
+# left a thousand sidecars' resync at 5.3-9 s, bench/controlplane), and a thousand
+# sidecars probing a down control plane cost it ~1000 refused connects a second,
+# which a kernel answers without waking it.
+XDS_RETRY_BASE_S, XDS_RETRY_MAX_S = 0.25, 2.0
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _UPSTREAM_TLS = ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                  "UpstreamTlsContext")
