@@ -148,3 +148,16 @@ async def test_a_heartbeat_waits_the_short_quiet_period_and_an_apply_the_long_on
 async def _built(rec: Reconciler, builds: int) -> None:
     while rec.builds == builds:
         await asyncio.sleep(0.01)
+
+
+async def test_the_gc_hook_runs_after_every_build_and_every_first_config() -> None:
+    rec, _, published = await _reconciler()
+    calls: list[int] = []
+    rec.after_publish = lambda: calls.append(len(published))
+    p = proxy(2 * SERVICES)
+    rec.proxy_connected(p.node_id, {
+        "service": p.service, "workload": p.workload, "inbound_port": p.inbound_port,
+        "app_port": p.app_port, "outbound_port": p.outbound_port, "labels": dict(p.labels)})
+    assert calls == [1]  # after the new proxy's config was published
+    rec._rebuild()
+    assert len(calls) == 2

@@ -8,10 +8,13 @@ proxy's config. Each rebuild replaces part of that, and once the survivors
 since the last full collection reach a quarter of the rest, the interpreter
 starts another: a 100-150 ms stop, every few builds, in the middle of pushes.
 
-Theory of operation: after every build (and once after startup) everything
-alive is moved to the permanent generation (`gc.freeze`, O(1)). The index, the
-mesh and the configs are long-lived, and what a later build drops is freed by
-reference counting, frozen or not. The collections the interpreter starts then
+Theory of operation: after every build, after each connecting proxy's first
+config, and once after startup, everything alive is moved to the permanent
+generation (`gc.freeze`, O(1)). The index, the mesh and the configs are
+long-lived, and what a later build drops is freed by reference counting, frozen
+or not. (Freezing after builds only was not enough: a thousand proxies
+connecting after a restart, with no build in between, left their state to
+full collections of 100-150 ms.) The collections the interpreter starts then
 walk only what was made since the last freeze, which is little. What the freeze
 cannot do is reclaim reference cycles that became garbage while frozen, so every
 `full_every` seconds, between builds, the freeze is lifted and one full
@@ -59,8 +62,9 @@ class GcPauses:
         gc.unfreeze()
 
     def settled(self) -> None:
-        """A build has published: freeze what it made, or, once per period, reclaim
-        what the freeze kept from the collector first."""
+        """A build, or a proxy's first config, has been published: freeze what it
+        made, or, once per period, reclaim what the freeze kept from the collector
+        first."""
         if self._clock() - self._last_full >= self.full_every:
             gc.unfreeze()
             gc.collect()

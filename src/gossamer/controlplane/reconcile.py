@@ -102,8 +102,9 @@ class Reconciler:
         self.untouched = 0  # ...and those it did not even look at (`_untouched`)
         self.health_builds = 0  # builds that patched the last index (`with_health`)
         self.last_build_seconds = 0.0
-        # Called after each build has published (the control plane's GC policy).
-        self.after_build: Callable[[], None] | None = None
+        # Called after each build, and each connecting proxy's first config, has been
+        # published (the control plane's GC policy, controlplane/gcpause.py).
+        self.after_publish: Callable[[], None] | None = None
         # time.monotonic() of the oldest store change not yet built, and, while a
         # build publishes, of the oldest change it carries (push latency starts there).
         self._changed_at: float | None = None
@@ -163,8 +164,8 @@ class Reconciler:
             self.building_since = None
         self.builds += 1
         self.last_build_seconds = time.perf_counter() - started
-        if self.after_build is not None:
-            self.after_build()
+        if self.after_publish is not None:
+            self.after_publish()
 
     def _last(self, node_id: str, proxy: ProxyIdentity) -> ProxyConfig | None:
         """The config last published to the proxy as it is now, if it was published."""
@@ -227,6 +228,8 @@ class Reconciler:
             return
         self.proxies[node_id] = proxy
         self._push(node_id, proxy)
+        if self.after_publish is not None:
+            self.after_publish()
 
     def proxy_disconnected(self, node_id: str) -> None:
         self.proxies.pop(node_id, None)

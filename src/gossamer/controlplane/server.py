@@ -183,7 +183,7 @@ class ControlPlane:
         if self.options.gc_freeze:
             self.gc = GcPauses(self.metrics)
             self.gc.install()
-            self.reconciler.after_build = self.gc.settled
+            self.reconciler.after_publish = self.gc.settled
         self._tasks.append(asyncio.create_task(
             self.leases.run(lambda: self.reconciler.index.workloads), name="leases"))
         if self.options.secure:
@@ -255,7 +255,7 @@ class ControlPlane:
         await self.store.close()
         if self.gc is not None:
             self.gc.uninstall()
-            self.reconciler.after_build = self.gc = None
+            self.reconciler.after_publish = self.gc = None
 
     async def serve_forever(self) -> None:
         stop = asyncio.Event()
