@@ -11,7 +11,7 @@ from gossamer.index import _selected, _selects, build_index
 from gossamer.model import Resource, Service, Workload, parse_document
 from gossamer.translate import ProxyIdentity, translate_mesh, translate_proxy
 from gossamer.translate.mesh import proxy_inputs, update_endpoints, with_endpoints
-from gossamer.xds.types import Snapshot
+from gossamer.xds.types import LISTENER, Snapshot
 
 SERVICES = 6
 
@@ -245,3 +245,30 @@ def test_a_route_change_out_of_scope_keeps_the_proxy_inputs() -> None:
                         scoped) == config.inputs
     assert proxy_inputs(translate_mesh(build_index([*before, inside], 2)),
                         scoped) != config.inputs
+
+
+def test_kept_listeners_follow_a_tcp_split_whose_backend_goes() -> None:
+    """A TCP upstream's listener names its clusters (a TCPRoute's split), so a change
+    to a backend Service alone must rebuild it, though the route object is the same."""
+    tcp = [{**service(i), "spec": {"selector": {"app": f"s{i}"},
+                                   "ports": [{"port": 9000, "protocol": "tcp"}]}}
+           for i in range(3)]
+    split = {"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+             "metadata": {"name": "split", "namespace": "default"},
+             "spec": {"parentRefs": [{"kind": "Service", "name": "s0", "port": 9000}],
+                      "rules": [{"backendRefs": [{"name": "s1", "port": 9000, "weight": 50},
+                                                 {"name": "s2", "port": 9000, "weight": 50}]}]}}
+    caller = ProxyIdentity.from_node("c-1.default", {
+        "service": "c", "workload": "c-1", "outbound_port": 0,
+        "upstreams": [{"service": "s0", "port": 9000, "local_port": 16001}]})
+    resources = parse([split, *tcp])  # the same objects in both builds, s2 last
+    before = translate_mesh(build_index(resources, 1))
+    config = translate_proxy(before, caller)
+    after = translate_mesh(build_index(resources[:-1], 2), previous=before)
+    kept, fresh = translate_proxy(after, caller, config), translate_proxy(after, caller)
+    assert contents(kept.snapshot) == contents(fresh.snapshot)
+    assert kept.snapshot.of(LISTENER) != config.snapshot.of(LISTENER)  # s2's share closed
+    # And with nothing changed, the listeners are the very same objects.
+    again = translate_proxy(after, caller, kept)
+    assert again.snapshot.of(LISTENER) == kept.snapshot.of(LISTENER)
+    assert again.listeners is kept.listeners

@@ -589,11 +589,16 @@ class _Listeners:
 
 def _listener_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
     """What a proxy's listeners read: `_inputs` without its scope's clusters and the
-    versions of its route configs (listeners name route configs, RDS sends them)."""
+    versions of its route configs (listeners name route configs, RDS sends them).
+    A TCP upstream's listener names its clusters itself (a TCPRoute's split), so
+    for TCP the clusters it sends to count too."""
     own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
-    upstreams = tuple((pkey, mesh.protocols.get(pkey), mesh.index.tcp_routes.get(pkey))
-                      for up in proxy.upstreams
-                      for pkey in [(up.namespace, up.service, up.port)])
+    upstreams = tuple(
+        (pkey, protocol, mesh.index.tcp_routes.get(pkey),
+         mesh.port_refs.get(pkey) if protocol is Protocol.TCP else None)
+        for up in proxy.upstreams
+        for pkey in [(up.namespace, up.service, up.port)]
+        for protocol in [mesh.protocols.get(pkey)])
     return (proxy, upstreams, mesh.policy_inputs,
             tuple(mesh.index.services.get(k) for k in own),
             mesh.workload(proxy.namespace, proxy.workload))
