@@ -90,11 +90,10 @@ class Reconciler:
         self._ready = asyncio.Event()
         self.mesh: MeshConfig = translate_mesh(build_index([], 0), self.settings)
         self.proxies: dict[str, ProxyIdentity] = {}
-        # The last config published to each proxy, and whether every change since
-        # the last build was a health change only (see the module docstring).
+        # The last config published to each proxy.
         self._published: dict[str, ProxyConfig] = {}
-        self._health_only = False
-        # While `_health_only`: the workloads whose health changed, as they are now.
+        # When every change since the last build only turned workloads healthy or
+        # unhealthy: those workloads as they are now; otherwise empty.
         self._health_changes: dict[ResourceKey, Workload] = {}
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
         self.builds = 0
@@ -135,17 +134,15 @@ class Reconciler:
             if res is not None:
                 self._objects[res.key] = res
         self._revision = revision
-        self._health_only = False
         self._health_changes = {}
         self._rebuild()
 
     def _rebuild(self) -> None:
         started = time.perf_counter()
         self.building_since, self._changed_at = self._changed_at or time.monotonic(), None
-        endpoints_only, self._health_only = self._health_only, False
         changes, self._health_changes = self._health_changes, {}
         try:
-            if endpoints_only:
+            if changes:
                 index = with_health(self.index, changes.values(), self._revision)
                 self.health_builds += 1
                 self.mesh = update_endpoints(self.mesh, index)
@@ -246,10 +243,10 @@ class Reconciler:
             res = self._load(obj)
             if res is not None:
                 self._objects[key] = res
-        self._health_only = (first or self._health_only) and health_only(old, res)
-        if self._health_only and isinstance(res, Workload):
+        if (first or self._health_changes) and health_only(old, res) \
+                and isinstance(res, Workload):  # (health_only implies it)
             self._health_changes[key] = res
-        else:
+        else:  # not a health change, or one after another kind since the last build
             self._health_changes = {}
         self._revision = max(self._revision, obj.revision)
         if self._changed_at is None:
@@ -268,7 +265,7 @@ class Reconciler:
             while True:
                 self._dirty.clear()
                 remaining = first + self._max_delay - loop.time()
-                quiet = self._endpoint_debounce if self._health_only else self._debounce
+                quiet = self._endpoint_debounce if self._health_changes else self._debounce
                 try:
                     await asyncio.wait_for(self._dirty.wait(),
                                            timeout=max(0.0, min(quiet, remaining)))

@@ -506,19 +506,20 @@ def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
     return _inputs(mesh, proxy, mesh.scope_of(proxy))
 
 
-def _inputs(mesh: MeshConfig, proxy: ProxyIdentity, scope: Scope) -> tuple[object, ...]:
-    own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
-    upstreams = tuple(
-        (pkey, mesh.protocols.get(pkey), mesh.index.tcp_routes.get(pkey),
-         mesh.port_refs.get(pkey), route.version if route is not None else None)
+def _inputs(mesh: MeshConfig, proxy: ProxyIdentity, scope: Scope,
+            listeners: tuple[object, ...] | None = None) -> tuple[object, ...]:
+    """`_listener_inputs` (given, or computed) and what the rest of the config reads:
+    the scope's clusters and the route configs' contents."""
+    if listeners is None:
+        listeners = _listener_inputs(mesh, proxy)
+    routes = tuple(
+        (mesh.port_refs.get(pkey), route.version if route is not None else None)
         for up in proxy.upstreams
         for pkey in [(up.namespace, up.service, up.port)]
         for route in [mesh.upstream_routes.get(pkey)])
     outbound = (mesh.outbound_routes(proxy.namespace, scope).version
                 if proxy.outbound_port else None)
-    return (proxy, scope, mesh.view(scope).cluster_sum, outbound, upstreams,
-            mesh.policy_inputs, tuple(mesh.index.services.get(k) for k in own),
-            mesh.workload(proxy.namespace, proxy.workload))
+    return (listeners, scope, mesh.view(scope).cluster_sum, outbound, routes)
 
 
 def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
@@ -588,8 +589,8 @@ class _Listeners:
 
 
 def _listener_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
-    """What a proxy's listeners read: `_inputs` without its scope's clusters and the
-    versions of its route configs (listeners name route configs, RDS sends them).
+    """What a proxy's listeners read: the part of `_inputs` without its scope's
+    clusters and its route configs (listeners name route configs, RDS sends them).
     A TCP upstream's listener names its clusters itself (a TCPRoute's split), so
     for TCP the clusters it sends to count too."""
     own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
@@ -677,4 +678,4 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity,
             ENDPOINT: endpoint_sum}
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: dict(own.listeners), ROUTE: routes}, sums)
-    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope), own)
+    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, key), own)

@@ -149,9 +149,9 @@ class XdsMetrics:
                 node[type_url] = (version, since)
 
     def acked(self, node_id: str, type_url: str, version: str) -> None:
-        node = self._pending.get(node_id)
-        pending = node.get(type_url) if node is not None else None
-        if node is not None and pending is not None and pending[0] == version:
+        node = self._pending.get(node_id, {})
+        pending = node.get(type_url)
+        if pending is not None and pending[0] == version:
             del node[type_url]
             self.push_latency.labels(SHORT.get(type_url, type_url)).observe(
                 max(0.0, time.monotonic() - pending[1]))
