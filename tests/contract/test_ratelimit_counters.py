@@ -4,6 +4,7 @@ expires at its deadline, keys are independent; Redis errors become CounterError.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,9 +13,10 @@ from gossamer.ratelimit.counters import (
     CounterError,
     Counters,
     MemoryCounters,
-    RedisCounters,
     now_ms,
+    open_counters,
 )
+from gossamer.ratelimit.redis_counters import RedisCounters
 from gossamer.testing.envoy import free_port
 from tests.redis_server import RedisServer, redis_server
 
@@ -75,3 +77,19 @@ async def test_an_unreachable_redis_raises_counter_error() -> None:
         assert info.value.__cause__ is not None
     finally:
         await counters.close()
+
+
+async def test_open_counters_picks_the_backend_and_loads_redis_only_for_it() -> None:
+    # A fresh interpreter: this one has imported redis already (the fixtures).
+    code = ("import sys; from gossamer.ratelimit.counters import open_counters; "
+            "c = open_counters(None); print(type(c).__name__, 'redis' in sys.modules)")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert stdout.decode().split() == ["MemoryCounters", "False"]
+    made = open_counters("redis://127.0.0.1:1/0")
+    try:
+        assert isinstance(made, RedisCounters)
+    finally:
+        await made.close()

@@ -127,9 +127,11 @@ async def test_every_shortcut_publishes_what_a_full_translation_gives() -> None:
 async def test_a_heartbeat_waits_the_short_quiet_period_and_an_apply_the_long_one() -> None:
     rec, store, _ = await _reconciler()
     rec._debounce, rec._endpoint_debounce, rec._max_delay = 2.0, 0.0, 10.0
+    rec._idle_after = 60.0  # every change counts as soon after a build
     runner = asyncio.create_task(rec.run())
     try:
         await rec.wait_ready()
+        rec._last_build = asyncio.get_running_loop().time()
         builds = rec.builds
         await store.put("Workload", "default", "s0-0", workload(0, "Unhealthy"))
         await asyncio.wait_for(_built(rec, builds), 1.0)  # not the 2 s quiet period
@@ -138,6 +140,40 @@ async def test_a_heartbeat_waits_the_short_quiet_period_and_an_apply_the_long_on
         await store.put("HTTPRoute", "default", "r0", _route(0, 1, 50))
         await asyncio.sleep(1.0)
         assert rec.builds == builds  # an apply still waits for quiet
+        await asyncio.wait_for(_built(rec, builds), 5.0)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+async def test_a_lone_apply_after_an_idle_spell_builds_at_once_and_a_burst_waits() -> None:
+    rec, store, _ = await _reconciler()
+    rec._debounce, rec._endpoint_debounce, rec._max_delay = 2.0, 0.3, 10.0
+    rec._idle_after = 0.5
+    runner = asyncio.create_task(rec.run())
+    try:
+        await rec.wait_ready()
+        await asyncio.sleep(0.6)  # idle since the initial list
+        builds = rec.builds
+        await store.put("HTTPRoute", "default", "r0", _route(0, 1, 50))
+        await asyncio.wait_for(_built(rec, builds), 1.5)  # the short period, not 2 s
+        await asyncio.sleep(0.6)
+        # Two applies 0.1 s apart: the second lands inside the short period, so
+        # this is a burst, built once after the long quiet period.
+        builds = rec.builds
+        await store.put("HTTPRoute", "default", "r0", _route(0, 1, 40))
+        await asyncio.sleep(0.1)
+        await store.put("HTTPRoute", "default", "r1", _route(1, 2, 40))
+        await asyncio.sleep(1.2)
+        assert rec.builds == builds
+        await asyncio.wait_for(_built(rec, builds), 5.0)
+        assert rec.builds == builds + 1
+        # And a change right after that build waits the long period too.
+        builds = rec.builds
+        await store.put("HTTPRoute", "default", "r1", _route(1, 2, 30))
+        await asyncio.sleep(1.2)
+        assert rec.builds == builds
         await asyncio.wait_for(_built(rec, builds), 5.0)
     finally:
         runner.cancel()

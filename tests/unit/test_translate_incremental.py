@@ -135,6 +135,27 @@ def test_build_memo_returns_fresh_equal_messages_and_stays_bounded() -> None:
     assert memo._bytes <= 1000
 
 
+def test_build_memo_keys_by_value_not_by_shared_objects() -> None:
+    # The same input, once with a sub-dict shared and once with equal copies,
+    # is one key (a pickle with its memo would tell them apart, and miss); a
+    # different value is another key.
+    from envoy.config.cluster.v3.cluster_pb2 import Cluster
+
+    from gossamer.translate.protos import _BuildMemo
+
+    memo = _BuildMemo()
+    meta = {"filterMetadata": {"a": {"k": "v"}}}
+    shared = {"name": "c", "metadata": meta, "transportSocketMatches": [
+        {"name": "m", "metadata": meta}]}
+    copied = {"name": "c", "metadata": {"filterMetadata": {"a": {"k": "v"}}},
+              "transportSocketMatches": [
+                  {"name": "m", "metadata": {"filterMetadata": {"a": {"k": "v"}}}}]}
+    assert memo.key(Cluster, shared) == memo.key(Cluster, copied)
+    assert memo.key(Cluster, shared) != memo.key(Cluster, {**copied, "name": "d"})
+    assert memo.key(Cluster, {"name": "c", "x": 1}) != memo.key(Cluster, {"name": "c", "x": True})
+    assert memo.key(Cluster, {"name": object()}) is None  # not data: never kept
+
+
 def _route(i: int, to: int, weight: int) -> dict[str, Any]:
     return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": f"r{i}", "namespace": "default"},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -37,7 +35,6 @@ def test_varint_matches_protobuf(value: int) -> None:
 def test_any_bytes_equal_protobuf_encoding() -> None:
     res = _cluster("a")
     assert wire.any_bytes(res) == _any_of(res).SerializeToString(deterministic=True)
-    assert wire.any_bytes(res) is wire.any_bytes(res)  # cached
 
 
 def test_delta_resource_bytes() -> None:
@@ -111,14 +108,25 @@ def test_arbitrary_strings_round_trip(names: list[str], version: str, nonce: str
     assert list(delta.removed_resources) == removed
 
 
-def test_cache_entries_go_with_the_resource() -> None:
-    res = _cluster("ephemeral")
-    wire.any_bytes(res)
-    wire.delta_resource_bytes(res)
-    before = len(wire._any_cache)
-    del res
-    gc.collect()
-    assert len(wire._any_cache) == before - 1
+def test_framing_is_made_once_and_never_copies_the_payload() -> None:
+    # Most resources are one proxy's own: a kept copy of each payload would cost
+    # the control plane its size again, per proxy.
+    res = XdsResource(CLUSTER, "framed", _cluster("framed").payload + b"\x00" * 4096, "v1")
+    wire.sotw_response(CLUSTER, "v", [res], "1")
+    wire.delta_response(CLUSTER, "v", [res], [], "1")
+    assert res.sotw_frame is not None
+    assert res.delta_frame is not None
+    sotw, delta = res.sotw_frame, res.delta_frame
+    wire.sotw_response(CLUSTER, "v2", [res], "2")
+    wire.delta_response(CLUSTER, "v2", [res], [], "2")
+    assert res.sotw_frame is sotw
+    assert res.delta_frame is delta
+    assert len(sotw) + len(delta[0]) + len(delta[1]) < 256
+
+
+def test_resources_hold_no_per_instance_dict() -> None:
+    # Slots: thousands of proxies' resources without a __dict__ each.
+    assert not hasattr(_cluster("a"), "__dict__")
 
 
 def test_body_cache_shares_and_bounds() -> None:

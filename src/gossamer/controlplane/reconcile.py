@@ -4,7 +4,12 @@ Theory of operation: one task follows the store's watch. Each event updates an
 in-memory map of resources and marks the state dirty; the loop then waits for
 a quiet period (`debounce`) but never longer than `max_delay` after the first
 unpublished change, rebuilds the index once, translates the shared mesh
-config once, and publishes a snapshot for every connected proxy. Snapshots are
+config once, and publishes a snapshot for every connected proxy. The first
+change after `idle_after` without a build waits only the short quiet period
+(`endpoint_debounce`): after an idle spell a change is most likely a lone
+`apply`, and the long wait was a third of its propagation time. A second
+change inside that short period, or any change soon after a build, marks a
+burst, which waits for the long quiet period and builds once. Snapshots are
 content-versioned, so a proxy whose config did not change gets nothing, and an
 endpoint-only change moves only the EDS version. A proxy that connects is
 translated against the current mesh config immediately. If the watch falls
@@ -77,13 +82,15 @@ def _same_meta(old: Workload, new: Workload) -> bool:
 class Reconciler:
     def __init__(self, store: ResourceStore, publish: Publish, *, debounce: float = 0.03,
                  endpoint_debounce: float = 0.005, max_delay: float = 0.3,
-                 settings: MeshSettings | None = None) -> None:
+                 idle_after: float = 1.0, settings: MeshSettings | None = None) -> None:
         self.settings = settings or MeshSettings()
         self._store = store
         self._publish = publish
         self._debounce = debounce
         self._endpoint_debounce = endpoint_debounce
         self._max_delay = max_delay
+        self._idle_after = idle_after
+        self._last_build = float("-inf")  # loop time the last debounced build ended
         self._objects: dict[ResourceKey, Resource] = {}
         self._revision = 0
         self._dirty = asyncio.Event()
@@ -262,19 +269,23 @@ class Reconciler:
         while True:
             await self._dirty.wait()
             first = loop.time()
+            burst = first - self._last_build < self._idle_after
             while True:
                 self._dirty.clear()
                 remaining = first + self._max_delay - loop.time()
-                quiet = self._endpoint_debounce if self._health_changes else self._debounce
+                short = bool(self._health_changes) or not burst
+                quiet = self._endpoint_debounce if short else self._debounce
                 try:
                     await asyncio.wait_for(self._dirty.wait(),
                                            timeout=max(0.0, min(quiet, remaining)))
                 except TimeoutError:
                     break
+                burst = True  # another change within the quiet period
                 if loop.time() >= first + self._max_delay:
                     break
             self._dirty.clear()
             self._rebuild()
+            self._last_build = loop.time()
 
     async def run(self) -> None:
         await self._relist()

@@ -12,12 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio
-import redis.exceptions
-
-# Keys are namespaced so a shared Redis can hold other data too.
-REDIS_PREFIX = "gossamer:ratelimit:"
-
 
 class CounterError(Exception):
     """The backend could not count; the caller decides (the service fails open)."""
@@ -73,28 +67,10 @@ class MemoryCounters:
         self._counts.clear()
 
 
-class RedisCounters:
-    """Counters in Redis: INCRBY and PEXPIREAT in one transaction per hit."""
-
-    def __init__(self, url: str, timeout: float = 0.5) -> None:
-        self.url = url
-        self._client = redis.asyncio.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout)
-
-    async def hit(self, key: str, hits: int, expires_ms: int) -> int:
-        name = REDIS_PREFIX + key
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incrby(name, hits)
-                pipe.pexpireat(name, expires_ms)
-                count, _ = await pipe.execute()
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise CounterError(f"redis {self.url}: {exc}") from exc
-        return int(count)
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
 def open_counters(redis_url: str | None) -> Counters:
-    return RedisCounters(redis_url) if redis_url else MemoryCounters()
+    if not redis_url:
+        return MemoryCounters()
+    # Imported only when configured: the client library is 4 MiB of every
+    # control plane's memory otherwise.
+    from gossamer.ratelimit.redis_counters import RedisCounters
+    return RedisCounters(redis_url)

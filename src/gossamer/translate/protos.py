@@ -10,7 +10,8 @@ every `Any` deterministically.
 
 from __future__ import annotations
 
-import json
+import io
+import pickle
 from collections import OrderedDict
 from typing import Any, TypeVar
 
@@ -84,41 +85,61 @@ def canonicalize(msg: Message) -> None:
                 canonicalize(item)
 
 
+class _DataPickler(pickle.Pickler):
+    """Pickles plain data only (the types pickle handles itself, whose bytes are
+    their value), so that no object with a lossy pickle can make two inputs one key."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise TypeError(f"not plain data: {type(obj).__name__}")
+
+
 class _BuildMemo:
-    """Serialized results of `build`, by message type and canonical JSON of the input.
+    """Serialized results of `build`, by message type and a pickle of the input.
 
     `build` is a pure function of its arguments, and json_format.ParseDict is
     by far the slowest step of translation (a few ms per listener). Every
     rebuild re-translates every proxy from scratch, mostly into the same
     listeners and clusters as before, so remembering the bytes turns that into
     a parse of bytes (tens of µs). A copy is returned each time: callers may
-    mutate their message. An LRU bounded in bytes (key text plus message);
-    inputs too big to be worth keeping (a whole mesh's route table) are built
-    every time. A cache only, never a source of truth.
+    mutate their message. An LRU bounded in bytes (key plus message); inputs
+    too big to be worth keeping (a whole mesh's route table) are built every
+    time. A cache only, never a source of truth.
+
+    The key is a pickle, not canonical JSON: as JSON with sorted keys it was a
+    third of a reconnecting proxy's translation; a pickle is 5x faster. It is
+    exact (equal bytes, equal input). Pickled in "fast" mode, without the memo,
+    so the bytes do not depend on which parts of the input are the same
+    object, only on their values; the input is JSON-like data, never
+    self-referential. Unlike sorted JSON it follows dict order: the same dict
+    built in another order only misses, and each builder builds in one order.
     """
 
     def __init__(self, max_bytes: int = 32 << 20, max_entry: int = 256 << 10) -> None:
         self.max_bytes = max_bytes
         self.max_entry = max_entry
         self._bytes = 0
-        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
 
-    def key(self, message_type: type[Message], data: dict[str, Any]) -> tuple[str, str] | None:
+    def key(self, message_type: type[Message], data: dict[str, Any]) -> tuple[str, bytes] | None:
+        out = io.BytesIO()
+        pickler = _DataPickler(out, pickle.HIGHEST_PROTOCOL)
+        pickler.fast = True
         try:
-            text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        except (TypeError, ValueError):
-            return None  # not plain JSON data: build it every time
+            pickler.dump(data)
+        except (TypeError, RecursionError):
+            return None  # not plain data: build it every time
+        text = out.getvalue()
         if len(text) > self.max_entry:
             return None
         return message_type.DESCRIPTOR.full_name, text
 
-    def get(self, key: tuple[str, str]) -> bytes | None:
+    def get(self, key: tuple[str, bytes]) -> bytes | None:
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, str], payload: bytes) -> None:
+    def put(self, key: tuple[str, bytes], payload: bytes) -> None:
         if key in self._entries:
             return
         self._entries[key] = payload

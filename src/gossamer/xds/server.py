@@ -79,6 +79,7 @@ METHODS: Final = {
 }
 UNIX_PREFIX: Final = "unix:"
 MAX_MESSAGE_BYTES: Final = 64 << 20
+TLS_RECORD_BYTES: Final = 4096
 
 
 class XdsHooks(Protocol):
@@ -281,6 +282,11 @@ class XdsServer:
             ("grpc.http2.max_pings_without_data", 0),
             # Fail loudly if another process already serves this port.
             ("grpc.so_reuseport", 0),
+            # TLS records of at most 4 KiB, not 16: grpc keeps buffers of the
+            # record size per connection. 8 MiB of the control plane at a
+            # thousand proxies; 20 KiB a stream in bench/controlplane/grpcfloor.py.
+            # Envoy reads records of any size; a big push is more records.
+            ("grpc.tsi.max_frame_size", TLS_RECORD_BYTES),
             *self._extra_options,
         ]
 
@@ -399,6 +405,7 @@ class XdsServer:
             flag = asyncio.Event()  # set while a _CHANGED marker is queued
             watcher = asyncio.create_task(self._watch(node_id, generation, queue, flag))
             out = machine.on_request(first)
+            del first  # the parsed request would otherwise live as long as the stream
             applied = self.cache.get(node_id)
             if applied is not None:
                 out += machine.on_snapshot(applied)

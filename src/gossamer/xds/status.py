@@ -61,16 +61,21 @@ class NodeInfo:
 
 def _plain(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain Python values, as json_format.MessageToDict gives them (numbers
-    are floats) at a fraction of its cost: it ran for every connecting proxy."""
-    return {k: _plain_value(v) for k, v in struct.items()}
+    are floats) at a fraction of its cost: it runs for every connecting proxy. Read
+    through the `fields` map and each Value's oneof: Struct's own mapping methods
+    are Python wrappers around the same, a third slower."""
+    return {k: _plain_value(v) for k, v in struct.fields.items()}
 
 
-def _plain_value(v: Any) -> Any:
-    if isinstance(v, struct_pb2.Struct):
-        return _plain(v)
-    if isinstance(v, struct_pb2.ListValue):
-        return [_plain_value(x) for x in v]
-    return v
+def _plain_value(v: struct_pb2.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "struct_value":
+        return _plain(v.struct_value)
+    if kind == "list_value":
+        return [_plain_value(x) for x in v.list_value.values]
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(v, kind)
 
 
 @dataclass(frozen=True)

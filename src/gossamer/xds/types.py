@@ -29,7 +29,7 @@ SHORT = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUT
 NAMED_TYPES = frozenset({ENDPOINT, ROUTE, SECRET})
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
 class XdsResource:
     type_url: str
     name: str
@@ -39,6 +39,14 @@ class XdsResource:
     version: str
     # Hash of (name, version) as an integer: a set's version sums these.
     digest: int = field(init=False, repr=False, compare=False)
+    # The protobuf framing around `payload` in a response (see xds.wire), made
+    # on first send and kept with the resource: the bytes before the payload
+    # (SotW), or before and after it (delta). Only the framing: the payload is
+    # never copied, because most resources are one proxy's own, sent once.
+    sotw_frame: bytes | None = field(
+        default=None, init=False, repr=False, compare=False)
+    delta_frame: tuple[bytes, bytes] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         item = hashlib.blake2b(self.name.encode() + b"\0" + self.version.encode(),

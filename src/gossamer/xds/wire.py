@@ -9,10 +9,12 @@ repeated message field is just that field repeated, so a response is
     version_info | resources... | type_url | nonce          (DiscoveryResponse)
 
 where each `resources` entry is the length-delimited bytes of a
-`google.protobuf.Any` that we serialize once per `XdsResource` object and
-cache for as long as that object lives (see `_PerObject`). `XdsResource`
-objects are immutable and interned by the translator, so the cache lives
-exactly as long as some snapshot still holds the resource.
+`google.protobuf.Any`: the resource's serialized payload with a few bytes of
+framing (the field tag and length, the Any's type_url) before it. The framing
+is made once per `XdsResource` object and kept on it (`sotw_frame`,
+`delta_frame`), so it lives exactly as long as some snapshot still holds the
+resource (they are immutable and interned by the translator), and a push does
+no per-resource encoding at all.
 
 The bytes we produce are the canonical (field-number ordered) encoding, so they
 parse back into exactly the message the slow path would have built; the unit
@@ -25,7 +27,6 @@ the same wildcard subscription get byte-identical responses.
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
@@ -71,77 +72,61 @@ def _str_field(tag: bytes, text: str) -> bytes:
     return _field(tag, text.encode())
 
 
-def _encode_any(resource: XdsResource) -> bytes:
-    value = _field(_TAG2, resource.payload) if resource.payload else b""
-    return _str_field(_TAG1, resource.type_url) + value
+def _any_head(resource: XdsResource) -> bytes:
+    """An Any's bytes up to its value: type_url, then the value's tag and length."""
+    head = _str_field(_TAG1, resource.type_url)
+    if resource.payload:  # proto3 omits an empty bytes field
+        head += _TAG2 + varint(len(resource.payload))
+    return head
 
 
-class _PerObject:
-    """Bytes cached per live object: keyed by id(), dropped when the object dies.
+def _sotw_frame(resource: XdsResource) -> bytes:
+    """What goes before the payload in one `resources` entry (an Any) of a
+    DiscoveryResponse: made once per resource and kept on it.
 
-    A WeakKeyDictionary would hash and compare XdsResource through its Python
-    level __hash__/__eq__ on every lookup (a few µs, times every resource of
-    every response); an id-keyed dict lookup is a C-level int hash. The weak
-    reference's callback runs while the object is being deallocated, before
-    its id can be reused, so a stale entry is never found by a new object.
-    Each entry is (field prefix, message bytes): the prefix is the
-    `resources` field tag plus the length varint, so a response is assembled
-    by joining cached pieces with no per-resource work at all.
+    Why only the framing and not the whole entry: the entry would copy the
+    payload, and most resources are one proxy's own (its listeners and
+    routes), sent once; kept per resource, such copies were ~10 KiB of the
+    control plane's memory per proxy. Joining frame and payload costs what
+    joining one piece does.
     """
-
-    def __init__(self) -> None:
-        # id -> (weak reference, field prefix, message); read directly by the
-        # assembly loops below.
-        self.data: dict[int, tuple[weakref.ref[XdsResource], bytes, bytes]] = {}
-
-    def get(self, obj: XdsResource) -> tuple[bytes, bytes] | None:
-        entry = self.data.get(id(obj))
-        return (entry[1], entry[2]) if entry is not None else None
-
-    def put(self, obj: XdsResource, message: bytes) -> tuple[bytes, bytes]:
-        key = id(obj)
-        data = self.data
-
-        def forget(_ref: weakref.ref[XdsResource], key: int = key) -> None:
-            data.pop(key, None)
-
-        prefix = _TAG2 + varint(len(message))
-        data[key] = (weakref.ref(obj, forget), prefix, message)
-        return prefix, message
-
-    def __len__(self) -> int:
-        return len(self.data)
+    frame = resource.sotw_frame
+    if frame is None:
+        head = _any_head(resource)
+        frame = _TAG2 + varint(len(head) + len(resource.payload)) + head
+        object.__setattr__(resource, "sotw_frame", frame)
+    return frame
 
 
-# The Any wrapping each resource (SotW) and the delta `Resource` message.
-_any_cache = _PerObject()
-_delta_cache = _PerObject()
+def _resource_parts(resource: XdsResource) -> tuple[bytes, bytes]:
+    """A delta `Resource` (version, the Any, name) as the bytes before and after
+    the payload."""
+    any_head = _any_head(resource)
+    head = (_str_field(_TAG1, resource.version)
+            + _TAG2 + varint(len(any_head) + len(resource.payload)) + any_head)
+    return head, _str_field(_TAG3, resource.name)
 
 
-def _any_entry(resource: XdsResource) -> tuple[bytes, bytes]:
-    return _any_cache.get(resource) or _any_cache.put(resource, _encode_any(resource))
-
-
-def _delta_entry(resource: XdsResource) -> tuple[bytes, bytes]:
-    entry = _delta_cache.get(resource)
-    if entry is None:
-        any_value = _any_cache.get(resource)
-        any_bytes_ = any_value[1] if any_value is not None else _encode_any(resource)
-        entry = _delta_cache.put(resource, (
-            _str_field(_TAG1, resource.version)
-            + _field(_TAG2, any_bytes_)
-            + _str_field(_TAG3, resource.name)))
-    return entry
+def _delta_frame(resource: XdsResource) -> tuple[bytes, bytes]:
+    """The same for a DeltaDiscoveryResponse's `resources` entry: (before, after)."""
+    frame = resource.delta_frame
+    if frame is None:
+        head, tail = _resource_parts(resource)
+        size = len(head) + len(resource.payload) + len(tail)
+        frame = (_TAG2 + varint(size) + head, tail)
+        object.__setattr__(resource, "delta_frame", frame)
+    return frame
 
 
 def any_bytes(resource: XdsResource) -> bytes:
-    """Serialized `google.protobuf.Any` wrapping the resource, built once per resource."""
-    return _any_entry(resource)[1]
+    """Serialized `google.protobuf.Any` wrapping the resource."""
+    return _any_head(resource) + resource.payload
 
 
 def delta_resource_bytes(resource: XdsResource) -> bytes:
-    """Serialized `envoy.service.discovery.v3.Resource` (version, Any, name), built once."""
-    return _delta_entry(resource)[1]
+    """Serialized `envoy.service.discovery.v3.Resource` (version, Any, name)."""
+    head, tail = _resource_parts(resource)
+    return head + resource.payload + tail
 
 
 def sotw_body(type_url: str, version: str, resources: Iterable[XdsResource]) -> bytes:
@@ -151,15 +136,10 @@ def sotw_body(type_url: str, version: str, resources: Iterable[XdsResource]) -> 
     any order on the wire, but nonce = 5 after type_url = 4 keeps it canonical).
     """
     parts = [_str_field(_TAG1, version)]
-    append, cached = parts.append, _any_cache.data.get
+    append = parts.append
     for resource in resources:  # the hot loop of every SotW push: keep it lean
-        entry = cached(id(resource))
-        if entry is None:
-            prefix, message = _any_entry(resource)
-        else:
-            _, prefix, message = entry
-        append(prefix)
-        append(message)
+        append(resource.sotw_frame or _sotw_frame(resource))
+        append(resource.payload)
     parts.append(_str_field(_TAG4, type_url))
     return b"".join(parts)
 
@@ -184,15 +164,12 @@ def delta_response(
 ) -> bytes:
     """A whole serialized DeltaDiscoveryResponse, in canonical field order."""
     parts = [_str_field(_TAG1, system_version)]
-    append, cached = parts.append, _delta_cache.data.get
+    append = parts.append
     for resource in resources:
-        entry = cached(id(resource))
-        if entry is None:
-            prefix, message = _delta_entry(resource)
-        else:
-            _, prefix, message = entry
-        append(prefix)
-        append(message)
+        head, tail = resource.delta_frame or _delta_frame(resource)
+        append(head)
+        append(resource.payload)
+        append(tail)
     parts.append(_str_field(_TAG4, type_url))
     parts.append(_str_field(_TAG5, nonce))
     for name in removed:
