@@ -25,9 +25,13 @@ from gossamer.translate.routes import envoy_match
 
 FAULT_FILTER_NAME = "envoy.filters.http.fault"
 HTTP_FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
-# The no-op filter every outbound HTTP connection manager carries.
+# The filter every outbound HTTP connection manager carries, disabled: Envoy
+# leaves it out of the filter chain of every request whose route has no fault
+# configuration (`typedPerFilterConfig`, which enables it for that route). So
+# a FaultPolicy changes routes only, and requests without faults do not pay
+# for the filter (a no-op filter still costs each request; docs/performance.md).
 FAULT_FILTER: dict[str, Any] = {"name": FAULT_FILTER_NAME,
-                                "typedConfig": {"@type": HTTP_FAULT}}
+                                "typedConfig": {"@type": HTTP_FAULT}, "disabled": True}
 
 
 def fractional_percent(percent: float) -> dict[str, Any]:

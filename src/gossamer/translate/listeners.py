@@ -69,8 +69,10 @@ RBAC_MAPPER: dict[str, Any] = {
     "bodyFormatOverride": {"textFormatSource": {"inlineString": DENIED_BODY}},
 }
 # Callers answer CORS preflights of routes with an HTTPRoute CORS filter (per-route
-# CorsPolicy); without one the filter does nothing.
-CORS_HTTP_FILTER: dict[str, Any] = {"name": CORS_FILTER, "typedConfig": {"@type": CORS}}
+# CorsPolicy, which enables it for that route); disabled, hence out of the filter
+# chain, for every other route (see FAULT_FILTER).
+CORS_HTTP_FILTER: dict[str, Any] = {"name": CORS_FILTER, "typedConfig": {"@type": CORS},
+                                    "disabled": True}
 UNREACHABLE_REPLY: dict[str, Any] = {"mappers": [UNREACHABLE_MAPPER]}
 INBOUND_REPLY: dict[str, Any] = {"mappers": [UNREACHABLE_MAPPER, JWT_MAPPER, RBAC_MAPPER]}
 
@@ -258,8 +260,8 @@ def _localized(listener: Listener, address: str, port: int, cluster: str) -> Lis
 def http_outbound_listener(name: str, port: int, route_config: str,
                            access_log: tuple[dict[str, Any], ...] = (),
                            tracing: dict[str, Any] | None = None) -> Listener:
-    """The fault filter is always there (a no-op unless a route's FaultPolicy
-    configures it), so fault policies change routes only. With `tracing` the
+    """The fault and CORS filters are always there, disabled unless a route
+    configures them, so fault policies and CORS change routes only. With `tracing` the
     listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
     # Built under a placeholder name and port, so one `build` serves every upstream
     # listener of the mesh, then renamed (`_renamed`).
