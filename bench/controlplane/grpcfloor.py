@@ -28,13 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gossamer.agent.ports import free_port
+from gossamer.ca.pki import generate_root, issue_server_cert
 from gossamer.xds.server import TLS_RECORD_BYTES
 
 SERVER = r'''
@@ -71,22 +68,15 @@ asyncio.run(main())
 
 
 def _certificate(directory: Path) -> tuple[Path, Path, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    """A serving certificate from a fresh mesh root, as the control plane's own
+    (`ca.pki`): (key file, chain file, root PEM for the clients)."""
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    pem = cert.public_bytes(serialization.Encoding.PEM)
+    root = generate_root("bench.local", now)
+    chain, key = issue_server_cert(root, ["localhost"], [], now, datetime.timedelta(hours=1))
     key_file, cert_file = directory / "key.pem", directory / "cert.pem"
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_file.write_bytes(pem)
-    return key_file, cert_file, pem
+    key_file.write_bytes(key)
+    cert_file.write_bytes(chain)
+    return key_file, cert_file, root.root_pem().encode()
 
 
 def _rss_mib(pid: int) -> float:

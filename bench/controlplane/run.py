@@ -32,7 +32,6 @@ import asyncio
 import json
 import math
 import random
-import re
 import signal
 import statistics
 import sys
@@ -44,6 +43,7 @@ from typing import Any
 import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
+from prometheus_client.parser import text_string_to_metric_families
 
 from gossamer.xds.types import ENDPOINT, ROUTE
 
@@ -339,18 +339,16 @@ class Bench:
         assert self.api is not None
         text = (await self.api.get("/metrics")).text
         out: dict[str, dict[str, float]] = {}
-        for line in text.splitlines():
-            m = re.match(r'gossamer_gc_pause_seconds_(count|sum|bucket)\{(?:le="([^"]+)",)?'
-                         r'generation="(\d)"(?:,le="([^"]+)")?\} (\S+)', line)
-            if not m:
+        for family in text_string_to_metric_families(text):
+            if family.name != "gossamer_gc_pause_seconds":
                 continue
-            what, le1, gen, le2, value = m.groups()
-            le = le1 or le2
-            row = out.setdefault(gen, {})
-            if what == "bucket" and le == "0.05":
-                row["le_50ms"] = float(value)
-            elif what != "bucket":
-                row[what] = round(float(value), 3)
+            for sample in family.samples:
+                row = out.setdefault(sample.labels["generation"], {})
+                if sample.name.endswith("_bucket"):
+                    if sample.labels.get("le") == "0.05":
+                        row["le_50ms"] = sample.value
+                elif sample.name.endswith(("_count", "_sum")):
+                    row[sample.name.rsplit("_", 1)[1]] = round(sample.value, 3)
         for row in out.values():
             row["over_50ms"] = row.get("count", 0) - row.pop("le_50ms", 0)
         return out

@@ -82,7 +82,8 @@ def _any_head(resource: XdsResource) -> bytes:
 
 def _sotw_frame(resource: XdsResource) -> bytes:
     """What goes before the payload in one `resources` entry (an Any) of a
-    DiscoveryResponse: made once per resource and kept on it.
+    DiscoveryResponse: made on a resource's first send and kept on it (callers
+    read `resource.sotw_frame` first).
 
     Why only the framing and not the whole entry: the entry would copy the
     payload, and most resources are one proxy's own (its listeners and
@@ -90,11 +91,9 @@ def _sotw_frame(resource: XdsResource) -> bytes:
     control plane's memory per proxy. Joining frame and payload costs what
     joining one piece does.
     """
-    frame = resource.sotw_frame
-    if frame is None:
-        head = _any_head(resource)
-        frame = _TAG2 + varint(len(head) + len(resource.payload)) + head
-        object.__setattr__(resource, "sotw_frame", frame)
+    head = _any_head(resource)
+    frame = _TAG2 + varint(len(head) + len(resource.payload)) + head
+    object.__setattr__(resource, "sotw_frame", frame)
     return frame
 
 
@@ -108,13 +107,12 @@ def _resource_parts(resource: XdsResource) -> tuple[bytes, bytes]:
 
 
 def _delta_frame(resource: XdsResource) -> tuple[bytes, bytes]:
-    """The same for a DeltaDiscoveryResponse's `resources` entry: (before, after)."""
-    frame = resource.delta_frame
-    if frame is None:
-        head, tail = _resource_parts(resource)
-        size = len(head) + len(resource.payload) + len(tail)
-        frame = (_TAG2 + varint(size) + head, tail)
-        object.__setattr__(resource, "delta_frame", frame)
+    """The same for a DeltaDiscoveryResponse's `resources` entry: (before, after),
+    kept as `resource.delta_frame`."""
+    head, tail = _resource_parts(resource)
+    size = len(head) + len(resource.payload) + len(tail)
+    frame = (_TAG2 + varint(size) + head, tail)
+    object.__setattr__(resource, "delta_frame", frame)
     return frame
 
 
