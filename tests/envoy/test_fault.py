@@ -98,10 +98,13 @@ async def test_fixed_delay_and_policy_changes_touch_routes_only(
     await mini.wait_synced()
     before = await client.stats()
     # The delay comes before the router, so the route's request timeout does not count it.
+    # The timeout leaves room for a loaded machine: the backend answers from a thread of
+    # this process, which also runs the control plane's builds (the GIL), so a 200 ms
+    # timeout was seen to expire in CI with no delay in play.
     await mini.apply({"apiVersion": API, "kind": "ResiliencePolicy", "metadata": {"name": "r"},
                       "spec": {"targetRef": {"kind": "Service", "name": "echo"},
-                               "timeouts": {"request": "200ms"}}})
-    await mini.apply(fault_policy({"delay": {"fixedDelay": "300ms", "percent": 100}}))
+                               "timeouts": {"request": "1s"}}})
+    await mini.apply(fault_policy({"delay": {"fixedDelay": "1200ms", "percent": 100}}))
 
     async def delayed() -> bool:
         return (await client.stats()).get("http.outbound.fault.delays_injected", 0) > 0
@@ -118,9 +121,9 @@ async def test_fixed_delay_and_policy_changes_touch_routes_only(
             resp = await get(client, http=http)
             took = time.monotonic() - start
             assert resp.status_code == 200, resp.text
-            assert 0.3 <= took < 3.0, took
+            assert 1.2 <= took < 5.0, took
         # ...while the app's own latency still is.
-        slow_app = await get(client, http=http, headers={"x-test-delay-ms": "400"})
+        slow_app = await get(client, http=http, headers={"x-test-delay-ms": "2000"})
         assert slow_app.status_code == 504
         after = await client.stats()
         # A route (RDS) update only: no listener was replaced or drained.
@@ -134,7 +137,7 @@ async def test_fixed_delay_and_policy_changes_touch_routes_only(
 async def _fast(client: Sidecar, http: Any) -> bool:
     start = time.monotonic()
     resp = await get(client, http=http)
-    return bool(resp.status_code == 200 and time.monotonic() - start < 0.25)
+    return bool(resp.status_code == 200 and time.monotonic() - start < 1.0)
 
 
 async def test_grpc_abort_is_a_grpc_status(mini: MiniMesh, grpc_echo: int) -> None:
