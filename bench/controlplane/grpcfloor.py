@@ -9,7 +9,12 @@ the server's RSS before and after. Configurations: plaintext, TLS (a P-256
 certificate, as the mesh CA issues), and TLS with the record size the xDS
 server sets (`grpc.tsi.max_frame_size`, see xds/server.py).
 
-    PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.grpcfloor
+    PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.grpcfloor [--alternatives]
+
+`--alternatives` also measures what might lower the floor (each with TLS): smaller
+records, grpc's read-buffer and BDP options, glibc with fewer malloc arenas,
+jemalloc (Debian's libjemalloc2, if installed), and grpclib, a pure-Python gRPC
+server over asyncio's TLS (if installed; not a dependency of Gossamer).
 
 Loopback only; the child is stopped by PID; each configuration takes seconds.
 """
@@ -19,11 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +74,45 @@ async def main():
 asyncio.run(main())
 '''
 
+# The same handler on grpclib (pure-Python HTTP/2 over asyncio and the ssl module).
+GRPCLIB_SERVER = r'''
+import asyncio, ssl, sys
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Server
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+
+port, tls, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+count = max(1, size // 1000)
+RESPONSE = discovery_pb2.DeltaDiscoveryResponse(nonce="1", resources=[
+    discovery_pb2.Resource(name=f"r{i}", version="v", resource=any_pb2.Any(
+        type_url="x", value=b"a" * (size // count))) for i in range(count)])
+
+async def delta(stream):
+    async for _ in stream:
+        await stream.send_message(RESPONSE)
+
+class Ads:
+    def __mapping__(self):
+        return {"/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources":
+                Handler(delta, Cardinality.STREAM_STREAM, discovery_pb2.DeltaDiscoveryRequest,
+                        discovery_pb2.DeltaDiscoveryResponse)}
+
+async def main():
+    context = None
+    if tls == "tls":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[6], sys.argv[5])
+        context.set_alpn_protocols(["h2"])
+    server = Server([Ads()])
+    await server.start("127.0.0.1", port, ssl=context)
+    print("up", flush=True)
+    await server.wait_closed()
+
+asyncio.run(main())
+'''
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+
 
 def _certificate(directory: Path) -> tuple[Path, Path, bytes]:
     """A serving certificate from a fresh mesh root, as the control plane's own
@@ -100,13 +147,14 @@ async def _streams(n: int, port: int, ca: bytes | None) -> list[Any]:
 
 
 async def measure(n: int, tls: bool, response_bytes: int, options: list[tuple[str, int]],
-                  directory: Path) -> dict[str, Any]:
+                  directory: Path, *, server: str = SERVER,
+                  env: dict[str, str] | None = None) -> dict[str, Any]:
     key_file, cert_file, pem = _certificate(directory)
     port = free_port()
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SERVER, str(port), "tls" if tls else "plain",
+        sys.executable, "-c", server, str(port), "tls" if tls else "plain",
         str(response_bytes), json.dumps(options), str(key_file), str(cert_file),
-        stdout=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
     opened: list[Any] = []
     try:
         assert child.stdout is not None
@@ -126,12 +174,50 @@ async def measure(n: int, tls: bool, response_bytes: int, options: list[tuple[st
             await channel.close()
 
 
-CONFIGS: list[tuple[str, bool, list[tuple[str, int]]]] = [
-    ("plaintext", False, []),
-    ("TLS, 16 KiB records (grpc default)", True, []),
-    (f"TLS, {TLS_RECORD_BYTES // 1024} KiB records (xDS server)", True,
-     [("grpc.tsi.max_frame_size", TLS_RECORD_BYTES)]),
+@dataclass(frozen=True)
+class Config:
+    label: str
+    tls: bool
+    options: list[tuple[str, int]] = field(default_factory=list)
+    server: str = SERVER
+    env: dict[str, str] = field(default_factory=dict)
+
+
+RECORDS = [("grpc.tsi.max_frame_size", TLS_RECORD_BYTES)]
+CONFIGS = [
+    Config("plaintext", False),
+    Config("TLS, 16 KiB records (grpc default)", True),
+    Config(f"TLS, {TLS_RECORD_BYTES // 1024} KiB records (xDS server)", True, RECORDS),
 ]
+
+
+def alternatives() -> tuple[list[Config], list[str]]:
+    """What else might lower the floor, and the ones this machine cannot run."""
+    configs = [
+        Config("TLS, 2 KiB records", True, [("grpc.tsi.max_frame_size", 2048)]),
+        Config("TLS, 1 KiB records (grpc's lower bound)", True,
+               [("grpc.tsi.max_frame_size", 1024)]),
+        Config("TLS 4 KiB, no BDP probe, 4-16 KiB TCP reads", True, [
+            *RECORDS, ("grpc.http2.bdp_probe", 0), ("grpc.experimental.tcp_read_chunk_size", 4096),
+            ("grpc.experimental.tcp_min_read_chunk_size", 1024),
+            ("grpc.experimental.tcp_max_read_chunk_size", 16384)]),
+        Config("TLS 4 KiB, glibc MALLOC_ARENA_MAX=2", True, RECORDS,
+               env={"MALLOC_ARENA_MAX": "2"}),
+        Config("TLS 4 KiB, glibc MALLOC_ARENA_MAX=1", True, RECORDS,
+               env={"MALLOC_ARENA_MAX": "1"}),
+    ]
+    missing = []
+    if JEMALLOC.exists():
+        configs.append(Config("TLS 4 KiB, jemalloc", True, RECORDS,
+                              env={"LD_PRELOAD": str(JEMALLOC)}))
+    else:
+        missing.append(f"jemalloc: {JEMALLOC} not installed (Debian libjemalloc2)")
+    if importlib.util.find_spec("grpclib") is not None:
+        configs += [Config("grpclib, plaintext", False, server=GRPCLIB_SERVER),
+                    Config("grpclib, TLS (asyncio + ssl)", True, server=GRPCLIB_SERVER)]
+    else:
+        missing.append("grpclib: not installed (pip install grpclib)")
+    return configs, missing
 
 
 async def main() -> None:
@@ -141,17 +227,29 @@ async def main() -> None:
                    help="each response (the bench's first config is ~12 KB a proxy)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--alternatives", action="store_true",
+                   help="also measure what might lower the floor (see the docstring)")
     args = p.parse_args()
+    configs, missing = list(CONFIGS), list[str]()
+    if args.alternatives:
+        more, missing = alternatives()
+        configs += more
     rows = []
     with tempfile.TemporaryDirectory(prefix="gossamer-grpcfloor-") as tmp:
-        for label, tls, options in CONFIGS:
-            runs = [await measure(args.streams, tls, args.response_bytes, options, Path(tmp))
+        for config in configs:
+            runs = [await measure(args.streams, config.tls, args.response_bytes,
+                                  config.options, Path(tmp), server=config.server,
+                                  env=config.env)
                     for _ in range(args.runs)]
-            rows.append({"config": label, "runs": runs, "kib_per_stream": statistics.median(
-                r["kib_per_stream"] for r in runs)})
-            print(f"{label:40s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream", flush=True)
+            rows.append({"config": config.label, "runs": runs, "kib_per_stream":
+                         statistics.median(r["kib_per_stream"] for r in runs)})
+            print(f"{config.label:45s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream",
+                  flush=True)
+    for reason in missing:
+        print(f"not measured: {reason}")
     out = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "streams": args.streams,
-           "response_bytes": args.response_bytes, "configs": rows}
+           "response_bytes": args.response_bytes, "configs": rows,
+           "not_measured": missing}
     if args.out is not None:
         args.out.write_text(json.dumps(out, indent=2) + "\n")
 
