@@ -66,11 +66,13 @@ def _settled(mesh: Mesh, timeout: float = 40.0) -> dict[str, Any]:
     svc: dict[str, Any] = {}
     while time.monotonic() < deadline:
         [svc] = mesh.api.get("/api/v1/stats?kind=service&name=catalog").json()["items"]
-        p99 = svc["latency_ms"]["p99"]
+        p95 = svc["latency_ms"]["p95"]
         # A sidecar counts a response when the stream completes, which may be a moment
-        # after the client has it: wait for every response to be counted too.
-        if svc["requests"] == TOTAL == sum(svc["responses"].values()) and p99 is not None \
-                and p99 > 250:
+        # after the client has it: wait for every response to be counted too. Each of
+        # catalog's sidecars flushes its histogram on its own 5 s timer: until all have,
+        # the slow fifth of the load is only partly in (CI once read p95 17 ms, p99 397).
+        if svc["requests"] == TOTAL == sum(svc["responses"].values()) and p95 is not None \
+                and p95 > 250:
             return svc
         time.sleep(0.5)
     raise AssertionError(f"catalog's golden metrics did not settle: {svc}")
