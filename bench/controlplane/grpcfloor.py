@@ -42,10 +42,11 @@ from gossamer.agent.ports import free_port
 from gossamer.ca.pki import generate_root, issue_server_cert
 from gossamer.xds.server import TLS_RECORD_BYTES
 
-SERVER = r'''
+# Both servers' arguments (port, tls|plain, response bytes, grpc options as
+# JSON, key file, chain file) and the one response they answer every request with.
+PRELUDE = r'''
 import asyncio, json, sys
-import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 port, tls, size, options = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
@@ -53,6 +54,11 @@ count = max(1, size // 1000)
 RESPONSE = discovery_pb2.DeltaDiscoveryResponse(nonce="1", resources=[
     discovery_pb2.Resource(name=f"r{i}", version="v", resource=any_pb2.Any(
         type_url="x", value=b"a" * (size // count))) for i in range(count)])
+'''
+
+SERVER = PRELUDE + r'''
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
 
 class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def DeltaAggregatedResources(self, requests, context):
@@ -75,18 +81,10 @@ asyncio.run(main())
 '''
 
 # The same handler on grpclib (pure-Python HTTP/2 over asyncio and the ssl module).
-GRPCLIB_SERVER = r'''
-import asyncio, ssl, sys
+GRPCLIB_SERVER = PRELUDE + r'''
+import ssl
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server
-from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2
-
-port, tls, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-count = max(1, size // 1000)
-RESPONSE = discovery_pb2.DeltaDiscoveryResponse(nonce="1", resources=[
-    discovery_pb2.Resource(name=f"r{i}", version="v", resource=any_pb2.Any(
-        type_url="x", value=b"a" * (size // count))) for i in range(count)])
 
 async def delta(stream):
     async for _ in stream:
@@ -105,7 +103,7 @@ async def main():
         context.load_cert_chain(sys.argv[6], sys.argv[5])
         context.set_alpn_protocols(["h2"])
     server = Server([Ads()])
-    await server.start("127.0.0.1", port, ssl=context)
+    await server.start("127.0.0.1", int(port), ssl=context)
     print("up", flush=True)
     await server.wait_closed()
 
@@ -206,7 +204,7 @@ def alternatives() -> tuple[list[Config], list[str]]:
         Config("TLS 4 KiB, glibc MALLOC_ARENA_MAX=1", True, RECORDS,
                env={"MALLOC_ARENA_MAX": "1"}),
     ]
-    missing = []
+    missing: list[str] = []
     if JEMALLOC.exists():
         configs.append(Config("TLS 4 KiB, jemalloc", True, RECORDS,
                               env={"LD_PRELOAD": str(JEMALLOC)}))
@@ -230,7 +228,8 @@ async def main() -> None:
     p.add_argument("--alternatives", action="store_true",
                    help="also measure what might lower the floor (see the docstring)")
     args = p.parse_args()
-    configs, missing = list(CONFIGS), list[str]()
+    configs = list(CONFIGS)
+    missing: list[str] = []
     if args.alternatives:
         more, missing = alternatives()
         configs += more
