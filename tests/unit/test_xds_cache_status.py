@@ -69,6 +69,43 @@ async def test_waiting_on_an_unknown_node_leaves_nothing_behind() -> None:
     assert cache.node_ids() == []
 
 
+def test_watchers_are_called_on_every_real_change_until_unwatched() -> None:
+    cache = SnapshotCache()
+    calls: list[str] = []
+    unwatch_a = cache.watch("n", lambda: calls.append("a"))
+    unwatch_b = cache.watch("n", lambda: calls.append("b"))
+    cache.set("n", snap())
+    assert calls == ["a", "b"]
+    cache.set("n", snap())  # same versions: nobody is called
+    assert calls == ["a", "b"]
+    unwatch_a()
+    unwatch_a()  # twice is harmless
+    cache.set("n", snap("other"))
+    assert calls == ["a", "b", "b"]
+    cache.remove("n")
+    assert calls == ["a", "b", "b", "b"]
+    assert "n" in cache._entries  # kept while watched, without a snapshot
+    unwatch_b()
+    assert cache._entries == {}
+    cache.set("other-node", snap())
+    assert calls == ["a", "b", "b", "b"]  # only the node's own changes
+
+
+def test_a_watcher_may_unwatch_while_being_called() -> None:
+    cache = SnapshotCache()
+    calls: list[str] = []
+    unwatch: list[object] = []
+
+    def once() -> None:
+        calls.append("once")
+        unwatch[0]()  # type: ignore[operator]
+    unwatch.append(cache.watch("n", once))
+    cache.watch("n", lambda: calls.append("always"))
+    cache.set("n", snap())
+    cache.set("n", snap("other"))
+    assert calls == ["once", "always", "always"]
+
+
 # ------------------------------------------------------------------------------- registry
 
 

@@ -3,35 +3,39 @@
 Theory of operation: one entry per node id holds the current `Snapshot` and a
 generation number. Every real change (a set whose per-type versions differ from
 the stored ones, or a remove) takes the next value of a cache-wide counter, so
-generations never repeat, even across remove and re-add. A stream remembers the
-generation it last acted on and calls `wait_for_change(node_id, seen)`, which
-returns at once if the entry has moved on, or else parks on the entry's
-`asyncio.Event`. A change sets that event (waking every stream of the node)
-and installs a fresh one. Setting a snapshot whose versions equal the stored
-ones changes nothing and wakes nobody: versions are content hashes, so equal
-versions mean equal bytes. An entry without a snapshot is kept only while
-someone waits on it.
+generations never repeat, even across remove and re-add. Streams `watch` a
+node: the cache calls each watcher synchronously on every change, and a
+watcher only takes note (the xDS server's stream inbox queues a "changed"
+marker), so a push to a thousand proxies is a thousand cheap calls and no
+task or event per stream. `wait_for_change(node_id, seen)` is the same for
+a coroutine: it returns at once if the entry has moved on, or else waits
+for the next change. Setting a snapshot whose versions equal the stored
+ones changes nothing and calls nobody: versions are content hashes, so
+equal versions mean equal bytes. An entry without a snapshot is kept only
+while someone watches it.
 
 The cache holds references, never copies: snapshots and their resources are
 immutable and shared with every stream of the node. Use it from the event
-loop's thread (it uses asyncio.Event and no locks).
+loop's thread (no locks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gossamer.xds.types import Snapshot
 
+Watcher = Callable[[], None]
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, slots=True)
 class _Entry:
     snapshot: Snapshot | None = None
     generation: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    waiters: int = 0
+    watchers: list[Watcher] = field(default_factory=list)
 
 
 def _same_versions(a: Snapshot, b: Snapshot) -> bool:
@@ -70,7 +74,7 @@ class SnapshotCache:
             return False
         entry.snapshot = None
         self._bump(entry)
-        if entry.waiters == 0:
+        if not entry.watchers:
             del self._entries[node_id]
         return True
 
@@ -83,21 +87,40 @@ class SnapshotCache:
         entry = self._entries.get(node_id)
         return entry.generation if entry is not None else 0
 
-    async def wait_for_change(self, node_id: str, seen_generation: int) -> int:
-        """Return the node's generation once it differs from `seen_generation`."""
+    def watch(self, node_id: str, watcher: Watcher) -> Callable[[], None]:
+        """Call `watcher()` on every change of the node's snapshot, until the
+        returned function is called. It runs inside `set`/`remove`: it must
+        be quick and must not raise."""
         entry = self._entries.get(node_id)
         if entry is None:
             entry = self._entries[node_id] = _Entry()
-        entry.waiters += 1
-        try:
-            while entry.generation == seen_generation:
-                await entry.changed.wait()
-            return entry.generation
-        finally:
-            entry.waiters -= 1
-            if (entry.waiters == 0 and entry.snapshot is None
+        entry.watchers.append(watcher)
+
+        def unwatch() -> None:
+            try:
+                entry.watchers.remove(watcher)
+            except ValueError:
+                return  # already unwatched
+            if (not entry.watchers and entry.snapshot is None
                     and self._entries.get(node_id) is entry):
                 del self._entries[node_id]
+        return unwatch
+
+    async def wait_for_change(self, node_id: str, seen_generation: int) -> int:
+        """Return the node's generation once it differs from `seen_generation`."""
+        changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:  # every call is a change: one is enough
+            if not changed.done():
+                changed.set_result(None)
+        unwatch = self.watch(node_id, wake)
+        entry = self._entries[node_id]  # kept while watched
+        try:
+            if entry.generation == seen_generation:
+                await changed
+            return entry.generation
+        finally:
+            unwatch()
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.snapshot is not None)
@@ -108,5 +131,5 @@ class SnapshotCache:
 
     def _bump(self, entry: _Entry) -> None:
         entry.generation = next(self._counter)
-        event, entry.changed = entry.changed, asyncio.Event()
-        event.set()
+        for watcher in tuple(entry.watchers):
+            watcher()

@@ -12,18 +12,19 @@ stream.
 Theory of operation (one stream):
 
     reader task ──requests──▶ ┐
-                              ├─ queue ─▶ main loop ─▶ machine ─▶ Outgoing ─▶ write
-    watcher task ─"changed"─▶ ┘                         │
+                              ├─ inbox ─▶ main loop ─▶ machine ─▶ Outgoing ─▶ write
+    cache watch ──"changed"─▶ ┘                         │
                                                         └─ events ─▶ registry, metrics
 
 1. The first request must name the node. The stream registers with the
    `ProxyRegistry` (which hands out a stream id), then calls
    `hooks.proxy_connected` (sync or async) and only then looks at the cache:
    the control plane typically computes the node's snapshot in that hook.
-2. A watcher task waits on `SnapshotCache.wait_for_change` and queues one
-   coalesced "changed" marker; the reader task queues requests. The main
-   loop is the only one touching the sans-I/O machine, so the machine needs
-   no locks, and requests and snapshots are handled in arrival order.
+2. The stream watches its node in the `SnapshotCache`, which queues one
+   coalesced "changed" marker in the stream's inbox (`inbox.py`); the reader
+   task queues requests. The main loop is the only one touching the sans-I/O
+   machine, so the machine needs no locks, and requests and snapshots are
+   handled in arrival order.
 3. Each response is written under a semaphore shared by all streams, which
    caps responses in flight: a push to thousands of proxies then proceeds
    a few dozen writes at a time instead of holding every response in memory
@@ -42,7 +43,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
 import grpc
@@ -52,6 +53,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gossamer.xds import wire
 from gossamer.xds.cache import SnapshotCache
+from gossamer.xds.inbox import CHANGED, END, StreamInbox
 from gossamer.xds.status import NodeInfo, ProxyRegistry
 from gossamer.xds.stream import (
     Acked,
@@ -169,19 +171,6 @@ class XdsMetrics:
 
 class _StreamGone(Exception):
     """The peer stopped taking responses; end the stream (Envoy will reconnect)."""
-
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_CHANGED: Final = _Marker("CHANGED")
-_END: Final = _Marker("END")
-_QueueItem = Any  # a request message, _CHANGED or _END
 
 
 def _identity(payload: bytes) -> bytes:
@@ -370,15 +359,15 @@ class XdsServer:
         if this is not None:
             self._streams.add(this)
             this.add_done_callback(self._streams.discard)
-        queue: asyncio.Queue[_QueueItem] = asyncio.Queue(maxsize=64)
-        reader = asyncio.create_task(self._read(requests, queue))
-        watcher: asyncio.Task[None] | None = None
+        inbox = StreamInbox(limit=64)
+        reader = asyncio.create_task(self._read(requests, inbox))
+        unwatch: Callable[[], None] | None = None
         node_id = ""
         stream_id = 0
         kind = machine.kind
         try:
-            first = await queue.get()
-            if first is _END:
+            first: Any = await inbox.get()
+            if first is END:
                 return
             if not first.HasField("node") or not first.node.id:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -401,9 +390,7 @@ class XdsServer:
                      node.user_agent or "unknown agent")
             await self._call_hook("proxy_connected", node_id, node)
 
-            generation = self.cache.generation(node_id)
-            flag = asyncio.Event()  # set while a _CHANGED marker is queued
-            watcher = asyncio.create_task(self._watch(node_id, generation, queue, flag))
+            unwatch = self.cache.watch(node_id, inbox.mark_changed)
             out = machine.on_request(first)
             del first  # the parsed request would otherwise live as long as the stream
             applied = self.cache.get(node_id)
@@ -411,11 +398,10 @@ class XdsServer:
                 out += machine.on_snapshot(applied)
             await self._deliver(context, machine, node_id, stream_id, out)
             while True:
-                item = await queue.get()
-                if item is _END:
+                item: Any = await inbox.get()
+                if item is END:
                     break
-                if item is _CHANGED:
-                    flag.clear()
+                if item is CHANGED:
                     snapshot = self.cache.get(node_id)
                     if snapshot is None or snapshot is applied:
                         continue
@@ -423,6 +409,7 @@ class XdsServer:
                     out = machine.on_snapshot(snapshot)
                 else:
                     out = machine.on_request(item)
+                del item  # a request would otherwise live until the next one comes
                 await self._deliver(context, machine, node_id, stream_id, out)
         except asyncio.CancelledError:
             raise  # server stopping or the client went away: the finally block cleans up
@@ -436,9 +423,9 @@ class XdsServer:
             else:
                 log.exception("xDS %s stream of %s failed", kind, node_id or "unknown node")
         finally:
-            for task in (reader, watcher):
-                if task is not None:
-                    task.cancel()
+            reader.cancel()
+            if unwatch is not None:
+                unwatch()
             if stream_id:
                 self.metrics.streams.labels(kind).dec()
                 current = self.registry.disconnect(node_id, stream_id)
@@ -478,23 +465,16 @@ class XdsServer:
                             event.version, event.message)
 
     @staticmethod
-    async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[_QueueItem]) -> None:
+    async def _read(requests: AsyncIterator[Any], inbox: StreamInbox) -> None:
         try:
             async for request in requests:
-                await queue.put(request)
+                await inbox.put(request)
+                del request  # the loop owns it now; do not hold it while reading on
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client reset the stream, or sent garbage
             log.debug("xDS stream read ended: %r", exc)
-        await queue.put(_END)
-
-    async def _watch(self, node_id: str, generation: int, queue: asyncio.Queue[_QueueItem],
-                     flag: asyncio.Event) -> None:
-        while True:
-            generation = await self.cache.wait_for_change(node_id, generation)
-            if not flag.is_set():
-                flag.set()
-                await queue.put(_CHANGED)
+        await inbox.put(END)
 
     async def _call_hook(self, name: str, *args: Any) -> None:
         if self.hooks is None:

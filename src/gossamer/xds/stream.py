@@ -242,7 +242,7 @@ class _Base:
 # --------------------------------------------------------------------------- SotW
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SotwTypeState:
     """One type's sub-stream in a state-of-the-world stream.
 
@@ -402,7 +402,7 @@ class SotwStream(_Base):
 # -------------------------------------------------------------------------- delta
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class DeltaTypeState:
     """One type's sub-stream in a delta (incremental) stream.
 
