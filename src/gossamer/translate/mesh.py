@@ -180,7 +180,7 @@ class MeshConfig:
         slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys))
         if slot not in self._outbound_routes:
             self._outbound_routes[slot] = self._outbound_prior.get(slot) or \
-                _outbound_route_config(self, namespace, scope)
+                _outbound_route_config(self, namespace, pkeys)
         self._outbound_here[(namespace, scope)] = self._outbound_routes[slot]
         return self._outbound_routes[slot]
 
@@ -274,16 +274,17 @@ def _virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> VirtualHost
                                "routes": mesh.port_routes[pkey]})
 
 
-def _outbound_route_config(mesh: MeshConfig, namespace: str, scope: Scope) -> XdsResource:
-    """The catch-all listener's routes: a virtual host per Service port in scope.
-    Assembled from each port's VirtualHost, built once per mesh and shared by every
-    scope it is in (the same message ParseDict of the whole config gives)."""
+def _outbound_route_config(mesh: MeshConfig, namespace: str,
+                           pkeys: list[PortKey]) -> XdsResource:
+    """The catch-all listener's routes: a virtual host per Service port in scope
+    (`pkeys`, sorted; only the scope's own, so a sidecar that calls 3 Services of
+    1000 costs 3 steps, not 1000). Assembled from each port's VirtualHost, built
+    once per mesh and shared by every scope it is in (the same message ParseDict
+    of the whole config gives)."""
     config = RouteConfiguration(name=names.OUTBOUND_ROUTES,
                                 response_headers_to_remove=[UNREACHABLE_HEADER])
     config.validate_clusters.SetInParent()  # present and false, as in the JSON form
-    for pkey in sorted(mesh.port_routes):
-        if scope is not None and pkey[:2] not in scope:
-            continue
+    for pkey in pkeys:
         slot = (pkey, pkey[0] == namespace)
         if slot not in mesh._vhosts:
             mesh._vhosts[slot] = _virtual_host(mesh, pkey, pkey[0] == namespace)
