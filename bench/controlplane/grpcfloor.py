@@ -16,6 +16,10 @@ records, grpc's read-buffer and BDP options, glibc with fewer malloc arenas,
 jemalloc (Debian's libjemalloc2, if installed), and grpclib, a pure-Python gRPC
 server over asyncio's TLS (if installed; not a dependency of Gossamer).
 
+`--heap` says what the floor is made of: the server runs with `heapshim.c`
+preloaded (compiled with gcc at run time), which counts live heap blocks by
+size, and each configuration reports the blocks each stream keeps.
+
 Loopback only; the child is stopped by PID; each configuration takes seconds.
 """
 
@@ -27,10 +31,13 @@ import datetime
 import importlib.util
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +117,49 @@ async def main():
 asyncio.run(main())
 '''
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+# Prepended to a server script under --heap: SIGUSR1 dumps heapshim's counts.
+HEAP_HOOK = r'''
+import ctypes, os, signal
+_heap = ctypes.CDLL(None)
+signal.signal(signal.SIGUSR1, lambda *_: _heap.shim_dump(os.environ["HEAP_DUMP"].encode()))
+'''
+
+
+def compile_shim(directory: Path) -> Path:
+    out = directory / "heapshim.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(out),
+                    str(Path(__file__).with_name("heapshim.c"))], check=True)
+    return out
+
+
+def _read_counts(dump: Path) -> Counter[int] | None:
+    """heapshim's dump, once there (it renames a complete file into place)."""
+    try:
+        text = dump.read_text()
+    except FileNotFoundError:
+        return None
+    return Counter({int(size): int(n) for size, n in (line.split() for line in text.splitlines())})
+
+
+async def _heap_counts(child: asyncio.subprocess.Process, dump: Path) -> Counter[int]:
+    """Live blocks by usable size, as the child's heapshim counts them now."""
+    dump.unlink(missing_ok=True)  # noqa: ASYNC240 (a local file; no I/O wait)
+    child.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        counts = _read_counts(dump)
+        if counts is not None:
+            return counts
+    raise RuntimeError("the server did not dump its heap counts")
+
+
+def _per_stream(before: Counter[int], after: Counter[int], n: int) -> dict[str, Any]:
+    diff = {size: after[size] - before[size] for size in set(after) | set(before)}
+    top = sorted(diff.items(), key=lambda kv: -kv[0] * kv[1])[:8]
+    return {"heap_kib_per_stream": round(sum(s * c for s, c in diff.items()) / n / 1024, 1),
+            "blocks": [{"usable_bytes": size, "per_stream": round(c / n, 2),
+                        "kib_per_stream": round(size * c / n / 1024, 1)} for size, c in top]}
 
 
 def _certificate(directory: Path) -> tuple[Path, Path, bytes]:
@@ -146,13 +196,19 @@ async def _streams(n: int, port: int, ca: bytes | None) -> list[Any]:
 
 async def measure(n: int, tls: bool, response_bytes: int, options: list[tuple[str, int]],
                   directory: Path, *, server: str = SERVER,
-                  env: dict[str, str] | None = None) -> dict[str, Any]:
+                  env: dict[str, str] | None = None,
+                  heap_shim: Path | None = None) -> dict[str, Any]:
     key_file, cert_file, pem = _certificate(directory)
     port = free_port()
+    env = {**os.environ, **(env or {})}
+    dump = directory / "heap-counts"
+    if heap_shim is not None:
+        server = HEAP_HOOK + server
+        env.update(LD_PRELOAD=str(heap_shim), HEAP_DUMP=str(dump))
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", server, str(port), "tls" if tls else "plain",
         str(response_bytes), json.dumps(options), str(key_file), str(cert_file),
-        stdout=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+        stdout=asyncio.subprocess.PIPE, env=env)
     opened: list[Any] = []
     try:
         assert child.stdout is not None
@@ -160,11 +216,15 @@ async def measure(n: int, tls: bool, response_bytes: int, options: list[tuple[st
             raise RuntimeError("the grpc server did not start")
         await asyncio.sleep(0.5)
         base = _rss_mib(child.pid)
+        heap0 = await _heap_counts(child, dump) if heap_shim is not None else None
         opened = await _streams(n, port, pem if tls else None)
         await asyncio.sleep(1.0)
-        return {"streams": n, "tls": tls, "response_bytes": response_bytes,
-                "options": dict(options), "base_mib": round(base, 1),
-                "kib_per_stream": round((_rss_mib(child.pid) - base) * 1024 / n, 1)}
+        result = {"streams": n, "tls": tls, "response_bytes": response_bytes,
+                  "options": dict(options), "base_mib": round(base, 1),
+                  "kib_per_stream": round((_rss_mib(child.pid) - base) * 1024 / n, 1)}
+        if heap0 is not None:
+            result.update(_per_stream(heap0, await _heap_counts(child, dump), n))
+        return result
     finally:
         child.kill()
         await asyncio.wait_for(child.wait(), 10)
@@ -218,6 +278,15 @@ def alternatives() -> tuple[list[Config], list[str]]:
     return configs, missing
 
 
+def _print_heap(runs: list[dict[str, Any]]) -> None:
+    """The median run's live heap per stream and its largest block sizes."""
+    run = sorted(runs, key=lambda r: r["heap_kib_per_stream"])[len(runs) // 2]
+    print(f"{'':4}live heap {run['heap_kib_per_stream']:.1f} KiB a stream, largest by size:")
+    for b in run["blocks"]:
+        print(f"{'':6}{b['usable_bytes']:>7} B x {b['per_stream']:4.2f} = "
+              f"{b['kib_per_stream']:5.1f} KiB")
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--streams", type=int, default=500)
@@ -227,6 +296,8 @@ async def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--alternatives", action="store_true",
                    help="also measure what might lower the floor (see the docstring)")
+    p.add_argument("--heap", action="store_true",
+                   help="also count the live heap blocks each stream keeps, by size")
     args = p.parse_args()
     configs = list(CONFIGS)
     missing: list[str] = []
@@ -235,15 +306,18 @@ async def main() -> None:
         configs += more
     rows = []
     with tempfile.TemporaryDirectory(prefix="gossamer-grpcfloor-") as tmp:
+        shim = compile_shim(Path(tmp)) if args.heap else None
         for config in configs:
             runs = [await measure(args.streams, config.tls, args.response_bytes,
                                   config.options, Path(tmp), server=config.server,
-                                  env=config.env)
+                                  env=config.env, heap_shim=shim)
                     for _ in range(args.runs)]
             rows.append({"config": config.label, "runs": runs, "kib_per_stream":
                          statistics.median(r["kib_per_stream"] for r in runs)})
             print(f"{config.label:45s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream",
                   flush=True)
+            if shim is not None:
+                _print_heap(runs)
     for reason in missing:
         print(f"not measured: {reason}")
     out = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "streams": args.streams,

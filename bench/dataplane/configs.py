@@ -49,6 +49,9 @@ class Target:
     name: str
     port: int
     envoy_pids: list[int] = field(default_factory=list)  # caller sidecar first
+    # The mesh's own processes on the proxies' CPU (control plane, agents): not
+    # proxy CPU, but they compete with the proxies for that core.
+    support_pids: list[int] = field(default_factory=list)
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -269,7 +272,10 @@ class Gossamer:
         client = next(c for c in self.run.children if c.name == "client-0")
         port = int(_arg(list(map(str, client.popen.args)), "--outbound-port"))  # type: ignore[arg-type]
         wait_ok(port)
-        return Target(self.name, port, [self._envoy_of("client-0"), self._envoy_of("backend-0")])
+        support = [c.popen.pid for c in self.run.children
+                   if c.role == "control-plane" or c.name in ("client-0", "backend-0")]
+        return Target(self.name, port, [self._envoy_of("client-0"), self._envoy_of("backend-0")],
+                      support)
 
     def stop(self) -> None:
         self.run.stop()

@@ -31,6 +31,8 @@ def _latency(runs: list[dict[str, Any]], rate: str, names: list[str]) -> dict[st
             **{q: _median([row["latency_us"][q] for row in rows]) for q in QUANTILES},
             **{f"added_{q}": _median(v) for q, v in added.items()},
             "cpu_ms_per_1k": _median([row["proxy_cpu_ms_per_1k"] for row in rows]),
+            # Older results have no support CPU; None prints as "-".
+            "support_cpu_share": _median([row.get("support_cpu_share") for row in rows]),
             "send_lag_p50": _median([row["send_lag_us"]["p50"] for row in rows]),
             "send_lag_p99": _median([row["send_lag_us"]["p99"] for row in rows]),
             "steal": _median([row["max_steal"] for row in rows]),
@@ -80,8 +82,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"bench/dataplane: {settings['runs']} runs x {settings['duration_s']} s per rate, "
              f"{settings['connections']} connections, medians over runs (us)",
              f"{'rate':>6} {'config':<9} {'p50':>7} {'p90':>7} {'p99':>8} {'max':>8} "
-             f"{'+p50':>7} {'+p99':>8} {'cpu ms/1k':>9} {'lag p99':>8} {'steal':>6} {'other':>5} "
-             f"{'rep':>3}"]
+             f"{'+p50':>7} {'+p99':>8} {'cpu ms/1k':>9} {'mesh cpu':>8} {'lag p99':>8} "
+             f"{'steal':>6} {'other':>5} {'rep':>3}"]
     for rate, rows in s["latency"].items():
         for name, row in rows.items():
             if name == "gossamer_vs_envoy":
@@ -90,6 +92,7 @@ def table(result: dict[str, Any]) -> str:
                 f"{rate:>6} {name:<9} {_f(row['p50']):>7} {_f(row['p90']):>7} "
                 f"{_f(row['p99']):>8} {_f(row['max']):>8} {_f(row.get('added_p50')):>7} "
                 f"{_f(row.get('added_p99')):>8} {_f(row['cpu_ms_per_1k'], '{:.1f}'):>9} "
+                f"{_f(row['support_cpu_share'], '{:.2%}'):>8} "
                 f"{_f(row['send_lag_p99']):>8} {_f(row['steal'], '{:.1%}'):>6} "
                 f"{_f(row['foreign_cpu'], '{:.2f}'):>5} "
                 f"{row['repeats']:>3}" + (f"  ERRORS {row['errors']}" if row["errors"] else ""))

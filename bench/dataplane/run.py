@@ -11,10 +11,12 @@ open-loop loadgen.c, and wrk for throughput) runs on CPU 0; everything else
 Per run, for each rate, each configuration in turn (none, envoy, gossamer,
 interleaved so that drifts hit all alike): a fixed count of requests at that
 rate, latency timed from each request's scheduled send; Envoy CPU over that
-fixed count; hypervisor steal on both CPUs, and a repeat (bounded) when it was
-above --max-steal. Then wrk's maximum throughput per configuration. At the end,
-each Envoy's peak RSS. Every comparison is a ratio within one run; the table
-shows medians over runs. Writes everything to --out (JSON).
+fixed count; the CPU share of the mesh's own processes (control plane,
+agents) on the proxies' core; hypervisor steal on both CPUs, and a repeat
+(bounded) when it was above --max-steal. Then wrk's maximum throughput per
+configuration. At the end, each Envoy's peak RSS. Every comparison is a ratio
+within one run; the table shows medians over runs. Writes everything to --out
+(JSON).
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def envoy_cpu(target: Target) -> float:
     return sum(process_cpu_seconds(p) for p in target.envoy_pids)
 
 
+def support_cpu(target: Target) -> float:
+    return sum(process_cpu_seconds(p) for p in target.support_pids)
+
+
 def _ours_cpu() -> float:
     """CPU seconds of this benchmark's processes: the living tree under us plus
     the exited children we waited for (the load generator)."""
@@ -86,9 +92,11 @@ def measure_rate(exe: Path, request: Path, target: Target, rate: int, count: int
     attempts: list[dict[str, Any]] = []
     for _ in range(1 + limits.max_repeats):
         cpu0, ours0, stat0 = envoy_cpu(target), _ours_cpu(), CpuTimes.now()
+        support0 = support_cpu(target)
         res = loadgen(exe, request, target, rate, count)
         stat1 = CpuTimes.now()
         cpu, ours = envoy_cpu(target) - cpu0, _ours_cpu() - ours0
+        support = support_cpu(target) - support0
         steal = stat1.steal_since(stat0)
         res["steal"] = {f"cpu{k}": round(v, 4) for k, v in steal.items()}
         res["max_steal"] = max(steal.get(LOAD_CPU, 0), steal.get(PROXY_CPU, 0))
@@ -96,6 +104,8 @@ def measure_rate(exe: Path, request: Path, target: Target, rate: int, count: int
             / max(stat1.seconds_since(stat0), 1e-9)
         done = max(res["completed"], 1)
         res["proxy_cpu_ms_per_1k"] = cpu * 1000 / done * 1000 if target.envoy_pids else None
+        res["support_cpu_share"] = (support / max(stat1.seconds_since(stat0), 1e-9)
+                                    if target.support_pids else None)
         attempts.append(res)
         if res["max_steal"] <= limits.max_steal and res["foreign_cpu"] <= limits.max_foreign:
             break
