@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
 
@@ -23,50 +20,46 @@ def snap(route_name: str = "r") -> Snapshot:
 # ---------------------------------------------------------------------------------- cache
 
 
-async def test_wait_for_change_wakes_on_a_real_change_only() -> None:
+def test_a_real_change_calls_watchers_and_an_equal_snapshot_does_not() -> None:
     cache = SnapshotCache()
     seen = cache.generation("n")
-    waiter = asyncio.create_task(cache.wait_for_change("n", seen))
-    await asyncio.sleep(0)
+    calls: list[int] = []
+    cache.watch("n", lambda: calls.append(cache.generation("n")))
     cache.set("n", snap())
-    generation = await asyncio.wait_for(waiter, 1)
-    assert generation == cache.generation("n") != seen
-    # An equal snapshot (new object, same versions) wakes nobody and is not stored.
+    assert calls == [cache.generation("n")]
+    assert calls[0] != seen
+    # An equal snapshot (new object, same versions) calls nobody and is not stored.
     stored = cache.get("n")
-    waiter = asyncio.create_task(cache.wait_for_change("n", generation))
     cache.set("n", snap())
-    await asyncio.sleep(0.05)
-    assert not waiter.done()
+    assert len(calls) == 1
     assert cache.get("n") is stored
     cache.set("n", snap("other"))
-    assert await asyncio.wait_for(waiter, 1) > generation
+    assert len(calls) == 2
+    assert calls[1] > calls[0]
 
 
-async def test_remove_wakes_streams_and_generations_never_repeat() -> None:
+def test_remove_calls_watchers_and_generations_never_repeat() -> None:
     cache = SnapshotCache()
     cache.set("n", snap())
     first = cache.generation("n")
-    waiter = asyncio.create_task(cache.wait_for_change("n", first))
-    await asyncio.sleep(0)
+    calls: list[Snapshot | None] = []
+    unwatch = cache.watch("n", lambda: calls.append(cache.get("n")))
     cache.remove("n")
-    await asyncio.wait_for(waiter, 1)
-    assert cache.get("n") is None
+    assert calls == [None]  # the stream sees the snapshot gone
     assert "n" not in cache
+    unwatch()
     cache.set("n", snap())
     assert cache.generation("n") > first
     assert cache.node_ids() == ["n"]
     assert len(cache) == 1
 
 
-async def test_waiting_on_an_unknown_node_leaves_nothing_behind() -> None:
+def test_watching_an_unknown_node_leaves_nothing_behind() -> None:
     cache = SnapshotCache()
-    waiter = asyncio.create_task(cache.wait_for_change("ghost", 0))
-    await asyncio.sleep(0)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert cache._entries == {}
+    unwatch = cache.watch("ghost", lambda: None)
     assert cache.node_ids() == []
+    unwatch()
+    assert cache._entries == {}
 
 
 def test_watchers_are_called_on_every_real_change_until_unwatched() -> None:

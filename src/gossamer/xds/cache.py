@@ -7,9 +7,7 @@ generations never repeat, even across remove and re-add. Streams `watch` a
 node: the cache calls each watcher synchronously on every change, and a
 watcher only takes note (the xDS server's stream inbox queues a "changed"
 marker), so a push to a thousand proxies is a thousand cheap calls and no
-task or event per stream. `wait_for_change(node_id, seen)` is the same for
-a coroutine: it returns at once if the entry has moved on, or else waits
-for the next change. Setting a snapshot whose versions equal the stored
+task or event per stream. Setting a snapshot whose versions equal the stored
 ones changes nothing and calls nobody: versions are content hashes, so
 equal versions mean equal bytes. An entry without a snapshot is kept only
 while someone watches it.
@@ -21,7 +19,6 @@ loop's thread (no locks).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,22 +102,6 @@ class SnapshotCache:
                     and self._entries.get(node_id) is entry):
                 del self._entries[node_id]
         return unwatch
-
-    async def wait_for_change(self, node_id: str, seen_generation: int) -> int:
-        """Return the node's generation once it differs from `seen_generation`."""
-        changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:  # every call is a change: one is enough
-            if not changed.done():
-                changed.set_result(None)
-        unwatch = self.watch(node_id, wake)
-        entry = self._entries[node_id]  # kept while watched
-        try:
-            if entry.generation == seen_generation:
-                await changed
-            return entry.generation
-        finally:
-            unwatch()
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.snapshot is not None)
