@@ -13,8 +13,10 @@ server sets (`grpc.tsi.max_frame_size`, see xds/server.py).
 
 `--alternatives` also measures what might lower the floor (each with TLS): smaller
 records, grpc's read-buffer and BDP options, glibc with fewer malloc arenas,
-jemalloc (Debian's libjemalloc2, if installed), and grpclib, a pure-Python gRPC
-server over asyncio's TLS (if installed; not a dependency of Gossamer).
+jemalloc (Debian's libjemalloc2, if installed), TLS done in Python in front of
+grpc in plaintext (ssl.MemoryBIO, relayed over a Unix socket), and grpclib, a
+pure-Python gRPC server over asyncio's TLS (if installed; not a dependency of
+Gossamer).
 
 `--heap` says what the floor is made of: the server runs with `heapshim.c`
 preloaded (compiled with gcc at run time), which counts live heap blocks by
@@ -116,6 +118,82 @@ async def main():
 
 asyncio.run(main())
 '''
+# grpc in plaintext on a Unix socket behind a TLS front in Python: each client
+# connection is decrypted with ssl.MemoryBIO/SSLObject (OpenSSL's buffers are
+# released when idle) and its bytes relayed to grpc over its own Unix connection.
+# A measurement only (no flow control): would TLS outside grpc's C core cost less?
+FRONT_SERVER = PRELUDE + r"""
+import os, ssl, tempfile
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    async def DeltaAggregatedResources(self, requests, context):
+        async for _ in requests:
+            yield RESPONSE
+
+class Inner(asyncio.Protocol):
+    def __init__(self, front):
+        self.front = front
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.front.tls.write(data)
+        self.front.transport.write(self.front.outgoing.read())
+    def connection_lost(self, exc):
+        self.front.transport.close()
+
+class Front(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.inner, self.early, self.handshaken = transport, None, [], False
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = CONTEXT.wrap_bio(self.incoming, self.outgoing, server_side=True)
+    def data_received(self, data):
+        self.incoming.write(data)
+        if not self.handshaken:
+            try:
+                self.tls.do_handshake()
+                self.handshaken = True
+                asyncio.get_running_loop().create_task(self.connect())
+            except ssl.SSLWantReadError:
+                pass
+        while self.handshaken:
+            try:
+                plain = self.tls.read(16384)
+            except ssl.SSLWantReadError:
+                break
+            if not plain:
+                break
+            if self.inner is None:
+                self.early.append(plain)
+            else:
+                self.inner.transport.write(plain)
+        self.transport.write(self.outgoing.read())
+    async def connect(self):
+        _, inner = await asyncio.get_running_loop().create_unix_connection(
+            lambda: Inner(self), SOCKET)
+        inner.transport.write(b"".join(self.early))
+        self.inner, self.early = inner, []
+    def connection_lost(self, exc):
+        if self.inner is not None:
+            self.inner.transport.close()
+
+async def main():
+    global CONTEXT, SOCKET
+    SOCKET = os.path.join(tempfile.mkdtemp(), "grpc.sock")
+    server = grpc.aio.server(options=[tuple(o) for o in options])
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Ads(), server)
+    server.add_insecure_port("unix:" + SOCKET)
+    await server.start()
+    CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    CONTEXT.load_cert_chain(sys.argv[6], sys.argv[5])
+    CONTEXT.set_alpn_protocols(["h2"])
+    await asyncio.get_running_loop().create_server(Front, "127.0.0.1", int(port))
+    print("up", flush=True)
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 # Prepended to a server script under --heap: SIGUSR1 dumps heapshim's counts.
 HEAP_HOOK = r'''
@@ -263,6 +341,8 @@ def alternatives() -> tuple[list[Config], list[str]]:
                env={"MALLOC_ARENA_MAX": "2"}),
         Config("TLS 4 KiB, glibc MALLOC_ARENA_MAX=1", True, RECORDS,
                env={"MALLOC_ARENA_MAX": "1"}),
+        Config("Python TLS front, plaintext grpc on a Unix socket", True,
+               server=FRONT_SERVER),
     ]
     missing: list[str] = []
     if JEMALLOC.exists():
@@ -314,7 +394,7 @@ async def main() -> None:
                     for _ in range(args.runs)]
             rows.append({"config": config.label, "runs": runs, "kib_per_stream":
                          statistics.median(r["kib_per_stream"] for r in runs)})
-            print(f"{config.label:45s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream",
+            print(f"{config.label:50s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream",
                   flush=True)
             if shim is not None:
                 _print_heap(runs)
