@@ -4,6 +4,7 @@ survives a restart, and what concurrent writers end with."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import stat
 from collections.abc import AsyncIterator
@@ -449,6 +450,135 @@ async def test_revocation_reaches_other_replicas_within_the_cache_time(
     assert await replica.verify(text) == record  # cached for a few seconds
     now[0] += 1.5
     assert await replica.verify(text) is None
+
+
+class _GatedWatch:
+    """A store whose watch hands each event on only when the test releases it,
+    and counts the reads of single objects."""
+
+    def __init__(self, store: ResourceStore) -> None:
+        self._store = store
+        self.released = asyncio.Semaphore(0)
+        self.delivered = 0
+        self.gets = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get(self, kind: str, namespace: str, name: str) -> StoredObject | None:
+        self.gets += 1
+        return await self._store.get(kind, namespace, name)
+
+    async def watch(self, from_revision: int) -> AsyncIterator[WatchEvent]:
+        async for event in self._store.watch(from_revision):
+            await self.released.acquire()
+            self.delivered += 1
+            yield event
+
+
+async def _eventually(check: Any, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def _deliver(gated: _GatedWatch, n: int) -> None:
+    target = gated.delivered + n
+    for _ in range(n):
+        gated.released.release()
+    await _eventually(lambda: gated.delivered == target, f"{n} watch events delivered")
+
+
+async def test_a_following_replica_answers_from_memory_and_sees_revocations_at_once(
+        store: ResourceStore) -> None:
+    gated = _GatedWatch(store)
+    admin = Tokens(store)
+    text, record = await admin.create(Scope.JOIN, namespace="shop", account="cart")
+    # A cache time longer than the test: only the watch can make a revocation land.
+    replica = Tokens(gated, cache_seconds=3600.0)  # type: ignore[arg-type]
+    follower = asyncio.create_task(replica.follow())
+    try:
+        await _eventually(lambda: replica.following, "the replica follows the store")
+        assert await replica.verify(text) == record
+        assert await replica.verify(text[:-1] + ("A" if text[-1] != "A" else "B")) is None
+        assert gated.gets == 0  # listed at start: no read per verification
+
+        later, later_record = await admin.create(Scope.READ)
+        assert await replica.verify(later) == later_record  # its event not here yet: read
+        assert gated.gets == 1
+        await _deliver(gated, 1)
+        assert await replica.verify(later) == later_record
+        assert gated.gets == 1  # now from memory
+
+        await admin.revoke(record.id)  # on another replica
+        assert await replica.verify(text) == record  # until its event arrives...
+        await _deliver(gated, 1)
+        assert await replica.verify(text) is None  # ...and not a cache time later
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    assert not replica.following
+    assert await replica.verify(later) == later_record  # back to reading the store
+
+
+async def test_a_revocation_here_outlasts_a_queued_put_of_the_token(
+        store: ResourceStore) -> None:
+    gated = _GatedWatch(store)
+    tokens = Tokens(gated)  # type: ignore[arg-type]
+    follower = asyncio.create_task(tokens.follow())
+    try:
+        await _eventually(lambda: tokens.following, "following the store")
+        text, record = await Tokens(store).create(Scope.READ)  # its PUT event waits
+        assert await tokens.revoke(record.id) is True
+        assert await tokens.verify(text) is None
+        await _deliver(gated, 1)  # the PUT, applied after the revocation
+        assert await tokens.verify(text) is None
+        await _deliver(gated, 1)  # the DELETE
+        assert await tokens.verify(text) is None
+        assert await tokens.revoke(record.id) is False
+        # Tokens created and revoked here are known at once and gone at once.
+        mine, mine_record = await tokens.create(Scope.ADMIN)
+        reads = gated.gets
+        assert await tokens.verify(mine) == mine_record
+        assert gated.gets == reads
+        assert await tokens.revoke(mine) is True
+        assert await tokens.verify(mine) is None
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def test_a_follower_that_falls_behind_the_history_lists_again(
+        store_factory: StoreFactory) -> None:
+    store = store_factory(history=2)
+    gated = _GatedWatch(store)
+    replica = Tokens(gated)  # type: ignore[arg-type]
+    follower = asyncio.create_task(replica.follow())
+    admin = Tokens(store)
+    try:
+        await _eventually(lambda: replica.following, "following the store")
+        made = [await admin.create(Scope.READ) for _ in range(4)]
+        await admin.revoke(made[0][1].id)
+        gated.released.release()  # the watch now finds its history gone: relist
+        newest = made[-1][0]  # its PUT event is never delivered: only a list brings it
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while True:
+            reads = gated.gets
+            if await replica.verify(newest) is not None and gated.gets == reads:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the follower relisted"
+            await asyncio.sleep(0.01)
+        for text, record in made[1:]:
+            assert await replica.verify(text) == record
+        assert await replica.verify(made[0][0]) is None
+        assert gated.gets == reads + 1  # only the revoked one was looked up
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
 
 
 async def test_revoke_accepts_the_token_text(store: ResourceStore) -> None:

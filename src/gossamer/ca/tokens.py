@@ -12,10 +12,13 @@ Scopes: `admin` may do everything, `read` may only read, `join` is an agent's
 token bound to one identity (namespace + service account), the only identity
 the CA will sign for it.
 
-Verification caches a looked-up record for `cache_seconds` (default 5) to
-keep the store off the hot path of every request; a revocation (from any
-replica) therefore takes effect everywhere within that time, and at once on
-the replica that revoked.
+Verification keeps the store off the hot path of every request. A control
+plane runs `follow`, which keeps every token's record in memory from the
+store's watch: a revocation (from any replica) takes effect when its event
+arrives, and at once on the replica that revoked. Without it (a `Tokens` that
+does not follow, or while the watch is down), a looked-up record is cached
+for `cache_seconds` (default 5), and a revocation from another replica takes
+effect within that time.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ from typing import Any
 from gossamer.ca.authority import utcnow
 from gossamer.ca.pki import CaError
 from gossamer.identity import SpiffeId
-from gossamer.store.base import Conflict, NotFound, ResourceStore, StoredObject
+from gossamer.store.base import (
+    Compacted,
+    Conflict,
+    EventType,
+    NotFound,
+    ResourceStore,
+    StoredObject,
+    WatchEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,10 @@ class _Cached:
     expires: float
 
 
+# A token as `verify` needs it: its record and the SHA-256 of its secret.
+_Known = tuple[TokenRecord, str]
+
+
 def parse(text: str) -> tuple[str, str] | None:
     """(id, secret) of a well-formed token text, else None."""
     m = _TOKEN.match(text.strip())
@@ -117,6 +132,10 @@ class Tokens:
         self._clock = clock
         self._monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
+        # While `follow` runs: every token in the store, by id (else None).
+        self._mirror: dict[str, _Known] | None = None
+        # Ids revoked here whose DELETE event `follow` has not applied yet.
+        self._tombstones: set[str] = set()
 
     async def create(
         self,
@@ -144,34 +163,94 @@ class Tokens:
                 await self._store.put(KIND, NAMESPACE, record.id, body, expected_revision=0)
             except Conflict:
                 continue  # a 48-bit id collision: draw again
+            if self._mirror is not None:  # usable before its event arrives
+                self._mirror[record.id] = (record, body["secret_sha256"])
             log.info("created %s token %s", scope.value, record.id)
             return text, record
         raise CaError("could not allocate a token id")
 
+    @property
+    def following(self) -> bool:
+        """Whether `follow` holds every token in memory now."""
+        return self._mirror is not None
+
     async def verify(self, text: str) -> TokenRecord | None:
         """The record of a valid token text; None if malformed, unknown,
-        revoked (within the cache time) or the secret is wrong."""
+        revoked (see the module docstring for when) or the secret is wrong."""
         parsed = parse(text)
         if parsed is None:
             return None
         token_id, secret = parsed
+        known = await self._lookup(token_id)
+        if known is None or not hmac.compare_digest(_digest(secret), known[1]):
+            return None
+        return known[0]
+
+    async def _lookup(self, token_id: str) -> _Known | None:
+        mirror = self._mirror
+        if mirror is not None:
+            known = mirror.get(token_id)
+            if known is not None or token_id in self._tombstones:
+                return known
+            # Created on another replica a moment ago? Not kept: its event brings it.
+            return await self._read(token_id)
         now = self._monotonic()
         cached = self._cache.get(token_id)
         if cached is None or cached.expires <= now:
-            stored = await self._store.get(KIND, NAMESPACE, token_id)
-            if stored is None:
+            known = await self._read(token_id)
+            if known is None:
                 self._cache.pop(token_id, None)
                 return None
-            try:
-                record, digest = _decode(stored)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("stored token %s is malformed: %r", token_id, exc)
-                return None
-            cached = _Cached(record, digest, now + self._cache_seconds)
+            cached = _Cached(known[0], known[1], now + self._cache_seconds)
             self._cache[token_id] = cached
-        if not hmac.compare_digest(_digest(secret), cached.digest):
-            return None
-        return cached.record
+        return cached.record, cached.digest
+
+    async def _read(self, token_id: str) -> _Known | None:
+        stored = await self._store.get(KIND, NAMESPACE, token_id)
+        return None if stored is None else _known(stored)
+
+    async def follow(self) -> None:
+        """Keep every token's record in memory, following the store; runs until
+        the store closes (a task for the control plane's life).
+
+        Theory of operation: list the token kind, then watch the store from that
+        revision, applying each token's PUT and DELETE; `Compacted` lists again.
+        While it runs, `verify` answers from memory: no store read per connecting
+        proxy (a restart's reconnect storm was one read each), and a revocation
+        from any replica takes effect when its event arrives, not when a cached
+        record expires. An id missing from memory is looked up in the store (a
+        token created on another replica whose event is still on its way).
+        `revoke` here tombstones the id until its DELETE event is applied, so a
+        PUT event still queued for it cannot bring it back. When `follow` ends,
+        `verify` falls back to cached store reads.
+        """
+        try:
+            while True:
+                objects, revision = await self._store.list(KIND, NAMESPACE)
+                listed = {obj.name: known for obj in objects
+                          if (known := _known(obj)) is not None}
+                self._tombstones &= listed.keys()  # the rest were deleted
+                self._mirror = {name: known for name, known in listed.items()
+                                if name not in self._tombstones}
+                try:
+                    async for event in self._store.watch(revision):
+                        self._apply(event)
+                    return  # the store closed
+                except Compacted:
+                    log.warning("the token watch fell behind the store's history; relisting")
+        finally:
+            self._mirror = None
+            self._tombstones.clear()
+
+    def _apply(self, event: WatchEvent) -> None:
+        obj = event.object
+        if obj.kind != KIND or obj.namespace != NAMESPACE or self._mirror is None:
+            return
+        if event.type is EventType.DELETE:
+            self._mirror.pop(obj.name, None)
+            self._tombstones.discard(obj.name)
+        elif obj.name not in self._tombstones and (known := _known(obj)) is not None:
+            self._mirror[obj.name] = known
 
     async def revoke(self, token_id: str) -> bool:
         """Delete a token (by id, or by its full text); False if there was none."""
@@ -181,10 +260,19 @@ class Tokens:
         self._cache.pop(token_id, None)
         if not _ID.match(token_id):
             return False
+        mirror = self._mirror
+        if mirror is not None:
+            mirror.pop(token_id, None)
+            self._tombstones.add(token_id)
+        deleted = False
         try:
             await self._store.delete(KIND, NAMESPACE, token_id)
+            deleted = True
         except NotFound:
             return False
+        finally:
+            if mirror is not None and not deleted:  # no DELETE event will clear it
+                self._tombstones.discard(token_id)
         log.info("revoked token %s", token_id)
         return True
 
@@ -244,7 +332,15 @@ class Tokens:
         return f"{PREFIX}{token_id}_{secret}", record, body
 
 
-def _decode(stored: StoredObject) -> tuple[TokenRecord, str]:
+def _known(stored: StoredObject) -> _Known | None:
+    try:
+        return _decode(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.error("stored token %s is malformed: %r", stored.name, exc)
+        return None
+
+
+def _decode(stored: StoredObject) -> _Known:
     body = stored.body
     record = TokenRecord(
         id=stored.name,

@@ -217,6 +217,7 @@ class ControlPlane:
         self.ca = await MeshCA.open(self.store, o.trust_domain, plugin=plugin,  # type: ignore[arg-type]
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
         self.tokens = Tokens(self.store)
+        self._tasks.append(asyncio.create_task(self.tokens.follow(), name="tokens"))
         if o.state_dir is not None:
             self.admin_token = await self.tokens.ensure_admin(o.state_dir / "admin-token")
             if self.admin_token:
