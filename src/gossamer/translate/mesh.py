@@ -268,8 +268,9 @@ def _default_port(service: Service) -> int:
 def _virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> VirtualHost:
     """The port's routes under the names a caller uses. The routes are those of the
     port's upstream route config, already built (and canonicalized) from the same
-    `port_routes`: parsed back from its bytes, a tenth of building them again,
-    which after a restart was a tenth of every proxy's first translation."""
+    `port_routes`: parsing them back from its bytes costs a thirtieth of building
+    them again, which after a restart (an empty build memo) was a tenth of the
+    control plane's CPU while the proxies reconnected."""
     ns, name, port = pkey
     svc = mesh.index.services[(ns, name)]
     domains = names.service_domains(name, ns, port, same_ns=same_ns,
