@@ -395,6 +395,14 @@ def _calibrate() -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
+def _log_tail(path: Path, lines: int = 30) -> list[str]:
+    """The end of a log that goes away with the scenario's temporary directory."""
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
                    scoped: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
@@ -405,6 +413,7 @@ async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
             await bench.run(runs, churn_s)
         except Exception as exc:  # keep what was measured; say what failed
             res["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            res["control_plane_log_tail"] = _log_tail(Path(tmp) / "state" / "control-plane.log")
         finally:
             await bench.close()
     return res
