@@ -25,7 +25,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from envoy.config.core.v3 import base_pb2 as core_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from gossamer.agent.bootstrap import NodeSpec
 from gossamer.ca import api as ca_api
 from gossamer.ca import pki
 from gossamer.ca.authority import MeshCA
@@ -482,6 +485,56 @@ def test_join_token_cannot_obtain_another_identity(mesh: Mesh) -> None:
     assert api.post("/api/v1/apply", json=squat).status_code == 403
     squat["spec"]["service"] = "inventory"  # type: ignore[index]
     assert api.post("/api/v1/apply", json=squat).status_code == 403
+
+
+def _ads(mesh: Mesh, token: str | None, service: str) -> grpc.StatusCode | None:
+    """Open a delta ADS stream as a sidecar of `service` with `token`: None if the
+    control plane answers its first request, else the stream's status code."""
+    bundle = mesh.api.get("/api/v1/ca").json()["bundle_pem"].encode()
+    spec = NodeSpec(node_id=f"probe-{service}.default", service=service,
+                    namespace="default", workload=f"probe-{service}",
+                    inbound_port=free_port(), inbound_address="127.0.0.1",
+                    app_port=free_port(), app_protocol=None, outbound_port=free_port(),
+                    admin_port=free_port())
+    node = core_pb2.Node(id=spec.node_id)
+    node.metadata.update(spec.metadata())
+    first = discovery_pb2.DeltaDiscoveryRequest(
+        node=node, type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster")
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    done = threading.Event()
+
+    def requests() -> Iterator[discovery_pb2.DeltaDiscoveryRequest]:
+        yield first
+        done.wait(15)  # keep the stream open, as Envoy does, until we have the answer
+
+    creds = grpc.ssl_channel_credentials(root_certificates=bundle)
+    with grpc.secure_channel(f"127.0.0.1:{mesh.run.xds_port}", creds, options=[
+            ("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]) as channel:
+        stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        responses = stream.DeltaAggregatedResources(requests(), metadata=metadata,
+                                                    timeout=10)
+        try:
+            answer = next(responses)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+        finally:
+            done.set()
+            responses.cancel()
+    assert answer.resources, answer  # its clusters
+    return None
+
+
+def test_xds_serves_a_join_token_only_its_own_identity_until_revoked(mesh: Mesh) -> None:
+    token = _token(mesh, scope="join", service="catalog")
+    assert _ads(mesh, token, "catalog") is None
+    assert _ads(mesh, token, "inventory") == grpc.StatusCode.PERMISSION_DENIED
+    assert _ads(mesh, None, "catalog") == grpc.StatusCode.UNAUTHENTICATED
+    assert _ads(mesh, token[:-1] + ("A" if token[-1] != "A" else "B"),
+                "catalog") == grpc.StatusCode.UNAUTHENTICATED
+    token_id = token.split("_")[1]
+    assert mesh.api.delete(f"/api/v1/tokens/{token_id}").status_code == 200
+    # Revoked: refused from then on.
+    assert _ads(mesh, token, "catalog") == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_api_refuses_writes_without_a_proper_token(mesh: Mesh) -> None:
