@@ -497,6 +497,8 @@ async def test_a_following_replica_answers_from_memory_and_sees_revocations_at_o
     text, record = await admin.create(Scope.JOIN, namespace="shop", account="cart")
     # A cache time longer than the test: only the watch can make a revocation land.
     replica = Tokens(gated, cache_seconds=3600.0)  # type: ignore[arg-type]
+    revoked: list[str] = []
+    replica.on_revoked = revoked.append  # the xDS server ends the token's streams
     follower = asyncio.create_task(replica.follow())
     try:
         await _eventually(lambda: replica.following, "the replica follows the store")
@@ -513,8 +515,10 @@ async def test_a_following_replica_answers_from_memory_and_sees_revocations_at_o
 
         await admin.revoke(record.id)  # on another replica
         assert await replica.verify(text) == record  # until its event arrives...
+        assert revoked == []
         await _deliver(gated, 1)
         assert await replica.verify(text) is None  # ...and not a cache time later
+        assert revoked == [record.id]
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -531,7 +535,10 @@ async def test_a_revocation_here_outlasts_a_queued_put_of_the_token(
     try:
         await _eventually(lambda: tokens.following, "following the store")
         text, record = await Tokens(store).create(Scope.READ)  # its PUT event waits
+        revoked: list[str] = []
+        tokens.on_revoked = revoked.append
         assert await tokens.revoke(record.id) is True
+        assert revoked == [record.id]  # at once, not at its event
         assert await tokens.verify(text) is None
         await _deliver(gated, 1)  # the PUT, applied after the revocation
         assert await tokens.verify(text) is None

@@ -487,9 +487,11 @@ def test_join_token_cannot_obtain_another_identity(mesh: Mesh) -> None:
     assert api.post("/api/v1/apply", json=squat).status_code == 403
 
 
-def _ads(mesh: Mesh, token: str | None, service: str) -> grpc.StatusCode | None:
+def _ads(mesh: Mesh, token: str | None, service: str,
+         revoke: str | None = None) -> grpc.StatusCode | None:
     """Open a delta ADS stream as a sidecar of `service` with `token`: None if the
-    control plane answers its first request, else the stream's status code."""
+    control plane answers its first request, else the stream's status code. With
+    `revoke`, revoke that token once answered and return how the stream ends."""
     bundle = mesh.api.get("/api/v1/ca").json()["bundle_pem"].encode()
     spec = NodeSpec(node_id=f"probe-{service}.default", service=service,
                     namespace="default", workload=f"probe-{service}",
@@ -515,12 +517,16 @@ def _ads(mesh: Mesh, token: str | None, service: str) -> grpc.StatusCode | None:
                                                     timeout=10)
         try:
             answer = next(responses)
+            assert answer.resources, answer  # its clusters
+            if revoke is not None:
+                assert mesh.api.delete(f"/api/v1/tokens/{revoke}").status_code == 200
+                for _ in responses:  # until the control plane ends the stream
+                    pass
         except grpc.RpcError as exc:
             return exc.code()  # type: ignore[no-any-return]
         finally:
             done.set()
             responses.cancel()
-    assert answer.resources, answer  # its clusters
     return None
 
 
@@ -532,8 +538,8 @@ def test_xds_serves_a_join_token_only_its_own_identity_until_revoked(mesh: Mesh)
     assert _ads(mesh, token[:-1] + ("A" if token[-1] != "A" else "B"),
                 "catalog") == grpc.StatusCode.UNAUTHENTICATED
     token_id = token.split("_")[1]
-    assert mesh.api.delete(f"/api/v1/tokens/{token_id}").status_code == 200
-    # Revoked: refused from then on.
+    # Revoked: the stream it has open is ended, and it may not open another.
+    assert _ads(mesh, token, "catalog", revoke=token_id) == grpc.StatusCode.UNAUTHENTICATED
     assert _ads(mesh, token, "catalog") == grpc.StatusCode.UNAUTHENTICATED
 
 

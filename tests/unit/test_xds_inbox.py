@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gossamer.xds.inbox import CHANGED, END, StreamInbox
+from gossamer.xds.inbox import CHANGED, END, REVOKED, StreamInbox
 
 
 async def test_items_come_out_in_arrival_order_with_one_changed_marker() -> None:
@@ -58,3 +58,16 @@ async def test_a_cancelled_get_leaves_the_inbox_usable() -> None:
         await getter
     inbox.mark_changed()
     assert await asyncio.wait_for(inbox.get(), 1) is CHANGED
+
+
+async def test_a_revocation_is_queued_at_once_even_at_the_limit() -> None:
+    inbox = StreamInbox(limit=1)
+    await inbox.put("r1")
+    inbox.mark_revoked()  # would deadlock if it waited for room
+    getter = asyncio.create_task(inbox.get())
+    assert await asyncio.wait_for(getter, 1) == "r1"
+    assert await asyncio.wait_for(inbox.get(), 1) is REVOKED
+    waiting = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.mark_revoked()  # wakes a waiting loop
+    assert await asyncio.wait_for(waiting, 1) is REVOKED

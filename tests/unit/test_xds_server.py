@@ -192,6 +192,47 @@ async def test_stop_ends_streams_and_runs_disconnect_hooks(env: dict[str, Any]) 
     assert env["metrics"].get_sample_value("gossamer_xds_streams", {"kind": "sotw"}) == 0
 
 
+class GrantingHooks(Hooks):
+    """Admits a stream by its `grant` metadata and returns it as the grant."""
+
+    async def authorize(self, node: NodeInfo, metadata: Any) -> str | None:
+        return dict(metadata).get("grant")
+
+
+async def test_end_streams_ends_only_the_streams_of_that_grant() -> None:
+    cache = SnapshotCache()
+    hooks = GrantingHooks(cache)
+    server = XdsServer(cache, hooks, ProxyRegistry())
+    port = await server.start("127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    try:
+        calls, firsts = {}, {}
+        for node, grant in (("n1", "g1"), ("n2", "g1"), ("n3", "g2")):
+            cache.set(node, snap("a"))
+            calls[node] = stub.StreamAggregatedResources(metadata=(("grant", grant),))
+            await calls[node].write(sotw_req(node=node))
+            firsts[node] = await read(calls[node])
+        await calls["n3"].write(sotw_req(node="n3", version_info=firsts["n3"].version_info,
+                                         response_nonce=firsts["n3"].nonce))  # ACK
+        assert server.end_streams("g1") == 2
+        for node in ("n1", "n2"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await read(calls[node])
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        cache.set("n3", snap("a", "b"))  # the other grant's stream still gets pushes
+        resp = await read(calls["n3"])
+        assert sorted(cluster_pb2.Cluster.FromString(a.value).name
+                      for a in resp.resources) == ["a", "b"]
+        assert server.end_streams("g1") == 0
+        calls["n3"].cancel()
+        await eventually(lambda: ("disconnected", "n3") in hooks.events, "n3 gone")
+        assert server.end_streams("g2") == 0  # a closed stream leaves its grant
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
 async def test_port_in_use_is_an_error() -> None:
     first = XdsServer(SnapshotCache())
     port = await first.start("127.0.0.1", 0)

@@ -18,7 +18,8 @@ store's watch: a revocation (from any replica) takes effect when its event
 arrives, and at once on the replica that revoked. Without it (a `Tokens` that
 does not follow, or while the watch is down), a looked-up record is cached
 for `cache_seconds` (default 5), and a revocation from another replica takes
-effect within that time.
+effect within that time. `on_revoked` hears of each revocation this process
+sees (the control plane ends the xDS streams opened with the token).
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ class Tokens:
         self._mirror: dict[str, _Known] | None = None
         # Ids revoked here whose DELETE event `follow` has not applied yet.
         self._tombstones: set[str] = set()
+        # Told the id of each token revoked (here, or elsewhere while following):
+        # the xDS server ends the streams opened with it.
+        self.on_revoked: Callable[[str], object] | None = None
 
     async def create(
         self,
@@ -249,6 +253,7 @@ class Tokens:
         if event.type is EventType.DELETE:
             self._mirror.pop(obj.name, None)
             self._tombstones.discard(obj.name)
+            self._revoked(obj.name)
         elif obj.name not in self._tombstones and (known := _known(obj)) is not None:
             self._mirror[obj.name] = known
 
@@ -274,7 +279,12 @@ class Tokens:
             if mirror is not None and not deleted:  # no DELETE event will clear it
                 self._tombstones.discard(token_id)
         log.info("revoked token %s", token_id)
+        self._revoked(token_id)
         return True
+
+    def _revoked(self, token_id: str) -> None:
+        if self.on_revoked is not None:
+            self.on_revoked(token_id)
 
     async def get(self, token_id: str) -> TokenRecord | None:
         if not _ID.match(token_id):

@@ -93,22 +93,24 @@ class _Hooks:
         self._trust_domain = trust_domain
 
     async def authorize(self, node: NodeInfo,
-                        metadata: Sequence[tuple[str, str | bytes]]) -> None:
-        """A join token may fetch config only as a node of its own identity."""
+                        metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+        """A join token may fetch config only as a node of its own identity. The
+        grant is the token's id: revoking the token ends the stream."""
         if self._tokens is None:
-            return
+            return None
         token = bearer(metadata)
         record = await self._tokens.verify(token) if token else None
         if record is None:
             raise StreamDenied("missing or unknown token", grpc.StatusCode.UNAUTHENTICATED)
         if record.scope is Scope.ADMIN:
-            return
+            return record.id
         granted = record.identity(self._trust_domain)
         meta = node.metadata
         namespace = str(meta.get("namespace", "default"))
         account = str(meta.get("service_account") or meta.get("service", ""))
         if granted is None or (granted.namespace, granted.account) != (namespace, account):
             raise StreamDenied(f"the token does not grant {namespace}/{account}")
+        return record.id
 
     def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         self._reconciler.proxy_connected(node_id, dict(node.metadata))
@@ -189,6 +191,8 @@ class ControlPlane:
         if self.options.secure:
             await self._open_security()
         self.xds = self._xds_server()
+        if self.tokens is not None:
+            self.tokens.on_revoked = self.xds.end_streams
         self.xds_port = await self.xds.start(self.options.host, self.options.xds_port)
         self._tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
         ctx = ApiContext(self.store, self.reconciler, self.leases, self.proxies,

@@ -12,6 +12,9 @@ Theory of operation: two producers, one consumer.
   loop takes the marker coalesce into it, since the loop reads the cache's
   latest snapshot when it gets there. It never waits, so a push never blocks
   on a slow stream.
+- The server calls `mark_revoked` when the credentials the stream was opened
+  with are revoked: a `REVOKED` marker, queued at once (never waits), that
+  the loop answers by ending the stream.
 - The main loop `get`s items one at a time.
 
 It stands in for an `asyncio.Queue`, a watcher task per stream and two
@@ -38,6 +41,7 @@ class _Marker:
 
 CHANGED: Final = _Marker("CHANGED")  # the node's snapshot changed since the loop last looked
 END: Final = _Marker("END")  # the client's side of the stream is over
+REVOKED: Final = _Marker("REVOKED")  # the stream's credentials were revoked: end it
 
 
 class StreamInbox:
@@ -73,6 +77,11 @@ class StreamInbox:
             self._changed_queued = True
             self._items.append(CHANGED)
             self._wake_getter()
+
+    def mark_revoked(self) -> None:
+        """Ask the loop to end the stream; never waits, like `mark_changed`."""
+        self._items.append(REVOKED)
+        self._wake_getter()
 
     async def get(self) -> object:
         """The next item, waiting for one."""

@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gossamer.xds import wire
 from gossamer.xds.cache import SnapshotCache
-from gossamer.xds.inbox import CHANGED, END, StreamInbox
+from gossamer.xds.inbox import CHANGED, END, REVOKED, StreamInbox
 from gossamer.xds.status import NodeInfo, ProxyRegistry
 from gossamer.xds.stream import (
     Acked,
@@ -107,10 +107,12 @@ class StreamDenied(Exception):
 
 class XdsAuthorizer(Protocol):
     """Optional hook: check a stream's credentials (gRPC metadata) against the node
-    it claims to be, before anything is sent; raise StreamDenied to refuse it."""
+    it claims to be, before anything is sent; raise StreamDenied to refuse it.
+    It may return a grant (say, the id of the token the stream presented):
+    `XdsServer.end_streams(grant)` ends every stream opened with it."""
 
     async def authorize(self, node: NodeInfo,
-                        metadata: Sequence[tuple[str, str | bytes]]) -> None: ...
+                        metadata: Sequence[tuple[str, str | bytes]]) -> str | None: ...
 
 
 class XdsMetrics:
@@ -246,6 +248,8 @@ class XdsServer:
         self._extra_handlers = tuple(extra_handlers)
         self._server: grpc.aio.Server | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        # The open streams' inboxes by the grant `authorize` returned for them.
+        self._granted: dict[str, set[StreamInbox]] = {}
         self.port = 0
 
     def options(self) -> list[tuple[str, Any]]:
@@ -338,6 +342,22 @@ class XdsServer:
         if streams:
             await asyncio.wait(streams, timeout=5.0)
 
+    def end_streams(self, grant: str) -> int:
+        """End every open stream that `authorize` admitted with `grant` (a revoked
+        token's id, say) with UNAUTHENTICATED; returns how many. The client may
+        reconnect, and `authorize` then decides again."""
+        inboxes = self._granted.pop(grant, set())
+        for inbox in inboxes:
+            inbox.mark_revoked()
+        return len(inboxes)
+
+    def _release(self, grant: str, inbox: StreamInbox) -> None:
+        inboxes = self._granted.get(grant)
+        if inboxes is not None:
+            inboxes.discard(inbox)
+            if not inboxes:
+                del self._granted[grant]
+
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
@@ -364,24 +384,15 @@ class XdsServer:
         unwatch: Callable[[], None] | None = None
         node_id = ""
         stream_id = 0
+        grant: str | None = None
         kind = machine.kind
         try:
             first: Any = await inbox.get()
             if first is END:
                 return
-            if not first.HasField("node") or not first.node.id:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "the first request of a stream must carry node.id")
-                return
-            node = NodeInfo.from_proto(first.node)
-            authorize = getattr(self.hooks, "authorize", None)
-            if authorize is not None:
-                try:
-                    await authorize(node, context.invocation_metadata() or ())
-                except StreamDenied as exc:
-                    log.warning("xDS stream of %s refused: %s", node.id, exc)
-                    await context.abort(exc.code, str(exc))
-                    return
+            node, grant = await self._admit(first, context)
+            if grant is not None:
+                self._granted.setdefault(grant, set()).add(inbox)
             node_id = node.id
             stream_id = self.registry.connect(node, kind)
             self.metrics.streams.labels(kind).inc()
@@ -401,6 +412,11 @@ class XdsServer:
                 item: Any = await inbox.get()
                 if item is END:
                     break
+                if item is REVOKED:
+                    log.warning("xDS %s stream of %s ended: its credentials were revoked",
+                                kind, node_id)
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                        "the credentials of this stream were revoked")
                 if item is CHANGED:
                     snapshot = self.cache.get(node_id)
                     if snapshot is None or snapshot is applied:
@@ -426,6 +442,8 @@ class XdsServer:
             reader.cancel()
             if unwatch is not None:
                 unwatch()
+            if grant is not None:
+                self._release(grant, inbox)
             if stream_id:
                 self.metrics.streams.labels(kind).dec()
                 current = self.registry.disconnect(node_id, stream_id)
@@ -433,6 +451,24 @@ class XdsServer:
                 if current:
                     self.metrics.forget(node_id)
                     await self._call_hook("proxy_disconnected", node_id)
+
+    async def _admit(self, first: Any, context: grpc.aio.ServicerContext[Any, bytes]
+                     ) -> tuple[NodeInfo, str | None]:
+        """The node a stream's first request names, and the grant `authorize` gave
+        it; aborts the stream (raising AbortError) if it may not go on."""
+        if not first.HasField("node") or not first.node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "the first request of a stream must carry node.id")
+        node = NodeInfo.from_proto(first.node)
+        authorize = getattr(self.hooks, "authorize", None)
+        if authorize is None:
+            return node, None
+        try:
+            grant: str | None = await authorize(node, context.invocation_metadata() or ())
+        except StreamDenied as exc:
+            log.warning("xDS stream of %s refused: %s", node.id, exc)
+            await context.abort(exc.code, str(exc))
+        return node, grant
 
     async def _deliver(self, context: grpc.aio.ServicerContext[Any, bytes],
                        machine: SotwStream | DeltaStream, node_id: str, stream_id: int,
