@@ -1,6 +1,6 @@
 """The inbox of one xDS stream: what its main loop must handle next.
 
-Theory of operation: two producers, one consumer.
+Theory of operation: three producers, one consumer.
 
 - The stream's reader task `put`s each request the client sends, in arrival
   order, and `END` when the client is gone. Once `limit` requests wait, `put`
