@@ -65,7 +65,8 @@ RESPONSE = discovery_pb2.DeltaDiscoveryResponse(nonce="1", resources=[
         type_url="x", value=b"a" * (size // count))) for i in range(count)])
 '''
 
-SERVER = PRELUDE + r'''
+# The handler on grpc.aio, for the grpc servers below.
+GRPC_ADS = r'''
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
@@ -73,6 +74,9 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def DeltaAggregatedResources(self, requests, context):
         async for _ in requests:
             yield RESPONSE
+'''
+
+SERVER = PRELUDE + GRPC_ADS + r'''
 
 async def main():
     server = grpc.aio.server(options=[tuple(o) for o in options])
@@ -122,15 +126,8 @@ asyncio.run(main())
 # connection is decrypted with ssl.MemoryBIO/SSLObject (OpenSSL's buffers are
 # released when idle) and its bytes relayed to grpc over its own Unix connection.
 # A measurement only (no flow control): would TLS outside grpc's C core cost less?
-FRONT_SERVER = PRELUDE + r"""
+FRONT_SERVER = PRELUDE + GRPC_ADS + r"""
 import os, ssl, tempfile
-import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
-
-class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    async def DeltaAggregatedResources(self, requests, context):
-        async for _ in requests:
-            yield RESPONSE
 
 class Inner(asyncio.Protocol):
     def __init__(self, front):
