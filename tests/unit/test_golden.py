@@ -173,8 +173,6 @@ def test_scrape_filter_keeps_exactly_what_golden_metrics_read() -> None:
 async def test_scrape_round_skips_a_dead_admin_and_forgets_gone_proxies() -> None:
     import socket
 
-    import httpx
-
     from gossamer.xds.status import NodeInfo
 
     with socket.socket() as s:  # a port nothing listens on
@@ -187,13 +185,11 @@ async def test_scrape_round_skips_a_dead_admin_and_forgets_gone_proxies() -> Non
     scraper = Scraper(registry, ScrapeOptions(timeout=0.5))
     stale = Source("old-0.shop", "shop", "old", "old-0")
     scraper.add(stale, golden.parse_stats(sidecar(1, 1, 0, [1.0]), 0.0))
-    async with httpx.AsyncClient(trust_env=False) as http:
-        await scraper.scrape_once(http)
+    await scraper.scrape_once()
     assert scraper.failures == 1
     assert scraper.rounds == 1
     assert scraper.observed() == []
     assert "old-0.shop" not in scraper._samples  # not connected any more: forgotten
     registry.disconnect("c-0.shop", stream)
-    async with httpx.AsyncClient(trust_env=False) as http:
-        await scraper.scrape_once(http)
+    await scraper.scrape_once()
     assert scraper.failures == 1  # a disconnected proxy is not asked

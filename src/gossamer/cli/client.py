@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:15080"
 
@@ -21,14 +22,21 @@ def server_url(server: str | None) -> str:
 
 
 class Api:
+    """httpx is imported on use: `gossamer control-plane` loads this module too, and
+    the control plane itself has no use for an HTTP client (~10 MiB resident)."""
+
     def __init__(self, server: str | None = None, timeout: float = 10.0) -> None:
+        import httpx
+
         self.base = server_url(server)
         token = os.environ.get("GOSSAMER_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers,
-                                  trust_env=False)
+        self._http: httpx.Client = httpx.Client(base_url=self.base, timeout=timeout,
+                                                headers=headers, trust_env=False)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
         try:
             resp = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -44,6 +52,8 @@ class Api:
 
     def stream(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Newline-delimited JSON from a streaming endpoint, one object per line."""
+        import httpx
+
         try:
             with self._http.stream("GET", path, params=dict(params),
                                    timeout=httpx.Timeout(10.0, read=None)) as resp:

@@ -8,12 +8,13 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from gossamer.cli.client import Api, CliError
 from gossamer.cli.main import Server, app
+from gossamer.envoyadmin import AdminError, get_json
 
+CONFIG_DUMP_LIMIT = 256 * 1024 * 1024  # an unscoped sidecar of a large mesh: tens of MB
 SECTIONS = {"clusters": "dynamic_active_clusters", "listeners": "dynamic_listeners",
             "routes": "dynamic_route_configs", "endpoints": "dynamic_endpoint_configs"}
 
@@ -232,9 +233,9 @@ def proxy_config(
     admin_port = int(match[0]["metadata"]["admin_port"])
     query = "?include_eds" if section in ("endpoints", "all") else ""
     try:
-        dump = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump{query}", timeout=5,
-                         trust_env=False).json()
-    except (httpx.HTTPError, ValueError) as exc:
+        dump = asyncio.run(get_json("127.0.0.1", admin_port, f"/config_dump{query}",
+                                    timeout=5, limit=CONFIG_DUMP_LIMIT))
+    except AdminError as exc:
         raise CliError(f"cannot read the Envoy admin of {workload} on port {admin_port}: "
                        f"{exc}") from exc
     out: dict[str, Any] = {}

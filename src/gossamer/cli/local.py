@@ -8,14 +8,16 @@ import threading
 from importlib import resources as pkg
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gossamer.cli.client import CliError
 from gossamer.cli.main import app
 from gossamer.local.spec import LocalApp, Process, load_local_app
-from gossamer.local.up import LocalRun, UpError
+
+if TYPE_CHECKING:  # imported on use: it loads httpx, which `control-plane` has no use for
+    from gossamer.local.up import LocalRun
 
 EXAMPLES = ("canary-50-50.yaml", "header-to-v2.yaml", "all-v1.yaml")
 StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sidecar files")]
@@ -23,6 +25,8 @@ StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sid
 
 def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
          extra_help: str = "") -> None:
+    from gossamer.local.up import LocalRun, UpError
+
     run = LocalRun(local, state_dir.resolve(), api_port=api_port, xds_port=xds_port)
     stop = threading.Event()
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-import httpx
 import typer
 
 from gossamer.cli.client import Api, CliError
 from gossamer.cli.main import Server, app
+from gossamer.envoyadmin import AdminError, get_json
 
 token_app = typer.Typer(help="Create, list and revoke API and join tokens.", no_args_is_help=True)
 authz_app = typer.Typer(help="Ask how the mesh's authorization policies decide.",
@@ -74,8 +76,8 @@ def identity(workload: str, namespace: Annotated[str, typer.Option("--namespace"
     """The certificate a workload's sidecar serves now: SPIFFE ID, serial, expiry."""
     port = _admin_port(Api(server), workload, namespace)
     try:
-        certs = httpx.get(f"http://127.0.0.1:{port}/certs", timeout=5, trust_env=False).json()
-    except (httpx.HTTPError, ValueError) as exc:
+        certs = asyncio.run(get_json("127.0.0.1", port, "/certs", timeout=5))
+    except AdminError as exc:
         raise CliError(f"cannot read the Envoy admin of {workload}: {exc}") from exc
     leaf = _leaf(certs)
     if leaf is None:
@@ -120,7 +122,7 @@ def authz_check(
              "source_namespace": from_namespace, "port": str(port)}
     if source:
         query["source"] = source
-    out = Api(server).call("GET", "/api/v1/authz/check?" + httpx.QueryParams(query).__str__())
+    out = Api(server).call("GET", "/api/v1/authz/check?" + urlencode(query))
     verdict = "ALLOWED" if out["allowed"] else f"DENIED ({out['status']})"
     print(f"{verdict}: {out['reason']}" + (f" [policy {out['policy']}]" if out["policy"] else ""))
     if not out["allowed"]:

@@ -202,7 +202,7 @@ class ControlPlane:
                          failures=self.failures)
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
-                                lifespan="off", access_log=False)
+                                lifespan="off", access_log=False, ws="none")
         self._api_server = uvicorn.Server(config)
         self._tasks.append(asyncio.create_task(self._api_server.serve(), name="api"))
         while not self._api_server.started:

@@ -11,14 +11,14 @@ makes Envoy drop the tap config (the sidecars stop tapping).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from gossamer.envoyadmin import AdminError, request
 from gossamer.tap.events import TapEvent, events_from, split_stream, tap_config
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class TapError(RuntimeError):
 class TapTarget:
     workload: str
     namespace: str
-    admin: str  # host:port of the sidecar's admin endpoint
+    admin: tuple[str, int]  # host and port of the sidecar's admin endpoint
 
 
 def targets(proxies: Sequence[Mapping[str, Any]], namespace: str,
@@ -50,26 +50,25 @@ def targets(proxies: Sequence[Mapping[str, Any]], namespace: str,
         admin = int(meta.get("admin_port") or 0)
         if admin:
             out.append(TapTarget(str(meta.get("workload", p.get("node_id"))), namespace,
-                                 f"127.0.0.1:{admin}"))
+                                 ("127.0.0.1", admin)))
     return out
 
 
 async def _one(target: TapTarget, config: dict[str, Any],
                queue: asyncio.Queue[TapEvent | None]) -> None:
     destination = f"{target.workload}.{target.namespace}"
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(
-                5.0, read=None)) as client, client.stream(
-                "POST", f"http://{target.admin}/tap", json=config) as resp:
-            if resp.status_code != 200:
-                log.warning("tap on %s refused: HTTP %s", destination, resp.status_code)
+        async with request(*target.admin, "POST", "/tap", body=config) as resp:
+            if resp.status != 200:
+                log.warning("tap on %s refused: HTTP %s", destination, resp.status)
                 return
             buffer = ""
-            async for chunk in resp.aiter_text():
-                docs, buffer = split_stream(buffer + chunk)
+            async for chunk in resp.chunks():
+                docs, buffer = split_stream(buffer + text.decode(chunk))
                 for event in events_from(docs, destination):
                     await queue.put(event)
-    except httpx.HTTPError as exc:
+    except AdminError as exc:
         log.warning("tap on %s ended: %s", destination, exc)
     finally:
         with contextlib.suppress(asyncio.QueueFull):

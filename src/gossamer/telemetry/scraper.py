@@ -19,10 +19,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from urllib.parse import urlencode
 
-import httpx
-
+from gossamer.envoyadmin import AdminError, get_json
 from gossamer.telemetry.golden import BadStats, Observed, Sample, Source, delta, parse_stats
 from gossamer.xds.status import ProxyRegistry, ProxyStatus
 
@@ -41,13 +40,16 @@ class ScrapeOptions:
     concurrency: int = 8
 
 
-def admin_url(proxy: ProxyStatus) -> str | None:
+STATS_TARGET = "/stats?" + urlencode({"format": "json", "histogram_buckets": "cumulative",
+                                        "filter": STATS_FILTER})
+
+
+def admin_address(proxy: ProxyStatus) -> tuple[str, int] | None:
     meta = proxy.node.metadata
     port = meta.get("admin_port")
     if not isinstance(port, int | float) or int(port) <= 0:
         return None
-    host = str(meta.get("admin_address") or "127.0.0.1")
-    return f"http://{host}:{int(port)}"
+    return str(meta.get("admin_address") or "127.0.0.1"), int(port)
 
 
 def source_of(proxy: ProxyStatus) -> Source:
@@ -89,36 +91,31 @@ class Scraper:
             out.append(Observed(self._sources[node_id], delta(start, newest)))
         return out
 
-    async def scrape_once(self, http: httpx.AsyncClient) -> None:
-        proxies = [p for p in self.registry.proxies() if p.connected and admin_url(p)]
-        live = {p.node.id for p in proxies}
+    async def scrape_once(self) -> None:
+        proxies = [(p, a) for p in self.registry.proxies()
+                   if p.connected and (a := admin_address(p)) is not None]
+        live = {p.node.id for p, _ in proxies}
         for gone in set(self._samples) - live:
             del self._samples[gone]
             self._sources.pop(gone, None)
         slots = asyncio.Semaphore(self.options.concurrency)
-        await asyncio.gather(*(self._scrape(http, slots, p) for p in proxies))
+        await asyncio.gather(*(self._scrape(slots, p, a) for p, a in proxies))
         self.rounds += 1
 
-    async def _scrape(self, http: httpx.AsyncClient, slots: asyncio.Semaphore,
-                      proxy: ProxyStatus) -> None:
-        url = admin_url(proxy)
+    async def _scrape(self, slots: asyncio.Semaphore, proxy: ProxyStatus,
+                      address: tuple[str, int]) -> None:
         async with slots:
             try:
-                resp = await http.get(f"{url}/stats", timeout=self.options.timeout, params={
-                    "format": "json", "histogram_buckets": "cumulative",
-                    "filter": STATS_FILTER})
-                resp.raise_for_status()
-                doc: Any = resp.json()
+                doc = await get_json(*address, STATS_TARGET, timeout=self.options.timeout)
                 sample = parse_stats(doc, self._clock())
-            except (httpx.HTTPError, ValueError, BadStats) as exc:
+            except (AdminError, BadStats) as exc:
                 self.failures += 1
                 log.debug("stats of %s: %s", proxy.node.id, exc)
                 return
         self.add(source_of(proxy), sample)
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(trust_env=False) as http:
-            while True:
-                started = self._clock()
-                await self.scrape_once(http)
-                await asyncio.sleep(max(0.1, self.options.interval - (self._clock() - started)))
+        while True:
+            started = self._clock()
+            await self.scrape_once()
+            await asyncio.sleep(max(0.1, self.options.interval - (self._clock() - started)))

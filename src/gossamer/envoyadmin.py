@@ -1,0 +1,115 @@
+"""HTTP/1.1 to a sidecar's Envoy admin endpoint, from the control plane.
+
+The control plane reads every sidecar's stats and opens tap streams on their admin
+endpoints: plain HTTP on a loopback or host address, one request per connection. It
+does so with h11 (the HTTP/1.1 state machine uvicorn already loads for the API) over
+asyncio streams rather than an HTTP client library: httpx and what it pulls in
+(httpcore, h2, certifi's CA bundle, and trio where installed) cost ~10 MiB of the
+control plane's resident memory for requests that need none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import h11
+
+READ_SIZE = 64 * 1024
+MAX_BODY = 16 * 1024 * 1024  # bounds `read`; a sidecar's full stats are ~100 KB
+
+
+class AdminError(Exception):
+    """The admin endpoint could not be reached, or did not answer with valid HTTP."""
+
+
+class AdminResponse:
+    """A response whose body is read as it arrives (a tap stream never ends by itself)."""
+
+    def __init__(self, status: int, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
+        self.status = status
+        self._conn = conn
+        self._reader = reader
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            event = await _next_event(self._conn, self._reader)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return
+
+    async def read(self, limit: int = MAX_BODY) -> bytes:
+        body = bytearray()
+        async for chunk in self.chunks():
+            body += chunk
+            if len(body) > limit:
+                raise AdminError(f"response body over {limit} bytes")
+        return bytes(body)
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    try:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            conn.receive_data(await reader.read(READ_SIZE))  # b"" at EOF
+    except (h11.RemoteProtocolError, OSError) as exc:
+        raise AdminError(f"reading the response: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def request(host: str, port: int, method: str, target: str, *, body: Any = None,
+                  connect_timeout: float = 5.0) -> AsyncIterator[AdminResponse]:
+    """Send one request (`body` is sent as JSON) and yield the response once its head
+    has arrived; leaving the block closes the connection."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                connect_timeout)
+    except (OSError, TimeoutError) as exc:
+        raise AdminError(f"connecting to {host}:{port}: {exc!r}") from exc
+    try:
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
+        events: list[h11.Event] = []
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers += [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(payload)))]
+            events.append(h11.Data(data=payload))
+        events = [h11.Request(method=method, target=target, headers=headers), *events,
+                  h11.EndOfMessage()]
+        writer.write(b"".join(conn.send(e) or b"" for e in events))
+        try:
+            await writer.drain()
+        except OSError as exc:
+            raise AdminError(f"sending the request: {exc}") from exc
+        event = await _next_event(conn, reader)
+        while isinstance(event, h11.InformationalResponse):  # h11 raises on anything else
+            event = await _next_event(conn, reader)
+        yield AdminResponse(event.status_code, conn, reader)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def get_json(host: str, port: int, target: str, *, timeout: float,
+                   limit: int = MAX_BODY) -> Any:
+    """GET `target` and parse its JSON body, all within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with request(host, port, "GET", target, connect_timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise AdminError(f"HTTP {resp.status} for {target.split('?')[0]}")
+                text = await resp.read(limit)
+    except TimeoutError as exc:
+        raise AdminError(f"no answer from {host}:{port} within {timeout} s") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise AdminError(f"the response is not JSON: {exc}") from exc
