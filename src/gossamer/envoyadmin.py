@@ -1,11 +1,12 @@
-"""HTTP/1.1 to a sidecar's Envoy admin endpoint, from the control plane.
+"""HTTP/1.1 to a sidecar's Envoy admin endpoint.
 
 The control plane reads every sidecar's stats and opens tap streams on their admin
-endpoints: plain HTTP on a loopback or host address, one request per connection. It
-does so with h11 (the HTTP/1.1 state machine uvicorn already loads for the API) over
-asyncio streams rather than an HTTP client library: httpx and what it pulls in
-(httpcore, h2, certifi's CA bundle, and trio where installed) cost ~10 MiB of the
-control plane's resident memory for requests that need none of it.
+endpoints (the CLI reads config dumps and certificates the same way): plain HTTP on
+a loopback or host address, one request per connection. It does so with h11 (the
+HTTP/1.1 state machine uvicorn already loads for the API) over asyncio streams rather
+than an HTTP client library: httpx and what it pulls in (httpcore, h2, certifi's CA
+bundle, and trio where installed) cost ~10 MiB of the control plane's resident
+memory for requests that need none of it.
 """
 
 from __future__ import annotations
