@@ -1,7 +1,8 @@
 """HTTP/1.1 to a sidecar's Envoy admin endpoint.
 
 The control plane reads every sidecar's stats and opens tap streams on their admin
-endpoints (the CLI reads config dumps and certificates the same way): plain HTTP on
+endpoints (the CLI reads config dumps and certificates, and the agent waits for its
+Envoy to be ready and drains it, the same way): plain HTTP on
 a loopback or host address, one request per connection. It does so with h11 (the
 HTTP/1.1 state machine uvicorn already loads for the API) over asyncio streams rather
 than an HTTP client library: httpx and what it pulls in (httpcore, h2, certifi's CA
@@ -99,18 +100,24 @@ async def request(host: str, port: int, method: str, target: str, *, body: Any =
             await writer.wait_closed()
 
 
+async def fetch(host: str, port: int, method: str, target: str, *, timeout: float,
+                limit: int = MAX_BODY) -> tuple[int, bytes]:
+    """One request, and the response's status and whole body, within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with request(host, port, method, target, connect_timeout=timeout) as resp:
+                return resp.status, await resp.read(limit)
+    except TimeoutError as exc:
+        raise AdminError(f"no answer from {host}:{port} within {timeout} s") from exc
+
+
 async def get_json(host: str, port: int, target: str, *, timeout: float,
                    limit: int = MAX_BODY) -> Any:
     """GET `target` and parse its JSON body, all within `timeout` seconds."""
+    status, body = await fetch(host, port, "GET", target, timeout=timeout, limit=limit)
+    if status != 200:
+        raise AdminError(f"HTTP {status} for {target.split('?')[0]}")
     try:
-        async with asyncio.timeout(timeout):
-            async with request(host, port, "GET", target, connect_timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise AdminError(f"HTTP {resp.status} for {target.split('?')[0]}")
-                text = await resp.read(limit)
-    except TimeoutError as exc:
-        raise AdminError(f"no answer from {host}:{port} within {timeout} s") from exc
-    try:
-        return json.loads(text)
+        return json.loads(body)
     except ValueError as exc:
         raise AdminError(f"the response is not JSON: {exc}") from exc

@@ -17,9 +17,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from gossamer.agent.children import die_with_parent
+from gossamer.envoyadmin import AdminError, fetch
 from gossamer.envoybin import find_envoy
 
 log = logging.getLogger(__name__)
@@ -83,17 +82,17 @@ class EnvoySupervisor:
         """LIVE means Envoy has its first clusters and listeners from the control plane."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            while loop.time() < deadline:
-                if self.process is None or self.process.returncode is not None:
-                    raise EnvoyError(f"envoy exited; see {self._workdir / 'envoy.log'}")
-                try:
-                    resp = await client.get(self.admin_url + "/ready")
-                    if resp.status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+        while loop.time() < deadline:
+            if self.process is None or self.process.returncode is not None:
+                raise EnvoyError(f"envoy exited; see {self._workdir / 'envoy.log'}")
+            try:
+                status, _ = await fetch("127.0.0.1", self.admin_port, "GET", "/ready",
+                                        timeout=1.0)
+                if status == 200:
+                    return
+            except AdminError:
+                pass
+            await asyncio.sleep(0.1)
         raise EnvoyError(f"envoy not ready after {timeout:.0f}s (no config from the control "
                          f"plane?); see {self._workdir / 'envoy.log'}")
 
@@ -115,10 +114,10 @@ class EnvoySupervisor:
                 await self.start()
 
     async def admin(self, method: str, path: str) -> str:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            resp = await client.request(method, self.admin_url + path)
-            resp.raise_for_status()
-            return resp.text
+        status, body = await fetch("127.0.0.1", self.admin_port, method, path, timeout=5.0)
+        if not 200 <= status < 300:
+            raise AdminError(f"HTTP {status} for {method} {path.split('?')[0]}")
+        return body.decode(errors="replace")
 
     async def drain_inbound(self) -> None:
         """Stop accepting new inbound connections; finish what is in flight."""
@@ -126,7 +125,7 @@ class EnvoySupervisor:
             return
         try:
             await self.admin("POST", "/drain_listeners?inboundonly&graceful")
-        except httpx.HTTPError as exc:
+        except AdminError as exc:
             log.warning("could not drain inbound listeners: %s", exc)
 
     async def stop(self, timeout: float = 5.0) -> None:
