@@ -12,7 +12,8 @@ server sets (`grpc.tsi.max_frame_size`, see xds/server.py).
     PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.grpcfloor [--alternatives]
 
 `--alternatives` also measures what might lower the floor (each with TLS): smaller
-records, grpc's read-buffer and BDP options, glibc with fewer malloc arenas,
+records, grpc's read-buffer, BDP, channelz, HPACK-table and write-buffer options,
+glibc with fewer malloc arenas,
 jemalloc (Debian's libjemalloc2, if installed), TLS done in Python in front of
 grpc in plaintext (ssl.MemoryBIO, relayed over a Unix socket), and grpclib, a
 pure-Python gRPC server over asyncio's TLS (if installed; not a dependency of
@@ -334,6 +335,12 @@ def alternatives() -> tuple[list[Config], list[str]]:
             *RECORDS, ("grpc.http2.bdp_probe", 0), ("grpc.experimental.tcp_read_chunk_size", 4096),
             ("grpc.experimental.tcp_min_read_chunk_size", 1024),
             ("grpc.experimental.tcp_max_read_chunk_size", 16384)]),
+        Config("TLS 4 KiB, channelz off", True, [*RECORDS, ("grpc.enable_channelz", 0)]),
+        Config("TLS 4 KiB, no HPACK dynamic tables", True, [
+            *RECORDS, ("grpc.http2.hpack_table_size.decoder", 0),
+            ("grpc.http2.hpack_table_size.encoder", 0)]),
+        Config("TLS 4 KiB, 4 KiB HTTP/2 write buffer", True,
+               [*RECORDS, ("grpc.http2.write_buffer_size", 4096)]),
         Config("TLS 4 KiB, glibc MALLOC_ARENA_MAX=2", True, RECORDS,
                env={"MALLOC_ARENA_MAX": "2"}),
         Config("TLS 4 KiB, glibc MALLOC_ARENA_MAX=1", True, RECORDS,
