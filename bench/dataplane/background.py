@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from configs import CONFIGS, HOST, Target
+from configs import CONFIGS, HOST, Gossamer, Target
 from procstat import process_cpu_seconds
 from run import compile_loadgen, loadgen
 
-from gossamer.envoyadmin import AdminError, fetch
+from gossamer.envoyadmin import fetch
 from gossamer.telemetry.scraper import STATS_TARGET
 
 
@@ -44,26 +43,13 @@ def idle_cpu(target: Target, seconds: float) -> tuple[list[float], list[float]]:
     return rates[:len(target.envoy_pids)], rates[len(target.envoy_pids):]
 
 
-def listening_ports(pid: int) -> list[int]:
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    return sorted({int(line.split()[3].rsplit(":", 1)[1])
-                   for line in out.splitlines() if f"pid={pid}," in line})
-
-
-async def scrape_cost(pid: int, scrapes: int) -> tuple[int, float] | None:
-    """(body bytes, Envoy CPU ms a scrape) on whichever port of `pid` serves admin."""
-    for port in listening_ports(pid):
-        try:
-            status, body = await fetch("127.0.0.1", port, "GET", STATS_TARGET, timeout=5)
-        except AdminError:
-            continue
-        if status != 200:
-            continue  # a listener, not the admin endpoint
-        before = process_cpu_seconds(pid)
-        for _ in range(scrapes):
-            await fetch("127.0.0.1", port, "GET", STATS_TARGET, timeout=5)
-        return len(body), 1000 * (process_cpu_seconds(pid) - before) / scrapes
-    return None
+async def scrape_cost(pid: int, port: int, scrapes: int) -> tuple[int, float]:
+    """(body bytes, Envoy CPU ms a scrape) of the Envoy `pid` with admin on `port`."""
+    _, body = await fetch("127.0.0.1", port, "GET", STATS_TARGET, timeout=5)
+    before = process_cpu_seconds(pid)
+    for _ in range(scrapes):
+        await fetch("127.0.0.1", port, "GET", STATS_TARGET, timeout=5)
+    return len(body), 1000 * (process_cpu_seconds(pid) - before) / scrapes
 
 
 def main() -> None:
@@ -82,15 +68,14 @@ def main() -> None:
                 print(f"{name:9s} idle Envoy CPU (caller, callee): "
                       f"{', '.join(f'{v} ms/s' for v in envoys)}; mesh processes: "
                       f"{statistics.fsum(mesh):.2f} ms/s", flush=True)
-                if name == "gossamer":
+                if isinstance(config, Gossamer):
                     request = work / "request"
                     request.write_bytes(f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
                     loadgen(compile_loadgen(work), request, target, 500, 3000)
-                    for pid in target.envoy_pids:
-                        cost = asyncio.run(scrape_cost(pid, args.scrapes))
-                        if cost is not None:
-                            print(f"{'':9s} stats scrape of Envoy {pid}: {cost[0]} B, "
-                                  f"{cost[1]:.2f} ms of its CPU", flush=True)
+                    for pid, port in config.admin_ports().items():
+                        size, ms = asyncio.run(scrape_cost(pid, port, args.scrapes))
+                        print(f"{'':9s} stats scrape of Envoy {pid}: {size} B, "
+                              f"{ms:.2f} ms of its CPU", flush=True)
             finally:
                 config.stop()
 

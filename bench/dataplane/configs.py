@@ -277,6 +277,11 @@ class Gossamer:
         return Target(self.name, port, [self._envoy_of("client-0"), self._envoy_of("backend-0")],
                       support)
 
+    def admin_ports(self) -> dict[int, int]:
+        """Each sidecar's Envoy PID -> its admin port, as the run gave it to the agent."""
+        return {self._envoy_of(c.name): int(_arg(list(map(str, c.popen.args)), "--admin-port"))  # type: ignore[arg-type]
+                for c in self.run.children if c.role == "proxy"}
+
     def stop(self) -> None:
         self.run.stop()
 
