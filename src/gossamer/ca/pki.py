@@ -21,6 +21,7 @@ type, with a message meant for the operator or the caller.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import secrets
@@ -412,19 +413,19 @@ def issue_server_cert(
 def cert_info(pem: str | bytes) -> dict[str, Any]:
     """JSON-ready facts about the first certificate in `pem`, for the CLI."""
     cert = _certs(pem, "certificate")[0]
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        sans = x509.SubjectAlternativeName([])
+    names: list[x509.GeneralName] = []
+    with contextlib.suppress(x509.ExtensionNotFound):  # none: no names (not an empty SAN,
+        names = list(cert.extensions.get_extension_for_class(  # which cryptography refuses)
+            x509.SubjectAlternativeName).value)
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "serial": format(cert.serial_number, "x"),
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
-        "uri_sans": sans.get_values_for_type(x509.UniformResourceIdentifier),
-        "dns_sans": sans.get_values_for_type(x509.DNSName),
-        "ip_sans": [str(a) for a in sans.get_values_for_type(x509.IPAddress)],
+        "uri_sans": [n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)],
+        "dns_sans": [n.value for n in names if isinstance(n, x509.DNSName)],
+        "ip_sans": [str(n.value) for n in names if isinstance(n, x509.IPAddress)],
         "is_ca": _is_ca(cert),
         "fingerprint_sha256": cert.fingerprint(hashes.SHA256()).hex(),
     }
