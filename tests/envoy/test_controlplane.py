@@ -181,3 +181,49 @@ async def test_nack_keeps_last_good_config_and_check_reports_it(
         "metadata": {"name": "other"}, "spec": {"ports": [{"port": 80}]}})
     await _wait(lambda: _synced(cp, 2), "sync after a good config")
     assert (await _get(client)).text == "A"
+
+
+async def _check(plane: ControlPlane) -> tuple[int | None, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gossamer", "check", "--server",
+        f"http://127.0.0.1:{plane.api_port}", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_check_fails_for_a_lost_proxy_until_its_workload_is_deregistered(
+        cp: ControlPlane, envoys: Any, backends: tuple[Backend, Backend]) -> None:
+    """A sidecar whose Workload still names it but which is not connected is a problem
+    (its workload is an endpoint with no config); once deregistered, as an agent that
+    stops does, it is listed for the record and no longer counted."""
+    server, _ = await _start_pair(cp, envoys, backends[0], delta=True)
+    node = server.node.node_id
+    doc = _docs(server.inbound)[1]
+    doc["spec"]["proxy"] = node  # as the agent registers it
+    await _api(cp, "POST", "/api/v1/apply", doc)
+    await _wait(lambda: _synced(cp, 2), "both proxies in sync")
+    code, out, err = await _check(cp)
+    assert code == 0, out + err
+    await asyncio.to_thread(server.envoy.stop)
+
+    async def gone() -> bool:
+        proxies = await _api(cp, "GET", "/api/v1/proxies")
+        return any(p["node_id"] == node and not p["connected"] for p in proxies)
+
+    await _wait(gone, "the proxy to disconnect")
+    await _wait(lambda: _registered(cp, node), "the index to have the registration")
+    code, out, err = await _check(cp)
+    assert code == 1, out + err
+    assert f"proxy {node}: DISCONNECTED, NOT in sync" in out.splitlines()
+    assert err.startswith("error: 1 proxy")
+    await _api(cp, "DELETE", "/api/v1/resources/Workload/default/echo-0")
+    await _wait(lambda: _registered(cp, node, False), "the deregistration")
+    code, out, err = await _check(cp)
+    assert code == 0, out + err
+    assert f"proxy {node}: DISCONNECTED, NOT in sync" in out.splitlines()  # still listed
+
+
+async def _registered(plane: ControlPlane, node: str, want: bool = True) -> bool:
+    proxies = await _api(plane, "GET", "/api/v1/proxies")
+    return any(p["node_id"] == node and p["registered"] is want for p in proxies)

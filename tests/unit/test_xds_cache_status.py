@@ -195,3 +195,58 @@ def test_node_metadata_converts_as_message_to_dict_does() -> None:
     assert got == json_format.MessageToDict(node.metadata)
     assert type(got["n"]) is float
     assert got["list"][4]["k"][1] == {"deep": "y"}
+
+
+def test_registry_keeps_a_node_connected_until_its_last_stream_ends() -> None:
+    """Two open streams of one node: the newest ending first makes the older one
+    current again (its metadata, its versions); only the last end disconnects."""
+    clock = Clock()
+    reg = ProxyRegistry(clock=clock)
+    old = reg.connect(NodeInfo("n", "c", {"inbound_port": 1.0}), "delta", "g")
+    reg.record_event("n", old, Acked(ROUTE, "v1"))
+    clock.now += 1
+    new = reg.connect(NodeInfo("n", "c", {"inbound_port": 2.0}), "sotw", "g")
+    reg.record_event("n", new, Nacked(ROUTE, "v2", "boom", 13))
+    reg.record_event("n", old, Acked(ROUTE, "v3"))  # the older stream's own state
+    assert reg.live_grants("n") == {"g"}
+    current = reg.get("n")
+    assert current is not None
+    assert current.node.metadata == {"inbound_port": 2.0}
+    assert current.type(ROUTE).acked_version is None
+    assert reg.is_current("n", new)
+    assert not reg.is_current("n", old)
+
+    assert not reg.disconnect("n", new)  # the older stream is still open
+    current = reg.get("n")
+    assert current is not None
+    assert current.connected
+    assert current.stream_id == old
+    assert current.node.metadata == {"inbound_port": 1.0}
+    assert current.type(ROUTE).acked_version == "v3"
+    assert current.last_nack is not None
+    assert current.last_nack.error == "boom"  # the newer stream's NACK carries over
+    assert reg.is_current("n", old)
+    assert reg.node_ids() == ["n"]
+    assert not reg.disconnect("n", new)  # a second end of the same stream: nothing
+
+    assert reg.disconnect("n", old)
+    assert reg.get("n") is not None
+    assert reg.to_json()[0]["connected"] is False
+    assert reg.live_grants("n") == frozenset()
+    assert not reg.is_current("n", old)
+
+
+def test_registry_older_stream_ending_first_changes_nothing() -> None:
+    reg = ProxyRegistry(clock=Clock())
+    old = reg.connect(NodeInfo("n", "c", {"v": "old"}), "delta", "g")
+    new = reg.connect(NodeInfo("n", "c", {"v": "new"}), "delta", "g")
+    other = reg.connect(NodeInfo("m"), "delta", "h")
+    assert not reg.disconnect("n", old)
+    current = reg.get("n")
+    assert current is not None
+    assert (current.stream_id, current.node.metadata) == (new, {"v": "new"})
+    assert reg.live_grants("n") == {"g"}
+    assert reg.live_grants("m") == {"h"}
+    assert reg.disconnect("n", new)
+    assert reg.node_ids() == ["m"]
+    assert reg.disconnect("m", other)

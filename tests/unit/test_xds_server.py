@@ -35,9 +35,11 @@ class Hooks:
         self.cache = cache
         self.on_connect = on_connect
         self.events: list[tuple[str, str]] = []
+        self.nodes: list[NodeInfo] = []  # as proxy_connected was given them
 
     async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         self.events.append(("connected", node_id))
+        self.nodes.append(node)
         if self.on_connect is not None:
             self.cache.set(node_id, self.on_connect)
 
@@ -182,6 +184,43 @@ async def test_old_stream_ending_does_not_disconnect_a_newer_one(env: dict[str, 
     assert env["hooks"].events.count(("connected", "n1")) == 2
 
 
+async def test_newer_stream_ending_first_makes_the_older_one_current_again(
+        env: dict[str, Any]) -> None:
+    """The node stays connected, and the control plane is told its older stream's
+    node again (to translate for that metadata), until its last stream ends."""
+    cache: SnapshotCache = env["cache"]
+    registry: ProxyRegistry = env["registry"]
+    hooks: Hooks = env["hooks"]
+    cache.set("n1", snap("a"))
+    old = env["stub"].StreamAggregatedResources()
+    await old.write(sotw_req())
+    first = await read(old)
+    await old.write(sotw_req(node=None, version_info=first.version_info,
+                             response_nonce=first.nonce))  # ACK
+    newer = env["stub"].StreamAggregatedResources()
+    req = sotw_req()
+    req.node.metadata.update({"workload": "w2"})
+    await newer.write(req)
+    await read(newer)
+    newer.cancel()
+    await eventually(lambda: len(hooks.nodes) == 3, "the older node to be current again")
+    assert hooks.events == [("connected", "n1")] * 3
+    assert [n.metadata["workload"] for n in hooks.nodes] == ["w", "w2", "w"]
+    status = registry.get("n1")
+    assert status is not None
+    assert status.connected
+    assert status.node.metadata["workload"] == "w"
+    cache.set("n1", snap("a", "b"))  # the older stream still gets pushes
+    resp = await read(old)
+    assert sorted(cluster_pb2.Cluster.FromString(a.value).name
+                  for a in resp.resources) == ["a", "b"]
+    old.cancel()
+    await eventually(lambda: ("disconnected", "n1") in hooks.events, "disconnect")
+    status = registry.get("n1")
+    assert status is not None
+    assert not status.connected
+
+
 async def test_stop_ends_streams_and_runs_disconnect_hooks(env: dict[str, Any]) -> None:
     env["cache"].set("n1", snap("a"))
     call = env["stub"].StreamAggregatedResources()
@@ -241,3 +280,48 @@ async def test_port_in_use_is_an_error() -> None:
             await XdsServer(SnapshotCache()).start("127.0.0.1", port)
     finally:
         await first.stop(0)
+
+
+async def test_a_connected_node_is_refused_to_another_grant() -> None:
+    """A node id belongs to the grant of its open streams: another grant's stream is
+    refused PERMISSION_DENIED and changes nothing; the same grant's is admitted."""
+    cache = SnapshotCache()
+    hooks = GrantingHooks(cache)
+    registry = ProxyRegistry()
+    server = XdsServer(cache, hooks, registry)
+    port = await server.start("127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    try:
+        cache.set("n1", snap("a"))
+        owner = stub.DeltaAggregatedResources(metadata=(("grant", "g1"),))
+        first = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
+        first.node.id = "n1"
+        await owner.write(first)
+        await read(owner)
+        for method in (stub.StreamAggregatedResources, stub.DeltaAggregatedResources):
+            intruder = method(metadata=(("grant", "g2"),))
+            request = sotw_req() if method is stub.StreamAggregatedResources else first
+            await intruder.write(request)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await read(intruder)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "another credential" in (info.value.details() or "")
+        assert hooks.events == [("connected", "n1")]
+        status = registry.get("n1")
+        assert status is not None
+        assert status.connected
+        assert server.end_streams("g2") == 0
+        again = stub.StreamAggregatedResources(metadata=(("grant", "g1"),))
+        await again.write(sotw_req())
+        await read(again)  # the same grant: a reconnect, admitted
+        again.cancel()
+        owner.cancel()
+        await eventually(lambda: ("disconnected", "n1") in hooks.events, "n1 gone")
+        later = stub.StreamAggregatedResources(metadata=(("grant", "g2"),))
+        await later.write(sotw_req())
+        await read(later)  # no stream open any more: another grant may have it
+        later.cancel()
+    finally:
+        await channel.close()
+        await server.stop(0)

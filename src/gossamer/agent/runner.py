@@ -39,6 +39,8 @@ from gossamer.identity import SpiffeId
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
+# The agent's own credentials in its environment: never passed on to the app.
+AGENT_CREDENTIALS = frozenset({"GOSSAMER_TOKEN", "GOSSAMER_TOKEN_FILE"})
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,14 @@ class Agent:
         )
 
     def app_env(self) -> dict[str, str]:
+        """The app's environment: the agent's own, less the agent's credentials (a
+        compromised app must not be able to act as its agent: register workloads,
+        or open xDS streams, as the agent's identity), plus `--env` and the mesh's."""
         c = self.config
         proxy = f"http://127.0.0.1:{c.outbound_port}"
-        env = dict(os.environ) | c.env | {
+        inherited = {k: v for k, v in os.environ.items()
+                     if k not in AGENT_CREDENTIALS and not (c.token and c.token in v)}
+        env = inherited | c.env | {
             "PORT": str(c.app_port),
             "GOSSAMER_SERVICE": c.service, "GOSSAMER_NAMESPACE": c.namespace,
             "GOSSAMER_WORKLOAD": self.workload, "GOSSAMER_OUTBOUND": proxy,

@@ -128,6 +128,13 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
     body = dump_document(res.with_revision(0))
     body["metadata"].pop("resourceVersion", None)
     before = await ctx.store.get(*res.key)
+    if isinstance(res, Workload) and caller.scope is not Scope.ADMIN:
+        # Nor may it replace a workload of another identity: put only over the very
+        # registration it checked (or only if there is none).
+        if before is not None:
+            caller.require_identity(*_workload_identity(_parse_stored(before)))
+        if expected is None:
+            expected = before.revision if before is not None else 0
     try:
         stored = await ctx.store.put(*res.key, body, expected_revision=expected)
     except Conflict as exc:
@@ -221,14 +228,20 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
         obj = await ctx.store.get(canonical, namespace, name)
         if obj is None:
             raise ApiError(404, f"{canonical} {namespace}/{name} not found")
+        expected = None
         if canonical == "Workload":
             caller.require_identity(*_workload_identity(_parse_stored(obj)))
+            if caller.scope is not Scope.ADMIN:
+                expected = obj.revision  # the registration it checked, not a newer one
         else:
             caller.require_admin()
         try:
-            obj = await ctx.store.delete(canonical, namespace, name)
+            obj = await ctx.store.delete(canonical, namespace, name, expected_revision=expected)
         except NotFound as exc:
             raise ApiError(404, f"{canonical} {namespace}/{name} not found") from exc
+        except Conflict as exc:
+            raise ApiError(409, f"{canonical} {namespace}/{name} changed concurrently; "
+                                "retry") from exc
         ctx.leases.forget(ResourceKey(canonical, namespace, name))
         return {"deleted": _doc(ctx, obj)}
 

@@ -205,14 +205,21 @@ def check(server: Server = None) -> None:
                     f"{nack.get('error')}"
         if p.get("rejected"):
             line += f"; config withheld: {p['rejected']}"
-        # A proxy that went away is reported, not counted: stopping one is normal.
-        if p.get("connected"):
-            problems += not p.get("synced") or bool(p.get("rejected"))
+        problems += _unhealthy(p)
         print(line)
     if not [p for p in proxies if p.get("connected")]:
         print("no proxies connected")
     if problems:
         raise CliError(f"{problems} proxy(ies) not healthy")
+
+
+def _unhealthy(proxy: dict[str, Any]) -> bool:
+    """Not in sync, config withheld, or disconnected while a Workload still names it.
+    A proxy whose workload was deregistered (its agent stopped it, or a client-only
+    proxy, never registered) is listed but not counted: stopping one is normal."""
+    if not proxy.get("connected"):
+        return bool(proxy.get("registered", True))
+    return not proxy.get("synced") or bool(proxy.get("rejected"))
 
 
 @app.command("proxy-config")

@@ -120,6 +120,11 @@ class Reconciler:
     def index(self) -> MeshIndex:
         return self.mesh.index
 
+    def workload(self, namespace: str, name: str) -> Workload | None:
+        """The Workload as the store has it now (the index has it after the next build)."""
+        res = self._objects.get(ResourceKey(Workload.KIND, namespace, name))
+        return res if isinstance(res, Workload) else None
+
     async def wait_ready(self) -> None:
         await self._ready.wait()
 

@@ -94,22 +94,35 @@ class _Hooks:
 
     async def authorize(self, node: NodeInfo,
                         metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
-        """A join token may fetch config only as a node of its own identity. The
-        grant is the token's id: revoking the token ends the stream."""
+        """Who may open a stream as which node (docs/security.md, node identity).
+
+        The node id must be WORKLOAD.NAMESPACE of the node's own metadata, so the
+        control plane translates for the workload the id names. A join token may
+        then fetch config only as a node of its own identity, and only for a
+        workload that is not registered under another identity. The grant is the
+        token's id: revoking the token ends the stream, and while the node has an
+        open stream, the xDS server refuses it to any other grant."""
         if self._tokens is None:
             return None
         token = bearer(metadata)
         record = await self._tokens.verify(token) if token else None
         if record is None:
             raise StreamDenied("missing or unknown token", grpc.StatusCode.UNAUTHENTICATED)
+        namespace, workload = _node_workload(node)
         if record.scope is Scope.ADMIN:
             return record.id
         granted = record.identity(self._trust_domain)
         meta = node.metadata
-        namespace = str(meta.get("namespace", "default"))
         account = str(meta.get("service_account") or meta.get("service", ""))
         if granted is None or (granted.namespace, granted.account) != (namespace, account):
             raise StreamDenied(f"the token does not grant {namespace}/{account}")
+        registered = self._reconciler.workload(namespace, workload)
+        if registered is not None:
+            owner = (namespace, registered.spec.service_account or registered.spec.service)
+            if owner != (granted.namespace, granted.account):
+                raise StreamDenied(f"node {node.id} is workload {namespace}/{workload}, "
+                                   f"registered as {owner[0]}/{owner[1]}; the token grants "
+                                   f"{granted.namespace}/{granted.account}")
         return record.id
 
     def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
@@ -120,6 +133,18 @@ class _Hooks:
         A reconnect translates afresh, and content versions make that resend nothing."""
         self._reconciler.proxy_disconnected(node_id)
         self._cache.remove(node_id)
+
+
+def _node_workload(node: NodeInfo) -> tuple[str, str]:
+    """(namespace, workload) of a node whose id is WORKLOAD.NAMESPACE of its metadata,
+    as the agent writes it; else the stream is refused."""
+    meta = node.metadata
+    namespace, workload = meta.get("namespace", "default"), meta.get("workload")
+    if not isinstance(namespace, str) or not isinstance(workload, str) \
+            or node.id != f"{workload}.{namespace}":
+        raise StreamDenied(f"node id {node.id!r} is not WORKLOAD.NAMESPACE of its metadata "
+                           f"(workload {workload!r}, namespace {namespace!r})")
+    return namespace, workload
 
 
 class ControlPlane:
@@ -172,9 +197,14 @@ class ControlPlane:
         return Reporter(node_id, proxy.namespace, proxy.service, proxy.workload)
 
     def proxies(self) -> list[dict[str, Any]]:
+        """The registry's entries, with why config was withheld and whether a Workload
+        in the store still names the proxy (`registered`): a disconnected proxy whose
+        workload is still registered is a problem, one that deregistered is not."""
+        registered = {w.spec.proxy for w in self.reconciler.index.workloads if w.spec.proxy}
         out = []
         for entry in self.registry.to_json(self.cache):
             entry["rejected"] = self.reconciler.rejected.get(entry["node_id"])
+            entry["registered"] = entry["node_id"] in registered
             out.append(entry)
         return out
 

@@ -29,10 +29,14 @@ Theory of operation (one stream):
    caps responses in flight: a push to thousands of proxies then proceeds
    a few dozen writes at a time instead of holding every response in memory
    and starving the event loop.
-4. When the stream ends for any reason, the registry marks the proxy
-   disconnected and `hooks.proxy_disconnected` runs, unless a newer stream of
-   the same node has taken over (Envoy reconnects before the old stream is
-   torn down, e.g. across a control-plane restart with a load balancer).
+4. When a stream ends, only the end of its node's last open stream disconnects
+   the node and runs `hooks.proxy_disconnected` (Envoy reconnects before the
+   old stream is torn down). If the node's newest stream ends first, the older
+   one is current again and `hooks.proxy_connected` runs for its node.
+
+A node id belongs to the grant of its open streams: another grant's stream
+for it is refused PERMISSION_DENIED (one credential cannot take over, or end,
+another's proxy); the same grant's is admitted (a reconnect).
 """
 
 from __future__ import annotations
@@ -391,10 +395,12 @@ class XdsServer:
             if first is END:
                 return
             node, grant = await self._admit(first, context)
+            # No await from the check of the node's grants in _admit to here, so
+            # two streams of different grants cannot both be admitted for a node.
             if grant is not None:
                 self._granted.setdefault(grant, set()).add(inbox)
             node_id = node.id
-            stream_id = self.registry.connect(node, kind)
+            stream_id = self.registry.connect(node, kind, grant)
             self.metrics.streams.labels(kind).inc()
             self.metrics.stream_starts.labels(kind).inc()
             log.info("xDS %s stream %d from %s (%s) opened", kind, stream_id, node_id,
@@ -446,11 +452,20 @@ class XdsServer:
                 self._release(grant, inbox)
             if stream_id:
                 self.metrics.streams.labels(kind).dec()
-                current = self.registry.disconnect(node_id, stream_id)
-                log.info("xDS %s stream %d from %s closed", kind, stream_id, node_id)
-                if current:
-                    self.metrics.forget(node_id)
-                    await self._call_hook("proxy_disconnected", node_id)
+                await self._ended(kind, node_id, stream_id)
+
+    async def _ended(self, kind: str, node_id: str, stream_id: int) -> None:
+        """Tell the registry and the hooks that a stream ended (see the module doc, 4)."""
+        was_current = self.registry.is_current(node_id, stream_id)
+        last = self.registry.disconnect(node_id, stream_id)
+        log.info("xDS %s stream %d from %s closed", kind, stream_id, node_id)
+        if last:
+            self.metrics.forget(node_id)
+            await self._call_hook("proxy_disconnected", node_id)
+            return
+        current = self.registry.get(node_id)
+        if was_current and current is not None:  # its older stream's metadata again
+            await self._call_hook("proxy_connected", node_id, current.node)
 
     async def _admit(self, first: Any, context: grpc.aio.ServicerContext[Any, bytes]
                      ) -> tuple[NodeInfo, str | None]:
@@ -468,6 +483,12 @@ class XdsServer:
         except StreamDenied as exc:
             log.warning("xDS stream of %s refused: %s", node.id, exc)
             await context.abort(exc.code, str(exc))
+        held = self.registry.live_grants(node.id)
+        if held and grant not in held:
+            log.warning("xDS stream of %s refused: connected with another grant", node.id)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"node {node.id} is connected with another credential; "
+                                "a node id is used by one credential at a time")
         return node, grant
 
     async def _deliver(self, context: grpc.aio.ServicerContext[Any, bytes],

@@ -8,13 +8,20 @@ not, what did Envoy say when it NACKed.
 Theory of operation: the xDS server calls `connect` when a stream's first
 request names the node, then `record_sent` / `record_event` as its stream
 machine produces responses and events, and `disconnect` when the stream ends.
-`connect` returns a stream id; a proxy that reconnects gets a new entry (the
-old stream may still be winding down), and reports carrying an old stream id
-are ignored, so an old stream cannot overwrite the new one's state nor mark
-the proxy disconnected. The last NACK carries over to the new entry: a proxy
-that crashed on bad config and came back should still show why. Disconnected
-entries stay (connected=False) for `retain_disconnected` seconds, then are
-pruned lazily. Pure bookkeeping: no I/O, no asyncio, call from one thread.
+`connect` returns a stream id and gives the stream an entry of its own; a node
+may have several open streams at once (Envoy reconnects before the old stream
+is torn down). What the registry shows for a node is its newest open stream's
+entry, so an older stream's reports never overwrite the newer one's state.
+Only the end of a node's last open stream disconnects it: when the newest
+ends while an older one is still open, the older one's entry (its node
+metadata, its versions) is current again, so one stream's end never drops
+another's proxy. The last NACK carries over to whichever entry becomes
+current: a proxy that crashed on bad config and came back should still show
+why. Each stream also keeps the grant it was admitted with (`live_grants`),
+so the xDS server can refuse a node id to another credential while it is
+connected. Disconnected entries stay (connected=False) for
+`retain_disconnected` seconds, then are pruned lazily. Pure bookkeeping: no
+I/O, no asyncio, call from one thread.
 """
 
 from __future__ import annotations
@@ -138,6 +145,8 @@ class ProxyStatus:
     disconnected_at: float | None = None
     types: dict[str, TypeStatus] = field(default_factory=dict)
     last_nack: NackRecord | None = None
+    # What `authorize` admitted the stream with (a token's id); None without one.
+    grant: str | None = None
 
     def type(self, type_url: str) -> TypeStatus:
         status = self.types.get(type_url)
@@ -169,40 +178,55 @@ class ProxyRegistry:
                  clock: Callable[[], float] = time.time) -> None:
         self.retain_disconnected = retain_disconnected
         self._clock = clock
+        # Per node: its newest open stream's entry, or its last one once disconnected.
         self._proxies: dict[str, ProxyStatus] = {}
+        # Per node with open streams: their entries, oldest first (usually one).
+        self._live: dict[str, list[ProxyStatus]] = {}
         self._stream_ids = itertools.count(1)
         self._pruned_at = float("-inf")
 
     # -- fed by the xDS server ---------------------------------------------------------
 
-    def connect(self, node: NodeInfo, kind: str) -> int:
+    def connect(self, node: NodeInfo, kind: str, grant: str | None = None) -> int:
         """A stream for `node` started; returns its stream id for later reports."""
         self._prune()
         stream_id = next(self._stream_ids)
+        status = ProxyStatus(node, kind, stream_id, self._clock(), grant=grant)
         previous = self._proxies.get(node.id)
-        status = ProxyStatus(node, kind, stream_id, self._clock())
         if previous is not None:
-            status.last_nack = previous.last_nack
-            for type_url, old in previous.types.items():
-                if old.last_nack is not None:
-                    status.type(type_url).last_nack = old.last_nack
+            _carry_nacks(previous, status)
+        self._live.setdefault(node.id, []).append(status)
         self._proxies[node.id] = status
         return stream_id
 
     def disconnect(self, node_id: str, stream_id: int) -> bool:
-        """The stream ended. True if it was the node's current stream (now disconnected)."""
-        status = self._current(node_id, stream_id)
+        """The stream ended. True if it was the node's last open stream (the node is
+        now disconnected); otherwise the newest stream still open is current."""
+        live = self._live.get(node_id, [])
+        status = next((s for s in live if s.stream_id == stream_id), None)
         if status is None:
             return False
+        live.remove(status)
+        if live:
+            if self._proxies.get(node_id) is status:
+                _carry_nacks(status, live[-1])
+                self._proxies[node_id] = live[-1]
+            return False
+        del self._live[node_id]
         status.connected = False
         status.disconnected_at = self._clock()
+        self._proxies[node_id] = status
         return True
 
     def is_current(self, node_id: str, stream_id: int) -> bool:
         return self._current(node_id, stream_id) is not None
 
+    def live_grants(self, node_id: str) -> frozenset[str | None]:
+        """The grants of the node's open streams (empty when it has none)."""
+        return frozenset(s.grant for s in self._live.get(node_id, ()))
+
     def record_sent(self, node_id: str, stream_id: int, out: Outgoing) -> None:
-        status = self._current(node_id, stream_id)
+        status = self._stream(node_id, stream_id)
         if status is None:
             return
         t = status.type(out.type_url)
@@ -210,7 +234,7 @@ class ProxyRegistry:
         t.sent_count += 1
 
     def record_event(self, node_id: str, stream_id: int, event: Event) -> None:
-        status = self._current(node_id, stream_id)
+        status = self._stream(node_id, stream_id)
         if status is None:
             return
         t = status.type(event.type_url)
@@ -284,9 +308,17 @@ class ProxyRegistry:
 
     def _current(self, node_id: str, stream_id: int) -> ProxyStatus | None:
         status = self._proxies.get(node_id)
-        if status is None or status.stream_id != stream_id:
+        if status is None or status.stream_id != stream_id or not status.connected:
             return None
         return status
+
+    def _stream(self, node_id: str, stream_id: int) -> ProxyStatus | None:
+        """The entry of an open stream, current or not: an older stream keeps its own
+        state, to show again if the newer one ends first."""
+        for status in self._live.get(node_id, ()):
+            if status.stream_id == stream_id:
+                return status
+        return None
 
     def _prune(self) -> None:
         """Forget proxies disconnected for longer than `retain_disconnected`. At most
@@ -301,3 +333,17 @@ class ProxyRegistry:
                  if not p.connected and (p.disconnected_at or 0.0) < cutoff]
         for node_id in stale:
             del self._proxies[node_id]
+
+
+def _carry_nacks(source: ProxyStatus, target: ProxyStatus) -> None:
+    """Give `target` the NACKs of `source` that are newer than its own."""
+    if _newer(source.last_nack, target.last_nack):
+        target.last_nack = source.last_nack
+    for type_url, old in source.types.items():
+        if old.last_nack is not None and _newer(old.last_nack, target.types.get(
+                type_url, TypeStatus(type_url)).last_nack):
+            target.type(type_url).last_nack = old.last_nack
+
+
+def _newer(a: NackRecord | None, b: NackRecord | None) -> bool:
+    return a is not None and (b is None or a.at > b.at)
