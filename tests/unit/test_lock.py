@@ -22,7 +22,8 @@ def pins() -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         name, sep, version = line.partition("==")
-        assert sep and re.fullmatch(r"[\w.+!-]+", version), f"not an exact pin: {line!r}"
+        assert sep, f"not an exact pin: {line!r}"
+        assert re.fullmatch(r"[\w.+!-]+", version), f"not an exact pin: {line!r}"
         out[canonicalize_name(name)] = version
     return out
 

@@ -206,3 +206,15 @@ async def test_api_join_token_cannot_replace_or_remove_another_identitys_workloa
         assert mine.status_code == 200, mine.text
     gone = await _api(plane, evil, "DELETE", "/api/v1/resources/Workload/default/evil-0")
     assert gone.status_code == 200, gone.text
+
+
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+async def test_a_join_token_serves_only_proxies_of_its_own_service(plane: ControlPlane,
+                                                                   delta: bool) -> None:
+    """The account matches the token, but the service is another's: the control plane
+    would translate that service's inbound side and policies for the stream."""
+    web = await _join(plane, "web")
+    meta = {**_metadata("web-1", "frontend"), "service_account": "web"}
+    code, details = await _attempt(plane, web, "web-1.default", meta, delta=delta)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "serves only proxies of service 'web'" in details

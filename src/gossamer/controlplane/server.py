@@ -116,6 +116,12 @@ class _Hooks:
         account = str(meta.get("service_account") or meta.get("service", ""))
         if granted is None or (granted.namespace, granted.account) != (namespace, account):
             raise StreamDenied(f"the token does not grant {namespace}/{account}")
+        if meta.get("service") != granted.account:
+            # As the API's rule for the workloads a join token registers: a node of
+            # service `b` would be translated b's inbound side and policies.
+            raise StreamDenied(f"a join token for {namespace}/{granted.account} serves only "
+                               f"proxies of service {granted.account!r}, not "
+                               f"{meta.get('service')!r}")
         registered = self._reconciler.workload(namespace, workload)
         if registered is not None:
             owner = (namespace, registered.spec.service_account or registered.spec.service)
