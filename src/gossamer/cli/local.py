@@ -15,6 +15,7 @@ import typer
 from gossamer.cli.client import CliError
 from gossamer.cli.main import app
 from gossamer.local.spec import LocalApp, Process, load_local_app
+from gossamer.store.files import private_dir
 
 if TYPE_CHECKING:  # imported on use: it loads httpx, which `control-plane` has no use for
     from gossamer.local.up import LocalRun
@@ -106,8 +107,9 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
     }))
     examples = Path("examples/demo")
     if not examples.is_dir():  # not run from a checkout: write the examples here
+        private_dir(state_dir)
         examples = (state_dir / "examples").resolve()
-        examples.mkdir(parents=True, exist_ok=True)
+        examples.mkdir(exist_ok=True)
         for name in EXAMPLES:
             text = pkg.files("gossamer.demo").joinpath(name).read_text()
             (examples / name).write_text(text)
