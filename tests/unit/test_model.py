@@ -797,7 +797,7 @@ def test_resource_version_accepts_revision_numbers(version: str) -> None:
         (-80, "greater than or equal to 1"),
         (65536, "less than or equal to 65535"),
         ("http", "valid integer"),
-        (80.5, "fractional"),
+        (80.5, "valid integer"),
         (None, "valid integer"),
     ],
 )
