@@ -6,12 +6,15 @@ status, so the CLI can print one clear line.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
@@ -19,6 +22,7 @@ from pydantic import BaseModel
 from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.explain import explain_routes
+from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.security import security_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
@@ -37,6 +41,7 @@ from gossamer.model import (
     kind_for,
     parse_document,
 )
+from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.workload import Health
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject
 from gossamer.telemetry.scraper import Scraper
@@ -66,6 +71,14 @@ class ApiContext:
     failures: RecentFailures | None = None
 
 
+class ErrorResponse(JSONResponse):
+    """JSON escaped to ASCII: an error may quote the caller's input, and input with
+    a lone surrogate would make the UTF-8 of a plain JSONResponse fail (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 class ApplyResult(BaseModel):
     result: str  # created | configured | unchanged
     resource: dict[str, Any]
@@ -76,6 +89,9 @@ class HealthReport(BaseModel):
 
 
 def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
+    """The stored object as the API shows it. One that cannot be shown (text that is
+    not valid Unicode, stored before apply refused it) is shown as a stub saying so,
+    so that it never fails a whole listing, and can still be found and deleted."""
     body = dict(obj.body)
     meta = dict(body.get("metadata", {}))
     meta["resourceVersion"] = str(obj.revision)
@@ -83,7 +99,27 @@ def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     status = ctx.reconciler.index.status(ResourceKey(obj.kind, obj.namespace, obj.name))
     if status:
         body["status"] = status
-    return body
+    return body if _renders(body) else _unreadable(obj)
+
+
+def _renders(body: dict[str, Any]) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError:  # UnicodeEncodeError is one
+        return False
+    return True
+
+
+def _unreadable(obj: StoredObject) -> dict[str, Any]:
+    # The key comes from the store's columns, validated as names when written.
+    return {"kind": obj.kind,
+            "metadata": {"name": obj.name, "namespace": obj.namespace,
+                         "resourceVersion": str(obj.revision)},
+            "spec": {},
+            "status": {"conditions": [{
+                "type": "Readable", "status": "False", "reason": "InvalidText",
+                "message": "the stored document has text that is not valid Unicode and "
+                           "cannot be shown; delete it and apply it again"}]}}
 
 
 def _canonical_kind(kind: str) -> str:
@@ -113,6 +149,32 @@ def _check_join_workload(caller: Caller, res: Workload) -> None:
                         f"workloads of service {caller.account!r} (label app={caller.account})")
 
 
+def _check_join_quota(ctx: ApiContext, caller: Caller, body: dict[str, Any],
+                      creates: bool) -> None:
+    """A join token is an agent's credential, and a leaked one should not be able to
+    fill the store: it may store small Workloads (an agent's are a few hundred
+    bytes), and only so many for its identity. They are counted in the index (no
+    store read per registration), which trails the store by the reconcile delay,
+    well under a second."""
+    if caller.scope is not Scope.JOIN:
+        return
+    size = document_bytes(body)
+    if size > MAX_JOIN_WORKLOAD_BYTES:
+        limit = size_text(MAX_JOIN_WORKLOAD_BYTES)
+        raise ApiError(422, f"a Workload registered with a join token may be at most {limit}; "
+                            f"this one is {size} bytes",
+                       [{"path": "", "reason": f"larger than {limit}, the limit for a join "
+                                               "token"}])
+    if not creates:
+        return
+    held = sum(1 for w in ctx.reconciler.index.workloads
+               if w.metadata.namespace == caller.namespace and w.account == caller.account)
+    if held >= MAX_JOIN_WORKLOADS:
+        raise Forbidden(f"{caller.namespace}/{caller.account} already has {held} Workloads "
+                        f"registered, the most a join token may register "
+                        f"({MAX_JOIN_WORKLOADS}); remove some, or register with an admin token")
+
+
 async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyResult:
     try:
         res = parse_document(doc)
@@ -128,6 +190,8 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
     body = dump_document(res.with_revision(0))
     body["metadata"].pop("resourceVersion", None)
     before = await ctx.store.get(*res.key)
+    if isinstance(res, Workload):
+        _check_join_quota(ctx, caller, body, creates=before is None)
     try:
         stored = await ctx.store.put(*res.key, body, expected_revision=expected)
     except Conflict as exc:
@@ -143,19 +207,26 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
 
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="Gossamer control plane", version=__version__)
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
+        return ErrorResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "fields": []}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+        return ErrorResponse({"error": str(exc), "fields": []}, status_code=401,
+                             headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "fields": []}, status_code=403)
+        return ErrorResponse({"error": str(exc), "fields": []}, status_code=403)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own answer, which quotes the input back, rendered so that
+        quoting text that is not valid Unicode cannot fail."""
+        return ErrorResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -221,9 +292,10 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
         obj = await ctx.store.get(canonical, namespace, name)
         if obj is None:
             raise ApiError(404, f"{canonical} {namespace}/{name} not found")
-        if canonical == "Workload":
-            caller.require_identity(*_workload_identity(_parse_stored(obj)))
-        else:
+        stored = _parse_stored(obj) if canonical == "Workload" else None
+        if stored is not None:
+            caller.require_identity(*_workload_identity(stored))
+        else:  # not a Workload, or one whose identity cannot be read: admins only
             caller.require_admin()
         try:
             obj = await ctx.store.delete(canonical, namespace, name)
@@ -233,8 +305,12 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
         return {"deleted": _doc(ctx, obj)}
 
 
-def _parse_stored(obj: StoredObject) -> Workload:
-    res = parse_document(obj.body)
+def _parse_stored(obj: StoredObject) -> Workload | None:
+    """The stored Workload, or None when it no longer parses (see `_doc`)."""
+    try:
+        res = parse_document(obj.body, stored=True)
+    except InvalidResource:
+        return None
     assert isinstance(res, Workload)
     return res
 
@@ -249,7 +325,11 @@ def _workload_routes(app: FastAPI, ctx: ApiContext) -> None:
         obj = await ctx.store.get("Workload", namespace, name)
         if obj is None:
             raise ApiError(404, f"Workload {namespace}/{name} is not registered")
-        caller.require_identity(*_workload_identity(_parse_stored(obj)))
+        stored = _parse_stored(obj)
+        if stored is None:
+            raise ApiError(409, f"the stored Workload {namespace}/{name} is not valid; "
+                                "register it again")
+        caller.require_identity(*_workload_identity(stored))
         key = ResourceKey("Workload", namespace, name)
         ctx.leases.renew(key)
         if obj.body.get("spec", {}).get("health") != report.health.value:
