@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gossamer.cli.client import CliError
-from gossamer.cli.main import app
+from gossamer.cli.main import app, read_text
 from gossamer.local.spec import LocalApp, Process, load_local_app
 from gossamer.store.files import private_dir
 
@@ -82,11 +82,7 @@ def up(file: Annotated[str, typer.Option("--file", "-f", help="the application f
        api_port: Annotated[int, typer.Option("--api-port")] = 0,
        xds_port: Annotated[int, typer.Option("--xds-port")] = 0) -> None:
     """Run the control plane and every Process of FILE, each beside its sidecar."""
-    try:
-        text = Path(file).read_text()
-    except OSError as exc:
-        raise CliError(f"cannot read {file}: {exc.strerror}") from exc
-    _run(load_local_app(text), state_dir, api_port, xds_port)
+    _run(load_local_app(read_text(file)), state_dir, api_port, xds_port)
 
 
 @app.command()
