@@ -528,7 +528,7 @@ class RouteRule(Strict):
 class HTTPRouteSpec(Strict):
     parent_refs: list[ParentRef] = Field(alias="parentRefs", min_length=1, max_length=32)
     hostnames: list[str] = Field(default_factory=list, max_length=16)
-    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=64)
+    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=16)
 
     _hostnames = field_validator("hostnames")(check_hostnames)
 
