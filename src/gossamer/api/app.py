@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_json
 
 from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
@@ -91,7 +92,13 @@ class HealthReport(BaseModel):
 def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     """The stored object as the API shows it. One that cannot be shown (text that is
     not valid Unicode, stored before apply refused it) is shown as a stub saying so,
-    so that it never fails a whole listing, and can still be found and deleted."""
+    so that it never fails a response (a listing above all), and can still be found
+    and deleted."""
+    body = _shown(ctx, obj)
+    return body if _render(body) is not None else _unreadable(obj)
+
+
+def _shown(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     body = dict(obj.body)
     meta = dict(body.get("metadata", {}))
     meta["resourceVersion"] = str(obj.revision)
@@ -99,15 +106,27 @@ def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     status = ctx.reconciler.index.status(ResourceKey(obj.kind, obj.namespace, obj.name))
     if status:
         body["status"] = status
-    return body if _renders(body) else _unreadable(obj)
+    return body
 
 
-def _renders(body: dict[str, Any]) -> bool:
+def _render(content: Any) -> bytes | None:
+    """JSON as a response carries it, or None if it cannot be (a lone surrogate)."""
     try:
-        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except ValueError:  # UnicodeEncodeError is one
-        return False
-    return True
+        return to_json(content)
+    except PydanticSerializationError:
+        return None
+
+
+def _listing(ctx: ApiContext, objs: list[StoredObject]) -> Response:
+    """Rendered once, here: a listing of thousands costs one json.dumps, and only
+    when that fails is each document checked (and the bad ones stubbed)."""
+    docs = [_shown(ctx, o) for o in objs]
+    body = _render(docs)
+    if body is None:
+        body = _render([d if _render(d) is not None else _unreadable(o)
+                        for d, o in zip(docs, objs, strict=True)])
+        assert body is not None  # every item renders now
+    return Response(body, media_type="application/json")
 
 
 def _unreadable(obj: StoredObject) -> dict[str, Any]:
@@ -270,11 +289,11 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def apply(doc: dict[str, Any], caller: Caller = reader) -> ApplyResult:
         return await _apply(ctx, doc, caller)
 
-    @app.get("/api/v1/resources/{kind}")
+    @app.get("/api/v1/resources/{kind}", response_model=list[dict[str, Any]])
     async def list_resources(kind: str, namespace: str | None = None,
-                             caller: Caller = reader) -> list[dict[str, Any]]:
+                             caller: Caller = reader) -> Response:
         objs, _ = await ctx.store.list(_canonical_kind(kind), namespace)
-        return [_doc(ctx, o) for o in objs]
+        return _listing(ctx, objs)
 
     @app.get("/api/v1/resources/{kind}/{namespace}/{name}")
     async def get_resource(kind: str, namespace: str, name: str,
