@@ -118,7 +118,7 @@ def _render(content: Any) -> bytes | None:
 
 
 def _listing(ctx: ApiContext, objs: list[StoredObject]) -> Response:
-    """Rendered once, here: a listing of thousands costs one json.dumps, and only
+    """Rendered once, here: a listing of thousands costs one serialization, and only
     when that fails is each document checked (and the bad ones stubbed)."""
     docs = [_shown(ctx, o) for o in objs]
     body = _render(docs)
