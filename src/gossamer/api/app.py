@@ -6,19 +6,24 @@ status, so the CLI can print one clear line.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_json
 
 from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.explain import explain_routes
+from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.security import security_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
@@ -37,6 +42,7 @@ from gossamer.model import (
     kind_for,
     parse_document,
 )
+from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.workload import Health
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject
 from gossamer.telemetry.scraper import Scraper
@@ -66,6 +72,14 @@ class ApiContext:
     failures: RecentFailures | None = None
 
 
+class ErrorResponse(JSONResponse):
+    """JSON escaped to ASCII: an error may quote the caller's input, and input with
+    a lone surrogate would make the UTF-8 of a plain JSONResponse fail (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 class ApplyResult(BaseModel):
     result: str  # created | configured | unchanged
     resource: dict[str, Any]
@@ -76,6 +90,15 @@ class HealthReport(BaseModel):
 
 
 def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
+    """The stored object as the API shows it. One that cannot be shown (text that is
+    not valid Unicode, stored before apply refused it) is shown as a stub saying so,
+    so that it never fails a response (a listing above all), and can still be found
+    and deleted."""
+    body = _shown(ctx, obj)
+    return body if _render(body) is not None else _unreadable(obj)
+
+
+def _shown(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     body = dict(obj.body)
     meta = dict(body.get("metadata", {}))
     meta["resourceVersion"] = str(obj.revision)
@@ -84,6 +107,38 @@ def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     if status:
         body["status"] = status
     return body
+
+
+def _render(content: Any) -> bytes | None:
+    """JSON as a response carries it, or None if it cannot be (a lone surrogate)."""
+    try:
+        return to_json(content)
+    except PydanticSerializationError:
+        return None
+
+
+def _listing(ctx: ApiContext, objs: list[StoredObject]) -> Response:
+    """Rendered once, here: a listing of thousands costs one serialization, and only
+    when that fails is each document checked (and the bad ones stubbed)."""
+    docs = [_shown(ctx, o) for o in objs]
+    body = _render(docs)
+    if body is None:
+        body = _render([d if _render(d) is not None else _unreadable(o)
+                        for d, o in zip(docs, objs, strict=True)])
+        assert body is not None  # every item renders now
+    return Response(body, media_type="application/json")
+
+
+def _unreadable(obj: StoredObject) -> dict[str, Any]:
+    # The key comes from the store's columns, validated as names when written.
+    return {"kind": obj.kind,
+            "metadata": {"name": obj.name, "namespace": obj.namespace,
+                         "resourceVersion": str(obj.revision)},
+            "spec": {},
+            "status": {"conditions": [{
+                "type": "Readable", "status": "False", "reason": "InvalidText",
+                "message": "the stored document has text that is not valid Unicode and "
+                           "cannot be shown; delete it and apply it again"}]}}
 
 
 def _canonical_kind(kind: str) -> str:
@@ -113,6 +168,32 @@ def _check_join_workload(caller: Caller, res: Workload) -> None:
                         f"workloads of service {caller.account!r} (label app={caller.account})")
 
 
+def _check_join_quota(ctx: ApiContext, caller: Caller, body: dict[str, Any],
+                      creates: bool) -> None:
+    """A join token is an agent's credential, and a leaked one should not be able to
+    fill the store: it may store small Workloads (an agent's are a few hundred
+    bytes), and only so many for its identity. They are counted in the index (no
+    store read per registration), which trails the store by the reconcile delay,
+    well under a second."""
+    if caller.scope is not Scope.JOIN:
+        return
+    size = document_bytes(body)
+    if size > MAX_JOIN_WORKLOAD_BYTES:
+        limit = size_text(MAX_JOIN_WORKLOAD_BYTES)
+        raise ApiError(422, f"a Workload registered with a join token may be at most {limit}; "
+                            f"this one is {size} bytes",
+                       [{"path": "", "reason": f"larger than {limit}, the limit for a join "
+                                               "token"}])
+    if not creates:
+        return
+    held = sum(1 for w in ctx.reconciler.index.workloads
+               if w.metadata.namespace == caller.namespace and w.account == caller.account)
+    if held >= MAX_JOIN_WORKLOADS:
+        raise Forbidden(f"{caller.namespace}/{caller.account} already has {held} Workloads "
+                        f"registered, the most a join token may register "
+                        f"({MAX_JOIN_WORKLOADS}); remove some, or register with an admin token")
+
+
 async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyResult:
     try:
         res = parse_document(doc)
@@ -129,12 +210,19 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
     body["metadata"].pop("resourceVersion", None)
     before = await ctx.store.get(*res.key)
     if isinstance(res, Workload) and caller.scope is not Scope.ADMIN:
-        # Nor may it replace a workload of another identity: put only over the very
-        # registration it checked (or only if there is none).
+        # Nor may it replace a workload of another identity (or one whose identity
+        # cannot be read): put only over the very registration it checked, or only
+        # if there is none.
         if before is not None:
-            caller.require_identity(*_workload_identity(_parse_stored(before)))
+            registered = _parse_stored(before)
+            if registered is None:
+                caller.require_admin()
+            else:
+                caller.require_identity(*_workload_identity(registered))
         if expected is None:
             expected = before.revision if before is not None else 0
+    if isinstance(res, Workload):
+        _check_join_quota(ctx, caller, body, creates=before is None)
     try:
         stored = await ctx.store.put(*res.key, body, expected_revision=expected)
     except Conflict as exc:
@@ -150,19 +238,26 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
 
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="Gossamer control plane", version=__version__)
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
+        return ErrorResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "fields": []}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+        return ErrorResponse({"error": str(exc), "fields": []}, status_code=401,
+                             headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "fields": []}, status_code=403)
+        return ErrorResponse({"error": str(exc), "fields": []}, status_code=403)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own answer, which quotes the input back, rendered so that
+        quoting text that is not valid Unicode cannot fail."""
+        return ErrorResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -206,11 +301,11 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def apply(doc: dict[str, Any], caller: Caller = reader) -> ApplyResult:
         return await _apply(ctx, doc, caller)
 
-    @app.get("/api/v1/resources/{kind}")
+    @app.get("/api/v1/resources/{kind}", response_model=list[dict[str, Any]])
     async def list_resources(kind: str, namespace: str | None = None,
-                             caller: Caller = reader) -> list[dict[str, Any]]:
+                             caller: Caller = reader) -> Response:
         objs, _ = await ctx.store.list(_canonical_kind(kind), namespace)
-        return [_doc(ctx, o) for o in objs]
+        return _listing(ctx, objs)
 
     @app.get("/api/v1/resources/{kind}/{namespace}/{name}")
     async def get_resource(kind: str, namespace: str, name: str,
@@ -229,11 +324,12 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
         if obj is None:
             raise ApiError(404, f"{canonical} {namespace}/{name} not found")
         expected = None
-        if canonical == "Workload":
-            caller.require_identity(*_workload_identity(_parse_stored(obj)))
+        stored = _parse_stored(obj) if canonical == "Workload" else None
+        if stored is not None:
+            caller.require_identity(*_workload_identity(stored))
             if caller.scope is not Scope.ADMIN:
                 expected = obj.revision  # the registration it checked, not a newer one
-        else:
+        else:  # not a Workload, or one whose identity cannot be read: admins only
             caller.require_admin()
         try:
             obj = await ctx.store.delete(canonical, namespace, name, expected_revision=expected)
@@ -246,8 +342,12 @@ def _resource_routes(app: FastAPI, ctx: ApiContext) -> None:
         return {"deleted": _doc(ctx, obj)}
 
 
-def _parse_stored(obj: StoredObject) -> Workload:
-    res = parse_document(obj.body)
+def _parse_stored(obj: StoredObject) -> Workload | None:
+    """The stored Workload, or None when it no longer parses (see `_doc`)."""
+    try:
+        res = parse_document(obj.body, stored=True)
+    except InvalidResource:
+        return None
     assert isinstance(res, Workload)
     return res
 
@@ -262,7 +362,11 @@ def _workload_routes(app: FastAPI, ctx: ApiContext) -> None:
         obj = await ctx.store.get("Workload", namespace, name)
         if obj is None:
             raise ApiError(404, f"Workload {namespace}/{name} is not registered")
-        caller.require_identity(*_workload_identity(_parse_stored(obj)))
+        stored = _parse_stored(obj)
+        if stored is None:
+            raise ApiError(409, f"the stored Workload {namespace}/{name} is not valid; "
+                                "register it again")
+        caller.require_identity(*_workload_identity(stored))
         key = ResourceKey("Workload", namespace, name)
         ctx.leases.renew(key)
         if obj.body.get("spec", {}).get("health") != report.health.value:

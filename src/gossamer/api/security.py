@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from gossamer.api.auth import Caller
 from gossamer.ca.tokens import Scope
+from gossamer.model.limits import check_text
 from gossamer.model.meta import DNS_LABEL
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ class TokenRequest(BaseModel):
     service: str | None = Field(default=None, max_length=63)
     namespace: str = Field(default="default", max_length=63)
     service_account: str | None = Field(default=None, max_length=63)
-    description: str = Field(default="", max_length=200)
+    description: Annotated[str, AfterValidator(check_text)] = Field(default="", max_length=200)
 
 
 class RotateRequest(BaseModel):

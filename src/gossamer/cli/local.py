@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gossamer.cli.client import CliError
-from gossamer.cli.main import app
+from gossamer.cli.main import app, read_text
 from gossamer.local.spec import LocalApp, Process, load_local_app
+from gossamer.store.files import private_dir
 
 if TYPE_CHECKING:  # imported on use: it loads httpx, which `control-plane` has no use for
     from gossamer.local.up import LocalRun
@@ -81,11 +82,7 @@ def up(file: Annotated[str, typer.Option("--file", "-f", help="the application f
        api_port: Annotated[int, typer.Option("--api-port")] = 0,
        xds_port: Annotated[int, typer.Option("--xds-port")] = 0) -> None:
     """Run the control plane and every Process of FILE, each beside its sidecar."""
-    try:
-        text = Path(file).read_text()
-    except OSError as exc:
-        raise CliError(f"cannot read {file}: {exc.strerror}") from exc
-    _run(load_local_app(text), state_dir, api_port, xds_port)
+    _run(load_local_app(read_text(file)), state_dir, api_port, xds_port)
 
 
 @app.command()
@@ -106,8 +103,9 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
     }))
     examples = Path("examples/demo")
     if not examples.is_dir():  # not run from a checkout: write the examples here
+        private_dir(state_dir)
         examples = (state_dir / "examples").resolve()
-        examples.mkdir(parents=True, exist_ok=True)
+        examples.mkdir(exist_ok=True)
         for name in EXAMPLES:
             text = pkg.files("gossamer.demo").joinpath(name).read_text()
             (examples / name).write_text(text)

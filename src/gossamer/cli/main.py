@@ -21,20 +21,25 @@ Server = Annotated[str | None, typer.Option("--server", help="control-plane API 
 Namespace = Annotated[str, typer.Option("--namespace", "-n")]
 
 
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+def read_text(path: str) -> str:
+    """A file (or stdin for `-`) as UTF-8 text, or one line saying why not."""
     try:
-        return Path(path).read_text()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        what = "standard input" if path == "-" else path
+        raise CliError(f"{what} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
+                       f"{exc.start} ({exc.reason})") from exc
 
 
 @app.command()
 def apply(file: Annotated[str, typer.Option("--file", "-f", help="YAML file, or - for stdin")],
           server: Server = None) -> None:
     """Create or update resources from a file."""
-    resources = parse_documents(_read(file))  # validate locally first: all or nothing
+    resources = parse_documents(read_text(file))  # validate locally first: all or nothing
     api = Api(server)
     for res in resources:
         out = api.call("POST", "/api/v1/apply", res.to_document())

@@ -132,7 +132,7 @@ class Reconciler:
         if obj.kind.startswith("_"):  # internal state (CA, tokens): never mesh config
             return None
         try:
-            return parse_document(obj.body).with_revision(obj.revision)
+            return parse_document(obj.body, stored=True).with_revision(obj.revision)
         except InvalidResource as exc:  # written by an older version, say; skip, don't crash
             log.error("ignoring invalid stored %s/%s/%s: %s", obj.kind, obj.namespace,
                       obj.name, exc)

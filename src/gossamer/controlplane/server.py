@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from gossamer.api.app import ApiContext, create_app
 from gossamer.api.auth import Authenticator
 from gossamer.ca.authority import MeshCA
+from gossamer.ca.pki import CaError
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.gcpause import GcPauses
@@ -253,7 +254,7 @@ class ControlPlane:
         o = self.options
         plugin = None
         if o.plugin_ca is not None:
-            plugin = tuple(p.read_text() for p in o.plugin_ca)
+            plugin = tuple(_read_pem(p) for p in o.plugin_ca)
         self.ca = await MeshCA.open(self.store, o.trust_domain, plugin=plugin,  # type: ignore[arg-type]
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
         self.tokens = Tokens(self.store)
@@ -328,3 +329,13 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_pem(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CaError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CaError(f"{path} is not UTF-8 text (byte offset {exc.start}), so not a PEM "
+                      "file") from exc

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 
 from gossamer.model import FieldError, InvalidResource, Resource, parse_document
+from gossamer.model.limits import text_errors
 from gossamer.model.meta import ObjectMeta, ServiceName, Strict, check_labels
 from gossamer.model.registry import _field_errors, load_yaml_documents
 from gossamer.model.service import Protocol
@@ -20,7 +21,7 @@ PLACEHOLDERS = frozenset({"port", "python", "name", "replica", "service"})
 class ProcessSpec(Strict):
     service: ServiceName
     command: list[str] = Field(min_length=1)
-    replicas: int = Field(default=1, ge=0, le=20)
+    replicas: int = Field(default=1, ge=0, le=20, strict=True)
     labels: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     # None: the protocol of the Service's port.
@@ -29,9 +30,9 @@ class ProcessSpec(Strict):
     upstreams: list[str] = Field(default_factory=list)
     # False: the app serves nothing (a client such as a load generator); its
     # sidecar carries only outbound calls and it is not registered.
-    inbound: bool = True
+    inbound: bool = Field(default=True, strict=True)
     # Show the app's output in the terminal instead of its log file.
-    console: bool = False
+    console: bool = Field(default=False, strict=True)
 
     @field_validator("command")
     @classmethod
@@ -67,16 +68,26 @@ class LocalApp:
         self.processes = processes
 
 
+def _process(doc: dict[str, object]) -> Process:
+    bad_text = text_errors(doc)
+    if bad_text:
+        raise InvalidResource(bad_text, kind="Process")
+    try:
+        return Process.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidResource(_field_errors(exc), kind="Process") from exc
+
+
 def load_local_app(text: str) -> LocalApp:
     docs = load_yaml_documents(text)
     resources, processes = [], []
     for i, doc in enumerate(docs):
         if isinstance(doc, dict) and doc.get("kind") == "Process":
             try:
-                processes.append(Process.model_validate(doc))
-            except ValidationError as exc:
+                processes.append(_process(doc))
+            except InvalidResource as exc:
                 errors = [FieldError(f"document {i + 1}: {e.path}", e.reason)
-                          for e in _field_errors(exc)]
+                          for e in exc.errors]
                 raise InvalidResource(errors, kind="Process") from exc
         else:
             resources.append(parse_document(doc))

@@ -28,6 +28,7 @@ from gossamer.agent.ports import free_port
 from gossamer.local.spec import LocalApp, Process
 from gossamer.model import Service
 from gossamer.model.service import Protocol
+from gossamer.store.files import private_dir
 
 
 class UpError(Exception):
@@ -66,6 +67,9 @@ class LocalRun:
     children: list[Child] = field(default_factory=list)
     _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     instances: list[Instance] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        private_dir(self.state_dir)
 
     @property
     def server(self) -> str:

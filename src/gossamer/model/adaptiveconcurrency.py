@@ -32,7 +32,7 @@ def _positive_duration(value: str) -> str:
 
 
 _PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
-_Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+_Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)]
 _PositiveCount = Annotated[int, Field(ge=1, le=UINT32_MAX, strict=True)]
 
 

@@ -201,8 +201,9 @@ _VALUE_CHECK = {
 
 def _check_value(kind: str, value: str) -> None:
     if kind == "destination.port":
-        if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
-            raise ValueError(f"{value!r} is not a port number (1-65535)")
+        if not (value.isascii() and value.isdigit() and len(value) <= 10
+                and 1 <= int(value) <= 65535):
+            raise ValueError(f"{value[:20]!r} is not a port number (1-65535)")
         return
     _VALUE_CHECK.get(kind, check_pattern)(value)
 

@@ -53,7 +53,7 @@ class ParentRef(Strict):
     kind: str = "Service"
     name: str = Field(min_length=1, max_length=63)
     namespace: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
     section_name: str | None = Field(default=None, alias="sectionName")
 
     @model_validator(mode="after")
@@ -224,7 +224,7 @@ class RequestRedirect(Strict):
     scheme: Literal["http", "https"] | None = None
     hostname: str | None = Field(default=None, max_length=253)
     path: PathModifier | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
     status_code: Literal[301, 302, 303, 307, 308] = Field(default=302, alias="statusCode")
 
     @field_validator("hostname")
@@ -242,7 +242,7 @@ class BackendObjectRef(Strict):
     kind: str = "Service"
     name: str = Field(min_length=1, max_length=63)
     namespace: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
 
     @model_validator(mode="after")
     def _is_service(self) -> BackendObjectRef:
@@ -254,8 +254,8 @@ class BackendObjectRef(Strict):
 
 
 class Fraction(Strict):
-    numerator: int = Field(ge=0, le=1_000_000)
-    denominator: int = Field(default=100, ge=1, le=1_000_000)
+    numerator: int = Field(ge=0, le=1_000_000, strict=True)
+    denominator: int = Field(default=100, ge=1, le=1_000_000, strict=True)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Fraction:
@@ -268,7 +268,7 @@ class RequestMirror(Strict):
     """Copies of requests go to `backendRef` as well; its responses are discarded."""
 
     backend_ref: BackendObjectRef = Field(alias="backendRef")
-    percent: int | None = Field(default=None, ge=0, le=100)
+    percent: int | None = Field(default=None, ge=0, le=100, strict=True)
     fraction: Fraction | None = None
 
     @model_validator(mode="after")
@@ -302,8 +302,9 @@ class CORS(Strict):
     allow_headers: list[str] = Field(default_factory=list, alias="allowHeaders", max_length=64)
     expose_headers: list[str] = Field(default_factory=list, alias="exposeHeaders",
                                       max_length=64)
-    allow_credentials: bool | None = Field(default=None, alias="allowCredentials")
-    max_age: int = Field(default=5, alias="maxAge", ge=1, le=86_400)
+    allow_credentials: bool | None = Field(default=None, alias="allowCredentials",
+                                             strict=True)
+    max_age: int = Field(default=5, alias="maxAge", ge=1, le=86_400, strict=True)
 
     @model_validator(mode="after")
     def _values(self) -> CORS:
@@ -404,8 +405,8 @@ class BackendRef(Strict):
     kind: str = "Service"
     name: str = Field(min_length=1, max_length=63)
     namespace: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    weight: int = Field(default=1, ge=0, le=1_000_000)
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True)
+    weight: int = Field(default=1, ge=0, le=1_000_000, strict=True)
 
     @model_validator(mode="after")
     def _is_service(self) -> BackendRef:
@@ -527,7 +528,7 @@ class RouteRule(Strict):
 class HTTPRouteSpec(Strict):
     parent_refs: list[ParentRef] = Field(alias="parentRefs", min_length=1, max_length=32)
     hostnames: list[str] = Field(default_factory=list, max_length=16)
-    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=64)
+    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=16)
 
     _hostnames = field_validator("hostnames")(check_hostnames)
 

@@ -8,12 +8,14 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from yaml.constructor import ConstructorError
 
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
+from gossamer.model.limits import limit_errors, text_errors
 from gossamer.model.meta import Resource
 from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
@@ -97,8 +99,12 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     return errors
 
 
-def parse_document(doc: object) -> Resource:
-    """Validate one document; raises InvalidResource listing every bad field."""
+def parse_document(doc: object, *, stored: bool = False) -> Resource:
+    """Validate one document; raises InvalidResource listing every bad field.
+
+    `stored`: a document read back from the store. It is not held to the size limits,
+    which apply to writes, so that a limit added later never drops what is already
+    stored (and serving)."""
     if not isinstance(doc, Mapping):
         raise InvalidResource([FieldError("", "a resource must be a mapping (YAML object)")])
     kind = doc.get("kind")
@@ -119,10 +125,17 @@ def parse_document(doc: object) -> Resource:
             name=name,
         )
     body = {k: v for k, v in doc.items() if k != "status"}
+    bad_text = text_errors(body)
+    if bad_text:
+        raise InvalidResource(bad_text, kind=kind, name=name)
     try:
-        return cls.model_validate(body)
+        res = cls.model_validate(body)
     except ValidationError as exc:
         raise InvalidResource(_field_errors(exc), kind=kind, name=name) from exc
+    too_big = [] if stored else limit_errors(res.to_document())
+    if too_big:
+        raise InvalidResource(too_big, kind=kind, name=name)
+    return res
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -136,10 +149,43 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{context}: {problem}{where}" if context else f"{problem}{where}"
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML
+    keeps the last silently, so a typo'd second `port:` would win unnoticed), and so is
+    an integer too long for Python to convert (a ValueError PyYAML does not wrap)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: keys it brings in may be overridden
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if first is not key_node.start_mark:
+                raise ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r} (first at line {first.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as exc:
+            raise ConstructorError(None, None, f"integer too large ({len(str(node.value))} "
+                                   "characters)", node.start_mark) from exc
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
 def load_yaml_documents(text: str) -> list[Any]:
     """The non-empty documents of a YAML or JSON stream, or one clear error."""
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.YAMLError as exc:
         raise InvalidResource([FieldError("", f"not valid YAML: {_yaml_problem(exc)}")]) from exc
     except RecursionError as exc:

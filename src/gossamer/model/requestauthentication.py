@@ -108,7 +108,8 @@ class JwtRule(Strict):
     jwks_uri: str | None = Field(default=None, alias="jwksUri", max_length=2048)
     # How long the fetch of jwksUri may take.
     timeout: str = "5s"
-    forward_original_token: bool = Field(default=False, alias="forwardOriginalToken")
+    forward_original_token: bool = Field(default=False, alias="forwardOriginalToken",
+                                         strict=True)
     output_claim_to_headers: list[ClaimToHeader] = Field(
         default_factory=list, alias="outputClaimToHeaders", max_length=32)
     output_payload_to_header: HeaderName | None = Field(

@@ -61,7 +61,7 @@ RetryOn = Annotated[str, AfterValidator(check_retry_on)]
 Count = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
 PositiveCount = Annotated[int, Field(ge=1, le=UINT32_MAX, strict=True)]
 StatusCode = Annotated[int, Field(ge=100, le=599, strict=True)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)]
 
 
 class Timeouts(Strict):
@@ -146,7 +146,7 @@ class SuccessRate(Strict):
     request_volume: Count | None = Field(default=None, alias="requestVolume")
     # Eject hosts whose success rate is below mean - stdevFactor * stdev.
     stdev_factor: float | None = Field(default=None, alias="stdevFactor", gt=0, le=100,
-                                       allow_inf_nan=False)
+                                       allow_inf_nan=False, strict=True)
 
 
 class OutlierDetection(Strict):

@@ -34,7 +34,7 @@ class Protocol(str, Enum):
 
 
 class ServicePort(Strict):
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, strict=True)
     protocol: Protocol = Protocol.HTTP
     name: str | None = Field(default=None, max_length=63)
 

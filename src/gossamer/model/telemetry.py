@@ -27,7 +27,7 @@ _HOSTNAME = re.compile(
 def split_address(value: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port`; the host a DNS name or an IP address."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 10):
         raise ValueError(f"{value!r}: must be host:port (e.g. otel-collector:4317)")
     number = int(port)
     if not 0 < number < 65536:
@@ -58,7 +58,8 @@ class Collector(Strict):
 class Tracing(Strict):
     # Share of the requests a trace starts at that are traced; later hops
     # follow the caller's decision (the traceparent sampled flag).
-    sampling_percent: float | None = Field(default=None, alias="samplingPercent", ge=0, le=100)
+    sampling_percent: float | None = Field(default=None, alias="samplingPercent", ge=0, le=100,
+                                          strict=True)
     collector: Collector | None = None
 
 

@@ -22,16 +22,16 @@ class WorkloadSpec(Strict):
     service: ServiceName
     # Where the mesh reaches the instance: its sidecar's inbound listener.
     address: str
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, strict=True)
     # Where the sidecar forwards inbound traffic to the application.
-    app_port: int | None = Field(default=None, alias="appPort", ge=1, le=65535)
+    app_port: int | None = Field(default=None, alias="appPort", ge=1, le=65535, strict=True)
     # Only Healthy instances are endpoints; the agent's probe sets this.
     health: Health = Health.HEALTHY
     # The xDS node id of the sidecar that serves this workload, if any.
     proxy: str | None = None
     # Registrations made by an agent expire unless renewed within this many
     # seconds, so a crashed host cannot leave dead endpoints behind. 0 = never.
-    ttl_seconds: int = Field(default=0, alias="ttlSeconds", ge=0, le=86400)
+    ttl_seconds: int = Field(default=0, alias="ttlSeconds", ge=0, le=86400, strict=True)
     # The account part of the workload's SPIFFE identity
     # (spiffe://<trust-domain>/ns/<namespace>/sa/<account>); defaults to `service`.
     service_account: ServiceName | None = Field(default=None, alias="serviceAccount")

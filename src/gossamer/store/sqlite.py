@@ -27,6 +27,7 @@ from gossamer.store.base import (
     WatchEvent,
 )
 from gossamer.store.common import DEFAULT_HISTORY, Watchable, check_expected
+from gossamer.store.files import private_dir
 
 # Bounds how many events a watcher reads per query.
 _BATCH = 256
@@ -184,7 +185,7 @@ class SqliteStore(Watchable):
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open with owner-only permissions: the desired state can include secrets."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     path.chmod(0o600)
     # isolation_level=None: transactions are explicit, one per operation.
