@@ -6,6 +6,7 @@ status, so the CLI can print one clear line.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ from gossamer.model import (
     parse_document,
 )
 from gossamer.model.workload import Health
-from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject
+from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
 from gossamer.telemetry.scraper import Scraper
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -156,6 +159,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return JSONResponse({"error": str(exc), "fields": []}, status_code=403)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # The detail names the database: for the operator's log, not for API clients.
+        log.error("%s", exc)
+        return JSONResponse({"error": "the control plane's store is unavailable; try again "
+                             "later", "fields": []}, status_code=503)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
