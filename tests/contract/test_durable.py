@@ -10,10 +10,11 @@ import pytest
 
 from gossamer.store import Compacted, EventType
 from gossamer.store.sqlite import SqliteStore
+from tests.contract.conftest import DurableStores
 
 
-async def _populate(path: Path) -> None:
-    store = SqliteStore(str(path))
+async def _populate(durable: DurableStores) -> None:
+    store = durable.open()
     await store.put("Service", "default", "web", {"spec": {"port": 80}})
     await store.put("Service", "default", "api", {"spec": {"port": 81}})
     await store.put("HTTPRoute", "default", "r", {"spec": {"rules": []}})
@@ -21,54 +22,42 @@ async def _populate(path: Path) -> None:
     await store.close()
 
 
-async def test_objects_and_revision_survive_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    await _populate(path)
-    store = SqliteStore(str(path))
-    try:
-        objects, revision = await store.list()
-        assert revision == 4
-        assert [(o.kind, o.name, o.revision, o.body) for o in objects] == [
-            ("HTTPRoute", "r", 3, {"spec": {"rules": []}}),
-            ("Service", "web", 1, {"spec": {"port": 80}}),
-        ]
-        assert (await store.put("Service", "default", "new", {})).revision == 5
-    finally:
-        await store.close()
+async def test_objects_and_revision_survive_reopen(durable: DurableStores) -> None:
+    await _populate(durable)
+    store = durable.open()
+    objects, revision = await store.list()
+    assert revision == 4
+    assert [(o.kind, o.name, o.revision, o.body) for o in objects] == [
+        ("HTTPRoute", "r", 3, {"spec": {"rules": []}}),
+        ("Service", "web", 1, {"spec": {"port": 80}}),
+    ]
+    assert (await store.put("Service", "default", "new", {})).revision == 5
 
 
-async def test_watch_after_reopen_replays_stored_events(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    await _populate(path)
-    store = SqliteStore(str(path))
-    try:
-        events = store.watch(1)
-        replayed = [await asyncio.wait_for(anext(events), 2.0) for _ in range(3)]
-        assert [(e.type, e.revision, e.object.name) for e in replayed] == [
-            (EventType.PUT, 2, "api"),
-            (EventType.PUT, 3, "r"),
-            (EventType.DELETE, 4, "api"),
-        ]
-        await store.put("Service", "default", "live", {})
-        live = await asyncio.wait_for(anext(events), 2.0)
-        assert (live.revision, live.object.name) == (5, "live")
-    finally:
-        await store.close()
+async def test_watch_after_reopen_replays_stored_events(durable: DurableStores) -> None:
+    await _populate(durable)
+    store = durable.open()
+    events = store.watch(1)
+    replayed = [await asyncio.wait_for(anext(events), 2.0) for _ in range(3)]
+    assert [(e.type, e.revision, e.object.name) for e in replayed] == [
+        (EventType.PUT, 2, "api"),
+        (EventType.PUT, 3, "r"),
+        (EventType.DELETE, 4, "api"),
+    ]
+    await store.put("Service", "default", "live", {})
+    live = await asyncio.wait_for(anext(events), 2.0)
+    assert (live.revision, live.object.name) == (5, "live")
 
 
-async def test_compaction_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    store = SqliteStore(str(path), history=3)
+async def test_compaction_survives_reopen(durable: DurableStores) -> None:
+    store = durable.open(history=3)
     for i in range(6):
         await store.put("Service", "default", "web", {"i": i})
     await store.close()
-    store = SqliteStore(str(path), history=3)
-    try:
-        with pytest.raises(Compacted):
-            await anext(store.watch(2))
-        assert (await anext(store.watch(3))).revision == 4
-    finally:
-        await store.close()
+    store = durable.open(history=3)
+    with pytest.raises(Compacted):
+        await anext(store.watch(2))
+    assert (await anext(store.watch(3))).revision == 4
 
 
 async def test_file_is_private_and_directory_created(tmp_path: Path) -> None:
