@@ -28,8 +28,7 @@ from gossamer.ca.tokens import Scope, Tokens
 from gossamer.identity import CONTROL_PLANE_NAME, SpiffeId
 from gossamer.store import ResourceStore, StoredObject, WatchEvent
 from gossamer.store.memory import MemoryStore
-from gossamer.store.sqlite import SqliteStore
-from tests.contract.conftest import StoreFactory
+from tests.contract.conftest import DurableStores, StoreFactory
 
 TD = "example.org"
 WEB = SpiffeId(TD, "default", "web")
@@ -46,16 +45,22 @@ class Clock:
 
 
 class YieldingStore:
-    """A store that yields to the event loop after every read, so concurrent
-    opens really interleave between their read and their write."""
+    """A store whose first `racers` reads wait for each other, so concurrent opens
+    really interleave between their read and their write, even on a store whose
+    reads take real I/O (a write could otherwise commit before a slower read)."""
 
-    def __init__(self, inner: ResourceStore) -> None:
+    def __init__(self, inner: ResourceStore, racers: int) -> None:
         self.inner = inner
         self.puts = 0
+        self._racers = racers
+        self._reads = 0
+        self._first_reads = asyncio.Barrier(racers)
 
     async def get(self, kind: str, namespace: str, name: str) -> StoredObject | None:
         found = await self.inner.get(kind, namespace, name)
-        await asyncio.sleep(0)
+        self._reads += 1
+        if self._reads <= self._racers:
+            await self._first_reads.wait()
         return found
 
     async def list(self, kind: str | None = None, namespace: str | None = None
@@ -140,21 +145,17 @@ async def test_reopen_gives_the_same_root(store: ResourceStore) -> None:
     assert await store.revision() == revision  # reopening writes nothing
 
 
-async def test_root_survives_a_restart_of_the_sqlite_store(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.db")
-    store = SqliteStore(path)
+async def test_root_survives_a_restart_of_a_durable_store(durable: DurableStores) -> None:
+    store = durable.open()
     ca = await MeshCA.open(store, TD)
     text, _ = await Tokens(store).create(Scope.READ)
     await store.close()
-    store = SqliteStore(path)
-    try:
-        again = await MeshCA.open(store, TD)
-        assert again.signer.fingerprint() == ca.signer.fingerprint()
-        record = await Tokens(store).verify(text)
-        assert record is not None
-        assert record.scope is Scope.READ
-    finally:
-        await store.close()
+    store = durable.open()
+    again = await MeshCA.open(store, TD)
+    assert again.signer.fingerprint() == ca.signer.fingerprint()
+    record = await Tokens(store).verify(text)
+    assert record is not None
+    assert record.scope is Scope.READ
 
 
 async def test_another_trust_domain_is_refused(store: ResourceStore) -> None:
@@ -193,7 +194,7 @@ async def test_invalid_plugin_is_refused_before_touching_the_store(store: Resour
 
 
 async def test_concurrent_first_opens_end_with_one_root(store: ResourceStore) -> None:
-    racing = YieldingStore(store)
+    racing = YieldingStore(store, racers=4)
     cas = await asyncio.gather(*(MeshCA.open(racing, TD) for _ in range(4)))
     assert racing.puts == 4  # each tried to create one; three lost and reloaded
     assert len({ca.signer.fingerprint() for ca in cas}) == 1
@@ -453,7 +454,7 @@ async def test_revocation_reaches_other_replicas_within_the_cache_time(
 
 
 class _GatedWatch:
-    """A store whose watch hands each event on only when the test releases it,
+    """A store whose watch reads each next event only when the test releases it,
     and counts the reads of single objects."""
 
     def __init__(self, store: ResourceStore) -> None:
@@ -470,8 +471,15 @@ class _GatedWatch:
         return await self._store.get(kind, namespace, name)
 
     async def watch(self, from_revision: int) -> AsyncIterator[WatchEvent]:
-        async for event in self._store.watch(from_revision):
+        # Released before reading on, so a store with real I/O cannot read ahead of
+        # the test's writes either: the next read sees everything written until then.
+        events = self._store.watch(from_revision)
+        while True:
             await self.released.acquire()
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
             self.delivered += 1
             yield event
 

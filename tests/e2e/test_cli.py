@@ -15,10 +15,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
 from gossamer.testing.envoy import free_port
+from tests.postgres_server import PostgresServer, postgres_server, postgres_url
 
 pytestmark = pytest.mark.slow
+__all__ = ["postgres_server", "postgres_url"]
 
 SERVICE = """
 apiVersion: mesh.gossamer.dev/v1alpha1
@@ -327,3 +330,40 @@ def test_plugin_intermediate_ca_chains_to_the_organisations_root(tmp_path: Path)
         intermediate.verify_directly_issued_by(root.cert)
     finally:
         plane.stop()
+
+
+def test_control_plane_on_a_postgresql_store(
+        tmp_path: Path, postgres_server: PostgresServer, postgres_url: str) -> None:
+    state = tmp_path / "state"
+    plane = ControlPlaneProcess(state, extra=("--store", postgres_url))
+    plane.start()
+    try:
+        out = gossamer(plane, "apply", "-f", "-", stdin=SERVICE)
+        assert out.stdout.strip() == "service/catalog created", out.stderr
+    finally:
+        plane.stop()
+    assert (state / "admin-token").exists()
+    assert not (state / "gossamer.db").exists()  # the store is the database
+    database = conninfo_to_dict(postgres_url)["dbname"]
+    kinds = postgres_server.execute("SELECT DISTINCT kind FROM gossamer_resources", database)
+    assert {"Service", "_CA"} <= {k for (k,) in kinds}
+    plane.start()  # a restarted control plane finds its state there
+    try:
+        got = json.loads(gossamer(plane, "get", "service", "catalog", "-o", "json").stdout)
+        assert got["metadata"]["name"] == "catalog"
+    finally:
+        plane.stop()
+
+
+def test_control_plane_refuses_a_newer_store_schema(
+        tmp_path: Path, postgres_server: PostgresServer, postgres_url: str) -> None:
+    database = conninfo_to_dict(postgres_url)["dbname"]
+    postgres_server.execute("CREATE TABLE gossamer_schema (version integer PRIMARY KEY);"
+                            " INSERT INTO gossamer_schema VALUES (999)", database)
+    done = subprocess.run(
+        [sys.executable, "-m", "gossamer", "control-plane", "--state-dir", str(tmp_path),
+         "--store", postgres_url, "--api-port", str(free_port()),
+         "--xds-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: store: the database has store schema version 999")

@@ -7,6 +7,7 @@ status, so the CLI can print one clear line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,8 +45,10 @@ from gossamer.model import (
 )
 from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.workload import Health
-from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject
+from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
 from gossamer.telemetry.scraper import Scraper
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -258,6 +261,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """FastAPI's own answer, which quotes the input back, rendered so that
         quoting text that is not valid Unicode cannot fail."""
         return ErrorResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # The detail names the database: for the operator's log, not for API clients.
+        log.error("%s", exc)
+        return JSONResponse({"error": "the control plane's store is unavailable; try again "
+                             "later", "fields": []}, status_code=503)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

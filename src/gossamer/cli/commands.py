@@ -26,8 +26,11 @@ def _logging(verbose: bool) -> None:
 
 @app.command("control-plane")
 def control_plane(
-    state_dir: Annotated[Path, typer.Option("--state-dir", help="where the store lives")] = Path(
-        ".gossamer"),
+    state_dir: Annotated[Path, typer.Option(
+        "--state-dir", help="the admin token, and the store unless --store")] = Path(".gossamer"),
+    store: Annotated[str | None, typer.Option(
+        "--store", help="the store's URL: postgresql://user@host/db to share one database "
+        "between replicas; default: SQLite in --state-dir")] = None,
     xds_port: Annotated[int, typer.Option("--xds-port")] = 15010,
     api_port: Annotated[int, typer.Option("--api-port")] = 15080,
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
@@ -67,7 +70,7 @@ def control_plane(
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
     options = ControlPlaneOptions(
-        state_dir=state_dir, host=host, xds_port=xds_port, api_port=api_port,
+        state_dir=state_dir, store_url=store, host=host, xds_port=xds_port, api_port=api_port,
         advertise_address=advertise_address, trust_domain=trust_domain,
         cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
         plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
@@ -76,11 +79,14 @@ def control_plane(
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
     from gossamer.ca.pki import CaError
+    from gossamer.store import StoreError
 
     try:
         asyncio.run(ControlPlane(options).serve_forever())
     except CaError as exc:
         raise CliError(f"certificate authority: {exc}") from exc
+    except StoreError as exc:
+        raise CliError(f"store: {exc}") from exc
 
 
 def _parse_upstream(text: str, namespace: str) -> Any:

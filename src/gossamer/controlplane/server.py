@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class ControlPlaneOptions:
     state_dir: Path | None  # None: in-memory store (tests)
+    # The store's URL (store.open_store), e.g. postgresql://user@host/db for
+    # replicas sharing one database; None: SQLite in state_dir.
+    store_url: str | None = None
     host: str = "127.0.0.1"
     xds_port: int = 15010
     api_port: int = 15080
@@ -158,7 +161,9 @@ class ControlPlane:
     def __init__(self, options: ControlPlaneOptions, store: ResourceStore | None = None) -> None:
         self.options = options
         if store is None:
-            if options.state_dir is None:
+            if options.store_url is not None:
+                store = open_store(options.store_url)
+            elif options.state_dir is None:
                 store = open_store("memory://")
             else:
                 store = open_store(str(options.state_dir / "gossamer.db"))
@@ -217,6 +222,9 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Serve only once the store is loaded, so a restart never pushes an empty mesh."""
+        # A store that is unreachable or refuses its schema fails here, as one
+        # StoreError, rather than as a reconciler that never becomes ready.
+        await self.store.revision()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         await self.reconciler.wait_ready()
         if self.options.gc_freeze:

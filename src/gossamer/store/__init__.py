@@ -4,11 +4,13 @@ from gossamer.store.base import (
     Compacted,
     Conflict,
     EventType,
+    IncompatibleSchema,
     NotFound,
     ResourceStore,
     StoreClosed,
     StoredObject,
     StoreError,
+    StoreUnavailable,
     WatchEvent,
 )
 
@@ -16,10 +18,12 @@ __all__ = [
     "Compacted",
     "Conflict",
     "EventType",
+    "IncompatibleSchema",
     "NotFound",
     "ResourceStore",
     "StoreClosed",
     "StoreError",
+    "StoreUnavailable",
     "StoredObject",
     "WatchEvent",
     "open_store",
@@ -27,11 +31,17 @@ __all__ = [
 
 
 def open_store(url: str) -> ResourceStore:
-    """`memory://` or `sqlite:///path/to/file.db` (a bare path means SQLite)."""
+    """`memory://`, `sqlite:///path/to/file.db` (a bare path means SQLite) or
+    `postgresql://user@host/db` (also `postgres://`; any libpq URL parameter)."""
     from gossamer.store.memory import MemoryStore
     from gossamer.store.sqlite import SqliteStore
 
     if url in ("memory://", "memory"):
         return MemoryStore()
+    if url.startswith(("postgresql://", "postgres://")):
+        # Imported only here: psycopg loads libpq, which SQLite users never need.
+        from gossamer.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
     return SqliteStore(path)

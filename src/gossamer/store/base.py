@@ -40,6 +40,14 @@ class StoreClosed(StoreError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """A networked store stayed unreachable for longer than its retry bound."""
+
+
+class IncompatibleSchema(StoreError):
+    """The store's schema was written by a newer Gossamer than this one; upgrade it."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     kind: str

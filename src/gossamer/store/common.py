@@ -31,6 +31,11 @@ def json_copy(body: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def json_text(body: dict[str, Any]) -> str:
+    """The compact JSON text durable backends store (NaN refused, as json_copy does)."""
+    return json.dumps(body, allow_nan=False, separators=(",", ":"))
+
+
 class Watchable:
     """Backends provide `_events_after(cursor)` (a batch of events with
     revision > cursor, or Compacted) and call `_wake()` after each commit."""

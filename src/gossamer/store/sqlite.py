@@ -26,7 +26,7 @@ from gossamer.store.base import (
     StoredObject,
     WatchEvent,
 )
-from gossamer.store.common import DEFAULT_HISTORY, Watchable, check_expected
+from gossamer.store.common import DEFAULT_HISTORY, Watchable, check_expected, json_text
 from gossamer.store.files import private_dir
 
 # Bounds how many events a watcher reads per query.
@@ -95,7 +95,7 @@ class SqliteStore(Watchable):
     ) -> StoredObject:
         self._check_open()
         key = (kind, namespace, name)
-        encoded = _encode(body)
+        encoded = json_text(body)
         with self._transaction():
             current = self._select_object(key)
             check_expected(key, current[3] if current else 0, expected_revision)
@@ -206,10 +206,6 @@ def _filters(kind: str | None, namespace: str | None) -> tuple[str, list[str]]:
             clauses.append(f"{column} = ?")
             args.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
-
-
-def _encode(body: dict[str, Any]) -> str:
-    return json.dumps(body, allow_nan=False, separators=(",", ":"))
 
 
 def _object(row: _Row) -> StoredObject:
