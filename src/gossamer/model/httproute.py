@@ -42,6 +42,18 @@ def check_unique_headers(headers: list[HeaderMatch]) -> None:
         raise ValueError("headers: each header name may be matched only once")
 
 
+# Envoy's HTTP_HEADER_VALUE rule: what it writes into a header (a header value, a
+# rewritten or redirected path) never holds NUL, CR or LF; one would be a NACK of the
+# whole route config.
+_NOT_IN_HEADER = re.compile(r"[\x00\r\n]")
+
+
+def check_header_value(v: str) -> str:
+    if _NOT_IN_HEADER.search(v):
+        raise ValueError("must not contain NUL, CR or LF (they cannot be in an HTTP header)")
+    return v
+
+
 def _check_header_name(v: str) -> str:
     if not HEADER_NAME.match(v) or len(v) > 256:
         raise ValueError(f"{v!r} is not a valid HTTP header name")
@@ -149,9 +161,11 @@ class RouteMatch(Strict):
 
 class HeaderValue(Strict):
     name: str
+    # Literal text: `%` is not Envoy's format syntax here (translation escapes it).
     value: str = Field(max_length=4096)
 
     _n = field_validator("name")(_check_header_name)
+    _v = field_validator("value")(check_header_value)
 
 
 class HeaderModifier(Strict):
@@ -205,6 +219,11 @@ class PathModifier(Strict):
             value = prefix
         if not value.startswith("/"):
             raise ValueError("the replacement path must start with '/'")
+        try:
+            check_header_value(value)
+        except ValueError as exc:
+            field = "replaceFullPath" if full is not None else "replacePrefixMatch"
+            raise ValueError(f"{field}: {exc}") from exc
         return self
 
 
