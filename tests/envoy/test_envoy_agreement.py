@@ -37,7 +37,7 @@ async def _mesh(mini: MiniMesh, make_backend: Callable[[str], Backend]
 
 async def test_a_regex_over_envoys_default_program_size_routes(
         mini: MiniMesh, make_backend: Callable[[str], Backend]) -> None:
-    echo, other, client = await _mesh(mini, make_backend)
+    _, _, client = await _mesh(mini, make_backend)
     await mini.apply(_route([
         {"matches": [{"headers": [{"type": "RegularExpression", "name": "x-host",
                                    "value": HOSTS}]}],

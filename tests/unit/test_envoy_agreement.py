@@ -1,5 +1,6 @@
-"""What the validator accepts, Envoy accepts: routes that pass `apply` become config
-that `envoy --mode validate` takes, with the runtime the agent's bootstrap gives it.
+"""What the validator accepts, Envoy accepts: routes and JWT rules that pass `apply`
+become config that `envoy --mode validate` takes, with the runtime the agent's
+bootstrap gives it.
 
 A document the model accepts but Envoy refuses is the worst kind of bad input: every
 sidecar of the namespace NACKs the shared route config and keeps its old routes until
@@ -11,19 +12,23 @@ characters Envoy treats specially) at both.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from gossamer.agent.bootstrap import layered_runtime
 from gossamer.model import InvalidResource, Resource, parse_document, parse_documents
 from gossamer.model.regex import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY, program_size
+from tests.unit import test_translate_security as security
 from tests.unit.test_translate_routing import ROUTING, mesh_of, snapshot
 from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
 
@@ -133,17 +138,20 @@ def _envoy_accepts(resources: list[Resource]) -> None:
         assert_envoy_accepts(_static_bootstrap(snapshot(mesh_of(resources))), Path(tmp))
 
 
+def _assert_refused(doc: dict[str, Any], path: str, reason: str) -> None:
+    with pytest.raises(InvalidResource) as info:
+        parse_document(copy.deepcopy(doc))
+    errors = {e.path: e.reason for e in info.value.errors}
+    assert path in errors, errors
+    assert reason in errors[path], errors
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_refused_at_apply_or_accepted_by_envoy(case: str) -> None:
     doc, refused = CASES[case]
     if refused is not None:
-        with pytest.raises(InvalidResource) as info:
-            parse_document(copy.deepcopy(doc))
-        path, reason = refused
-        errors = {e.path: e.reason for e in info.value.errors}
-        assert path in errors, errors
-        assert reason in errors[path], errors
+        _assert_refused(doc, *refused)
         return
     _envoy_accepts([*parse_documents(ROUTING), parse_document(doc)])
 
@@ -154,6 +162,62 @@ def test_the_bootstrap_runtime_allows_what_the_validator_does() -> None:
     assert admin == {"name": "admin", "adminLayer": {}}  # runtime overrides stay last
     assert program_size(REALISTIC) == 3011
     assert program_size(AT_THE_LIMIT) == MAX_PROGRAM_SIZE
+
+
+# ---------------------------------------------------------------- JWT rules (inbound)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(keys: list[dict[str, Any]], prefix: str = "Bearer ") -> dict[str, Any]:
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "RequestAuthentication",
+            "metadata": {"name": "probe"},
+            "spec": {"targetRef": {"kind": "Service", "name": "catalog"}, "jwtRules": [{
+                "issuer": "https://issuer.example", "jwks": json.dumps({"keys": keys}),
+                "fromHeaders": [{"name": "x-token", "prefix": prefix}]}]}}
+
+
+_P256 = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+EC_KEY = {"kty": "EC", "x": _b64(_P256.x.to_bytes(32, "big")),
+          "y": _b64(_P256.y.to_bytes(32, "big"))}
+RSA = {"kty": "RSA", "e": "AQAB", "n": _b64(((1 << 2047) + 1).to_bytes(256, "big"))}
+JWKS_FIELD = "spec.jwtRules[0].jwks"
+# Envoy reads the inline JWKS when it loads the listener: one it can use no key of is a
+# NACK (its JWT library's rules; a JWKS it can use some keys of is taken).
+JWT_CASES: dict[str, tuple[dict[str, Any], tuple[str, str] | None]] = {
+    "rsa-modulus-too-small": (_jwt([{**RSA, "n": "AQAB"}]), (JWKS_FIELD, "512 to 16384 bits")),
+    "rsa-even-modulus": (_jwt([{**RSA, "n": _b64((1 << 2047).to_bytes(256, "big"))}]),
+                         (JWKS_FIELD, "must be odd")),
+    "rsa-without-n": (_jwt([{"kty": "RSA", "e": "AQAB"}]), (JWKS_FIELD, '"n" is missing')),
+    "rsa-exponent-5": (_jwt([{**RSA, "e": "BQ"}]), (JWKS_FIELD, "3 or 65537")),
+    "rsa-pss-alg": (_jwt([{**RSA, "alg": "PS256"}]), (JWKS_FIELD, "must start with RS")),
+    "ec-point-off-the-curve": (_jwt([{**EC_KEY, "y": _b64(b"\1" * 32)}]),
+                               (JWKS_FIELD, "not a point of P-256")),
+    "ec-alg-and-curve-disagree": (_jwt([{**EC_KEY, "alg": "ES256", "crv": "P-384"}]),
+                                  (JWKS_FIELD, "does not go with")),
+    "okp-short-key": (_jwt([{"kty": "OKP", "crv": "Ed25519", "x": _b64(b"k" * 31)}]),
+                      (JWKS_FIELD, "32 bytes")),
+    "unknown-kty": (_jwt([{"kty": "foo"}]), (JWKS_FIELD, "not RSA, EC, oct or OKP")),
+    "token-prefix-crlf": (_jwt([RSA], prefix="Bearer\r\n"),
+                          ("spec.jwtRules[0].fromHeaders[0].prefix", "CR or LF")),
+    "usable-keys": (_jwt([RSA, EC_KEY, {"kty": "oct", "k": "c2VjcmV0"},
+                          {"kty": "OKP", "crv": "Ed25519", "x": _b64(b"k" * 32)}]), None),
+    "one-usable-key-is-enough": (_jwt([{"kty": "RSA"}, {"kty": "foo"}, EC_KEY]), None),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(JWT_CASES))
+def test_jwt_rules_refused_at_apply_or_accepted_by_envoy(case: str, tmp_path: Path) -> None:
+    doc, refused = JWT_CASES[case]
+    if refused is not None:
+        _assert_refused(doc, *refused)
+        return
+    resources = [*security.docs(), parse_document(doc)]
+    snap = security.snapshot(security.mesh_of(resources), "catalog")
+    assert_envoy_accepts(_static_bootstrap(snap), tmp_path)
 
 
 def _envoy_program_size(pattern: str, tmp_path: Path) -> int:
