@@ -352,7 +352,7 @@ def _accepted(docs: list[dict[str, Any]]) -> list[Resource]:
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.lists(st.sampled_from([http_routes, grpc_routes]), min_size=2, max_size=6)
        .flatmap(lambda kinds: st.tuples(*(k(f"gen{i}") for i, k in enumerate(kinds)))))

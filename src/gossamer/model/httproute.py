@@ -19,6 +19,7 @@ from gossamer.model.meta import (
     GATEWAY_API_VERSION,
     Resource,
     Strict,
+    check_header_value,
 )
 from gossamer.model.regex import check_re2
 
@@ -40,18 +41,6 @@ def check_unique_headers(headers: list[HeaderMatch]) -> None:
     names = [h.name.lower() for h in headers]
     if len(names) != len(set(names)):
         raise ValueError("headers: each header name may be matched only once")
-
-
-# Envoy's HTTP_HEADER_VALUE rule: what it writes into a header (a header value, a
-# rewritten or redirected path) never holds NUL, CR or LF; one would be a NACK of the
-# whole route config.
-_NOT_IN_HEADER = re.compile(r"[\x00\r\n]")
-
-
-def check_header_value(v: str) -> str:
-    if _NOT_IN_HEADER.search(v):
-        raise ValueError("must not contain NUL, CR or LF (they cannot be in an HTTP header)")
-    return v
 
 
 def _check_header_name(v: str) -> str:
