@@ -13,7 +13,50 @@ pytestmark = pytest.mark.slow
 GW = "gateway.networking.k8s.io/v1"
 SVC = {"kind": "Service", "name": "echo"}
 
+
+
+def _route(rule: dict[str, Any], kind: str = "HTTPRoute") -> dict[str, Any]:
+    return {"apiVersion": GW, "kind": kind, "metadata": {"name": "bad"},
+            "spec": {"parentRefs": [SVC], "rules": [{**rule, "backendRefs": [{"name": "echo"}]}]}}
+
+
+def _regex(where: str, value: str) -> dict[str, Any]:
+    if where == "path":
+        return _route({"matches": [{"path": {"type": "RegularExpression", "value": value}}]})
+    return _route({"matches": [{where: [{"type": "RegularExpression", "name": "x-a",
+                                         "value": value}]}]})
+
+
+# Regexes RE2 (so Envoy, which NACKed the namespace's whole route config) refuses.
+REGEXES: list[tuple[dict[str, Any], str, str]] = [
+    (_regex("path", "(a{1000}){1000}"), "spec.rules[0].matches[0].path.value",
+     "invalid repetition size"),
+    (_regex("headers", r"^(?:[a-z0-9]{1,100}\.){1,20}$"),
+     "spec.rules[0].matches[0].headers[0].value", "invalid repetition size"),
+    (_regex("queryParams", ".{1000}" * 5), "spec.rules[0].matches[0].queryParams[0].value",
+     "RE2 program size is 10004, more than 8192"),
+    (_route({"matches": [{"method": {"type": "RegularExpression", "service": ".{1000}" * 3,
+                                     "method": ".{1000}" * 2}}]}, "GRPCRoute"),
+     "spec.rules[0].matches[0].method.service", "as one path regex"),
+    ({"apiVersion": API, "kind": "FaultPolicy", "metadata": {"name": "bad"},
+      "spec": {"targetRef": SVC, "abort": {"httpStatus": 503, "percent": 10},
+               "match": {"headers": [{"type": "RegularExpression", "name": "x-a",
+                                      "value": "(?=x)"}]}}},
+     "spec.match.headers[0].value", "lookahead"),
+]
+# What Envoy would write into a header: no NUL, CR or LF.
+HEADER_TEXT: list[tuple[dict[str, Any], str, str]] = [
+    (_route({"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+        "set": [{"name": "x-a", "value": "a\r\nx-injected: 1"}]}}]}),
+     "spec.rules[0].filters[0].requestHeaderModifier.set[0].value", "CR or LF"),
+    (_route({"filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
+        "type": "ReplaceFullPath", "replaceFullPath": "/a\nb"}}}]}),
+     "spec.rules[0].filters[0].urlRewrite.path.replaceFullPath", "LF"),
+]
+
 BAD: list[tuple[dict[str, Any], str, str]] = [
+    *REGEXES,
+    *HEADER_TEXT,
     ({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "bad"},
       "spec": {"parentRefs": [SVC], "rules": [{"filters": [{"type": "RequestMirror",
                "requestMirror": {"backendRef": {"name": "shadow"}, "percent": 101}}],

@@ -992,8 +992,16 @@ REGEX_REJECTIONS = [
     pytest.param("/(api", "invalid regular expression", id="unbalanced"),
     pytest.param("/[a-", "invalid regular expression", id="open-class"),
     pytest.param("*api", "invalid regular expression", id="nothing-to-repeat"),
-    pytest.param("a{99999999999}", "invalid regular expression", id="huge-repeat"),
-    pytest.param("(" * 510 + ")" * 510, "invalid regular expression", id="deep-nesting"),
+    # RE2's repetition limit is 1000, nested counts multiplied (Envoy: a NACK).
+    pytest.param("a{1001}", "invalid repetition size", id="repeat-over-1000"),
+    pytest.param("(a{1000}){1000}", "invalid repetition size", id="nested-repeats"),
+    pytest.param(r"^(?:[a-z0-9]{1,100}\.){1,20}$", "invalid repetition size",
+                 id="nested-counted-repeats"),
+    # Within RE2's limits but a program larger than the sidecars allow.
+    pytest.param(".{1000}" * 5, "RE2 program size is 10004, more than 8192",
+                 id="program-too-large"),
+    # Envoy's RE2 reads patterns as Latin-1: no code points above U+00FF.
+    pytest.param(r"\x{100}", "invalid escape sequence", id="escape-above-latin-1"),
     pytest.param("a" * 1025, "longer than 1024", id="too-long"),
 ]
 
@@ -1034,6 +1042,12 @@ def test_bad_regular_expressions(pattern: str, fragment: str) -> None:
         r"/(?P<id>[^/]+)",
         "a{2,5}",
         "[a-z]+",
+        # What Python's re refused and RE2 (so Envoy) takes: a literal brace, deep groups.
+        "a{99999999999}",
+        "(" * 510 + ")" * 510,
+        # Program size 3011: Envoy's default limit of 100 refused it; the sidecars'
+        # runtime allows MAX_PROGRAM_SIZE (tests/envoy/test_apply_validation.py).
+        r"^(?:[a-z0-9]{1,100}\.){1,10}$",
     ],
 )
 def test_re2_compatible_regular_expressions(pattern: str) -> None:

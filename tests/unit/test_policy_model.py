@@ -3,6 +3,7 @@ bad ones are refused with the field's path and a reason, and nothing else escape
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -32,7 +33,9 @@ from tests.model_helpers import (
 )
 
 MESH = "mesh.gossamer.dev/v1alpha1"
-JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
+# A 2048-bit odd modulus: Envoy refuses an RSA key under 512 bits or with an even one.
+RSA_N = base64.urlsafe_b64encode(((1 << 2047) + 1).to_bytes(256, "big")).rstrip(b"=").decode()
+JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": RSA_N, "e": "AQAB"}]})
 
 
 def peer_doc() -> dict[str, Any]:

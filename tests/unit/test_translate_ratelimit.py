@@ -20,6 +20,7 @@ import pytest
 from gossamer.agent.bootstrap import XDS_CLUSTER
 from gossamer.index import build_index
 from gossamer.model import Resource, parse_documents
+from gossamer.model.ratelimitpolicy import path_regex
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.ratelimit import (
     ANONYMOUS,
@@ -27,7 +28,6 @@ from gossamer.translate.ratelimit import (
     LOCAL_FILTER,
     MATCH_KEY,
     RULE_KEY,
-    _path_regex,
 )
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.unit.test_translate import _as_json, _frontend
@@ -126,7 +126,7 @@ def test_path_regexes_follow_gateway_semantics(kind: str, value: str, yes: list[
                                                no: list[str]) -> None:
     from gossamer.model.httproute import PathMatchType
 
-    regex = re.compile(_path_regex(PathMatchType(kind), value))
+    regex = re.compile(path_regex(PathMatchType(kind), value))
     assert all(regex.fullmatch(p) for p in yes)
     assert not any(regex.fullmatch(p) for p in no)
 

@@ -19,6 +19,7 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from gossamer.agent.bootstrap import layered_runtime
 from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import Resource, parse_documents
@@ -517,7 +518,8 @@ def _static_bootstrap(snap: Snapshot) -> dict[str, Any]:
     # (Envoy 1.40 crashes validating a tap filter when there is no admin).
     return {"node": {"id": "validate", "cluster": "validate"},
             "admin": {"address": {"socketAddress": {"address": "127.0.0.1", "portValue": 0}}},
-            "staticResources": {"listeners": listeners, "clusters": clusters}}
+            "staticResources": {"listeners": listeners, "clusters": clusters},
+            "layeredRuntime": layered_runtime()}
 
 
 def assert_envoy_accepts(bootstrap: dict[str, Any], tmp_path: Path) -> None:

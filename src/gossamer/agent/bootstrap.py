@@ -2,7 +2,8 @@
 
 Everything else arrives over ADS; the bootstrap holds only the node identity
 (metadata the control plane translates for), the admin endpoint on loopback,
-and the static cluster that reaches the xDS server.
+the static cluster that reaches the xDS server, and the runtime limits the
+control plane validates resources against (`layered_runtime`).
 
 With `tls=True` Envoy also gets the static cluster SDS_CLUSTER, a pipe to the
 agent's SDS socket (`agent/sds.py`), and the xDS cluster speaks TLS 1.3 to
@@ -19,6 +20,7 @@ from typing import Any
 
 from gossamer.agent.stats import stats_config
 from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
+from gossamer.model.regex import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY
 
 XDS_CLUSTER = "gossamer_xds"
 # How Envoy retries a broken xDS stream: jittered exponential backoff, each wait
@@ -134,6 +136,16 @@ def xds_tls_socket() -> dict[str, Any]:
     }
 
 
+def layered_runtime() -> dict[str, Any]:
+    """Envoy's runtime: the limits the control plane validates against, then the admin
+    layer. Regexes are pushed only when within MAX_PROGRAM_SIZE (`model/regex.py`),
+    so every sidecar must allow that much, not Envoy's default of 100."""
+    return {"layers": [
+        {"name": "gossamer", "staticLayer": {PROGRAM_SIZE_RUNTIME_KEY: MAX_PROGRAM_SIZE}},
+        {"name": "admin", "adminLayer": {}},
+    ]}
+
+
 def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
               delta: bool = True, sds_socket: str | None = None, token: str | None = None,
               tls: bool = False) -> dict[str, Any]:
@@ -191,5 +203,5 @@ def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
         },
         "staticResources": {"clusters": clusters},
         "statsConfig": stats_config(node.service, node.namespace, node.workload),
-        "layeredRuntime": {"layers": [{"name": "admin", "adminLayer": {}}]},
+        "layeredRuntime": layered_runtime(),
     }

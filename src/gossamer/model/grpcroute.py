@@ -36,6 +36,8 @@ from gossamer.model.regex import check_re2
 # Gateway API's patterns for an Exact method match.
 GRPC_SERVICE = re.compile(r"^\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*\Z")
 GRPC_METHOD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*\Z")
+# A regex for one path segment: a service or method a match leaves open.
+ANY_SEGMENT = "[^/]+"
 GRPC_FILTERS = (FilterType.REQUEST_HEADER_MODIFIER, FilterType.RESPONSE_HEADER_MODIFIER,
                 FilterType.REQUEST_MIRROR, FilterType.EXTENSION_REF)
 
@@ -65,7 +67,26 @@ class MethodMatch(Strict):
                     raise ValueError(f"{field}: {exc}") from exc
             elif not pattern.match(value):
                 raise ValueError(f"{field}: {value!r} is not a valid gRPC {field} name")
+        regex = self.path_regex
+        if regex is not None:
+            try:  # Envoy compiles the two together, with the path around them
+                check_re2(regex, max_length=None)
+            except ValueError as exc:
+                raise ValueError(f"{'service' if self.service else 'method'}: service "
+                                 f"and method as one path regex: {exc}") from exc
         return self
+
+    @property
+    def path_regex(self) -> str | None:
+        """The RE2 for the request path `/service/method` when the match is one (a regex
+        match, or an exact method of any service); None for an exact path or prefix."""
+        if self.type is MethodMatchType.EXACT:
+            if self.service:
+                return None
+            return f"/{ANY_SEGMENT}/{re.escape(self.method or '')}"
+        service = f"(?:{self.service})" if self.service else ANY_SEGMENT
+        name = f"(?:{self.method})" if self.method else ANY_SEGMENT
+        return f"/{service}/{name}"
 
 
 class GRPCRouteMatch(Strict):

@@ -19,6 +19,7 @@ from gossamer.model.meta import (
     GATEWAY_API_VERSION,
     Resource,
     Strict,
+    check_header_value,
 )
 from gossamer.model.regex import check_re2
 
@@ -149,9 +150,11 @@ class RouteMatch(Strict):
 
 class HeaderValue(Strict):
     name: str
+    # Literal text: `%` is not Envoy's format syntax here (translation escapes it).
     value: str = Field(max_length=4096)
 
     _n = field_validator("name")(_check_header_name)
+    _v = field_validator("value")(check_header_value)
 
 
 class HeaderModifier(Strict):
@@ -205,6 +208,11 @@ class PathModifier(Strict):
             value = prefix
         if not value.startswith("/"):
             raise ValueError("the replacement path must start with '/'")
+        try:
+            check_header_value(value)
+        except ValueError as exc:
+            field = "replaceFullPath" if full is not None else "replacePrefixMatch"
+            raise ValueError(f"{field}: {exc}") from exc
         return self
 
 

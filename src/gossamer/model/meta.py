@@ -24,6 +24,18 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
 
 
+# Envoy's HTTP_HEADER_VALUE rule: what it writes into a header (a header value, a
+# rewritten or redirected path, a token prefix) never holds NUL, CR or LF; one would
+# be a NACK of the whole route config or listener.
+_NOT_IN_HEADER = re.compile(r"[\x00\r\n]")
+
+
+def check_header_value(v: str) -> str:
+    if _NOT_IN_HEADER.search(v):
+        raise ValueError("must not contain NUL, CR or LF (they cannot be in an HTTP header)")
+    return v
+
+
 class Strict(BaseModel):
     """Base for every schema object: unknown fields are errors, not silently dropped."""
 

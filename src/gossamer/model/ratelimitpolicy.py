@@ -15,6 +15,7 @@ others are reported `Accepted=False, reason Conflicted`.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -24,12 +25,28 @@ from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import (
     HeaderMatch,
     PathMatch,
+    PathMatchType,
     check_method,
     check_unique_headers,
 )
 from gossamer.model.meta import Resource, Strict
 from gossamer.model.policy import TargetedSpec, TargetRef
+from gossamer.model.regex import check_re2
 from gossamer.model.resiliencepolicy import check_header
+
+_QUERY = r"(\?.*)?"
+
+
+def path_regex(kind: PathMatchType, value: str) -> str:
+    """A full-match RE2 for `:path`, which carries the query string too: what a rule's
+    path match becomes in Envoy's rate limit actions (a header match on `:path`)."""
+    if kind is PathMatchType.REGULAR_EXPRESSION:
+        return f"(?:{value}){_QUERY}"
+    if kind is PathMatchType.EXACT:
+        return re.escape(value) + _QUERY
+    # Gateway prefixes match whole segments: /foo matches /foo and /foo/bar, not /foobar.
+    return re.escape(value.rstrip("/")) + r"(/[^?]*)?" + _QUERY
+
 
 UINT32_MAX = 4_294_967_295
 # Envoy's local_ratelimit refuses a fill_interval shorter than this.
@@ -81,6 +98,11 @@ class RateLimitMatch(Strict):
     @model_validator(mode="after")
     def _unique(self) -> RateLimitMatch:
         check_unique_headers(self.headers)
+        if self.path is not None and self.path.type is PathMatchType.REGULAR_EXPRESSION:
+            try:  # the regex Envoy compiles is the path regex with the query added
+                check_re2(path_regex(self.path.type, self.path.value), max_length=None)
+            except ValueError as exc:
+                raise ValueError(f"path.value: {exc}") from exc
         return self
 
 

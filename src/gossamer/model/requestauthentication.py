@@ -19,7 +19,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HEADER_NAME, HOSTNAME
-from gossamer.model.meta import Resource, Strict
+from gossamer.model.jwks import check_usable_key
+from gossamer.model.meta import Resource, Strict, check_header_value
 from gossamer.model.policy import TargetedSpec
 
 _CLAIM = re.compile(r"^[^\s]{1,256}\Z")
@@ -71,7 +72,8 @@ def parse_jwks_uri(uri: str) -> JwksUri:
 
 
 def check_jwks(text: str) -> str:
-    """An inline JWKS: a JSON object with a non-empty `keys` list of JWKs."""
+    """An inline JWKS: a JSON object with a non-empty `keys` list of JWKs, one of
+    them at least a key Envoy can use."""
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -81,6 +83,7 @@ def check_jwks(text: str) -> str:
     for i, key in enumerate(doc["keys"]):
         if not isinstance(key, dict) or not isinstance(key.get("kty"), str):
             raise ValueError(f'keys[{i}] is not a JWK (an object with "kty")')
+    check_usable_key(doc["keys"])
     return text
 
 
@@ -98,7 +101,9 @@ class ClaimToHeader(Strict):
 
 class TokenHeader(Strict):
     name: HeaderName
-    prefix: str = Field(default="", max_length=64)
+    # Envoy's HTTP_HEADER_VALUE rule: a NUL, CR or LF here was a NACK of the listener.
+    prefix: Annotated[str, AfterValidator(check_header_value)] = Field(default="",
+                                                                        max_length=64)
 
 
 class JwtRule(Strict):

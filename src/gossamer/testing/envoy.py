@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from gossamer.agent.bootstrap import layered_runtime
 from gossamer.agent.ports import free_port as free_port  # re-exported for tests
 from gossamer.envoybin import find_envoy
 
@@ -106,6 +107,7 @@ def ads_bootstrap(
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
+        "layered_runtime": layered_runtime(),
     }
 
 

@@ -12,7 +12,6 @@ service, then in an exact method, then the most header matches, then route
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,29 +22,26 @@ from gossamer.model.httproute import PathMatch, PathMatchType, RouteFilter, Rout
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate.routes import attaches, envoy_route, rule_route_name
 
-ANY_SEGMENT = "[^/]+"
-
 
 def grpc_path(match: GRPCRouteMatch) -> PathMatch | None:
-    """The request-path match of a gRPC method match (None: every method)."""
+    """The request-path match of a gRPC method match (None: every method). Built
+    without validation: the method match was checked as this path (its regex can be
+    longer than a user's PathMatch may be)."""
     method = match.method
     if method is None:
         return None
-    if method.type is MethodMatchType.EXACT:
-        if method.service and method.method:
-            return PathMatch(type=PathMatchType.EXACT,
-                             value=f"/{method.service}/{method.method}")
-        if method.service:
-            return PathMatch(type=PathMatchType.PATH_PREFIX, value=f"/{method.service}")
-        return PathMatch(type=PathMatchType.REGULAR_EXPRESSION,
-                         value=f"/{ANY_SEGMENT}/{re.escape(method.method or '')}")
-    service = f"(?:{method.service})" if method.service else ANY_SEGMENT
-    name = f"(?:{method.method})" if method.method else ANY_SEGMENT
-    return PathMatch(type=PathMatchType.REGULAR_EXPRESSION, value=f"/{service}/{name}")
+    regex = method.path_regex
+    if regex is not None:
+        return PathMatch.model_construct(type=PathMatchType.REGULAR_EXPRESSION, value=regex)
+    if method.method:
+        return PathMatch.model_construct(type=PathMatchType.EXACT,
+                                         value=f"/{method.service}/{method.method}")
+    return PathMatch.model_construct(type=PathMatchType.PATH_PREFIX, value=f"/{method.service}")
 
 
 def http_match(match: GRPCRouteMatch) -> RouteMatch:
-    return RouteMatch(path=grpc_path(match), headers=list(match.headers))
+    # Not validated again: the gRPC match was, and its path may be longer than a user's.
+    return RouteMatch.model_construct(path=grpc_path(match), headers=list(match.headers))
 
 
 def http_rule(rule: GRPCRouteRule) -> RouteRule:

@@ -19,7 +19,6 @@ If the control plane cannot be asked in `RLS_TIMEOUT`, the request passes
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
@@ -35,6 +34,7 @@ from gossamer.model.ratelimitpolicy import (
     LocalLimit,
     RateLimitMatch,
     RateLimitPolicy,
+    path_regex,
 )
 from gossamer.translate.protos import seconds
 
@@ -60,8 +60,6 @@ PATH_EXPR = "request.url_path"
 RLS_TIMEOUT = "1s"
 ALWAYS = {"defaultValue": {"numerator": 100, "denominator": "HUNDRED"}}
 # An optional query string after the path in `:path`.
-_QUERY = r"(\?.*)?"
-
 
 def rule_id(policy: RateLimitPolicy, index: int) -> str:
     return f"{policy.metadata.namespace}/{policy.metadata.name}/{index}"
@@ -80,16 +78,6 @@ def local_filter(limit: LocalLimit) -> dict[str, Any]:
     }}
 
 
-def _path_regex(kind: PathMatchType, value: str) -> str:
-    """A full-match RE2 for `:path`, which carries the query string too."""
-    if kind is PathMatchType.REGULAR_EXPRESSION:
-        return f"(?:{value}){_QUERY}"
-    if kind is PathMatchType.EXACT:
-        return re.escape(value) + _QUERY
-    # Gateway prefixes match whole segments: /foo matches /foo and /foo/bar, not /foobar.
-    return re.escape(value.rstrip("/")) + r"(/[^?]*)?" + _QUERY
-
-
 def _header(h: HeaderMatch) -> dict[str, Any]:
     if h.type is ValueMatchType.REGULAR_EXPRESSION:
         return {"name": h.name, "stringMatch": {"safeRegex": {"regex": h.value}}}
@@ -104,7 +92,7 @@ def _gate(match: RateLimitMatch) -> dict[str, Any] | None:
     if path is not None and not (path.type is PathMatchType.PATH_PREFIX
                                  and path.value.rstrip("/") == ""):
         headers.append({"name": ":path", "stringMatch": {
-            "safeRegex": {"regex": _path_regex(path.type, path.value)}}})
+            "safeRegex": {"regex": path_regex(path.type, path.value)}}})
     if not headers:
         return None
     return {"headerValueMatch": {"descriptorKey": MATCH_KEY, "descriptorValue": "1",

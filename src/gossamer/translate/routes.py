@@ -92,10 +92,21 @@ def envoy_match(match: RouteMatch) -> dict[str, Any]:
     return out
 
 
+def _literal(value: str) -> str:
+    """A header value Envoy sends as written: it reads `%...%` in the values it adds
+    as its format commands (`100%` alone is a NACK), and `%%` as one `%`."""
+    return value.replace("%", "%%")
+
+
+def _substitution(path: str) -> str:
+    """A path as an RE2 rewrite's literal text: a backslash there starts `\\1`."""
+    return path.replace("\\", "\\\\")
+
+
 def _headers(mod: HeaderModifier) -> tuple[list[dict[str, Any]], list[str]]:
-    add = [{"header": {"key": h.name, "value": h.value},
+    add = [{"header": {"key": h.name, "value": _literal(h.value)},
             "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in mod.set]
-    add += [{"header": {"key": h.name, "value": h.value},
+    add += [{"header": {"key": h.name, "value": _literal(h.value)},
              "appendAction": "APPEND_IF_EXISTS_OR_ADD"} for h in mod.add]
     return add, list(mod.remove)
 
@@ -105,9 +116,9 @@ def _prefix_rewrite(match: RouteMatch, mod: PathModifier) -> dict[str, Any]:
     (replacing /foo with / turns /foo/bar into /bar, not //bar)."""
     if mod.type is PathModifierType.REPLACE_FULL_PATH:
         return {"regexRewrite": {"pattern": {"regex": "^/.*$"},
-                                 "substitution": mod.replace_full_path}}
+                                 "substitution": _substitution(mod.replace_full_path or "/")}}
     prefix = match.path.value.rstrip("/") if match.path else ""
-    replacement = (mod.replace_prefix_match or "/").rstrip("/")
+    replacement = _substitution((mod.replace_prefix_match or "/").rstrip("/"))
     if not replacement:
         return {"regexRewrite": {"pattern": {"regex": f"^{re.escape(prefix)}/?(.*)$"},
                                  "substitution": "/\\1"}}
