@@ -108,7 +108,9 @@ def test_too_many_labels_are_refused() -> None:
 
 def big_policy() -> dict[str, Any]:
     """A RequestAuthentication over the document limit, each field within its own."""
-    jwks = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "A" * 60_000, "e": "AQAB"}]})
+    usable = {"kty": "RSA", "kid": "k1", "n": "_" * 340, "e": "AQAB"}  # 2040 bits, odd
+    padding = {"kty": "RSA", "kid": "k2", "n": "A" * 60_000, "e": "AQAB"}
+    jwks = json.dumps({"keys": [usable, padding]})
     rules = [{"issuer": f"https://issuer-{i}.example", "jwks": jwks} for i in range(10)]
     return {"apiVersion": MESH, "kind": "RequestAuthentication", "metadata": {"name": "big"},
             "spec": {"jwtRules": rules}}
