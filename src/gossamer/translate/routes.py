@@ -269,6 +269,25 @@ def _precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
             -len(match.query_params))
 
 
+def route_clusters(route: Mapping[str, Any]) -> set[str]:
+    """The clusters an Envoy route forwards to (not those it mirrors to)."""
+    action = route.get("route", {})
+    if "cluster" in action:
+        return {action["cluster"]}
+    return {c["name"] for c in action.get("weightedClusters", {}).get("clusters", ())}
+
+
+def with_called_stats(routes: list[dict[str, Any]], own: str) -> list[dict[str, Any]]:
+    """A port whose routes send elsewhere than its own cluster (`own`) counts what its
+    callers sent it under its virtual host (`vhost.<vhost>.route.called.*`): the
+    backends' cluster stats name only where requests went, and `gossamer edges` asks
+    about the Service a client called. Ports that send only to themselves need no
+    more stats than their cluster's."""
+    if all(route_clusters(r) <= {own} for r in routes):
+        return routes
+    return [{**r, "statPrefix": names.CALLED_STATS} if "route" in r else r for r in routes]
+
+
 def rule_route_name(namespace: str, route: str, index: int, rule_name: str | None,
                     match: int) -> str:
     """Envoy route name of one match of a rule: a named rule by its name (stable when
