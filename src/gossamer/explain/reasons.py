@@ -69,7 +69,10 @@ def cluster_service(cluster: str) -> SvcKey | None:
 
 
 def addressed_service(entry: LoggedRequest, index: MeshIndex) -> SvcKey | None:
-    """The Service the caller addressed (its :authority), which routes attach to."""
+    """The Service the caller addressed (its :authority, or its upstream listener's
+    Service), which routes attach to."""
+    if entry.listener_service is not None:
+        return entry.listener_service
     host = entry.authority.rsplit(":", 1)[0] if ":" in entry.authority else entry.authority
     parts = host.split(".")
     if len(parts) >= 2 and (parts[1], parts[0]) in index.services:
