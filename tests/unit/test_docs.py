@@ -12,7 +12,7 @@ from gossamer.model import InvalidResource, parse_document
 from gossamer.model.registry import KINDS, kind_for
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 
 
 def _section(path: Path, heading: str) -> str:
