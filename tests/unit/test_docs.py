@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.cli.commands import DRAIN_NOTE
 from gossamer.model import InvalidResource, parse_document
 from gossamer.model.registry import KINDS, kind_for
 
@@ -65,3 +66,12 @@ def test_local_mode_says_up_front_which_clients_ignore_http_proxy() -> None:
     intro = text[:text.index("## The application file")]
     for needed in ("Java", "Node.js", "ignore\n`HTTP_PROXY`", "upstreams:", "#upstream-ports"):
         assert needed in intro, needed
+
+
+def test_security_md_says_when_open_connections_follow_a_policy_change() -> None:
+    """`gossamer check` says "in sync" before connections already open follow a changed
+    policy: where users read about policies, the docs say so, as check itself does."""
+    section = _section(ROOT / "docs" / "security.md", "### When a policy change takes effect")
+    for needed in ("new connections at once", "--drain-seconds", "gossamer check"):
+        assert needed in section, needed
+    assert DRAIN_NOTE in (ROOT / "docs" / "cli.md").read_text()
