@@ -127,6 +127,17 @@ def _resilience(index: MeshIndex, svc: SvcKey | None) -> ResiliencePolicy | None
     return index.resilience.get(svc) if svc else None
 
 
+def _route_policy(out: LoggedRequest, index: MeshIndex, field: str) -> ResiliencePolicy | None:
+    """The policy whose `field` (timeouts, retries) the call's route had: the called
+    Service's when it sets it, wherever its routes send; else the backend's
+    (translate/routes.py)."""
+    called = _resilience(index, addressed_service(out, index))
+    if called is not None and (getattr(called.spec, field) is not None or any(
+            getattr(s, field) is not None for s in called.spec.routes)):
+        return called
+    return _resilience(index, destination(out, index))
+
+
 def _svc_text(svc: SvcKey | None) -> str:
     return f"{svc[1]}.{svc[0]}" if svc else "the destination"
 
@@ -215,7 +226,7 @@ def _no_healthy(out: LoggedRequest, index: MeshIndex) -> _Finding:
 
 def _timeout(out: LoggedRequest, index: MeshIndex) -> _Finding:
     svc = destination(out, index)
-    policy = _resilience(index, svc)
+    policy = _route_policy(out, index, "timeouts")
     where = f"the caller's sidecar ({out.reporter.workload})"
     took = f"{out.duration_ms:.0f} ms"
     if policy is None:
@@ -243,7 +254,7 @@ def _timeout(out: LoggedRequest, index: MeshIndex) -> _Finding:
 def _retries(out: LoggedRequest, inbound: Sequence[LoggedRequest],
              index: MeshIndex) -> _Finding:
     svc = destination(out, index)
-    policy = _resilience(index, svc)
+    policy = _route_policy(out, index, "retries")
     statuses = ", ".join(str(e.status) for e in inbound) or str(out.status)
     tries = out.attempts or len(inbound) or 1
     base = (f"every attempt failed: {tries} attempt(s) to {_svc_text(svc)} "
