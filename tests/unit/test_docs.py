@@ -4,12 +4,15 @@ cannot drift from it again."""
 from __future__ import annotations
 
 import re
+from importlib import resources as pkg
 from pathlib import Path
 
 import pytest
 
 from gossamer.cli.commands import DRAIN_NOTE
-from gossamer.model import InvalidResource, parse_document
+from gossamer.index import build_index
+from gossamer.local.spec import load_local_app
+from gossamer.model import InvalidResource, parse_document, parse_documents
 from gossamer.model.registry import KINDS, kind_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +78,18 @@ def test_security_md_says_when_open_connections_follow_a_policy_change() -> None
     for needed in ("new connections at once", "--drain-seconds", "gossamer check"):
         assert needed in section, needed
     assert DRAIN_NOTE in (ROOT / "docs" / "cli.md").read_text()
+
+
+def test_every_demo_example_takes_full_effect_on_the_demo() -> None:
+    """The README's tour applies these to `gossamer demo`: none may carry settings the
+    mesh reports as having no effect (a policy on a Service whose routes send its
+    traffic elsewhere)."""
+    demo = load_local_app(pkg.files("gossamer.demo").joinpath("demo.yaml").read_text())
+    for path in sorted((ROOT / "examples" / "demo").glob("*.yaml")):
+        if path.name == "app.yaml":
+            continue
+        docs = parse_documents(path.read_text())
+        index = build_index([*demo.resources, *docs], 1)
+        for doc in docs:
+            bad = [c for c in index.conditions.get(doc.key, ()) if c.status != "True"]
+            assert bad == [], (path.name, doc.key, bad)
