@@ -183,12 +183,12 @@ def _policy_for(backends: Sequence[BackendRef], route_ns: str, parent: SvcKey | 
     backend = policies.get(targets.pop())
     if called is None or called is backend:
         return backend
-    t = called.spec.timeouts
-    own = {f: getattr(called.spec, f) for f in ROUTE_FIELDS if getattr(called.spec, f)
-           and (f != "timeouts" or (t is not None and (t.request or t.per_try or t.idle)))}
     if backend is None:  # the called Service's route settings, no load-balancer hash
         return called.model_copy(update={"spec": called.spec.model_copy(
             update={"load_balancer": None})})
+    t = called.spec.timeouts  # `connect` alone is no route setting
+    own = {f: getattr(called.spec, f) for f in ROUTE_FIELDS if getattr(called.spec, f)
+           and (f != "timeouts" or (t is not None and (t.request or t.per_try or t.idle)))}
     return backend.model_copy(update={"spec": backend.spec.model_copy(update=own)})
 
 
