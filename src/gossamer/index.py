@@ -33,6 +33,7 @@ from gossamer.model import (
     Workload,
 )
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, policy_scope, target_name
+from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.service import Protocol
 from gossamer.model.workload import Health
 
@@ -318,30 +319,6 @@ def _target_condition(policy: Policy, services: Mapping[SvcKey, Service]) -> Con
                      f"{policy.metadata.namespace!r}; the policy applies once it exists")
 
 
-def _section_conditions(conditions: dict[ResourceKey, tuple[Condition, ...]],
-                        policies: Iterable[Policy], routes: Iterable[HTTPRoute]) -> None:
-    """A ResiliencePolicy `routes` section naming a missing HTTPRoute or rule is
-    reported (ResolvedRefs=False, RouteNotFound); the rest of the policy applies."""
-    rules = {(r.metadata.namespace, r.metadata.name):
-             {rule.name for rule in r.spec.rules} for r in routes}
-    for p in policies:
-        if not isinstance(p, ResiliencePolicy) or not p.spec.routes:
-            continue
-        missing = []
-        for i, section in enumerate(p.spec.routes):
-            names = rules.get((p.metadata.namespace, section.http_route))
-            if names is None:
-                missing.append(f"routes[{i}]: HTTPRoute {section.http_route!r} not found")
-            elif section.rule is not None and section.rule not in names:
-                missing.append(f"routes[{i}]: HTTPRoute {section.http_route!r} has no rule "
-                               f"named {section.rule!r}")
-        accepted, resolved = conditions[p.key]
-        if missing and resolved.status == "True":
-            conditions[p.key] = (accepted, Condition(
-                type="ResolvedRefs", status="False", reason="RouteNotFound",
-                message="; ".join(missing) + " (that section has no effect)"))
-
-
 OnePerScope = TypeVar("OnePerScope", PeerAuthentication, Telemetry)
 
 
@@ -514,7 +491,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         policies, services, {**_peer_conflicts(peers), **resilience_conflicts,
                              **rate_limit_conflicts, **fault_conflicts,
                              **telemetry_conflicts}))
-    _section_conditions(conditions, policies, routes)
+    resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)),
+                          resilience, services, [*routes, *kinds.of(GRPCRoute),
+                                                 *kinds.of(TCPRoute)])
     conditions.update(sidecar_conditions)
     selection = _selection(services, workloads, previous)
     return MeshIndex(

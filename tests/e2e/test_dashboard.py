@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from importlib import resources as pkg
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import Mesh
+from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,25 @@ spec:
   targetRef: {kind: Service, name: catalog}
   timeouts: {request: 10s}
 """
+# A pure client, as `gossamer demo`'s load generator: a sidecar the golden metrics
+# see, under a service name no Service resource has.
+IDLE_CLIENT = """
+---
+apiVersion: local.gossamer.dev/v1alpha1
+kind: Process
+metadata: {name: idle}
+spec:
+  service: idle
+  inbound: false
+  command: ["{python}", "-c", "import time; time.sleep(3600)"]
+"""
 T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    demo = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
+    yield from running_mesh(tmp_path_factory, "dashboard", text=demo + IDLE_CLIENT)
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +155,19 @@ def test_the_page_loads_with_the_token(page: Any, mesh: Mesh) -> None:
     assert "token" not in page.current_url  # moved out of the address bar
     assert page.execute_script("return location.hash") == "#/services"
     services = mesh.api.get("/api/v1/resources/Service").json()
-    shown = set(metric_rows(page, "#services tr[data-service]", "data-service"))
-    assert shown == {f"{s['metadata']['name']}.{s['metadata']['namespace']}" for s in services}
+    # Every Service resource, and the pure client the golden metrics see (no resource).
+    want_rows = {f"{s['metadata']['name']}.{s['metadata']['namespace']}" for s in services}
+    want_rows.add("idle.default")
+    assert mesh.instance("idle").inbound_port == 0  # up lists pure clients too
+    until("the services table to list the pure client too", lambda: set(metric_rows(
+        page, "#services tr[data-service]", "data-service")) == want_rows)
 
     def summary() -> dict[str, str] | None:
         text = {a["data-summary"]: a["text"] for a in attrs(
             page, "[data-summary]", "data-summary", "text")}
         revision = mesh.api.get("/healthz").json()["revision"]
-        want = {"services": f"{len(services)} services",
+        # The count is the table's: a service in one and not the other confuses.
+        want = {"services": f"{len(want_rows)} services",
                 "proxies": f"{len(mesh.run.instances)}/{len(mesh.run.instances)} "
                            "proxies connected",
                 "revision": f"revision {revision}"}

@@ -125,6 +125,10 @@ def test_check_and_proxy_config_show_the_running_mesh(mesh: Mesh) -> None:
     lines = [x for x in check.stdout.splitlines() if x.startswith("proxy ")]
     assert len(lines) == 5
     assert all(x.endswith("connected, in sync") for x in lines), lines
+    # "In sync" does not mean connections already open follow a new policy: it says so.
+    assert check.stdout.splitlines()[-1].startswith("note: in sync means the proxies run "
+                                                    "the latest config; connections opened "
+                                                    "before a security policy change")
 
     routes = json.loads(_cli(mesh, "proxy-config", "frontend-0", "routes").stdout)
     configs = {r["route_config"]["name"]: r for r in routes["dynamic_route_configs"]}

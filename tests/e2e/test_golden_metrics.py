@@ -127,6 +127,15 @@ def test_edges_and_top_show_who_calls_whom(loaded: Mesh) -> None:
     rows = [line.split() for line in lines[1:]]
     assert {r[1] for r in rows} == {"catalog"}
     assert sum(int(r[8]) for r in rows) == TOTAL  # REQUESTS, over catalog-v1's two instances
+    # catalog's HTTPRoute sends it all to catalog-v1: asked about catalog (the Service
+    # frontend called), `edges` shows frontend, and under it where its requests went.
+    out = gossamer(loaded, "edges", "catalog")
+    assert out.returncode == 0, out.stderr
+    called, backend = (line.split() for line in out.stdout.splitlines()[1:])
+    assert called[:3] == ["frontend-0.default", "frontend", "catalog.default"]
+    assert (called[3], called[8]) == ("80.00%", str(TOTAL))
+    assert backend[:2] == ["->", "catalog-v1.default"]
+    assert backend[7] == str(TOTAL)
     top = gossamer(loaded, "top", "--edges", "--once", "--limit", "2")
     assert top.returncode == 0, top.stderr
     header, *busiest = top.stdout.splitlines()[1:]

@@ -68,6 +68,9 @@ def test_demo_canary_and_ctrl_c(tmp_path: Path) -> None:
     try:
         _expect(lines, r"Press Ctrl-C", 90, seen)
         assert any("gossamer apply -f examples/demo/canary-50-50.yaml" in s for s in seen)
+        # The pure client is in the instances table too: its outbound port is its way out.
+        assert any(re.match(r"^  loadgen-0 +service loadgen +inbound none \(client\) +"
+                            r"outbound proxy http://127\.0\.0\.1:\d+ ", s) for s in seen), seen
         first = _expect(lines, r"^\[load\] last", 30, seen)
         assert re.search(r"catalog v1: \d+", first), first
         assert "catalog v2" not in first

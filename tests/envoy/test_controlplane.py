@@ -20,6 +20,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.cli.commands import DRAIN_NOTE
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
 from gossamer.testing.envoy import EnvoyProcess, free_port
 from gossamer.xds.types import ROUTE, Snapshot, XdsResource
@@ -174,6 +175,7 @@ async def test_nack_keeps_last_good_config_and_check_reports_it(
     assert "NOT in sync" in line
     assert "last NACK" in line
     assert "missing ): (unclosed" in line  # Envoy's own error text
+    assert out.decode().splitlines()[-1] == DRAIN_NOTE  # what "in sync" does not mean
     assert err.decode().startswith("error: 1 proxy")
     # The next real change is translated afresh and ACKed.
     await _api(cp, "POST", "/api/v1/apply", {

@@ -11,8 +11,10 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import pytest
 
+from gossamer.testing.envoy import free_port
 from tests.envoy.harness import API, MiniMesh, Sidecar, explained, get, proxy_client, wait_for
 
 pytestmark = pytest.mark.slow
@@ -92,6 +94,31 @@ async def test_caller_side_causes_name_their_policy(mini: MiniMesh,
     assert exp["route"] == "no route matched"
     assert "no rule of the routes attached to echo.default (default/echo) matches " \
         "GET /elsewhere" in exp["cause"]
+
+
+async def test_a_fault_on_a_call_through_an_upstream_port_is_found_and_explained(
+        mini: MiniMesh, make_backend: Any) -> None:
+    """The request's host is `127.0.0.1:LOCALPORT` and an injected abort leaves no
+    cluster: the upstream listener's name says which Service the caller called."""
+    await mini.serve("echo", [make_backend("A")])
+    local = free_port()
+    await mini.client(upstreams=({"service": "echo", "namespace": "default",
+                                  "port": 80, "local_port": local},))
+    await mini.apply(targeted("FaultPolicy", "echo-chaos",
+                              {"abort": {"httpStatus": 503, "percent": 100}}))
+    await mini.wait_synced()
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        assert (await http.get(f"http://127.0.0.1:{local}/local")).status_code == 503
+    exp = await explained(mini, service="echo")  # `gossamer explain echo`
+    assert exp["summary"].startswith("client-0 -> echo.default: GET /local answered 503")
+    assert exp["policy"] == "FaultPolicy default/echo-chaos"
+    assert exp["failed_at"] == "the caller's sidecar (client-0)"
+    assert "aborts 100% of calls to echo.default with HTTP 503" in exp["cause"]
+    [hop] = exp["hops"]
+    assert (hop["authority"], hop["listener"]) == (f"127.0.0.1:{local}",
+                                                   "upstream|80||echo.default")
+    # Asked from the caller's end (`gossamer explain client`), the same answer.
+    assert (await explained(mini, service="client"))["policy"] == "FaultPolicy default/echo-chaos"
 
 
 async def test_overflow_and_no_healthy_endpoint(mini: MiniMesh, make_backend: Any) -> None:

@@ -8,11 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
+from gossamer.agent.ports import free_port
 from gossamer.telemetry.scraper import ScrapeOptions
-from tests.envoy.harness import MiniMesh, get, proxy_client, wait_for
+from tests.envoy.harness import API, MiniMesh, get, proxy_client, wait_for
+from tests.envoy.test_metrics import prometheus, value
 
 pytestmark = pytest.mark.slow
 
+GATEWAY = "gateway.networking.k8s.io/v1"
 OK, FAILED, SLOW = 18, 6, 6  # SLOW: 200 ms each, answered 200
 # Envoy's default histogram bucket bounds (ms); a quantile is interpolated inside one.
 BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -124,3 +127,68 @@ async def test_control_plane_metrics_count_proxies_pushes_and_revision(
     assert values['gossamer_xds_push_latency_seconds_count{type="clusters"}'] >= 2
     bad = await mini.api("GET", "/api/v1/stats?kind=pod", expect=422)
     assert bad["fields"] == [{"path": "kind", "reason": "unknown kind"}]
+
+
+async def test_edges_of_a_split_service_show_its_callers_and_the_split(
+        mini: MiniMesh, make_backend: Any) -> None:
+    """An HTTPRoute sends all of `catalog` (a Service without instances of its own) to
+    two backends: `edges catalog` still answers with who called catalog, through the
+    outbound listener and through an upstream listener, and where its requests went."""
+    await mini.serve("catalog-v1", [make_backend("A")])
+    await mini.serve("catalog-v2", [make_backend("B")])
+    await mini.apply({"apiVersion": API, "kind": "Service", "metadata": {"name": "catalog"},
+                      "spec": {"ports": [{"port": 80}]}},
+                     {"apiVersion": GATEWAY, "kind": "HTTPRoute", "metadata": {"name": "split"},
+                      "spec": {"parentRefs": [{"name": "catalog"}], "rules": [{"backendRefs": [
+                          {"name": "catalog-v1", "weight": 50},
+                          {"name": "catalog-v2", "weight": 50}]}]}})
+    local = free_port()
+    client = await mini.client(upstreams=({"service": "catalog", "namespace": "default",
+                                           "port": 80, "local_port": local},))
+    await mini.wait_synced()
+    scraper = mini.plane.telemetry
+    scraper.options = ScrapeOptions(interval=0.5, window=60)
+    rounds = scraper.rounds
+
+    async def baseline() -> bool:
+        return scraper.rounds >= rounds + 2 and len(scraper.observed()) == 3
+
+    await wait_for(baseline, "two scrape rounds of every sidecar")
+    async with proxy_client(client) as http, httpx.AsyncClient(trust_env=False) as direct:
+        for _ in range(8):
+            assert (await get(client, "http://catalog/", http=http)).status_code == 200
+        for _ in range(4):
+            assert (await direct.get(f"http://127.0.0.1:{local}/")).status_code == 200
+        failed = await get(client, "http://catalog/", http=http, headers={"x-test-status": "500"})
+        assert failed.status_code == 500
+    total = 13
+
+    async def counted() -> bool:
+        rows = await _stats(mini, "edge", "catalog")
+        return bool(rows) and rows[0]["requests"] == total == sum(
+            b["requests"] for b in rows[0]["backends"])
+
+    await wait_for(counted, "the called Service's edge to count the load", timeout=20)
+    [edge] = await _stats(mini, "edge", "catalog")
+    assert edge["source"] == {"namespace": "default", "service": "client",
+                              "workload": "client-0"}
+    assert (edge["destination"], edge["routed"]) == ("catalog.default", True)
+    assert edge["responses"]["5xx"] == 1
+    assert [b["destination"] for b in edge["backends"]] == ["catalog-v1.default",
+                                                            "catalog-v2.default"]
+    went = {e["destination"]: e for e in (await mini.api(
+        "GET", "/api/v1/stats?kind=edge"))["items"] if not e["routed"]}
+    for backend in edge["backends"]:  # the split is what went to each backend
+        assert backend["requests"] == went[backend["destination"]]["requests"]
+    # The graph shows where requests went, not the Service they addressed.
+    graph = await mini.api("GET", "/api/v1/graph")
+    assert {e["id"] for e in graph["edges"]} <= {"client.default->catalog-v1.default",
+                                                 "client.default->catalog-v2.default"}
+    # Prometheus sees the called Service in labels, like a cluster's destination.
+    samples = await prometheus(client)
+    called = {"destination_service": "catalog", "destination_namespace": "default",
+              "destination_port": "80", "envoy_route": "called"}
+    assert value(samples, "envoy_vhost_route_upstream_rq_total", **called,
+                 envoy_virtual_host="catalog.default:80") == 9
+    assert value(samples, "envoy_vhost_route_upstream_rq_total", **called,
+                 envoy_virtual_host="upstream|80||catalog.default") == 4

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -342,3 +344,56 @@ async def test_a_route_section_sets_one_routes_timeout(mini: MiniMesh,
     assert 0.45 <= cut_after <= 0.8, cut_after
     assert waited.status_code == 200  # the Service-wide 5 s timeout
     assert waited_for >= 1.0
+
+
+async def test_retries_on_the_called_service_hold_when_its_route_sends_elsewhere(
+        mini: MiniMesh, make_backend: Any, tmp_path: Path) -> None:
+    """As with Istio: retries set on the Service a client calls apply although an
+    HTTPRoute sends its traffic to another Service; the policy's cluster settings,
+    which that Service's own cluster (no longer sent anything) would carry, are
+    reported as having no effect, in its status and at apply."""
+    flaky, good = make_backend("flaky"), make_backend("good")
+    await mini.serve("ratings-v1", [flaky, good])
+    await mini.apply(
+        {"apiVersion": API, "kind": "Service", "metadata": {"name": "ratings"},
+         "spec": {"ports": [{"port": 80}]}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+         "metadata": {"name": "ratings"},
+         "spec": {"parentRefs": [{"name": "ratings"}],
+                  "rules": [{"backendRefs": [{"name": "ratings-v1", "port": 80}]}]}})
+    client = await mini.client()
+    await mini.wait_synced()  # the route is in the index: apply sees it
+    (tmp_path / "policy.yaml").write_text(f"""
+apiVersion: {API}
+kind: ResiliencePolicy
+metadata: {{name: ratings}}
+spec:
+  targetRef: {{kind: Service, name: ratings}}
+  retries: {{attempts: 2, retryOn: [5xx]}}
+  outlierDetection: {{consecutive5xx: 3}}
+""")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gossamer", "apply", "-f", str(tmp_path / "policy.yaml"),
+        "--server", f"http://127.0.0.1:{mini.plane.api_port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, out.decode()) == (0, "resiliencepolicy/ratings created\n")
+    [line] = err.decode().splitlines()
+    prefix = "warning: resiliencepolicy/ratings: "
+    assert line.startswith(prefix)
+    warning = line.removeprefix(prefix)
+    assert "(ratings-v1), so its cluster settings (outlierDetection) have no effect" in warning
+    assert "its route settings (retries) apply to those routes" in warning
+    await mini.wait_synced()
+    flaky.fail_every = 3
+    async with proxy_client(client) as http:
+        codes = [(await get(client, "http://ratings/", http=http)).status_code
+                 for _ in range(60)]
+    assert codes.count(200) == 60  # the failures were retried on the other instance
+    assert flaky.hits >= 20
+    stats = await client.stats()
+    assert stats["cluster.outbound|80||ratings-v1.default.upstream_rq_retry"] >= flaky.hits // 3
+    doc = await mini.api("GET", "/api/v1/resources/ResiliencePolicy/default/ratings")
+    effect = {c["type"]: c for c in doc["status"]["conditions"]}["ClusterSettingsApplied"]
+    assert (effect["status"], effect["reason"]) == ("False", "TrafficRoutedElsewhere")
+    assert effect["message"] == warning

@@ -29,6 +29,21 @@ def test_stat_table_units() -> None:
     assert idle.split()[2:7] == ["-", "0.00", "-", "-", "-"]
 
 
+def test_an_edge_to_a_split_service_lists_its_backends_under_it() -> None:
+    routed = dict(_row(3.0, "front-0", "catalog.shop"), routed=True,
+                  backends=[_row(1.0, "front-0", "catalog-v1.shop"),
+                            _row(2.0, "front-0", "catalog-v2.shop")])
+    lines = stat_table("edge", [routed]).splitlines()
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["front-0.shop", "catalog.shop", "99.50%"], ["->", "catalog-v1.shop", "99.50%"],
+        ["->", "catalog-v2.shop", "99.50%"]]
+    assert [line.split()[3] for line in lines[1:]] == ["3.00", "1.00", "2.00"]
+    # `top --edges` is where requests went: the backends' own edges, not the split again.
+    went = [_row(1.0, "front-0", "catalog-v1.shop"), _row(2.0, "front-0", "catalog-v2.shop")]
+    assert [line.split()[1] for line in top_table([routed, *went], 5).splitlines()[1:]] == [
+        "catalog-v2.shop", "catalog-v1.shop"]
+
+
 def test_top_orders_by_rate_and_limits() -> None:
     rows = [_row(1.0, "a", "x.shop"), _row(9.0, "b", "y.shop"), _row(5.0, "c", "z.shop")]
     lines = top_table(rows, 2).splitlines()

@@ -16,7 +16,14 @@ from gossamer.cli.explain import format_explanation
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.reasons import describe_route, destination, explain
 from gossamer.explain.recent import Query, RecentFailures
-from gossamer.explain.records import INBOUND_LOG, OUTBOUND_LOG, LoggedRequest, Reporter, from_entry
+from gossamer.explain.records import (
+    INBOUND_LOG,
+    LISTENER_TAG,
+    OUTBOUND_LOG,
+    LoggedRequest,
+    Reporter,
+    from_entry,
+)
 from gossamer.index import MeshIndex, build_index
 from gossamer.model import parse_document
 
@@ -143,6 +150,29 @@ def test_a_refused_call_finds_its_backend_through_the_route() -> None:
     refused = entry(cluster="", route="default/echo/rule0/match0")
     assert destination(refused, index) == ("default", "client")
     assert destination(entry(cluster="", route="default"), index) == ("default", "echo")
+
+
+def test_a_call_through_an_upstream_port_is_known_by_its_listener() -> None:
+    """Its host is 127.0.0.1:LOCALPORT and an abort leaves no cluster: the listener
+    custom tag the upstream listener's failure logger sends names the Service."""
+    e = accesslog_pb2.HTTPAccessLogEntry()
+    e.common_properties.custom_tags[LISTENER_TAG] = "upstream|80||echo.default"
+    e.common_properties.response_flags.fault_injected = True
+    e.request.authority, e.request.request_id = "127.0.0.1:41234", "f1"
+    e.response.response_code.value = 503
+    aborted = from_entry(e, OUTBOUND_LOG, CLIENT, 5.0)
+    assert aborted.listener_service == ("default", "echo")
+    assert from_entry(accesslog_pb2.HTTPAccessLogEntry(), OUTBOUND_LOG, CLIENT,
+                      5.0).listener_service is None
+    recent = RecentFailures()
+    recent.add([aborted])
+    assert recent.find(Query(service="echo")) == [aborted]
+    index = _index(_target("FaultPolicy", "chaos", {"abort": {"httpStatus": 503,
+                                                              "percent": 100}}))
+    exp = explain([aborted], index)
+    assert exp.policy == "FaultPolicy default/chaos"
+    assert "changed or gone" not in exp.cause
+    assert exp.summary.startswith("client-0 -> echo.default:")
 
 
 @pytest.mark.parametrize(("hops", "docs", "policy", "words"), [

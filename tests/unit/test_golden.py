@@ -141,6 +141,46 @@ def test_grouping_by_service_workload_edge_and_graph() -> None:
     assert {n["id"] for n in g["nodes"]} == {"front.shop", "catalog.shop"}
 
 
+def _split_caller(called: int, v1: int, v2: int, *, upstream: int = 0) -> dict[str, Any]:
+    """A caller of `catalog`, whose HTTPRoute sends its requests to catalog-v1 and -v2."""
+    vhost = "vhost.catalog.shop:80.route.called."
+    listener = "vhost.upstream|80||catalog.shop.route.called."
+    counters = {vhost + "upstream_rq_total": called, vhost + "upstream_rq_2xx": called - 1,
+                vhost + "upstream_rq_5xx": 1 if called else 0,
+                listener + "upstream_rq_total": upstream, listener + "upstream_rq_2xx": upstream,
+                "cluster.outbound|80||catalog-v1.shop.upstream_rq_total": v1,
+                "cluster.outbound|80||catalog-v1.shop.upstream_rq_2xx": v1,
+                "cluster.outbound|80||catalog-v2.shop.upstream_rq_total": v2,
+                "cluster.outbound|80||catalog-v2.shop.upstream_rq_2xx": v2,
+                "cluster.outbound|80||catalog.shop.upstream_rq_total": 0}
+    return doc(counters, {vhost + "upstream_rq_time": [2.0] * called})
+
+
+def test_edges_to_a_split_service_count_its_callers_and_the_split() -> None:
+    """Stats of a Service whose routes send elsewhere: the edge to the Service the caller
+    addressed (both listeners' virtual hosts), with the split by backend under it."""
+    seen = [_observed("front-0", "front", _split_caller(0, 0, 0),
+                      _split_caller(10, 6, 7, upstream=3))]
+    assert {k: t.requests for k, t in golden.called(seen[0].window).items()} == {
+        "catalog.shop": 13}
+    backends = {"catalog.shop": ("catalog-v1.shop", "catalog-v2.shop")}
+    rows = golden.by_edge(seen, backends=backends)
+    assert [(r["destination"], r["routed"], r["requests"]) for r in rows] == [
+        ("catalog-v1.shop", False, 6), ("catalog-v2.shop", False, 7),
+        ("catalog.shop", True, 13)]
+    routed = rows[-1]
+    assert routed["responses"]["5xx"] == 1
+    assert routed["latency_ms"]["p50"] is not None
+    assert [(b["destination"], b["requests"]) for b in routed["backends"]] == [
+        ("catalog-v1.shop", 6), ("catalog-v2.shop", 7)]
+    # Where requests went, once: the graph leaves out the Service they addressed.
+    assert {e["id"] for e in golden.graph(seen)["edges"]} == {
+        "front.shop->catalog-v1.shop", "front.shop->catalog-v2.shop"}
+    # No longer split (the route changed since): the called edge stays, without a split.
+    [*_, stale] = golden.by_edge(seen)
+    assert (stale["destination"], stale["backends"]) == ("catalog.shop", [])
+
+
 def test_scraper_window_uses_the_oldest_sample_inside_it() -> None:
     scraper = Scraper(ProxyRegistry(), ScrapeOptions(interval=5, window=20))
     src = Source("c-0.shop", "shop", "c", "c-0")
@@ -162,11 +202,14 @@ def test_scrape_filter_keeps_exactly_what_golden_metrics_read() -> None:
     keep = re.compile(STATS_FILTER)
     for name in ("http.inbound.downstream_rq_total", "http.inbound.downstream_rq_time",
                  "cluster.outbound|80||catalog.shop.upstream_rq_5xx",
-                 "cluster.outbound|8080|v1|catalog.shop.upstream_rq_time"):
+                 "cluster.outbound|8080|v1|catalog.shop.upstream_rq_time",
+                 "vhost.catalog.shop:80.route.called.upstream_rq_5xx",
+                 "vhost.upstream|80||catalog.shop.route.called.upstream_rq_time"):
         assert keep.search(name), name
     for name in ("cluster.outbound|80||catalog.shop.external.upstream_rq_5xx",
                  "cluster.inbound|80.upstream_rq_total", "http.outbound.downstream_rq_total",
-                 "cluster.outbound|80||catalog.shop.upstream_cx_total"):
+                 "cluster.outbound|80||catalog.shop.upstream_cx_total",
+                 "vhost.catalog.shop:80.route.other.upstream_rq_total"):
         assert not keep.search(name), name
 
 

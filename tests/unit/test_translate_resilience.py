@@ -172,21 +172,29 @@ spec: {targetRef: {kind: Service, name: ghost}, timeouts: {request: 1s}}
     assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
 
 
-def test_route_settings_follow_the_backend_service() -> None:
+def test_route_settings_are_the_called_services_and_the_hash_the_backends() -> None:
+    """Istio's split: the called Service's policy (catalog's) sets its routes' timeouts
+    and retries wherever they send; the backend's policy keeps the load-balancer hash
+    that feeds its own clusters."""
     catalog = routes(mesh_of(docs()), "catalog.default:80")
-    # rule 0 sends everything to catalog-v2: its policy (a cookie hash), not catalog's.
+    # rule 0 sends everything to catalog-v2: catalog's timeouts and retries, catalog-v2's
+    # cookie hash (its clusters are Maglev).
     canary = catalog["default/catalog/rule0/match0"]["route"]
     assert canary["hashPolicy"] == [{"cookie": {"name": "session", "ttl": "3600s"}}]
-    assert canary["timeout"] == "0s"
-    assert canary["retryPolicy"] == DEFAULT_RETRY | {}
-    # rule 1 goes to catalog-v1 and has its own HTTPRoute timeouts: those win.
+    assert (canary["timeout"], canary["idleTimeout"]) == ("15s", "300s")
+    assert canary["retryPolicy"]["numRetries"] == 3
+    assert canary["retryPolicy"]["perTryTimeout"] == "3s"
+    assert canary["retryPolicy"]["retriableStatusCodes"] == [409, 429]
+    # rule 1 goes to catalog-v1 and has its own HTTPRoute timeouts: those win; the
+    # retries are catalog's, over catalog-v1's own (attempts 1, on reset).
     api = catalog["default/catalog/rule1/match0"]["route"]
     assert api["timeout"] == "10s"
     assert api["retryPolicy"]["perTryTimeout"] == "2s"
-    assert api["retryPolicy"]["numRetries"] == 1
-    assert api["retryPolicy"]["retryOn"] == ("reset,connect-failure,refused-stream,"
+    assert api["retryPolicy"]["numRetries"] == 3
+    assert api["retryPolicy"]["retryOn"] == ("5xx,gateway-error,retriable-status-codes,"
+                                             "connect-failure,refused-stream,"
                                              "reset-before-request,retriable-headers")
-    assert "hashPolicy" not in api
+    assert "hashPolicy" not in api  # catalog-v1 hashes on nothing (LeastRequest)
     # rule 3 splits between catalog-v1 and catalog-v2: the parent's (catalog) policy.
     split = catalog["default/catalog/rule3/match0"]["route"]
     assert split["timeout"] == "15s"
@@ -379,3 +387,100 @@ def test_every_valid_policy_translates(doc: dict[str, Any]) -> None:
     doc["spec"]["targetRef"] = {"kind": "Service", "name": "catalog"}
     mesh = translate_mesh(build_index([*docs(""), parse_document(doc)], 1))
     translate_proxy(mesh, _frontend())
+
+
+CALLED = """
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: Service
+metadata: {name: ratings}
+spec: {ports: [{port: 9080}]}
+---
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: Service
+metadata: {name: ratings-v1}
+spec: {ports: [{port: 9080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ratings}
+spec:
+  parentRefs: [{name: ratings, port: 9080}]
+  rules: [{backendRefs: [{name: ratings-v1, port: 9080}]}]
+---
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: ratings}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  retries: {attempts: 4, retryOn: [5xx]}
+"""
+
+
+def _ratings_route(extra: str = "") -> dict[str, Any]:
+    resources = parse_documents(CALLED + extra)
+    mesh = translate_mesh(build_index(resources, 7), MeshSettings())
+    [route] = mesh.port_routes[("default", "ratings", 9080)]
+    return route["route"]  # type: ignore[no-any-return]
+
+
+def test_retries_on_the_called_service_apply_when_its_route_sends_elsewhere() -> None:
+    """Users coming from Istio put retries on the host they call: an HTTPRoute that sends
+    ratings to ratings-v1 used to drop them silently."""
+    route = _ratings_route()
+    assert route["cluster"] == "outbound|9080||ratings-v1.default"
+    assert route["retryPolicy"]["numRetries"] == 4
+    assert route["retryPolicy"]["retryOn"].startswith("5xx,")
+
+
+def test_the_backends_policy_gives_what_the_called_ones_does_not_set() -> None:
+    route = _ratings_route("""
+---
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: ratings-v1}
+spec:
+  targetRef: {kind: Service, name: ratings-v1}
+  timeouts: {request: 3s, connect: 1s}
+  retries: {attempts: 1}
+""")
+    assert route["timeout"] == "3.000s"  # only ratings-v1 sets a request timeout
+    assert route["retryPolicy"]["numRetries"] == 4  # both set retries: the called one's
+
+
+def _effect(index: Any, name: str) -> Any:
+    conds = index.conditions[ResourceKey("ResiliencePolicy", "default", name)]
+    found = [c for c in conds if c.type == "ClusterSettingsApplied"]
+    return found[0] if found else None
+
+
+def test_status_says_which_settings_do_nothing_on_a_service_routed_elsewhere() -> None:
+    index = build_index(docs(), 1)
+    # catalog's port 80 routes send to catalog-v1 and -v2 only; port 9090 has no route.
+    effect = _effect(index, "catalog")
+    assert (effect.status, effect.reason) == ("False", "TrafficRoutedElsewhere")
+    assert effect.message == (
+        "the routes of 'catalog' on port(s) 80 send all its traffic to other Services "
+        "(catalog-v1, catalog-v2), so its cluster settings (timeouts.connect, "
+        "retries.budget, circuitBreaker, outlierDetection, healthCheck, loadBalancer) have "
+        "no effect there: set them in a ResiliencePolicy of each backend Service; its "
+        "route settings (timeouts, retries) apply to those routes")
+    accepted, resolved, _ = index.conditions[ResourceKey("ResiliencePolicy", "default",
+                                                         "catalog")]
+    assert (accepted.status, resolved.status) == ("True", "True")  # still in effect
+    # A backend's own policy takes effect whole: its cluster gets the traffic.
+    assert _effect(index, "catalog-v1") is None
+    # Only route settings: nothing to report.
+    route_only = build_index(parse_documents(CALLED), 1)
+    assert _effect(route_only, "ratings") is None
+    with_breaker = build_index(parse_documents(CALLED.replace(
+        "retries: {attempts: 4, retryOn: [5xx]}",
+        "retries: {attempts: 4}\n  circuitBreaker: {maxRequests: 10}")), 1)
+    assert _effect(with_breaker, "ratings").message.startswith(
+        "the routes of 'ratings' send all its traffic to other Services (ratings-v1), so "
+        "its cluster settings (circuitBreaker) have no effect there")
+    # A route that keeps some traffic on the Service itself: its cluster is used.
+    half = build_index(parse_documents(CALLED.replace(
+        "rules: [{backendRefs: [{name: ratings-v1, port: 9080}]}]",
+        "rules: [{backendRefs: [{name: ratings-v1, port: 9080}, {name: ratings}]}]").replace(
+        "retries: {attempts: 4, retryOn: [5xx]}", "outlierDetection: {consecutive5xx: 2}")), 1)
+    assert _effect(half, "ratings") is None

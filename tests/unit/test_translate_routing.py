@@ -21,6 +21,7 @@ from gossamer.model import Resource, ResourceKey, parse_documents
 from gossamer.translate import MeshConfig, MeshSettings, ProxyIdentity, translate_mesh
 from gossamer.translate import translate_proxy as proxy_snapshot
 from gossamer.translate.names import NO_ROUTE_CLUSTER
+from gossamer.translate.routes import route_clusters
 from gossamer.xds.types import LISTENER, Snapshot
 from tests.unit.test_translate import _as_json
 from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
@@ -315,3 +316,20 @@ spec:
     assert conds["ResolvedRefs"].status == "False"
     assert "db-b:1" in (conds["ResolvedRefs"].message or "")
     assert "connections is closed" in (conds["ResolvedRefs"].message or "")
+
+
+def test_a_port_whose_routes_send_elsewhere_counts_what_its_callers_sent_it() -> None:
+    """`vhost.<vhost>.route.called.*` stats (gossamer edges SVC) on every forwarding
+    route of a port whose routes send to other Services; none on the others."""
+    seen = set()
+    for vh in snap_json(mesh_of(docs()))["routes"]["outbound"]["virtualHosts"]:
+        name, _, port = vh["name"].rpartition(":")
+        forwarding = [r for r in vh["routes"] if "route" in r]
+        if not forwarding:
+            continue
+        sent = {c for r in forwarding for c in route_clusters(r)}
+        split = bool(sent - {f"outbound|{port}||{name}"})
+        assert {r.get("statPrefix") for r in forwarding} == ({"called"} if split else {None})
+        assert all("statPrefix" not in r for r in vh["routes"] if "route" not in r)
+        seen.add(split)
+    assert seen == {True, False}

@@ -28,7 +28,11 @@ _MESH_NAME = r"(?:outbound|upstream)\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
 _JWKS_NAME = r"jwks\|[^|:]+:\d+"
 # Envoy's own listener address pattern (IPv4 with dots, or IPv6).
 _ADDRESS = r"(?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*)"
-_EDGE = r"^(?:cluster\.outbound|http\.upstream|tcp\.upstream)\|"
+# A virtual host of the outbound route config (`SVC.NS:PORT`) or of an upstream listener.
+_VHOST = rf"(?:[^.|:]+\.[^.|:]+:\d+|{_MESH_NAME})"
+_EDGE = r"(?:cluster\.outbound|http\.upstream|tcp\.upstream|vhost\.upstream)\|"
+# Where the called Service's name starts: after `PORT|SUBSET|` or, in `SVC.NS:PORT`, at once.
+_DEST = rf"^(?:{_EDGE}\d+\|[^|]*\||vhost\.)"
 
 TAGS: tuple[tuple[str, str], ...] = (
     ("envoy.cluster_name", rf"^cluster\.(({_MESH_NAME}|{_JWKS_NAME}|[^.]+)\.)"),
@@ -38,10 +42,12 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("envoy.response_code", r"_rq(_(\d{3}))$"),
     # As Envoy's default: upstream_rq_5xx -> upstream_rq_xx{envoy_response_code_class="5"}.
     ("envoy.response_code_class", r"_rq_(\d)xx$"),
+    ("envoy.virtual_host", rf"^vhost\.(({_VHOST})\.)"),
+    ("envoy.route", rf"^vhost\.{_VHOST}\.route\.(([^.]+)\.)"),
     # Inside the names above, which are removed whole; these only read them.
-    ("destination_port", rf"{_EDGE}((\d+))\|"),
-    ("destination_service", rf"{_EDGE}\d+\|[^|]*\|(([^.|]+))\."),
-    ("destination_namespace", rf"{_EDGE}\d+\|[^|]*\|[^.|]+\.(([^.|]+))\."),
+    ("destination_port", rf"^(?:{_EDGE}|vhost\.[^.|:]+\.[^.|:]+:)((\d+))[|.]"),
+    ("destination_service", rf"{_DEST}(([^.|:]+))\."),
+    ("destination_namespace", rf"{_DEST}[^.|:]+\.(([^.|:]+))[.:]"),
 )
 
 _CLUSTER_STATS = (
@@ -56,6 +62,8 @@ _HTTP_STATS = (
     r"downstream_cx_[a-z_]+", r"(?:[a-z_]+\.)?rbac\..+", r"jwt_authn\..+", r"fault\..+",
     r"local_rate_limit\..+", r"ratelimit\..+", r"adaptive_concurrency\..+",
 )
+_ROUTE_STATS = (r"upstream_rq_total", r"upstream_rq_\d{3}", r"upstream_rq_\dxx",
+                 r"upstream_rq_time", r"upstream_rq_retry[a-z_]*", r"upstream_rq_timeout")
 _LISTENER_STATS = (r"downstream_cx_[a-z_]+", r"downstream_pre_cx_[a-z_]+", r"ssl\..+")
 
 
@@ -73,6 +81,8 @@ KEEP: tuple[str, ...] = (
     rf"^listener\.{_ADDRESS}\.{_any(_LISTENER_STATS)}$",
     r"^(?:cluster_manager|listener_manager|control_plane|server|sds)\..+$",
     r"^[a-z_]+\.http_local_rate_limit\..+$",
+    # A Service's routes that send elsewhere count what callers sent it (routes.py).
+    rf"^vhost\.{_VHOST}\.route\.called\.{_any(_ROUTE_STATS)}$",
 )
 
 

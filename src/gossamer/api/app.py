@@ -34,9 +34,12 @@ from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
 from gossamer.dashboard import mount_dashboard
 from gossamer.explain.recent import RecentFailures
+from gossamer.index import MeshIndex
 from gossamer.model import (
     KINDS,
     InvalidResource,
+    ResiliencePolicy,
+    Resource,
     ResourceKey,
     Workload,
     dump_document,
@@ -44,6 +47,7 @@ from gossamer.model import (
     parse_document,
 )
 from gossamer.model.limits import document_bytes, size_text
+from gossamer.model.resilienceeffect import AnyRoute, unapplied
 from gossamer.model.workload import Health
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
 from gossamer.telemetry.scraper import Scraper
@@ -86,6 +90,8 @@ class ErrorResponse(JSONResponse):
 class ApplyResult(BaseModel):
     result: str  # created | configured | unchanged
     resource: dict[str, Any]
+    # What of the document will have no effect, and why (the CLI prints each).
+    warnings: list[str] = []
 
 
 class HealthReport(BaseModel):
@@ -236,7 +242,21 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
         "unchanged" if before.revision == stored.revision else "configured")
     if isinstance(res, Workload):
         ctx.leases.renew(res.key)
-    return ApplyResult(result=result, resource=_doc(ctx, stored))
+    return ApplyResult(result=result, resource=_doc(ctx, stored),
+                       warnings=_warnings(ctx.reconciler.index, res))
+
+
+def _warnings(index: MeshIndex, res: Resource) -> list[str]:
+    """Said at apply, from the mesh as it is (the resource's status says it once the
+    index has it): a ResiliencePolicy whose cluster settings do nothing."""
+    if not isinstance(res, ResiliencePolicy):
+        return []
+    key = (res.metadata.namespace, res.spec.target_ref.name)
+    routes: list[AnyRoute] = [
+        *index.routes_by_parent.get(key, ()), *index.grpc_routes_by_parent.get(key, ()),
+        *(r for pkey, r in index.tcp_routes.items() if pkey[:2] == key)]
+    why = unapplied(res, index.services.get(key), routes)
+    return [why] if why is not None else []
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

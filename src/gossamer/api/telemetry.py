@@ -8,9 +8,11 @@ from fastapi import Depends, FastAPI
 
 from gossamer.api.auth import Caller
 from gossamer.telemetry import golden
+from gossamer.translate.routes import route_clusters
 
 if TYPE_CHECKING:
     from gossamer.api.app import ApiContext
+    from gossamer.translate.mesh import MeshConfig
 
 KINDS = ("service", "workload", "edge")
 
@@ -37,8 +39,10 @@ def telemetry_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiError(422, f"kind must be one of {', '.join(KINDS)}, not {kind!r}",
                            [{"path": "kind", "reason": "unknown kind"}])
         seen = observed()
-        rows = {"service": golden.by_service, "workload": golden.by_workload,
-                "edge": golden.by_edge}[kind](seen)
+        if kind == "edge":
+            rows = golden.by_edge(seen, backends=route_backends(ctx.reconciler.mesh))
+        else:
+            rows = {"service": golden.by_service, "workload": golden.by_workload}[kind](seen)
         if namespace is not None:
             rows = [r for r in rows if r.get("namespace", r.get("source", {}).get(
                 "namespace")) == namespace]
@@ -50,6 +54,17 @@ def telemetry_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def graph(caller: Caller = reader) -> dict[str, Any]:
         """Services and who calls whom, each with golden metrics over the window."""
         return {"window_seconds": window(), **golden.graph(observed())}
+
+
+def route_backends(mesh: MeshConfig) -> dict[str, tuple[str, ...]]:
+    """`SVC.NS` -> the Services its HTTP routes send to (not mirror to), for each
+    Service whose routes send anywhere but to itself."""
+    out: dict[str, set[str]] = {}
+    for (ns, name, _), routes in mesh.port_routes.items():
+        sent = {mesh.cluster_services.get(c) for r in routes for c in route_clusters(r)}
+        out.setdefault(f"{name}.{ns}", set()).update(
+            f"{svc}.{sns}" for sns, svc in filter(None, sent))
+    return {called: tuple(sorted(b)) for called, b in out.items() if b - {called}}
 
 
 def _named(row: dict[str, Any], name: str) -> bool:

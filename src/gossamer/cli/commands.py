@@ -193,6 +193,13 @@ def proxy(
     raise typer.Exit(code)
 
 
+# "In sync" is about config; a changed security policy reaches connections opened before
+# it only as they drain (docs/security.md#when-a-policy-change-takes-effect).
+DRAIN_NOTE = ("note: in sync means the proxies run the latest config; connections opened "
+              "before a security policy change (authorization, JWT, mTLS) keep the old rules "
+              "until they drain, within each agent's --drain-seconds (2 s by default)")
+
+
 @app.command()
 def check(server: Server = None) -> None:
     """Is the control plane up, and is every proxy connected and on the latest config?"""
@@ -215,6 +222,8 @@ def check(server: Server = None) -> None:
         print(line)
     if not [p for p in proxies if p.get("connected")]:
         print("no proxies connected")
+    else:
+        print(DRAIN_NOTE)
     if problems:
         raise CliError(f"{problems} proxy(ies) not healthy")
 

@@ -55,10 +55,23 @@ def _codes(row: dict[str, Any]) -> str:
     return " ".join(f"{c}={n}" for c, n in row["responses"].items() if n) or "-"
 
 
+def edge_rows(items: list[dict[str, Any]], *, service: bool,
+              codes: bool) -> list[list[str]]:
+    """One row per edge; under an edge to a Service whose routes sent the requests
+    on (`routed`), one row per backend, `-> BACKEND`, with what went there."""
+    rows = []
+    for r in items:
+        who = [_edge_from(r), *([r["source"]["service"]] if service else [])]
+        rows.append([*who, r["destination"], *_golden_cells(r), *([_codes(r)] if codes else [])])
+        for b in r.get("backends", ()):
+            rows.append([*([""] * len(who)), f"  -> {b['destination']}", *_golden_cells(b),
+                         *([_codes(b)] if codes else [])])
+    return rows
+
+
 def stat_table(kind: str, items: list[dict[str, Any]]) -> str:
     if kind == "edge":
-        return render(["FROM", "TO", *GOLDEN],
-                      [[_edge_from(r), r["destination"], *_golden_cells(r)] for r in items])
+        return render(["FROM", "TO", *GOLDEN], edge_rows(items, service=False, codes=False))
     return render(["NAMESPACE", "NAME", *GOLDEN],
                   [[r["namespace"], r["name"], *_golden_cells(r)] for r in items])
 
@@ -99,7 +112,9 @@ def stat(target: Annotated[str, typer.Argument(
 @app.command()
 def edges(service: Annotated[str, typer.Argument(help="the called Service (NAME or NAME.NS)")],
           output: Output = "table", server: Server = None) -> None:
-    """Who calls SERVICE, and how: per calling workload, its requests' outcomes and latency."""
+    """Who calls SERVICE, and how: per calling workload, its requests' outcomes and latency.
+    When SERVICE's routes send its traffic to other Services, each caller's row is
+    followed by the split by backend."""
     body = _fetch(Api(server), "edge", service, None)
     if output == "json":
         print(json.dumps(body, indent=2))
@@ -107,12 +122,14 @@ def edges(service: Annotated[str, typer.Argument(help="the called Service (NAME 
     if not body["items"]:
         raise CliError(f"nobody called {service!r} in the last {body['window_seconds']:.0f}s")
     print(render(["FROM", "SERVICE", "TO", *GOLDEN, "CODES"],
-                 [[_edge_from(r), r["source"]["service"], r["destination"], *_golden_cells(r),
-                   _codes(r)] for r in body["items"]]))
+                 edge_rows(body["items"], service=True, codes=True)))
 
 
 def top_table(items: list[dict[str, Any]], limit: int) -> str:
-    busiest = sorted(items, key=lambda r: (-r["rps"], _edge_from(r), r["destination"]))[:limit]
+    """Where requests went: an edge to a Service that routed them on counts them again
+    under its backends, so it is left out."""
+    went = [r for r in items if not r.get("routed")]
+    busiest = sorted(went, key=lambda r: (-r["rps"], _edge_from(r), r["destination"]))[:limit]
     return render(["FROM", "TO", *GOLDEN, "CODES"],
                   [[_edge_from(r), r["destination"], *_golden_cells(r), _codes(r)]
                    for r in busiest])

@@ -18,7 +18,7 @@ from gossamer.local.spec import LocalApp, Process, load_local_app
 from gossamer.store.files import private_dir
 
 if TYPE_CHECKING:  # imported on use: it loads httpx, which `control-plane` has no use for
-    from gossamer.local.up import LocalRun
+    from gossamer.local.up import Instance, LocalRun
 
 EXAMPLES = ("canary-50-50.yaml", "header-to-v2.yaml", "all-v1.yaml")
 StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sidecar files")]
@@ -58,12 +58,25 @@ def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
         print("gossamer: stopped", flush=True)
 
 
+def instance_lines(instances: list[Instance]) -> list[str]:
+    """One line per instance, pure clients (`inbound: false`) included: their outbound
+    proxy and upstream ports are where their calls go."""
+    lines = []
+    for i in instances:
+        inbound = f"http://127.0.0.1:{i.inbound_port}" if i.inbound_port else "none (client)"
+        line = (f"  {i.workload:<16} service {i.service:<12} inbound {inbound:<22}  "
+                f"outbound proxy http://127.0.0.1:{i.outbound_port}  "
+                f"envoy admin http://127.0.0.1:{i.admin_port}")
+        for target, port in i.upstreams.items():
+            line += f"  upstream {target} 127.0.0.1:{port}"
+        lines.append(line)
+    return lines
+
+
 def _print_summary(run: LocalRun, extra_help: str) -> None:
     print("\ngossamer: every instance is up and meshed:", flush=True)
-    for i in run.instances:
-        print(f"  {i.workload:<16} service {i.service:<12} inbound http://127.0.0.1:"
-              f"{i.inbound_port}  outbound proxy http://127.0.0.1:{i.outbound_port}  "
-              f"envoy admin http://127.0.0.1:{i.admin_port}")
+    for line in instance_lines(run.instances):
+        print(line)
     print(f"""
 Where to look (in another terminal):
   export GOSSAMER_SERVER={run.server}

@@ -44,6 +44,9 @@ def apply(file: Annotated[str, typer.Option("--file", "-f", help="YAML file, or 
     for res in resources:
         out = api.call("POST", "/api/v1/apply", res.to_document())
         print(f"{res.kind.lower()}/{res.metadata.name} {out['result']}")
+        for warning in out.get("warnings", ()):
+            print(f"warning: {res.kind.lower()}/{res.metadata.name}: {warning}",
+                  file=sys.stderr)
 
 
 def _table(docs: list[dict[str, Any]]) -> None:

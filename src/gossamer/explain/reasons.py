@@ -69,7 +69,10 @@ def cluster_service(cluster: str) -> SvcKey | None:
 
 
 def addressed_service(entry: LoggedRequest, index: MeshIndex) -> SvcKey | None:
-    """The Service the caller addressed (its :authority), which routes attach to."""
+    """The Service the caller addressed (its :authority, or its upstream listener's
+    Service), which routes attach to."""
+    if entry.listener_service is not None:
+        return entry.listener_service
     host = entry.authority.rsplit(":", 1)[0] if ":" in entry.authority else entry.authority
     parts = host.split(".")
     if len(parts) >= 2 and (parts[1], parts[0]) in index.services:
@@ -122,6 +125,17 @@ def _ref(kind: str, res: Any) -> str:
 
 def _resilience(index: MeshIndex, svc: SvcKey | None) -> ResiliencePolicy | None:
     return index.resilience.get(svc) if svc else None
+
+
+def _route_policy(out: LoggedRequest, index: MeshIndex, field: str) -> ResiliencePolicy | None:
+    """The policy whose `field` (timeouts, retries) the call's route had: the called
+    Service's when it sets it, wherever its routes send; else the backend's
+    (translate/routes.py)."""
+    called = _resilience(index, addressed_service(out, index))
+    if called is not None and (getattr(called.spec, field) is not None or any(
+            getattr(s, field) is not None for s in called.spec.routes)):
+        return called
+    return _resilience(index, destination(out, index))
 
 
 def _svc_text(svc: SvcKey | None) -> str:
@@ -212,7 +226,7 @@ def _no_healthy(out: LoggedRequest, index: MeshIndex) -> _Finding:
 
 def _timeout(out: LoggedRequest, index: MeshIndex) -> _Finding:
     svc = destination(out, index)
-    policy = _resilience(index, svc)
+    policy = _route_policy(out, index, "timeouts")
     where = f"the caller's sidecar ({out.reporter.workload})"
     took = f"{out.duration_ms:.0f} ms"
     if policy is None:
@@ -240,7 +254,7 @@ def _timeout(out: LoggedRequest, index: MeshIndex) -> _Finding:
 def _retries(out: LoggedRequest, inbound: Sequence[LoggedRequest],
              index: MeshIndex) -> _Finding:
     svc = destination(out, index)
-    policy = _resilience(index, svc)
+    policy = _route_policy(out, index, "retries")
     statuses = ", ".join(str(e.status) for e in inbound) or str(out.status)
     tries = out.attempts or len(inbound) or 1
     base = (f"every attempt failed: {tries} attempt(s) to {_svc_text(svc)} "

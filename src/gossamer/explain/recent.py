@@ -36,6 +36,8 @@ def _service_of(entry: LoggedRequest) -> set[str]:
     cluster = entry.upstream_cluster  # outbound|PORT||SVC.NS
     if cluster.startswith("outbound|"):
         names.add(cluster.rsplit("|", 1)[-1].split(".", 1)[0])
+    if entry.listener_service is not None:  # called on a local upstream port
+        names.add(entry.listener_service[1])
     return names
 
 

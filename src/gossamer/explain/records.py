@@ -18,6 +18,9 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 # The access-log `log_name` of each connection manager (translate/telemetry.py).
 INBOUND_LOG: Final = "gossamer.inbound"
 OUTBOUND_LOG: Final = "gossamer.outbound"
+# The custom tag naming the upstream listener (`upstream|PORT||SVC.NS`) a request came
+# through; absent on the outbound and inbound listeners.
+LISTENER_TAG: Final = "listener"
 
 # ResponseFlags field -> (Envoy's short code, what it means in plain words).
 FLAGS: Final[dict[str, tuple[str, str]]] = {
@@ -83,6 +86,16 @@ class LoggedRequest:
     duration_ms: float
     peer_principal: str  # the caller's URI SAN (inbound with mTLS)
     termination: str  # connection termination details
+    listener: str = ""  # the upstream listener it came through, `upstream|PORT||SVC.NS`
+
+    @property
+    def listener_service(self) -> tuple[str, str] | None:
+        """(namespace, name) of the Service its upstream listener serves, if it came
+        through one: that listener's one Service is the one the caller addressed."""
+        if not self.listener.startswith("upstream|"):
+            return None
+        name, _, ns = self.listener.rsplit("|", 1)[-1].partition(".")
+        return (ns, name) if ns else None
 
     @property
     def codes(self) -> list[str]:
@@ -137,4 +150,5 @@ def from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, log_name: str, reporter:
         duration_ms=float(duration),
         peer_principal=_principal(common),
         termination=common.connection_termination_details,
+        listener=common.custom_tags.get(LISTENER_TAG, ""),
     )

@@ -3,10 +3,11 @@ start each service's instances on this machine."""
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gossamer.model import FieldError, InvalidResource, Resource, parse_document
 from gossamer.model.limits import text_errors
@@ -16,6 +17,33 @@ from gossamer.model.service import Protocol
 
 LOCAL_API_VERSION = "local.gossamer.dev/v1alpha1"
 PLACEHOLDERS = frozenset({"port", "python", "name", "replica", "service"})
+# An `upstreams` entry: [NS/]SVC[:PORT][=LOCALPORT] (as `gossamer proxy --upstream`).
+_UPSTREAM = re.compile(r"^(?P<target>(?:[a-z0-9-]+/)?[a-z0-9-]+(?::\d+)?)(?:=(?P<local>\d+))?$")
+# `{upstream[ENTRY]}`: the local port of the instance's upstream ENTRY (without =LOCALPORT).
+_UPSTREAM_FIELD = re.compile(r"^upstream\[(?P<target>[^\]]+)\]$")
+
+
+def upstream_target(entry: str) -> tuple[str, int | None]:
+    """An `upstreams` entry -> (the entry without `=LOCALPORT`, LOCALPORT or None)."""
+    m = _UPSTREAM.match(entry)
+    if m is None:
+        raise ValueError(f"{entry!r}: expected [NAMESPACE/]SERVICE[:PORT][=LOCALPORT]")
+    local = m.group("local")
+    return m.group("target"), int(local) if local is not None else None
+
+
+def _check_placeholders(part: str, targets: set[str]) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(part) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"{part!r}: {exc} (write {{{{ or }}}} for a literal brace)") from exc
+    for f in sorted(fields):
+        m = _UPSTREAM_FIELD.match(f)
+        if f in PLACEHOLDERS or (m is not None and m.group("target") in targets):
+            continue
+        known = [f"{{{p}}}" for p in sorted(PLACEHOLDERS)]
+        known += [f"{{upstream[{t}]}}" for t in sorted(targets)]
+        raise ValueError(f"{part!r}: unknown placeholder {{{f}}}; use " + ", ".join(known))
 
 
 class ProcessSpec(Strict):
@@ -34,20 +62,36 @@ class ProcessSpec(Strict):
     # Show the app's output in the terminal instead of its log file.
     console: bool = Field(default=False, strict=True)
 
-    @field_validator("command")
+    @field_validator("upstreams")
     @classmethod
-    def _placeholders(cls, v: list[str]) -> list[str]:
-        for part in v:
-            try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(part) if f is not None}
-            except ValueError as exc:
-                raise ValueError(
-                    f"{part!r}: {exc} (write {{{{ or }}}} for a literal brace)") from exc
-            unknown = fields - PLACEHOLDERS
-            if unknown:
-                raise ValueError(f"{part!r}: unknown placeholder {{{sorted(unknown)[0]}}}; use "
-                                 + ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
+    def _upstreams(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            upstream_target(entry)
         return v
+
+    @model_validator(mode="after")
+    def _placeholders_and_ports(self) -> ProcessSpec:
+        """`command` and `env` values take the same placeholders. A fixed upstream local
+        port cannot serve several instances: each instance's sidecar binds it, and the
+        kernel then splits one instance's calls between the sidecars, so edges, tap
+        and explain would blame the wrong instance."""
+        targets = {upstream_target(e)[0] for e in self.upstreams}
+        for where, parts in (("command", self.command), ("env", list(self.env.values()))):
+            for part in parts:
+                try:
+                    _check_placeholders(part, targets)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from exc
+        if self.replicas > 1:
+            for i, entry in enumerate(self.upstreams):
+                target, local = upstream_target(entry)
+                if local is not None:
+                    raise ValueError(
+                        f"upstreams[{i}]: {entry!r} fixes local port {local}, which "
+                        f"{self.replicas} replicas cannot all bind; write {target!r} (each "
+                        f"instance gets a free port: {{upstream[{target}]}} in command and "
+                        f"env, and $GOSSAMER_UPSTREAM_* in the app's environment)")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -93,4 +137,23 @@ def load_local_app(text: str) -> LocalApp:
             resources.append(parse_document(doc))
     if not processes:
         raise InvalidResource([FieldError("", "the file has no Process documents to run")])
+    _distinct_local_ports(processes)
     return LocalApp(resources, processes)
+
+
+def _distinct_local_ports(processes: list[Process]) -> None:
+    """Two instances cannot share a fixed upstream local port (see ProcessSpec)."""
+    owner: dict[int, str] = {}
+    for proc in processes:
+        for i, entry in enumerate(proc.spec.upstreams):
+            _, local = upstream_target(entry)
+            if local is None:
+                continue
+            if local in owner:
+                raise InvalidResource([FieldError(
+                    f"spec.upstreams[{i}]",
+                    f"local port {local} is already {owner[local]}'s; each instance needs "
+                    "its own (leave =LOCALPORT out for a free one)")],
+                    kind="Process", name=proc.metadata.name)
+            owner[local] = f"Process {proc.metadata.name!r}"
+

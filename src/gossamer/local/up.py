@@ -25,7 +25,7 @@ from typing import IO, Any
 import httpx
 
 from gossamer.agent.ports import free_port
-from gossamer.local.spec import LocalApp, Process
+from gossamer.local.spec import LocalApp, Process, upstream_target
 from gossamer.model import Service
 from gossamer.model.service import Protocol
 from gossamer.store.files import private_dir
@@ -47,9 +47,11 @@ class Child:
 class Instance:
     workload: str
     service: str
-    inbound_port: int
+    inbound_port: int  # 0: a pure client (`inbound: false`)
     outbound_port: int
     admin_port: int
+    # Each `upstreams` entry (without =LOCALPORT) -> this instance's local port for it.
+    upstreams: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,14 +217,27 @@ class LocalRun:
                 self.wait_healthy(timeout, stop)
 
     def _start_instance(self, proc: Process, replica: int) -> None:
+        instance, argv, env = self.plan_instance(proc, replica)
+        self._spawn(instance.workload, argv, "proxy", console=proc.spec.console, env=env)
+        self.instances.append(instance)
+
+    def plan_instance(self, proc: Process, replica: int
+                      ) -> tuple[Instance, list[str], dict[str, str] | None]:
+        """Instance `replica` of `proc`: its ports, and the agent's argv and extra
+        environment that run it."""
         s = proc.spec
         workload = f"{proc.metadata.name}-{replica}"
         app_port, inbound, outbound, admin = (free_port() for _ in range(4))
         if not s.inbound:
             app_port = inbound = 0
-        subst = {"port": str(app_port), "python": sys.executable, "name": workload,
-                 "replica": str(replica), "service": s.service}
-        command = [part.format(**subst) for part in s.command]  # checked by ProcessSpec
+        # up picks the free upstream ports itself, so command and env can name them.
+        upstreams = {target: local or free_port()
+                     for target, local in map(upstream_target, s.upstreams)}
+        subst: dict[str, object] = {"port": str(app_port), "python": sys.executable,
+                                    "name": workload, "replica": str(replica),
+                                    "service": s.service, "upstream": upstreams}
+        # Placeholders checked by ProcessSpec.
+        command = [part.format(**subst) for part in s.command]
         argv = [sys.executable, "-m", "gossamer", "proxy", "--service", s.service,
                 "--namespace", proc.metadata.namespace, "--name", workload,
                 "--app-port", str(app_port), "--inbound-port", str(inbound),
@@ -234,12 +249,12 @@ class LocalRun:
             argv += ["--label", f"{k}={v}"]
         if s.probe_path:
             argv += ["--probe-path", s.probe_path]
-        for up in s.upstreams:
-            argv += ["--upstream", up]
+        for target, local in upstreams.items():
+            argv += ["--upstream", f"{target}={local}"]
         if s.protocol is not None:
             argv += ["--protocol", s.protocol.value]
         for k, v in s.env.items():
-            argv += ["--env", f"{k}={v}"]
+            argv += ["--env", f"{k}={v.format(**subst)}"]
         env = None
         if self.ca_file.exists():
             argv += ["--ca-file", str(self.ca_file)]
@@ -247,9 +262,8 @@ class LocalRun:
                 argv += ["--cert-ttl", str(self.cert_ttl)]
             # Through the environment, never argv: argv is visible to every user.
             env = {"GOSSAMER_TOKEN": self._join_token(proc.metadata.namespace, s.service)}
-        self._spawn(workload, [*argv, "--", *command], "proxy", console=s.console, env=env)
-        if s.inbound:
-            self.instances.append(Instance(workload, s.service, inbound, outbound, admin))
+        instance = Instance(workload, s.service, inbound, outbound, admin, upstreams)
+        return instance, [*argv, "--", *command], env
 
     def stop(self, grace: float = 20.0) -> None:
         """Agents first (they drain and stop their apps), the control plane last.
@@ -271,8 +285,9 @@ class LocalRun:
 
     def wait_healthy(self, timeout: float = 60.0,
                      stop: threading.Event | None = None) -> None:
-        """Until every instance is a Healthy workload (its probe passed)."""
-        want = {i.workload for i in self.instances}
+        """Until every serving instance is a Healthy workload (its probe passed); pure
+        clients are not registered."""
+        want = {i.workload for i in self.instances if i.inbound_port}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if stop is not None and stop.is_set():

@@ -10,7 +10,13 @@ Where each number comes from (Envoy's own stat names):
   `downstream_rq_<N>xx` codes and the `downstream_rq_time` histogram;
 - an edge (a caller to a Service): the caller's `cluster.outbound|PORT||SVC.NS`
   `upstream_rq_total`, `upstream_rq_<N>xx` and `upstream_rq_time`; these count
-  attempts, so a retried request counts once per try.
+  attempts, so a retried request counts once per try. Clusters are those of the
+  Services requests went to: once an HTTPRoute sends a Service's traffic to
+  other (backend) Services, its callers' requests count under the backends;
+- the Service a caller addressed, when its routes send elsewhere: the same
+  counters under `vhost.<virtual host>.route.called.` (translate/routes.py puts
+  that stat prefix on such a Service's routes), so `edges SVC` shows who called
+  SVC, beside where its routes sent them (`by_edge`'s `backends`).
 Success rate is the non-5xx share of completed requests (those with a status
 class). Percentiles interpolate linearly inside Envoy's histogram buckets, so
 they are estimates bounded by the bucket edges (0.5, 1, 5, 10, 25, 50, 100, 250,
@@ -28,6 +34,10 @@ from typing import Any
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 INBOUND = "http.inbound."
 _OUTBOUND = re.compile(r"^cluster\.outbound\|(\d+)\|[^|]*\|([^.]+)\.([^.]+)\.(upstream_rq_\w+)$")
+# The outbound route config's virtual host `SVC.NS:PORT`, or an upstream listener's
+# `upstream|PORT||SVC.NS` (translate/names.py).
+_CALLED = re.compile(r"^vhost\.(?:upstream\|\d+\|[^|]*\|)?([^.|:]+)\.([^.|:]+)(?::\d+)?"
+                     r"\.route\.called\.(upstream_rq_\w+)$")
 Buckets = tuple[tuple[float, int], ...]
 
 
@@ -151,18 +161,31 @@ def inbound(d: Sample) -> Traffic:
     return _traffic(d, INBOUND, "downstream_rq_total", "downstream_rq_time")
 
 
-def outbound(d: Sample) -> dict[str, Traffic]:
-    """What a workload called, by destination `SVC.NS` (summed over its ports)."""
+def _by_destination(d: Sample, pattern: re.Pattern[str], svc: int) -> dict[str, Traffic]:
+    """Traffic of the stats `pattern` matches, by `SVC.NS` (groups `svc` and `svc + 1`;
+    the last group is the stat's own name), summed over ports."""
     prefixes: set[tuple[str, str]] = set()
     for name in d.counters:
-        m = _OUTBOUND.match(name)
+        m = pattern.match(name)
         if m is not None:
-            prefixes.add((name[: -len(m.group(4))], f"{m.group(2)}.{m.group(3)}"))
+            prefixes.add((name[: -len(m.group(m.lastindex or 0))],
+                          f"{m.group(svc)}.{m.group(svc + 1)}"))
     out: dict[str, Traffic] = {}
     for prefix, dest in sorted(prefixes):
         t = _traffic(d, prefix, "upstream_rq_total", "upstream_rq_time")
         out[dest] = out[dest] + t if dest in out else t
     return out
+
+
+def outbound(d: Sample) -> dict[str, Traffic]:
+    """What a workload sent, by the destination cluster's `SVC.NS` (summed over ports)."""
+    return _by_destination(d, _OUTBOUND, 2)
+
+
+def called(d: Sample) -> dict[str, Traffic]:
+    """What a workload sent to Services whose routes send elsewhere, by the `SVC.NS` it
+    addressed (summed over ports and over the outbound and upstream listeners)."""
+    return _by_destination(d, _CALLED, 1)
 
 
 @dataclass(frozen=True)
@@ -208,30 +231,53 @@ def by_service(seen: Iterable[Observed]) -> list[dict[str, Any]]:
              **groups[(ns, name)].to_json()} for ns, name in sorted(groups)]
 
 
-def by_edge(seen: Iterable[Observed], *, per_workload: bool = True) -> list[dict[str, Any]]:
+def _active(t: Traffic) -> bool:
+    return t.requests > 0 or t.completed > 0  # not a cluster it could call, but did not
+
+
+def by_edge(seen: Iterable[Observed], *, per_workload: bool = True, routed: bool = True,
+            backends: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """Caller -> destination Service, per calling workload or summed per calling service;
-    only edges that carried requests in the window."""
-    groups: dict[tuple[str, str, str, str], Traffic] = {}
+    only edges that carried requests in the window.
+
+    An edge goes where requests went (the destination cluster's Service, `routed`
+    false) or, with `routed`, to a Service the caller addressed whose routes send
+    elsewhere (`routed` true): its `backends` are what the caller sent each Service
+    of `backends[SVC.NS]` (the ones its routes name now) in the window. A caller that
+    also reaches a backend directly, or through another Service, counts those
+    requests there too."""
+    groups: dict[tuple[str, str, str, str, bool], Traffic] = {}
+    split: dict[tuple[str, str, str, str, str], Traffic] = {}
     for o in seen:
-        who = o.source.workload if per_workload else ""
-        for dest, t in outbound(o.window).items():
-            if t.requests == 0 and t.completed == 0:
-                continue  # a cluster it could call, but did not in the window
-            _sum(groups, (o.source.namespace, o.source.service, who, dest), t)
+        src = (o.source.namespace, o.source.service, o.source.workload if per_workload else "")
+        sent = outbound(o.window)
+        for dest, t in sent.items():
+            if _active(t):
+                _sum(groups, (*src, dest, False), t)
+        for dest, t in (called(o.window) if routed else {}).items():
+            if _active(t):
+                _sum(groups, (*src, dest, True), t)
+                for backend in (backends or {}).get(dest, ()):
+                    _sum(split, (*src, dest, backend), sent.get(backend, Traffic()))
     out = []
-    for (ns, service, workload, dest), t in sorted(groups.items()):
+    for (ns, service, workload, dest, via), t in sorted(groups.items()):
         entry: dict[str, Any] = {"kind": "edge", "source": {"namespace": ns, "service": service},
-                                 "destination": dest, **t.to_json()}
+                                 "destination": dest, "routed": via, **t.to_json()}
         if per_workload:
             entry["source"]["workload"] = workload
+        if via:
+            entry["backends"] = [{"destination": b, **bt.to_json()}
+                                 for (*key, b), bt in sorted(split.items())
+                                 if tuple(key) == (ns, service, workload, dest)]
         out.append(entry)
     return out
 
 
 def graph(seen: Sequence[Observed]) -> dict[str, Any]:
-    """Services as nodes (with what they served), service-to-service edges."""
+    """Services as nodes (with what they served), service-to-service edges where
+    requests went (not the Services callers addressed that routed them on)."""
     nodes = {f"{s['name']}.{s['namespace']}": s for s in by_service(seen)}
-    edges = by_edge(seen, per_workload=False)
+    edges = by_edge(seen, per_workload=False, routed=False)
     for e in edges:
         for key in (e["destination"], f"{e['source']['service']}.{e['source']['namespace']}"):
             if key not in nodes:

@@ -39,7 +39,7 @@ from gossamer.translate.protos import build
 from gossamer.translate.proxy import ProxyIdentity, Upstream
 from gossamer.translate.ratelimit import ratelimit_filters
 from gossamer.translate.resilience import tcp_settings
-from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes
+from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes, with_called_stats
 from gossamer.translate.scope import Scope, SidecarIndex, egress_scope
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
@@ -375,6 +375,7 @@ def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSe
                 key, ()), index.services, index.resilience) if port.protocol.is_h2 else []
             routes = with_fault(service_routes(svc, port.port, attached, index.services,
                                                index.resilience, grpc), index.faults.get(key))
+            routes = with_called_stats(routes, names.outbound_cluster(*pkey))
             port_routes[pkey] = routes
             port_refs[pkey] = frozenset(_cluster_refs(routes, set()))
         elif (troute := index.tcp_routes.get(pkey)) is not None:

@@ -10,6 +10,10 @@ NO_ROUTE_CLUSTER = "gossamer_no_such_backend"
 # names no Service (in the caller's egress scope) gets a 404 from here.
 NO_SERVICE_ROUTE = "no-such-service"
 
+# The route stat prefix of a Service port whose routes send elsewhere (a split):
+# `vhost.<virtual host>.route.called.upstream_rq_*` count what its callers sent it.
+CALLED_STATS = "called"
+
 
 def outbound_cluster(namespace: str, name: str, port: int) -> str:
     return f"outbound|{port}||{name}.{namespace}"

@@ -27,6 +27,8 @@ RETRY_PRIORITY: dict[str, Any] = {
                              "previous_priorities.v3.PreviousPrioritiesConfig",
                     "updateFrequency": 2},
 }
+# The policy fields that are route settings (the rest are the clusters').
+ROUTE_FIELDS = ("timeouts", "retries", "hedging")
 # Envoy's defaults when a policy sets retries but no budget.
 DEFAULT_BUDGET_PERCENT = 20.0
 DEFAULT_MIN_RETRY_CONCURRENCY = 3

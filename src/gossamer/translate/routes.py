@@ -31,7 +31,7 @@ from gossamer.model.httproute import (
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
 from gossamer.translate.protos import CORS_POLICY, seconds
-from gossamer.translate.resilience import route_settings, rule_policies
+from gossamer.translate.resilience import ROUTE_FIELDS, route_settings, rule_policies
 
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
                   307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
@@ -181,12 +181,26 @@ def cors_policy(cors: CORS) -> dict[str, Any]:
 
 def _policy_for(backends: Sequence[BackendRef], route_ns: str, parent: SvcKey | None,
                 policies: Mapping[SvcKey, ResiliencePolicy]) -> ResiliencePolicy | None:
-    """The backend Service's policy when every backend is that one Service; when
-    traffic splits across Services, the parent (the route's Service) policy."""
+    """The policy whose route settings a rule gets. The called Service's (the route's
+    parent's) timeouts, retries and hedging apply to its routes wherever they send, as
+    an Istio VirtualService's do on the host it names. When every backend is one
+    Service, that Service's policy gives the rest: what the called Service's does not
+    set, and the load-balancer hash, which feeds the backend's own clusters. A rule
+    that splits traffic across Services gets the called Service's policy."""
+    called = policies.get(parent) if parent is not None else None
     targets = {(b.namespace or route_ns, b.name) for b in backends}
-    if len(targets) == 1:
-        return policies.get(targets.pop())
-    return policies.get(parent) if parent is not None else None
+    if len(targets) != 1:
+        return called
+    backend = policies.get(targets.pop())
+    if called is None or called is backend:
+        return backend
+    if backend is None:  # the called Service's route settings, no load-balancer hash
+        return called.model_copy(update={"spec": called.spec.model_copy(
+            update={"load_balancer": None})})
+    t = called.spec.timeouts  # `connect` alone is no route setting
+    own = {f: getattr(called.spec, f) for f in ROUTE_FIELDS if getattr(called.spec, f)
+           and (f != "timeouts" or (t is not None and (t.request or t.per_try or t.idle)))}
+    return backend.model_copy(update={"spec": backend.spec.model_copy(update=own)})
 
 
 def _forward(rule: RouteRule, route_ns: str, parent_port: int,
@@ -278,6 +292,25 @@ def _precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
     length = len(path.value.rstrip("/")) if path else 0
     return (rank, -length, 0 if match.method else 1, -len(match.headers),
             -len(match.query_params))
+
+
+def route_clusters(route: Mapping[str, Any]) -> set[str]:
+    """The clusters an Envoy route forwards to (not those it mirrors to)."""
+    action = route.get("route", {})
+    if "cluster" in action:
+        return {action["cluster"]}
+    return {c["name"] for c in action.get("weightedClusters", {}).get("clusters", ())}
+
+
+def with_called_stats(routes: list[dict[str, Any]], own: str) -> list[dict[str, Any]]:
+    """A port whose routes send elsewhere than its own cluster (`own`) counts what its
+    callers sent it under its virtual host (`vhost.<vhost>.route.called.*`): the
+    backends' cluster stats name only where requests went, and `gossamer edges` asks
+    about the Service a client called. Ports that send only to themselves need no
+    more stats than their cluster's."""
+    if all(route_clusters(r) <= {own} for r in routes):
+        return routes
+    return [{**r, "statPrefix": names.CALLED_STATS} if "route" in r else r for r in routes]
 
 
 def rule_route_name(namespace: str, route: str, index: int, rule_name: str | None,

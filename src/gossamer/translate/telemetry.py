@@ -19,10 +19,11 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 
 from gossamer.agent.bootstrap import XDS_CLUSTER
-from gossamer.explain.records import INBOUND_LOG, OUTBOUND_LOG
+from gossamer.explain.records import INBOUND_LOG, LISTENER_TAG, OUTBOUND_LOG
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.policy import Scope, policy_scope, target_name
 from gossamer.model.telemetry import AccessLog, Telemetry
+from gossamer.translate.names import upstream_listener
 from gossamer.translate.policies import covers
 from gossamer.translate.proxy import ProxyIdentity, Upstream
 
@@ -90,17 +91,25 @@ def _errors_only() -> dict[str, Any]:
     ]}}
 
 
-def failure_log(direction: str) -> dict[str, Any]:
-    """The gRPC logger of failed requests to the control plane, for `gossamer explain`."""
+def failure_log(direction: str, listener: str | None = None) -> dict[str, Any]:
+    """The gRPC logger of failed requests to the control plane, for `gossamer explain`.
+
+    `listener`: an upstream listener's name (`upstream|PORT||SVC.NS`), sent with each
+    entry (the `listener` custom tag): a request to a local upstream port has the host
+    `127.0.0.1:LOCALPORT`, which names no Service, and a request that failed before
+    the router chose a cluster (an injected abort) has no cluster either."""
+    common: dict[str, Any] = {
+        "logName": INBOUND_LOG if direction == "inbound" else OUTBOUND_LOG,
+        "transportApiVersion": "V3",
+        "grpcService": {"envoyGrpc": {"clusterName": XDS_CLUSTER}},
+        "bufferFlushInterval": FAILURE_LOG_FLUSH,
+    }
+    if listener is not None:
+        common["customTags"] = [{"tag": LISTENER_TAG, "literal": {"value": listener}}]
     return {
         "name": "envoy.access_loggers.http_grpc",
         "filter": _errors_only(),
-        "typedConfig": {"@type": GRPC_ACCESS_LOG, "commonConfig": {
-            "logName": INBOUND_LOG if direction == "inbound" else OUTBOUND_LOG,
-            "transportApiVersion": "V3",
-            "grpcService": {"envoyGrpc": {"clusterName": XDS_CLUSTER}},
-            "bufferFlushInterval": FAILURE_LOG_FLUSH,
-        }},
+        "typedConfig": {"@type": GRPC_ACCESS_LOG, "commonConfig": common},
     }
 
 
@@ -134,6 +143,7 @@ def proxy_access_log(index: MeshIndex, proxy: ProxyIdentity, services: frozenset
     settings = telemetry.spec.access_log if telemetry else None
     own = {"namespace": proxy.namespace, "service": proxy.service, "workload": proxy.workload}
     labels = {"direction": direction}
+    listener = None
     if direction == "inbound":
         labels |= {f"destination_{k}": v for k, v in own.items()}
         labels["source_principal"] = "%DOWNSTREAM_PEER_URI_SAN%"
@@ -143,4 +153,6 @@ def proxy_access_log(index: MeshIndex, proxy: ProxyIdentity, services: frozenset
             labels |= {"destination_namespace": upstream.namespace,
                        "destination_service": upstream.service,
                        "destination_port": str(upstream.port)}
-    return (*access_log(proxy.access_log, settings, labels), failure_log(direction))
+            listener = upstream_listener(upstream.namespace, upstream.service, upstream.port)
+    return (*access_log(proxy.access_log, settings, labels),
+            failure_log(direction, listener))

@@ -174,13 +174,28 @@
 
   // ---- summary line ------------------------------------------------------------------
 
+  /** The services the dashboard lists, as [key, namespace, name] by namespace/name: every
+   *  Service resource, and every service the golden metrics saw without one (a pure
+   *  client's sidecar, such as a load generator's). The summary line counts exactly
+   *  what the Services table lists. */
+  function serviceList(services, st) {
+    const names = new Map(services.map((d) => [key(d.metadata.name, d.metadata.namespace),
+                                                [d.metadata.namespace, d.metadata.name]]));
+    for (const m of st ? st.items : []) {
+      if (!names.has(key(m.name, m.namespace))) names.set(key(m.name, m.namespace), [m.namespace, m.name]);
+    }
+    return [...names.entries()].map(([k, [ns, name]]) => [k, ns, name])
+      .sort((a, b) => (a[1] + "/" + a[2]).localeCompare(b[1] + "/" + b[2]));
+  }
+
   async function refreshSummary() {
-    const [healthz, services, proxies] = await Promise.all([
+    const [healthz, services, st, proxies] = await Promise.all([
       (await fetch("/healthz", { cache: "no-store" })).json(),
-      api("/api/v1/resources/Service"), api("/api/v1/proxies")]);
+      api("/api/v1/resources/Service"), stats("/api/v1/stats?kind=service"),
+      api("/api/v1/proxies")]);
     const live = proxies.filter((p) => p.connected).length;
     summaryBox.replaceChildren(
-      h("span", { "data-summary": "services" }, services.length + " services"), " · ",
+      h("span", { "data-summary": "services" }, serviceList(services, st).length + " services"), " · ",
       h("span", { "data-summary": "proxies" }, live + "/" + proxies.length + " proxies connected"),
       " · ", h("span", { "data-summary": "revision" }, "revision " + healthz.revision));
   }
@@ -191,13 +206,8 @@
     const [services, st] = await Promise.all([
       api("/api/v1/resources/Service"), stats("/api/v1/stats?kind=service")]);
     const byKey = new Map((st ? st.items : []).map((m) => [key(m.name, m.namespace), m]));
-    const names = new Map(services.map((d) => [key(d.metadata.name, d.metadata.namespace),
-                                                [d.metadata.namespace, d.metadata.name]]));
-    for (const m of byKey.values()) {
-      if (!names.has(key(m.name, m.namespace))) names.set(key(m.name, m.namespace), [m.namespace, m.name]);
-    }
-    const rows = [...names.entries()].sort((a, b) => a[1].join("/").localeCompare(b[1].join("/")))
-      .map(([k, [ns, name]]) => h("tr", { "data-service": k },
+    const rows = serviceList(services, st)
+      .map(([k, ns, name]) => h("tr", { "data-service": k },
         h("td", {}, ns), h("td", {}, serviceLink(name, ns)),
         metricCells(byKey.get(k))));
     return [h("h1", {}, "Services"),
