@@ -36,12 +36,12 @@ from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from envoy.type.matcher.v3.value_pb2 import ValueMatcher
 from google.protobuf.message import Message
 
-from gossamer.identity import SpiffeId
+from gossamer.contract.node import ProxyIdentity
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.translate import names
 from gossamer.translate.jwt import JWT_FILTER, JWT_PAYLOAD
 from gossamer.translate.mesh import MeshConfig, ProxyConfig, translate_proxy
 from gossamer.translate.protos import HCM, HTTP_RBAC, JWT_AUTHN, NETWORK_RBAC
-from gossamer.translate.proxy import ProxyIdentity
 from gossamer.xds.types import LISTENER
 
 M = TypeVar("M", bound=Message)

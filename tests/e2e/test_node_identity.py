@@ -22,7 +22,7 @@ from envoy.config.core.v3 import base_pb2 as core_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gossamer.agent.bootstrap import NodeSpec
-from gossamer.identity import CONTROL_PLANE_NAME
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME
 from gossamer.testing.envoy import free_port
 from gossamer.xds.types import CLUSTER
 from tests.e2e.conftest import Mesh, running_mesh

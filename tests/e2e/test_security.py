@@ -32,7 +32,7 @@ from gossamer.agent.bootstrap import NodeSpec
 from gossamer.ca import api as ca_api
 from gossamer.ca import pki
 from gossamer.ca.authority import MeshCA
-from gossamer.identity import CONTROL_PLANE_NAME, SpiffeId
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME, SpiffeId
 from gossamer.store.sqlite import SqliteStore
 from gossamer.testing.envoy import free_port
 from tests.e2e.conftest import Mesh, running_mesh

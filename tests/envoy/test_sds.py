@@ -31,7 +31,7 @@ from cryptography import x509
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap, sds_cluster, sds_config
 from gossamer.agent.sds import SdsServer
-from gossamer.identity import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET
+from gossamer.contract.spiffe import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET
 from gossamer.testing.envoy import EnvoyProcess, free_port
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, XdsServer

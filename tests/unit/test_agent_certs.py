@@ -37,7 +37,7 @@ from gossamer.ca.api import (
     CertificateResponse,
     TrustBundleResponse,
 )
-from gossamer.identity import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET, SpiffeId
+from gossamer.contract.spiffe import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET, SpiffeId
 from gossamer.xds.types import SECRET
 
 SPIFFE = SpiffeId("test.local", "default", "web")

@@ -12,7 +12,7 @@ import pytest
 from envoy.config.listener.v3.listener_pb2 import Listener
 
 from gossamer.authz import CLOSED, Decision, Unsupported, check, explain
-from gossamer.identity import SpiffeId
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import build_index
 from gossamer.model import AuthorizationPolicy, Resource, parse_documents
 from gossamer.model.authorizationpolicy import Action, Rule, RuleCondition, Source

@@ -17,7 +17,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 
 from gossamer.agent.bootstrap import XDS_CLUSTER, NodeSpec, bootstrap, sds_config
-from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
 
 NODE = NodeSpec(node_id="web-1.default", service="web", namespace="default", workload="web-1",
                 inbound_port=15006, inbound_address="127.0.0.1", app_port=8080,

@@ -20,7 +20,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from gossamer.ca import pki
 from gossamer.ca.pki import CaError, CaKeyPair, CsrRejected, IdentityMismatch
-from gossamer.identity import SpiffeId
+from gossamer.contract.spiffe import SpiffeId
 
 NOW = datetime(2030, 5, 1, 12, 0, 0, tzinfo=UTC)
 TD = "example.org"

@@ -11,7 +11,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from gossamer.ca import pki, rotation
 from gossamer.ca.pki import CaError, CaKeyPair
 from gossamer.ca.rotation import Phase, RootState
-from gossamer.identity import SpiffeId
+from gossamer.contract.spiffe import SpiffeId
 
 NOW = datetime(2030, 5, 1, 12, 0, 0, tzinfo=UTC)
 TD = "example.org"

@@ -16,8 +16,8 @@ import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gossamer.ca.tokens import Scope
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
-from gossamer.identity import CONTROL_PLANE_NAME
 from gossamer.xds.types import CLUSTER
 
 TIMEOUT = 10.0

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from gossamer.contract.node import BadNodeMetadata
 from gossamer.index import build_index
 from gossamer.model import InvalidResource, ResourceKey, Telemetry, parse_document, parse_documents
 from gossamer.model.registry import kind_for
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
-from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.telemetry import telemetry_for
 from tests.unit.test_translate import _as_json, _frontend
 

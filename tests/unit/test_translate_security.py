@@ -20,6 +20,7 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.agent.bootstrap import layered_runtime
+from gossamer.contract.node import BadNodeMetadata
 from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import Resource, parse_documents
@@ -31,7 +32,6 @@ from gossamer.translate import (
     translate_proxy,
 )
 from gossamer.translate.protos import build, to_dict
-from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.tls import AGENT_SDS
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, Snapshot
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.agent.stats import stats_config
-from gossamer.identity import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
 from gossamer.model.regex import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY
 
 XDS_CLUSTER = "gossamer_xds"

@@ -42,7 +42,7 @@ from gossamer.ca.api import (
     TrustBundleRequest,
     TrustBundleResponse,
 )
-from gossamer.identity import CONTROL_PLANE_NAME, SpiffeId
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME, SpiffeId
 
 __all__ = ["CertInfo", "IdentityError", "SecretSink", "WorkloadIdentity", "make_key_and_csr"]
 

@@ -34,8 +34,8 @@ from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.envoybin import EnvoyNotFound
-from gossamer.identity import SpiffeId
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15

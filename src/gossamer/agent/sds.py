@@ -7,7 +7,7 @@ agent's workdir, mode 0600, so only the agent's user can connect. Nothing is
 written to disk, and certificates rotate without restarting Envoy: a new
 secret applies to new connections while open ones finish on the old one.
 
-Envoy asks for two secrets (names shared in `gossamer.identity`):
+Envoy asks for two secrets (names shared in `gossamer.contract.spiffe`):
   CERT_SECRET ("default"): tls_certificate = leaf + intermediates, and the key;
   ROOT_SECRET ("ROOTCA"):  validation_context.trusted_ca = the trust bundle.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from gossamer.identity import CERT_SECRET, ROOT_SECRET
+from gossamer.contract.spiffe import CERT_SECRET, ROOT_SECRET
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import SDS_SERVICE, UNIX_PREFIX, NodeInfo, XdsServer
 from gossamer.xds.types import SECRET, Snapshot, XdsResource

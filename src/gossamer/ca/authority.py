@@ -32,7 +32,7 @@ from typing import Any
 from gossamer.ca import pki, rotation
 from gossamer.ca.pki import CaError, CaKeyPair, IdentityMismatch, IssuedCert
 from gossamer.ca.rotation import Phase, RootState
-from gossamer.identity import SpiffeId, check_trust_domain
+from gossamer.contract.spiffe import SpiffeId, check_trust_domain
 from gossamer.store.base import Conflict, ResourceStore, StoredObject
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gossamer.identity import BadSpiffeId, SpiffeId, check_trust_domain
+from gossamer.contract.spiffe import BadSpiffeId, SpiffeId, check_trust_domain
 
 # Keys a CA may sign with. Ed25519/Ed448 are left out: not every TLS stack
 # in the mesh (Envoy's BoringSSL builds, older clients) verifies them in chains.

@@ -42,7 +42,7 @@ from typing import Any
 
 from gossamer.ca.authority import utcnow
 from gossamer.ca.pki import CaError
-from gossamer.identity import SpiffeId
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.store.base import (
     Compacted,
     Conflict,

@@ -58,8 +58,8 @@ def control_plane(
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
     from datetime import timedelta
 
+    from gossamer.contract.spiffe import check_trust_domain
     from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
-    from gossamer.identity import check_trust_domain
 
     _logging(verbose)
     plugin = (ca_cert, ca_key, ca_chain)

@@ -19,7 +19,7 @@ from gossamer.ca import api
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.pki import CaError, IdentityMismatch
 from gossamer.ca.tokens import Scope, TokenRecord, Tokens
-from gossamer.identity import BadSpiffeId, SpiffeId
+from gossamer.contract.spiffe import BadSpiffeId, SpiffeId
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gossamer.contract.node import BadNodeMetadata
 from gossamer.index import MeshIndex, build_index, with_health
 from gossamer.model import InvalidResource, Resource, ResourceKey, Workload, parse_document
 from gossamer.store import Compacted, EventType, ResourceStore, StoredObject
@@ -56,7 +57,6 @@ from gossamer.translate.mesh import (
     update_endpoints,
     with_endpoints,
 )
-from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.settings import MeshSettings
 from gossamer.xds.types import ENDPOINT, Snapshot
 

@@ -24,6 +24,7 @@ from gossamer.api.auth import Authenticator
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.pki import CaError
 from gossamer.ca.tokens import Scope, Tokens
+from gossamer.contract.spiffe import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
 from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
@@ -31,7 +32,6 @@ from gossamer.controlplane.reconcile import Reconciler
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
-from gossamer.identity import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
 from gossamer.ratelimit.counters import open_counters
 from gossamer.ratelimit.service import RateLimitService
 from gossamer.store import ResourceStore, open_store

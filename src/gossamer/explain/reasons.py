@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.contract.node import ProxyIdentity
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate.names import NO_SERVICE_ROUTE
 from gossamer.translate.policies import covers
-from gossamer.translate.proxy import ProxyIdentity
 from gossamer.translate.scope import SidecarIndex
 
 _RBAC = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>.*)\]")

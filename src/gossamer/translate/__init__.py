@@ -5,9 +5,9 @@ same for every proxy once per index; `translate_proxy` assembles one proxy's
 snapshot from it and checks its consistency before anything is published.
 """
 
+from gossamer.contract.node import ProxyIdentity, Upstream
 from gossamer.translate.consistency import InconsistentConfig, check_consistency
 from gossamer.translate.mesh import MeshConfig, ProxyConfig, translate_mesh, translate_proxy
-from gossamer.translate.proxy import ProxyIdentity, Upstream
 from gossamer.translate.settings import MeshSettings
 
 __all__ = [

@@ -17,7 +17,8 @@ from typing import Any
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from gossamer.identity import SpiffeId
+from gossamer.contract.node import ProxyIdentity, Upstream
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Service, Workload
 from gossamer.model.service import Protocol
@@ -36,7 +37,6 @@ from gossamer.translate.listeners import (
     tcp_split_listener,
 )
 from gossamer.translate.protos import build
-from gossamer.translate.proxy import ProxyIdentity, Upstream
 from gossamer.translate.ratelimit import ratelimit_filters
 from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes, with_called_stats

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from gossamer.contract.node import ProxyIdentity
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Sidecar
 from gossamer.model.policy import MESH_ROOT_NAMESPACE
-from gossamer.translate.proxy import ProxyIdentity
 
 Scope = frozenset[SvcKey] | None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gossamer.identity import DEFAULT_TRUST_DOMAIN, check_trust_domain
+from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN, check_trust_domain
 
 # Debian/Ubuntu's bundle of public roots; Envoy checks https JWKS servers against it.
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"

@@ -19,13 +19,13 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 
 from gossamer.agent.bootstrap import XDS_CLUSTER
+from gossamer.contract.node import ProxyIdentity, Upstream
 from gossamer.explain.records import INBOUND_LOG, LISTENER_TAG, OUTBOUND_LOG
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.policy import Scope, policy_scope, target_name
 from gossamer.model.telemetry import AccessLog, Telemetry
 from gossamer.translate.names import upstream_listener
 from gossamer.translate.policies import covers
-from gossamer.translate.proxy import ProxyIdentity, Upstream
 
 FILE_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 GRPC_ACCESS_LOG = ("type.googleapis.com/envoy.extensions.access_loggers.grpc.v3."

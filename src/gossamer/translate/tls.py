@@ -19,7 +19,7 @@ from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.extensions.transport_sockets.tls.v3.common_pb2 import SubjectAltNameMatcher
 from envoy.extensions.transport_sockets.tls.v3.tls_pb2 import UpstreamTlsContext
 
-from gossamer.identity import CERT_SECRET, ROOT_SECRET, SDS_CLUSTER
+from gossamer.contract.spiffe import CERT_SECRET, ROOT_SECRET, SDS_CLUSTER
 from gossamer.translate.protos import DOWNSTREAM_TLS, TLS_INSPECTOR, UPSTREAM_TLS, build
 
 TLS_SOCKET = "envoy.transport_sockets.tls"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gossamer.identity import SpiffeId
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.model.meta import DNS_LABEL, check_labels
 from gossamer.model.service import Protocol
 
