@@ -17,12 +17,13 @@ import tempfile
 import time
 import urllib.request
 
-from gossamer.agent.bootstrap import XDS_RETRY_BASE_S, XDS_RETRY_MAX_S, NodeSpec, bootstrap
+from gossamer.agent.bootstrap import XDS_RETRY_BASE_S, XDS_RETRY_MAX_S, bootstrap
+from gossamer.contract.node import NodeMetadata
 from gossamer.envoybin import find_envoy
 
-NODE = NodeSpec(node_id="web-1.default", service="web", namespace="default", workload="web-1",
-                inbound_port=15006, inbound_address="127.0.0.1", app_port=8080,
-                app_protocol=None, outbound_port=15001, admin_port=15000)
+NODE = NodeMetadata(node_id="web-1.default", service="web", namespace="default", workload="web-1",
+                    inbound_port=15006, inbound_address="127.0.0.1", app_port=8080,
+                    app_protocol=None, outbound_port=15001, admin_port=15000)
 
 
 def free() -> int:

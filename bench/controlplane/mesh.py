@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gossamer.agent.runner import Agent, AgentConfig, UpstreamSpec
+from gossamer.contract.node import node_id_of
 from gossamer.translate import names
 
 NAMESPACE = "default"
@@ -104,7 +105,7 @@ class Layout:
                                     NAMESPACE) for k in range(1, UPSTREAMS + 1)])
         agent = Agent.__new__(Agent)  # Agent() would also open an HTTP client; not needed
         agent.config, agent.workload = config, config.workload
-        agent.node_id = f"{agent.workload}.{config.namespace}"
+        agent.node_id = node_id_of(agent.workload, config.namespace)
         return agent
 
     def workload_doc(self, j: int) -> dict[str, Any]:
@@ -118,4 +119,4 @@ class Layout:
         agent = self.agent(j)
         node = agent.node(f"/tmp/gossamer-{agent.node_id}/access.log")
         return {"index": j, "node_id": node.node_id, "cluster": node.service,
-                "metadata": node.metadata(), "token": token}
+                "metadata": node.to_metadata(), "token": token}

@@ -36,7 +36,7 @@ from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from envoy.type.matcher.v3.value_pb2 import ValueMatcher
 from google.protobuf.message import Message
 
-from gossamer.contract.node import ProxyIdentity
+from gossamer.contract.node import NodeMetadata
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.translate import names
 from gossamer.translate.jwt import JWT_FILTER, JWT_PAYLOAD
@@ -368,7 +368,7 @@ def explain(config: ProxyConfig | Listener, *, source: SpiffeId | None, port: in
     return _tcp(list(chain.filters), _Request(peer, req.port, hdrs, tcp=True), walk)
 
 
-def _representative(mesh: MeshConfig, namespace: str, service: str) -> ProxyIdentity:
+def _representative(mesh: MeshConfig, namespace: str, service: str) -> NodeMetadata:
     """A proxy of the service: its first registered workload (healthy first), else a
     made-up one with the service's default identity."""
     index = mesh.index
@@ -383,7 +383,7 @@ def _representative(mesh: MeshConfig, namespace: str, service: str) -> ProxyIden
         meta |= {"service": w.spec.service, "workload": w.metadata.name,
                  "inbound_port": w.spec.port, "inbound_address": w.spec.address,
                  "app_port": w.spec.app_port or w.spec.port, "service_account": w.account}
-    return ProxyIdentity.from_node(f"authz-check~{namespace}~{service}", meta)
+    return NodeMetadata.from_metadata(f"authz-check~{namespace}~{service}", meta)
 
 
 def check(mesh: MeshConfig, *, from_service: str | None, from_namespace: str = "default",

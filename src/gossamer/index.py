@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
+from gossamer.contract.protocol import Protocol
 from gossamer.model import (
     AuthorizationPolicy,
     Condition,
@@ -34,7 +35,6 @@ from gossamer.model import (
 )
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, policy_scope, target_name
 from gossamer.model.resilienceeffect import resilience_conditions
-from gossamer.model.service import Protocol
 from gossamer.model.workload import Health
 
 SvcKey = tuple[str, str]  # (namespace, name)

@@ -25,7 +25,8 @@ from gossamer.ca.authority import KIND, NAME, NAMESPACE, MeshCA
 from gossamer.ca.pki import CaError, IdentityMismatch
 from gossamer.ca.rotation import Phase
 from gossamer.ca.tokens import Scope, Tokens
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME, SpiffeId
+from gossamer.contract.names import CONTROL_PLANE_NAME
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.store import ResourceStore, StoredObject, WatchEvent
 from gossamer.store.memory import MemoryStore
 from tests.contract.conftest import DurableStores, StoreFactory

@@ -302,7 +302,8 @@ def test_plugin_intermediate_ca_chains_to_the_organisations_root(tmp_path: Path)
 
     from gossamer.ca import api as ca_api
     from gossamer.ca import pki
-    from gossamer.contract.spiffe import CONTROL_PLANE_NAME, SpiffeId
+    from gossamer.contract.names import CONTROL_PLANE_NAME
+    from gossamer.contract.spiffe import SpiffeId
 
     (root, intermediate), args = _org_pki(tmp_path)
     plane = ControlPlaneProcess(tmp_path / "state", tuple(args))

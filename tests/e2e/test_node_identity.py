@@ -21,8 +21,8 @@ import pytest
 from envoy.config.core.v3 import base_pb2 as core_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from gossamer.agent.bootstrap import NodeSpec
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME
+from gossamer.contract.names import CONTROL_PLANE_NAME
+from gossamer.contract.node import NodeMetadata
 from gossamer.testing.envoy import free_port
 from gossamer.xds.types import CLUSTER
 from tests.e2e.conftest import Mesh, running_mesh
@@ -181,13 +181,13 @@ def test_join_token_cannot_take_over_another_sidecars_node(mesh: Mesh) -> None:
     assert _traffic(mesh) == (200, 200)
     before = {n: (_acked(_proxy(mesh, n)), _listeners(port)) for n, port in victims.items()}
     for node_id in victims:
-        attacker = NodeSpec(node_id=node_id, service="evil", namespace="default",
-                            workload=node_id.removesuffix(".default"),
-                            inbound_port=free_port(), inbound_address="127.0.0.1",
-                            app_port=free_port(), app_protocol=None,
-                            outbound_port=free_port(), admin_port=free_port())
+        attacker = NodeMetadata(node_id=node_id, service="evil", namespace="default",
+                                workload=node_id.removesuffix(".default"),
+                                inbound_port=free_port(), inbound_address="127.0.0.1",
+                                app_port=free_port(), app_protocol=None,
+                                outbound_port=free_port(), admin_port=free_port())
         for delta in (True, False):
-            code = _claim(mesh, evil, _node(node_id, attacker.metadata()), delta=delta)
+            code = _claim(mesh, evil, _node(node_id, attacker.to_metadata()), delta=delta)
             assert code == grpc.StatusCode.PERMISSION_DENIED, (node_id, delta)
     for node_id, port in victims.items():
         entry = _proxy(mesh, node_id)

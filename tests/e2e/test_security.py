@@ -28,11 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from envoy.config.core.v3 import base_pb2 as core_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from gossamer.agent.bootstrap import NodeSpec
 from gossamer.ca import api as ca_api
 from gossamer.ca import pki
 from gossamer.ca.authority import MeshCA
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME, SpiffeId
+from gossamer.contract.names import CONTROL_PLANE_NAME
+from gossamer.contract.node import NodeMetadata
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.store.sqlite import SqliteStore
 from gossamer.testing.envoy import free_port
 from tests.e2e.conftest import Mesh, running_mesh
@@ -493,13 +494,13 @@ def _ads(mesh: Mesh, token: str | None, service: str,
     control plane answers its first request, else the stream's status code. With
     `revoke`, revoke that token once answered and return how the stream ends."""
     bundle = mesh.api.get("/api/v1/ca").json()["bundle_pem"].encode()
-    spec = NodeSpec(node_id=f"probe-{service}.default", service=service,
-                    namespace="default", workload=f"probe-{service}",
-                    inbound_port=free_port(), inbound_address="127.0.0.1",
-                    app_port=free_port(), app_protocol=None, outbound_port=free_port(),
-                    admin_port=free_port())
+    spec = NodeMetadata(node_id=f"probe-{service}.default", service=service,
+                        namespace="default", workload=f"probe-{service}",
+                        inbound_port=free_port(), inbound_address="127.0.0.1",
+                        app_port=free_port(), app_protocol=None, outbound_port=free_port(),
+                        admin_port=free_port())
     node = core_pb2.Node(id=spec.node_id)
-    node.metadata.update(spec.metadata())
+    node.metadata.update(spec.to_metadata())
     first = discovery_pb2.DeltaDiscoveryRequest(
         node=node, type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster")
     metadata = (("authorization", f"Bearer {token}"),) if token else ()

@@ -21,7 +21,9 @@ from typing import Any
 
 import httpx
 
-from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.bootstrap import bootstrap
+from gossamer.contract.node import NodeMetadata, Upstream
+from gossamer.contract.protocol import Protocol
 from gossamer.controlplane.server import ControlPlane
 from gossamer.testing.envoy import EnvoyProcess, free_port
 
@@ -150,11 +152,11 @@ class Sidecar:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
         self.workload = f"{service}-{index}"
-        self.node = NodeSpec(
+        self.node = NodeMetadata(
             node_id=f"{self.workload}.default", service=service, namespace="default",
             workload=self.workload, inbound_port=self.inbound, inbound_address="127.0.0.1",
-            app_port=app_port, app_protocol=protocol, outbound_port=self.outbound,
-            admin_port=free_port(), upstreams=upstreams,
+            app_port=app_port, app_protocol=Protocol(protocol), outbound_port=self.outbound,
+            admin_port=free_port(), upstreams=tuple(Upstream(**u) for u in upstreams),
             labels=tuple(sorted((labels or {}).items())),
             access_log=str(access_log_dir / f"{self.workload}.log") if access_log_dir else None)
         self.envoy = make(bootstrap(self.node, "127.0.0.1", plane.xds_port, delta=delta))

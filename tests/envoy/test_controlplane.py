@@ -19,8 +19,10 @@ import pytest
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
-from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.bootstrap import bootstrap
 from gossamer.cli.commands import DRAIN_NOTE
+from gossamer.contract.node import NodeMetadata, Upstream
+from gossamer.contract.protocol import Protocol
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
 from gossamer.testing.envoy import EnvoyProcess, free_port
 from gossamer.xds.types import ROUTE, Snapshot, XdsResource
@@ -46,11 +48,11 @@ class Sidecar:
                  upstreams: tuple[dict[str, Any], ...] = ()) -> None:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
-        self.node = NodeSpec(
+        self.node = NodeMetadata(
             node_id=f"{service}-0.default", service=service, namespace="default",
             workload=f"{service}-0", inbound_port=self.inbound, inbound_address="127.0.0.1",
-            app_port=app_port, app_protocol=protocol, outbound_port=self.outbound,
-            admin_port=free_port(), upstreams=upstreams)
+            app_port=app_port, app_protocol=Protocol(protocol), outbound_port=self.outbound,
+            admin_port=free_port(), upstreams=tuple(Upstream(**u) for u in upstreams))
         self.envoy = make(bootstrap(self.node, "127.0.0.1", plane.xds_port, delta=delta))
 
 

@@ -29,9 +29,10 @@ import grpc
 import pytest
 from cryptography import x509
 
-from gossamer.agent.bootstrap import NodeSpec, bootstrap, sds_cluster, sds_config
+from gossamer.agent.bootstrap import bootstrap, sds_cluster
 from gossamer.agent.sds import SdsServer
-from gossamer.contract.spiffe import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET
+from gossamer.contract.names import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET, sds_config
+from gossamer.contract.node import NodeMetadata
 from gossamer.testing.envoy import EnvoyProcess, free_port
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, XdsServer
@@ -266,10 +267,10 @@ async def test_tls_bootstrap_reaches_the_control_plane(
     xds = XdsServer(cache, _Hooks(cache), registry, server_credentials=grpc.ssl_server_credentials(
         [(cp_key.encode(), cp_chain.encode())]))
     xds_port = await xds.start("127.0.0.1", 0)
-    node = NodeSpec(node_id="web-1.default", service="web", namespace="default",
-                    workload="web-1", inbound_port=free_port(), inbound_address="127.0.0.1",
-                    app_port=8080, app_protocol=None, outbound_port=free_port(),
-                    admin_port=free_port())
+    node = NodeMetadata(node_id="web-1.default", service="web", namespace="default",
+                        workload="web-1", inbound_port=free_port(), inbound_address="127.0.0.1",
+                        app_port=8080, app_protocol=None, outbound_port=free_port(),
+                        admin_port=free_port())
     # State of the world: it answers an empty snapshot at once, where a delta
     # stream would send nothing and leave Envoy in its 15 s initial fetch.
     doc = bootstrap(node, "127.0.0.1", xds_port, sds_socket=sds.address, token="tok",

@@ -37,7 +37,8 @@ from gossamer.ca.api import (
     CertificateResponse,
     TrustBundleResponse,
 )
-from gossamer.contract.spiffe import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET, SpiffeId
+from gossamer.contract.names import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.xds.types import SECRET
 
 SPIFFE = SpiffeId("test.local", "default", "web")

@@ -12,11 +12,12 @@ import pytest
 from envoy.config.listener.v3.listener_pb2 import Listener
 
 from gossamer.authz import CLOSED, Decision, Unsupported, check, explain
+from gossamer.contract.node import NodeMetadata
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import build_index
 from gossamer.model import AuthorizationPolicy, Resource, parse_documents
 from gossamer.model.authorizationpolicy import Action, Rule, RuleCondition, Source
-from gossamer.translate import MeshConfig, MeshSettings, ProxyIdentity, translate_mesh
+from gossamer.translate import MeshConfig, MeshSettings, translate_mesh
 from gossamer.translate.mesh import translate_proxy
 from gossamer.translate.policies import covers
 from gossamer.translate.protos import build, to_dict
@@ -152,7 +153,7 @@ def test_no_policy_allows_everything() -> None:
 
 def test_explain_takes_a_listener_and_refuses_matchers_it_does_not_know(
         mesh: MeshConfig) -> None:
-    proxy = ProxyIdentity.from_node("c", {"service": "catalog", "workload": "catalog-0",
+    proxy = NodeMetadata.from_metadata("c", {"service": "catalog", "workload": "catalog-0",
                                           "inbound_port": 15006, "app_port": 8080})
     snap = translate_proxy(mesh, proxy).snapshot
     listener = Listener.FromString(snap.of(LISTENER)["inbound"].payload)

@@ -16,12 +16,19 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 
-from gossamer.agent.bootstrap import XDS_CLUSTER, NodeSpec, bootstrap, sds_config
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
+from gossamer.agent.bootstrap import bootstrap
+from gossamer.contract.names import (
+    CONTROL_PLANE_NAME,
+    ROOT_SECRET,
+    SDS_CLUSTER,
+    XDS_CLUSTER,
+    sds_config,
+)
+from gossamer.contract.node import NodeMetadata
 
-NODE = NodeSpec(node_id="web-1.default", service="web", namespace="default", workload="web-1",
-                inbound_port=15006, inbound_address="127.0.0.1", app_port=8080,
-                app_protocol=None, outbound_port=15001, admin_port=15000)
+NODE = NodeMetadata(node_id="web-1.default", service="web", namespace="default", workload="web-1",
+                    inbound_port=15006, inbound_address="127.0.0.1", app_port=8080,
+                    app_protocol=None, outbound_port=15001, admin_port=15000)
 
 
 def parse(doc: dict[str, Any]) -> bootstrap_pb2.Bootstrap:

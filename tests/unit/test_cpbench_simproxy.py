@@ -7,9 +7,10 @@ from typing import Any
 
 from bench.controlplane.simproxy import Response, SimProxy
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.model import parse_document
-from gossamer.translate import ProxyIdentity, translate_mesh, translate_proxy
+from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.xds.stream import Acked, DeltaStream, Subscribed
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 
@@ -30,7 +31,7 @@ def service(name: str) -> dict[str, Any]:
 def snapshot(*names: str) -> Snapshot:
     index = build_index([parse_document(service(n)).with_revision(i + 1)
                          for i, n in enumerate(names)], len(names))
-    proxy = ProxyIdentity.from_node("a-0.default", META)
+    proxy = NodeMetadata.from_metadata("a-0.default", META)
     return translate_proxy(translate_mesh(index), proxy).snapshot
 
 

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from gossamer.agent.bootstrap import layered_runtime
+from gossamer.contract.names import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY
 from gossamer.model import InvalidResource, Resource, parse_document, parse_documents
-from gossamer.model.regex import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY, program_size
+from gossamer.model.regex import program_size
 from tests.unit import test_translate_security as security
 from tests.unit.test_translate_routing import ROUTING, mesh_of, snapshot
 from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts

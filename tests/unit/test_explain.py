@@ -13,13 +13,11 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
 from gossamer.cli.explain import format_explanation
+from gossamer.contract.names import INBOUND_LOG, LISTENER_TAG, OUTBOUND_LOG
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.reasons import describe_route, destination, explain
 from gossamer.explain.recent import Query, RecentFailures
 from gossamer.explain.records import (
-    INBOUND_LOG,
-    LISTENER_TAG,
-    OUTBOUND_LOG,
     LoggedRequest,
     Reporter,
     from_entry,

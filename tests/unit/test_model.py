@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gossamer.contract.protocol import Protocol
 from gossamer.model import (
     FieldError,
     HTTPRoute,
@@ -29,7 +30,6 @@ from gossamer.model import (
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import FilterType, PathMatchType, ValueMatchType
 from gossamer.model.regex import check_re2
-from gossamer.model.service import Protocol
 from gossamer.model.workload import Health
 
 MESH = "mesh.gossamer.dev/v1alpha1"

@@ -16,7 +16,7 @@ import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gossamer.ca.tokens import Scope
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME
+from gossamer.contract.names import CONTROL_PLANE_NAME
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
 from gossamer.xds.types import CLUSTER
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from gossamer.contract.names import RATELIMIT_DOMAIN, RULE_KEY
 from gossamer.index import MeshIndex, build_index
 from gossamer.model import parse_documents
 from gossamer.ratelimit.counters import CounterError, MemoryCounters
 from gossamer.ratelimit.service import RateLimitService, window
-from gossamer.translate.ratelimit import DOMAIN, RULE_KEY
 
 Response = rls_pb2.RateLimitResponse
 POLICY = """
@@ -41,7 +41,7 @@ class Clock:
         return self.now
 
 
-def request(rule: int, *extra: tuple[str, str], domain: str = DOMAIN,
+def request(rule: int, *extra: tuple[str, str], domain: str = RATELIMIT_DOMAIN,
             hits: int = 0) -> rls_pb2.RateLimitRequest:
     entries = [(RULE_KEY, f"shop/p/{rule}"), *extra]
     return rls_pb2.RateLimitRequest(domain=domain, hits_addend=hits, descriptors=[
@@ -109,7 +109,7 @@ async def test_a_changed_limit_applies_to_the_running_window() -> None:
 
 @pytest.mark.parametrize("req", [
     request(7), request(0, domain="other"),
-    rls_pb2.RateLimitRequest(domain=DOMAIN, descriptors=[{"entries": [
+    rls_pb2.RateLimitRequest(domain=RATELIMIT_DOMAIN, descriptors=[{"entries": [
         {"key": "generic_key", "value": "x"}]}]),
 ])
 async def test_descriptors_naming_no_rule_are_allowed(req: rls_pb2.RateLimitRequest) -> None:

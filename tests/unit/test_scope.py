@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.model import InvalidResource, Resource, parse_document
-from gossamer.translate import InconsistentConfig, ProxyIdentity, translate_mesh, translate_proxy
+from gossamer.translate import InconsistentConfig, translate_mesh, translate_proxy
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.mesh import MeshConfig
 from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE
@@ -51,8 +52,8 @@ def split_route(parent: str, backends: list[str], mirror: str) -> dict[str, Any]
 
 
 def proxy(svc: str, ns: str = "default", outbound: int = 15001,
-          upstreams: list[dict[str, Any]] | None = None, **labels: str) -> ProxyIdentity:
-    return ProxyIdentity.from_node(f"{svc}-0.{ns}", {
+          upstreams: list[dict[str, Any]] | None = None, **labels: str) -> NodeMetadata:
+    return NodeMetadata.from_metadata(f"{svc}-0.{ns}", {
         "service": svc, "namespace": ns, "workload": f"{svc}-0", "inbound_port": 15006,
         "app_port": 8080, "outbound_port": outbound, "labels": labels,
         "upstreams": upstreams or []})

@@ -17,13 +17,13 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.model import parse_documents
 from gossamer.model.workload import Health
 from gossamer.translate import (
     InconsistentConfig,
     MeshSettings,
-    ProxyIdentity,
     check_consistency,
     translate_mesh,
     translate_proxy,
@@ -40,14 +40,14 @@ def _mesh_docs() -> list[Any]:
     return parse_documents((HERE / "testdata" / "mesh.yaml").read_text())
 
 
-def _frontend(**over: Any) -> ProxyIdentity:
+def _frontend(**over: Any) -> NodeMetadata:
     meta: dict[str, object] = {
         "service": "frontend", "namespace": "default", "workload": "frontend-0",
         "inbound_port": 15006, "app_port": 8080, "outbound_port": 15001,
         "upstreams": [{"service": "catalog", "port": 80, "local_port": 15101},
                       {"service": "db", "namespace": "data", "port": 5432, "local_port": 15102}],
     } | over
-    return ProxyIdentity.from_node("frontend-0.default", meta)
+    return NodeMetadata.from_metadata("frontend-0.default", meta)
 
 
 def _as_json(snapshot: Any) -> dict[str, Any]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.controlplane.reconcile import health_only
 from gossamer.index import _selected, _selects, build_index
 from gossamer.model import Resource, Service, Workload, parse_document
-from gossamer.translate import ProxyIdentity, translate_mesh, translate_proxy
+from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.mesh import proxy_inputs, update_endpoints, with_endpoints
 from gossamer.xds.types import LISTENER, Snapshot
 
@@ -51,9 +52,9 @@ def parse(docs: list[dict[str, Any]]) -> list[Resource]:
     return [parse_document(d).with_revision(k + 1) for k, d in enumerate(docs)]
 
 
-def proxy(j: int) -> ProxyIdentity:
+def proxy(j: int) -> NodeMetadata:
     i = j % SERVICES
-    return ProxyIdentity.from_node(f"s{i}-{j}.default", {
+    return NodeMetadata.from_metadata(f"s{i}-{j}.default", {
         "service": f"s{i}", "workload": f"s{i}-{j}", "inbound_port": 30000 + j,
         "app_port": 10000 + j, "outbound_port": 15001,
         "labels": {"app": f"s{i}", "zone": "z1" if j % 2 else "z2"},
@@ -279,7 +280,7 @@ def test_kept_listeners_follow_a_tcp_split_whose_backend_goes() -> None:
              "spec": {"parentRefs": [{"kind": "Service", "name": "s0", "port": 9000}],
                       "rules": [{"backendRefs": [{"name": "s1", "port": 9000, "weight": 50},
                                                  {"name": "s2", "port": 9000, "weight": 50}]}]}}
-    caller = ProxyIdentity.from_node("c-1.default", {
+    caller = NodeMetadata.from_metadata("c-1.default", {
         "service": "c", "workload": "c-1", "outbound_port": 0,
         "upstreams": [{"service": "s0", "port": 9000, "local_port": 16001}]})
     resources = parse([split, *tcp])  # the same objects in both builds, s2 last

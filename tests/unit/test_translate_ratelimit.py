@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gossamer.agent.bootstrap import XDS_CLUSTER
+from gossamer.contract.names import MATCH_KEY, RULE_KEY, XDS_CLUSTER
 from gossamer.index import build_index
 from gossamer.model import Resource, parse_documents
 from gossamer.model.ratelimitpolicy import path_regex
@@ -26,8 +26,6 @@ from gossamer.translate.ratelimit import (
     ANONYMOUS,
     GLOBAL_FILTER,
     LOCAL_FILTER,
-    MATCH_KEY,
-    RULE_KEY,
 )
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.unit.test_translate import _as_json, _frontend

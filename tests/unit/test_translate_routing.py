@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.model import Resource, ResourceKey, parse_documents
-from gossamer.translate import MeshConfig, MeshSettings, ProxyIdentity, translate_mesh
+from gossamer.translate import MeshConfig, MeshSettings, translate_mesh
 from gossamer.translate import translate_proxy as proxy_snapshot
 from gossamer.translate.names import NO_ROUTE_CLUSTER
 from gossamer.translate.routes import route_clusters
@@ -40,8 +41,8 @@ def mesh_of(resources: list[Resource], mtls: bool = True) -> MeshConfig:
     return translate_mesh(build_index(resources, 3), MeshSettings(mtls=mtls))
 
 
-def caller() -> ProxyIdentity:
-    return ProxyIdentity.from_node("client-0.default", {
+def caller() -> NodeMetadata:
+    return NodeMetadata.from_metadata("client-0.default", {
         "service": "client", "namespace": "default", "workload": "client-0",
         "inbound_port": 15006, "app_port": 8080, "outbound_port": 15001,
         "upstreams": [{"service": "echo", "port": 80, "local_port": 15101},

@@ -20,17 +20,11 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.agent.bootstrap import layered_runtime
-from gossamer.contract.node import BadNodeMetadata
+from gossamer.contract.node import BadNodeMetadata, NodeMetadata
 from gossamer.envoybin import EnvoyNotFound, find_envoy
 from gossamer.index import build_index
 from gossamer.model import Resource, parse_documents
-from gossamer.translate import (
-    MeshConfig,
-    MeshSettings,
-    ProxyIdentity,
-    translate_mesh,
-    translate_proxy,
-)
+from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.protos import build, to_dict
 from gossamer.translate.tls import AGENT_SDS
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, Snapshot
@@ -59,8 +53,8 @@ def mesh_of(resources: list[Resource], **settings: Any) -> MeshConfig:
     return translate_mesh(build_index(resources, 3), MeshSettings(**settings))
 
 
-def proxy(name: str, **over: object) -> ProxyIdentity:
-    return ProxyIdentity.from_node(f"{name}-node", PROXIES[name] | over)
+def proxy(name: str, **over: object) -> NodeMetadata:
+    return NodeMetadata.from_metadata(f"{name}-node", PROXIES[name] | over)
 
 
 def snapshot(mesh: MeshConfig, name: str, **over: object) -> Snapshot:
@@ -186,7 +180,7 @@ def test_plaintext_mesh_translates_like_before_security() -> None:
     """No policy and mTLS off: the pre-security config, plus the local-reply mappers."""
     base = parse_documents((HERE / "testdata" / "mesh.yaml").read_text())
     snap = translate_proxy(translate_mesh(build_index(base, 1), MeshSettings(mtls=False)),
-                           ProxyIdentity.from_node("f", {
+                           NodeMetadata.from_metadata("f", {
                                "service": "frontend", "inbound_port": 15006,
                                "app_port": 8080, "outbound_port": 15001})).snapshot
     listener = inbound(snap)
@@ -255,7 +249,7 @@ def test_peer_authentication_precedence(policies: list[tuple[str, str, str, str 
                                         chains: list[str]) -> None:
     extra = "---\n".join(_peer(*p) for p in policies)
     resources = parse_documents(BASE + ("---\n" + extra if extra else ""))
-    snap = translate_proxy(translate_mesh(build_index(resources, 1)), ProxyIdentity.from_node(
+    snap = translate_proxy(translate_mesh(build_index(resources, 1)), NodeMetadata.from_metadata(
         "n", {"service": "catalog", "workload": "catalog-0", "inbound_port": 15006,
               "app_port": 8080, "outbound_port": 0})).snapshot
     listener = inbound(snap)

@@ -15,14 +15,20 @@ stream, which is why the bootstrap file must be readable by its owner only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.agent.stats import stats_config
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME, ROOT_SECRET, SDS_CLUSTER
-from gossamer.model.regex import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY
+from gossamer.contract.names import (
+    CONTROL_PLANE_NAME,
+    MAX_PROGRAM_SIZE,
+    PROGRAM_SIZE_RUNTIME_KEY,
+    ROOT_SECRET,
+    SDS_CLUSTER,
+    XDS_CLUSTER,
+    sds_config,
+)
+from gossamer.contract.node import NodeMetadata
 
-XDS_CLUSTER = "gossamer_xds"
 # How Envoy retries a broken xDS stream: jittered exponential backoff, each wait
 # uniform in [0, min(base * 2^attempt, max)]. Envoy's default (500 ms, 30 s) lets a
 # sidecar sit up to 30 s on stale config after a control-plane restart; with a 2 s
@@ -34,63 +40,6 @@ XDS_RETRY_BASE_S, XDS_RETRY_MAX_S = 0.25, 2.0
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _UPSTREAM_TLS = ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                  "UpstreamTlsContext")
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    node_id: str
-    service: str
-    namespace: str
-    workload: str
-    inbound_port: int
-    inbound_address: str
-    app_port: int
-    app_protocol: str | None
-    outbound_port: int
-    admin_port: int
-    upstreams: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-    service_account: str | None = None
-    # The workload's labels: the control plane reads locality from them.
-    labels: tuple[tuple[str, str], ...] = ()
-    # The file Envoy appends access logs to, when a Telemetry turns them on.
-    access_log: str | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "namespace": self.namespace,
-            "workload": self.workload,
-            "inbound_port": self.inbound_port,
-            "inbound_address": self.inbound_address,
-            "app_port": self.app_port,
-            **({"app_protocol": self.app_protocol} if self.app_protocol else {}),
-            "outbound_port": self.outbound_port,
-            "admin_port": self.admin_port,
-            "upstreams": [dict(u) for u in self.upstreams],
-            **({"service_account": self.service_account} if self.service_account else {}),
-            **({"labels": dict(self.labels)} if self.labels else {}),
-            **({"access_log": self.access_log} if self.access_log else {}),
-        }
-
-
-def sds_config() -> dict[str, Any]:
-    """The ConfigSource (JSON form) for secrets from the agent's SDS: CERT_SECRET, ROOT_SECRET.
-
-    Use exactly this wherever a secret is referenced (listeners, clusters,
-    the xDS cluster): Envoy shares one SDS subscription between references
-    whose name *and* config source are equal, so any difference here means
-    another stream to the agent and another copy of the secret in Envoy,
-    updated at a slightly different moment. SotW (GRPC): Envoy opens one
-    stream per secret anyway.
-    """
-    return {
-        "apiConfigSource": {
-            "apiType": "GRPC",
-            "transportApiVersion": "V3",
-            "grpcServices": [{"envoyGrpc": {"clusterName": SDS_CLUSTER}}],
-        },
-        "resourceApiVersion": "V3",
-    }
 
 
 def sds_cluster(sds_socket: str) -> dict[str, Any]:
@@ -138,7 +87,7 @@ def xds_tls_socket() -> dict[str, Any]:
 
 def layered_runtime() -> dict[str, Any]:
     """Envoy's runtime: the limits the control plane validates against, then the admin
-    layer. Regexes are pushed only when within MAX_PROGRAM_SIZE (`model/regex.py`),
+    layer. Regexes are pushed only when within MAX_PROGRAM_SIZE (`contract/names.py`),
     so every sidecar must allow that much, not Envoy's default of 100."""
     return {"layers": [
         {"name": "gossamer", "staticLayer": {PROGRAM_SIZE_RUNTIME_KEY: MAX_PROGRAM_SIZE}},
@@ -146,7 +95,7 @@ def layered_runtime() -> dict[str, Any]:
     ]}
 
 
-def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
+def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
               delta: bool = True, sds_socket: str | None = None, token: str | None = None,
               tls: bool = False) -> dict[str, Any]:
     """Envoy's bootstrap for `node`, with ADS from xds_host:xds_port.
@@ -188,7 +137,7 @@ def bootstrap(node: NodeSpec, xds_host: str, xds_port: int, *,
         xds_cluster["transportSocket"] = xds_tls_socket()
         clusters.append(sds_cluster(sds_socket))
     return {
-        "node": {"id": node.node_id, "cluster": node.service, "metadata": node.metadata()},
+        "node": {"id": node.node_id, "cluster": node.service, "metadata": node.to_metadata()},
         "admin": {"address": {"socketAddress": {"address": "127.0.0.1",
                                                 "portValue": node.admin_port}}},
         "dynamicResources": {

@@ -42,7 +42,8 @@ from gossamer.ca.api import (
     TrustBundleRequest,
     TrustBundleResponse,
 )
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME, SpiffeId
+from gossamer.contract.names import CONTROL_PLANE_NAME
+from gossamer.contract.spiffe import SpiffeId
 
 __all__ = ["CertInfo", "IdentityError", "SecretSink", "WorkloadIdentity", "make_key_and_csr"]
 

@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.bootstrap import bootstrap
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
 from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
+from gossamer.contract.node import NodeMetadata, Upstream, node_id_of
+from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.envoybin import EnvoyNotFound
 
@@ -104,7 +106,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.workload = config.workload
-        self.node_id = f"{self.workload}.{config.namespace}"
+        self.node_id = node_id_of(self.workload, config.namespace)
         self.client = ControlPlaneClient(config.server, config.token)
         self.envoy: EnvoySupervisor | None = None
         self.app: asyncio.subprocess.Process | None = None
@@ -114,16 +116,16 @@ class Agent:
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
 
-    def node(self, access_log: str | None = None) -> NodeSpec:
+    def node(self, access_log: str | None = None) -> NodeMetadata:
         """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on)."""
         c = self.config
-        return NodeSpec(
+        return NodeMetadata(
             node_id=self.node_id, service=c.service, namespace=c.namespace,
             workload=self.workload, inbound_port=c.inbound_port, inbound_address=c.address,
-            app_port=c.app_port, app_protocol=c.protocol, outbound_port=c.outbound_port,
-            admin_port=c.admin_port,
-            upstreams=tuple({"service": u.service, "namespace": u.namespace or c.namespace,
-                             "port": u.port, "local_port": u.local_port} for u in c.upstreams),
+            app_port=c.app_port, app_protocol=Protocol(c.protocol) if c.protocol else None,
+            outbound_port=c.outbound_port, admin_port=c.admin_port,
+            upstreams=tuple(Upstream(u.service, u.namespace or c.namespace, u.port, u.local_port)
+                            for u in c.upstreams),
             service_account=c.service_account,
             labels=tuple(sorted({"app": c.service, **c.labels}.items())),
             access_log=access_log,

@@ -34,7 +34,7 @@ from pathlib import Path
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from gossamer.contract.spiffe import CERT_SECRET, ROOT_SECRET
+from gossamer.contract.names import CERT_SECRET, ROOT_SECRET
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import SDS_SERVICE, UNIX_PREFIX, NodeInfo, XdsServer
 from gossamer.xds.types import SECRET, Snapshot, XdsResource

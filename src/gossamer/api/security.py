@@ -9,8 +9,8 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from gossamer.api.auth import Caller
 from gossamer.ca.tokens import Scope
+from gossamer.contract.checks import DNS_LABEL
 from gossamer.model.limits import check_text
-from gossamer.model.meta import DNS_LABEL
 
 if TYPE_CHECKING:
     from gossamer.api.app import ApiContext

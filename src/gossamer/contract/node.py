@@ -1,17 +1,171 @@
-"""Who a proxy is, as its agent describes it in the Envoy node metadata."""
+"""Who a proxy is: the node metadata its agent writes into Envoy's bootstrap.
+
+Envoy sends it on the first request of every ADS stream, and the control plane
+translates for it and authorizes the stream by it. One typed object for both
+directions, so the writer and the readers cannot disagree on a key: the agent
+builds a `NodeMetadata` and writes `to_metadata()`; the xDS server's authorization
+and translation read `from_metadata(node_id, mapping)`, which refuses anything
+the agent would not have written with one `BadNodeMetadata`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from gossamer.contract.checks import DNS_LABEL, check_labels
+from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
-from gossamer.model.meta import DNS_LABEL, check_labels
-from gossamer.model.service import Protocol
 
 
 class BadNodeMetadata(ValueError):
     """The node's metadata does not describe a Gossamer sidecar."""
+
+
+def node_id_of(workload: str, namespace: str) -> str:
+    """The node id an agent gives its Envoy, and the one authorization expects."""
+    return f"{workload}.{namespace}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A service the app reaches on a dedicated local port (no Host header needed)."""
+
+    service: str
+    namespace: str
+    port: int
+    local_port: int
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"service": self.service, "namespace": self.namespace, "port": self.port,
+                "local_port": self.local_port}
+
+
+@dataclass(frozen=True)
+class NodeMetadata:
+    node_id: str
+    service: str
+    namespace: str
+    workload: str
+    # The listener other sidecars reach; 0 = this proxy takes no inbound traffic.
+    inbound_port: int
+    inbound_address: str
+    app_port: int
+    # None: use the protocol of the workload's own Service port.
+    app_protocol: Protocol | None
+    outbound_port: int
+    # Envoy's admin listener on loopback (the agent's; the control plane reads
+    # stats from it); 0: not given (metadata of a test or an older agent).
+    admin_port: int = 0
+    upstreams: tuple[Upstream, ...] = ()
+    # The account of the proxy's SPIFFE identity; None (metadata without
+    # `service_account`, older agents): the service name.
+    service_account: str | None = None
+    # The workload's labels as the agent knows them (locality, version...), sorted
+    # pairs so the object stays hashable.
+    labels: tuple[tuple[str, str], ...] = ()
+    # The file the agent has Envoy write access logs to; None: no access logs.
+    access_log: str | None = None
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.service
+
+    @property
+    def names_itself(self) -> bool:
+        """Is the node id WORKLOAD.NAMESPACE of this metadata, as the agent writes it?"""
+        return self.node_id == node_id_of(self.workload, self.namespace)
+
+    def spiffe_id(self, trust_domain: str) -> SpiffeId:
+        return SpiffeId(trust_domain, self.namespace, self.account)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The bootstrap's `node.metadata`; optional keys only when set."""
+        return {
+            "service": self.service,
+            "namespace": self.namespace,
+            "workload": self.workload,
+            "inbound_port": self.inbound_port,
+            "inbound_address": self.inbound_address,
+            "app_port": self.app_port,
+            **({"app_protocol": self.app_protocol.value} if self.app_protocol else {}),
+            "outbound_port": self.outbound_port,
+            "admin_port": self.admin_port,
+            "upstreams": [u.to_metadata() for u in self.upstreams],
+            **({"service_account": self.service_account} if self.service_account else {}),
+            **({"labels": dict(self.labels)} if self.labels else {}),
+            **({"access_log": self.access_log} if self.access_log else {}),
+        }
+
+    @classmethod
+    def from_metadata(cls, node_id: str, metadata: Mapping[str, object]) -> NodeMetadata:
+        read = _Reader(metadata)
+        namespace = read.text("namespace", "default")
+        return cls(
+            node_id=node_id,
+            service=read.text("service"),
+            namespace=namespace,
+            workload=read.text("workload", node_id),
+            inbound_port=read.port("inbound_port"),
+            inbound_address=read.text("inbound_address", "127.0.0.1"),
+            app_port=read.port("app_port"),
+            app_protocol=read.protocol("app_protocol"),
+            outbound_port=read.port("outbound_port"),
+            admin_port=read.port("admin_port"),
+            upstreams=read.upstreams("upstreams", namespace),
+            service_account=_account(metadata.get("service_account")),
+            labels=_labels(metadata.get("labels")),
+            access_log=_access_log(metadata.get("access_log")),
+        )
+
+
+class _Reader:
+    """Typed reads of one metadata mapping, each failure a BadNodeMetadata."""
+
+    def __init__(self, metadata: Mapping[str, object]) -> None:
+        self.metadata = metadata
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.metadata.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise BadNodeMetadata(f"node metadata {key!r} is missing or not a string")
+        return value
+
+    def port(self, key: str) -> int:
+        value = self.metadata.get(key, 0)
+        try:
+            # JSON numbers in a protobuf Struct arrive as floats.
+            port = int(value) if isinstance(value, int | float) else int(str(value))
+        except (TypeError, ValueError) as exc:
+            raise BadNodeMetadata(f"node metadata {key!r} is not a number") from exc
+        if not 0 <= port <= 65535:
+            raise BadNodeMetadata(f"node metadata {key!r} is not a port")
+        return port
+
+    def protocol(self, key: str) -> Protocol | None:
+        if self.metadata.get(key) is None:
+            return None
+        try:
+            return Protocol(self.text(key))
+        except ValueError as exc:
+            raise BadNodeMetadata(f"node metadata {key!r} is not a protocol") from exc
+
+    def upstreams(self, key: str, namespace: str) -> tuple[Upstream, ...]:
+        raw = self.metadata.get(key, [])
+        if not isinstance(raw, list):
+            raise BadNodeMetadata(f"node metadata {key!r} must be a list")
+        out = []
+        for u in raw:
+            if not isinstance(u, Mapping):
+                raise BadNodeMetadata(f"node metadata {key!r} entries must be objects")
+            out.append(Upstream(
+                service=str(u.get("service", "")),
+                namespace=str(u.get("namespace") or namespace),
+                port=int(u.get("port", 0)),
+                local_port=int(u.get("local_port", 0)),
+            ))
+        return tuple(out)
 
 
 def _labels(value: object) -> tuple[tuple[str, str], ...]:
@@ -42,99 +196,3 @@ def _account(value: object) -> str | None:
     if not isinstance(value, str) or not DNS_LABEL.match(value) or len(value) > 63:
         raise BadNodeMetadata("node metadata 'service_account' is not a DNS label")
     return value
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """A service the app reaches on a dedicated local port (no Host header needed)."""
-
-    service: str
-    namespace: str
-    port: int
-    local_port: int
-
-
-@dataclass(frozen=True)
-class ProxyIdentity:
-    node_id: str
-    service: str
-    namespace: str
-    workload: str
-    # The listener other sidecars reach; 0 = this proxy takes no inbound traffic.
-    inbound_port: int
-    inbound_address: str
-    app_port: int
-    # None: use the protocol of the workload's own Service port.
-    app_protocol: Protocol | None
-    outbound_port: int
-    upstreams: tuple[Upstream, ...] = ()
-    # The account of the proxy's SPIFFE identity; None (metadata without
-    # `service_account`, older agents): the service name.
-    service_account: str | None = None
-    # The workload's labels as the agent knows them (locality, version...), sorted
-    # pairs so the identity stays hashable.
-    labels: tuple[tuple[str, str], ...] = ()
-    # The file the agent has Envoy write access logs to; None: no access logs.
-    access_log: str | None = None
-
-    @property
-    def account(self) -> str:
-        return self.service_account or self.service
-
-    def spiffe_id(self, trust_domain: str) -> SpiffeId:
-        return SpiffeId(trust_domain, self.namespace, self.account)
-
-    @classmethod
-    def from_node(cls, node_id: str, metadata: Mapping[str, object]) -> ProxyIdentity:
-        def text(key: str, default: str | None = None) -> str:
-            value = metadata.get(key, default)
-            if not isinstance(value, str) or not value:
-                raise BadNodeMetadata(f"node metadata {key!r} is missing or not a string")
-            return value
-
-        def number(key: str, default: int = 0) -> int:
-            value = metadata.get(key, default)
-            try:
-                # JSON numbers in a protobuf Struct arrive as floats.
-                port = int(value) if isinstance(value, int | float) else int(str(value))
-            except (TypeError, ValueError) as exc:
-                raise BadNodeMetadata(f"node metadata {key!r} is not a number") from exc
-            if not 0 <= port <= 65535:
-                raise BadNodeMetadata(f"node metadata {key!r} is not a port")
-            return port
-
-        namespace = text("namespace", "default")
-        protocol = None
-        if metadata.get("app_protocol") is not None:
-            try:
-                protocol = Protocol(text("app_protocol"))
-            except ValueError as exc:
-                raise BadNodeMetadata("node metadata 'app_protocol' is not a protocol") from exc
-        raw_upstreams = metadata.get("upstreams", [])
-        if not isinstance(raw_upstreams, list):
-            raise BadNodeMetadata("node metadata 'upstreams' must be a list")
-        upstreams = []
-        for u in raw_upstreams:
-            if not isinstance(u, Mapping):
-                raise BadNodeMetadata("node metadata 'upstreams' entries must be objects")
-            upstreams.append(Upstream(
-                service=str(u.get("service", "")),
-                namespace=str(u.get("namespace") or namespace),
-                port=int(u.get("port", 0)),
-                local_port=int(u.get("local_port", 0)),
-            ))
-        return cls(
-            node_id=node_id,
-            service=text("service"),
-            namespace=namespace,
-            workload=text("workload", node_id),
-            inbound_port=number("inbound_port"),
-            inbound_address=text("inbound_address", "127.0.0.1"),
-            app_port=number("app_port"),
-            app_protocol=protocol,
-            outbound_port=number("outbound_port"),
-            upstreams=tuple(upstreams),
-            service_account=_account(metadata.get("service_account")),
-            labels=_labels(metadata.get("labels")),
-            access_log=_access_log(metadata.get("access_log")),
-        )

@@ -1,9 +1,10 @@
-"""Names shared by everything that handles workload identity.
+"""Workload identity: SPIFFE IDs, `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`.
 
-SPIFFE IDs: `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`; the account
-defaults to the service name. Envoy gets its certificate and the trust bundle
-over SDS from its own agent (the private key never leaves the workload), as
-the secrets named below, through the static cluster `SDS_CLUSTER`.
+The account defaults to the service name. The CA signs them, the agent asks for
+them, translation names them in mTLS SAN checks and authorization policies read
+them. Envoy gets its certificate and the trust bundle over SDS from its own agent
+(the private key never leaves the workload), as the secrets `names.CERT_SECRET`
+and `names.ROOT_SECRET`, through the static cluster `names.SDS_CLUSTER`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,6 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_TRUST_DOMAIN = "gossamer.local"
-SDS_CLUSTER = "gossamer_sds"
-CERT_SECRET = "default"      # the workload's certificate chain and key
-ROOT_SECRET = "ROOTCA"       # the trust bundle (every root the mesh trusts now)
-# The DNS name in the control plane's serving certificate; agents and Envoy
-# verify it (the address they dial may be an IP or anything else).
-CONTROL_PLANE_NAME = "gossamer-control-plane"
 
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")

@@ -39,17 +39,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from gossamer.contract.node import BadNodeMetadata
+from gossamer.contract.node import BadNodeMetadata, NodeMetadata
 from gossamer.index import MeshIndex, build_index, with_health
 from gossamer.model import InvalidResource, Resource, ResourceKey, Workload, parse_document
 from gossamer.store import Compacted, EventType, ResourceStore, StoredObject
-from gossamer.translate import (
-    InconsistentConfig,
-    MeshConfig,
-    ProxyIdentity,
-    translate_mesh,
-    translate_proxy,
-)
+from gossamer.translate import InconsistentConfig, MeshConfig, translate_mesh, translate_proxy
 from gossamer.translate.mesh import (
     ProxyConfig,
     only_services_changed,
@@ -96,7 +90,7 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._ready = asyncio.Event()
         self.mesh: MeshConfig = translate_mesh(build_index([], 0), self.settings)
-        self.proxies: dict[str, ProxyIdentity] = {}
+        self.proxies: dict[str, NodeMetadata] = {}
         # The last config published to each proxy.
         self._published: dict[str, ProxyConfig] = {}
         # When every change since the last build only turned workloads healthy or
@@ -176,14 +170,14 @@ class Reconciler:
         if self.after_publish is not None:
             self.after_publish()
 
-    def _last(self, node_id: str, proxy: ProxyIdentity) -> ProxyConfig | None:
+    def _last(self, node_id: str, proxy: NodeMetadata) -> ProxyConfig | None:
         """The config last published to the proxy as it is now, if it was published."""
         last = self._published.get(node_id)
         if last is None or last.proxy != proxy or node_id in self.rejected:
             return None
         return last
 
-    def _push_endpoints(self, node_id: str, proxy: ProxyIdentity) -> None:
+    def _push_endpoints(self, node_id: str, proxy: NodeMetadata) -> None:
         last = self._last(node_id, proxy)
         if last is None:
             self._push(node_id, proxy)  # not published as it is now: translate it whole
@@ -193,7 +187,7 @@ class Reconciler:
             self._keep(node_id, proxy, last)
         # else none of its clusters changed: its config is still exact
 
-    def _untouched(self, node_id: str, proxy: ProxyIdentity) -> bool:
+    def _untouched(self, node_id: str, proxy: NodeMetadata) -> bool:
         """After a build where only some Services changed (`only_services_changed`):
         is this proxy's published config exact as it is, without even computing its
         inputs? Only for a scoped proxy, whose scope is a few Services."""
@@ -202,7 +196,7 @@ class Reconciler:
         return last is not None and last.scope is not None \
             and last.scope.isdisjoint(self.mesh.changed_services)
 
-    def _push_changed(self, node_id: str, proxy: ProxyIdentity) -> None:
+    def _push_changed(self, node_id: str, proxy: NodeMetadata) -> None:
         last = self._last(node_id, proxy)
         if last is None or last.inputs != proxy_inputs(self.mesh, proxy):
             self._push(node_id, proxy)
@@ -210,13 +204,13 @@ class Reconciler:
         self.reused += 1
         self._keep(node_id, proxy, last)
 
-    def _keep(self, node_id: str, proxy: ProxyIdentity, last: ProxyConfig) -> None:
+    def _keep(self, node_id: str, proxy: NodeMetadata, last: ProxyConfig) -> None:
         """Publish the proxy's last config with this mesh's endpoints."""
         config = with_endpoints(self.mesh, proxy, last)
         self._published[node_id] = config
         self._publish(node_id, config.snapshot)
 
-    def _push(self, node_id: str, proxy: ProxyIdentity) -> None:
+    def _push(self, node_id: str, proxy: NodeMetadata) -> None:
         try:
             config = translate_proxy(self.mesh, proxy, self._published.get(node_id))
         except InconsistentConfig as exc:
@@ -230,7 +224,7 @@ class Reconciler:
 
     def proxy_connected(self, node_id: str, metadata: dict[str, object]) -> None:
         try:
-            proxy = ProxyIdentity.from_node(node_id, metadata)
+            proxy = NodeMetadata.from_metadata(node_id, metadata)
         except BadNodeMetadata as exc:
             self.rejected[node_id] = str(exc)
             log.error("proxy %s: %s", node_id, exc)

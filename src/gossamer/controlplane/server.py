@@ -24,7 +24,9 @@ from gossamer.api.auth import Authenticator
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.pki import CaError
 from gossamer.ca.tokens import Scope, Tokens
-from gossamer.contract.spiffe import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
+from gossamer.contract.names import CONTROL_PLANE_NAME
+from gossamer.contract.node import BadNodeMetadata, NodeMetadata
+from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
 from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
@@ -112,20 +114,19 @@ class _Hooks:
         record = await self._tokens.verify(token) if token else None
         if record is None:
             raise StreamDenied("missing or unknown token", grpc.StatusCode.UNAUTHENTICATED)
-        namespace, workload = _node_workload(node)
+        meta = _node_metadata(node)
+        namespace, workload = meta.namespace, meta.workload
         if record.scope is Scope.ADMIN:
             return record.id
         granted = record.identity(self._trust_domain)
-        meta = node.metadata
-        account = str(meta.get("service_account") or meta.get("service", ""))
-        if granted is None or (granted.namespace, granted.account) != (namespace, account):
-            raise StreamDenied(f"the token does not grant {namespace}/{account}")
-        if meta.get("service") != granted.account:
+        if granted is None or (granted.namespace, granted.account) != (namespace, meta.account):
+            raise StreamDenied(f"the token does not grant {namespace}/{meta.account}")
+        if meta.service != granted.account:
             # As the API's rule for the workloads a join token registers: a node of
             # service `b` would be translated b's inbound side and policies.
             raise StreamDenied(f"a join token for {namespace}/{granted.account} serves only "
                                f"proxies of service {granted.account!r}, not "
-                               f"{meta.get('service')!r}")
+                               f"{meta.service!r}")
         registered = self._reconciler.workload(namespace, workload)
         if registered is not None:
             owner = (namespace, registered.spec.service_account or registered.spec.service)
@@ -145,16 +146,17 @@ class _Hooks:
         self._cache.remove(node_id)
 
 
-def _node_workload(node: NodeInfo) -> tuple[str, str]:
-    """(namespace, workload) of a node whose id is WORKLOAD.NAMESPACE of its metadata,
-    as the agent writes it; else the stream is refused."""
-    meta = node.metadata
-    namespace, workload = meta.get("namespace", "default"), meta.get("workload")
-    if not isinstance(namespace, str) or not isinstance(workload, str) \
-            or node.id != f"{workload}.{namespace}":
+def _node_metadata(node: NodeInfo) -> NodeMetadata:
+    """The node's metadata, if it parses and its id is WORKLOAD.NAMESPACE of it, as
+    the agent writes it; else the stream is refused."""
+    try:
+        meta = NodeMetadata.from_metadata(node.id, node.metadata)
+    except BadNodeMetadata as exc:
+        raise StreamDenied(f"node {node.id!r}: {exc}") from exc
+    if not meta.names_itself:
         raise StreamDenied(f"node id {node.id!r} is not WORKLOAD.NAMESPACE of its metadata "
-                           f"(workload {workload!r}, namespace {namespace!r})")
-    return namespace, workload
+                           f"(workload {meta.workload!r}, namespace {meta.namespace!r})")
+    return meta
 
 
 class ControlPlane:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gossamer.contract.node import ProxyIdentity
+from gossamer.contract.node import NodeMetadata
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
@@ -284,7 +284,7 @@ def _no_route(out: LoggedRequest, index: MeshIndex) -> _Finding:
 
 
 def _no_service(out: LoggedRequest, index: MeshIndex,
-                proxies: Mapping[str, ProxyIdentity]) -> _Finding:
+                proxies: Mapping[str, NodeMetadata]) -> _Finding:
     """The catch-all 404: the host names no Service, or one outside the caller's scope
     (the Sidecar is found as translation finds it: registered labels, then the agent's)."""
     svc = addressed_service(out, index)
@@ -409,7 +409,7 @@ _CALLER_CHECKS: dict[str, Callable[[LoggedRequest, MeshIndex], _Finding]] = {
 
 
 def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
-             index: MeshIndex, proxies: Mapping[str, ProxyIdentity]) -> _Finding:
+             index: MeshIndex, proxies: Mapping[str, NodeMetadata]) -> _Finding:
     if out is not None and out.route_name == NO_SERVICE_ROUTE:
         return _no_service(out, index, proxies)
     if out is not None:
@@ -441,7 +441,7 @@ def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
 
 
 def explain(hops: Sequence[LoggedRequest], index: MeshIndex,
-            proxies: Mapping[str, ProxyIdentity] | None = None) -> Explanation:
+            proxies: Mapping[str, NodeMetadata] | None = None) -> Explanation:
     """`hops`: every logged entry of one request (RecentFailures.hops), not empty;
     `proxies`: the connected proxies by node id, for what their agents declared."""
     if not hops:

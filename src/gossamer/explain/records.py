@@ -15,12 +15,7 @@ from typing import Any, Final
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-# The access-log `log_name` of each connection manager (translate/telemetry.py).
-INBOUND_LOG: Final = "gossamer.inbound"
-OUTBOUND_LOG: Final = "gossamer.outbound"
-# The custom tag naming the upstream listener (`upstream|PORT||SVC.NS`) a request came
-# through; absent on the outbound and inbound listeners.
-LISTENER_TAG: Final = "listener"
+from gossamer.contract.names import INBOUND_LOG, LISTENER_TAG
 
 # ResponseFlags field -> (Envoy's short code, what it means in plain words).
 FLAGS: Final[dict[str, tuple[str, str]]] = {

@@ -9,11 +9,12 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from gossamer.contract.checks import check_labels
+from gossamer.contract.protocol import Protocol
 from gossamer.model import FieldError, InvalidResource, Resource, parse_document
 from gossamer.model.limits import text_errors
-from gossamer.model.meta import ObjectMeta, ServiceName, Strict, check_labels
+from gossamer.model.meta import ObjectMeta, ServiceName, Strict
 from gossamer.model.registry import _field_errors, load_yaml_documents
-from gossamer.model.service import Protocol
 
 LOCAL_API_VERSION = "local.gossamer.dev/v1alpha1"
 PLACEHOLDERS = frozenset({"port", "python", "name", "replica", "service"})

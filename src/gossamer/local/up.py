@@ -25,9 +25,9 @@ from typing import IO, Any
 import httpx
 
 from gossamer.agent.ports import free_port
+from gossamer.contract.protocol import Protocol
 from gossamer.local.spec import LocalApp, Process, upstream_target
 from gossamer.model import Service
-from gossamer.model.service import Protocol
 from gossamer.store.files import private_dir
 
 

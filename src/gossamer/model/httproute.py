@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from gossamer.contract.checks import DNS_LABEL
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.meta import (
-    DNS_LABEL,
     DNS_SUBDOMAIN,
     GATEWAY_API_VERSION,
     Resource,

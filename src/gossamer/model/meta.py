@@ -7,16 +7,10 @@ from typing import Annotated, Any, ClassVar, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-# RFC 1123 DNS label, as Kubernetes uses for names and namespaces. Patterns end in
-# \Z, not $, which would also accept a trailing newline.
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+from gossamer.contract.checks import DNS_LABEL, check_labels
+
 # RFC 1123 subdomain (dots allowed), the rule for most Kubernetes object names.
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z"
-)
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
 
 MESH_GROUP = "mesh.gossamer.dev"
 MESH_API_VERSION = f"{MESH_GROUP}/v1alpha1"
@@ -50,15 +44,6 @@ def check_service_name(v: str) -> str:
 
 # A reference to a Service by name, validated the same way everywhere.
 ServiceName = Annotated[str, AfterValidator(check_service_name)]
-
-
-def check_labels(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        if len(key) > 317 or not LABEL_KEY.match(key):
-            raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
-        if not LABEL_VALUE.match(value):
-            raise ValueError(f"label value {value!r} for {key!r} is not a valid label value")
-    return labels
 
 
 class ObjectMeta(Strict):

@@ -14,7 +14,8 @@ from enum import Enum
 
 from pydantic import Field, model_validator
 
-from gossamer.model.meta import DNS_LABEL, Resource, Strict
+from gossamer.contract.checks import DNS_LABEL
+from gossamer.model.meta import Resource, Strict
 
 # Policies here without a targetRef apply to every workload of the mesh.
 MESH_ROOT_NAMESPACE = "gossamer-system"

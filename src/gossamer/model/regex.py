@@ -14,17 +14,11 @@ import re
 
 import re2
 
-# The largest RE2 program (`RE2::ProgramSize()`, about one instruction per byte range
-# a pattern can match, counted repetitions unrolled) a regex may compile to. The
-# agent's bootstrap sets Envoy's `re2.max_program_size.error_level` to this same
-# number, so what is accepted at apply is what the sidecars accept. Envoy's default
-# of 100 refuses `[a-z0-9]{1,63}` (192) and a realistic host-name regex (3011); 8192
-# takes four 1000-character repetitions of any class and a 1024-byte literal, costs a
-# sidecar at most 128 KiB a regex, and keeps Envoy's compile budget at RE2's default
-# 8 MiB (newer Envoys scale it by 1 KiB per allowed instruction).
-MAX_PROGRAM_SIZE = 8192
+from gossamer.contract.names import MAX_PROGRAM_SIZE
+
+# The longest pattern accepted; MAX_PROGRAM_SIZE (contract/names.py) bounds what it
+# compiles to.
 MAX_PATTERN_LENGTH = 1024
-PROGRAM_SIZE_RUNTIME_KEY = "re2.max_program_size.error_level"
 
 # As Envoy 1.40 compiles a regex (found with `envoy --mode validate`, whose NACKs
 # report the program size): no logging, and Latin-1, so the pattern's UTF-8 bytes are

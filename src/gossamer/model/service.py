@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gossamer.model.meta import DNS_LABEL, Resource, Strict, check_labels
-
-
-class Protocol(str, Enum):
-    HTTP = "http"
-    HTTP2 = "http2"
-    GRPC = "grpc"
-    TCP = "tcp"
-
-    @property
-    def is_http(self) -> bool:
-        return self is not Protocol.TCP
-
-    @property
-    def is_h2(self) -> bool:
-        """The app speaks HTTP/2."""
-        return self in (Protocol.HTTP2, Protocol.GRPC)
-
-    @property
-    def mesh_h2(self) -> bool:
-        """Sidecars carry this port's traffic to each other over HTTP/2, whatever the
-        app speaks: many requests share one connection (one TLS handshake), and the
-        callee's sidecar speaks the app's protocol to it."""
-        return self.is_http
+from gossamer.contract.checks import DNS_LABEL, check_labels
+from gossamer.contract.protocol import Protocol
+from gossamer.model.meta import Resource, Strict
 
 
 class ServicePort(Strict):

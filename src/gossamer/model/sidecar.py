@@ -22,7 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from gossamer.model.meta import DNS_LABEL, Resource, Strict, check_labels
+from gossamer.contract.checks import DNS_LABEL, check_labels
+from gossamer.model.meta import Resource, Strict
 
 
 def split_host(host: str) -> tuple[str, str]:

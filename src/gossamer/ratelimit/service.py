@@ -27,10 +27,10 @@ import grpc.aio
 from envoy.service.ratelimit.v3 import rls_pb2
 from prometheus_client import CollectorRegistry, Counter
 
+from gossamer.contract.names import KEY_ENTRIES, RATELIMIT_DOMAIN, RULE_KEY, rule_id
 from gossamer.index import MeshIndex
 from gossamer.model.ratelimitpolicy import GlobalRule
 from gossamer.ratelimit.counters import CounterError, Counters, now_ms
-from gossamer.translate.ratelimit import DOMAIN, KEY_ENTRY, RULE_KEY, rule_id
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ METHOD: Final = "ShouldRateLimit"
 Response = rls_pb2.RateLimitResponse
 _UNITS: Final = {1_000: Response.RateLimit.SECOND, 60_000: Response.RateLimit.MINUTE,
                  3_600_000: Response.RateLimit.HOUR, 86_400_000: Response.RateLimit.DAY}
-_KEY_ENTRIES: Final = frozenset(KEY_ENTRY.values())
 # Key values longer than this (a client-chosen header) are counted by their hash.
 MAX_KEY_VALUE = 256
 
@@ -60,12 +59,12 @@ def _rules(index: MeshIndex) -> dict[str, GlobalRule]:
     for policy in index.rate_limits.values():
         if policy.spec.global_ is not None:
             for i, rule in enumerate(policy.spec.global_.rules):
-                out[rule_id(policy, i)] = rule
+                out[rule_id(policy.metadata.namespace, policy.metadata.name, i)] = rule
     return out
 
 
 def _key_value(entries: Mapping[str, str]) -> str:
-    for name in _KEY_ENTRIES:
+    for name in KEY_ENTRIES:
         if name in entries:
             value = entries[name]
             if len(value) > MAX_KEY_VALUE:
@@ -115,7 +114,7 @@ class RateLimitService:
 
     async def decide(self, request: rls_pb2.RateLimitRequest) -> Any:
         response = Response(overall_code=Response.OK)
-        rules = self._rules() if request.domain == DOMAIN else {}
+        rules = self._rules() if request.domain == RATELIMIT_DOMAIN else {}
         for descriptor in request.descriptors:
             status = await self._status(rules, descriptor, request.hits_addend or 1)
             response.statuses.append(status)

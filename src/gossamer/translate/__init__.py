@@ -1,11 +1,10 @@
-"""PURE translation: (mesh index, proxy identity) -> Envoy resources.
+"""PURE translation: (mesh index, node metadata) -> Envoy resources.
 
 No I/O, no awaits, no globals. `translate_mesh` builds everything that is the
 same for every proxy once per index; `translate_proxy` assembles one proxy's
 snapshot from it and checks its consistency before anything is published.
 """
 
-from gossamer.contract.node import ProxyIdentity, Upstream
 from gossamer.translate.consistency import InconsistentConfig, check_consistency
 from gossamer.translate.mesh import MeshConfig, ProxyConfig, translate_mesh, translate_proxy
 from gossamer.translate.settings import MeshSettings
@@ -15,8 +14,6 @@ __all__ = [
     "MeshConfig",
     "MeshSettings",
     "ProxyConfig",
-    "ProxyIdentity",
-    "Upstream",
     "check_consistency",
     "translate_mesh",
     "translate_proxy",

@@ -7,9 +7,9 @@ from typing import Any
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 
+from gossamer.contract.protocol import Protocol
 from gossamer.model import Service
 from gossamer.model.resiliencepolicy import ResiliencePolicy
-from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.protos import ADS, HTTP_OPTIONS, build, socket_address
 from gossamer.translate.resilience import cluster_settings

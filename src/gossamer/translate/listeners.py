@@ -12,8 +12,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 )
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 
+from gossamer.contract.protocol import Protocol
 from gossamer.model.peerauthentication import MtlsMode
-from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.fault import FAULT_FILTER
 from gossamer.translate.jwt import JWT_FAILURE, JWT_FILTER, JWT_MISSING_CODE

@@ -17,11 +17,11 @@ from typing import Any
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from gossamer.contract.node import ProxyIdentity, Upstream
+from gossamer.contract.node import NodeMetadata, Upstream
+from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Service, Workload
-from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
 from gossamer.translate.clusters import inbound_cluster, outbound_clusters
@@ -184,7 +184,7 @@ class MeshConfig:
         self._outbound_here[(namespace, scope)] = self._outbound_routes[slot]
         return self._outbound_routes[slot]
 
-    def scope_of(self, proxy: ProxyIdentity) -> Scope:
+    def scope_of(self, proxy: NodeMetadata) -> Scope:
         if self._sidecars is None:
             self._sidecars = SidecarIndex(self.index)
         return egress_scope(self._sidecars, proxy, self.caller_labels(proxy))
@@ -209,7 +209,7 @@ class MeshConfig:
         return ScopedView(clusters, digest_sum(clusters), MappingProxyType(endpoints),
                           digest_sum(endpoints), missing, refs)
 
-    def caller_labels(self, proxy: ProxyIdentity) -> dict[str, str]:
+    def caller_labels(self, proxy: NodeMetadata) -> dict[str, str]:
         """The registered Workload's labels, overlaid by what the agent declared."""
         if self._workload_labels is None:
             self._workload_labels = {(w.metadata.namespace, w.metadata.name): w.metadata.labels
@@ -247,7 +247,7 @@ class MeshConfig:
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    proxy: ProxyIdentity
+    proxy: NodeMetadata
     snapshot: Snapshot
     scope: Scope = None
     # proxy_inputs() of the mesh it was translated from: equal inputs, equal config.
@@ -469,7 +469,7 @@ def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
                    changed_services=set())
 
 
-def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity,
+def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
                     scope: Scope) -> tuple[Mapping[str, XdsResource], int]:
     """The proxy's endpoints (the shared ones of its scope, with its locality's
     priorities where a Service asks for them) and their `digest_sum`."""
@@ -482,7 +482,7 @@ def proxy_endpoints(mesh: MeshConfig, proxy: ProxyIdentity,
             _overlay_sum(view.endpoints, view.endpoint_sum, local))
 
 
-def with_endpoints(mesh: MeshConfig, proxy: ProxyIdentity, config: ProxyConfig) -> ProxyConfig:
+def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -> ProxyConfig:
     """The proxy's previous config from an earlier mesh, with this mesh's endpoints
     (after `update_endpoints`): O(1) per proxy instead of a whole translation.
     Health changes no scope, so the last one still holds."""
@@ -502,7 +502,7 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
             and index.sidecars == before.sidecars and index.workloads == before.workloads)
 
 
-def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
+def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
     """What `translate_proxy` reads for this proxy, apart from endpoints: when a later
     mesh gives an equal tuple, the proxy's last config (`with_endpoints`) is what a
     translation would give, and a route change elsewhere costs this proxy only this.
@@ -515,7 +515,7 @@ def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
     return _inputs(mesh, proxy, mesh.scope_of(proxy))
 
 
-def _inputs(mesh: MeshConfig, proxy: ProxyIdentity, scope: Scope,
+def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope,
             listeners: tuple[object, ...] | None = None) -> tuple[object, ...]:
     """`_listener_inputs` (given, or computed) and what the rest of the config reads:
     the scope's clusters and the route configs' contents."""
@@ -531,7 +531,7 @@ def _inputs(mesh: MeshConfig, proxy: ProxyIdentity, scope: Scope,
     return (listeners, scope, mesh.view(scope).cluster_sum, outbound, routes)
 
 
-def _own_protocol(index: MeshIndex, proxy: ProxyIdentity) -> Protocol:
+def _own_protocol(index: MeshIndex, proxy: NodeMetadata) -> Protocol:
     """What the agent declared, else the Service's (first) port protocol."""
     if proxy.app_protocol is not None:
         return proxy.app_protocol
@@ -557,7 +557,7 @@ def _upstream_listener(mesh: MeshConfig, up: Upstream, log: tuple[dict[str, Any]
     return _res(LISTENER, lname, listener)
 
 
-def _inbound_resources(mesh: MeshConfig, proxy: ProxyIdentity,
+def _inbound_resources(mesh: MeshConfig, proxy: NodeMetadata,
                        tracing: dict[str, Any] | None = None
                        ) -> tuple[XdsResource, list[XdsResource]]:
     """The inbound listener, and the clusters it needs: the local app, JWKS servers."""
@@ -574,7 +574,7 @@ def _inbound_resources(mesh: MeshConfig, proxy: ProxyIdentity,
     return _res(LISTENER, lis.name, lis), [_res(CLUSTER, local.name, local), *jwks]
 
 
-def _proxy_tracing(mesh: MeshConfig, proxy: ProxyIdentity) -> ProxyTracing | None:
+def _proxy_tracing(mesh: MeshConfig, proxy: NodeMetadata) -> ProxyTracing | None:
     services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
     return proxy_tracing(mesh.index, proxy.namespace, services, proxy.service, proxy.workload)
 
@@ -597,7 +597,7 @@ class _Listeners:
     ports: Mapping[str, int]
 
 
-def _listener_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
+def _listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
     """What a proxy's listeners read: the part of `_inputs` without its scope's
     clusters and its route configs (listeners name route configs, RDS sends them).
     A TCP upstream's listener names its clusters itself (a TCPRoute's split), so
@@ -614,7 +614,7 @@ def _listener_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ..
             mesh.workload(proxy.namespace, proxy.workload))
 
 
-def _proxy_listeners(mesh: MeshConfig, proxy: ProxyIdentity,
+def _proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
                      inputs: tuple[object, ...]) -> _Listeners:
     extra: dict[str, XdsResource] = {}
     listeners: dict[str, XdsResource] = {}
@@ -644,7 +644,7 @@ def _proxy_listeners(mesh: MeshConfig, proxy: ProxyIdentity,
     return _Listeners(inputs, listeners, extra, ports)
 
 
-def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity,
+def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
                     previous: ProxyConfig | None = None) -> ProxyConfig:
     """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
     when what they read is unchanged (a route change re-sends routes, not listeners:

@@ -25,7 +25,16 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401
 from envoy.extensions.rate_limit_descriptors.expr.v3 import expr_pb2  # noqa: F401
 
-from gossamer.agent.bootstrap import XDS_CLUSTER
+from gossamer.contract.names import (
+    CALLER_ENTRY,
+    HEADER_ENTRY,
+    MATCH_KEY,
+    PATH_ENTRY,
+    RATELIMIT_DOMAIN,
+    RULE_KEY,
+    XDS_CLUSTER,
+    rule_id,
+)
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.httproute import HeaderMatch, PathMatchType, ValueMatchType
 from gossamer.model.ratelimitpolicy import (
@@ -45,11 +54,9 @@ LOCAL_RATELIMIT = ("type.googleapis.com/envoy.extensions.filters.http.local_rate
                    "LocalRateLimit")
 RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 EXPR = "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor"
-DOMAIN = "gossamer"
-RULE_KEY = "gossamer_rule"
-MATCH_KEY = "gossamer_match"
 # The descriptor entry that separates counters, by key type.
-KEY_ENTRY = {KeyType.CALLER: "caller", KeyType.HEADER: "header", KeyType.PATH: "path"}
+KEY_ENTRY = {KeyType.CALLER: CALLER_ENTRY, KeyType.HEADER: HEADER_ENTRY,
+             KeyType.PATH: PATH_ENTRY}
 # Callers without a client certificate (PERMISSIVE plaintext) share one counter.
 ANONYMOUS = "anonymous"
 CALLER_EXPR = (f'has(connection.uri_san_peer_certificate) ? '
@@ -60,10 +67,6 @@ PATH_EXPR = "request.url_path"
 RLS_TIMEOUT = "1s"
 ALWAYS = {"defaultValue": {"numerator": 100, "denominator": "HUNDRED"}}
 # An optional query string after the path in `:path`.
-
-def rule_id(policy: RateLimitPolicy, index: int) -> str:
-    return f"{policy.metadata.namespace}/{policy.metadata.name}/{index}"
-
 
 def local_filter(limit: LocalLimit) -> dict[str, Any]:
     return {"name": LOCAL_FILTER, "typedConfig": {
@@ -118,7 +121,8 @@ def _key_action(rule: GlobalRule) -> dict[str, Any] | None:
 
 def _descriptor(policy: RateLimitPolicy, index: int, rule: GlobalRule) -> dict[str, Any]:
     actions = [{"genericKey": {"descriptorKey": RULE_KEY,
-                               "descriptorValue": rule_id(policy, index)}}]
+                               "descriptorValue": rule_id(policy.metadata.namespace,
+                                                                 policy.metadata.name, index)}}]
     gate = _gate(rule.match) if rule.match is not None else None
     key = _key_action(rule)
     actions.extend(a for a in (gate, key) if a is not None)
@@ -130,7 +134,7 @@ def global_filter(policy: RateLimitPolicy) -> dict[str, Any] | None:
         return None
     return {"name": GLOBAL_FILTER, "typedConfig": {
         "@type": RATELIMIT,
-        "domain": DOMAIN,
+        "domain": RATELIMIT_DOMAIN,
         "failureModeDeny": False,
         "timeout": RLS_TIMEOUT,
         "enableXRatelimitHeaders": "DRAFT_VERSION_03",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from gossamer.contract.protocol import Protocol
 from gossamer.model.resiliencepolicy import (
     HealthCheck,
     Hedging,
@@ -16,7 +17,6 @@ from gossamer.model.resiliencepolicy import (
     Retries,
     ms,
 )
-from gossamer.model.service import Protocol
 from gossamer.translate.protos import seconds
 
 _LB = {LbPolicy.ROUND_ROBIN: "ROUND_ROBIN", LbPolicy.LEAST_REQUEST: "LEAST_REQUEST",

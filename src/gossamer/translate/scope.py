@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from gossamer.contract.node import ProxyIdentity
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Sidecar
 from gossamer.model.policy import MESH_ROOT_NAMESPACE
@@ -75,7 +75,7 @@ def _resolve(patterns: Iterable[tuple[str, str]],
     return frozenset(found)
 
 
-def egress_scope(sidecars: SidecarIndex, proxy: ProxyIdentity,
+def egress_scope(sidecars: SidecarIndex, proxy: NodeMetadata,
                  labels: Mapping[str, str]) -> Scope:
     """`labels`: the workload's, as MeshConfig.caller_labels merges them."""
     upstreams = frozenset((up.namespace, up.service) for up in proxy.upstreams)

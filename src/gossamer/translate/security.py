@@ -12,9 +12,9 @@ from typing import Any
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 
+from gossamer.contract.protocol import Protocol
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
-from gossamer.model.service import Protocol
 from gossamer.translate.jwt import jwks_cluster, jwks_uris, jwt_filter
 from gossamer.translate.listeners import InboundSecurity
 from gossamer.translate.policies import ProxyPolicies, proxy_policies

@@ -18,9 +18,8 @@ from typing import Any
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 
-from gossamer.agent.bootstrap import XDS_CLUSTER
-from gossamer.contract.node import ProxyIdentity, Upstream
-from gossamer.explain.records import INBOUND_LOG, LISTENER_TAG, OUTBOUND_LOG
+from gossamer.contract.names import INBOUND_LOG, LISTENER_TAG, OUTBOUND_LOG, XDS_CLUSTER
+from gossamer.contract.node import NodeMetadata, Upstream
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.policy import Scope, policy_scope, target_name
 from gossamer.model.telemetry import AccessLog, Telemetry
@@ -132,7 +131,7 @@ def access_log(path: str | None, settings: AccessLog | None,
     return (log,)
 
 
-def proxy_access_log(index: MeshIndex, proxy: ProxyIdentity, services: frozenset[SvcKey],
+def proxy_access_log(index: MeshIndex, proxy: NodeMetadata, services: frozenset[SvcKey],
                      direction: str, upstream: Upstream | None = None
                      ) -> tuple[dict[str, Any], ...]:
     """The access loggers of one of `proxy`'s HCMs: `direction` "inbound" (the proxy is

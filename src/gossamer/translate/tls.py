@@ -19,19 +19,12 @@ from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.extensions.transport_sockets.tls.v3.common_pb2 import SubjectAltNameMatcher
 from envoy.extensions.transport_sockets.tls.v3.tls_pb2 import UpstreamTlsContext
 
-from gossamer.contract.spiffe import CERT_SECRET, ROOT_SECRET, SDS_CLUSTER
+from gossamer.contract.names import CERT_SECRET, ROOT_SECRET, sds_config
 from gossamer.translate.protos import DOWNSTREAM_TLS, TLS_INSPECTOR, UPSTREAM_TLS, build
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 # Where every secret comes from: the proxy's own agent.
-AGENT_SDS: dict[str, Any] = {
-    "apiConfigSource": {
-        "apiType": "GRPC",
-        "transportApiVersion": "V3",
-        "grpcServices": [{"envoyGrpc": {"clusterName": SDS_CLUSTER}}],
-    },
-    "resourceApiVersion": "V3",
-}
+AGENT_SDS: dict[str, Any] = sds_config()
 # Both bounds: Envoy's default maximum for clients is TLS 1.2, so a minimum of
 # 1.3 alone leaves an upstream context no version at all.
 TLS_PARAMS: dict[str, Any] = {"tlsMinimumProtocolVersion": "TLSv1_3",
