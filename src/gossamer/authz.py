@@ -40,8 +40,9 @@ from gossamer.contract.node import NodeMetadata
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.translate import names
 from gossamer.translate.jwt import JWT_FILTER, JWT_PAYLOAD
-from gossamer.translate.mesh import MeshConfig, ProxyConfig, translate_proxy
+from gossamer.translate.mesh import MeshConfig
 from gossamer.translate.protos import HCM, HTTP_RBAC, JWT_AUTHN, NETWORK_RBAC
+from gossamer.translate.proxy import ProxyConfig, translate_proxy
 from gossamer.xds.types import LISTENER
 
 M = TypeVar("M", bound=Message)

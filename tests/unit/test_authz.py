@@ -18,9 +18,9 @@ from gossamer.index import build_index
 from gossamer.model import AuthorizationPolicy, Resource, parse_documents
 from gossamer.model.authorizationpolicy import Action, Rule, RuleCondition, Source
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh
-from gossamer.translate.mesh import translate_proxy
 from gossamer.translate.policies import covers
 from gossamer.translate.protos import build, to_dict
+from gossamer.translate.proxy import translate_proxy
 from gossamer.xds.types import LISTENER
 
 HERE = Path(__file__).parent

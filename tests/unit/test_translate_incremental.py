@@ -11,7 +11,8 @@ from gossamer.controlplane.reconcile import health_only
 from gossamer.index import _selected, _selects, build_index
 from gossamer.model import Resource, Service, Workload, parse_document
 from gossamer.translate import translate_mesh, translate_proxy
-from gossamer.translate.mesh import proxy_inputs, update_endpoints, with_endpoints
+from gossamer.translate.mesh import update_endpoints
+from gossamer.translate.proxy import proxy_inputs, with_endpoints
 from gossamer.xds.types import LISTENER, Snapshot
 
 SERVICES = 6

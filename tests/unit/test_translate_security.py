@@ -460,7 +460,7 @@ def test_replicas_share_translated_policies() -> None:
     a = translate_proxy(mesh, proxy("catalog"))
     b = translate_proxy(mesh, proxy("catalog", workload="catalog-1",
                                     inbound_address="127.0.0.12"))
-    assert len(mesh._inbound) == 1
+    assert len(mesh.memo.inbound) == 1
     assert inbound(a.snapshot)["filterChains"] == inbound(b.snapshot)["filterChains"]
 
 

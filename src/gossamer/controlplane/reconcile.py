@@ -44,13 +44,8 @@ from gossamer.index import MeshIndex, build_index, with_health
 from gossamer.model import InvalidResource, Resource, ResourceKey, Workload, parse_document
 from gossamer.store import Compacted, EventType, ResourceStore, StoredObject
 from gossamer.translate import InconsistentConfig, MeshConfig, translate_mesh, translate_proxy
-from gossamer.translate.mesh import (
-    ProxyConfig,
-    only_services_changed,
-    proxy_inputs,
-    update_endpoints,
-    with_endpoints,
-)
+from gossamer.translate.mesh import only_services_changed, update_endpoints
+from gossamer.translate.proxy import ProxyConfig, proxy_inputs, with_endpoints
 from gossamer.translate.settings import MeshSettings
 from gossamer.xds.types import ENDPOINT, Snapshot
 

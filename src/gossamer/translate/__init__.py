@@ -6,7 +6,8 @@ snapshot from it and checks its consistency before anything is published.
 """
 
 from gossamer.translate.consistency import InconsistentConfig, check_consistency
-from gossamer.translate.mesh import MeshConfig, ProxyConfig, translate_mesh, translate_proxy
+from gossamer.translate.mesh import MeshConfig, translate_mesh
+from gossamer.translate.proxy import ProxyConfig, translate_proxy
 from gossamer.translate.settings import MeshSettings
 
 __all__ = [

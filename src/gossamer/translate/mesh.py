@@ -1,10 +1,16 @@
-"""Assemble snapshots: shared mesh-wide resources once per index, then per proxy.
+"""The mesh-wide half of translation: everything that is the same for every proxy.
 
-Everything that does not depend on the proxy (clusters, endpoints, each
-service's routes) is built and serialized once per index and the same
-`XdsResource` objects are shared by every proxy's snapshot. A proxy with an
-egress scope (translate/scope.py) gets the subset for the Services in it, and
-proxies with the same scope share that subset (`MeshConfig.view`).
+Clusters, endpoints and each Service's routes are built and serialized once per
+index, and the same `XdsResource` objects are shared by every proxy's snapshot
+(translate/proxy.py assembles those). A proxy with an egress scope
+(translate/scope.py) gets the subset for the Services in it, and proxies with the
+same scope share that subset (`MeshConfig.view`).
+
+A mesh is built on the previous one (`translate_mesh(previous=)`): a Service whose
+inputs (`_service_inputs`, beside `_service_parts`, which reads them) are the same
+objects keeps its parts, so a route change translates one Service, not the mesh.
+What a mesh derives lazily for its proxies lives in one `MeshMemo`, whose fields
+say how long each stays valid.
 """
 
 from __future__ import annotations
@@ -17,44 +23,25 @@ from typing import Any
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from gossamer.contract.node import NodeMetadata, Upstream
+from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Service, Workload
 from gossamer.translate import names
-from gossamer.translate.adaptive import inbound_traffic_filters
-from gossamer.translate.clusters import inbound_cluster, outbound_clusters
-from gossamer.translate.consistency import check_consistency
+from gossamer.translate.clusters import outbound_clusters
 from gossamer.translate.endpoints import load_assignment, locality_assignment
 from gossamer.translate.fault import with_fault
 from gossamer.translate.grpcroutes import grpc_service_routes
-from gossamer.translate.listeners import (
-    InboundSecurity,
-    http_outbound_listener,
-    inbound_listener,
-    tcp_outbound_listener,
-    tcp_split_listener,
-)
+from gossamer.translate.listeners import InboundSecurity
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import ratelimit_filters
-from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes, with_called_stats
 from gossamer.translate.scope import Scope, SidecarIndex, egress_scope
 from gossamer.translate.security import InboundKey, inbound_security
 from gossamer.translate.settings import MeshSettings
 from gossamer.translate.tcproutes import tcp_route_clusters
-from gossamer.translate.telemetry import proxy_access_log
-from gossamer.translate.tracing import ProxyTracing, proxy_tracing
-from gossamer.xds.types import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
-    Snapshot,
-    XdsResource,
-    digest_sum,
-)
+from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE, XdsResource, digest_sum
 
 PortKey = tuple[str, str, int]  # (namespace, service, port)
 EDS_PREFIX = "outbound|"
@@ -99,6 +86,56 @@ def _cluster_refs(node: object, out: set[str]) -> set[str]:
     return out
 
 
+
+@dataclass
+class MeshMemo:
+    """What a mesh derives lazily for its proxies, each at most once per mesh.
+
+    Only `MeshConfig`'s methods read and write it. How long each part stays valid
+    decides where it goes: `update_endpoints` keeps the parts endpoints do not feed
+    (`for_endpoints`), and the next mesh keeps the index lookups whose index parts
+    are the same objects (`carry`) and reuses an outbound route config of equal
+    content (`outbound_prior`).
+    """
+
+    # Lookups over the index: Workloads by (namespace, name), their labels, the
+    # Sidecar index. At a few thousand workloads, building them again was half of
+    # a route change's rebuild.
+    workloads: dict[tuple[str, str], Workload] | None = None
+    workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
+    sidecars: SidecarIndex | None = None
+    # The shared clusters and endpoints per egress scope (they hold endpoints).
+    views: dict[Scope, ScopedView] = field(default_factory=dict)
+    # Endpoint priorities per (cluster, the caller's failover label values).
+    local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
+        default_factory=dict)
+    # `outbound` route configs by content (the route configs' versions), the previous
+    # mesh's by content, and by (namespace, scope); the virtual hosts they are made of.
+    outbound_routes: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
+    outbound_prior: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
+    outbound_here: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
+    vhosts: dict[tuple[PortKey, bool], VirtualHost] = field(default_factory=dict)
+    # The inbound filters of each replica set and the JWKS clusters they need.
+    inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
+        default_factory=dict)
+
+    def for_endpoints(self) -> MeshMemo:
+        """The memo of a mesh that differs from this one's only in which workloads
+        are healthy: health changes Workload objects and endpoints, nothing else."""
+        return replace(self, workloads=None, views={}, local_endpoints={})
+
+    def carry(self, index: MeshIndex, previous: MeshConfig) -> None:
+        """Keep the previous mesh's index lookups whose index parts are the same
+        objects in `index` (`build_index(previous=)` keeps them so), and its
+        outbound route configs for reuse by content."""
+        old, memo = previous.index, previous.memo
+        if index.workloads is old.workloads:
+            self.workloads, self.workload_labels = memo.workloads, memo.workload_labels
+        if index.sidecars is old.sidecars and index.services is old.services:
+            self.sidecars = memo.sidecars
+        self.outbound_prior = memo.outbound_routes
+
+
 @dataclass
 class MeshConfig:
     index: MeshIndex
@@ -107,7 +144,7 @@ class MeshConfig:
     # Envoy routes of each HTTP service port (dicts, placed into virtual hosts per caller).
     port_routes: dict[PortKey, list[dict[str, Any]]]
     protocols: dict[PortKey, Protocol]
-    # Route configs of per-upstream listeners, and the per-namespace `outbound` one.
+    # Route configs of per-upstream listeners.
     upstream_routes: dict[PortKey, XdsResource] = field(default_factory=dict)
     settings: MeshSettings = field(default_factory=MeshSettings)
     # Clusters whose Service prefers the caller's locality: the failover labels.
@@ -116,9 +153,6 @@ class MeshConfig:
     cluster_services: dict[str, SvcKey] = field(default_factory=dict)
     # The clusters each service port's routes (or TCPRoute) send to.
     port_refs: dict[PortKey, frozenset[str]] = field(default_factory=dict)
-    _views: dict[Scope, ScopedView] = field(default_factory=dict)
-    _sidecars: SidecarIndex | None = None
-    _workloads: dict[tuple[str, str], Workload] | None = None
     # Every policy object and the settings: what all inbound sides read (proxy_inputs).
     policy_inputs: tuple[object, ...] = ()
     # The clusters whose endpoints changed since the previous mesh (update_endpoints,
@@ -127,23 +161,15 @@ class MeshConfig:
     changed_services: set[SvcKey] = field(default_factory=set)
     # Every Service object (translate_mesh's reuse of a Service's parts).
     services_epoch: tuple[object, ...] = ()
-    _parts: dict[SvcKey, _ServiceParts] = field(default_factory=dict)
-    # The previous mesh's outbound route configs, by content (outbound_routes).
-    _outbound_prior: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
-    _outbound_routes: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
-    _outbound_here: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
-    _vhosts: dict[tuple[PortKey, bool], VirtualHost] = field(default_factory=dict)
-    _local_endpoints: dict[tuple[str, tuple[str | None, ...]], XdsResource] = field(
-        default_factory=dict)
-    _workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
-    _inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
-        default_factory=dict)
+    # Each Service's share of the mesh, and the inputs it was made from.
+    parts: dict[SvcKey, ServiceParts] = field(default_factory=dict)
+    memo: MeshMemo = field(default_factory=MeshMemo)
     # Once per mesh rather than once per proxy (they are O(services)): the digest
     # sums behind the shared clusters' and endpoints' versions, and the shared EDS
     # clusters without an assignment (always none, unless translation has a bug).
-    cluster_sum: int = 0
-    endpoint_sum: int = 0
-    eds_missing: tuple[str, ...] = ()
+    cluster_sum: int = field(default=0, init=False)
+    endpoint_sum: int = field(default=0, init=False)
+    eds_missing: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         self.seal()
@@ -160,47 +186,67 @@ class MeshConfig:
             self.policy_inputs = _policy_inputs(self.index, self.settings)
 
     def workload(self, namespace: str, name: str) -> Workload | None:
-        if self._workloads is None:
-            self._workloads = {(w.metadata.namespace, w.metadata.name): w
-                               for w in self.index.workloads}
-        return self._workloads.get((namespace, name))
+        if self.memo.workloads is None:
+            self.memo.workloads = {(w.metadata.namespace, w.metadata.name): w
+                                   for w in self.index.workloads}
+        return self.memo.workloads.get((namespace, name))
 
     def outbound_routes(self, namespace: str, scope: Scope = None) -> XdsResource:
         """Memoized: callers in one namespace with one scope share the `outbound`
         route config. Keyed by content (the versions of the Services' route configs),
         so the previous mesh's config is kept when none of its Services changed."""
-        here = self._outbound_here.get((namespace, scope))
+        memo = self.memo
+        here = memo.outbound_here.get((namespace, scope))
         if here is not None:
             return here
         if scope is None:
             pkeys = sorted(self.port_routes)
         else:
-            pkeys = sorted(pkey for key in scope if key in self._parts
-                           for pkey in self._parts[key].port_routes)
+            pkeys = sorted(pkey for key in scope if key in self.parts
+                           for pkey in self.parts[key].port_routes)
         slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys))
-        if slot not in self._outbound_routes:
-            self._outbound_routes[slot] = self._outbound_prior.get(slot) or \
-                _outbound_route_config(self, namespace, pkeys)
-        self._outbound_here[(namespace, scope)] = self._outbound_routes[slot]
-        return self._outbound_routes[slot]
+        if slot not in memo.outbound_routes:
+            memo.outbound_routes[slot] = memo.outbound_prior.get(slot) or \
+                self._outbound_route_config(namespace, pkeys)
+        memo.outbound_here[(namespace, scope)] = memo.outbound_routes[slot]
+        return memo.outbound_routes[slot]
+
+    def _outbound_route_config(self, namespace: str, pkeys: list[PortKey]) -> XdsResource:
+        """The catch-all listener's routes: a virtual host per Service port in scope
+        (`pkeys`, sorted; only the scope's own, so a sidecar that calls 3 Services of
+        1000 costs 3 steps, not 1000). Assembled from each port's VirtualHost, built
+        once per mesh and shared by every scope it is in (the same message ParseDict
+        of the whole config gives)."""
+        config = RouteConfiguration(name=names.OUTBOUND_ROUTES,
+                                    response_headers_to_remove=[UNREACHABLE_HEADER])
+        config.validate_clusters.SetInParent()  # present and false, as in the JSON form
+        vhosts = self.memo.vhosts
+        for pkey in pkeys:
+            slot = (pkey, pkey[0] == namespace)
+            if slot not in vhosts:
+                vhosts[slot] = _virtual_host(self, pkey, pkey[0] == namespace)
+            config.virtual_hosts.append(vhosts[slot])
+        config.virtual_hosts.append(_NO_SERVICE)
+        return _res(ROUTE, names.OUTBOUND_ROUTES, config)
 
     def scope_of(self, proxy: NodeMetadata) -> Scope:
-        if self._sidecars is None:
-            self._sidecars = SidecarIndex(self.index)
-        return egress_scope(self._sidecars, proxy, self.caller_labels(proxy))
+        if self.memo.sidecars is None:
+            self.memo.sidecars = SidecarIndex(self.index)
+        return egress_scope(self.memo.sidecars, proxy, self.caller_labels(proxy))
 
     def view(self, scope: Scope) -> ScopedView:
         """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""
-        if scope not in self._views:
-            self._views[scope] = self._whole_view() if scope is None else self._subset(scope)
-        return self._views[scope]
+        views = self.memo.views
+        if scope not in views:
+            views[scope] = self._whole_view() if scope is None else self._subset(scope)
+        return views[scope]
 
     def _whole_view(self) -> ScopedView:
         return ScopedView(self.clusters, self.cluster_sum, self.endpoints_view,
                           self.endpoint_sum, self.eds_missing)
 
     def _subset(self, scope: frozenset[SvcKey]) -> ScopedView:
-        parts = [self._parts[key] for key in scope if key in self._parts]
+        parts = [self.parts[key] for key in scope if key in self.parts]
         names_ = sorted({n for p in parts for n in p.needed if n in self.clusters})
         clusters = {n: self.clusters[n] for n in names_}
         endpoints = {n: self.endpoints[n] for n in names_ if n in self.endpoints}
@@ -211,10 +257,11 @@ class MeshConfig:
 
     def caller_labels(self, proxy: NodeMetadata) -> dict[str, str]:
         """The registered Workload's labels, overlaid by what the agent declared."""
-        if self._workload_labels is None:
-            self._workload_labels = {(w.metadata.namespace, w.metadata.name): w.metadata.labels
-                                     for w in self.index.workloads}
-        return {**self._workload_labels.get((proxy.namespace, proxy.workload), {}),
+        if self.memo.workload_labels is None:
+            self.memo.workload_labels = {
+                (w.metadata.namespace, w.metadata.name): w.metadata.labels
+                for w in self.index.workloads}
+        return {**self.memo.workload_labels.get((proxy.namespace, proxy.workload), {}),
                 **dict(proxy.labels)}
 
     def endpoints_for(self, cluster: str, caller: Mapping[str, str]) -> XdsResource:
@@ -225,35 +272,26 @@ class MeshConfig:
         key, failover = self.locality[cluster]
         values = tuple(caller.get(label) for label in failover)
         slot = (cluster, values)
-        if slot not in self._local_endpoints:
+        local = self.memo.local_endpoints
+        if slot not in local:
             cla = locality_assignment(cluster, self.index.endpoints.get(key, ()),
                                       caller, failover)
-            self._local_endpoints[slot] = _res(ENDPOINT, cluster, cla)
-        return self._local_endpoints[slot]
+            local[slot] = _res(ENDPOINT, cluster, cla)
+        return local[slot]
 
     def inbound_security(self, key: InboundKey) -> tuple[InboundSecurity,
                                                          tuple[XdsResource, ...]]:
         """Memoized: the replicas of a service share their policies' filters and
         the JWKS clusters those need."""
-        if key not in self._inbound:
+        inbound = self.memo.inbound
+        if key not in inbound:
             security, jwks = inbound_security(self.index, self.settings, key)
             if key[4] is not Protocol.TCP:
                 # After authentication and RBAC: denied requests consume no quota.
                 security = replace(security, http_filters=security.http_filters
                                    + ratelimit_filters(self.index, key[1]))
-            self._inbound[key] = security, tuple(_res(CLUSTER, c.name, c) for c in jwks)
-        return self._inbound[key]
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    proxy: NodeMetadata
-    snapshot: Snapshot
-    scope: Scope = None
-    # proxy_inputs() of the mesh it was translated from: equal inputs, equal config.
-    inputs: tuple[object, ...] = ()
-    # Its listeners, kept by a later translation when what they read is unchanged.
-    listeners: _Listeners | None = None
+            inbound[key] = security, tuple(_res(CLUSTER, c.name, c) for c in jwks)
+        return inbound[key]
 
 
 def _res(type_url: str, name: str, message: Any) -> XdsResource:
@@ -263,6 +301,7 @@ def _res(type_url: str, name: str, message: Any) -> XdsResource:
 def _default_port(service: Service) -> int:
     ports = [p.port for p in service.spec.ports]
     return 80 if 80 in ports else ports[0]
+
 
 
 def _virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> VirtualHost:
@@ -281,32 +320,17 @@ def _virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> VirtualHost
     return vhost
 
 
-def _outbound_route_config(mesh: MeshConfig, namespace: str,
-                           pkeys: list[PortKey]) -> XdsResource:
-    """The catch-all listener's routes: a virtual host per Service port in scope
-    (`pkeys`, sorted; only the scope's own, so a sidecar that calls 3 Services of
-    1000 costs 3 steps, not 1000). Assembled from each port's VirtualHost, built
-    once per mesh and shared by every scope it is in (the same message ParseDict
-    of the whole config gives)."""
-    config = RouteConfiguration(name=names.OUTBOUND_ROUTES,
-                                response_headers_to_remove=[UNREACHABLE_HEADER])
-    config.validate_clusters.SetInParent()  # present and false, as in the JSON form
-    for pkey in pkeys:
-        slot = (pkey, pkey[0] == namespace)
-        if slot not in mesh._vhosts:
-            mesh._vhosts[slot] = _virtual_host(mesh, pkey, pkey[0] == namespace)
-        config.virtual_hosts.append(mesh._vhosts[slot])
-    config.virtual_hosts.append(_NO_SERVICE)
-    return _res(ROUTE, names.OUTBOUND_ROUTES, config)
 
-
-def _upstream_route_config(name: str, routes: list[dict[str, Any]] | None) -> XdsResource:
+def upstream_route_config(name: str, routes: list[dict[str, Any]] | None) -> XdsResource:
+    """The route config of an upstream listener: `routes` under any host; None: the
+    catch-all 404 of a Service that does not exist."""
     vhost = NO_SERVICE_VHOST if routes is None else {
         "name": name, "domains": ["*"], "routes": routes}
     config = build(RouteConfiguration, {"name": name, "virtualHosts": [vhost],
                                         "validateClusters": False,
                                         "responseHeadersToRemove": [UNREACHABLE_HEADER]})
     return _res(ROUTE, name, config)
+
 
 
 def _identities(index: MeshIndex, key: SvcKey, settings: MeshSettings) -> list[str] | None:
@@ -317,8 +341,9 @@ def _identities(index: MeshIndex, key: SvcKey, settings: MeshSettings) -> list[s
             for account in index.service_accounts(*key)]
 
 
+
 @dataclass(frozen=True)
-class _ServiceParts:
+class ServiceParts:
     """One Service's share of the mesh config, and the inputs it was made from."""
 
     inputs: tuple[object, ...]
@@ -341,6 +366,7 @@ class _ServiceParts:
         return frozenset({*self.clusters, *(c for r in self.port_refs.values() for c in r)})
 
 
+
 def _service_inputs(index: MeshIndex, key: SvcKey, svc: Service, services: tuple[object, ...],
                     policies: tuple[object, ...]) -> tuple[object, ...]:
     """What `_service_parts` reads. Coarse on purpose: any Service or policy change
@@ -352,8 +378,9 @@ def _service_inputs(index: MeshIndex, key: SvcKey, svc: Service, services: tuple
             services, policies)
 
 
+
 def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSettings,
-                   inputs: tuple[object, ...]) -> _ServiceParts:
+                   inputs: tuple[object, ...]) -> ServiceParts:
     policy = index.resilience.get(key)
     lb = policy.spec.load_balancer if policy is not None else None
     clusters: dict[str, XdsResource] = {}
@@ -380,16 +407,18 @@ def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSe
             port_refs[pkey] = frozenset(_cluster_refs(routes, set()))
         elif (troute := index.tcp_routes.get(pkey)) is not None:
             port_refs[pkey] = frozenset(c for c, _ in tcp_route_clusters(troute, index.services))
-    upstream = {pkey: _upstream_route_config(names.upstream_listener(*pkey), routes)
+    upstream = {pkey: upstream_route_config(names.upstream_listener(*pkey), routes)
                 for pkey, routes in port_routes.items()}
-    return _ServiceParts(inputs, clusters, locality, port_routes, protocols, port_refs,
+    return ServiceParts(inputs, clusters, locality, port_routes, protocols, port_refs,
                          upstream)
+
 
 
 def _policy_inputs(index: MeshIndex, settings: MeshSettings) -> tuple[object, ...]:
     return (settings, *index.peer_authentications, *index.authorization_policies,
             *index.request_authentications, *index.resilience.values(),
             *index.rate_limits.values(), *index.faults.values(), *index.telemetries)
+
 
 
 def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
@@ -406,25 +435,27 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
             services == previous.services_epoch
         services = previous.services_epoch if same else services
         policies = previous.policy_inputs if policies == previous.policy_inputs else policies
-    mesh = MeshConfig(index, {}, {}, {}, {}, settings=settings, policy_inputs=policies,
-                      services_epoch=services,
-                      _outbound_prior=previous._outbound_routes if previous else {})
+    memo = MeshMemo()
     if previous is not None:
-        _carry_lookups(mesh, previous)
+        memo.carry(index, previous)
+    clusters: dict[str, XdsResource] = {}
+    endpoints: dict[str, XdsResource] = {}
+    mesh = MeshConfig(index, clusters, endpoints, {}, {}, settings=settings,
+                      policy_inputs=policies, services_epoch=services, memo=memo)
     for key, svc in sorted(index.services.items()):
         inputs = _service_inputs(index, key, svc, services, policies)
-        parts = previous._parts.get(key) if previous is not None else None
+        parts = previous.parts.get(key) if previous is not None else None
         if parts is None or parts.inputs != inputs:
             parts = _service_parts(index, key, svc, settings, inputs)
             mesh.changed_services.add(key)
-        mesh._parts[key] = parts
+        mesh.parts[key] = parts
         eps = index.endpoints.get(key, ())
         same_eps = previous is not None and previous.index.endpoints.get(key, ()) == eps
         for cname, cluster in parts.clusters.items():
-            mesh.clusters[cname] = cluster
+            clusters[cname] = cluster
             mesh.cluster_services[cname] = key
             old = previous.endpoints.get(cname) if previous is not None and same_eps else None
-            mesh.endpoints[cname] = old or _res(ENDPOINT, cname, load_assignment(cname, eps))
+            endpoints[cname] = old or _res(ENDPOINT, cname, load_assignment(cname, eps))
             if old is None:
                 mesh.endpoint_changes.add(cname)
         mesh.locality.update((c, (key, f)) for c, f in parts.locality.items())
@@ -434,19 +465,6 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
         mesh.upstream_routes.update(parts.upstream_routes)
     mesh.seal()
     return mesh
-
-
-def _carry_lookups(mesh: MeshConfig, previous: MeshConfig) -> None:
-    """Keep the lookups a mesh builds lazily from its index (workloads by name, their
-    labels, the Sidecar index) when the index parts they read are the same objects
-    (`build_index(previous=)` keeps them so): at a few thousand workloads, building
-    them again was half of a route change's rebuild."""
-    old = previous.index
-    if mesh.index.workloads is old.workloads:
-        mesh._workloads = previous._workloads
-        mesh._workload_labels = previous._workload_labels
-    if mesh.index.sidecars is old.sidecars and mesh.index.services is old.services:
-        mesh._sidecars = previous._sidecars
 
 
 def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
@@ -464,31 +482,8 @@ def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
         if eps != mesh.index.endpoints.get(key, ()):
             endpoints[cname] = _res(ENDPOINT, cname, load_assignment(cname, eps))
             changed.add(cname)
-    return replace(mesh, index=index, endpoints=endpoints, _local_endpoints={}, _views={},
-                   _workloads=None, endpoint_changes=changed,
-                   changed_services=set())
-
-
-def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
-                    scope: Scope) -> tuple[Mapping[str, XdsResource], int]:
-    """The proxy's endpoints (the shared ones of its scope, with its locality's
-    priorities where a Service asks for them) and their `digest_sum`."""
-    view = mesh.view(scope)
-    if not mesh.locality:
-        return view.endpoints, view.endpoint_sum
-    caller = mesh.caller_labels(proxy)
-    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality if c in view.endpoints}
-    return ({**view.endpoints, **local},
-            _overlay_sum(view.endpoints, view.endpoint_sum, local))
-
-
-def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -> ProxyConfig:
-    """The proxy's previous config from an earlier mesh, with this mesh's endpoints
-    (after `update_endpoints`): O(1) per proxy instead of a whole translation.
-    Health changes no scope, so the last one still holds."""
-    endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
-    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
-                       config.scope, config.inputs, config.listeners)
+    return replace(mesh, index=index, endpoints=endpoints, memo=mesh.memo.for_endpoints(),
+                   endpoint_changes=changed, changed_services=set())
 
 
 def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
@@ -500,191 +495,3 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
     return (mesh.policy_inputs is previous.policy_inputs
             and mesh.services_epoch is previous.services_epoch
             and index.sidecars == before.sidecars and index.workloads == before.workloads)
-
-
-def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
-    """What `translate_proxy` reads for this proxy, apart from endpoints: when a later
-    mesh gives an equal tuple, the proxy's last config (`with_endpoints`) is what a
-    translation would give, and a route change elsewhere costs this proxy only this.
-
-    Resources are compared as objects: the reconciler keeps an unchanged resource's
-    object across builds, so equality is mostly an identity check. Deliberately
-    coarse where precision would be fragile: any policy change anywhere
-    (`policy_inputs`) re-translates every proxy.
-    """
-    return _inputs(mesh, proxy, mesh.scope_of(proxy))
-
-
-def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope,
-            listeners: tuple[object, ...] | None = None) -> tuple[object, ...]:
-    """`_listener_inputs` (given, or computed) and what the rest of the config reads:
-    the scope's clusters and the route configs' contents."""
-    if listeners is None:
-        listeners = _listener_inputs(mesh, proxy)
-    routes = tuple(
-        (mesh.port_refs.get(pkey), route.version if route is not None else None)
-        for up in proxy.upstreams
-        for pkey in [(up.namespace, up.service, up.port)]
-        for route in [mesh.upstream_routes.get(pkey)])
-    outbound = (mesh.outbound_routes(proxy.namespace, scope).version
-                if proxy.outbound_port else None)
-    return (listeners, scope, mesh.view(scope).cluster_sum, outbound, routes)
-
-
-def _own_protocol(index: MeshIndex, proxy: NodeMetadata) -> Protocol:
-    """What the agent declared, else the Service's (first) port protocol."""
-    if proxy.app_protocol is not None:
-        return proxy.app_protocol
-    svc = index.service(proxy.namespace, proxy.service)
-    return svc.spec.ports[0].protocol if svc else Protocol.HTTP
-
-
-def _upstream_listener(mesh: MeshConfig, up: Upstream, log: tuple[dict[str, Any], ...] = (),
-                       tracing: dict[str, Any] | None = None) -> XdsResource:
-    """`log`, `tracing`: the access loggers and tracing of the HTTP listener (a TCP one
-    has neither). An HTTP listener takes its routes from RDS (`translate_proxy`)."""
-    pkey: PortKey = (up.namespace, up.service, up.port)
-    lname = names.upstream_listener(up.namespace, up.service, up.port)
-    if mesh.protocols.get(pkey) is Protocol.TCP:
-        cluster = names.outbound_cluster(up.namespace, up.service, up.port)
-        settings = tcp_settings(mesh.index.resilience.get((up.namespace, up.service)))
-        listener = tcp_outbound_listener(lname, up.local_port, cluster, settings)
-        if (troute := mesh.index.tcp_routes.get(pkey)) is not None:
-            split = tcp_route_clusters(troute, mesh.index.services)
-            listener = tcp_split_listener(lname, up.local_port, split, settings)
-        return _res(LISTENER, lname, listener)
-    listener = http_outbound_listener(lname, up.local_port, lname, log, tracing)
-    return _res(LISTENER, lname, listener)
-
-
-def _inbound_resources(mesh: MeshConfig, proxy: NodeMetadata,
-                       tracing: dict[str, Any] | None = None
-                       ) -> tuple[XdsResource, list[XdsResource]]:
-    """The inbound listener, and the clusters it needs: the local app, JWKS servers."""
-    protocol = _own_protocol(mesh.index, proxy)
-    local = inbound_cluster(proxy.app_port, protocol)
-    services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
-    security, jwks = mesh.inbound_security(
-        (proxy.namespace, services, proxy.app_port, proxy.inbound_port, protocol))
-    traffic = () if protocol is Protocol.TCP else inbound_traffic_filters(mesh.index, services)
-    log = proxy_access_log(mesh.index, proxy, services, "inbound")
-    lis = inbound_listener(names.INBOUND_LISTENER, proxy.inbound_address,
-                           proxy.inbound_port, protocol, local.name, security, traffic,
-                           log, tracing)
-    return _res(LISTENER, lis.name, lis), [_res(CLUSTER, local.name, local), *jwks]
-
-
-def _proxy_tracing(mesh: MeshConfig, proxy: NodeMetadata) -> ProxyTracing | None:
-    services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
-    return proxy_tracing(mesh.index, proxy.namespace, services, proxy.service, proxy.workload)
-
-
-def _overlay_sum(base: Mapping[str, XdsResource], base_sum: int,
-                 extra: Mapping[str, XdsResource]) -> int:
-    """digest_sum of base updated with extra, in O(len(extra))."""
-    total = base_sum + sum(r.digest for r in extra.values())
-    return total - sum(base[n].digest for n in extra if n in base)
-
-
-@dataclass(frozen=True)
-class _Listeners:
-    """A proxy's listeners and what comes with them: its own clusters (local app,
-    JWKS, tracing) and each listener's port. They read only `_listener_inputs`."""
-
-    inputs: tuple[object, ...]
-    listeners: Mapping[str, XdsResource]
-    extra: Mapping[str, XdsResource]
-    ports: Mapping[str, int]
-
-
-def _listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
-    """What a proxy's listeners read: the part of `_inputs` without its scope's
-    clusters and its route configs (listeners name route configs, RDS sends them).
-    A TCP upstream's listener names its clusters itself (a TCPRoute's split), so
-    for TCP the clusters it sends to count too."""
-    own = sorted(mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service))
-    upstreams = tuple(
-        (pkey, protocol, mesh.index.tcp_routes.get(pkey),
-         mesh.port_refs.get(pkey) if protocol is Protocol.TCP else None)
-        for up in proxy.upstreams
-        for pkey in [(up.namespace, up.service, up.port)]
-        for protocol in [mesh.protocols.get(pkey)])
-    return (proxy, upstreams, mesh.policy_inputs,
-            tuple(mesh.index.services.get(k) for k in own),
-            mesh.workload(proxy.namespace, proxy.workload))
-
-
-def _proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
-                     inputs: tuple[object, ...]) -> _Listeners:
-    extra: dict[str, XdsResource] = {}
-    listeners: dict[str, XdsResource] = {}
-    ports: dict[str, int] = {}
-    tracing = _proxy_tracing(mesh, proxy)
-    hcm_tracing = None if tracing is None else tracing.hcm
-    if tracing is not None:
-        extra[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
-    own_services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
-    if proxy.inbound_port and proxy.app_port:
-        listener, needed = _inbound_resources(mesh, proxy, hcm_tracing)
-        extra.update((c.name, c) for c in needed)
-        listeners[listener.name] = listener
-        ports[listener.name] = proxy.inbound_port
-    if proxy.outbound_port:
-        lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
-                                     names.OUTBOUND_ROUTES, proxy_access_log(
-                                         mesh.index, proxy, own_services, "outbound"),
-                                     hcm_tracing)
-        listeners[lis.name] = _res(LISTENER, lis.name, lis)
-        ports[lis.name] = proxy.outbound_port
-    for up in proxy.upstreams:
-        listener = _upstream_listener(mesh, up, proxy_access_log(
-            mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
-        listeners[listener.name] = listener
-        ports[listener.name] = up.local_port
-    return _Listeners(inputs, listeners, extra, ports)
-
-
-def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
-                    previous: ProxyConfig | None = None) -> ProxyConfig:
-    """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
-    when what they read is unchanged (a route change re-sends routes, not listeners:
-    building a proxy's listeners is most of its translation)."""
-    # The proxy's own clusters on top of the mesh's shared ones; nothing here may
-    # be O(services) per proxy (see MeshConfig.cluster_sum).
-    scope = mesh.scope_of(proxy)
-    view = mesh.view(scope)
-    key = _listener_inputs(mesh, proxy)
-    own = previous.listeners if previous is not None else None
-    if own is None or own.inputs != key:
-        own = _proxy_listeners(mesh, proxy, key)
-    extra = own.extra
-    # Clusters the proxy's routes and TCP listeners send to: all must be in its scope.
-    refs: set[str] = set()
-    routes: dict[str, XdsResource] = {}
-    rds_refs: list[str] = []
-    if proxy.outbound_port:
-        routes[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
-        refs.update(view.route_refs)
-        rds_refs.append(names.OUTBOUND_ROUTES)
-    for up in proxy.upstreams:
-        pkey = (up.namespace, up.service, up.port)
-        refs.update(mesh.port_refs.get(pkey, ()))
-        if mesh.protocols.get(pkey) is Protocol.TCP:
-            if pkey not in mesh.index.tcp_routes:
-                refs.add(names.outbound_cluster(*pkey))
-            continue
-        lname = names.upstream_listener(*pkey)
-        route = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)
-        routes[route.name] = route
-        rds_refs.append(route.name)
-    eds_refs = [*view.eds_missing, *(n for n in extra if n.startswith(EDS_PREFIX))]
-    clusters = {**view.clusters, **extra}
-    check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
-                      rds_refs=rds_refs, routes=routes, listener_ports=dict(own.ports),
-                      cluster_refs=refs - {names.NO_ROUTE_CLUSTER}, clusters=clusters)
-    endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
-    sums = {CLUSTER: _overlay_sum(view.clusters, view.cluster_sum, extra),
-            ENDPOINT: endpoint_sum}
-    snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
-                               LISTENER: dict(own.listeners), ROUTE: routes}, sums)
-    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, key), own)

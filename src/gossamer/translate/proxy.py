@@ -1,0 +1,167 @@
+"""The per-proxy half of translation: one proxy's snapshot, from the shared mesh.
+
+`translate_proxy` adds to the mesh's shared clusters and endpoints (of the proxy's
+egress scope) only what is the proxy's own: its listeners and the clusters they
+bring (translate/proxylisteners.py), and its route configs. Nothing here may be
+O(services) per proxy (see `MeshConfig.cluster_sum`).
+
+Each part of the config is built beside the declaration of what it reads (its
+`_inputs`), so the two are changed together; `proxy_inputs` is their sum. When a
+later mesh gives equal inputs, the proxy's last config with the new endpoints
+(`with_endpoints`) is what a translation would give, and the reconciler skips it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gossamer.contract.node import NodeMetadata
+from gossamer.contract.protocol import Protocol
+from gossamer.translate import names
+from gossamer.translate.consistency import check_consistency
+from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
+from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
+from gossamer.translate.scope import Scope
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    proxy: NodeMetadata
+    snapshot: Snapshot
+    scope: Scope = None
+    # proxy_inputs() of the mesh it was translated from: equal inputs, equal config.
+    inputs: tuple[object, ...] = ()
+    # Its listeners, kept by a later translation when what they read is unchanged.
+    listeners: ProxyListeners | None = None
+
+
+def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
+    """What `translate_proxy` reads for this proxy, apart from endpoints: when a later
+    mesh gives an equal tuple, the proxy's last config (`with_endpoints`) is what a
+    translation would give, and a route change elsewhere costs this proxy only this.
+
+    Resources are compared as objects: the reconciler keeps an unchanged resource's
+    object across builds, so equality is mostly an identity check. Deliberately
+    coarse where precision would be fragile: any policy change anywhere
+    (`policy_inputs`) re-translates every proxy.
+    """
+    return _inputs(mesh, proxy, mesh.scope_of(proxy))
+
+
+def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope,
+            listeners: tuple[object, ...] | None = None) -> tuple[object, ...]:
+    """The inputs of each part: listeners (given, or computed), clusters, routes."""
+    if listeners is None:
+        listeners = listener_inputs(mesh, proxy)
+    return (listeners, scope, _cluster_inputs(mesh, scope), _route_inputs(mesh, proxy, scope))
+
+
+def _cluster_inputs(mesh: MeshConfig, scope: Scope) -> object:
+    """What `_clusters` reads beyond the listeners' own clusters: the scope's shared ones."""
+    return mesh.view(scope).cluster_sum
+
+
+def _clusters(view: ScopedView, own: ProxyListeners) -> tuple[dict[str, XdsResource], int]:
+    """The proxy's clusters, its own on top of its scope's shared ones, and their sum."""
+    return {**view.clusters, **own.extra}, _overlay_sum(view.clusters, view.cluster_sum,
+                                                        own.extra)
+
+
+def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object:
+    """What `_routes` reads beyond the listener inputs (which hold the upstreams'
+    protocols and TCPRoutes): the route configs' contents and where they send."""
+    upstreams = tuple(
+        (mesh.port_refs.get(pkey), route.version if route is not None else None)
+        for up in proxy.upstreams
+        for pkey in [(up.namespace, up.service, up.port)]
+        for route in [mesh.upstream_routes.get(pkey)])
+    outbound = (mesh.outbound_routes(proxy.namespace, scope).version
+                if proxy.outbound_port else None)
+    return outbound, upstreams
+
+
+@dataclass
+class _Routes:
+    """A proxy's route configs, the names its listeners give RDS, and every cluster
+    its routes and TCP listeners send to (all must be in its snapshot)."""
+
+    configs: dict[str, XdsResource]
+    rds_refs: list[str]
+    cluster_refs: set[str]
+
+
+def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedView) -> _Routes:
+    out = _Routes({}, [], set())
+    if proxy.outbound_port:
+        out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
+        out.cluster_refs.update(view.route_refs)
+        out.rds_refs.append(names.OUTBOUND_ROUTES)
+    for up in proxy.upstreams:
+        pkey = (up.namespace, up.service, up.port)
+        out.cluster_refs.update(mesh.port_refs.get(pkey, ()))
+        if mesh.protocols.get(pkey) is Protocol.TCP:
+            if pkey not in mesh.index.tcp_routes:
+                out.cluster_refs.add(names.outbound_cluster(*pkey))
+            continue
+        lname = names.upstream_listener(*pkey)
+        route = mesh.upstream_routes.get(pkey) or upstream_route_config(lname, None)
+        out.configs[route.name] = route
+        out.rds_refs.append(route.name)
+    return out
+
+
+def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
+                    previous: ProxyConfig | None = None) -> ProxyConfig:
+    """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
+    when what they read is unchanged (a route change re-sends routes, not listeners:
+    building a proxy's listeners is most of its translation)."""
+    scope = mesh.scope_of(proxy)
+    view = mesh.view(scope)
+    key = listener_inputs(mesh, proxy)
+    own = previous.listeners if previous is not None else None
+    if own is None or own.inputs != key:
+        own = proxy_listeners(mesh, proxy, key)
+    clusters, cluster_sum = _clusters(view, own)
+    routes = _routes(mesh, proxy, scope, view)
+    eds_refs = [*view.eds_missing, *(n for n in own.extra if n.startswith(EDS_PREFIX))]
+    check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
+                      rds_refs=routes.rds_refs, routes=routes.configs,
+                      listener_ports=dict(own.ports),
+                      cluster_refs=routes.cluster_refs - {names.NO_ROUTE_CLUSTER},
+                      clusters=clusters)
+    endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
+    snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
+                               LISTENER: dict(own.listeners), ROUTE: routes.configs},
+                              {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum})
+    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, key), own)
+
+
+def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
+                    scope: Scope) -> tuple[Mapping[str, XdsResource], int]:
+    """The proxy's endpoints (the shared ones of its scope, with its locality's
+    priorities where a Service asks for them) and their `digest_sum`."""
+    view = mesh.view(scope)
+    if not mesh.locality:
+        return view.endpoints, view.endpoint_sum
+    caller = mesh.caller_labels(proxy)
+    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality if c in view.endpoints}
+    return ({**view.endpoints, **local},
+            _overlay_sum(view.endpoints, view.endpoint_sum, local))
+
+
+def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -> ProxyConfig:
+    """The proxy's previous config from an earlier mesh, with this mesh's endpoints
+    (after `update_endpoints`): O(1) per proxy instead of a whole translation.
+    Health changes no scope, so the last one still holds."""
+    endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
+    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
+                       config.scope, config.inputs, config.listeners)
+
+
+def _overlay_sum(base: Mapping[str, XdsResource], base_sum: int,
+                 extra: Mapping[str, XdsResource]) -> int:
+    """digest_sum of base updated with extra, in O(len(extra))."""
+    total = base_sum + sum(r.digest for r in extra.values())
+    return total - sum(base[n].digest for n in extra if n in base)
