@@ -8,7 +8,8 @@ from typing import Any
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.controlplane.reconcile import health_only
-from gossamer.index import _selected, _selects, build_index
+from gossamer.index import build_index
+from gossamer.index.build import _selected, _selects
 from gossamer.model import Resource, Service, Workload, parse_document
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.mesh import update_endpoints

@@ -26,7 +26,7 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
-from gossamer.index import MeshIndex, SvcKey
+from gossamer.index import MeshIndex, PortKey, SvcKey
 from gossamer.model import Service, Workload
 from gossamer.translate import names
 from gossamer.translate.clusters import outbound_clusters
@@ -43,7 +43,6 @@ from gossamer.translate.settings import MeshSettings
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE, XdsResource, digest_sum
 
-PortKey = tuple[str, str, int]  # (namespace, service, port)
 EDS_PREFIX = "outbound|"
 NO_SERVICE_VHOST = {
     "name": names.NO_SERVICE_ROUTE, "domains": ["*"],

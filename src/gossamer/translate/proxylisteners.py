@@ -13,7 +13,7 @@ from typing import Any
 
 from gossamer.contract.node import NodeMetadata, Upstream
 from gossamer.contract.protocol import Protocol
-from gossamer.index import MeshIndex
+from gossamer.index import MeshIndex, PortKey
 from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
 from gossamer.translate.clusters import inbound_cluster
@@ -23,7 +23,7 @@ from gossamer.translate.listeners import (
     tcp_outbound_listener,
     tcp_split_listener,
 )
-from gossamer.translate.mesh import MeshConfig, PortKey
+from gossamer.translate.mesh import MeshConfig
 from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.translate.telemetry import proxy_access_log
