@@ -19,7 +19,7 @@ import urllib.request
 
 from gossamer.agent.bootstrap import XDS_RETRY_BASE_S, XDS_RETRY_MAX_S, bootstrap
 from gossamer.contract.node import NodeMetadata
-from gossamer.envoybin import find_envoy
+from gossamer.envoy.binary import find_envoy
 
 NODE = NodeMetadata(node_id="web-1.default", service="web", namespace="default", workload="web-1",
                     inbound_port=15006, inbound_address="127.0.0.1", app_port=8080,

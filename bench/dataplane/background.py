@@ -29,7 +29,7 @@ from configs import CONFIGS, HOST, Gossamer, Target
 from procstat import process_cpu_seconds
 from run import compile_loadgen, loadgen
 
-from gossamer.envoyadmin import fetch
+from gossamer.envoy.admin import fetch
 from gossamer.telemetry.scraper import STATS_TARGET
 
 

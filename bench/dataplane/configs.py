@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 from procstat import children_named
 
 from gossamer.agent.ports import free_port
-from gossamer.envoybin import find_envoy
+from gossamer.envoy.binary import find_envoy
 from gossamer.local.spec import load_local_app
 from gossamer.local.up import LocalRun
 

@@ -40,7 +40,7 @@ from configs import CONFIGS, HOST, Target
 from procstat import CpuTimes, peak_rss_kib, process_cpu_seconds, tree_cpu_seconds
 from report import summarize, table
 
-from gossamer.envoybin import find_envoy
+from gossamer.envoy.binary import find_envoy
 
 HERE = Path(__file__).resolve().parent
 LOAD_CPU, PROXY_CPU = 0, 1

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from envoy.config.listener.v3.listener_pb2 import Listener
 
-from gossamer.authz import CLOSED, Decision, Unsupported, check, explain
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.spiffe import SpiffeId
+from gossamer.explain.authz import CLOSED, Decision, Unsupported, check, explain
 from gossamer.index import build_index
 from gossamer.model import AuthorizationPolicy, Resource, parse_documents
 from gossamer.model.authorizationpolicy import Action, Rule, RuleCondition, Source

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gossamer.envoyadmin import AdminError, get_json, request
+from gossamer.envoy.admin import AdminError, get_json, request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

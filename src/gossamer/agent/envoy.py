@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.agent.children import die_with_parent
-from gossamer.envoyadmin import AdminError, fetch
-from gossamer.envoybin import find_envoy
+from gossamer.envoy.admin import AdminError, fetch
+from gossamer.envoy.binary import find_envoy
 
 log = logging.getLogger(__name__)
 ACCESS_LOG_FLUSH_MS = 1000

@@ -37,7 +37,7 @@ from gossamer.agent.sds import SdsServer
 from gossamer.contract.node import NodeMetadata, Upstream, node_id_of
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
-from gossamer.envoybin import EnvoyNotFound
+from gossamer.envoy.binary import EnvoyNotFound
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15

@@ -109,7 +109,7 @@ def security_routes(app: FastAPI, ctx: ApiContext) -> None:
                           namespace: str = "default", port: int = 0,
                           caller: Caller = reader) -> dict[str, Any]:
         """Evaluated on the translated Envoy RBAC config the destination's sidecar runs."""
-        from gossamer.authz import check
+        from gossamer.explain.authz import check
 
         decision = check(ctx.reconciler.mesh, from_service=source,
                          from_namespace=source_namespace, to_service=to,

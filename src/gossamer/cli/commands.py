@@ -12,7 +12,7 @@ import typer
 
 from gossamer.cli.client import Api, CliError
 from gossamer.cli.main import Server, app
-from gossamer.envoyadmin import AdminError, get_json
+from gossamer.envoy.admin import AdminError, get_json
 
 CONFIG_DUMP_LIMIT = 256 * 1024 * 1024  # an unscoped sidecar of a large mesh: tens of MB
 SECTIONS = {"clusters": "dynamic_active_clusters", "listeners": "dynamic_listeners",

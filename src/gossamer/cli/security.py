@@ -12,7 +12,7 @@ import typer
 
 from gossamer.cli.client import Api, CliError
 from gossamer.cli.main import Server, app
-from gossamer.envoyadmin import AdminError, get_json
+from gossamer.envoy.admin import AdminError, get_json
 
 token_app = typer.Typer(help="Create, list and revoke API and join tokens.", no_args_is_help=True)
 authz_app = typer.Typer(help="Ask how the mesh's authorization policies decide.",

@@ -23,11 +23,11 @@ from gossamer.api.app import ApiContext, create_app
 from gossamer.api.auth import Authenticator
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.pki import CaError
+from gossamer.ca.service import CaService, bearer
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.contract.names import CONTROL_PLANE_NAME
 from gossamer.contract.node import BadNodeMetadata, NodeMetadata
 from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
-from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler

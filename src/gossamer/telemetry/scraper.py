@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from gossamer.envoyadmin import AdminError, get_json
+from gossamer.envoy.admin import AdminError, get_json
 from gossamer.telemetry.golden import BadStats, Observed, Sample, Source, delta, parse_stats
 from gossamer.xds.status import ProxyRegistry, ProxyStatus
 

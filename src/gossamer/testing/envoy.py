@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from gossamer.agent.bootstrap import layered_runtime
 from gossamer.agent.ports import free_port as free_port  # re-exported for tests
-from gossamer.envoybin import find_envoy
+from gossamer.envoy.binary import find_envoy
 
 _live: weakref.WeakSet[EnvoyProcess] = weakref.WeakSet()
 
