@@ -9,15 +9,17 @@ hot-restart shared memory), learns the admin address from
 context manager, from `atexit` for anything a crashed test left behind, and
 is idempotent.
 
-Blocking calls (`admin_get`, `wait_ready`, ...) have `a`-prefixed async twins
-that run in a thread: a test whose xDS server runs in the same event loop must
-not block that loop while Envoy waits for its config.
+Blocking calls (`admin_get`, `wait_ready`, ...) have `a`-prefixed async twins: a
+test whose xDS server runs in the same event loop must not block that loop while
+Envoy waits for its config. Both speak to the admin endpoint with the client the
+control plane uses (`gossamer.envoy.admin`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -27,20 +29,23 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from gossamer.agent.bootstrap import layered_runtime
 from gossamer.agent.ports import free_port as free_port  # re-exported for tests
+from gossamer.contract.names import XDS_CLUSTER
+from gossamer.envoy.admin import AdminError, fetch
 from gossamer.envoy.binary import find_envoy
 
 _live: weakref.WeakSet[EnvoyProcess] = weakref.WeakSet()
+T = TypeVar("T")
+# A test's config dumps may be larger than a sidecar's stats the control plane reads.
+MAX_TEST_BODY = 64 * 1024 * 1024
 
 
 @atexit.register
@@ -51,8 +56,6 @@ def _stop_leftovers() -> None:  # pragma: no cover - only for crashed tests
 
 class EnvoyError(RuntimeError):
     """Envoy failed to start, exited early, or its admin API did not answer."""
-
-
 
 
 def ads_bootstrap(
@@ -77,7 +80,7 @@ def ads_bootstrap(
         "admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                  "port_value": admin_port}}},
         "static_resources": {"clusters": [{
-            "name": "xds_cluster",
+            "name": XDS_CLUSTER,
             "type": "STATIC",
             "connect_timeout": "1s",
             "typed_extension_protocol_options": {
@@ -87,7 +90,7 @@ def ads_bootstrap(
                     "explicit_http_config": {"http2_protocol_options": {}},
                 },
             },
-            "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{
+            "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{
                 "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
                     "address": xds_host, "port_value": xds_port}}}}],
             }]},
@@ -98,7 +101,7 @@ def ads_bootstrap(
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {
-                    "cluster_name": "xds_cluster",
+                    "cluster_name": XDS_CLUSTER,
                     "retry_policy": {"retry_back_off": {
                         "base_interval": f"{retry_base_ms / 1000}s",
                         "max_interval": f"{retry_max_ms / 1000}s"}},
@@ -221,36 +224,22 @@ class EnvoyProcess:
 
     @property
     def admin_url(self) -> str:
-        if self.admin_address is None:
-            raise EnvoyError("Envoy is not started")
-        host, port = self.admin_address
+        host, port = self._admin_address()
         return f"http://{host}:{port}"
 
     def admin_get(self, path: str, timeout: float = 5.0) -> str:
         """GET an admin path ("/ready", "/stats?filter=...") and return the body."""
-        return self._admin("GET", path, timeout)
+        return _blocking(self.aadmin_get(path, timeout))
 
     def admin_post(self, path: str, timeout: float = 5.0) -> str:
-        return self._admin("POST", path, timeout)
+        return _blocking(self._admin("POST", path, timeout))
 
     def config_dump(self, include_eds: bool = True) -> dict[str, Any]:
-        data = json.loads(self.admin_get("/config_dump" + ("?include_eds" if include_eds
-                                                           else "")))
-        if not isinstance(data, dict):
-            raise EnvoyError("unexpected /config_dump answer")
-        return data
+        return _blocking(self.aconfig_dump(include_eds))
 
     def stats(self, filter_regex: str | None = None) -> dict[str, int]:
         """Counters and gauges as name -> value (histograms are left out)."""
-        path = "/stats"
-        if filter_regex:
-            path += "?filter=" + urllib.parse.quote(filter_regex)
-        out: dict[str, int] = {}
-        for line in self.admin_get(path).splitlines():
-            name, sep, value = line.partition(": ")
-            if sep and value.lstrip("-").isdigit():
-                out[name] = int(value)
-        return out
+        return _blocking(self.astats(filter_regex))
 
     def stat(self, name: str, default: int = 0) -> int:
         return self.stats(f"^{re.escape(name)}$").get(name, default)
@@ -274,26 +263,47 @@ class EnvoyProcess:
                 return
             self._check_alive()
             if time.monotonic() >= deadline:
-                raise EnvoyError(f"timed out after {timeout}s waiting for {what}\n"
-                                 f"--- envoy log ---\n{self.logs()[-4000:]}")
+                raise self._timed_out(timeout, what)
             time.sleep(interval)
 
     # -- async twins ---------------------------------------------------------------------------
 
     async def aadmin_get(self, path: str, timeout: float = 5.0) -> str:
-        return await asyncio.to_thread(self.admin_get, path, timeout)
+        return await self._admin("GET", path, timeout)
 
     async def aconfig_dump(self, include_eds: bool = True) -> dict[str, Any]:
-        return await asyncio.to_thread(self.config_dump, include_eds)
+        data = json.loads(await self.aadmin_get(
+            "/config_dump" + ("?include_eds" if include_eds else "")))
+        if not isinstance(data, dict):
+            raise EnvoyError("unexpected /config_dump answer")
+        return data
 
     async def astats(self, filter_regex: str | None = None) -> dict[str, int]:
-        return await asyncio.to_thread(self.stats, filter_regex)
+        path = "/stats"
+        if filter_regex:
+            path += "?filter=" + urllib.parse.quote(filter_regex)
+        out: dict[str, int] = {}
+        for line in (await self.aadmin_get(path)).splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
 
     async def astat(self, name: str, default: int = 0) -> int:
-        return await asyncio.to_thread(self.stat, name, default)
+        return (await self.astats(f"^{re.escape(name)}$")).get(name, default)
 
     async def await_ready(self, timeout: float = 20.0) -> None:
-        await asyncio.to_thread(self.wait_ready, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if (await self.aadmin_get("/ready", timeout=2.0)).strip() == "LIVE":
+                    return
+            except EnvoyError:
+                pass
+            self._check_alive()
+            if time.monotonic() >= deadline:
+                raise self._timed_out(timeout, "Envoy to become ready (/ready == LIVE)")
+            await asyncio.sleep(0.05)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -304,6 +314,10 @@ class EnvoyProcess:
         if code is not None:
             raise EnvoyError(f"Envoy exited with code {code}\n--- envoy log ---\n"
                              f"{self.logs()[-4000:]}")
+
+    def _timed_out(self, timeout: float, what: str) -> EnvoyError:
+        return EnvoyError(f"timed out after {timeout}s waiting for {what}\n"
+                          f"--- envoy log ---\n{self.logs()[-4000:]}")
 
     def _wait_admin(self, timeout: float) -> None:
         def answered() -> bool:
@@ -324,17 +338,31 @@ class EnvoyProcess:
 
         self.wait_for(answered, timeout, "Envoy's admin API")
 
-    def _admin(self, method: str, path: str, timeout: float) -> str:
+    def _admin_address(self) -> tuple[str, int]:
+        if self.admin_address is None:
+            raise EnvoyError("Envoy is not started")
+        return self.admin_address
+
+    async def _admin(self, method: str, path: str, timeout: float) -> str:
+        """The body of any answer (/ready answers 503 with a body while not LIVE)."""
         if not path.startswith("/"):
             path = "/" + path
-        request = urllib.request.Request(self.admin_url + path, method=method)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        host, port = self._admin_address()
         try:
-            with opener.open(request, timeout=timeout) as response:
-                body: bytes = response.read()
-        except urllib.error.HTTPError as exc:
-            # /ready answers 503 with a body while not LIVE: that is an answer.
-            body = exc.read()
-        except (OSError, urllib.error.URLError) as exc:
+            _, body = await fetch(host, port, method, path, timeout=timeout,
+                                  limit=MAX_TEST_BODY)
+        except AdminError as exc:
             raise EnvoyError(f"Envoy admin {method} {path}: {exc}") from exc
         return body.decode(errors="replace")
+
+
+def _blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to completion from synchronous code. Inside a running event loop
+    (a sync call in an async test) it runs on a thread of its own, blocking the
+    caller as any synchronous call does."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
