@@ -14,9 +14,9 @@ from gossamer.ratelimit.counters import (
     Counters,
     MemoryCounters,
     now_ms,
-    open_counters,
 )
 from gossamer.ratelimit.redis_counters import RedisCounters
+from gossamer.ratelimit.service import open_counters
 from gossamer.testing.envoy import free_port
 from tests.redis_server import RedisServer, redis_server
 
@@ -81,7 +81,7 @@ async def test_an_unreachable_redis_raises_counter_error() -> None:
 
 async def test_open_counters_picks_the_backend_and_loads_redis_only_for_it() -> None:
     # A fresh interpreter: this one has imported redis already (the fixtures).
-    code = ("import sys; from gossamer.ratelimit.counters import open_counters; "
+    code = ("import sys; from gossamer.ratelimit.service import open_counters; "
             "c = open_counters(None); print(type(c).__name__, 'redis' in sys.modules)")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
                                                 stdout=asyncio.subprocess.PIPE)

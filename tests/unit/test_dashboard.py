@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gossamer.api.app import ApiContext, create_app
+from gossamer.api.app import create_app
 from gossamer.api.auth import Authenticator
+from gossamer.api.context import ApiContext
 from gossamer.ca.tokens import Tokens
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler

@@ -9,31 +9,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json
 
 from gossamer import __version__
-from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
+from gossamer.api.auth import Caller, Forbidden, Unauthorized
+from gossamer.api.context import ApiContext, ApiError
 from gossamer.api.explain import explain_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.security import security_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
-from gossamer.ca.authority import MeshCA
-from gossamer.ca.tokens import Scope, Tokens
-from gossamer.controlplane.leases import Leases
-from gossamer.controlplane.reconcile import Reconciler
+from gossamer.ca.tokens import Scope
 from gossamer.dashboard import mount_dashboard
-from gossamer.explain.recent import RecentFailures
 from gossamer.index import MeshIndex
 from gossamer.model import (
     KINDS,
@@ -49,34 +44,9 @@ from gossamer.model import (
 from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.resilienceeffect import AnyRoute, unapplied
 from gossamer.model.workload import Health
-from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
-from gossamer.telemetry.scraper import Scraper
+from gossamer.store import Conflict, NotFound, StoredObject, StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """The API edge's one exception type, rendered as a JSON error response."""
-
-    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.fields = fields or []
-
-
-@dataclass
-class ApiContext:
-    store: ResourceStore
-    reconciler: Reconciler
-    leases: Leases
-    proxies: Callable[[], list[dict[str, Any]]]
-    xds_address: tuple[str, int] = ("127.0.0.1", 15010)
-    metrics: CollectorRegistry | None = None
-    auth: Authenticator = field(default_factory=lambda: Authenticator(None))
-    tokens: Tokens | None = None
-    ca: MeshCA | None = None
-    telemetry: Scraper | None = None
-    failures: RecentFailures | None = None
 
 
 class ErrorResponse(JSONResponse):
@@ -112,7 +82,7 @@ def _shown(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
     meta = dict(body.get("metadata", {}))
     meta["resourceVersion"] = str(obj.revision)
     body["metadata"] = meta
-    status = ctx.reconciler.index.status(ResourceKey(obj.kind, obj.namespace, obj.name))
+    status = ctx.state.index.status(ResourceKey(obj.kind, obj.namespace, obj.name))
     if status:
         body["status"] = status
     return body
@@ -195,7 +165,7 @@ def _check_join_quota(ctx: ApiContext, caller: Caller, body: dict[str, Any],
                                                "token"}])
     if not creates:
         return
-    held = sum(1 for w in ctx.reconciler.index.workloads
+    held = sum(1 for w in ctx.state.index.workloads
                if w.metadata.namespace == caller.namespace and w.account == caller.account)
     if held >= MAX_JOIN_WORKLOADS:
         raise Forbidden(f"{caller.namespace}/{caller.account} already has {held} Workloads "
@@ -243,7 +213,7 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
     if isinstance(res, Workload):
         ctx.leases.renew(res.key)
     return ApplyResult(result=result, resource=_doc(ctx, stored),
-                       warnings=_warnings(ctx.reconciler.index, res))
+                       warnings=_warnings(ctx.state.index, res))
 
 
 def _warnings(index: MeshIndex, res: Resource) -> list[str]:
@@ -293,8 +263,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         """Liveness; open, so probes need no token. `pid` lets whoever started this
         control plane tell it from another one on the same port."""
-        return {"status": "ok", "version": __version__, "revision": ctx.reconciler.index.revision,
-                "proxies": len(ctx.reconciler.proxies), "pid": os.getpid()}
+        return {"status": "ok", "version": __version__, "revision": ctx.state.index.revision,
+                "proxies": len(ctx.state.proxies), "pid": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -415,13 +385,13 @@ def _workload_routes(app: FastAPI, ctx: ApiContext) -> None:
     @app.get("/api/v1/proxies/{node_id}/snapshot")
     async def proxy_snapshot(node_id: str, caller: Caller = reader) -> dict[str, Any]:
         """What the control plane would send this proxy now (names and versions)."""
-        proxy = ctx.reconciler.proxies.get(node_id)
+        proxy = ctx.state.proxies.get(node_id)
         if proxy is None:
             raise ApiError(404, f"proxy {node_id!r} is not connected")
         from gossamer.translate import translate_proxy
         from gossamer.xds.types import SHORT
 
-        snap = translate_proxy(ctx.reconciler.mesh, proxy).snapshot
+        snap = translate_proxy(ctx.state.mesh, proxy).snapshot
         return {SHORT[t]: {"version": snap.version(t),
                            "resources": {n: r.version for n, r in snap.of(t).items()}}
                 for t in snap.resources}

@@ -3,21 +3,17 @@ one of them failed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Query
 
 from gossamer.api.auth import Caller
+from gossamer.api.context import ApiContext, ApiError
 from gossamer.explain.reasons import explain
 from gossamer.explain.recent import Query as Failures
 
-if TYPE_CHECKING:
-    from gossamer.api.app import ApiContext
-
 
 def explain_routes(app: FastAPI, ctx: ApiContext) -> None:
-    from gossamer.api.app import ApiError
-
     reader = Depends(ctx.auth.caller)
 
     def query(namespace: str | None, service: str | None, request_id: str | None,
@@ -63,4 +59,4 @@ def explain_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiError(404, f"no record of {what}: the control plane keeps the last "
                                 f"{ctx.failures.capacity} failures the sidecars reported")
         hops = ctx.failures.hops(newest.request_id) or [newest]
-        return explain(hops, ctx.reconciler.index, ctx.reconciler.proxies).to_json()
+        return explain(hops, ctx.state.index, ctx.state.proxies).to_json()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI
 from pydantic import AfterValidator, BaseModel, Field
 
 from gossamer.api.auth import Caller
+from gossamer.api.context import ApiContext, ApiError
 from gossamer.ca.tokens import Scope
 from gossamer.contract.checks import DNS_LABEL
 from gossamer.model.limits import check_text
-
-if TYPE_CHECKING:
-    from gossamer.api.app import ApiContext
 
 
 class TokenRequest(BaseModel):
@@ -30,16 +28,12 @@ class RotateRequest(BaseModel):
 
 
 def _check_label(value: str, what: str) -> None:
-    from gossamer.api.app import ApiError
-
     if not DNS_LABEL.match(value):
         raise ApiError(422, f"{what} {value!r} is not a DNS label",
                        [{"path": what, "reason": "must be a DNS label"}])
 
 
 def security_routes(app: FastAPI, ctx: ApiContext) -> None:
-    from gossamer.api.app import ApiError
-
     reader = Depends(ctx.auth.caller)
 
     def tokens() -> Any:
@@ -111,7 +105,7 @@ def security_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Evaluated on the translated Envoy RBAC config the destination's sidecar runs."""
         from gossamer.explain.authz import check
 
-        decision = check(ctx.reconciler.mesh, from_service=source,
+        decision = check(ctx.state.mesh, from_service=source,
                          from_namespace=source_namespace, to_service=to,
                          to_namespace=namespace, port=port, method=method, path=path)
         return {"allowed": decision.allowed, "status": decision.status,

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import StreamingResponse
 
 from gossamer.api.auth import Caller
+from gossamer.api.context import ApiContext, ApiError
 from gossamer.tap.session import MAX_EVENTS, MAX_SECONDS, TapError, stream, targets
-
-if TYPE_CHECKING:
-    from gossamer.api.app import ApiContext
 
 
 def tap_routes(app: FastAPI, ctx: ApiContext) -> None:
-    from gossamer.api.app import ApiError
-
     reader = Depends(ctx.auth.caller)
 
     @app.get("/api/v1/tap/{namespace}/{service}")

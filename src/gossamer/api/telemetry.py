@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from gossamer.api.auth import Caller
+from gossamer.api.context import ApiContext, ApiError
 from gossamer.telemetry import golden
+from gossamer.translate.mesh import MeshConfig
 from gossamer.translate.routes import route_clusters
-
-if TYPE_CHECKING:
-    from gossamer.api.app import ApiContext
-    from gossamer.translate.mesh import MeshConfig
 
 KINDS = ("service", "workload", "edge")
 
 
 def telemetry_routes(app: FastAPI, ctx: ApiContext) -> None:
-    from gossamer.api.app import ApiError
-
     reader = Depends(ctx.auth.caller)
 
     def observed() -> list[golden.Observed]:
@@ -40,7 +36,7 @@ def telemetry_routes(app: FastAPI, ctx: ApiContext) -> None:
                            [{"path": "kind", "reason": "unknown kind"}])
         seen = observed()
         if kind == "edge":
-            rows = golden.by_edge(seen, backends=route_backends(ctx.reconciler.mesh))
+            rows = golden.by_edge(seen, backends=route_backends(ctx.state.mesh))
         else:
             rows = {"service": golden.by_service, "workload": golden.by_workload}[kind](seen)
         if namespace is not None:

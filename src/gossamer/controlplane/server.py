@@ -19,8 +19,9 @@ import grpc
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from gossamer.api.app import ApiContext, create_app
+from gossamer.api.app import create_app
 from gossamer.api.auth import Authenticator
+from gossamer.api.context import ApiContext
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.pki import CaError
 from gossamer.ca.service import CaService, bearer
@@ -34,8 +35,7 @@ from gossamer.controlplane.reconcile import Reconciler
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
-from gossamer.ratelimit.counters import open_counters
-from gossamer.ratelimit.service import RateLimitService
+from gossamer.ratelimit.service import RateLimitService, open_counters
 from gossamer.store import ResourceStore, open_store
 from gossamer.telemetry.health import register_health
 from gossamer.telemetry.scraper import ScrapeOptions, Scraper

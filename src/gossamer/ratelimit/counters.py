@@ -66,11 +66,3 @@ class MemoryCounters:
     async def close(self) -> None:
         self._counts.clear()
 
-
-def open_counters(redis_url: str | None) -> Counters:
-    if not redis_url:
-        return MemoryCounters()
-    # Imported only when configured: the client library is 4 MiB of every
-    # control plane's memory otherwise.
-    from gossamer.ratelimit.redis_counters import RedisCounters
-    return RedisCounters(redis_url)

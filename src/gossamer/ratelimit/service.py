@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 from gossamer.contract.names import KEY_ENTRIES, RATELIMIT_DOMAIN, RULE_KEY, rule_id
 from gossamer.index import MeshIndex
 from gossamer.model.ratelimitpolicy import GlobalRule
-from gossamer.ratelimit.counters import CounterError, Counters, now_ms
+from gossamer.ratelimit.counters import CounterError, Counters, MemoryCounters, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +151,12 @@ class RateLimitService:
             limit_remaining=max(rule.requests - count, 0))
         status.duration_until_reset.FromMilliseconds(max(win.end_ms - now, 0))
         return status
+
+
+def open_counters(redis_url: str | None) -> Counters:
+    if not redis_url:
+        return MemoryCounters()
+    # Imported only when configured: the client library is 4 MiB of every
+    # control plane's memory otherwise.
+    from gossamer.ratelimit.redis_counters import RedisCounters
+    return RedisCounters(redis_url)
