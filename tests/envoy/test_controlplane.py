@@ -20,7 +20,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
 from gossamer.agent.bootstrap import bootstrap
-from gossamer.cli.commands import DRAIN_NOTE
+from gossamer.cli.run import DRAIN_NOTE
 from gossamer.contract.node import NodeMetadata, Upstream
 from gossamer.contract.protocol import Protocol
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.cli.golden import render, stat_table, top_table
+from gossamer.cli.metrics import render, stat_table, top_table
 
 
 def _row(rps: float, workload: str, dest: str, p50: float | None = 3.0) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gossamer.cli.commands import DRAIN_NOTE
+from gossamer.cli.run import DRAIN_NOTE
 from gossamer.index import build_index
 from gossamer.local.spec import load_local_app
 from gossamer.model import InvalidResource, parse_document, parse_documents

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import typer
 
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.golden import render
 from gossamer.cli.main import Server, app
+from gossamer.cli.metrics import render
 
 HOP_GRACE = 1.0  # seconds: twice the sidecars' flush interval
 _LABELS = (("failed_at", "Failed at"), ("cause", "Why"), ("policy", "Policy"),

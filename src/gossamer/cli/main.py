@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -19,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 Server = Annotated[str | None, typer.Option("--server", help="control-plane API URL "
                                             "(default $GOSSAMER_SERVER or http://127.0.0.1:15080)")]
 Namespace = Annotated[str, typer.Option("--namespace", "-n")]
+# The modules of the other commands, in the order `gossamer --help` lists them.
+COMMAND_MODULES = ("run", "dashboard", "metrics", "explain", "local", "security", "tap", "top")
 
 
 def read_text(path: str) -> str:
@@ -106,16 +109,8 @@ def main() -> None:
     # Our children exec at once, so they need none of it. Must precede `import grpc`.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from gossamer.cli import (  # noqa: F401 - registers commands
-        commands,
-        dashboard,
-        explain,
-        golden,
-        local,
-        security,
-        tap,
-        top,
-    )
+    for module in COMMAND_MODULES:  # each registers its commands on `app`
+        importlib.import_module(f"gossamer.cli.{module}")
 
     try:
         app()

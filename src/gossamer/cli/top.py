@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.golden import OptionalNamespace, _fetch, render, top_table
 from gossamer.cli.main import Server, app
+from gossamer.cli.metrics import OptionalNamespace, _fetch, render, top_table
 
 PathKey = tuple[str, str, str, str]  # source, destination service, method, path
 
