@@ -108,8 +108,8 @@ def test_the_control_plane_command_loads_no_http_client_library() -> None:
     """httpx and what it pulls in are ~10 MiB of the control plane's resident memory;
     `gossamer control-plane` loads the CLI's modules, so they must import it on use."""
     code = ("import sys\n"
-            "from gossamer.cli import dashboard, explain, local, metrics, run, security, "
-            "tap, top\n"
+            "from gossamer.cli import dashboard, explain, local, metrics, resources, run, "
+            "security, tap, top\n"
             "import gossamer.controlplane.server\n"
             "print(sorted(m for m in ('httpx', 'httpcore', 'h2', 'trio') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

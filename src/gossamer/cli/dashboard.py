@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError, server_url
-from gossamer.cli.main import Server, app
 
 
 def dashboard_url(server: str, token: str | None) -> str:

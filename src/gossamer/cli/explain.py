@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.main import Server, app
 from gossamer.cli.metrics import render
 
 HOP_GRACE = 1.0  # seconds: twice the sidecars' flush interval

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from gossamer.cli.app import app, read_text
 from gossamer.cli.client import CliError
-from gossamer.cli.main import app, read_text
 from gossamer.local.spec import LocalApp, Process, load_local_app
 from gossamer.store.files import private_dir
 

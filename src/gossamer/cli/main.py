@@ -3,104 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Any
 
-import typer
-import yaml
+from gossamer.cli.app import app
+from gossamer.cli.client import CliError
+from gossamer.model import InvalidResource
 
-from gossamer.cli.client import Api, CliError
-from gossamer.model import InvalidResource, kind_for, parse_documents
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Gossamer service mesh.")
-Server = Annotated[str | None, typer.Option("--server", help="control-plane API URL "
-                                            "(default $GOSSAMER_SERVER or http://127.0.0.1:15080)")]
-Namespace = Annotated[str, typer.Option("--namespace", "-n")]
-# The modules of the other commands, in the order `gossamer --help` lists them.
-COMMAND_MODULES = ("run", "dashboard", "metrics", "explain", "local", "security", "tap", "top")
-
-
-def read_text(path: str) -> str:
-    """A file (or stdin for `-`) as UTF-8 text, or one line saying why not."""
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        what = "standard input" if path == "-" else path
-        raise CliError(f"{what} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
-                       f"{exc.start} ({exc.reason})") from exc
-
-
-@app.command()
-def apply(file: Annotated[str, typer.Option("--file", "-f", help="YAML file, or - for stdin")],
-          server: Server = None) -> None:
-    """Create or update resources from a file."""
-    resources = parse_documents(read_text(file))  # validate locally first: all or nothing
-    api = Api(server)
-    for res in resources:
-        out = api.call("POST", "/api/v1/apply", res.to_document())
-        print(f"{res.kind.lower()}/{res.metadata.name} {out['result']}")
-        for warning in out.get("warnings", ()):
-            print(f"warning: {res.kind.lower()}/{res.metadata.name}: {warning}",
-                  file=sys.stderr)
-
-
-def _table(docs: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("NAMESPACE", "KIND", "NAME", "REVISION", "STATUS"):
-        table.add_column(col)
-    for d in docs:
-        conds = d.get("status", {}).get("conditions", [])
-        bad = [f"{c['type']}={c['status']} ({c['reason']})" for c in conds
-               if c["status"] != "True"]
-        health = d.get("spec", {}).get("health") if d["kind"] == "Workload" else None
-        status = "; ".join(bad) or (health or "OK")
-        table.add_row(d["metadata"]["namespace"], d["kind"], d["metadata"]["name"],
-                      d["metadata"].get("resourceVersion", ""), status)
-    Console(width=200).print(table)
-
-
-@app.command()
-def get(kind: str, name: Annotated[str | None, typer.Argument()] = None,
-        namespace: Namespace = "default",
-        output: Annotated[str, typer.Option("--output", "-o",
-                                            help="table, yaml or json")] = "table",
-        all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
-        server: Server = None) -> None:
-    """Show resources of a kind (Service, Workload, HTTPRoute)."""
-    canonical = kind_for(kind).KIND
-    api = Api(server)
-    if name:
-        docs = [api.call("GET", f"/api/v1/resources/{canonical}/{namespace}/{name}")]
-    else:
-        query = "" if all_namespaces else f"?namespace={namespace}"
-        docs = api.call("GET", f"/api/v1/resources/{canonical}{query}")
-    if output == "json":
-        print(json.dumps(docs[0] if name else docs, indent=2))
-    elif output == "yaml":
-        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
-    elif output == "table":
-        _table(docs)
-    else:
-        raise CliError(f"unknown output format {output!r}; use table, yaml or json")
-
-
-@app.command()
-def delete(kind: str, name: str, namespace: Namespace = "default", server: Server = None) -> None:
-    """Delete one resource."""
-    canonical = kind_for(kind).KIND
-    Api(server).call("DELETE", f"/api/v1/resources/{canonical}/{namespace}/{name}")
-    print(f"{canonical.lower()}/{name} deleted")
+# The command modules, in the order `gossamer --help` lists their commands.
+COMMAND_MODULES = ("resources", "run", "dashboard", "metrics", "explain", "local", "security",
+                   "tap", "top")
 
 
 def main() -> None:

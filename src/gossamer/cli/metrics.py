@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.main import Server, app
 
 KIND_ALIASES = {"service": "service", "services": "service", "svc": "service",
                 "workload": "workload", "workloads": "workload", "wl": "workload",
@@ -76,7 +76,7 @@ def stat_table(kind: str, items: list[dict[str, Any]]) -> str:
                   [[r["namespace"], r["name"], *_golden_cells(r)] for r in items])
 
 
-def _fetch(api: Api, kind: str, name: str | None, namespace: str | None) -> dict[str, Any]:
+def fetch_stats(api: Api, kind: str, name: str | None, namespace: str | None) -> dict[str, Any]:
     query = f"/api/v1/stats?kind={kind}"
     if name:
         query += f"&name={name}"
@@ -97,7 +97,7 @@ def stat(target: Annotated[str, typer.Argument(
     kind = KIND_ALIASES.get(kind_text.lower())
     if kind is None:
         raise CliError(f"unknown kind {kind_text!r}; use service, workload or edge")
-    body = _fetch(Api(server), kind, name or None, namespace)
+    body = fetch_stats(Api(server), kind, name or None, namespace)
     if output == "json":
         print(json.dumps(body, indent=2))
         return
@@ -115,7 +115,7 @@ def edges(service: Annotated[str, typer.Argument(help="the called Service (NAME 
     """Who calls SERVICE, and how: per calling workload, its requests' outcomes and latency.
     When SERVICE's routes send its traffic to other Services, each caller's row is
     followed by the split by backend."""
-    body = _fetch(Api(server), "edge", service, None)
+    body = fetch_stats(Api(server), "edge", service, None)
     if output == "json":
         print(json.dumps(body, indent=2))
         return

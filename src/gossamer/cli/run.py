@@ -1,4 +1,5 @@
-"""Commands that run processes (control-plane, proxy, up, demo) and debug the mesh."""
+"""Commands that run the mesh's processes (control-plane, proxy) and check them
+(check, proxy-config)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.main import Server, app
 from gossamer.envoy.admin import AdminError, get_json
 
 CONFIG_DUMP_LIMIT = 256 * 1024 * 1024  # an unscoped sidecar of a large mesh: tens of MB

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.main import Server, app
 from gossamer.envoy.admin import AdminError, get_json
 
 token_app = typer.Typer(help="Create, list and revoke API and join tokens.", no_args_is_help=True)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.main import Server, app
 
 
 def format_event(event: dict[str, Any]) -> str:

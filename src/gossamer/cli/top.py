@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
+from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.cli.main import Server, app
-from gossamer.cli.metrics import OptionalNamespace, _fetch, render, top_table
+from gossamer.cli.metrics import OptionalNamespace, fetch_stats, render, top_table
 
 PathKey = tuple[str, str, str, str]  # source, destination service, method, path
 
@@ -99,7 +99,7 @@ def _tap_thread(api: Api, namespace: str, service: str, params: dict[str, Any],
 
 def _services(api: Api, namespace: str | None) -> list[tuple[str, str]]:
     """Every Service with traffic in the golden-metrics window."""
-    rows = _fetch(api, "service", None, namespace)["items"]
+    rows = fetch_stats(api, "service", None, namespace)["items"]
     return sorted({(r["namespace"], r["name"]) for r in rows if r["requests"]})
 
 
@@ -185,7 +185,7 @@ def _top_edges(api: Api, namespace: str | None, interval: float, limit: int, onc
                iterations: int) -> None:
     shown = 0
     while True:
-        body = _fetch(api, "edge", None, namespace)
+        body = fetch_stats(api, "edge", None, namespace)
         screen = (f"busiest edges over the last {body['window_seconds']:.0f}s "
                   f"({time.strftime('%H:%M:%S')})\n" + top_table(body["items"], limit))
         if not once and sys.stdout.isatty():
