@@ -11,7 +11,8 @@ from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.model import parse_document
 from gossamer.translate import translate_mesh, translate_proxy
-from gossamer.xds.stream import Acked, DeltaStream, Subscribed
+from gossamer.xds.delta import DeltaStream
+from gossamer.xds.events import Acked, Subscribed
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
 
 META: dict[str, Any] = {

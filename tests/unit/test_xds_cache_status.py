@@ -6,8 +6,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
 
 from gossamer.xds.cache import SnapshotCache
+from gossamer.xds.events import Acked, Nacked, Outgoing, Subscribed
 from gossamer.xds.status import NodeInfo, ProxyRegistry
-from gossamer.xds.stream import Acked, Nacked, Outgoing, Subscribed
 from gossamer.xds.types import CLUSTER, ROUTE, Snapshot, XdsResource
 
 

@@ -11,16 +11,10 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import duration_pb2
 
-from gossamer.xds.stream import (
-    Acked,
-    DeltaStream,
-    Event,
-    Nacked,
-    Outgoing,
-    SotwStream,
-    Subscribed,
-    eds_service_name,
-)
+from gossamer.xds.delta import DeltaStream
+from gossamer.xds.events import Acked, Event, Nacked, Outgoing, Subscribed
+from gossamer.xds.sotw import SotwStream
+from gossamer.xds.stream import eds_service_name
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
 # ----------------------------------------------------------------------------- helpers

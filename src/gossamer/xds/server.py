@@ -5,9 +5,9 @@ DiscoveryRequest/DeltaDiscoveryRequest messages (`services=`): the agent runs
 it as Envoy's SecretDiscoveryService on a Unix socket (`agent/sds.py`).
 
 Both methods are registered through a generic handler whose response
-serializer is the identity, so streams write the bytes `stream.py` assembled
-from cached per-resource encodings: no message is built or serialized per
-stream.
+serializer is the identity, so streams write the bytes the stream machines
+(`sotw.py`, `delta.py`) assembled from cached per-resource encodings: no message
+is built or serialized per stream.
 
 Theory of operation (one stream):
 
@@ -57,16 +57,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gossamer.xds import wire
 from gossamer.xds.cache import SnapshotCache
+from gossamer.xds.delta import DeltaStream
+from gossamer.xds.events import Acked, Event, Nacked, Outgoing
 from gossamer.xds.inbox import CHANGED, END, REVOKED, StreamInbox
+from gossamer.xds.sotw import SotwStream
 from gossamer.xds.status import NodeInfo, ProxyRegistry
-from gossamer.xds.stream import (
-    Acked,
-    DeltaStream,
-    Event,
-    Nacked,
-    Outgoing,
-    SotwStream,
-)
 from gossamer.xds.types import SHORT, Snapshot
 
 __all__ = ["ADS_SERVICE", "SDS_SERVICE", "NodeInfo", "XdsHooks", "XdsMetrics", "XdsServer"]

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
 
-from gossamer.xds.stream import Acked, Event, Nacked, Outgoing, Subscribed
+from gossamer.xds.events import Acked, Event, Nacked, Outgoing, Subscribed
 from gossamer.xds.types import PUSH_ORDER, SHORT, Snapshot
 
 
