@@ -35,7 +35,7 @@ from gossamer.contract.names import CERT_SECRET, CONTROL_PLANE_NAME, ROOT_SECRET
 from gossamer.contract.node import NodeMetadata
 from gossamer.testing.envoy import EnvoyProcess, free_port
 from gossamer.xds.cache import SnapshotCache
-from gossamer.xds.server import NodeInfo, XdsServer
+from gossamer.xds.server import NodeInfo, NoHooks, XdsServer
 from gossamer.xds.status import ProxyRegistry
 from gossamer.xds.types import Snapshot
 from tests.unit.test_agent_certs import TinyCa
@@ -228,17 +228,14 @@ async def test_mtls_listener_from_sds_rotates_without_restart(
         await asyncio.to_thread(envoy.stop)
 
 
-class _Hooks:
+class _Hooks(NoHooks):
     """Every proxy gets an empty snapshot: enough for Envoy to become LIVE over ADS."""
 
     def __init__(self, cache: SnapshotCache) -> None:
         self.cache = cache
 
-    def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
+    async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         self.cache.set(node_id, Snapshot.build({}))
-
-    def proxy_disconnected(self, node_id: str) -> None:
-        pass
 
 
 class _SeeMetadata(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from gossamer.testing.envoy import EnvoyError, EnvoyProcess, ads_bootstrap, free_port
 from gossamer.xds.cache import SnapshotCache
-from gossamer.xds.server import NodeInfo, XdsServer
+from gossamer.xds.server import NodeInfo, NoHooks, XdsServer
 from gossamer.xds.status import ProxyRegistry
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
 
@@ -137,7 +137,7 @@ async def answers(port: int, body: str, tag: str | None = None) -> bool:
                                                headers.get("x-route-tag") == tag)
 
 
-class Hooks:
+class Hooks(NoHooks):
     """Records hook calls; optionally computes the node's snapshot on connect."""
 
     def __init__(self, cache: SnapshotCache, snapshot_on_connect: Snapshot | None = None):
@@ -152,7 +152,7 @@ class Hooks:
             await asyncio.sleep(0.05)  # the control plane computes it asynchronously
             self.cache.set(node_id, self.snapshot_on_connect)
 
-    def proxy_disconnected(self, node_id: str) -> None:
+    async def proxy_disconnected(self, node_id: str) -> None:
         self.disconnected.append(node_id)
 
 

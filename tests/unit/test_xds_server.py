@@ -14,7 +14,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from prometheus_client import CollectorRegistry
 
 from gossamer.xds.cache import SnapshotCache
-from gossamer.xds.server import NodeInfo, XdsServer
+from gossamer.xds.server import NodeInfo, NoHooks, XdsServer
 from gossamer.xds.status import ProxyRegistry
 from gossamer.xds.types import CLUSTER, Snapshot, XdsResource
 
@@ -30,7 +30,7 @@ def snap(*names: str, timeout: int = 1) -> Snapshot:
     return Snapshot.build({CLUSTER: clusters})
 
 
-class Hooks:
+class Hooks(NoHooks):
     def __init__(self, cache: SnapshotCache, on_connect: Snapshot | None = None) -> None:
         self.cache = cache
         self.on_connect = on_connect
@@ -43,7 +43,7 @@ class Hooks:
         if self.on_connect is not None:
             self.cache.set(node_id, self.on_connect)
 
-    def proxy_disconnected(self, node_id: str) -> None:
+    async def proxy_disconnected(self, node_id: str) -> None:
         self.events.append(("disconnected", node_id))
 
 

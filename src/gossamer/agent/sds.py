@@ -36,7 +36,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from gossamer.contract.names import CERT_SECRET, ROOT_SECRET
 from gossamer.xds.cache import SnapshotCache
-from gossamer.xds.server import SDS_SERVICE, UNIX_PREFIX, NodeInfo, XdsServer
+from gossamer.xds.server import SDS_SERVICE, UNIX_PREFIX, NodeInfo, NoHooks, XdsServer
 from gossamer.xds.types import SECRET, Snapshot, XdsResource
 
 __all__ = ["SdsServer", "cert_secret", "root_secret"]
@@ -65,7 +65,7 @@ def root_secret(bundle_pem: str | bytes, name: str = ROOT_SECRET) -> secret_pb2.
         trusted_ca=base_pb2.DataSource(inline_bytes=_bytes(bundle_pem))))
 
 
-class SdsServer:
+class SdsServer(NoHooks):
     """Envoy's SDS on `unix:<socket_path>`, serving CERT_SECRET and ROOT_SECRET.
 
     Call `update` before starting Envoy: Envoy holds a listener or cluster
@@ -132,14 +132,14 @@ class SdsServer:
         """What is served now, by secret name (empty before the first `update`)."""
         return self._snapshot.of(SECRET) if self._snapshot is not None else {}
 
-    # -- XdsHooks ----------------------------------------------------------------------------
+    # -- XdsHooks (SDS admits any stream: its socket is 0600) --------------------------
 
-    def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
+    async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         if node_id not in self._nodes:
             self._nodes.add(node_id)
             log.info("Envoy %s connected to SDS at %s", node_id, self.path)
         if self._snapshot is not None:
             self.cache.set(node_id, self._snapshot)
 
-    def proxy_disconnected(self, node_id: str) -> None:
+    async def proxy_disconnected(self, node_id: str) -> None:
         pass

@@ -136,10 +136,10 @@ class _Hooks:
                                    f"{granted.namespace}/{granted.account}")
         return record.id
 
-    def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
+    async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
         self._reconciler.proxy_connected(node_id, dict(node.metadata))
 
-    def proxy_disconnected(self, node_id: str) -> None:
+    async def proxy_disconnected(self, node_id: str) -> None:
         """Forget the proxy and its snapshot: churning proxies must not grow memory.
         A reconnect translates afresh, and content versions make that resend nothing."""
         self._reconciler.proxy_disconnected(node_id)

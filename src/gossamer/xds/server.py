@@ -18,7 +18,7 @@ Theory of operation (one stream):
 
 1. The first request must name the node. The stream registers with the
    `ProxyRegistry` (which hands out a stream id), then calls
-   `hooks.proxy_connected` (sync or async) and only then looks at the cache:
+   `hooks.proxy_connected` and only then looks at the cache:
    the control plane typically computes the node's snapshot in that hook.
 2. The stream watches its node in the `SnapshotCache`, which queues one
    coalesced "changed" marker in the stream's inbox (`inbox.py`); the reader
@@ -43,11 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol
 
 import grpc
@@ -64,7 +63,8 @@ from gossamer.xds.sotw import SotwStream
 from gossamer.xds.status import NodeInfo, ProxyRegistry
 from gossamer.xds.types import SHORT, Snapshot
 
-__all__ = ["ADS_SERVICE", "SDS_SERVICE", "NodeInfo", "XdsHooks", "XdsMetrics", "XdsServer"]
+__all__ = ["ADS_SERVICE", "SDS_SERVICE", "NoHooks", "NodeInfo", "StreamDenied", "XdsHooks",
+           "XdsMetrics", "XdsServer"]
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +83,6 @@ MAX_MESSAGE_BYTES: Final = 64 << 20
 TLS_RECORD_BYTES: Final = 4096
 
 
-class XdsHooks(Protocol):
-    """What the control plane is told about proxies coming and going.
-
-    Either method may be a plain function or a coroutine function. The
-    stream sends config once `cache.get(node_id)` has a snapshot, so
-    `proxy_connected` may also just schedule that work and return.
-    """
-
-    def proxy_connected(self, node_id: str, node: NodeInfo) -> Awaitable[None] | None: ...
-
-    def proxy_disconnected(self, node_id: str) -> Awaitable[None] | None: ...
-
-
 class StreamDenied(Exception):
     """Raised by an `authorize` hook: the stream is refused with this status."""
 
@@ -104,14 +91,43 @@ class StreamDenied(Exception):
         self.code = code
 
 
-class XdsAuthorizer(Protocol):
-    """Optional hook: check a stream's credentials (gRPC metadata) against the node
-    it claims to be, before anything is sent; raise StreamDenied to refuse it.
-    It may return a grant (say, the id of the token the stream presented):
-    `XdsServer.end_streams(grant)` ends every stream opened with it."""
+class XdsHooks(Protocol):
+    """What the server asks and tells its owner about streams, as go-control-plane's
+    `Callbacks`: who may open one, and proxies coming and going (see the module
+    doc). `NoHooks` admits everyone and ignores the rest; subclass it to implement
+    only some."""
 
     async def authorize(self, node: NodeInfo,
-                        metadata: Sequence[tuple[str, str | bytes]]) -> str | None: ...
+                        metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+        """Check a stream's credentials (gRPC metadata) against the node it claims to
+        be, before anything is sent; raise StreamDenied to refuse it. The result is
+        the stream's grant (say, the id of the token it presented):
+        `XdsServer.end_streams(grant)` ends every stream opened with it."""
+        ...
+
+    async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
+        """The node's stream is open (or current again). The stream sends config once
+        `cache.get(node_id)` has a snapshot, so this may also just schedule that work.
+        An exception is logged, and the stream goes on."""
+        ...
+
+    async def proxy_disconnected(self, node_id: str) -> None:
+        """The node's last open stream ended. An exception is logged."""
+        ...
+
+
+class NoHooks:
+    """XdsHooks that admit every stream (grant None) and ignore comings and goings."""
+
+    async def authorize(self, node: NodeInfo,
+                        metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+        return None
+
+    async def proxy_connected(self, node_id: str, node: NodeInfo) -> None:
+        return None
+
+    async def proxy_disconnected(self, node_id: str) -> None:
+        return None
 
 
 class XdsMetrics:
@@ -232,7 +248,7 @@ class XdsServer:
             raise ValueError(f"cannot serve {unknown or 'no services'}; known: {sorted(METHODS)}")
         self.services = tuple(services)
         self.cache = cache
-        self.hooks = hooks
+        self.hooks: XdsHooks = hooks if hooks is not None else NoHooks()
         self.registry = registry if registry is not None else ProxyRegistry()
         self.metrics = XdsMetrics(metrics_registry)
         # SotW bodies (all but the nonce) shared by every stream of this server.
@@ -400,7 +416,7 @@ class XdsServer:
             self.metrics.stream_starts.labels(kind).inc()
             log.info("xDS %s stream %d from %s (%s) opened", kind, stream_id, node_id,
                      node.user_agent or "unknown agent")
-            await self._call_hook("proxy_connected", node_id, node)
+            await self._connected(node_id, node)
 
             unwatch = self.cache.watch(node_id, inbox.mark_changed)
             out = machine.on_request(first)
@@ -456,11 +472,11 @@ class XdsServer:
         log.info("xDS %s stream %d from %s closed", kind, stream_id, node_id)
         if last:
             self.metrics.forget(node_id)
-            await self._call_hook("proxy_disconnected", node_id)
+            await self._disconnected(node_id)
             return
         current = self.registry.get(node_id)
         if was_current and current is not None:  # its older stream's metadata again
-            await self._call_hook("proxy_connected", node_id, current.node)
+            await self._connected(node_id, current.node)
 
     async def _admit(self, first: Any, context: grpc.aio.ServicerContext[Any, bytes]
                      ) -> tuple[NodeInfo, str | None]:
@@ -470,11 +486,8 @@ class XdsServer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "the first request of a stream must carry node.id")
         node = NodeInfo.from_proto(first.node)
-        authorize = getattr(self.hooks, "authorize", None)
-        if authorize is None:
-            return node, None
         try:
-            grant: str | None = await authorize(node, context.invocation_metadata() or ())
+            grant = await self.hooks.authorize(node, context.invocation_metadata() or ())
         except StreamDenied as exc:
             log.warning("xDS stream of %s refused: %s", node.id, exc)
             await context.abort(exc.code, str(exc))
@@ -528,15 +541,19 @@ class XdsServer:
             log.debug("xDS stream read ended: %r", exc)
         await inbox.put(END)
 
-    async def _call_hook(self, name: str, *args: Any) -> None:
-        if self.hooks is None:
-            return
+    async def _connected(self, node_id: str, node: NodeInfo) -> None:
         try:
-            result = getattr(self.hooks, name)(*args)
-            if inspect.isawaitable(result):
-                await result
+            await self.hooks.proxy_connected(node_id, node)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("xDS hook %s(%s) failed", name, args[0] if args else "")
+            log.exception("xDS hook proxy_connected(%s) failed", node_id)
+
+    async def _disconnected(self, node_id: str) -> None:
+        try:
+            await self.hooks.proxy_disconnected(node_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("xDS hook proxy_disconnected(%s) failed", node_id)
 
