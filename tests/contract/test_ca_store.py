@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from gossamer.ca import pki
 from gossamer.ca.authority import KIND, NAME, NAMESPACE, MeshCA
-from gossamer.ca.pki import CaError, IdentityMismatch
+from gossamer.ca.errors import CaError, IdentityMismatch
 from gossamer.ca.rotation import Phase
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.contract.names import CONTROL_PLANE_NAME

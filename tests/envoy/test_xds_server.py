@@ -29,7 +29,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2, duration_pb2
 from prometheus_client import CollectorRegistry
 
-from gossamer.testing.envoy import EnvoyError, EnvoyProcess, ads_bootstrap, free_port
+from gossamer.envoy.errors import EnvoyError
+from gossamer.testing.envoy import EnvoyProcess, ads_bootstrap, free_port
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, NoHooks, XdsServer
 from gossamer.xds.status import ProxyRegistry

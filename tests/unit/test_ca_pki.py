@@ -19,7 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from gossamer.ca import pki
-from gossamer.ca.pki import CaError, CaKeyPair, CsrRejected, IdentityMismatch
+from gossamer.ca.errors import CaError, CsrRejected, IdentityMismatch
+from gossamer.ca.pki import CaKeyPair
 from gossamer.contract.spiffe import SpiffeId
 
 NOW = datetime(2030, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -9,7 +9,8 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from gossamer.ca import pki, rotation
-from gossamer.ca.pki import CaError, CaKeyPair
+from gossamer.ca.errors import CaError
+from gossamer.ca.pki import CaKeyPair
 from gossamer.ca.rotation import Phase, RootState
 from gossamer.contract.spiffe import SpiffeId
 

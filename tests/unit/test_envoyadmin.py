@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gossamer.envoy.admin import AdminError, get_json, request
+from gossamer.envoy.admin import get_json, request
+from gossamer.envoy.errors import AdminError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -21,7 +21,8 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.agent.bootstrap import layered_runtime
 from gossamer.contract.node import BadNodeMetadata, NodeMetadata
-from gossamer.envoy.binary import EnvoyNotFound, find_envoy
+from gossamer.envoy.binary import find_envoy
+from gossamer.envoy.errors import EnvoyNotFound
 from gossamer.index import build_index
 from gossamer.model import Resource, parse_documents
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy

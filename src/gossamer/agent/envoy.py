@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.agent.children import die_with_parent
-from gossamer.envoy.admin import AdminError, fetch
+from gossamer.envoy.admin import fetch
 from gossamer.envoy.binary import find_envoy
+from gossamer.envoy.errors import AdminError, EnvoyError
 
 log = logging.getLogger(__name__)
 ACCESS_LOG_FLUSH_MS = 1000
-
-
-class EnvoyError(Exception):
-    """Envoy could not be started or did not become ready."""
 
 
 class EnvoySupervisor:

@@ -31,13 +31,13 @@ from gossamer.agent.bootstrap import bootstrap
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
 from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
-from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
+from gossamer.agent.envoy import EnvoySupervisor
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
 from gossamer.contract.node import NodeMetadata, Upstream, node_id_of
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
-from gossamer.envoy.binary import EnvoyNotFound
+from gossamer.envoy.errors import EnvoyError
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
@@ -166,7 +166,7 @@ class Agent:
     async def start(self) -> None:
         try:
             await self._start()
-        except (ControlPlaneError, EnvoyError, EnvoyNotFound, IdentityError, OSError) as exc:
+        except (ControlPlaneError, EnvoyError, IdentityError, OSError) as exc:
             raise AgentError(str(exc)) from exc
 
     async def _start(self) -> None:

@@ -87,7 +87,7 @@ def security_routes(app: FastAPI, ctx: ApiContext) -> None:
         caller.require_admin()
         if ctx.ca is None:
             raise ApiError(404, "this control plane runs without a CA")
-        from gossamer.ca.pki import CaError
+        from gossamer.ca.errors import CaError
 
         step = {"begin": ctx.ca.begin_root_rotation, "switch": ctx.ca.switch_signer,
                 "finish": ctx.ca.finish_root_rotation}[req.step]

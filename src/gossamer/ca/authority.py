@@ -30,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gossamer.ca import pki, rotation
-from gossamer.ca.pki import CaError, CaKeyPair, IdentityMismatch, IssuedCert
+from gossamer.ca.errors import CaError, IdentityMismatch
+from gossamer.ca.pki import CaKeyPair, IssuedCert
 from gossamer.ca.rotation import Phase, RootState
 from gossamer.contract.spiffe import SpiffeId, check_trust_domain
 from gossamer.store.base import Conflict, ResourceStore, StoredObject

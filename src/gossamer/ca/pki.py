@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gossamer.ca.errors import CaError, CsrRejected, IdentityMismatch
 from gossamer.contract.spiffe import BadSpiffeId, SpiffeId, check_trust_domain
 
 # Keys a CA may sign with. Ed25519/Ed448 are left out: not every TLS stack
@@ -54,18 +55,6 @@ DEFAULT_ROOT_VALIDITY = timedelta(days=3650)
 _MAX_CHAIN = 8
 _ACCEPTED_CURVES = ("secp256r1", "secp384r1")
 _MIN_RSA_BITS = 2048
-
-
-class CaError(Exception):
-    """The CA edge's one exception type: the message says what to fix."""
-
-
-class CsrRejected(CaError):
-    """The CSR is malformed, badly signed, uses a weak key, or asks for names it may not."""
-
-
-class IdentityMismatch(CsrRejected):
-    """The CSR asks for a SPIFFE ID other than the one the caller is entitled to."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ from enum import StrEnum
 
 from cryptography import x509
 
-from gossamer.ca.pki import CaError, CaKeyPair, certs_pem
+from gossamer.ca.errors import CaError
+from gossamer.ca.pki import CaKeyPair, certs_pem
 
 
 class Phase(StrEnum):

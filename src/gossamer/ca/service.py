@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from gossamer.ca import api
 from gossamer.ca.authority import MeshCA
-from gossamer.ca.pki import CaError, IdentityMismatch
+from gossamer.ca.errors import CaError, IdentityMismatch
 from gossamer.ca.tokens import Scope, TokenRecord, Tokens
 from gossamer.contract.spiffe import BadSpiffeId, SpiffeId
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.ca.authority import utcnow
-from gossamer.ca.pki import CaError
+from gossamer.ca.errors import CaError
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.store.base import (
     Compacted,

@@ -13,7 +13,8 @@ import typer
 
 from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.envoy.admin import AdminError, get_json
+from gossamer.envoy.admin import get_json
+from gossamer.envoy.errors import AdminError
 
 CONFIG_DUMP_LIMIT = 256 * 1024 * 1024  # an unscoped sidecar of a large mesh: tens of MB
 SECTIONS = {"clusters": "dynamic_active_clusters", "listeners": "dynamic_listeners",
@@ -79,7 +80,7 @@ def control_plane(
         stats_window=stats_window, gc_freeze=True)
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
-    from gossamer.ca.pki import CaError
+    from gossamer.ca.errors import CaError
     from gossamer.store import StoreError
 
     try:

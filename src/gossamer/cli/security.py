@@ -12,7 +12,8 @@ import typer
 
 from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.envoy.admin import AdminError, get_json
+from gossamer.envoy.admin import get_json
+from gossamer.envoy.errors import AdminError
 
 token_app = typer.Typer(help="Create, list and revoke API and join tokens.", no_args_is_help=True)
 authz_app = typer.Typer(help="Ask how the mesh's authorization policies decide.",

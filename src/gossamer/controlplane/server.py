@@ -23,7 +23,7 @@ from gossamer.api.app import create_app
 from gossamer.api.auth import Authenticator
 from gossamer.api.context import ApiContext
 from gossamer.ca.authority import MeshCA
-from gossamer.ca.pki import CaError
+from gossamer.ca.errors import CaError
 from gossamer.ca.service import CaService, bearer
 from gossamer.ca.tokens import Scope, Tokens
 from gossamer.contract.names import CONTROL_PLANE_NAME

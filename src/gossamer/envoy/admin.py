@@ -20,12 +20,10 @@ from typing import Any
 
 import h11
 
+from gossamer.envoy.errors import AdminError
+
 READ_SIZE = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024  # bounds `read`; a sidecar's full stats are ~100 KB
-
-
-class AdminError(Exception):
-    """The admin endpoint could not be reached, or did not answer with valid HTTP."""
 
 
 class AdminResponse:

@@ -6,9 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-
-class EnvoyNotFound(RuntimeError):
-    pass
+from gossamer.envoy.errors import EnvoyNotFound
 
 
 def find_envoy() -> str:

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gossamer.envoy.admin import AdminError, request
+from gossamer.envoy.admin import request
+from gossamer.envoy.errors import AdminError
 from gossamer.tap.events import TapEvent, events_from, split_stream, tap_config
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from gossamer.envoy.admin import AdminError, get_json
+from gossamer.envoy.admin import get_json
+from gossamer.envoy.errors import AdminError
 from gossamer.telemetry.golden import BadStats, Observed, Sample, Source, delta, parse_stats
 from gossamer.xds.status import ProxyRegistry, ProxyStatus
 

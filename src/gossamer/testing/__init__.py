@@ -1,5 +1,6 @@
 """Helpers shipped for tests: real Envoy processes (`gossamer.testing.envoy`)."""
 
-from gossamer.testing.envoy import EnvoyError, EnvoyProcess, ads_bootstrap, free_port
+from gossamer.envoy.errors import EnvoyError
+from gossamer.testing.envoy import EnvoyProcess, ads_bootstrap, free_port
 
 __all__ = ["EnvoyError", "EnvoyProcess", "ads_bootstrap", "free_port"]

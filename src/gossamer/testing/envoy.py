@@ -39,8 +39,9 @@ from typing import Any, Literal, TypeVar
 from gossamer.agent.bootstrap import layered_runtime
 from gossamer.agent.ports import free_port as free_port  # re-exported for tests
 from gossamer.contract.names import XDS_CLUSTER
-from gossamer.envoy.admin import AdminError, fetch
+from gossamer.envoy.admin import fetch
 from gossamer.envoy.binary import find_envoy
+from gossamer.envoy.errors import AdminError, EnvoyError
 
 _live: weakref.WeakSet[EnvoyProcess] = weakref.WeakSet()
 T = TypeVar("T")
@@ -52,10 +53,6 @@ MAX_TEST_BODY = 64 * 1024 * 1024
 def _stop_leftovers() -> None:  # pragma: no cover - only for crashed tests
     for proc in list(_live):
         proc.stop(timeout=2.0)
-
-
-class EnvoyError(RuntimeError):
-    """Envoy failed to start, exited early, or its admin API did not answer."""
 
 
 def ads_bootstrap(
