@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from gossamer.ca import pki
+from gossamer.ca import pki, servercert
 from gossamer.ca.errors import CaError, CsrRejected, IdentityMismatch
 from gossamer.ca.pki import CaKeyPair
 from gossamer.contract.spiffe import SpiffeId
@@ -435,7 +435,7 @@ def test_leaf_lifetime_is_capped_by_the_plugin_chain(
 
 
 def test_server_cert_serves_its_dns_names_and_addresses(root: CaKeyPair) -> None:
-    chain, key = pki.issue_server_cert(root, ["gossamer-control-plane", "cp.example.org"],
+    chain, key = servercert.issue_server_cert(root, ["gossamer-control-plane", "cp.example.org"],
                                        ["127.0.0.1", "::1"], NOW, DAY)
     certs = pem_certs(chain)
     assert serialization.load_pem_private_key(key, None).public_key() == certs[0].public_key()
@@ -450,9 +450,9 @@ def test_server_cert_serves_its_dns_names_and_addresses(root: CaKeyPair) -> None
     assert info["dns_sans"] == ["gossamer-control-plane", "cp.example.org"]
     assert info["not_after"] == (NOW + DAY).isoformat()
     with pytest.raises(CaError, match="at least one"):
-        pki.issue_server_cert(root, [], [], NOW, DAY)
+        servercert.issue_server_cert(root, [], [], NOW, DAY)
     with pytest.raises(CaError, match="bad IP address"):
-        pki.issue_server_cert(root, ["x"], ["not-an-ip"], NOW, DAY)
+        servercert.issue_server_cert(root, ["x"], ["not-an-ip"], NOW, DAY)
 
 
 def test_cert_info(root: CaKeyPair) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gossamer.ca import pki, rotation
+from gossamer.ca import pki, rotation, servercert
 from gossamer.ca.errors import CaError, IdentityMismatch
 from gossamer.ca.pki import CaKeyPair, IssuedCert
 from gossamer.ca.rotation import Phase, RootState
@@ -320,7 +320,7 @@ class MeshCA:
                 and cached.signer == signer.fingerprint()
                 and not rotation.should_renew(cached.not_before, cached.not_after, now)):
             return cached
-        chain, key = pki.issue_server_cert(signer, names[0], names[1], now, self.server_ttl)
+        chain, key = servercert.issue_server_cert(signer, names[0], names[1], now, self.server_ttl)
         info = pki.cert_info(chain)
         self._server = _ServerCert(
             names, signer.fingerprint(), chain, key,

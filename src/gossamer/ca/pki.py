@@ -1,10 +1,11 @@
-"""The pure issuer: keys, certificates, CSR checks and signing.
+"""The pure issuer: keys, CAs, and signing workload certificates.
 
 Nothing here does I/O or reads the clock: the time is always passed in as
 `now`, so every decision (validity windows, expiry caps, chain checks) is a
-function of its arguments and is tested without sleeping or patching. The
-store-backed edge is `ca/authority.py`; the rotation decisions are
-`ca/rotation.py`.
+function of its arguments and is tested without sleeping or patching. What a
+CSR may ask for is checked in `ca/csr.py`, the control plane's serving
+certificate is `ca/servercert.py`; the store-backed edge is `ca/authority.py`,
+the rotation decisions are `ca/rotation.py`.
 
 Vocabulary:
 - A *CA* (`CaKeyPair`) is a certificate that may sign, its private key, and
@@ -22,10 +23,9 @@ type, with a message meant for the operator or the caller.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import itertools
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gossamer.ca.errors import CaError, CsrRejected, IdentityMismatch
-from gossamer.contract.spiffe import BadSpiffeId, SpiffeId, check_trust_domain
+from gossamer.ca.csr import MIN_RSA_BITS, checked_key
+from gossamer.ca.errors import CaError
+from gossamer.contract.spiffe import SpiffeId, check_trust_domain
 
 # Keys a CA may sign with. Ed25519/Ed448 are left out: not every TLS stack
 # in the mesh (Envoy's BoringSSL builds, older clients) verifies them in chains.
@@ -53,8 +54,6 @@ CA_BACKDATE = timedelta(hours=1)
 DEFAULT_ROOT_VALIDITY = timedelta(days=3650)
 # A plug-in chain longer than this is a mistake (or a loop), not a PKI.
 _MAX_CHAIN = 8
-_ACCEPTED_CURVES = ("secp256r1", "secp384r1")
-_MIN_RSA_BITS = 2048
 
 
 @dataclass(frozen=True)
@@ -106,13 +105,13 @@ class CaKeyPair:
         return self.cert.fingerprint(hashes.SHA256()).hex()
 
     def cert_pem(self) -> str:
-        return _pem(self.cert)
+        return pem_of(self.cert)
 
     def chain_pem(self) -> str:
-        return "".join(_pem(c) for c in self.chain)
+        return "".join(pem_of(c) for c in self.chain)
 
     def root_pem(self) -> str:
-        return _pem(self.root)
+        return pem_of(self.root)
 
     def key_pem(self) -> str:
         """PKCS#8, unencrypted: for persistence in the store only, never for logs or APIs."""
@@ -137,7 +136,7 @@ class IssuedCert:
 
     @property
     def cert_pem(self) -> str:
-        return _pem(self.cert)
+        return pem_of(self.cert)
 
 
 # --- keys and CSRs ---------------------------------------------------------------
@@ -158,7 +157,7 @@ def make_csr(key: CaPrivateKey, spiffe_id: SpiffeId) -> bytes:
             critical=False,
         )
     )
-    return builder.sign(key, _hash_for(key)).public_bytes(serialization.Encoding.PEM)
+    return builder.sign(key, hash_for(key)).public_bytes(serialization.Encoding.PEM)
 
 
 # --- CAs -----------------------------------------------------------------------------
@@ -176,7 +175,7 @@ def generate_root(
     check_trust_domain(trust_domain)
     if validity <= timedelta(0):
         raise CaError("root validity must be positive")
-    now = _utc(now)
+    now = as_utc(now)
     key = ec.generate_private_key(ec.SECP256R1())
     # CN is limited to 64 characters (RFC 5280 ub-common-name); the SAN keeps the full name.
     name = x509.Name([
@@ -233,12 +232,12 @@ def load_plugin(
     itself (as Istio's cert-chain.pem does), and may be empty only when the
     CA is itself a self-signed root. Each failure raises CaError naming it.
     """
-    now = _utc(now)
+    now = as_utc(now)
     try:
         cert = _one_cert(cert_pem, "plug-in CA certificate")
     except CaError as exc:
         raise CaError(f"plug-in CA certificate does not parse: {exc}") from None
-    subject = _name(cert)
+    subject = subject_of(cert)
     if not _is_ca(cert):
         raise CaError(f"plug-in certificate {subject} is not a CA "
                       "(BasicConstraints ca=true is missing)")
@@ -261,21 +260,21 @@ def load_plugin(
     path = [cert, *chain]
     for depth, (child, parent) in enumerate(itertools.pairwise(path)):
         if not _is_ca(parent):
-            raise CaError(f"plug-in chain is broken: {_name(parent)} is not a CA")
+            raise CaError(f"plug-in chain is broken: {subject_of(parent)} is not a CA")
         if not _issued_by(child, parent):
-            raise CaError(f"plug-in chain is broken: {_name(child)} is not signed by "
-                          f"{_name(parent)} (wrong order, or a certificate is missing)")
+            raise CaError(f"plug-in chain is broken: {subject_of(child)} is not signed by "
+                          f"{subject_of(parent)} (wrong order, or a certificate is missing)")
         _check_path_length(parent, depth)
     top = path[-1]
     if not _issued_by(top, top):
         raise CaError(f"plug-in chain does not end at a self-signed root: the last "
-                      f"certificate, {_name(top)}, is issued by {top.issuer.rfc4514_string()}")
+                      f"certificate, {subject_of(top)}, is issued by {top.issuer.rfc4514_string()}")
     for c in path:
         if now >= c.not_valid_after_utc:
-            raise CaError(f"plug-in chain certificate {_name(c)} expired at "
+            raise CaError(f"plug-in chain certificate {subject_of(c)} expired at "
                           f"{c.not_valid_after_utc.isoformat()}")
         if now < c.not_valid_before_utc:
-            raise CaError(f"plug-in chain certificate {_name(c)} is not valid until "
+            raise CaError(f"plug-in chain certificate {subject_of(c)} is not valid until "
                           f"{c.not_valid_before_utc.isoformat()}")
     if trust_domain is not None:
         for uri in _uri_sans(cert):
@@ -303,22 +302,16 @@ def sign_workload_csr(
     CA decides what a workload certificate is. The lifetime is the asked ttl,
     capped by max_ttl and by the expiry of the CA's path to the root.
     """
-    now = _utc(now)
+    now = as_utc(now)
     if ttl <= timedelta(0) or max_ttl <= timedelta(0):
         raise CaError("certificate lifetimes must be positive")
-    csr = _parse_csr(csr_pem)
-    try:
-        public_key = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CsrRejected(f"the CSR's public key is not usable: {exc}") from None
-    _check_public_key(public_key)
-    _check_csr_names(csr, identity)
+    public_key = checked_key(csr_pem, identity)
     not_before = now - CLOCK_SKEW
     not_after = min(now + min(ttl, max_ttl), ca.not_after)
     if not_after <= now:
-        raise CaError(f"the signing CA {_name(ca.cert)} has expired "
+        raise CaError(f"the signing CA {subject_of(ca.cert)} has expired "
                       f"({ca.not_after.isoformat()}); rotate or replace it")
-    leaf = _leaf_builder(ca, public_key, not_before, not_after)
+    leaf = leaf_builder(ca, public_key, not_before, not_after)
     leaf = (
         leaf.add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]),
@@ -338,65 +331,15 @@ def sign_workload_csr(
             critical=False,
         )
     )
-    cert = leaf.sign(ca.key, _hash_for(ca.key))
+    cert = leaf.sign(ca.key, hash_for(ca.key))
     return IssuedCert(
         cert=cert,
-        chain_pem=_pem(cert) + "".join(_pem(c) for c in ca.intermediates),
+        chain_pem=pem_of(cert) + "".join(pem_of(c) for c in ca.intermediates),
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         spiffe_id=identity,
     )
-
-
-def issue_server_cert(
-    ca: CaKeyPair,
-    dns_names: Sequence[str],
-    ip_addresses: Sequence[str | ipaddress.IPv4Address | ipaddress.IPv6Address],
-    now: datetime,
-    ttl: timedelta,
-) -> tuple[bytes, bytes]:
-    """A serving certificate (and its new key) for the control plane's own TLS.
-
-    Returns (certificate chain PEM, private key PEM as PKCS#8): the chain is
-    the leaf then the intermediates, without the root. Note that grpc's
-    `ssl_server_credentials` wants the pair the other way round, (key, chain).
-    """
-    now = _utc(now)
-    if not dns_names and not ip_addresses:
-        raise CaError("a server certificate needs at least one DNS name or IP address")
-    if ttl <= timedelta(0):
-        raise CaError("certificate lifetimes must be positive")
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    try:
-        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
-    except ValueError as exc:
-        raise CaError(f"bad IP address for the server certificate: {exc}") from None
-    not_after = min(now + ttl, ca.not_after)
-    if not_after <= now:
-        raise CaError(f"the signing CA {_name(ca.cert)} has expired")
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)])
-    if dns_names:
-        subject = x509.Name([*subject, x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0][:64])])
-    cert = (
-        _leaf_builder(ca, key.public_key(), now - CLOCK_SKEW, not_after, subject)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca.key, _hash_for(ca.key))
-    )
-    chain = _pem(cert) + "".join(_pem(c) for c in ca.intermediates)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return chain.encode("ascii"), key_pem
 
 
 def cert_info(pem: str | bytes) -> dict[str, Any]:
@@ -422,13 +365,13 @@ def cert_info(pem: str | bytes) -> dict[str, Any]:
 
 def certs_pem(certs: Iterable[x509.Certificate]) -> str:
     """PEM concatenation of `certs`, in order."""
-    return "".join(_pem(c) for c in certs)
+    return "".join(pem_of(c) for c in certs)
 
 
 # --- helpers -------------------------------------------------------------------------
 
 
-def _utc(now: datetime) -> datetime:
+def as_utc(now: datetime) -> datetime:
     """Naive datetimes are taken as UTC (cryptography's own convention)."""
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
@@ -441,7 +384,7 @@ def _serial() -> int:
             return serial
 
 
-def _pem(cert: x509.Certificate) -> str:
+def pem_of(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
@@ -453,7 +396,7 @@ def _bytes(data: str | bytes) -> bytes:
     return data.encode("ascii", "replace") if isinstance(data, str) else data
 
 
-def _name(cert: x509.Certificate) -> str:
+def subject_of(cert: x509.Certificate) -> str:
     return repr(cert.subject.rfc4514_string() or "<empty subject>")
 
 
@@ -483,8 +426,8 @@ def _load_key(pem: str | bytes) -> CaPrivateKey:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key
     if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < _MIN_RSA_BITS:
-            raise CaError(f"an RSA CA key needs at least {_MIN_RSA_BITS} bits, not {key.key_size}")
+        if key.key_size < MIN_RSA_BITS:
+            raise CaError(f"an RSA CA key needs at least {MIN_RSA_BITS} bits, not {key.key_size}")
         return key
     raise CaError(f"unsupported CA key type {type(key).__name__}: use ECDSA or RSA")
 
@@ -497,7 +440,7 @@ def _public_der(key: Any) -> bytes:
 
 def _check_key_matches(cert: x509.Certificate, key: CaPrivateKey) -> None:
     if _public_der(cert.public_key()) != _public_der(key.public_key()):
-        raise CaError(f"the key does not match the public key of {_name(cert)}")
+        raise CaError(f"the key does not match the public key of {subject_of(cert)}")
 
 
 def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
@@ -525,7 +468,7 @@ def _check_path_length(parent: x509.Certificate, depth: int) -> None:
     the path of a leaf the plug-in CA signs; such leaves must still verify."""
     bc = _basic_constraints(parent)
     if bc is not None and bc.path_length is not None and bc.path_length < depth + 1:
-        raise CaError(f"plug-in chain is broken: {_name(parent)} allows "
+        raise CaError(f"plug-in chain is broken: {subject_of(parent)} allows "
                       f"{bc.path_length} intermediate CA(s) below it, the chain has {depth + 1}")
 
 
@@ -553,74 +496,13 @@ def _ca_key_usage() -> x509.KeyUsage:
     )
 
 
-def _hash_for(key: Any) -> hashes.SHA256 | hashes.SHA384:
+def hash_for(key: Any) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
         return hashes.SHA384()
     return hashes.SHA256()
 
 
-def _parse_csr(csr_pem: bytes | str) -> x509.CertificateSigningRequest:
-    try:
-        csr = x509.load_pem_x509_csr(_bytes(csr_pem))
-    except ValueError as exc:
-        raise CsrRejected(f"not a PEM certificate signing request: {exc}") from None
-    try:
-        valid = csr.is_signature_valid
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CsrRejected(f"the CSR signature cannot be checked: {exc}") from None
-    if not valid:
-        raise CsrRejected("the CSR signature is invalid (not signed by the key it carries)")
-    return csr
-
-
-def _check_public_key(key: Any) -> None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _ACCEPTED_CURVES:
-            raise CsrRejected(f"EC curve {key.curve.name} is not accepted; use P-256 or P-384")
-        return
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < _MIN_RSA_BITS:
-            raise CsrRejected(f"RSA key of {key.key_size} bits is too weak; "
-                              f"at least {_MIN_RSA_BITS} are required")
-        return
-    raise CsrRejected(f"key type {type(key).__name__} is not accepted; "
-                      "use ECDSA P-256/P-384 or RSA >= 2048")
-
-
-def _describe(name: x509.GeneralName) -> str:
-    kinds = {
-        x509.DNSName: "DNS name", x509.IPAddress: "IP address", x509.RFC822Name: "email",
-        x509.DirectoryName: "directory name", x509.RegisteredID: "registered ID",
-        x509.OtherName: "other name", x509.UniformResourceIdentifier: "URI",
-    }
-    return f"{kinds.get(type(name), type(name).__name__)} {str(name.value)!r}"
-
-
-def _check_csr_names(csr: x509.CertificateSigningRequest, identity: SpiffeId) -> None:
-    try:
-        sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise CsrRejected(f"the CSR has no SAN; it must carry the URI SAN {identity}") from None
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
-        raise CsrRejected(f"the CSR extensions do not parse: {exc}") from None
-    others = [n for n in sans if not isinstance(n, x509.UniformResourceIdentifier)]
-    if others:
-        raise CsrRejected("the CSR may name only its SPIFFE ID, but it also asks for "
-                          + ", ".join(_describe(n) for n in others))
-    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
-    if len(uris) != 1:
-        raise CsrRejected("the CSR must carry exactly one URI SAN (its SPIFFE ID), "
-                          f"not {len(uris)}")
-    try:
-        asked = SpiffeId.parse(uris[0])
-    except BadSpiffeId as exc:
-        raise CsrRejected(f"the CSR's URI SAN is not a workload SPIFFE ID: {exc}") from None
-    if asked != identity or uris[0] != str(identity):
-        raise IdentityMismatch(f"the CSR asks for {uris[0]}, but the caller may only "
-                               f"obtain {identity}")
-
-
-def _leaf_builder(
+def leaf_builder(
     ca: CaKeyPair,
     public_key: Any,
     not_before: datetime,

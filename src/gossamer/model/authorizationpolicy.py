@@ -18,8 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from gossamer.contract.checks import DNS_LABEL
 from gossamer.contract.spiffe import BadSpiffeId, SpiffeId, check_trust_domain
-from gossamer.model.httproute import HEADER_NAME
-from gossamer.model.meta import Resource, Strict
+from gossamer.model.meta import HEADER_NAME, Resource, Strict
 from gossamer.model.policy import TargetedSpec, check_path_pattern, check_pattern
 
 MAX_ITEMS = 64

@@ -13,27 +13,22 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gossamer.contract.checks import DNS_LABEL
+from gossamer.model.cors import CORS
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.meta import (
     DNS_SUBDOMAIN,
     GATEWAY_API_VERSION,
     Resource,
     Strict,
+    check_header_name,
     check_header_value,
+    check_method,
 )
 from gossamer.model.regex import check_re2
 
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+\Z")
 HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 # Gateway API: the matches of all rules of one route, together.
 MAX_MATCHES = 128
-METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-
-
-def check_method(v: str | None) -> str | None:
-    if v is not None and v not in METHODS:
-        raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
-    return v
 
 
 def check_unique_headers(headers: list[HeaderMatch]) -> None:
@@ -41,12 +36,6 @@ def check_unique_headers(headers: list[HeaderMatch]) -> None:
     names = [h.name.lower() for h in headers]
     if len(names) != len(set(names)):
         raise ValueError("headers: each header name may be matched only once")
-
-
-def _check_header_name(v: str) -> str:
-    if not HEADER_NAME.match(v) or len(v) > 256:
-        raise ValueError(f"{v!r} is not a valid HTTP header name")
-    return v
 
 
 class ParentRef(Strict):
@@ -121,7 +110,7 @@ class HeaderMatch(_ValueMatch):
     name: str
     value: str = Field(max_length=4096)
 
-    _n = field_validator("name")(_check_header_name)
+    _n = field_validator("name")(check_header_name)
 
 
 class QueryParamMatch(_ValueMatch):
@@ -153,7 +142,7 @@ class HeaderValue(Strict):
     # Literal text: `%` is not Envoy's format syntax here (translation escapes it).
     value: str = Field(max_length=4096)
 
-    _n = field_validator("name")(_check_header_name)
+    _n = field_validator("name")(check_header_name)
     _v = field_validator("value")(check_header_value)
 
 
@@ -166,7 +155,7 @@ class HeaderModifier(Strict):
     @classmethod
     def _remove(cls, v: list[str]) -> list[str]:
         for name in v:
-            _check_header_name(name)
+            check_header_name(name)
         return v
 
     @model_validator(mode="after")
@@ -291,51 +280,6 @@ class RequestMirror(Strict):
         if self.fraction is not None:
             return round(self.fraction.numerator * 1_000_000 / self.fraction.denominator)
         return (100 if self.percent is None else self.percent) * 10_000
-
-
-# An allowed origin: `*`, or scheme://host[:port] whose host may start with `*.`.
-ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
-
-
-def _wildcard_alone(values: list[str], what: str) -> None:
-    if "*" in values and len(values) > 1:
-        raise ValueError(f"{what}: '*' must be the only entry when given")
-
-
-class CORS(Strict):
-    """Gateway API HTTPCORSFilter: the answer to preflights and the CORS response headers."""
-
-    allow_origins: list[str] = Field(default_factory=list, alias="allowOrigins", max_length=64)
-    allow_methods: list[str] = Field(default_factory=list, alias="allowMethods", max_length=9)
-    allow_headers: list[str] = Field(default_factory=list, alias="allowHeaders", max_length=64)
-    expose_headers: list[str] = Field(default_factory=list, alias="exposeHeaders",
-                                      max_length=64)
-    allow_credentials: bool | None = Field(default=None, alias="allowCredentials",
-                                             strict=True)
-    max_age: int = Field(default=5, alias="maxAge", ge=1, le=86_400, strict=True)
-
-    @model_validator(mode="after")
-    def _values(self) -> CORS:
-        for i, origin in enumerate(self.allow_origins):
-            if origin != "*" and (len(origin) > 253 or not ORIGIN.match(origin)):
-                raise ValueError(f"allowOrigins[{i}]: {origin!r} is neither '*' nor "
-                                 "scheme://host[:port] (the host may start with '*.')")
-        for i, method in enumerate(self.allow_methods):
-            if method != "*" and method not in METHODS:
-                raise ValueError(f"allowMethods[{i}]: {method!r} is not an HTTP method")
-        for field, values in (("allowHeaders", self.allow_headers),
-                              ("exposeHeaders", self.expose_headers)):
-            for i, name in enumerate(values):
-                if name != "*":
-                    try:
-                        _check_header_name(name)
-                    except ValueError as exc:
-                        raise ValueError(f"{field}[{i}]: {exc}") from exc
-        _wildcard_alone(self.allow_origins, "allowOrigins")
-        _wildcard_alone(self.allow_methods, "allowMethods")
-        _wildcard_alone(self.allow_headers, "allowHeaders")
-        _wildcard_alone(self.expose_headers, "exposeHeaders")
-        return self
 
 
 class LocalObjectReference(Strict):

@@ -30,6 +30,25 @@ def check_header_value(v: str) -> str:
     return v
 
 
+# An HTTP header name (RFC 9110 token), as every resource that names a header takes it.
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+\Z")
+
+
+def check_header_name(v: str) -> str:
+    if not HEADER_NAME.match(v) or len(v) > 256:
+        raise ValueError(f"{v!r} is not a valid HTTP header name")
+    return v
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+
+
+def check_method(v: str | None) -> str | None:
+    if v is not None and v not in METHODS:
+        raise ValueError(f"{v!r} is not an HTTP method; use one of {', '.join(METHODS)}")
+    return v
+
+
 class Strict(BaseModel):
     """Base for every schema object: unknown fields are errors, not silently dropped."""
 

@@ -22,14 +22,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gossamer.model.duration import parse_duration_ms
-from gossamer.model.httproute import (
-    HeaderMatch,
-    PathMatch,
-    PathMatchType,
-    check_method,
-    check_unique_headers,
-)
-from gossamer.model.meta import Resource, Strict
+from gossamer.model.httproute import HeaderMatch, PathMatch, PathMatchType, check_unique_headers
+from gossamer.model.meta import Resource, Strict, check_method
 from gossamer.model.policy import TargetedSpec, TargetRef
 from gossamer.model.regex import check_re2
 from gossamer.model.resiliencepolicy import check_header

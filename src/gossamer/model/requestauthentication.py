@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gossamer.model.duration import parse_duration_ms
-from gossamer.model.httproute import HEADER_NAME, HOSTNAME
+from gossamer.model.httproute import HOSTNAME
 from gossamer.model.jwks import check_usable_key
-from gossamer.model.meta import Resource, Strict, check_header_value
+from gossamer.model.meta import HEADER_NAME, Resource, Strict, check_header_value
 from gossamer.model.policy import TargetedSpec
 
 _CLAIM = re.compile(r"^[^\s]{1,256}\Z")

@@ -18,8 +18,7 @@ from pydantic import AfterValidator, Field, model_validator
 from gossamer.contract.checks import LABEL_KEY
 from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
 from gossamer.model.duration import parse_duration_ms
-from gossamer.model.httproute import HEADER_NAME
-from gossamer.model.meta import Resource, Strict
+from gossamer.model.meta import HEADER_NAME, Resource, Strict
 from gossamer.model.policy import TargetedSpec, TargetRef
 
 UINT32_MAX = 4_294_967_295

@@ -13,8 +13,8 @@ from typing import Any
 
 from gossamer.index import SvcKey
 from gossamer.model import HTTPRoute, Service
+from gossamer.model.cors import CORS
 from gossamer.model.httproute import (
-    CORS,
     BackendRef,
     FilterType,
     HeaderModifier,

@@ -45,26 +45,26 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final, Protocol
 
 import grpc
 import grpc.aio
 from envoy.service.discovery.v3 import discovery_pb2
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from gossamer.xds import wire
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.delta import DeltaStream
 from gossamer.xds.events import Acked, Event, Nacked, Outgoing
 from gossamer.xds.inbox import CHANGED, END, REVOKED, StreamInbox
+from gossamer.xds.metrics import XdsMetrics
 from gossamer.xds.sotw import SotwStream
 from gossamer.xds.status import NodeInfo, ProxyRegistry
-from gossamer.xds.types import SHORT, Snapshot
+from gossamer.xds.types import SHORT
 
 __all__ = ["ADS_SERVICE", "SDS_SERVICE", "NoHooks", "NodeInfo", "StreamDenied", "XdsHooks",
-           "XdsMetrics", "XdsServer"]
+           "XdsServer"]
 
 log = logging.getLogger(__name__)
 
@@ -128,62 +128,6 @@ class NoHooks:
 
     async def proxy_disconnected(self, node_id: str) -> None:
         return None
-
-
-class XdsMetrics:
-    """Prometheus metrics of the xDS server, on a registry of the caller's (never the global)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.pushes = Counter("gossamer_xds_pushes", "xDS responses sent, by type",
-                              ["type"], registry=r)
-        self.push_resources = Counter("gossamer_xds_pushed_resources",
-                                      "resources sent in xDS responses, by type",
-                                      ["type"], registry=r)
-        self.push_bytes = Counter("gossamer_xds_pushed_bytes", "bytes of xDS responses, by type",
-                                  ["type"], registry=r)
-        self.acks = Counter("gossamer_xds_acks", "xDS ACKs received, by type", ["type"],
-                            registry=r)
-        self.nacks = Counter("gossamer_xds_nacks", "xDS NACKs received (config rejected by "
-                             "a proxy), by type", ["type"], registry=r)
-        self.streams = Gauge("gossamer_xds_streams", "open ADS streams, by kind",
-                             ["kind"], registry=r)
-        self.stream_starts = Counter("gossamer_xds_stream_starts", "ADS streams opened, by kind",
-                                     ["kind"], registry=r)
-        self.push_latency = Histogram(
-            "gossamer_xds_push_latency_seconds", "from the store change a config version "
-            "carries (or the proxy's connect) to the proxy's ACK of it, by type", ["type"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
-        # node -> type url -> (version, when its change was seen): the latest only.
-        # By node first, so forgetting a node costs its types, not every node's.
-        self._pending: dict[str, dict[str, tuple[str, float]]] = {}
-
-    def published(self, node_id: str, snapshot: Snapshot, since: float) -> None:
-        """A snapshot for `node_id`, caused by a change seen at `since` (time.monotonic)."""
-        node = self._pending.setdefault(node_id, {})
-        for type_url in snapshot.resources:
-            version = snapshot.version(type_url)
-            pending = node.get(type_url)
-            if pending is None or pending[0] != version:
-                node[type_url] = (version, since)
-
-    def acked(self, node_id: str, type_url: str, version: str) -> None:
-        node = self._pending.get(node_id, {})
-        pending = node.get(type_url)
-        if pending is not None and pending[0] == version:
-            del node[type_url]
-            self.push_latency.labels(SHORT.get(type_url, type_url)).observe(
-                max(0.0, time.monotonic() - pending[1]))
-
-    def forget(self, node_id: str) -> None:
-        self._pending.pop(node_id, None)
-
-    def sent(self, out: Outgoing, size: int) -> None:
-        label = SHORT.get(out.type_url, out.type_url)
-        self.pushes.labels(label).inc()
-        self.push_resources.labels(label).inc(out.resources)
-        self.push_bytes.labels(label).inc(size)
 
 
 class _StreamGone(Exception):
