@@ -2,7 +2,7 @@
 sidecar's node id over xDS, a second stream of a node ending does not drop the
 node, and an app gets none of its agent's credentials. Real Envoy sidecars, real
 TLS, real tokens; the attacker is a raw ADS stream, as a compromised app could open.
-Each rule on its own, in-process, is in tests/unit/test_node_identity.py."""
+Each rule on its own, in-process, is in tests/unit/controlplane/test_node_identity.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Routes that passed `apply` and then were NACKed by every sidecar of the namespace
 (or did something else than they said), now in effect in real sidecars: a regex
 over Envoy's default RE2 program size limit, a `%` in a header value, a backslash in
-a rewritten path. tests/unit/test_envoy_agreement.py checks the same config with
+a rewritten path. tests/unit/model/test_envoy_agreement.py checks the same config with
 `envoy --mode validate`; tests/envoy/test_apply_validation.py, what is refused."""
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, NoHooks, XdsServer
 from gossamer.xds.status import ProxyRegistry
 from gossamer.xds.types import Snapshot
-from tests.unit.test_agent_certs import TinyCa
+from tests.unit.agent.test_certs import TinyCa
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ MAX_PATTERN_LENGTH = 1024
 # As Envoy 1.40 compiles a regex (found with `envoy --mode validate`, whose NACKs
 # report the program size): no logging, and Latin-1, so the pattern's UTF-8 bytes are
 # matched as bytes. Hence `\x{100}` and above are refused, `.` is two instructions
-# (not UTF-8's eight) and `\pL` eleven (not 1200); tests/unit/test_envoy_agreement.py
+# (not UTF-8's eight) and `\pL` eleven (not 1200); tests/unit/model/test_envoy_agreement.py
 # compares sizes with the Envoy binary.
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False

@@ -23,7 +23,7 @@ from gossamer.translate.protos import build, to_dict
 from gossamer.translate.proxy import translate_proxy
 from gossamer.xds.types import LISTENER
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 NOW = time.time()
 ADMIN = {"iss": "https://issuer.example", "sub": "alice", "aud": "catalog",
          "exp": NOW + 86_400, "groups": ["admins"]}  # valid for the whole suite

@@ -34,7 +34,7 @@ from gossamer.model.workload import Health
 
 MESH = "mesh.gossamer.dev/v1alpha1"
 GATEWAY = "gateway.networking.k8s.io/v1"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "resources.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "resources.md"
 
 
 # ---------------------------------------------------------------- documents
@@ -1579,7 +1579,7 @@ def test_reference_examples_are_valid() -> None:
 
 def test_demo_examples_are_valid() -> None:
     """Every file the README's tour applies parses."""
-    examples = Path(__file__).parents[2] / "examples" / "demo"
+    examples = Path(__file__).parents[3] / "examples" / "demo"
     files = sorted(p for p in examples.glob("*.yaml") if p.name != "app.yaml")
     assert len(files) >= 6  # app.yaml (with Process kinds) is checked by the e2e demo test
     for path in files:

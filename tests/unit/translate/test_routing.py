@@ -3,7 +3,7 @@ precedence, TCPRoute weighted splits, WebSocket upgrades, status conditions, rou
 changes that leave listeners alone, and the generated config accepted by Envoy.
 
 Regenerate the golden file after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_translate_routing.py` and review the
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_routing.py` and review the
 diff.
 """
 
@@ -24,10 +24,10 @@ from gossamer.translate import translate_proxy as proxy_snapshot
 from gossamer.translate.names import NO_ROUTE_CLUSTER
 from gossamer.translate.routes import route_clusters
 from gossamer.xds.types import LISTENER, Snapshot
-from tests.unit.test_translate import _as_json
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_translate import _as_json
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 ROUTING = (HERE / "testdata" / "routing.yaml").read_text()
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute")
 CORS_FILTER = "envoy.filters.http.cors"

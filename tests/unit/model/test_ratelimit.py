@@ -172,7 +172,7 @@ def test_mutated_policies_parse_or_raise_invalid_resource(doc: dict[str, Any]) -
     parses_or_is_rejected_cleanly(doc)
 
 
-DOCS = Path(__file__).parents[2] / "docs"
+DOCS = Path(__file__).parents[3] / "docs"
 
 
 def section(text: str, title: str) -> str:

@@ -4,7 +4,7 @@ is a no-op in every outbound connection manager and a policy only decorates the
 target Service's routes; precedence and conditions; the config Envoy accepts.
 
 Regenerate the golden file after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_fault.py` and review the diff.
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_fault.py` and review the diff.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from tests.model_helpers import (
     parses_or_is_rejected_cleanly,
     set_path,
 )
-from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_translate import _as_json, _frontend
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 POLICIES = (HERE / "testdata" / "fault.yaml").read_text()
 API = "mesh.gossamer.dev/v1alpha1"
@@ -285,7 +285,7 @@ def test_envoy_accepts_the_generated_config(mtls: bool, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the docs
 
-DOCS = Path(__file__).parents[2] / "docs"
+DOCS = Path(__file__).parents[3] / "docs"
 
 
 def test_fault_examples_in_the_docs_are_valid() -> None:

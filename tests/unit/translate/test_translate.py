@@ -1,7 +1,7 @@
 """Golden-file tests of generated Envoy config, plus translation invariants.
 
 Regenerate the golden files after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_translate.py` and review the diff.
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_translate.py` and review the diff.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from gossamer.translate import (
 from gossamer.translate.protos import to_dict
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESSAGE = {CLUSTER: Cluster, ENDPOINT: ClusterLoadAssignment, LISTENER: Listener,
            ROUTE: RouteConfiguration}
 

@@ -282,7 +282,7 @@ def test_mutated_policies_parse_or_raise_invalid_resource(case: tuple[str, Any])
 
 # ---------------------------------------------------------------- the docs
 
-DOCS = Path(__file__).parents[2] / "docs"
+DOCS = Path(__file__).parents[3] / "docs"
 
 
 @pytest.mark.parametrize("page", ["resources.md", "security.md"])

@@ -3,7 +3,7 @@ per-field mapping, precedence and conflicts, no change without a policy, and the
 generated config accepted by Envoy itself.
 
 Regenerate the golden file after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_translate_resilience.py` and review
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_resilience.py` and review
 the diff.
 """
 
@@ -25,11 +25,11 @@ from gossamer.model import InvalidResource, Resource, ResourceKey, parse_documen
 from gossamer.translate import MeshConfig, MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.routes import DEFAULT_RETRY
 from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE
-from tests.unit.test_resilience_model import mutated
-from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.model.test_resilience import mutated
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_translate import _as_json, _frontend
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 POLICIES = (HERE / "testdata" / "resilience.yaml").read_text()
 

@@ -286,7 +286,7 @@ def test_mutated_policies_parse_or_raise_invalid_resource(doc: dict[str, Any]) -
 
 # ---------------------------------------------------------------- the docs
 
-DOCS = Path(__file__).parents[2] / "docs"
+DOCS = Path(__file__).parents[3] / "docs"
 
 
 def test_resilience_examples_in_the_docs_are_valid() -> None:

@@ -29,9 +29,9 @@ from gossamer.agent.bootstrap import layered_runtime
 from gossamer.contract.names import MAX_PROGRAM_SIZE, PROGRAM_SIZE_RUNTIME_KEY
 from gossamer.model import InvalidResource, Resource, parse_document, parse_documents
 from gossamer.model.regex import program_size
-from tests.unit import test_translate_security as security
-from tests.unit.test_translate_routing import ROUTING, mesh_of, snapshot
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate import test_security as security
+from tests.unit.translate.test_routing import ROUTING, mesh_of, snapshot
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
 
 GW = "gateway.networking.k8s.io/v1"
 REALISTIC = r"^(?:[a-z0-9]{1,100}\.){1,10}$"  # program size 3011, Envoy's default limit 100

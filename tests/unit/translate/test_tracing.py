@@ -23,10 +23,10 @@ from gossamer.model import (
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.tracing import OTEL_TRACER
 from tests.otlp import tracing_telemetry
-from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_translate import _as_json, _frontend
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 API = "mesh.gossamer.dev/v1alpha1"
 

@@ -2,7 +2,7 @@
 RequestAuthentication (jwt_authn) as Envoy config.
 
 Regenerate the golden files after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_translate_security.py` and review the diff.
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_security.py` and review the diff.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from gossamer.translate.protos import build, to_dict
 from gossamer.translate.tls import AGENT_SDS
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT, Snapshot
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESSAGE = {CLUSTER: Cluster, ENDPOINT: ClusterLoadAssignment, LISTENER: Listener,
            ROUTE: RouteConfiguration}
 PROXIES: dict[str, dict[str, object]] = {

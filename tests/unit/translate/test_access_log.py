@@ -2,7 +2,7 @@
 access log config of a proxy's HCMs (golden file; every listener builds as a protobuf).
 
 Regenerate the golden file after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_telemetry.py` and review the diff.
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_tracing.py` and review the diff.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from gossamer.model import InvalidResource, ResourceKey, Telemetry, parse_docume
 from gossamer.model.registry import kind_for
 from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.telemetry import telemetry_for
-from tests.unit.test_translate import _as_json, _frontend
+from tests.unit.translate.test_translate import _as_json, _frontend
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 LOG = "/var/lib/gossamer/frontend-0/access.log"
 

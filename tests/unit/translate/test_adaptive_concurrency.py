@@ -21,10 +21,10 @@ from gossamer.translate import MeshSettings, translate_mesh, translate_proxy
 from gossamer.translate.adaptive import adaptive_concurrency_filter
 from gossamer.xds.types import CLUSTER, LISTENER
 from tests.model_helpers import jsonish, mutate, parses_or_is_rejected_cleanly, set_path
-from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_translate import _as_json, _frontend
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 API = "mesh.gossamer.dev/v1alpha1"
 FILTER = "envoy.filters.http.adaptive_concurrency"
@@ -207,7 +207,7 @@ def test_envoy_accepts_the_generated_config(fixed: bool, tmp_path: Path) -> None
 
 # ---------------------------------------------------------------- the docs
 
-DOCS = Path(__file__).parents[2] / "docs"
+DOCS = Path(__file__).parents[3] / "docs"
 
 
 def test_adaptive_concurrency_examples_in_the_docs_are_valid() -> None:

@@ -17,7 +17,7 @@ from gossamer.store.base import EventType
 from gossamer.store.memory import MemoryStore
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.xds.types import ENDPOINT, ROUTE, Snapshot
-from tests.unit.test_translate_incremental import (
+from tests.unit.translate.test_incremental import (
     SERVICES,
     _random_change,
     _route,

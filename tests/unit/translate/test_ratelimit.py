@@ -3,7 +3,7 @@ filter order (after RBAC, before the router), the descriptors per key type, no c
 without a policy, and the generated config accepted by Envoy itself.
 
 Regenerate the golden file after an intended change with
-`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/test_translate_ratelimit.py` and review
+`GOSSAMER_UPDATE_GOLDEN=1 pytest tests/unit/translate/test_ratelimit.py` and review
 the diff.
 """
 
@@ -28,10 +28,10 @@ from gossamer.translate.ratelimit import (
     LOCAL_FILTER,
 )
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
-from tests.unit.test_translate import _as_json, _frontend
-from tests.unit.test_translate_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_security import _static_bootstrap, assert_envoy_accepts
+from tests.unit.translate.test_translate import _as_json, _frontend
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]
 MESH = (HERE / "testdata" / "mesh.yaml").read_text()
 POLICIES = (HERE / "testdata" / "ratelimit.yaml").read_text()
 DENY = """
