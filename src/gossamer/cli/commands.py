@@ -53,6 +53,9 @@ def control_plane(
         "--stats-interval", help="seconds between reads of every sidecar's stats")] = 5.0,
     stats_window: Annotated[float, typer.Option(
         "--stats-window", help="seconds of traffic golden metrics cover")] = 60.0,
+    vip_range: Annotated[str, typer.Option(
+        "--vip-range", help="CIDR Services' virtual IPs are allocated from (capture, mesh "
+        "DNS)")] = "240.240.0.0/16",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -69,13 +72,19 @@ def control_plane(
         check_trust_domain(trust_domain)
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
+    from gossamer.virtualips.table import parse_range
+
+    try:
+        parse_range(vip_range)
+    except ValueError as exc:
+        raise CliError(f"--vip-range: {exc}") from exc
     options = ControlPlaneOptions(
         state_dir=state_dir, store_url=store, host=host, xds_port=xds_port, api_port=api_port,
         advertise_address=advertise_address, trust_domain=trust_domain,
         cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
         plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
         ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-        stats_window=stats_window, gc_freeze=True)
+        stats_window=stats_window, gc_freeze=True, vip_range=vip_range)
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
     from gossamer.ca.pki import CaError
