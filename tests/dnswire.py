@@ -41,7 +41,7 @@ def _read_name(data: bytes, at: int) -> str:
 
 def parse(data: bytes) -> tuple[int, list[str]]:
     """(rcode, the A/AAAA addresses answered)."""
-    qid, flags, qd, an, _, _ = struct.unpack("!HHHHHH", data[:12])
+    _, flags, qd, an, _, _ = struct.unpack("!HHHHHH", data[:12])
     at = 12
     for _ in range(qd):
         at = _skip_name(data, at) + 4
