@@ -172,6 +172,21 @@ def proxy(
         "--cert-ttl", help="workload certificate lifetime, seconds (default: the CA's)")] = None,
     service_account: Annotated[str | None, typer.Option(
         "--service-account", help="identity account (default: the service name)")] = None,
+    capture: Annotated[bool, typer.Option(
+        "--capture", help="redirect the workload's traffic to the sidecar with iptables "
+        "(root; the app needs no proxy settings)")] = False,
+    proxy_uid: Annotated[int, typer.Option(
+        "--proxy-uid", help="with --capture: the uid (and gid) Envoy runs as")] = 1337,
+    capture_exclude_ports: Annotated[list[str], typer.Option(
+        "--capture-exclude-ports", help="outbound TCP ports not captured (comma-separated, "
+        "repeatable)")] = [],  # noqa: B006
+    capture_exclude_cidrs: Annotated[list[str], typer.Option(
+        "--capture-exclude-cidrs", help="outbound destinations not captured, CIDRs "
+        "(comma-separated, repeatable)")] = [],  # noqa: B006
+    capture_port: Annotated[int, typer.Option(
+        "--capture-port", help="the outbound capture listener's port")] = 15001,
+    dns_port: Annotated[int, typer.Option(
+        "--dns-port", help="the mesh DNS listener's port (UDP)")] = 15053,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
@@ -184,6 +199,13 @@ def proxy(
         raise CliError("--xds-mode must be delta or sotw")
     if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
+    from gossamer.agent.capturing import CaptureOptions
+
+    try:  # issue 21
+        captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
+                                        capture_port, dns_port) if capture else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     config = AgentConfig(
         service=service, app_port=app_port, namespace=namespace, labels=_labels(label),
         server=server_url(server),
@@ -194,6 +216,7 @@ def proxy(
         command=list(ctx.args), probe_path=probe_path, drain_seconds=drain_seconds,
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
         token=token, ca_file=ca_file, cert_ttl=cert_ttl, service_account=service_account,
+        capture=captured,
     )
     try:
         code = asyncio.run(run_agent(config))
