@@ -251,9 +251,6 @@ def world() -> Iterator[World]:
     finally:
         if resolver is not None:
             resolver.close()
-        logs = net.workroot
-        if os.environ.get("GOSSAMER_KEEP_LOGS"):
-            subprocess.run(["cp", "-r", str(logs), "/tmp/"], check=False)
         net.close()
 
 

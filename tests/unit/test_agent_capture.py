@@ -77,3 +77,14 @@ def test_bad_options_name_the_option(uid: int, ports: list[str], cidrs: list[str
                                      message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CaptureOptions.parse(uid, ports, cidrs, 15001, 15053)
+
+
+def test_a_workdir_envoy_cannot_reach_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from gossamer.agent.capturing import CaptureSession
+    from gossamer.agent.iptables import CaptureError
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    (closed / "work").mkdir()
+    with pytest.raises(CaptureError, match=f"{closed} is not searchable"):
+        CaptureSession(CaptureOptions()).hand_over(closed / "work")

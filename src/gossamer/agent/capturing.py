@@ -92,8 +92,17 @@ class CaptureSession:
         return nameservers(text)
 
     def hand_over(self, *paths: Path) -> None:
-        """Make what Envoy opens itself its own (Envoy runs as the proxy uid)."""
+        """Make what Envoy opens itself its own (Envoy runs as the proxy uid), after
+        checking that it can reach them at all (one clear line, not Envoy's failure)."""
         for path in paths:
+            for parent in path.absolute().parents:
+                st = parent.stat()
+                if not (st.st_mode & 0o001 or (st.st_uid == self.user and st.st_mode & 0o100)
+                        or (st.st_gid == self.user and st.st_mode & 0o010)):
+                    raise CaptureError(
+                        f"Envoy runs as uid {self.user} and cannot reach {path}: {parent} is "
+                        "not searchable by it; use a --workdir under a directory others can "
+                        f"enter (such as /tmp), or chmod o+x {parent}")
             os.chown(path, self.user, self.user)
 
     async def install(self, inbound_port: int, app_port: int, server: str,
