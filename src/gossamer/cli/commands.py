@@ -36,6 +36,9 @@ def control_plane(
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
     advertise_address: Annotated[str | None, typer.Option(
         "--advertise-address", help="address agents dial for xDS (default: --host)")] = None,
+    api_tls: Annotated[bool | None, typer.Option(
+        "--api-tls/--no-api-tls", help="serve the API over TLS (default: when --host is "
+        "not a loopback address; beyond loopback always)")] = None,
     trust_domain: Annotated[str, typer.Option("--trust-domain")] = "gossamer.local",
     cert_ttl: Annotated[int, typer.Option("--cert-ttl", help="default workload certificate "
                                           "lifetime, seconds")] = 86400,
@@ -69,13 +72,17 @@ def control_plane(
         check_trust_domain(trust_domain)
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
-    options = ControlPlaneOptions(
-        state_dir=state_dir, store_url=store, host=host, xds_port=xds_port, api_port=api_port,
-        advertise_address=advertise_address, trust_domain=trust_domain,
-        cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
-        plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
-        ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-        stats_window=stats_window, gc_freeze=True)
+    try:
+        options = ControlPlaneOptions(
+            state_dir=state_dir, store_url=store, host=host, xds_port=xds_port,
+            api_port=api_port, advertise_address=advertise_address, api_tls=api_tls,
+            trust_domain=trust_domain, cert_ttl=timedelta(seconds=cert_ttl),
+            max_cert_ttl=timedelta(seconds=max_cert_ttl),
+            plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
+            ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
+            stats_window=stats_window, gc_freeze=True)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
     from gossamer.ca.pki import CaError
