@@ -251,3 +251,46 @@ def test_an_impostor_on_the_same_address_is_refused(tmp_path: Path) -> None:
                                   "fingerprint")
     finally:
         impostor.stop()
+
+
+def test_after_a_root_rotation_the_agent_still_trusts_the_api(cp: TlsControlPlane,
+                                                                tmp_path: Path) -> None:
+    """The agent pinned the first root; once `switch` makes the new root sign the API's
+    certificate, the agent verifies the API with the bundle the CA handed out since,
+    so it can still register (here: again, after its Workload was removed, on a new
+    connection to the restarted control plane)."""
+    token_file = cp.join_token("web", tmp_path / "web.token")
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen(
+            _proxy(cp.url, tmp_path / "w", "--ca-fingerprint", cp.fingerprint,
+                   token_file=token_file, app_port=free_port()),
+            env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proxy = _wait_proxy(cp, "web-0.default", agent, log)
+        admin = f"http://127.0.0.1:{int(proxy['metadata']['admin_port'])}"
+        with cp.api() as api:
+            assert api.post("/api/v1/ca/rotate", json={"step": "begin"}).is_success
+
+            def roots() -> int:  # the new bundle reached the agent (its 5 s poll)
+                certs = httpx.get(f"{admin}/certs", trust_env=False, timeout=5).json()
+                return len({ca["serial_number"] for c in certs["certificates"]
+                            for ca in c.get("ca_cert", [])})
+            deadline = time.monotonic() + 60
+            while roots() < 2:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            assert api.post("/api/v1/ca/rotate", json={"step": "switch"}).is_success
+        # A restart drops every connection: the agent's next one meets the new signer.
+        cp.stop()
+        cp.start()
+        with cp.api() as api:
+            assert api.delete("/api/v1/resources/Workload/default/web-0").is_success
+            deadline = time.monotonic() + 60  # the next heartbeat (5 s) registers again
+            while api.get("/api/v1/resources/Workload/default/web-0").status_code != 200:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+    finally:
+        os.kill(agent.pid, signal.SIGTERM)
+        agent.wait(timeout=30)
+    assert "failed TLS verification" not in log.read_text()
