@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests import hosts
 from tests.hosts import NETNS_DIR, HostNetwork, host_network
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,3 +153,13 @@ def test_the_fixture_cleans_up_after_a_failed_test(tmp_path: Path) -> None:
     assert "1 failed" in done.stdout
     assert "error" not in done.stdout.splitlines()[-1]
     assert _left_over(**json.loads(seen_file.read_text())) == []
+
+
+def test_without_root_or_tools_the_reason_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert hosts.missing() == "namespace hosts need root (network namespaces, a bridge, veths)"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(hosts.shutil, "which", lambda tool: None if tool == "iptables" else tool)
+    assert hosts.missing() == "namespace hosts need `iptables` (Debian package iptables)"
+    with pytest.raises(pytest.skip.Exception, match="need `iptables`"):
+        hosts.require()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -157,9 +158,12 @@ def test_a_call_crosses_hosts_over_mutual_tls(universe: Universe) -> None:
     # Each agent detected its host's address, registered it, and Envoy listens there.
     assert (workloads["web-0"]["address"], workloads["catalog-0"]["address"]) == (
         b.address, c.address)
-    clusters = b.run(["curl", "-s", f"http://127.0.0.1:{_admin_port(u, 'web-0')}/clusters"],
-                     check=True).stdout
+    admin = _admin_port(u, "web-0")
+    clusters = b.run(["curl", "-s", f"http://127.0.0.1:{admin}/clusters"], check=True).stdout
     assert f"outbound|80||catalog.default::{c.address}:{INBOUND_PORT}::" in clusters
+    # Envoy's admin stays on the host's loopback: not reachable at its address.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((b.address, admin), timeout=10).close()
 
     out = b.run([sys.executable, "-c", CALL, str(requests), str(APP_PORT)], check=True)
     answers = json.loads(out.stdout)
