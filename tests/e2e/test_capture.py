@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -113,7 +114,8 @@ class World:
         self.net = net
         self.work = net.workroot
         self.api_port, self.xds_port = free_port(), free_port()
-        self.server = f"http://{net.gateway}:{self.api_port}"
+        # Beyond loopback the API is served over TLS, verified with the mesh's bundle.
+        self.server = f"https://{net.gateway}:{self.api_port}"
         self.agents: dict[str, tuple[list[str], dict[str, str], str]] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.admin_ports: dict[str, int] = {}
@@ -121,6 +123,8 @@ class World:
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.server, trust_env=False, timeout=10,
+                            verify=ssl.create_default_context(
+                                cafile=str(self.work / "cp" / "ca-bundle.pem")),
                             headers={"Authorization": f"Bearer {self.token}"})
 
     def start_control_plane(self) -> None:
@@ -129,8 +133,9 @@ class World:
                               self.net.gateway, "--api-port", str(self.api_port),
                               "--xds-port", str(self.xds_port), "--state-dir",
                               str(self.work / "cp")], log)
-        eventually(lambda: (self.work / "cp" / "admin-token").exists(), bool,
-                   "the control plane's admin token")
+        eventually(lambda: (self.work / "cp" / "admin-token").exists()
+                   and (self.work / "cp" / "ca-bundle.pem").exists(), bool,
+                   "the control plane's admin token and CA bundle")
         self.token = (self.work / "cp" / "admin-token").read_text().strip()
 
         def up() -> bool:

@@ -34,6 +34,7 @@ from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.iptables import CaptureError
+from gossamer.agent.join import JoinError, trust_bundle
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
 from gossamer.envoybin import EnvoyNotFound
@@ -88,8 +89,10 @@ class AgentConfig:
     workdir: Path | None = None
     token: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    # The PEM bundle that verifies the control plane (needed when it serves TLS).
+    # The PEM bundle that verifies the control plane (needed when it serves TLS),
+    # or the SHA-256 fingerprint of a certificate the bundle it serves must hold.
     ca_file: Path | None = None
+    ca_fingerprint: str | None = None
     cert_ttl: int | None = None
     service_account: str | None = None
     # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
@@ -176,7 +179,8 @@ class Agent:
     async def start(self) -> None:
         try:
             await self._start()
-        except (ControlPlaneError, EnvoyError, EnvoyNotFound, IdentityError, CaptureError,
+        except (ControlPlaneError, EnvoyError, EnvoyNotFound, IdentityError, JoinError,
+                CaptureError,
                 OSError) as exc:
             raise AgentError(str(exc)) from exc
 
@@ -187,13 +191,18 @@ class Agent:
             if c.app_port and c.address.startswith("127."):
                 raise AgentError("--capture needs --address: the workload's address on its "
                                  "network, which the inbound listener binds")
+        timeout = float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60"))
+        bundle = await trust_bundle(c.server, c.ca_file, c.ca_fingerprint, timeout)
+        if bundle is not None:
+            await self.client.follow_bundle(bundle)
         try:
-            info = await self.client.wait_up(
-                timeout=float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60")))
+            info = await self.client.wait_up(timeout=timeout)
         except ControlPlaneError as exc:
             if exc.status in (401, 403):
                 raise AgentError(f"the control plane at {c.server} refused the token: "
                                  f"{exc.message}") from exc
+            if exc.tls:
+                raise AgentError(str(exc)) from exc
             raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
         await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
@@ -230,16 +239,15 @@ class Agent:
         """Key, CSR, first certificate, SDS socket: all before Envoy starts, since
         Envoy needs the trust bundle to reach the control plane at all."""
         c = self.config
-        if c.ca_file is None:
+        bundle = self.client.bundle
+        if bundle is None:
             raise AgentError("the control plane serves xDS over TLS: give --ca-file (or "
-                             "GOSSAMER_CA_FILE), the PEM bundle to verify it with")
+                             "GOSSAMER_CA_FILE), the PEM bundle to verify it with, or "
+                             "--ca-fingerprint")
         if not c.token:
-            raise AgentError("the control plane needs a join token: --token or GOSSAMER_TOKEN "
-                             "(create one with `gossamer token create --service NAME`)")
-        try:
-            bundle = c.ca_file.read_text()
-        except OSError as exc:
-            raise AgentError(f"cannot read --ca-file {c.ca_file}: {exc.strerror}") from exc
+            raise AgentError("the control plane needs a join token: --token-file, "
+                             "GOSSAMER_TOKEN_FILE or GOSSAMER_TOKEN (create one with "
+                             "`gossamer token create --service NAME`)")
         socket_dir = workdir
         if len(str(workdir / "sds.sock")) > 100:  # Unix socket paths are short
             socket_dir = Path(tempfile.mkdtemp(prefix="gossamer-sds-"))
@@ -270,6 +278,8 @@ class Agent:
         c.upstreams = resolved
 
     async def _report(self, healthy: bool) -> None:
+        if self.identity is not None:
+            await self.client.follow_bundle(self.identity.bundle_pem)
         try:
             await self.client.heartbeat(self.config.namespace, self.workload, healthy)
         except ControlPlaneError as exc:

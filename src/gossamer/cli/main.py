@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from gossamer.cli.client import Api, CliError
+from gossamer.cli.client import OPTIONS, Api, CliError
 from gossamer.model import InvalidResource, kind_for, parse_documents
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -19,6 +19,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 Server = Annotated[str | None, typer.Option("--server", help="control-plane API URL "
                                             "(default $GOSSAMER_SERVER or http://127.0.0.1:15080)")]
 Namespace = Annotated[str, typer.Option("--namespace", "-n")]
+
+
+@app.callback()
+def _options(ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", envvar="GOSSAMER_CA_FILE", show_envvar=True,
+        help="PEM bundle that verifies an https:// control plane (before the command)")]
+        = None) -> None:
+    OPTIONS.ca_file = ca_file
 
 
 def read_text(path: str) -> str:
