@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.capturing import CaptureOptions, CaptureSession
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
 from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
+from gossamer.agent.iptables import CaptureError
 from gossamer.agent.join import JoinError, trust_bundle
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
@@ -93,6 +95,8 @@ class AgentConfig:
     ca_fingerprint: str | None = None
     cert_ttl: int | None = None
     service_account: str | None = None
+    # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
+    capture: CaptureOptions | None = None
 
     @property
     def workload(self) -> str:
@@ -116,6 +120,8 @@ class Agent:
         self.identity: WorkloadIdentity | None = None
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
+        self.capture = CaptureSession(config.capture) if config.capture else None
+        self._resolvers: tuple[str, ...] = ()
 
     def node(self, access_log: str | None = None) -> NodeSpec:
         """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on)."""
@@ -130,6 +136,10 @@ class Agent:
             service_account=c.service_account,
             labels=tuple(sorted({"app": c.service, **c.labels}.items())),
             access_log=access_log,
+            capture=c.capture is not None,
+            capture_port=c.capture.outbound_port if c.capture else 15001,
+            dns_port=c.capture.dns_port if c.capture else 15053,
+            dns_resolvers=self._resolvers,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -144,9 +154,11 @@ class Agent:
             "PORT": str(c.app_port),
             "GOSSAMER_SERVICE": c.service, "GOSSAMER_NAMESPACE": c.namespace,
             "GOSSAMER_WORKLOAD": self.workload, "GOSSAMER_OUTBOUND": proxy,
-            "HTTP_PROXY": proxy, "http_proxy": proxy,
-            "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
         }
+        if c.capture is None:  # captured, the app needs no proxy settings
+            env |= {"HTTP_PROXY": proxy, "http_proxy": proxy,
+                    "NO_PROXY": "localhost,127.0.0.1,::1",
+                    "no_proxy": "localhost,127.0.0.1,::1"}
         for u in c.upstreams:
             scheme = "tcp" if u.protocol == "tcp" else "http"
             env[u.env_name(c.namespace)] = f"{scheme}://127.0.0.1:{u.local_port}"
@@ -168,11 +180,17 @@ class Agent:
         try:
             await self._start()
         except (ControlPlaneError, EnvoyError, EnvoyNotFound, IdentityError, JoinError,
+                CaptureError,
                 OSError) as exc:
             raise AgentError(str(exc)) from exc
 
     async def _start(self) -> None:
         c = self.config
+        if self.capture is not None:  # issue 21: fail fast, before anything starts
+            self._resolvers = self.capture.prepare()
+            if c.app_port and c.address.startswith("127."):
+                raise AgentError("--capture needs --address: the workload's address on its "
+                                 "network, which the inbound listener binds")
         timeout = float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60"))
         bundle = await trust_bundle(c.server, c.ca_file, c.ca_fingerprint, timeout)
         if bundle is not None:
@@ -196,9 +214,17 @@ class Agent:
             config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta,
                                sds_socket=sds_address, token=c.token, tls=True)
         self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
-                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds)
+                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds,
+                                     user=self.capture.user if self.capture else None)
+        if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
+            workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
+                                              if self.sds else ()))
         await self.envoy.start()
         await self.envoy.wait_ready()
+        if self.capture is not None:
+            await self.capture.install(c.inbound_port, c.app_port, c.server,
+                                       (xds_host, xds_port))
         if c.app_port:  # app_port 0: a pure client, nothing to register or probe
             await self.client.apply(self.workload_doc())
             self.registered = True
@@ -323,6 +349,8 @@ class Agent:
             await self.envoy.drain_inbound()
             await asyncio.sleep(c.drain_seconds)
         await self._stop_app()
+        if self.capture is not None and self.capture.installed:
+            await self.capture.remove()
         if self.envoy is not None:
             await self.envoy.stop()
         if self.identity is not None:
