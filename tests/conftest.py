@@ -7,6 +7,10 @@ from collections.abc import Generator
 
 import pytest
 
+from tests.hosts import module_netns_hosts, netns_hosts
+
+__all__ = ["module_netns_hosts", "netns_hosts"]  # namespace hosts (tests/hosts.py)
+
 REQUIRE_ALL = os.environ.get("GOSSAMER_REQUIRE_ALL") == "1"
 
 

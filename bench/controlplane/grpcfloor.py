@@ -49,7 +49,8 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gossamer.agent.ports import free_port
-from gossamer.ca.pki import generate_root, issue_server_cert
+from gossamer.ca.pki import generate_root
+from gossamer.ca.servercert import issue_server_cert
 from gossamer.xds.server import TLS_RECORD_BYTES
 
 # Both servers' arguments (port, tls|plain, response bytes, grpc options as

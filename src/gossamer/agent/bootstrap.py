@@ -15,6 +15,7 @@ stream, which is why the bootstrap file must be readable by its owner only.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from gossamer.agent.stats import stats_config
@@ -117,7 +118,8 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
                                             "value": f"Bearer {token}"}]
     xds_cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
-        "type": "STATIC",
+        # The advertised address may be a name (--advertise-address): Envoy resolves it.
+        "type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
         "connectTimeout": "1s",
         "loadAssignment": {"clusterName": XDS_CLUSTER, "endpoints": [{"lbEndpoints": [
             {"endpoint": {"address": {"socketAddress": {"address": xds_host,
@@ -154,3 +156,11 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
         "statsConfig": stats_config(node.service, node.namespace, node.workload),
         "layeredRuntime": layered_runtime(),
     }
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -7,21 +7,42 @@ from typing import Any
 
 import httpx
 
+from gossamer.ca.trust import client_context, describe, verify_failure
+
 
 class ControlPlaneError(Exception):
-    """The control plane refused (status set) or could not be reached (status None)."""
+    """The control plane refused (status set) or could not be reached (status None);
+    `tls`: its certificate failed verification, which no retry fixes."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, tls: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.tls = tls
 
 
 class ControlPlaneClient:
-    def __init__(self, server: str, token: str | None = None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=server.rstrip("/"), timeout=5.0,
-                                       headers=headers, trust_env=False)
+    """`bundle`: the PEM roots an https:// API is verified with (None: plaintext)."""
+
+    def __init__(self, server: str, token: str | None = None,
+                 bundle: str | None = None) -> None:
+        self._server = server.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.bundle = bundle
+        self._http = self._client(bundle)
+
+    def _client(self, bundle: str | None) -> httpx.AsyncClient:
+        verify = client_context(bundle) if bundle and self._server.startswith("https://") \
+            else True
+        return httpx.AsyncClient(base_url=self._server, timeout=5.0, headers=self._headers,
+                                 trust_env=False, verify=verify)
+
+    async def follow_bundle(self, bundle: str) -> None:
+        """Verify with the mesh's current bundle from now on (the CA hands it out), so a
+        root rotation does not cut the agent off from the API."""
+        if bundle and bundle != self.bundle:
+            old, self._http, self.bundle = self._http, self._client(bundle), bundle
+            await old.aclose()
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -30,6 +51,12 @@ class ControlPlaneClient:
         try:
             resp = await self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            failure = verify_failure(exc)
+            if failure is not None:
+                raise ControlPlaneError(
+                    f"the control plane at {self._server} failed TLS verification against "
+                    f"the CA bundle (--ca-file or --ca-fingerprint): {describe(failure)}",
+                    tls=True) from exc
             raise ControlPlaneError(f"control plane unreachable: {exc}") from exc
         if resp.status_code >= 400:
             try:
@@ -48,8 +75,8 @@ class ControlPlaneClient:
                 info: dict[str, Any] = await self._call("GET", "/api/v1/mesh")
                 return info
             except ControlPlaneError as exc:
-                if exc.status in (401, 403) or loop.time() > deadline:
-                    raise  # a refused token is not going to get better by waiting
+                if exc.status in (401, 403) or exc.tls or loop.time() > deadline:
+                    raise  # a refused token or certificate will not get better by waiting
                 await asyncio.sleep(0.3)
 
     async def apply(self, doc: dict[str, Any]) -> dict[str, Any]:

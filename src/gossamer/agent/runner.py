@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.agent.bootstrap import bootstrap
+from gossamer.agent.capturing import CaptureOptions, CaptureSession
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
 from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoySupervisor
+from gossamer.agent.iptables import CaptureError
+from gossamer.agent.join import JoinError, trust_bundle
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
-from gossamer.contract.node import NodeMetadata, Upstream, node_id_of
+from gossamer.contract.node import Capture, NodeMetadata, Upstream, node_id_of, parse_resolver
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.envoy.errors import EnvoyError
@@ -88,10 +91,14 @@ class AgentConfig:
     workdir: Path | None = None
     token: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    # The PEM bundle that verifies the control plane (needed when it serves TLS).
+    # The PEM bundle that verifies the control plane (needed when it serves TLS),
+    # or the SHA-256 fingerprint of a certificate the bundle it serves must hold.
     ca_file: Path | None = None
+    ca_fingerprint: str | None = None
     cert_ttl: int | None = None
     service_account: str | None = None
+    # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
+    capture: CaptureOptions | None = None
 
     @property
     def workload(self) -> str:
@@ -115,6 +122,8 @@ class Agent:
         self.identity: WorkloadIdentity | None = None
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
+        self.capture = CaptureSession(config.capture) if config.capture else None
+        self._resolvers: tuple[str, ...] = ()
 
     def node(self, access_log: str | None = None) -> NodeMetadata:
         """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on)."""
@@ -129,6 +138,9 @@ class Agent:
             service_account=c.service_account,
             labels=tuple(sorted({"app": c.service, **c.labels}.items())),
             access_log=access_log,
+            capture=Capture(c.capture.outbound_port, c.capture.dns_port,
+                            tuple(parse_resolver(r) for r in self._resolvers))
+            if c.capture else None,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -143,9 +155,11 @@ class Agent:
             "PORT": str(c.app_port),
             "GOSSAMER_SERVICE": c.service, "GOSSAMER_NAMESPACE": c.namespace,
             "GOSSAMER_WORKLOAD": self.workload, "GOSSAMER_OUTBOUND": proxy,
-            "HTTP_PROXY": proxy, "http_proxy": proxy,
-            "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
         }
+        if c.capture is None:  # captured, the app needs no proxy settings
+            env |= {"HTTP_PROXY": proxy, "http_proxy": proxy,
+                    "NO_PROXY": "localhost,127.0.0.1,::1",
+                    "no_proxy": "localhost,127.0.0.1,::1"}
         for u in c.upstreams:
             scheme = "tcp" if u.protocol == "tcp" else "http"
             env[u.env_name(c.namespace)] = f"{scheme}://127.0.0.1:{u.local_port}"
@@ -166,18 +180,29 @@ class Agent:
     async def start(self) -> None:
         try:
             await self._start()
-        except (ControlPlaneError, EnvoyError, IdentityError, OSError) as exc:
+        except (ControlPlaneError, EnvoyError, IdentityError, JoinError, CaptureError,
+                OSError) as exc:
             raise AgentError(str(exc)) from exc
 
     async def _start(self) -> None:
         c = self.config
+        if self.capture is not None:  # issue 21: fail fast, before anything starts
+            self._resolvers = self.capture.prepare()
+            if c.app_port and c.address.startswith("127."):
+                raise AgentError("--capture needs --address: the workload's address on its "
+                                 "network, which the inbound listener binds")
+        timeout = float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60"))
+        bundle = await trust_bundle(c.server, c.ca_file, c.ca_fingerprint, timeout)
+        if bundle is not None:
+            await self.client.follow_bundle(bundle)
         try:
-            info = await self.client.wait_up(
-                timeout=float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60")))
+            info = await self.client.wait_up(timeout=timeout)
         except ControlPlaneError as exc:
             if exc.status in (401, 403):
                 raise AgentError(f"the control plane at {c.server} refused the token: "
                                  f"{exc.message}") from exc
+            if exc.tls:
+                raise AgentError(str(exc)) from exc
             raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
         await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
@@ -189,9 +214,17 @@ class Agent:
             config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta,
                                sds_socket=sds_address, token=c.token, tls=True)
         self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
-                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds)
+                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds,
+                                     user=self.capture.user if self.capture else None)
+        if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
+            workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
+                                              if self.sds else ()))
         await self.envoy.start()
         await self.envoy.wait_ready()
+        if self.capture is not None:
+            await self.capture.install(c.inbound_port, c.app_port, c.server,
+                                       (xds_host, xds_port))
         if c.app_port:  # app_port 0: a pure client, nothing to register or probe
             await self.client.apply(self.workload_doc())
             self.registered = True
@@ -206,16 +239,15 @@ class Agent:
         """Key, CSR, first certificate, SDS socket: all before Envoy starts, since
         Envoy needs the trust bundle to reach the control plane at all."""
         c = self.config
-        if c.ca_file is None:
+        bundle = self.client.bundle
+        if bundle is None:
             raise AgentError("the control plane serves xDS over TLS: give --ca-file (or "
-                             "GOSSAMER_CA_FILE), the PEM bundle to verify it with")
+                             "GOSSAMER_CA_FILE), the PEM bundle to verify it with, or "
+                             "--ca-fingerprint")
         if not c.token:
-            raise AgentError("the control plane needs a join token: --token or GOSSAMER_TOKEN "
-                             "(create one with `gossamer token create --service NAME`)")
-        try:
-            bundle = c.ca_file.read_text()
-        except OSError as exc:
-            raise AgentError(f"cannot read --ca-file {c.ca_file}: {exc.strerror}") from exc
+            raise AgentError("the control plane needs a join token: --token-file, "
+                             "GOSSAMER_TOKEN_FILE or GOSSAMER_TOKEN (create one with "
+                             "`gossamer token create --service NAME`)")
         socket_dir = workdir
         if len(str(workdir / "sds.sock")) > 100:  # Unix socket paths are short
             socket_dir = Path(tempfile.mkdtemp(prefix="gossamer-sds-"))
@@ -246,6 +278,8 @@ class Agent:
         c.upstreams = resolved
 
     async def _report(self, healthy: bool) -> None:
+        if self.identity is not None:
+            await self.client.follow_bundle(self.identity.bundle_pem)
         try:
             await self.client.heartbeat(self.config.namespace, self.workload, healthy)
         except ControlPlaneError as exc:
@@ -315,6 +349,8 @@ class Agent:
             await self.envoy.drain_inbound()
             await asyncio.sleep(c.drain_seconds)
         await self._stop_app()
+        if self.capture is not None and self.capture.installed:
+            await self.capture.remove()
         if self.envoy is not None:
             await self.envoy.stop()
         if self.identity is not None:

@@ -45,6 +45,7 @@ from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.resilienceeffect import AnyRoute, unapplied
 from gossamer.model.workload import Health
 from gossamer.store import Conflict, NotFound, StoredObject, StoreUnavailable
+from gossamer.virtualips.assign import virtual_ip_taken
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,9 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
         _check_join_workload(caller, res)
     else:
         caller.require_admin()
+    if (taken := virtual_ip_taken(ctx.state.index.virtual_ips, res)) is not None:
+        raise ApiError(422, f"invalid Service {res.metadata.name!r}: spec.virtualIP: {taken}",
+                       [{"path": "spec.virtualIP", "reason": taken}])  # issue 21
     expected = int(res.metadata.resource_version) if res.metadata.resource_version else None
     body = dump_document(res.with_revision(0))
     body["metadata"].pop("resourceVersion", None)

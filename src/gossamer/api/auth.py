@@ -1,7 +1,7 @@
 """Who is calling the API, and what they may do.
 
-Every request but liveness, metrics and the OpenAPI document carries
-`Authorization: Bearer <token>`. Scopes: `admin` may do everything; `read`
+Every request but liveness, metrics, the trust bundle and the OpenAPI
+document carries `Authorization: Bearer <token>`. Scopes: `admin` may do everything; `read`
 may only read; `join` (an agent's token, bound to one identity) may read, and
 may register, renew and remove only workloads of its own identity.
 """

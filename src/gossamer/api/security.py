@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from gossamer.api.auth import Caller
@@ -81,6 +82,15 @@ def security_routes(app: FastAPI, ctx: ApiContext) -> None:
         return {"trust_domain": ctx.ca.trust_domain, "bundle_pem": ctx.ca.bundle_pem(),
                 "bundle_version": ctx.ca.bundle_version(), "phase": str(ctx.ca.phase),
                 "issued": ctx.ca.issued()}
+
+    @app.get("/api/v1/ca/bundle", response_class=PlainTextResponse)
+    async def ca_bundle() -> PlainTextResponse:
+        """The trust bundle (PEM), open: a joining host has no credential it may send
+        before it trusts this server. It pins the bundle by fingerprint
+        (`gossamer proxy --ca-fingerprint`), so an impostor's bundle is refused."""
+        if ctx.ca is None:
+            raise ApiError(404, "this control plane runs without a CA")
+        return PlainTextResponse(ctx.ca.bundle_pem(), media_type="application/x-pem-file")
 
     @app.post("/api/v1/ca/rotate")
     async def ca_rotate(req: RotateRequest, caller: Caller = reader) -> dict[str, Any]:

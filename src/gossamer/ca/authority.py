@@ -268,6 +268,16 @@ class MeshCA:
             self._served_chain = current.chain_pem
             return current.chain_pem, current.key_pem
 
+    def server_cert(
+        self, dns_names: Sequence[str], ip_addresses: Sequence[str] = ()
+    ) -> tuple[bytes, bytes]:
+        """The same (chain PEM, key PEM) as `server_credentials`, renewed by the same
+        rules, for another server of the control plane (the HTTP API), without marking
+        it served: grpc's certificate fetcher must still see a renewal as a change."""
+        with self._lock:
+            current = self._current_server_cert((tuple(dns_names), tuple(ip_addresses)))
+            return current.chain_pem, current.key_pem
+
     def server_cert_if_changed(self) -> tuple[bytes, bytes] | None:
         """The serving pair if it differs from the one last returned (by this or
         `server_credentials`), else None: the shape grpc's certificate fetcher

@@ -38,6 +38,9 @@ def control_plane(
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
     advertise_address: Annotated[str | None, typer.Option(
         "--advertise-address", help="address agents dial for xDS (default: --host)")] = None,
+    api_tls: Annotated[bool | None, typer.Option(
+        "--api-tls/--no-api-tls", help="serve the API over TLS (default: when --host is "
+        "not a loopback address; beyond loopback always)")] = None,
     trust_domain: Annotated[str, typer.Option("--trust-domain")] = "gossamer.local",
     cert_ttl: Annotated[int, typer.Option("--cert-ttl", help="default workload certificate "
                                           "lifetime, seconds")] = 86400,
@@ -55,6 +58,9 @@ def control_plane(
         "--stats-interval", help="seconds between reads of every sidecar's stats")] = 5.0,
     stats_window: Annotated[float, typer.Option(
         "--stats-window", help="seconds of traffic golden metrics cover")] = 60.0,
+    vip_range: Annotated[str, typer.Option(
+        "--vip-range", help="CIDR Services' virtual IPs are allocated from (capture, mesh "
+        "DNS)")] = "240.240.0.0/16",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -71,13 +77,23 @@ def control_plane(
         check_trust_domain(trust_domain)
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
-    options = ControlPlaneOptions(
-        state_dir=state_dir, store_url=store, host=host, xds_port=xds_port, api_port=api_port,
-        advertise_address=advertise_address, trust_domain=trust_domain,
-        cert_ttl=timedelta(seconds=cert_ttl), max_cert_ttl=timedelta(seconds=max_cert_ttl),
-        plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
-        ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-        stats_window=stats_window, gc_freeze=True)
+    from gossamer.virtualips.table import parse_range
+
+    try:
+        parse_range(vip_range)
+    except ValueError as exc:
+        raise CliError(f"--vip-range: {exc}") from exc
+    try:
+        options = ControlPlaneOptions(
+            state_dir=state_dir, store_url=store, host=host, xds_port=xds_port,
+            api_port=api_port, advertise_address=advertise_address, api_tls=api_tls,
+            trust_domain=trust_domain, cert_ttl=timedelta(seconds=cert_ttl),
+            max_cert_ttl=timedelta(seconds=max_cert_ttl),
+            plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
+            ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
+            stats_window=stats_window, gc_freeze=True, vip_range=vip_range)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
     from gossamer.ca.errors import CaError
@@ -136,15 +152,18 @@ def proxy(
                                           "app only calls out (no inbound, not registered)")],
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     label: Annotated[list[str], typer.Option("--label", "-l", help="k=v (repeatable)")] = [],  # noqa: B006
-    server: Server = None,
+    server: Annotated[str | None, typer.Option(
+        "--control-plane", "--server", help="the control plane's API URL (default "
+        "$GOSSAMER_SERVER or http://127.0.0.1:15080)")] = None,
     inbound_port: Annotated[int, typer.Option("--inbound-port")] = 0,
     outbound_port: Annotated[int, typer.Option("--outbound-port")] = 0,
     admin_port: Annotated[int, typer.Option("--admin-port")] = 0,
     name: Annotated[str | None, typer.Option("--name", help="workload name")] = None,
     protocol: Annotated[str | None, typer.Option(
         "--protocol", help="http|http2|grpc|tcp (default: the Service port's)")] = None,
-    address: Annotated[str, typer.Option(
-        "--address", help="address peers reach this workload at")] = "127.0.0.1",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="address peers reach this workload at (default: this host's "
+        "address towards the control plane)")] = None,
     env: Annotated[list[str], typer.Option("--env", "-e", help="K=V for the app "
                                            "(repeatable; mesh variables win)")] = [],  # noqa: B006
     upstream: Annotated[list[str], typer.Option("--upstream", help="SVC[:PORT][=LOCALPORT]: "
@@ -156,37 +175,75 @@ def proxy(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Envoy worker threads")] = 1,
     workdir: Annotated[Path | None, typer.Option("--workdir")] = None,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="GOSSAMER_TOKEN", show_envvar=True,
-        help="join token for this service (prefer the environment variable)")] = None,
+        "--token", help="join token for this service (prefer --token-file or "
+        "$GOSSAMER_TOKEN: argv is visible to every user)")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", envvar="GOSSAMER_TOKEN_FILE", show_envvar=True,
+        help="file holding the join token")] = None,
     ca_file: Annotated[Path | None, typer.Option(
         "--ca-file", envvar="GOSSAMER_CA_FILE", show_envvar=True,
         help="PEM bundle that verifies the control plane")] = None,
+    ca_fingerprint: Annotated[str | None, typer.Option(
+        "--ca-fingerprint", envvar="GOSSAMER_CA_FINGERPRINT", show_envvar=True,
+        help="SHA-256 of a CA certificate: fetch the bundle from the control plane and "
+        "keep it only if it holds that certificate")] = None,
     cert_ttl: Annotated[int | None, typer.Option(
         "--cert-ttl", help="workload certificate lifetime, seconds (default: the CA's)")] = None,
     service_account: Annotated[str | None, typer.Option(
         "--service-account", help="identity account (default: the service name)")] = None,
+    capture: Annotated[bool, typer.Option(
+        "--capture", help="redirect the workload's traffic to the sidecar with iptables "
+        "(root; the app needs no proxy settings)")] = False,
+    proxy_uid: Annotated[int, typer.Option(
+        "--proxy-uid", help="with --capture: the uid (and gid) Envoy runs as")] = 1337,
+    capture_exclude_ports: Annotated[list[str], typer.Option(
+        "--capture-exclude-ports", help="outbound TCP ports not captured (comma-separated, "
+        "repeatable)")] = [],  # noqa: B006
+    capture_exclude_cidrs: Annotated[list[str], typer.Option(
+        "--capture-exclude-cidrs", help="outbound destinations not captured, CIDRs "
+        "(comma-separated, repeatable)")] = [],  # noqa: B006
+    capture_port: Annotated[int, typer.Option(
+        "--capture-port", help="the outbound capture listener's port")] = 15001,
+    dns_port: Annotated[int, typer.Option(
+        "--dns-port", help="the mesh DNS listener's port (UDP)")] = 15053,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
+    from gossamer.agent.join import JoinError, detect_address, join_token
     from gossamer.agent.ports import free_port
     from gossamer.agent.runner import AgentConfig, AgentError, run_agent
-    from gossamer.cli.client import server_url
+    from gossamer.cli.client import OPTIONS, server_url
 
     _logging(verbose)
     if xds_mode not in ("delta", "sotw"):
         raise CliError("--xds-mode must be delta or sotw")
     if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
+    from gossamer.agent.capturing import CaptureOptions
+
+    try:  # issue 21
+        captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
+                                        capture_port, dns_port) if capture else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    url = server_url(server)
+    try:
+        address = address or detect_address(url)
+        token = join_token(token, token_file)
+    except JoinError as exc:
+        raise CliError(str(exc)) from exc
     config = AgentConfig(
         service=service, app_port=app_port, namespace=namespace, labels=_labels(label),
-        server=server_url(server),
+        server=url,
         inbound_port=(inbound_port or free_port()) if app_port else 0,
         outbound_port=outbound_port or free_port(), admin_port=admin_port or free_port(),
         protocol=protocol, name=name, address=address, env=_labels(env, "--env"),
         upstreams=_parse_upstreams(upstream, namespace),
         command=list(ctx.args), probe_path=probe_path, drain_seconds=drain_seconds,
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
-        token=token, ca_file=ca_file, cert_ttl=cert_ttl, service_account=service_account,
+        token=token, ca_file=ca_file or OPTIONS.ca_file,
+        ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
+        capture=captured,
     )
     try:
         code = asyncio.run(run_agent(config))

@@ -150,6 +150,36 @@ def ca_rotate(step: Annotated[str, typer.Argument(help="begin | switch | finish"
 
 
 @ca_app.command("bundle")
-def ca_bundle(server: Server = None) -> None:
+def ca_bundle(server: Server = None, ca_fingerprint: Annotated[str | None, typer.Option(
+        "--ca-fingerprint", help="on a host without the bundle: fetch it unauthenticated "
+        "and print it only if it holds the certificate of this SHA-256")] = None) -> None:
     """Print the trust bundle (PEM): what agents need as --ca-file. Public data."""
-    print(Api(server).call("GET", "/api/v1/ca")["bundle_pem"], end="")
+    if ca_fingerprint is None:
+        print(Api(server).call("GET", "/api/v1/ca")["bundle_pem"], end="")
+        return
+    from gossamer.agent.join import JoinError, trust_bundle
+    from gossamer.cli.client import server_url
+
+    try:
+        bundle = asyncio.run(trust_bundle(server_url(server), None, ca_fingerprint, 10.0))
+    except JoinError as exc:
+        raise CliError(str(exc)) from exc
+    print(bundle, end="")
+
+
+@ca_app.command("fingerprint")
+def ca_fingerprint(server: Server = None, file: Annotated[str | None, typer.Option(
+        "--file", "-f", help="a PEM bundle to read instead of asking the control plane "
+        "(e.g. <state-dir>/ca-bundle.pem)")] = None) -> None:
+    """The SHA-256 fingerprint of each root in the trust bundle, one per line: what
+    `gossamer proxy --ca-fingerprint` pins."""
+    from gossamer.ca import fingerprint
+    from gossamer.cli.app import read_text
+
+    bundle = read_text(file) if file else Api(server).call("GET", "/api/v1/ca")["bundle_pem"]
+    try:
+        digests = fingerprint.of_bundle(bundle)
+    except fingerprint.BadBundle as exc:
+        raise CliError(f"{file or 'the trust bundle'}: {exc}") from exc
+    for digest in digests:
+        print(fingerprint.show(digest))

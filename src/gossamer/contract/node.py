@@ -10,6 +10,7 @@ the agent would not have written with one `BadNodeMetadata`.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,53 @@ class BadNodeMetadata(ValueError):
 def node_id_of(workload: str, namespace: str) -> str:
     """The node id an agent gives its Envoy, and the one authorization expects."""
     return f"{workload}.{namespace}"
+
+
+DEFAULT_CAPTURE_PORT = 15001
+DEFAULT_DNS_PORT = 15053
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The agent redirects the workload's traffic to this sidecar (`gossamer proxy
+    --capture`): its outbound TCP to `outbound_port` (translate/capture.py), its DNS
+    queries to `dns_port` (translate/dns.py), which forwards names outside the mesh
+    to `dns_resolvers`, the host's (from its /etc/resolv.conf)."""
+
+    outbound_port: int = DEFAULT_CAPTURE_PORT
+    dns_port: int = DEFAULT_DNS_PORT
+    # (address, port): the agent sends addresses, each then on port 53.
+    dns_resolvers: tuple[tuple[str, int], ...] = ()
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"capture": True, "capture_port": self.outbound_port, "dns_port": self.dns_port,
+                "dns_resolvers": [_resolver_text(*r) for r in self.dns_resolvers]}
+
+
+def parse_resolver(item: object) -> tuple[str, int]:
+    """`IP` (port 53), `IPv4:PORT` or `[IPv6]:PORT`."""
+    text = str(item)
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") if rest else "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    bad = BadNodeMetadata(f"node metadata 'dns_resolvers': {text!r} is not IP, IP:PORT or "
+                          "[IPv6]:PORT")
+    try:
+        address, number = ipaddress.ip_address(host), int(port)
+    except ValueError as exc:
+        raise bad from exc
+    if not 0 < number < 65536:
+        raise bad
+    return str(address), number
+
+
+def _resolver_text(address: str, port: int) -> str:
+    if port == 53:
+        return address
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +115,8 @@ class NodeMetadata:
     labels: tuple[tuple[str, str], ...] = ()
     # The file the agent has Envoy write access logs to; None: no access logs.
     access_log: str | None = None
+    # Issue 21: set when the agent captures the workload's traffic (metadata `capture`).
+    capture: Capture | None = None
 
     @property
     def account(self) -> str:
@@ -96,6 +146,7 @@ class NodeMetadata:
             **({"service_account": self.service_account} if self.service_account else {}),
             **({"labels": dict(self.labels)} if self.labels else {}),
             **({"access_log": self.access_log} if self.access_log else {}),
+            **(self.capture.to_metadata() if self.capture is not None else {}),
         }
 
     @classmethod
@@ -117,6 +168,7 @@ class NodeMetadata:
             service_account=_account(metadata.get("service_account")),
             labels=_labels(metadata.get("labels")),
             access_log=_access_log(metadata.get("access_log")),
+            capture=read.capture(),
         )
 
 
@@ -132,8 +184,8 @@ class _Reader:
             raise BadNodeMetadata(f"node metadata {key!r} is missing or not a string")
         return value
 
-    def port(self, key: str) -> int:
-        value = self.metadata.get(key, 0)
+    def port(self, key: str, default: int = 0) -> int:
+        value = self.metadata.get(key, default)
         try:
             # JSON numbers in a protobuf Struct arrive as floats.
             port = int(value) if isinstance(value, int | float) else int(str(value))
@@ -150,6 +202,20 @@ class _Reader:
             return Protocol(self.text(key))
         except ValueError as exc:
             raise BadNodeMetadata(f"node metadata {key!r} is not a protocol") from exc
+
+    def capture(self) -> Capture | None:
+        flag = self.metadata.get("capture")
+        if flag is None or flag is False:
+            return None
+        if flag is not True:
+            raise BadNodeMetadata("node metadata 'capture' must be true or false")
+        resolvers = self.metadata.get("dns_resolvers")
+        if resolvers is not None and (not isinstance(resolvers, list) or len(resolvers) > 8):
+            raise BadNodeMetadata("node metadata 'dns_resolvers' must be a list of at most 8 "
+                                  "IP addresses")
+        return Capture(self.port("capture_port", DEFAULT_CAPTURE_PORT) or DEFAULT_CAPTURE_PORT,
+                       self.port("dns_port", DEFAULT_DNS_PORT) or DEFAULT_DNS_PORT,
+                       tuple(parse_resolver(r) for r in resolvers or ()))
 
     def upstreams(self, key: str, namespace: str) -> tuple[Upstream, ...]:
         raw = self.metadata.get(key, [])

@@ -47,6 +47,7 @@ from gossamer.translate import InconsistentConfig, MeshConfig, translate_mesh, t
 from gossamer.translate.mesh import only_services_changed, update_endpoints
 from gossamer.translate.proxy import ProxyConfig, proxy_inputs, with_endpoints
 from gossamer.translate.settings import MeshSettings
+from gossamer.virtualips.table import TABLE_KIND, load_table
 from gossamer.xds.types import ENDPOINT, Snapshot
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class Reconciler:
         await self._ready.wait()
 
     def _load(self, obj: StoredObject) -> Resource | None:
+        if obj.kind == TABLE_KIND:  # issue 21: virtual IPs reach the index
+            table = load_table(obj.body)
+            return table.with_revision(obj.revision) if table is not None else None
         if obj.kind.startswith("_"):  # internal state (CA, tokens): never mesh config
             return None
         try:

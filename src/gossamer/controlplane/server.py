@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from gossamer.api.app import create_app
 from gossamer.api.auth import Authenticator
 from gossamer.api.context import ApiContext
+from gossamer.ca import fingerprint
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.errors import CaError
 from gossamer.ca.service import CaService, bearer
@@ -29,9 +30,11 @@ from gossamer.ca.tokens import Scope, Tokens
 from gossamer.contract.names import CONTROL_PLANE_NAME
 from gossamer.contract.node import BadNodeMetadata, NodeMetadata
 from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
+from gossamer.controlplane.apitls import ApiTls, is_loopback, write_bundle
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
@@ -40,12 +43,15 @@ from gossamer.store import ResourceStore, open_store
 from gossamer.telemetry.health import register_health
 from gossamer.telemetry.scraper import ScrapeOptions, Scraper
 from gossamer.translate.settings import MeshSettings
+from gossamer.virtualips.table import DEFAULT_RANGE, parse_range
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, StreamDenied, XdsServer
 from gossamer.xds.status import ProxyRegistry
 from gossamer.xds.types import Snapshot
 
 log = logging.getLogger(__name__)
+# Where the control plane writes the trust bundle in its state directory.
+BUNDLE_FILE = "ca-bundle.pem"
 
 
 @dataclass
@@ -69,22 +75,49 @@ class ControlPlaneOptions:
     # The address agents dial for xDS; defaults to `host`, or loopback when
     # listening on every interface.
     advertise_address: str | None = None
+    # Serve the HTTP API over TLS (controlplane/apitls.py). None: whenever `host`
+    # is not a loopback address. Plaintext beyond loopback is refused: the API
+    # carries bearer tokens.
+    api_tls: bool | None = None
     # Golden metrics: how often sidecars' stats are read, and over what window.
     stats_interval: float = 5.0
     stats_window: float = 60.0
     # Global rate-limit counters in this Redis (redis://host:port/db), shared by
     # every replica and kept across restarts; None: in this process's memory.
     ratelimit_redis: str | None = None
+    # Issue 21: the range Services' virtual IPs are allocated from (controlplane/vips.py).
+    vip_range: str = DEFAULT_RANGE
     # Freeze long-lived objects out of the garbage collector's full collections
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
     gc_freeze: bool = False
 
+    def __post_init__(self) -> None:
+        if self.api_tls is False and not is_loopback(self.host):
+            raise ValueError(f"the API would serve tokens in plaintext beyond loopback (host "
+                             f"{self.host}): it is served over TLS there, so drop --no-api-tls "
+                             "or listen on 127.0.0.1")
+        if self.serves_api_tls and not self.secure:
+            raise ValueError("the API's TLS certificate comes from the mesh CA, which is off "
+                             "(secure=False)")
+
+    @property
+    def serves_api_tls(self) -> bool:
+        return self.api_tls if self.api_tls is not None else not is_loopback(self.host)
+
     @property
     def advertised(self) -> str:
         if self.advertise_address:
             return self.advertise_address
-        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return "127.0.0.1" if _is_wildcard(self.host) else self.host
+
+    def serving_names(self) -> tuple[list[str], list[str]]:
+        """(DNS names, IPs) of the control plane's serving certificate, on xDS and the
+        API alike: the name agents verify, the advertised address and the one listened on."""
+        addresses = {self.advertised, *(() if _is_wildcard(self.host) else (self.host,))}
+        ips = sorted({"127.0.0.1", *(a for a in addresses if _is_ip(a))})
+        names = [CONTROL_PLANE_NAME, *sorted(a for a in addresses if not _is_ip(a))]
+        return names, ips
 
 
 class _Hooks:
@@ -176,6 +209,7 @@ class ControlPlane:
         self.reconciler = Reconciler(self.store, self._publish, debounce=options.debounce,
                                      settings=settings)
         self.leases = Leases(self.store)
+        self.vips = VipAllocator(self.store, parse_range(options.vip_range))
         self.metrics = CollectorRegistry()
         register_health(self.metrics, lambda: len(self.registry.node_ids()),
                         lambda: self.reconciler.index.revision)
@@ -193,6 +227,7 @@ class ControlPlane:
         self.xds_port = 0
         self.api_port = 0
         self._api_server: uvicorn.Server | None = None
+        self.api_tls: ApiTls | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.gc: GcPauses | None = None
 
@@ -227,6 +262,8 @@ class ControlPlane:
         # A store that is unreachable or refuses its schema fails here, as one
         # StoreError, rather than as a reconciler that never becomes ready.
         await self.store.revision()
+        await self.vips.sync_once()  # the first index has every Service's virtual IP
+        self._tasks.append(asyncio.create_task(self.vips.run(), name="virtual-ips"))
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         await self.reconciler.wait_ready()
         if self.options.gc_freeze:
@@ -247,9 +284,12 @@ class ControlPlane:
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
                          failures=self.failures)
+        tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
-                                lifespan="off", access_log=False, ws="none")
+                                lifespan="off", access_log=False, ws="none",
+                                ssl_context_factory=None if tls is None else (
+                                    lambda _config, _default: tls.context))
         self._api_server = uvicorn.Server(config)
         self._tasks.append(asyncio.create_task(self._api_server.serve(), name="api"))
         while not self._api_server.started:
@@ -257,8 +297,33 @@ class ControlPlane:
                 self._tasks[-1].result()  # raises the bind error
             await asyncio.sleep(0.02)
         self.api_port = self._api_server.servers[0].sockets[0].getsockname()[1]
-        log.info("control plane: API http://%s:%s, xDS %s:%s", self.options.host,
-                 self.api_port, self.options.host, self.xds_port)
+        log.info("control plane: API %s, xDS %s:%s", self.api_url, self.options.host,
+                 self.xds_port)
+        if _is_wildcard(self.options.host) and not self.options.advertise_address:
+            log.warning("listening on every interface without --advertise-address: agents "
+                        "are told xDS is at 127.0.0.1, so only agents on this host can join")
+
+    @property
+    def api_url(self) -> str:
+        scheme = "https" if self.api_tls is not None else "http"
+        host = self.options.host
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.api_port}"
+
+    def _api_tls(self) -> ApiTls | None:
+        """The API's TLS, and the trust bundle file an operator on this host verifies
+        it with (`<state-dir>/ca-bundle.pem`), kept current."""
+        if self.ca is None:
+            return None
+        ca = self.ca
+        if self.options.state_dir is not None:
+            path = self.options.state_dir / BUNDLE_FILE
+            write_bundle(path, ca.bundle_pem())
+            self._tasks.append(asyncio.create_task(_follow_bundle(path, ca), name="bundle"))
+        if not self.options.serves_api_tls:
+            return None
+        names, ips = self.options.serving_names()
+        self.api_tls = ApiTls(lambda: ca.server_cert(names, ips))
+        return self.api_tls
 
     async def _open_security(self) -> None:
         o = self.options
@@ -283,10 +348,7 @@ class ControlPlane:
             return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
                              extra_handlers=[self.ratelimit.handler(),
                                              self.access_logs.handler()])
-        ips = sorted({"127.0.0.1", *([self.options.advertised] if _is_ip(
-            self.options.advertised) else [])})
-        names = [CONTROL_PLANE_NAME, *([] if _is_ip(self.options.advertised)
-                                      else [self.options.advertised])]
+        names, ips = self.options.serving_names()
         return XdsServer(self.cache, hooks, self.registry, metrics_registry=self.metrics,
                          server_credentials=self.ca.grpc_server_credentials(names, ips),
                          extra_handlers=[CaService(self.ca, self.tokens).handler(),
@@ -315,9 +377,13 @@ class ControlPlane:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        print(f"gossamer control plane: API http://{self.options.host}:{self.api_port}  "
+        print(f"gossamer control plane: API {self.api_url}  "
               f"xDS {self.options.host}:{self.xds_port}"
               + (" (TLS)" if self.ca else " (plaintext)"), flush=True)
+        if self.ca is not None and self.options.state_dir is not None:
+            pins = ", ".join(map(fingerprint.show, fingerprint.of_bundle(self.ca.bundle_pem())))
+            print(f"gossamer control plane: trust bundle in "
+                  f"{self.options.state_dir / BUNDLE_FILE} (fingerprint {pins})", flush=True)
         if self.admin_token and self.options.state_dir is not None:
             print(f"gossamer control plane: created the admin token, in "
                   f"{self.options.state_dir / 'admin-token'} (mode 0600)", flush=True)
@@ -331,6 +397,20 @@ class ControlPlane:
         for task in done:
             if not task.cancelled() and task.exception():
                 log.error("%s failed: %s", task.get_name(), task.exception())
+
+
+async def _follow_bundle(path: Path, ca: MeshCA, interval: float = 2.0) -> None:
+    """Keep the bundle file current through root rotations."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            write_bundle(path, ca.bundle_pem())
+        except OSError as exc:
+            log.warning("cannot write the trust bundle to %s: %s", path, exc.strerror)
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
 
 
 def _is_ip(text: str) -> bool:

@@ -40,8 +40,11 @@ from gossamer.model import (
     Telemetry,
     Workload,
 )
+from gossamer.model.mesh import Mesh
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.workload import Health
+from gossamer.virtualips.assign import index_virtual_ips
+from gossamer.virtualips.table import VirtualIPTable
 
 
 def _selects(service: Service, workload: Workload) -> bool:
@@ -237,6 +240,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                           resilience, services, [*routes, *kinds.of(GRPCRoute),
                                                  *kinds.of(TCPRoute)])
     conditions.update(sidecar_conditions)
+    vips, vip_conditions = index_virtual_ips(services, kinds.of(VirtualIPTable),
+                                             previous.virtual_ips if previous else None)
+    conditions.update(vip_conditions)
     selection = _selection(services, workloads, previous)
     return MeshIndex(
         revision=revision,
@@ -259,4 +265,6 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         tcp_routes=MappingProxyType(tcp_routes),
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),
         sidecars=sidecars,
+        virtual_ips=vips,
+        mesh=next(iter(kinds.of(Mesh)), None),
     )

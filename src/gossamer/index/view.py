@@ -29,6 +29,7 @@ from gossamer.model import (
     Telemetry,
     Workload,
 )
+from gossamer.model.mesh import Mesh
 
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
@@ -82,6 +83,10 @@ class MeshIndex:
     telemetries: tuple[Telemetry, ...] = ()
     # Sidecar resources in effect, in (namespace, name) order (model/sidecar.py).
     sidecars: tuple[Sidecar, ...] = ()
+    # Issue 21 (capture): each Service's virtual IP (virtualips/assign.py), and the
+    # Mesh resource (model/mesh.py), None when none is applied.
+    virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
+    mesh: Mesh | None = None
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -98,4 +103,9 @@ class MeshIndex:
 
     def status(self, key: ResourceKey) -> dict[str, object]:
         conds = self.conditions.get(key, ())
-        return {"conditions": [c.model_dump(mode="json") for c in conds]} if conds else {}
+        out: dict[str, object] = {}
+        if key.kind == Service.KIND and (vip := self.virtual_ips.get(key[1:])) is not None:
+            out["virtualIP"] = vip
+        if conds:
+            out["conditions"] = [c.model_dump(mode="json") for c in conds]
+        return out

@@ -16,6 +16,7 @@ from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.limits import limit_errors, text_errors
+from gossamer.model.mesh import Mesh
 from gossamer.model.meta import Resource
 from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
@@ -30,7 +31,7 @@ from gossamer.model.workload import Workload
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
     RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
-    TCPRoute, Telemetry, Sidecar)}
+    TCPRoute, Telemetry, Sidecar, Mesh)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -58,6 +59,7 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "tcproutes": "TCPRoute",
     "telemetries": "Telemetry",
     "sidecars": "Sidecar",
+    "meshes": "Mesh",
 }
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)

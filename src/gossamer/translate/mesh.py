@@ -117,6 +117,8 @@ class MeshMemo:
     # The inbound filters of each replica set and the JWKS clusters they need.
     inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
         default_factory=dict)
+    # Capture's shared parts, per (namespace, scope, mode) (translate/capture.py).
+    capture: dict[object, object] = field(default_factory=dict)
 
     def for_endpoints(self) -> MeshMemo:
         """The memo of a mesh that differs from this one's only in which workloads
@@ -228,10 +230,17 @@ class MeshConfig:
         config.virtual_hosts.append(_NO_SERVICE)
         return _res(ROUTE, names.OUTBOUND_ROUTES, config)
 
-    def scope_of(self, proxy: NodeMetadata) -> Scope:
+    @property
+    def capture_memo(self) -> dict[object, object]:
+        return self.memo.capture
+
+    def sidecar_index(self) -> SidecarIndex:
         if self.memo.sidecars is None:
             self.memo.sidecars = SidecarIndex(self.index)
-        return egress_scope(self.memo.sidecars, proxy, self.caller_labels(proxy))
+        return self.memo.sidecars
+
+    def scope_of(self, proxy: NodeMetadata) -> Scope:
+        return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy))
 
     def view(self, scope: Scope) -> ScopedView:
         """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""
@@ -493,4 +502,6 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
     index, before = mesh.index, previous.index
     return (mesh.policy_inputs is previous.policy_inputs
             and mesh.services_epoch is previous.services_epoch
-            and index.sidecars == before.sidecars and index.workloads == before.workloads)
+            and index.sidecars == before.sidecars and index.workloads == before.workloads
+            # issue 21: what capturing proxies read besides their scope's Services
+            and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
 from gossamer.translate import names
+from gossamer.translate.capture import capture_routes
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
@@ -71,7 +72,8 @@ def _clusters(view: ScopedView, own: ProxyListeners) -> tuple[dict[str, XdsResou
 
 def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object:
     """What `_routes` reads beyond the listener inputs (which hold the upstreams'
-    protocols and TCPRoutes): the route configs' contents and where they send."""
+    protocols and TCPRoutes, and capture's routes by content, `capture_inputs`): the
+    route configs' contents and where they send."""
     upstreams = tuple(
         (mesh.port_refs.get(pkey), route.version if route is not None else None)
         for up in proxy.upstreams
@@ -109,6 +111,11 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         route = mesh.upstream_routes.get(pkey) or upstream_route_config(lname, None)
         out.configs[route.name] = route
         out.rds_refs.append(route.name)
+    if proxy.capture is not None:  # issue 21
+        capture_config, capture_refs = capture_routes(mesh, proxy, scope)
+        out.configs[capture_config.name] = capture_config
+        out.rds_refs.append(capture_config.name)
+        out.cluster_refs.update(view.route_refs, capture_refs)
     return out
 
 

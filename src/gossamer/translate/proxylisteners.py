@@ -16,6 +16,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.index import MeshIndex, PortKey
 from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
+from gossamer.translate.capture import capture_inputs, capture_listeners
 from gossamer.translate.clusters import inbound_cluster
 from gossamer.translate.listeners import (
     http_outbound_listener,
@@ -56,7 +57,8 @@ def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]
         for protocol in [mesh.protocols.get(pkey)])
     return (proxy, upstreams, mesh.policy_inputs,
             tuple(mesh.index.services.get(k) for k in own),
-            mesh.workload(proxy.namespace, proxy.workload))
+            mesh.workload(proxy.namespace, proxy.workload),
+            capture_inputs(mesh, proxy, mesh.scope_of(proxy)))  # issue 21
 
 
 def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
@@ -86,6 +88,12 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
             mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
+    if proxy.capture is not None:  # issue 21
+        capture = capture_listeners(mesh, proxy, mesh.scope_of(proxy), proxy_access_log(
+            mesh.index, proxy, own_services, "outbound"), hcm_tracing)
+        listeners.update(capture.listeners)
+        ports.update(capture.ports)
+        extra.update(capture.clusters)
     return ProxyListeners(inputs, listeners, extra, ports)
 
 

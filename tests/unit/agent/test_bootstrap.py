@@ -53,6 +53,16 @@ def test_plaintext_bootstrap_is_unchanged_by_default() -> None:
         250, 2000)
 
 
+def test_an_advertised_name_is_resolved_by_envoy() -> None:
+    """`--advertise-address cp.example` reaches the bootstrap as a name: a STATIC
+    cluster takes only IPs (Envoy refuses the bootstrap), so the name is resolved."""
+    by_name = cluster(parse(bootstrap(NODE, "cp.example", 15010)), XDS_CLUSTER)
+    by_ip = cluster(parse(bootstrap(NODE, "198.18.0.2", 15010)), XDS_CLUSTER)
+    assert (by_name.type, by_ip.type) == (by_name.STRICT_DNS, by_ip.STATIC)
+    [endpoint] = by_name.load_assignment.endpoints[0].lb_endpoints
+    assert endpoint.endpoint.address.socket_address.address == "cp.example"
+
+
 def test_tls_bootstrap() -> None:
     doc = bootstrap(NODE, "10.0.0.5", 15012, sds_socket="unix:/run/gossamer/web-1/sds.sock",
                     token="s3cret", tls=True)

@@ -1,0 +1,335 @@
+"""Hosts made of network namespaces, for tests of the mesh across machines.
+
+Layout (one `HostNetwork`):
+
+    root namespace (the test, the CLI)  198.18.X.1/24 on bridge gsmUUUUUU
+      ├── veth ── netns gossamer-UUUUUU-a   eth0 198.18.X.2/24, lo up
+      ├── veth ── netns gossamer-UUUUUU-b   eth0 198.18.X.3/24, lo up
+      └── ...
+    every host: default route via 198.18.X.254, an address no one holds, so
+    traffic to any other address (a virtual IP) leaves by eth0 and goes through
+    the host's nat OUTPUT chain, and nothing routes out (ip_forward is left as it is).
+
+X is a free /24 of 198.18.0.0/15 (the range reserved for network benchmarks),
+chosen under a lock file so parallel runs never share one; UUUUUU is unique to
+this network, so every name it creates is its own. Each host gets
+`/etc/netns/<netns>/resolv.conf` and `hosts` (which `ip netns exec` bind-mounts
+over /etc's): the resolver is the root's bridge address (nothing answers there
+unless a test serves DNS, so lookups fail fast instead of leaving the machine)
+and the hosts file names every host of the network.
+
+Cleanup (`close`, also on a failed test): the processes started with `popen`
+get SIGTERM, then SIGKILL after a grace period; then every process still inside
+one of the network's namespaces (`ip netns pids`: only our namespaces, so only
+what the test started there) is killed; then the namespaces, veths, the bridge,
+the iptables rule and the `/etc/netns` directories are removed. Anything that
+could not be removed is reported as an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+SUPERNET = ipaddress.ip_network("198.18.0.0/15")
+LOCK_FILE = Path("/tmp/gossamer-netns-hosts.lock")
+NETNS_DIR = Path("/etc/netns")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+# Bridged IPv4 goes through the root namespace's FORWARD chain when br_netfilter says
+# so; a policy of DROP there (as Docker sets) would cut hosts off from each other.
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+def missing() -> str | None:
+    """Why namespace hosts cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "namespace hosts need root (network namespaces, a bridge, veths)"
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables")):
+        if shutil.which(tool) is None:
+            return f"namespace hosts need `{tool}` (Debian package {package})"
+    return None
+
+
+def require() -> None:
+    """Skip the test with the reason when namespace hosts cannot be made here (under
+    GOSSAMER_REQUIRE_ALL=1 the skip fails the test: tests/conftest.py)."""
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+class Host:
+    """One namespace host: `address` on the bridge; `run`/`popen` run commands in it."""
+
+    def __init__(self, network: HostNetwork, name: str, netns: str, address: str,
+                 veth: str) -> None:
+        self.network = network
+        self.name = name
+        self.netns = netns
+        self.address = address
+        self.veth = veth  # the root side of its link
+
+    def __repr__(self) -> str:
+        return f"Host({self.name!r}, {self.address})"
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def run(self, argv: Sequence[str], *, check: bool = False, timeout: float = 60.0,
+            env: Mapping[str, str] | None = None, input: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        """Run to completion inside the host (killed at `timeout`); output captured.
+        `env` is added to the test's environment."""
+        done = subprocess.run(self.argv(argv), capture_output=True, text=True, timeout=timeout,
+                              env=None if env is None else {**os.environ, **env},
+                              input=input, stdin=None if input is not None else
+                              subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise AssertionError(f"on host {self.name}: {' '.join(argv)} exited "
+                                 f"{done.returncode}\nstdout: {done.stdout}\n"
+                                 f"stderr: {done.stderr}")
+        return done
+
+    def popen(self, argv: Sequence[str], *, log: Path | None = None,
+              env: Mapping[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start inside the host, in its own session; stopped at cleanup if still running.
+        `log`: stdout and stderr go to this file (default: discarded)."""
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if log is not None:
+            out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            proc = subprocess.Popen(self.argv(argv), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=None if env is None else {**os.environ, **env},
+                                    **kwargs)
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        self.network.started.append(proc)
+        return proc
+
+    def pids(self) -> list[int]:
+        """Every process inside this host now."""
+        done = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True,
+                              text=True, timeout=30)
+        return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
+
+    def write_etc(self, name: str, text: str) -> None:
+        """Set a file `ip netns exec` shows this host as /etc/NAME (resolv.conf, hosts).
+        Written in place, so processes already running see the change too."""
+        path = NETNS_DIR / self.netns / name
+        with open(path, "w") as out:
+            out.write(text)
+
+
+class HostNetwork:
+    """Namespace hosts on one bridge; use as a context manager, or call `close`."""
+
+    def __init__(self, grace: float = 10.0) -> None:
+        self.uid = secrets.token_hex(3)
+        self.bridge = f"gsm{self.uid}"
+        self.grace = grace
+        self.hosts: dict[str, Host] = {}
+        self.started: list[subprocess.Popen[bytes]] = []
+        self._netns: list[str] = []
+        self._links: list[str] = []
+        self._forward_rule: list[str] | None = None
+        try:
+            self.subnet = self._claim_subnet()
+        except BaseException:
+            self.close()
+            raise
+        net = list(self.subnet.hosts())
+        self.root_address, self.gateway = str(net[0]), str(net[-1])
+
+    def __enter__(self) -> HostNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    # -- making ---------------------------------------------------------------------
+
+    def _claim_subnet(self) -> ipaddress.IPv4Network:
+        """A /24 of SUPERNET no address of the root namespace is in, with the bridge
+        holding its .1 before the lock is released, so no parallel run takes it too."""
+        LOCK_FILE.touch(exist_ok=True)
+        with open(LOCK_FILE) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = _used_networks()
+            free = [n for n in SUPERNET.subnets(new_prefix=24)
+                    if not any(n.overlaps(u) for u in used)]
+            if not free:
+                raise RuntimeError(f"no free /24 left in {SUPERNET}")
+            subnet = random.choice(free)
+            _ip("link", "add", self.bridge, "type", "bridge")
+            self._links.append(self.bridge)
+            _ip("addr", "add", f"{next(subnet.hosts())}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        if BRIDGE_NF.exists() and BRIDGE_NF.read_text().strip() == "1":
+            rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-m", "comment",
+                    "--comment", f"gossamer-hosts-{self.uid}", "-j", "ACCEPT"]
+            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True,
+                           timeout=30)
+            self._forward_rule = rule
+        return subnet
+
+    def add(self, name: str) -> Host:
+        """A new host on the bridge, with the next address of the subnet."""
+        if not _NAME.match(name) or name in self.hosts:
+            raise ValueError(f"host name {name!r}: a short DNS label, once per network")
+        index = len(self.hosts)
+        address = str(list(self.subnet.hosts())[index + 1])
+        if address == self.gateway:
+            raise ValueError("the subnet is full")
+        netns = f"gossamer-{self.uid}-{name}"
+        veth, peer = f"gsm{self.uid}v{index}", f"gsm{self.uid}p{index}"
+        _ip("netns", "add", netns)
+        self._netns.append(netns)
+        (NETNS_DIR / netns).mkdir(parents=True, exist_ok=True)
+        host = Host(self, name, netns, address, veth)
+        host.write_etc("resolv.conf", f"nameserver {self.root_address}\n"
+                                      "options timeout:1 attempts:1\n")
+        _ip("link", "add", veth, "type", "veth", "peer", "name", peer, "netns", netns)
+        self._links.append(veth)
+        _ip("link", "set", veth, "master", self.bridge, "up")
+        _ip("-n", netns, "link", "set", peer, "name", "eth0")
+        _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("-n", netns, "route", "add", "default", "via", self.gateway)
+        self.hosts[name] = host
+        self._write_hosts_files()
+        return host
+
+    def _write_hosts_files(self) -> None:
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
+                 *(f"{h.address} {h.name}" for h in self.hosts.values())]
+        for host in self.hosts.values():
+            host.write_etc("hosts", "\n".join(lines) + "\n")
+
+    # -- cleanup --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove everything this network made, even after a failure; raise if
+        anything is left."""
+        left: list[str] = []
+        self._stop_started()
+        for netns in self._netns:
+            left += _kill_inside(netns)
+        for netns in reversed(self._netns):
+            if _exists_netns(netns):
+                left += _attempt(["ip", "netns", "del", netns])
+            shutil.rmtree(NETNS_DIR / netns, ignore_errors=True)
+            if (NETNS_DIR / netns).exists():
+                left.append(f"directory {NETNS_DIR / netns}")
+        for link in reversed(self._links):
+            if _exists_link(link):
+                left += _attempt(["ip", "link", "del", link])
+        if self._forward_rule is not None:
+            left += _attempt(["iptables", "-D", *self._forward_rule])
+            self._forward_rule = None
+        self._netns, self._links = [], []
+        if left:
+            raise RuntimeError("namespace hosts left behind: " + "; ".join(left))
+
+    def _stop_started(self) -> None:
+        running = [p for p in self.started if p.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def _kill_inside(netns: str) -> list[str]:
+    """SIGKILL every process in `netns` until none is left (children of killed
+    parents may need a second pass); reap the ones that are ours."""
+    for _ in range(50):
+        done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
+                              timeout=30)
+        pids = [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
+        if not pids:
+            return []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    return [f"processes in {netns}"]
+
+
+def _attempt(argv: list[str]) -> list[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return [] if done.returncode == 0 else [f"{' '.join(argv)}: {done.stderr.strip()}"]
+
+
+def _exists_netns(netns: str) -> bool:
+    return (Path("/run/netns") / netns).exists()
+
+
+def _exists_link(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def _used_networks() -> list[ipaddress.IPv4Network]:
+    done = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True,
+                          check=True, timeout=30)
+    return [ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
+            for link in json.loads(done.stdout) for a in link.get("addr_info", [])]
+
+
+@contextlib.contextmanager
+def host_network(grace: float = 10.0) -> Iterator[HostNetwork]:
+    """A HostNetwork, skipping the test when they cannot be made here."""
+    require()
+    network = HostNetwork(grace)
+    try:
+        yield network
+    finally:
+        network.close()
+
+
+@pytest.fixture
+def netns_hosts() -> Iterator[HostNetwork]:
+    """An empty namespace-host network for one test (`.add("a")` makes a host)."""
+    with host_network() as network:
+        yield network
+
+
+@pytest.fixture(scope="module")
+def module_netns_hosts() -> Iterator[HostNetwork]:
+    """The same, shared by a module's tests."""
+    with host_network() as network:
+        yield network
