@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from gossamer.agent.runner import Agent, AgentConfig, UpstreamSpec
-from gossamer.contract.node import BadNodeMetadata, NodeMetadata, Upstream
+from gossamer.contract.node import BadNodeMetadata, Capture, NodeMetadata, Upstream
 from gossamer.contract.protocol import Protocol
 
 
@@ -34,12 +34,23 @@ def test_what_the_agent_writes_reads_back_as_the_same_object_through_envoys_stru
     assert (back.account, back.labels) == ("web-sa", (("app", "web"), ("zone", "a")))
 
 
+def test_capture_and_its_resolvers_read_back_as_written() -> None:
+    node = NodeMetadata("c-0.default", "c", "default", "c-0", 0, "127.0.0.1", 0, None, 15000,
+                        capture=Capture(15011, 15055, (("10.0.0.2", 53), ("10.0.0.3", 5353),
+                                                       ("fd00::1", 53), ("fd00::2", 5353))))
+    written = node.to_metadata()
+    assert written["dns_resolvers"] == ["10.0.0.2", "10.0.0.3:5353", "fd00::1", "[fd00::2]:5353"]
+    struct = json_format.ParseDict(written, struct_pb2.Struct())
+    assert NodeMetadata.from_metadata(node.node_id, json_format.MessageToDict(struct)) == node
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("service", ""), ("inbound_port", 70000), ("admin_port", "x"), ("app_protocol", "udp"),
     ("labels", {"bad key!": "v"}), ("service_account", "Not_A_Label"),
     ("access_log", "relative/path"), ("upstreams", {"service": "db"}),
+    ("capture", "yes"), ("dns_resolvers", ["not-an-ip"]),
 ])
 def test_metadata_no_agent_writes_is_one_error_naming_the_key(key: str, value: object) -> None:
-    meta = _agent_node().to_metadata() | {key: value}
+    meta = _agent_node().to_metadata() | {"capture": True} | {key: value}
     with pytest.raises(BadNodeMetadata, match=key):
         NodeMetadata.from_metadata("web-1.shop", meta)
