@@ -97,10 +97,13 @@ class _BuildMemo:
     """Serialized results of `build`, by message type and a pickle of the input.
 
     `build` is a pure function of its arguments, and json_format.ParseDict is
-    by far the slowest step of translation (a few ms per listener). Every
-    rebuild re-translates every proxy from scratch, mostly into the same
-    listeners and clusters as before, so remembering the bytes turns that into
-    a parse of bytes (tens of µs). A copy is returned each time: callers may
+    by far the slowest step of translation (a few ms per listener). What is
+    translated again mostly comes out as before: after a policy change every
+    proxy is translated again (`proxy_inputs` is coarse there) and most get the
+    same listeners; a Service whose inputs changed may get the same clusters; a
+    proxy that reconnects (or the first of its shape) builds listeners others
+    already have. Remembering the bytes turns each of those into a parse of
+    bytes (tens of µs). A copy is returned each time: callers may
     mutate their message. An LRU bounded in bytes (key plus message); inputs
     too big to be worth keeping (a whole mesh's route table) are built every
     time. A cache only, never a source of truth.

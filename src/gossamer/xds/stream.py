@@ -54,7 +54,8 @@ WILDCARD = "*"
 
 
 # Cluster resource -> the ClusterLoadAssignment name it waits for (None: not
-# an EDS cluster). Parsed at most once per interned resource.
+# an EDS cluster). Parsed at most once per resource object, which every snapshot
+# holding that cluster shares.
 _eds_names: weakref.WeakKeyDictionary[XdsResource, str | None] = weakref.WeakKeyDictionary()
 
 

@@ -2,7 +2,8 @@
 
 A resource is serialized exactly once, when it is made; its version is a hash
 of those bytes. Two proxies that get an identical cluster get the same
-`XdsResource` object (see `intern`), so a push serializes nothing per stream.
+`XdsResource` object (translation builds each shared resource once per mesh,
+translate/mesh.py), so a push serializes nothing per stream.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ where each `resources` entry is the length-delimited bytes of a
 framing (the field tag and length, the Any's type_url) before it. The framing
 is made once per `XdsResource` object and kept on it (`sotw_frame`,
 `delta_frame`), so it lives exactly as long as some snapshot still holds the
-resource (they are immutable and interned by the translator), and a push does
-no per-resource encoding at all.
+resource (they are immutable, and translation shares one object among every
+snapshot that holds the same resource), and a push does no per-resource encoding
+at all.
 
 The bytes we produce are the canonical (field-number ordered) encoding, so they
 parse back into exactly the message the slow path would have built; the unit
