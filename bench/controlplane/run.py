@@ -496,14 +496,16 @@ def main() -> None:
     runs = max(3, args.runs)
     scenarios = [tuple(int(x) for x in sc.lower().split("x")) for sc in args.scenarios.split(",")]
     results, rows = [], []
-    started = time.strftime("%Y%m%d-%H%M%S")
+    t_started = time.time()
+    started = time.strftime("%Y%m%d-%H%M%S", time.localtime(t_started))
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
         res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)
-    out = args.out or Path(__file__).parent / "results" / f"cpbench-{started}.json"
+    out = args.out or Path(__file__).parent / "results" / time.strftime(
+        "controlplane-%Y-%m-%d-%H%M.json", time.gmtime(t_started))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"started": started, "runs": runs, "summary": rows,
                                "scenarios": results}, indent=1))

@@ -32,6 +32,7 @@ import random
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,8 @@ def main() -> None:
     p.add_argument("--wrk-duration", type=int, default=3)
     p.add_argument("--runs", type=int, default=10, help="rounds")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("bench/dataplane/ablate.json"))
+    p.add_argument("--out", type=Path, default=Path("bench/dataplane/results") / time.strftime(
+        "ablate-%Y-%m-%d-%H%M.json", time.gmtime()))
     args = p.parse_args()
     if not 1 <= args.runs <= 20 or args.duration > 60 or args.rate > 10000:
         p.error("bounded: 1-20 runs, <= 60 s, <= 10000 req/s")
@@ -183,6 +185,7 @@ def main() -> None:
                 v.stop()
             from configs import _stop
             _stop(nginx)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(render(results, args))
 

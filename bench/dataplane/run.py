@@ -190,7 +190,8 @@ def main() -> None:
     p.add_argument("--no-fifo", dest="fifo", action="store_false",
                    help="do not run the benchmark's processes SCHED_FIFO (default as root)")
     p.add_argument("--quick", action="store_true", help="3 runs of 3 s (a smoke test)")
-    p.add_argument("--out", type=Path, default=Path("bench/dataplane/results.json"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: bench/dataplane/results/dataplane-<UTC date and time>.json")
     args = p.parse_args()
     args.rates = [int(x) for x in args.rates.split(",")]
     args.fifo = args.fifo and os.geteuid() == 0
@@ -238,6 +239,9 @@ def main() -> None:
                            "cpus": {"load": LOAD_CPU, "proxies": PROXY_CPU}},
               **data}
     result["summary"] = summarize(result)
+    if args.out is None:  # named for what it measured and when
+        args.out = Path("bench/dataplane/results") / time.strftime(
+            "dataplane-%Y-%m-%d-%H%M.json", time.gmtime(t0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
