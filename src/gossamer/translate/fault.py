@@ -29,7 +29,7 @@ HTTP_FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFau
 # leaves it out of the filter chain of every request whose route has no fault
 # configuration (`typedPerFilterConfig`, which enables it for that route). So
 # a FaultPolicy changes routes only, and requests without faults do not pay
-# for the filter (a no-op filter still costs each request; docs/performance.md).
+# for the filter (a no-op filter still costs each request; bench/dataplane/RESULTS.md).
 FAULT_FILTER: dict[str, Any] = {"name": FAULT_FILTER_NAME,
                                 "typedConfig": {"@type": HTTP_FAULT}, "disabled": True}
 
