@@ -317,14 +317,7 @@ def sign_workload_csr(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]),
             critical=False,
         )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(leaf_key_usage(), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                    ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -486,6 +479,15 @@ def _uri_sans(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return sans.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def leaf_key_usage() -> x509.KeyUsage:
+    """Workload and serving certificates alike: TLS with ECDHE or RSA key exchange."""
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=True,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False,
+        crl_sign=False, encipher_only=False, decipher_only=False,
+    )
 
 
 def _ca_key_usage() -> x509.KeyUsage:

@@ -24,6 +24,7 @@ from gossamer.ca.pki import (
     as_utc,
     hash_for,
     leaf_builder,
+    leaf_key_usage,
     pem_of,
     subject_of,
 )
@@ -62,14 +63,7 @@ def issue_server_cert(
     cert = (
         leaf_builder(ca, key.public_key(), now - CLOCK_SKEW, not_after, subject)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(leaf_key_usage(), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca.key, hash_for(ca.key))
     )
