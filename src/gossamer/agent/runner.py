@@ -33,6 +33,7 @@ from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
 from gossamer.agent.join import JoinError, trust_bundle
+from gossamer.agent.ports import check_free
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
 from gossamer.envoybin import EnvoyNotFound
@@ -93,6 +94,10 @@ class AgentConfig:
     ca_fingerprint: str | None = None
     cert_ttl: int | None = None
     service_account: str | None = None
+    # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
+    # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
+    admin_tls_port: int = 0
+    prometheus_port: int = 0
 
     @property
     def workload(self) -> str:
@@ -117,8 +122,9 @@ class Agent:
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
 
-    def node(self, access_log: str | None = None) -> NodeSpec:
-        """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on)."""
+    def node(self, access_log: str | None = None, tls: bool = False) -> NodeSpec:
+        """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on);
+        `tls`: the bootstrap is TLS, so the mTLS admin listener can be served."""
         c = self.config
         return NodeSpec(
             node_id=self.node_id, service=c.service, namespace=c.namespace,
@@ -130,6 +136,7 @@ class Agent:
             service_account=c.service_account,
             labels=tuple(sorted({"app": c.service, **c.labels}.items())),
             access_log=access_log,
+            admin_tls_port=c.admin_tls_port if tls else 0, prometheus_port=c.prometheus_port,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -190,11 +197,16 @@ class Agent:
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
         access_log = str(workdir.absolute() / "access.log")
+        self._check_ports()
         config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
         if info["xds"].get("tls"):
             sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
-            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta,
-                               sds_socket=sds_address, token=c.token, tls=True)
+            config = bootstrap(self.node(access_log, tls=True), xds_host, xds_port,
+                               delta=c.delta, sds_socket=sds_address, token=c.token, tls=True,
+                               trust_domain=str(info["trust_domain"]))
+        elif c.admin_tls_port:
+            log.warning("the control plane serves plaintext xDS: no mTLS admin listener "
+                        "(it reaches this sidecar's admin only from this host)")
         self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
                                      concurrency=c.concurrency, drain_seconds=c.drain_seconds)
         await self.envoy.start()
@@ -208,6 +220,21 @@ class Agent:
                 preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
             log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
             (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+
+    def _check_ports(self) -> None:
+        """The fixed ports of the off-host listeners: free, and none a port of our own."""
+        c = self.config
+        own = {c.inbound_port, c.outbound_port, c.admin_port,
+               *(u.local_port for u in c.upstreams)} - {0}
+        fixed = [("--admin-tls-port", c.admin_tls_port), ("--prometheus-port", c.prometheus_port)]
+        if c.admin_tls_port and c.admin_tls_port == c.prometheus_port:
+            raise AgentError(f"--admin-tls-port and --prometheus-port are both {c.admin_tls_port}")
+        for option, port in fixed:
+            if port and port in own:
+                raise AgentError(f"{option} {port} is also one of this sidecar's own ports "
+                                 "(inbound, outbound, admin or an upstream)")
+            if port:
+                check_free(c.address, port, option)
 
     async def _start_identity(self, workdir: Path, info: dict[str, Any], target: str) -> str:
         """Key, CSR, first certificate, SDS socket: all before Envoy starts, since
@@ -352,6 +379,12 @@ async def run_agent(config: AgentConfig) -> int:
     print(f"gossamer proxy: {agent.workload} ({c.service}.{c.namespace}) {where}; outbound "
           f"http://127.0.0.1:{c.outbound_port}; admin http://127.0.0.1:{c.admin_port}",
           file=sys.stderr, flush=True)
+    node = agent.node(tls=agent.sds is not None)
+    if node.admin_tls_port or node.prometheus_port:
+        print(f"gossamer proxy: for other hosts on {c.address}: " + ", ".join(
+            ([f"control-plane admin (mTLS) :{node.admin_tls_port}"] if node.admin_tls_port
+             else []) + ([f"prometheus :{node.prometheus_port}/stats/prometheus"]
+                         if node.prometheus_port else [])), file=sys.stderr, flush=True)
     for u in c.upstreams:
         print(f"gossamer proxy: upstream {u.service}:{u.port} at 127.0.0.1:{u.local_port} "
               f"(${u.env_name(c.namespace)})", file=sys.stderr, flush=True)

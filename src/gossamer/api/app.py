@@ -25,6 +25,7 @@ from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.explain import explain_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
+from gossamer.api.proxies import proxy_admin_routes
 from gossamer.api.security import security_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
@@ -49,6 +50,7 @@ from gossamer.model import (
 from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.resilienceeffect import AnyRoute, unapplied
 from gossamer.model.workload import Health
+from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
 from gossamer.telemetry.scraper import Scraper
 
@@ -77,6 +79,8 @@ class ApiContext:
     ca: MeshCA | None = None
     telemetry: Scraper | None = None
     failures: RecentFailures | None = None
+    # How sidecars' admins are reached, on any host (proxyadmin/): tap, config dumps, certs.
+    sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)
 
 
 class ErrorResponse(JSONResponse):
@@ -306,6 +310,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _workload_routes(app, ctx)
     security_routes(app, ctx)
     tap_routes(app, ctx)
+    proxy_admin_routes(app, ctx)
     telemetry_routes(app, ctx)
     explain_routes(app, ctx)
     mount_dashboard(app)

@@ -120,6 +120,7 @@ def main() -> None:
         explain,
         golden,
         local,
+        proxyadmin,
         security,
         tap,
         top,
