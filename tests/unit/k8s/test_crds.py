@@ -135,3 +135,14 @@ def test_python_whitespace_is_the_crds_whitespace() -> None:
                          .replace(r"\u205f", "\u205f").replace(r"\u3000", "\u3000")
                          .join("[]"))
     assert {chr(c) for c in range(0x110000) if pattern.fullmatch(chr(c))} == spaces
+
+
+def test_the_cli_prints_the_crds_as_one_yaml_stream() -> None:
+    from typer.testing import CliRunner
+
+    from gossamer.cli import k8s  # noqa: F401 - registers the command
+    from gossamer.cli.main import app
+
+    result = CliRunner().invoke(app, ["k8s", "crds"])
+    assert result.exit_code == 0, result.output
+    assert list(yaml.safe_load_all(result.output)) == list(CRDS.values())
