@@ -131,11 +131,40 @@ def _int_or_string(_: Any, on: bool, instance: Any, __: Any) -> Iterator[Validat
         yield ValidationError(f"{instance!r} is neither an integer nor a string")
 
 
-def _cel(_: Any, entries: list[dict[str, str]], instance: Any, __: Any,
+def _cel(_: Any, entries: list[dict[str, str]], instance: Any, schema: dict[str, Any],
          ) -> Iterator[ValidationError]:
+    value = cel_value(instance, schema)
     for entry in entries:
-        if not evaluate(entry["rule"], instance):
+        if not evaluate(entry["rule"], value):
             yield ValidationError(f"{entry['message']} ({entry['rule']})")
+
+
+# Property names CEL cannot write as `self.name`, as Kubernetes escapes them.
+_CEL_KEYWORDS = {"true", "false", "null", "in", "as", "break", "const", "continue", "else",
+                 "for", "function", "if", "import", "let", "loop", "package", "namespace",
+                 "return", "var", "void", "while"}
+
+
+def _escaped(name: str) -> str:
+    if name in _CEL_KEYWORDS:
+        return f"__{name}__"
+    return (name.replace("__", "__underscores__").replace(".", "__dot__")
+            .replace("-", "__dash__").replace("/", "__slash__"))
+
+
+def cel_value(value: Any, schema: dict[str, Any] | None) -> Any:
+    """`value` as a CEL rule sees it: object properties (not map keys) escaped."""
+    schema = schema or {}
+    if isinstance(value, list):
+        return [cel_value(v, schema.get("items")) for v in value]
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is None:  # a map: keys as they are
+            extra = schema.get("additionalProperties")
+            return {k: cel_value(v, extra if isinstance(extra, dict) else None)
+                    for k, v in value.items()}
+        return {_escaped(k): cel_value(v, props.get(k)) for k, v in value.items()}
+    return value
 
 
 def evaluate(rule: str, value: Any) -> bool:
@@ -174,13 +203,15 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
                 walk(node[key])
     walk(out)
     meta = out["properties"]["metadata"]
-    meta["properties"] = {k: {**v, **meta["properties"].get(k, {})} for k, v in OBJECT_META.items()}
+    given = meta.get("properties", {})
+    meta["properties"] = {k: {**v, **given.get(k, {})} for k, v in OBJECT_META.items()}
     return out
 
 
 def decode(doc: Any, schema: dict[str, Any] | None) -> Any:
     """The document as the API server holds it after decoding: integers outside
-    int64 become floats, and nulls of fields that are not `nullable` are dropped."""
+    int64 become floats, nulls of fields that are not `nullable` are dropped, and
+    defaults are applied."""
     if isinstance(doc, bool) or doc is None or isinstance(doc, str | float):
         return doc
     if isinstance(doc, int):
@@ -196,6 +227,9 @@ def decode(doc: Any, schema: dict[str, Any] | None) -> Any:
         if value is None and not (sub or {}).get("nullable"):
             continue
         out[key] = decode(value, sub)
+    for key, sub in props.items():  # defaulting, after nulls are dropped
+        if key not in out and "default" in sub:
+            out[key] = decode(copy.deepcopy(sub["default"]), sub)
     return out
 
 
@@ -228,7 +262,8 @@ def kube_errors(doc: Any, crd: dict[str, Any]) -> list[str]:
         return ["not an object"]
     decoded = decode(doc, schema)
     names = crd["spec"]["names"]
-    if decoded.get("apiVersion") != f"{crd['spec']['group']}/v1alpha1" or \
+    version = crd["spec"]["versions"][0]["name"]
+    if decoded.get("apiVersion") != f"{crd['spec']['group']}/{version}" or \
             decoded.get("kind") != names["kind"]:
         return ["apiVersion and kind are not the CRD's"]
     meta = decoded.get("metadata")
