@@ -19,8 +19,8 @@ ROOT_SECRET = "ROOTCA"       # the trust bundle (every root the mesh trusts now)
 # verify it (the address they dial may be an IP or anything else).
 CONTROL_PLANE_NAME = "gossamer-control-plane"
 
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
+_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)\Z")
 
 
 class BadSpiffeId(ValueError):

@@ -26,6 +26,7 @@ from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.explain import explain_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.security import security_routes
+from gossamer.api.smi import smi_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
 from gossamer.ca.authority import MeshCA
@@ -311,6 +312,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     security_routes(app, ctx)
     tap_routes(app, ctx)
     telemetry_routes(app, ctx)
+    smi_routes(app, ctx)
     explain_routes(app, ctx)
     mount_dashboard(app)
     return app

@@ -129,6 +129,7 @@ def main() -> None:
         dashboard,
         explain,
         golden,
+        k8s,
         local,
         security,
         tap,
