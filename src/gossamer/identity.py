@@ -24,8 +24,8 @@ CONTROL_PLANE_NAME = "gossamer-control-plane"
 CONTROL_PLANE_NAMESPACE = "gossamer-system"
 CONTROL_PLANE_ACCOUNT = "control-plane"
 
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
+_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)\Z")
 
 
 class BadSpiffeId(ValueError):

@@ -32,10 +32,13 @@ from gossamer.model import (
     Telemetry,
     Workload,
 )
+from gossamer.model.mesh import Mesh
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, policy_scope, target_name
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.service import Protocol
 from gossamer.model.workload import Health
+from gossamer.virtualips.assign import index_virtual_ips
+from gossamer.virtualips.table import VirtualIPTable
 
 SvcKey = tuple[str, str]  # (namespace, name)
 WorkloadKey = tuple[str, str]  # (namespace, name)
@@ -89,6 +92,10 @@ class MeshIndex:
     telemetries: tuple[Telemetry, ...] = ()
     # Sidecar resources in effect, in (namespace, name) order (model/sidecar.py).
     sidecars: tuple[Sidecar, ...] = ()
+    # Issue 21 (capture): each Service's virtual IP (virtualips/assign.py), and the
+    # Mesh resource (model/mesh.py), None when none is applied.
+    virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
+    mesh: Mesh | None = None
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -105,7 +112,12 @@ class MeshIndex:
 
     def status(self, key: ResourceKey) -> dict[str, object]:
         conds = self.conditions.get(key, ())
-        return {"conditions": [c.model_dump(mode="json") for c in conds]} if conds else {}
+        out: dict[str, object] = {}
+        if key.kind == Service.KIND and (vip := self.virtual_ips.get(key[1:])) is not None:
+            out["virtualIP"] = vip
+        if conds:
+            out["conditions"] = [c.model_dump(mode="json") for c in conds]
+        return out
 
 
 def _selects(service: Service, workload: Workload) -> bool:
@@ -495,6 +507,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                           resilience, services, [*routes, *kinds.of(GRPCRoute),
                                                  *kinds.of(TCPRoute)])
     conditions.update(sidecar_conditions)
+    vips, vip_conditions = index_virtual_ips(services, kinds.of(VirtualIPTable),
+                                             previous.virtual_ips if previous else None)
+    conditions.update(vip_conditions)
     selection = _selection(services, workloads, previous)
     return MeshIndex(
         revision=revision,
@@ -517,4 +532,6 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         tcp_routes=MappingProxyType(tcp_routes),
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),
         sidecars=sidecars,
+        virtual_ips=vips,
+        mesh=next(iter(kinds.of(Mesh)), None),
     )

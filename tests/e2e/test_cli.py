@@ -367,3 +367,25 @@ def test_control_plane_refuses_a_newer_store_schema(
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert done.stderr.startswith("error: store: the database has store schema version 999")
+
+
+def test_get_services_shows_virtual_ips_and_the_mesh_is_cluster_wide(
+        cp: ControlPlaneProcess) -> None:
+    """Issue 21: the VIRTUAL IP column; `get`/`delete mesh` need no namespace."""
+    assert gossamer(cp, "apply", "-f", "-", stdin=SERVICE).returncode == 0
+    deadline = time.monotonic() + 15
+    table = ""
+    while time.monotonic() < deadline and "240.240.0.1" not in table:
+        table = gossamer(cp, "get", "services").stdout
+        time.sleep(0.1)
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAMESPACE", "KIND", "NAME", "VIRTUAL", "IP", "REVISION",
+                              "STATUS"]
+    assert row.split()[:4] == ["default", "Service", "catalog", "240.240.0.1"]
+    mesh = ("apiVersion: mesh.gossamer.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\n"
+            "spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n")
+    assert gossamer(cp, "apply", "-f", "-", stdin=mesh).stdout.strip() == "mesh/default created"
+    got = json.loads(gossamer(cp, "get", "mesh", "default", "-o", "json").stdout)
+    assert got["metadata"]["namespace"] == "gossamer-system"
+    assert got["spec"]["outboundTrafficPolicy"]["mode"] == "REGISTRY_ONLY"
+    assert gossamer(cp, "delete", "mesh", "default").stdout.strip() == "mesh/default deleted"

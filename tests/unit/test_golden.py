@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.telemetry import golden
 from gossamer.telemetry.golden import BadStats, Observed, Sample, Source
 from gossamer.telemetry.scraper import ScrapeOptions, Scraper
@@ -183,8 +182,7 @@ def test_edges_to_a_split_service_count_its_callers_and_the_split() -> None:
 
 
 def test_scraper_window_uses_the_oldest_sample_inside_it() -> None:
-    scraper = Scraper(ProxyRegistry(), ScrapeOptions(interval=5, window=20),
-                      resolve=SidecarAdmin().target)
+    scraper = Scraper(ProxyRegistry(), ScrapeOptions(interval=5, window=20))
     src = Source("c-0.shop", "shop", "c", "c-0")
     for i in range(10):  # one request a second, sampled every 5 s
         scraper.add(src, golden.parse_stats(sidecar(5 * i, 5 * i, 0, [1.0] * 5 * i), 5.0 * i))
@@ -227,7 +225,7 @@ async def test_scrape_round_skips_a_dead_admin_and_forgets_gone_proxies() -> Non
     meta = {"namespace": "shop", "service": "c", "workload": "c-0", "admin_port": float(dead)}
     stream = registry.connect(NodeInfo("c-0.shop", "c", meta), "ads")
     registry.connect(NodeInfo("x-0.shop", "x", {"service": "x"}), "ads")  # no admin port
-    scraper = Scraper(registry, ScrapeOptions(timeout=0.5), resolve=SidecarAdmin().target)
+    scraper = Scraper(registry, ScrapeOptions(timeout=0.5))
     stale = Source("old-0.shop", "shop", "old", "old-0")
     scraper.add(stale, golden.parse_stats(sidecar(1, 1, 0, [1.0]), 0.0))
     await scraper.scrape_once()

@@ -25,7 +25,7 @@ from google.protobuf import json_format
 
 import gossamer
 from gossamer.agent.bootstrap import NodeSpec, bootstrap, sds_config
-from gossamer.agent.ports import PortInUse, check_free, default_off_loopback
+from gossamer.agent.ports import PortInUse, off_host_port
 from gossamer.ca.authority import MeshCA
 from gossamer.ca.pki import IdentityMismatch, generate_workload_key, make_csr
 from gossamer.identity import CERT_SECRET, ROOT_SECRET, SpiffeId, control_plane_id
@@ -142,15 +142,34 @@ def test_the_listeners_and_their_metadata_follow_the_ports() -> None:
         bootstrap(NODE, "198.18.0.2", 15010, sds_socket="/s", tls=True)
 
 
-def test_off_host_ports_are_off_on_loopback_unless_asked() -> None:
-    assert default_off_loopback(None, "198.18.0.3", 15091) == 15091
-    assert default_off_loopback(None, "127.0.0.1", 15091) == 0
-    assert default_off_loopback(None, "::1", 15090) == 0
-    assert default_off_loopback(15999, "127.0.0.1", 15091) == 15999
-    assert default_off_loopback(0, "198.18.0.3", 15091) == 0
+def test_off_host_ports_default_on_a_host_address_and_off_on_loopback() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port of this host's loopback
+        probe.bind(("127.0.0.2", 0))
+        default = probe.getsockname()[1]
+    assert off_host_port(None, "127.0.0.1", default, "--admin-tls-port") == 0
+    assert off_host_port(None, "::1", default, "--prometheus-port") == 0
+    assert off_host_port(0, "127.0.0.2", default, "--admin-tls-port") == 0
+    assert off_host_port(default, "127.0.0.1", 15091, "--admin-tls-port") == default
+    # 127.0.0.2 stands for a host address here (it is not loopback to the rule)...
+    with mock_loopback(False):
+        assert off_host_port(None, "127.0.0.2", default, "--admin-tls-port") == default
+        with socket.create_server(("127.0.0.2", default)):
+            # ... whose default port another sidecar holds: a free one instead.
+            other = off_host_port(None, "127.0.0.2", default, "--admin-tls-port")
+            assert other not in (0, default)
+        assert off_host_port(None, "127.0.0.2", default, "--admin-tls-port",
+                             own={default}) not in (0, default)
 
 
-def test_a_taken_port_is_refused_in_one_line() -> None:
+def mock_loopback(value: bool) -> Any:
+    from unittest import mock
+
+    return mock.patch("gossamer.agent.ports.is_loopback", return_value=value)
+
+
+def test_an_asked_port_that_is_taken_is_refused_in_one_line() -> None:
     import socket
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -158,8 +177,11 @@ def test_a_taken_port_is_refused_in_one_line() -> None:
         with pytest.raises(PortInUse, match=rf"--admin-tls-port {port}: cannot listen on "
                                             rf"127.0.0.1:{port} \(Address already in use\); "
                                             "another sidecar on this host"):
-            check_free("127.0.0.1", port, "--admin-tls-port")
-    check_free("127.0.0.1", port, "--admin-tls-port")  # free again
+            off_host_port(port, "127.0.0.1", 15091, "--admin-tls-port")
+    assert off_host_port(port, "127.0.0.1", 15091, "--admin-tls-port") == port  # free again
+    with pytest.raises(PortInUse, match="--prometheus-port 15006 is also one of this "
+                                        "sidecar's own ports"):
+        off_host_port(15006, "127.0.0.1", 15090, "--prometheus-port", own={15006})
 
 
 def _meta(**extra: Any) -> dict[str, Any]:

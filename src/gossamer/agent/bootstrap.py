@@ -62,6 +62,12 @@ class NodeSpec:
     labels: tuple[tuple[str, str], ...] = ()
     # The file Envoy appends access logs to, when a Telemetry turns them on.
     access_log: str | None = None
+    # Issue 21: the agent captures the workload's traffic (agent/capture.py) to these
+    # listeners; DNS names outside the mesh go to `dns_resolvers` (the host's).
+    capture: bool = False
+    capture_port: int = 15001
+    dns_port: int = 15053
+    dns_resolvers: tuple[str, ...] = ()
     # The static listeners on inbound_address for other hosts (0: none): the control
     # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.
     admin_tls_port: int = 0
@@ -82,6 +88,8 @@ class NodeSpec:
             **({"service_account": self.service_account} if self.service_account else {}),
             **({"labels": dict(self.labels)} if self.labels else {}),
             **({"access_log": self.access_log} if self.access_log else {}),
+            **({"capture": True, "capture_port": self.capture_port, "dns_port": self.dns_port,
+                "dns_resolvers": list(self.dns_resolvers)} if self.capture else {}),
             **({admin_meta.ADMIN_TLS_ADDRESS: self.inbound_address,
                 admin_meta.ADMIN_TLS_PORT: self.admin_tls_port} if self.admin_tls_port else {}),
             **({admin_meta.PROMETHEUS_ADDRESS: self.inbound_address,

@@ -32,13 +32,15 @@ class EnvoyError(Exception):
 class EnvoySupervisor:
     def __init__(self, bootstrap: dict[str, Any], workdir: Path, admin_port: int, *,
                  concurrency: int = 2, log_level: str = "warning",
-                 drain_seconds: float = 2.0) -> None:
+                 drain_seconds: float = 2.0, user: int | None = None) -> None:
+        """`user`: run Envoy as this uid (and gid), as capture mode does (agent/capturing.py)."""
         self._bootstrap = bootstrap
         self._workdir = workdir
         self.admin_port = admin_port
         self._concurrency = concurrency
         self._log_level = log_level
         self._drain_seconds = drain_seconds
+        self._user = user
         self.process: asyncio.subprocess.Process | None = None
         self._wanted = False
         self.restarts = 0
@@ -63,6 +65,8 @@ class EnvoySupervisor:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(self._bootstrap, indent=2))
         path.chmod(0o600)
+        if self._user is not None:
+            os.chown(path, self._user, self._user)
         logfile = open(self._workdir / "envoy.log", "ab")  # noqa: SIM115, ASYNC230 - for the child
         self._wanted = True
         self.process = await asyncio.create_subprocess_exec(
@@ -74,6 +78,8 @@ class EnvoySupervisor:
             "--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS),
             stdout=logfile, stderr=logfile, stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True, preexec_fn=die_with_parent,
+            user=self._user, group=self._user,
+            extra_groups=None if self._user is None else [],
         )
         logfile.close()
         log.info("envoy started (pid %s, admin %s)", self.process.pid, self.admin_url)

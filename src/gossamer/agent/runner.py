@@ -28,16 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.agent.bootstrap import NodeSpec, bootstrap
+from gossamer.agent.capturing import CaptureOptions, CaptureSession
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
 from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoyError, EnvoySupervisor
+from gossamer.agent.iptables import CaptureError
 from gossamer.agent.join import JoinError, trust_bundle
-from gossamer.agent.ports import check_free
+from gossamer.agent.ports import host_ports_lock, off_host_port
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
 from gossamer.envoybin import EnvoyNotFound
 from gossamer.identity import SpiffeId
+from gossamer.proxyadmin.target import DEFAULT_ADMIN_TLS_PORT, DEFAULT_PROMETHEUS_PORT
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
@@ -94,10 +97,13 @@ class AgentConfig:
     ca_fingerprint: str | None = None
     cert_ttl: int | None = None
     service_account: str | None = None
+    # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
+    capture: CaptureOptions | None = None
     # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
     # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
-    admin_tls_port: int = 0
-    prometheus_port: int = 0
+    # None: the default (agent/ports.py, off_host_port), settled at start.
+    admin_tls_port: int | None = None
+    prometheus_port: int | None = None
 
     @property
     def workload(self) -> str:
@@ -121,6 +127,8 @@ class Agent:
         self.identity: WorkloadIdentity | None = None
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
+        self.capture = CaptureSession(config.capture) if config.capture else None
+        self._resolvers: tuple[str, ...] = ()
 
     def node(self, access_log: str | None = None, tls: bool = False) -> NodeSpec:
         """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on);
@@ -136,7 +144,12 @@ class Agent:
             service_account=c.service_account,
             labels=tuple(sorted({"app": c.service, **c.labels}.items())),
             access_log=access_log,
-            admin_tls_port=c.admin_tls_port if tls else 0, prometheus_port=c.prometheus_port,
+            capture=c.capture is not None,
+            capture_port=c.capture.outbound_port if c.capture else 15001,
+            dns_port=c.capture.dns_port if c.capture else 15053,
+            dns_resolvers=self._resolvers,
+            admin_tls_port=(c.admin_tls_port or 0) if tls else 0,
+            prometheus_port=c.prometheus_port or 0,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -151,9 +164,11 @@ class Agent:
             "PORT": str(c.app_port),
             "GOSSAMER_SERVICE": c.service, "GOSSAMER_NAMESPACE": c.namespace,
             "GOSSAMER_WORKLOAD": self.workload, "GOSSAMER_OUTBOUND": proxy,
-            "HTTP_PROXY": proxy, "http_proxy": proxy,
-            "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
         }
+        if c.capture is None:  # captured, the app needs no proxy settings
+            env |= {"HTTP_PROXY": proxy, "http_proxy": proxy,
+                    "NO_PROXY": "localhost,127.0.0.1,::1",
+                    "no_proxy": "localhost,127.0.0.1,::1"}
         for u in c.upstreams:
             scheme = "tcp" if u.protocol == "tcp" else "http"
             env[u.env_name(c.namespace)] = f"{scheme}://127.0.0.1:{u.local_port}"
@@ -175,11 +190,17 @@ class Agent:
         try:
             await self._start()
         except (ControlPlaneError, EnvoyError, EnvoyNotFound, IdentityError, JoinError,
+                CaptureError,
                 OSError) as exc:
             raise AgentError(str(exc)) from exc
 
     async def _start(self) -> None:
         c = self.config
+        if self.capture is not None:  # issue 21: fail fast, before anything starts
+            self._resolvers = self.capture.prepare()
+            if c.app_port and c.address.startswith("127."):
+                raise AgentError("--capture needs --address: the workload's address on its "
+                                 "network, which the inbound listener binds")
         timeout = float(os.environ.get("GOSSAMER_CONNECT_TIMEOUT", "60"))
         bundle = await trust_bundle(c.server, c.ca_file, c.ca_fingerprint, timeout)
         if bundle is not None:
@@ -196,45 +217,59 @@ class Agent:
         await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
-        access_log = str(workdir.absolute() / "access.log")
-        self._check_ports()
-        config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
-        if info["xds"].get("tls"):
-            sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
-            config = bootstrap(self.node(access_log, tls=True), xds_host, xds_port,
-                               delta=c.delta, sds_socket=sds_address, token=c.token, tls=True,
-                               trust_domain=str(info["trust_domain"]))
-        elif c.admin_tls_port:
-            log.warning("the control plane serves plaintext xDS: no mTLS admin listener "
-                        "(it reaches this sidecar's admin only from this host)")
-        self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
-                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds)
-        await self.envoy.start()
-        await self.envoy.wait_ready()
+        async with host_ports_lock(c.address):  # until Envoy holds the ports it settled
+            self._off_host_ports(bool(info["xds"].get("tls")))
+            access_log = str(workdir.absolute() / "access.log")
+            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
+            if info["xds"].get("tls"):
+                sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
+                config = bootstrap(self.node(access_log, tls=True), xds_host, xds_port,
+                                   delta=c.delta, sds_socket=sds_address, token=c.token, tls=True,
+                                   trust_domain=str(info["trust_domain"]))
+            self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
+                                         concurrency=c.concurrency, drain_seconds=c.drain_seconds,
+                                         user=self.capture.user if self.capture else None)
+            if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
+                workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
+                                                  if self.sds else ()))
+            await self.envoy.start()
+            await self.envoy.wait_ready()
+        if self.capture is not None:
+            await self.capture.install(c.inbound_port, c.app_port, c.server,
+                                       (xds_host, xds_port))
         if c.app_port:  # app_port 0: a pure client, nothing to register or probe
             await self.client.apply(self.workload_doc())
             self.registered = True
         if c.command:
-            self.app = await asyncio.create_subprocess_exec(
-                *c.command, env=self.app_env(), start_new_session=True,
-                preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
-            log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
-            (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+            await self._start_app()
 
-    def _check_ports(self) -> None:
-        """The fixed ports of the off-host listeners: free, and none a port of our own."""
+    async def _start_app(self) -> None:
+        assert self.envoy is not None
         c = self.config
+        self.app = await asyncio.create_subprocess_exec(
+            *c.command, env=self.app_env(), start_new_session=True,
+            preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
+        log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
+        (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+
+    def _off_host_ports(self, tls: bool) -> None:
+        """Settle the ports of the listeners for other hosts (agent/ports.py); the mTLS
+        admin listener needs a TLS control plane (its identity, the mesh's CA)."""
+        c = self.config
+        if not tls:
+            if c.admin_tls_port:
+                log.warning("the control plane serves plaintext xDS: no mTLS admin listener "
+                            "(the control plane reads this sidecar only from this host)")
+            c.admin_tls_port = 0
         own = {c.inbound_port, c.outbound_port, c.admin_port,
-               *(u.local_port for u in c.upstreams)} - {0}
-        fixed = [("--admin-tls-port", c.admin_tls_port), ("--prometheus-port", c.prometheus_port)]
-        if c.admin_tls_port and c.admin_tls_port == c.prometheus_port:
-            raise AgentError(f"--admin-tls-port and --prometheus-port are both {c.admin_tls_port}")
-        for option, port in fixed:
-            if port and port in own:
-                raise AgentError(f"{option} {port} is also one of this sidecar's own ports "
-                                 "(inbound, outbound, admin or an upstream)")
-            if port:
-                check_free(c.address, port, option)
+               *(u.local_port for u in c.upstreams),
+               *((c.capture.outbound_port,) if c.capture else ())} - {0}
+        c.admin_tls_port = off_host_port(c.admin_tls_port, c.address, DEFAULT_ADMIN_TLS_PORT,
+                                         "--admin-tls-port", own)
+        c.prometheus_port = off_host_port(c.prometheus_port, c.address,
+                                          DEFAULT_PROMETHEUS_PORT, "--prometheus-port",
+                                          own | {c.admin_tls_port})
 
     async def _start_identity(self, workdir: Path, info: dict[str, Any], target: str) -> str:
         """Key, CSR, first certificate, SDS socket: all before Envoy starts, since
@@ -350,6 +385,8 @@ class Agent:
             await self.envoy.drain_inbound()
             await asyncio.sleep(c.drain_seconds)
         await self._stop_app()
+        if self.capture is not None and self.capture.installed:
+            await self.capture.remove()
         if self.envoy is not None:
             await self.envoy.stop()
         if self.identity is not None:

@@ -27,6 +27,7 @@ from gossamer.api.explain import explain_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.proxies import proxy_admin_routes
 from gossamer.api.security import security_routes
+from gossamer.api.smi import smi_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
 from gossamer.ca.authority import MeshCA
@@ -53,6 +54,7 @@ from gossamer.model.workload import Health
 from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
 from gossamer.telemetry.scraper import Scraper
+from gossamer.virtualips.assign import virtual_ip_taken
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +220,9 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
         _check_join_workload(caller, res)
     else:
         caller.require_admin()
+    if (taken := virtual_ip_taken(ctx.reconciler.index.virtual_ips, res)) is not None:
+        raise ApiError(422, f"invalid Service {res.metadata.name!r}: spec.virtualIP: {taken}",
+                       [{"path": "spec.virtualIP", "reason": taken}])  # issue 21
     expected = int(res.metadata.resource_version) if res.metadata.resource_version else None
     body = dump_document(res.with_revision(0))
     body["metadata"].pop("resourceVersion", None)
@@ -312,6 +317,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     tap_routes(app, ctx)
     proxy_admin_routes(app, ctx)
     telemetry_routes(app, ctx)
+    smi_routes(app, ctx)
     explain_routes(app, ctx)
     mount_dashboard(app)
     return app

@@ -51,6 +51,9 @@ def control_plane(
         "--stats-interval", help="seconds between reads of every sidecar's stats")] = 5.0,
     stats_window: Annotated[float, typer.Option(
         "--stats-window", help="seconds of traffic golden metrics cover")] = 60.0,
+    vip_range: Annotated[str, typer.Option(
+        "--vip-range", help="CIDR Services' virtual IPs are allocated from (capture, mesh "
+        "DNS)")] = "240.240.0.0/16",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -67,6 +70,12 @@ def control_plane(
         check_trust_domain(trust_domain)
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
+    from gossamer.virtualips.table import parse_range
+
+    try:
+        parse_range(vip_range)
+    except ValueError as exc:
+        raise CliError(f"--vip-range: {exc}") from exc
     try:
         options = ControlPlaneOptions(
             state_dir=state_dir, store_url=store, host=host, xds_port=xds_port,
@@ -75,7 +84,7 @@ def control_plane(
             max_cert_ttl=timedelta(seconds=max_cert_ttl),
             plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
             ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-            stats_window=stats_window, gc_freeze=True)
+            stats_window=stats_window, gc_freeze=True, vip_range=vip_range)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:
@@ -175,12 +184,27 @@ def proxy(
         "--cert-ttl", help="workload certificate lifetime, seconds (default: the CA's)")] = None,
     service_account: Annotated[str | None, typer.Option(
         "--service-account", help="identity account (default: the service name)")] = None,
+    capture: Annotated[bool, typer.Option(
+        "--capture", help="redirect the workload's traffic to the sidecar with iptables "
+        "(root; the app needs no proxy settings)")] = False,
+    proxy_uid: Annotated[int, typer.Option(
+        "--proxy-uid", help="with --capture: the uid (and gid) Envoy runs as")] = 1337,
+    capture_exclude_ports: Annotated[list[str], typer.Option(
+        "--capture-exclude-ports", help="outbound TCP ports not captured (comma-separated, "
+        "repeatable)")] = [],  # noqa: B006
+    capture_exclude_cidrs: Annotated[list[str], typer.Option(
+        "--capture-exclude-cidrs", help="outbound destinations not captured, CIDRs "
+        "(comma-separated, repeatable)")] = [],  # noqa: B006
+    capture_port: Annotated[int, typer.Option(
+        "--capture-port", help="the outbound capture listener's port")] = 15001,
+    dns_port: Annotated[int, typer.Option(
+        "--dns-port", help="the mesh DNS listener's port (UDP)")] = 15053,
     admin_tls_port: Annotated[int | None, typer.Option(
         "--admin-tls-port", help="the control plane's mTLS admin listener on --address "
-        "(default 15091; off on loopback; 0: off)")] = None,
+        "(default 15091, or a free port when taken; off on loopback; 0: off)")] = None,
     prometheus_port: Annotated[int | None, typer.Option(
         "--prometheus-port", help="/stats/prometheus for Prometheus on --address (default "
-        "15090; off on loopback; 0: off)")] = None,
+        "15090, or a free port when taken; off on loopback; 0: off)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
@@ -188,13 +212,20 @@ def proxy(
     from gossamer.agent.ports import free_port
     from gossamer.agent.runner import AgentConfig, AgentError, run_agent
     from gossamer.cli.client import OPTIONS, server_url
-    from gossamer.cli.proxyadmin import off_host_ports
+    from gossamer.cli.proxyadmin import off_host_port
 
     _logging(verbose)
     if xds_mode not in ("delta", "sotw"):
         raise CliError("--xds-mode must be delta or sotw")
     if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
+    from gossamer.agent.capturing import CaptureOptions
+
+    try:  # issue 21
+        captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
+                                        capture_port, dns_port) if capture else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     url = server_url(server)
     try:
         address = address or detect_address(url)
@@ -212,7 +243,9 @@ def proxy(
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
         token=token, ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
-        **off_host_ports(admin_tls_port, prometheus_port, address),
+        capture=captured,
+        admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
+        prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )
     try:
         code = asyncio.run(run_agent(config))

@@ -57,12 +57,18 @@ def apply(file: Annotated[str, typer.Option("--file", "-f", help="YAML file, or 
                   file=sys.stderr)
 
 
-def _table(docs: list[dict[str, Any]]) -> None:
+def table_columns(kind: str) -> tuple[str, ...]:
+    """Services also show their virtual IP (status.virtualIP, issue 21)."""
+    vip = ("VIRTUAL IP",) if kind == "Service" else ()
+    return ("NAMESPACE", "KIND", "NAME", *vip, "REVISION", "STATUS")
+
+
+def _table(docs: list[dict[str, Any]], kind: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("NAMESPACE", "KIND", "NAME", "REVISION", "STATUS"):
+    for col in table_columns(kind):
         table.add_column(col)
     for d in docs:
         conds = d.get("status", {}).get("conditions", [])
@@ -70,7 +76,8 @@ def _table(docs: list[dict[str, Any]]) -> None:
                if c["status"] != "True"]
         health = d.get("spec", {}).get("health") if d["kind"] == "Workload" else None
         status = "; ".join(bad) or (health or "OK")
-        table.add_row(d["metadata"]["namespace"], d["kind"], d["metadata"]["name"],
+        vip = (d.get("status", {}).get("virtualIP", "<pending>"),) if kind == "Service" else ()
+        table.add_row(d["metadata"]["namespace"], d["kind"], d["metadata"]["name"], *vip,
                       d["metadata"].get("resourceVersion", ""), status)
     Console(width=200).print(table)
 
@@ -83,7 +90,9 @@ def get(kind: str, name: Annotated[str | None, typer.Argument()] = None,
         all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
         server: Server = None) -> None:
     """Show resources of a kind (Service, Workload, HTTPRoute)."""
-    canonical = kind_for(kind).KIND
+    cls = kind_for(kind)
+    canonical, namespace = cls.KIND, cls.CLUSTER_NAMESPACE or namespace
+    all_namespaces = all_namespaces and cls.CLUSTER_NAMESPACE is None
     api = Api(server)
     if name:
         docs = [api.call("GET", f"/api/v1/resources/{canonical}/{namespace}/{name}")]
@@ -95,7 +104,7 @@ def get(kind: str, name: Annotated[str | None, typer.Argument()] = None,
     elif output == "yaml":
         print(yaml.safe_dump_all(docs, sort_keys=False), end="")
     elif output == "table":
-        _table(docs)
+        _table(docs, canonical)
     else:
         raise CliError(f"unknown output format {output!r}; use table, yaml or json")
 
@@ -103,7 +112,8 @@ def get(kind: str, name: Annotated[str | None, typer.Argument()] = None,
 @app.command()
 def delete(kind: str, name: str, namespace: Namespace = "default", server: Server = None) -> None:
     """Delete one resource."""
-    canonical = kind_for(kind).KIND
+    cls = kind_for(kind)
+    canonical, namespace = cls.KIND, cls.CLUSTER_NAMESPACE or namespace
     Api(server).call("DELETE", f"/api/v1/resources/{canonical}/{namespace}/{name}")
     print(f"{canonical.lower()}/{name} deleted")
 
@@ -119,6 +129,7 @@ def main() -> None:
         dashboard,
         explain,
         golden,
+        k8s,
         local,
         proxyadmin,
         security,

@@ -9,26 +9,17 @@ from urllib.parse import quote
 
 from gossamer.cli.client import Api, CliError
 from gossamer.proxyadmin import configdump
-from gossamer.proxyadmin.target import DEFAULT_ADMIN_TLS_PORT, DEFAULT_PROMETHEUS_PORT
 
 # A config dump of a large mesh takes the control plane a while to read and pass on.
 DUMP_TIMEOUT = 60.0
 
 
-def off_host_ports(admin_tls_port: int | None, prometheus_port: int | None,
-                   address: str) -> dict[str, int]:
-    """`gossamer proxy`'s --admin-tls-port and --prometheus-port: the defaults on a host
-    address, off on loopback (local mode), as asked otherwise."""
-    from gossamer.agent.ports import default_off_loopback
-
-    out = {}
-    for key, asked, option, default in (
-            ("admin_tls_port", admin_tls_port, "--admin-tls-port", DEFAULT_ADMIN_TLS_PORT),
-            ("prometheus_port", prometheus_port, "--prometheus-port", DEFAULT_PROMETHEUS_PORT)):
-        if asked is not None and not 0 <= asked <= 65535:
-            raise CliError(f"{option} {asked}: a port is 1-65535 (0: off)")
-        out[key] = default_off_loopback(asked, address, default)
-    return out
+def off_host_port(asked: int | None, option: str) -> int | None:
+    """`gossamer proxy`'s --admin-tls-port or --prometheus-port, checked; None (not
+    given) is settled by the agent (agent/ports.py, off_host_port)."""
+    if asked is not None and not 0 <= asked <= 65535:
+        raise CliError(f"{option} {asked}: a port is 1-65535 (0: off)")
+    return asked
 
 
 def node_id(api: Api, workload: str, namespace: str) -> str:

@@ -58,6 +58,7 @@ from gossamer.translate.mesh import (
 )
 from gossamer.translate.proxy import BadNodeMetadata
 from gossamer.translate.settings import MeshSettings
+from gossamer.virtualips.table import TABLE_KIND, load_table
 from gossamer.xds.types import ENDPOINT, Snapshot
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,9 @@ class Reconciler:
         await self._ready.wait()
 
     def _load(self, obj: StoredObject) -> Resource | None:
+        if obj.kind == TABLE_KIND:  # issue 21: virtual IPs reach the index
+            table = load_table(obj.body)
+            return table.with_revision(obj.revision) if table is not None else None
         if obj.kind.startswith("_"):  # internal state (CA, tokens): never mesh config
             return None
         try:

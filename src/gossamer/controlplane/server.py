@@ -30,6 +30,7 @@ from gossamer.controlplane.ca_service import CaService, bearer
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
@@ -41,6 +42,7 @@ from gossamer.store import ResourceStore, open_store
 from gossamer.telemetry.health import register_health
 from gossamer.telemetry.scraper import ScrapeOptions, Scraper
 from gossamer.translate.settings import MeshSettings
+from gossamer.virtualips.table import DEFAULT_RANGE, parse_range
 from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.server import NodeInfo, StreamDenied, XdsServer
 from gossamer.xds.status import ProxyRegistry
@@ -82,6 +84,8 @@ class ControlPlaneOptions:
     # Global rate-limit counters in this Redis (redis://host:port/db), shared by
     # every replica and kept across restarts; None: in this process's memory.
     ratelimit_redis: str | None = None
+    # Issue 21: the range Services' virtual IPs are allocated from (controlplane/vips.py).
+    vip_range: str = DEFAULT_RANGE
     # Freeze long-lived objects out of the garbage collector's full collections
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
@@ -204,6 +208,7 @@ class ControlPlane:
         self.reconciler = Reconciler(self.store, self._publish, debounce=options.debounce,
                                      settings=settings)
         self.leases = Leases(self.store)
+        self.vips = VipAllocator(self.store, parse_range(options.vip_range))
         self.metrics = CollectorRegistry()
         register_health(self.metrics, lambda: len(self.registry.node_ids()),
                         lambda: self.reconciler.index.revision)
@@ -259,6 +264,8 @@ class ControlPlane:
         # A store that is unreachable or refuses its schema fails here, as one
         # StoreError, rather than as a reconciler that never becomes ready.
         await self.store.revision()
+        await self.vips.sync_once()  # the first index has every Service's virtual IP
+        self._tasks.append(asyncio.create_task(self.vips.run(), name="virtual-ips"))
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         await self.reconciler.wait_ready()
         if self.options.gc_freeze:

@@ -295,7 +295,7 @@ def _no_service(out: LoggedRequest, index: MeshIndex,
     if out.reporter.node_id in proxies:
         labels.update(proxies[out.reporter.node_id].labels)
     sidecar = SidecarIndex(index).sidecar_for(ns, labels)
-    if svc is None or sidecar is None:
+    if svc is None or sidecar is None or sidecar.spec.egress is None:
         return _Finding(where, f"no Service answers to host {out.authority!r}: the mesh "
                                "knows no such service in the caller's namespace, so the "
                                "sidecar answered 404", None,

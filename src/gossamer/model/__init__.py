@@ -11,6 +11,7 @@ from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
+from gossamer.model.mesh import Mesh
 from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
 from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
@@ -38,6 +39,7 @@ __all__ = [
     "GRPCRoute",
     "HTTPRoute",
     "InvalidResource",
+    "Mesh",
     "ObjectMeta",
     "PeerAuthentication",
     "RateLimitPolicy",

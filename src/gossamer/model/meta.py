@@ -124,6 +124,8 @@ class Resource(Strict):
 
     KIND: ClassVar[str] = ""
     API_VERSIONS: ClassVar[tuple[str, ...]] = (MESH_API_VERSION,)
+    # A cluster-wide kind (Mesh): the one namespace its resources are stored in.
+    CLUSTER_NAMESPACE: ClassVar[str | None] = None
 
     api_version: str = Field(alias="apiVersion")
     kind: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import Enum
 from typing import Literal
 
@@ -33,6 +34,22 @@ class Protocol(str, Enum):
         return self.is_http
 
 
+def check_virtual_ip(v: str) -> str:
+    """A unicast IPv4 address that capture can redirect: not loopback (the capture
+    rules leave loopback destinations alone), not 0.0.0.0, multicast or broadcast."""
+    try:
+        ip = ipaddress.IPv4Address(v)
+    except ValueError as exc:
+        raise ValueError(f"{v!r} is not an IPv4 address (a.b.c.d)") from exc
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local \
+            or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{v!r} cannot be a virtual IP: loopback, link-local, multicast, "
+                         "0.0.0.0 and 255.255.255.255 are never redirected to the sidecar")
+    if str(ip) != v:
+        raise ValueError(f"{v!r}: write the address in its plain form, {ip}")
+    return v
+
+
 class ServicePort(Strict):
     port: int = Field(ge=1, le=65535, strict=True)
     protocol: Protocol = Protocol.HTTP
@@ -51,6 +68,14 @@ class ServiceSpec(Strict):
     # selects the workloads registered with `spec.service` equal to this name.
     selector: dict[str, str] = Field(default_factory=dict)
     ports: list[ServicePort] = Field(min_length=1, max_length=32)
+    # The address capturing sidecars resolve the Service's names to (mesh DNS) and
+    # route by; None: one the control plane allocates from its --vip-range.
+    virtual_ip: str | None = Field(default=None, alias="virtualIP")
+
+    @field_validator("virtual_ip")
+    @classmethod
+    def _virtual_ip(cls, v: str | None) -> str | None:
+        return None if v is None else check_virtual_ip(v)
 
     @field_validator("selector")
     @classmethod

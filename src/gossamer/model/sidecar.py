@@ -14,14 +14,20 @@ Sidecar without a selector; else the mesh root namespace's (`gossamer-system`)
 without a selector; else none, and it sees the whole mesh. A sidecar always keeps
 the upstreams its agent declares, and the backends that the routes of the
 Services in its scope send to.
+
+`outboundTrafficPolicy.mode` (`ALLOW_ANY` | `REGISTRY_ONLY`) overrides the Mesh's
+for the sidecars this Sidecar applies to (as Istio's Sidecar does); it matters to
+sidecars in capture mode only. A Sidecar may set it alone: without `egress` it
+does not narrow the scope.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from gossamer.model.mesh import OutboundTrafficPolicy
 from gossamer.model.meta import DNS_LABEL, Resource, Strict, check_labels
 
 
@@ -64,7 +70,16 @@ class Egress(Strict):
 class SidecarSpec(Strict):
     # None: every sidecar of the namespace (of the mesh, in gossamer-system).
     workload_selector: WorkloadSelector | None = Field(default=None, alias="workloadSelector")
-    egress: Egress
+    # None: every Service (only with outboundTrafficPolicy).
+    egress: Egress | None = None
+    outbound_traffic_policy: OutboundTrafficPolicy | None = Field(
+        default=None, alias="outboundTrafficPolicy")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> SidecarSpec:
+        if self.egress is None and self.outbound_traffic_policy is None:
+            raise ValueError("egress: required unless outboundTrafficPolicy is set")
+        return self
 
 
 class Sidecar(Resource):
@@ -74,6 +89,8 @@ class Sidecar(Resource):
 
     def host_patterns(self) -> list[tuple[str, str]]:
         """(namespace, service) patterns with `.` resolved to this Sidecar's namespace."""
+        if self.spec.egress is None:
+            return [("*", "*")]
         out = []
         for host in self.spec.egress.hosts:
             namespace, service = split_host(host)

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from gossamer.envoyadmin import AdminError, get_json
+from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.proxyadmin.target import AdminTarget
 from gossamer.telemetry.golden import BadStats, Observed, Sample, Source, delta, parse_stats
 from gossamer.xds.status import ProxyRegistry, ProxyStatus
@@ -58,11 +59,13 @@ def source_of(proxy: ProxyStatus) -> Source:
 
 class Scraper:
     def __init__(self, registry: ProxyRegistry, options: ScrapeOptions | None = None, *,
-                 resolve: Resolve, clock: Callable[[], float] = time.monotonic) -> None:
-        """`resolve`: a proxy's node metadata -> its admin target (None: unreachable)."""
+                 resolve: Resolve | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`resolve`: a proxy's node metadata -> its admin target (None: unreachable);
+        by default, sidecars on loopback only (a control plane without the mesh CA)."""
         self.registry = registry
         self.options = options or ScrapeOptions()
-        self.resolve = resolve
+        self.resolve = resolve or SidecarAdmin().target
         self._clock = clock
         self._samples: dict[str, deque[Sample]] = {}
         self._sources: dict[str, Source] = {}

@@ -265,12 +265,20 @@ def http_outbound_listener(name: str, port: int, route_config: str,
     listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
     # Built under a placeholder name and port, so one `build` serves every upstream
     # listener of the mesh, then renamed (`_renamed`).
-    route = {"rds": {"configSource": ADS, "routeConfigName": _ANY_NAME}}
-    log = {"accessLog": list(access_log)} if access_log else {}
     template = _listener(_ANY_NAME, "127.0.0.1", 0, "OUTBOUND",
-                         _hcm(_ANY_NAME, route, {**log, **_tracing(tracing)},
-                              filters=(CORS_HTTP_FILTER, FAULT_FILTER)))
+                         outbound_hcm(_ANY_NAME, _ANY_NAME, access_log, tracing))
     return _renamed(template, name, port, route_config)
+
+
+def outbound_hcm(stat_prefix: str, route_config: str,
+                 access_log: tuple[dict[str, Any], ...] = (),
+                 tracing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The caller side's HTTP connection manager (outbound, per-upstream and capture
+    listeners): routes from RDS, the fault and CORS filters always there, disabled."""
+    route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
+    log = {"accessLog": list(access_log)} if access_log else {}
+    return _hcm(stat_prefix, route, {**log, **_tracing(tracing)},
+                filters=(CORS_HTTP_FILTER, FAULT_FILTER))
 
 
 _ANY_NAME = "gossamer_template"
@@ -293,13 +301,20 @@ def _renamed(listener: Listener, name: str, port: int, route_config: str) -> Lis
 def tcp_split_listener(name: str, port: int, clusters: list[tuple[str, int]],
                        settings: dict[str, Any] | None = None) -> Listener:
     """Each new connection goes to one of `clusters` (name, weight), chosen by weight."""
+    return _listener(name, "127.0.0.1", port, "OUTBOUND",
+                     tcp_proxy_filter(name, clusters, settings))
+
+
+def tcp_proxy_filter(stat_prefix: str, clusters: list[tuple[str, int]],
+                     settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """tcp_proxy to one cluster, or to one of `clusters` (name, weight) by weight."""
     if len(clusters) == 1:
-        return tcp_outbound_listener(name, port, clusters[0][0], settings)
-    proxy = {"name": "envoy.filters.network.tcp_proxy",
-             "typedConfig": {"@type": TCP_PROXY, "statPrefix": name, "weightedClusters": {
-                 "clusters": [{"name": c, "weight": w} for c, w in clusters]},
-                 **(settings or {})}}
-    return _listener(name, "127.0.0.1", port, "OUTBOUND", proxy)
+        return _tcp(stat_prefix, clusters[0][0], settings)
+    return {"name": "envoy.filters.network.tcp_proxy",
+            "typedConfig": {"@type": TCP_PROXY, "statPrefix": stat_prefix,
+                            "weightedClusters": {
+                                "clusters": [{"name": c, "weight": w} for c, w in clusters]},
+                            **(settings or {})}}
 
 
 def tcp_outbound_listener(name: str, port: int, cluster: str,

@@ -23,6 +23,7 @@ from gossamer.model import Service, Workload
 from gossamer.model.service import Protocol
 from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
+from gossamer.translate.capture import capture_inputs, capture_listeners, capture_routes
 from gossamer.translate.clusters import inbound_cluster, outbound_clusters
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.endpoints import load_assignment, locality_assignment
@@ -144,6 +145,8 @@ class MeshConfig:
     cluster_sum: int = 0
     endpoint_sum: int = 0
     eds_missing: tuple[str, ...] = ()
+    # Issue 21: capture's shared parts, per (namespace, scope, mode) (translate/capture.py).
+    capture_memo: dict[object, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.seal()
@@ -184,10 +187,13 @@ class MeshConfig:
         self._outbound_here[(namespace, scope)] = self._outbound_routes[slot]
         return self._outbound_routes[slot]
 
-    def scope_of(self, proxy: ProxyIdentity) -> Scope:
+    def sidecar_index(self) -> SidecarIndex:
         if self._sidecars is None:
             self._sidecars = SidecarIndex(self.index)
-        return egress_scope(self._sidecars, proxy, self.caller_labels(proxy))
+        return self._sidecars
+
+    def scope_of(self, proxy: ProxyIdentity) -> Scope:
+        return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy))
 
     def view(self, scope: Scope) -> ScopedView:
         """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""
@@ -499,7 +505,9 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
     index, before = mesh.index, previous.index
     return (mesh.policy_inputs is previous.policy_inputs
             and mesh.services_epoch is previous.services_epoch
-            and index.sidecars == before.sidecars and index.workloads == before.workloads)
+            and index.sidecars == before.sidecars and index.workloads == before.workloads
+            # issue 21: what capturing proxies read besides their scope's Services
+            and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh)
 
 
 def proxy_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ...]:
@@ -611,7 +619,8 @@ def _listener_inputs(mesh: MeshConfig, proxy: ProxyIdentity) -> tuple[object, ..
         for protocol in [mesh.protocols.get(pkey)])
     return (proxy, upstreams, mesh.policy_inputs,
             tuple(mesh.index.services.get(k) for k in own),
-            mesh.workload(proxy.namespace, proxy.workload))
+            mesh.workload(proxy.namespace, proxy.workload),
+            capture_inputs(mesh, proxy, mesh.scope_of(proxy)))  # issue 21
 
 
 def _proxy_listeners(mesh: MeshConfig, proxy: ProxyIdentity,
@@ -641,6 +650,12 @@ def _proxy_listeners(mesh: MeshConfig, proxy: ProxyIdentity,
             mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
+    if proxy.capture is not None:  # issue 21
+        capture = capture_listeners(mesh, proxy, mesh.scope_of(proxy), proxy_access_log(
+            mesh.index, proxy, own_services, "outbound"), hcm_tracing)
+        listeners.update(capture.listeners)
+        ports.update(capture.ports)
+        extra.update(capture.clusters)
     return _Listeners(inputs, listeners, extra, ports)
 
 
@@ -677,6 +692,11 @@ def translate_proxy(mesh: MeshConfig, proxy: ProxyIdentity,
         route = mesh.upstream_routes.get(pkey) or _upstream_route_config(lname, None)
         routes[route.name] = route
         rds_refs.append(route.name)
+    if proxy.capture is not None:  # issue 21
+        capture_config, capture_refs = capture_routes(mesh, proxy, scope)
+        routes[capture_config.name] = capture_config
+        rds_refs.append(capture_config.name)
+        refs.update(view.route_refs, capture_refs)
     eds_refs = [*view.eds_missing, *(n for n in extra if n.startswith(EDS_PREFIX))]
     clusters = {**view.clusters, **extra}
     check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gossamer.identity import SpiffeId
@@ -44,6 +45,52 @@ def _account(value: object) -> str | None:
     return value
 
 
+DEFAULT_CAPTURE_PORT = 15001
+DEFAULT_DNS_PORT = 15053
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The agent redirects the workload's traffic to this sidecar (`gossamer proxy
+    --capture`): its outbound TCP to `outbound_port` (translate/capture.py), its DNS
+    queries to `dns_port` (translate/dns.py), which forwards names outside the mesh
+    to `dns_resolvers`, the host's (from its /etc/resolv.conf)."""
+
+    outbound_port: int = DEFAULT_CAPTURE_PORT
+    dns_port: int = DEFAULT_DNS_PORT
+    # (address, port): the agent sends addresses, each then on port 53.
+    dns_resolvers: tuple[tuple[str, int], ...] = ()
+
+
+def _resolver(item: object) -> tuple[str, int]:
+    """`IP` (port 53), `IPv4:PORT` or `[IPv6]:PORT`."""
+    text = str(item)
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") if rest else "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    bad = BadNodeMetadata(f"node metadata 'dns_resolvers': {text!r} is not IP, IP:PORT or "
+                          "[IPv6]:PORT")
+    try:
+        address, number = ipaddress.ip_address(host), int(port)
+    except ValueError as exc:
+        raise bad from exc
+    if not 0 < number < 65536:
+        raise bad
+    return str(address), number
+
+
+def _resolvers(value: object) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > 8:
+        raise BadNodeMetadata("node metadata 'dns_resolvers' must be a list of at most 8 "
+                              "IP addresses")
+    return tuple(_resolver(item) for item in value)
+
+
 @dataclass(frozen=True)
 class Upstream:
     """A service the app reaches on a dedicated local port (no Host header needed)."""
@@ -76,6 +123,8 @@ class ProxyIdentity:
     labels: tuple[tuple[str, str], ...] = ()
     # The file the agent has Envoy write access logs to; None: no access logs.
     access_log: str | None = None
+    # Issue 21: set when the agent captures the workload's traffic (metadata `capture`).
+    capture: Capture | None = None
 
     @property
     def account(self) -> str:
@@ -137,4 +186,17 @@ class ProxyIdentity:
             service_account=_account(metadata.get("service_account")),
             labels=_labels(metadata.get("labels")),
             access_log=_access_log(metadata.get("access_log")),
+            capture=_capture(metadata, number),
         )
+
+
+def _capture(metadata: Mapping[str, object], number: Callable[[str, int], int]
+             ) -> Capture | None:
+    flag = metadata.get("capture")
+    if flag is None or flag is False:
+        return None
+    if flag is not True:
+        raise BadNodeMetadata("node metadata 'capture' must be true or false")
+    return Capture(number("capture_port", DEFAULT_CAPTURE_PORT) or DEFAULT_CAPTURE_PORT,
+                   number("dns_port", DEFAULT_DNS_PORT) or DEFAULT_DNS_PORT,
+                   _resolvers(metadata.get("dns_resolvers")))

@@ -80,7 +80,7 @@ def egress_scope(sidecars: SidecarIndex, proxy: ProxyIdentity,
     """`labels`: the workload's, as MeshConfig.caller_labels merges them."""
     upstreams = frozenset((up.namespace, up.service) for up in proxy.upstreams)
     sidecar = sidecars.sidecar_for(proxy.namespace, labels)
-    if sidecar is None:
-        return None if proxy.outbound_port else upstreams
+    if sidecar is None:  # a capturing proxy can reach any Service, as an HTTP proxy can
+        return None if proxy.outbound_port or proxy.capture else upstreams
     services = sidecars.services(sidecar)
     return None if services is None else services | upstreams

@@ -7,6 +7,8 @@
   const REFRESH_MS = 5000;
   const TAP_ROWS = 200;
   const ROUTE_KINDS = ["HTTPRoute", "GRPCRoute", "TCPRoute"];
+  // SMI resources are not policies of a Service (they map onto routes and policies).
+  const SMI_KINDS = ["TrafficSplit", "TrafficTarget", "HTTPRouteGroup", "TCPRoute.specs.smi-spec.io"];
   const MESH_ROOT = "gossamer-system";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLOURS = { good: "#2e8b57", warn: "#c98a00", bad: "#c73a3a", none: "#9aa3ad" };
@@ -457,7 +459,7 @@
 
   async function serviceView(ns, name) {
     const kinds = await api("/api/v1/kinds");
-    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS].includes(k));
+    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS, ...SMI_KINDS].includes(k));
     const q = encodeURIComponent(ns);
     const [svc, services, workloads, st, wst, graph, proxies, routes, policies] = await Promise.all([
       api(`/api/v1/resources/Service/${q}/${encodeURIComponent(name)}`),
