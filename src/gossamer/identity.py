@@ -18,6 +18,11 @@ ROOT_SECRET = "ROOTCA"       # the trust bundle (every root the mesh trusts now)
 # The DNS name in the control plane's serving certificate; agents and Envoy
 # verify it (the address they dial may be an IP or anything else).
 CONTROL_PLANE_NAME = "gossamer-control-plane"
+# The control plane's own SPIFFE identity: the client certificate it reaches sidecars'
+# admin listeners with (`gossamer_admin`, proxyadmin/). Reserved: the CA signs it for
+# no CSR and no join token grants it.
+CONTROL_PLANE_NAMESPACE = "gossamer-system"
+CONTROL_PLANE_ACCOUNT = "control-plane"
 
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 _SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)\Z")
@@ -42,6 +47,10 @@ class SpiffeId:
         if not m:
             raise BadSpiffeId(f"{text!r} is not spiffe://<trust-domain>/ns/<ns>/sa/<account>")
         return cls(m.group(1), m.group(2), m.group(3))
+
+
+def control_plane_id(trust_domain: str) -> SpiffeId:
+    return SpiffeId(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
 
 
 def check_trust_domain(value: str) -> str:

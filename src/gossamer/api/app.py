@@ -25,6 +25,7 @@ from gossamer import __version__
 from gossamer.api.auth import Authenticator, Caller, Forbidden, Unauthorized
 from gossamer.api.explain import explain_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
+from gossamer.api.proxies import proxy_admin_routes
 from gossamer.api.security import security_routes
 from gossamer.api.smi import smi_routes
 from gossamer.api.tap import tap_routes
@@ -50,6 +51,7 @@ from gossamer.model import (
 from gossamer.model.limits import document_bytes, size_text
 from gossamer.model.resilienceeffect import AnyRoute, unapplied
 from gossamer.model.workload import Health
+from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.store import Conflict, NotFound, ResourceStore, StoredObject, StoreUnavailable
 from gossamer.telemetry.scraper import Scraper
 from gossamer.virtualips.assign import virtual_ip_taken
@@ -79,6 +81,8 @@ class ApiContext:
     ca: MeshCA | None = None
     telemetry: Scraper | None = None
     failures: RecentFailures | None = None
+    # How sidecars' admins are reached, on any host (proxyadmin/): tap, config dumps, certs.
+    sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)
 
 
 class ErrorResponse(JSONResponse):
@@ -311,6 +315,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _workload_routes(app, ctx)
     security_routes(app, ctx)
     tap_routes(app, ctx)
+    proxy_admin_routes(app, ctx)
     telemetry_routes(app, ctx)
     smi_routes(app, ctx)
     explain_routes(app, ctx)

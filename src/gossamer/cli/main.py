@@ -131,6 +131,7 @@ def main() -> None:
         golden,
         k8s,
         local,
+        proxyadmin,
         security,
         tap,
         top,

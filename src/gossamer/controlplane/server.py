@@ -35,6 +35,7 @@ from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
 from gossamer.identity import CONTROL_PLANE_NAME, DEFAULT_TRUST_DOMAIN
+from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.counters import open_counters
 from gossamer.ratelimit.service import RateLimitService
 from gossamer.store import ResourceStore, open_store
@@ -211,8 +212,11 @@ class ControlPlane:
         self.metrics = CollectorRegistry()
         register_health(self.metrics, lambda: len(self.registry.node_ids()),
                         lambda: self.reconciler.index.revision)
+        # Sidecars' admins, on any host (proxyadmin/); it gets the CA once it is open.
+        self.sidecar_admin = SidecarAdmin()
         self.telemetry = Scraper(self.registry, ScrapeOptions(
-            interval=options.stats_interval, window=options.stats_window))
+            interval=options.stats_interval, window=options.stats_window),
+            resolve=self.sidecar_admin.target)
         self.ratelimit = RateLimitService(lambda: self.reconciler.index,
                                           open_counters(options.ratelimit_redis), self.metrics)
         self.failures = RecentFailures()
@@ -281,7 +285,7 @@ class ControlPlane:
                          xds_address=(self.options.advertised, self.xds_port),
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
-                         failures=self.failures)
+                         failures=self.failures, sidecar_admin=self.sidecar_admin)
         tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
@@ -330,6 +334,7 @@ class ControlPlane:
             plugin = tuple(_read_pem(p) for p in o.plugin_ca)
         self.ca = await MeshCA.open(self.store, o.trust_domain, plugin=plugin,  # type: ignore[arg-type]
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
+        self.sidecar_admin.ca = self.ca
         self.tokens = Tokens(self.store)
         self._tasks.append(asyncio.create_task(self.tokens.follow(), name="tokens"))
         if o.state_dir is not None:

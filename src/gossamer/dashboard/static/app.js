@@ -590,10 +590,13 @@
       const meta = p.metadata || {};
       const state = !p.connected ? ["bad", "disconnected"] : p.synced === false ? ["warn", "connected, syncing"]
                                                                                   : ["good", "connected"];
-      return h("tr", { "data-proxy": p.node_id, "data-connected": String(!!p.connected) },
+      // The host the sidecar runs on: the address its workload is reached at.
+      const host = meta.inbound_address || "";
+      return h("tr", { "data-proxy": p.node_id, "data-connected": String(!!p.connected), "data-host": host },
         h("td", {}, h("code", {}, p.node_id), h("div", { class: "muted" }, p.user_agent || "")),
         h("td", {}, meta.service ? serviceLink(meta.service, meta.namespace || "default") : "-",
           h("div", { class: "muted" }, meta.workload || "")),
+        h("td", { "data-field": "host" }, host ? h("code", {}, host) : "-"),
         h("td", {}, h("span", { class: "pill " + state[0], "data-field": "state" }, state[1]),
           h("div", { class: "muted" }, p.connected ? "since " + when(p.connected_at) : "at " + when(p.disconnected_at))),
         h("td", {}, p.stream || "-"),
@@ -602,9 +605,9 @@
           p.rejected ? h("div", { class: "bad" }, "not sent: " + JSON.stringify(p.rejected)) : null));
     });
     return [h("h1", {}, "Proxies"),
-      h("p", { class: "sub" }, "Every sidecar the xDS server knows: connected now, or disconnected within the last hour. " +
+      h("p", { class: "sub" }, "Every sidecar the xDS server knows, on every host: connected now, or disconnected within the last hour. " +
         "Versions per xDS type: what the proxy ACKed and what was last sent to it."),
-      rows.length ? table([["Node"], ["Service / workload"], ["State"], ["Stream"], ["Config versions"], ["Last NACK"]],
+      rows.length ? table([["Node"], ["Service / workload"], ["Host"], ["State"], ["Stream"], ["Config versions"], ["Last NACK"]],
                           rows, { id: "proxies" })
                   : empty("No proxy is connected.")];
   }
