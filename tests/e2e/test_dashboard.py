@@ -274,7 +274,7 @@ def test_proxies_view_lists_every_demo_proxy(page: Any, mesh: Mesh) -> None:
     def matches() -> list[dict[str, Any]] | None:
         proxies = [p for p in mesh.api.get("/api/v1/proxies").json() if p["connected"]]
         rows = {r["data-proxy"]: r for r in attrs(page, "#proxies tr[data-proxy]", "data-proxy",
-                                                 "data-connected")}
+                                                 "data-connected", "data-host")}
         acked = {(a["proxy"], a["type"]): a["acked"] for a in page.execute_script(
             "return [...document.querySelectorAll('#proxies tr[data-proxy] [data-type]')].map("
             "(el) => ({proxy: el.closest('tr').dataset.proxy, type: el.dataset.type, "
@@ -284,6 +284,8 @@ def test_proxies_view_lists_every_demo_proxy(page: Any, mesh: Mesh) -> None:
         for p in proxies:
             if rows[p["node_id"]]["data-connected"] != "true":
                 return None
+            # The host each sidecar runs on (all on loopback in local mode).
+            assert rows[p["node_id"]]["data-host"] == p["metadata"]["inbound_address"]
             for name, t in p["types"].items():
                 if t["subscribed"] and acked.get((p["node_id"], name)) != t["acked_version"]:
                     return None

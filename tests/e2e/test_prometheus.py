@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.prometheus import query, running_prometheus, wait_for
 from tests.e2e.test_golden_metrics import gossamer
 
 pytestmark = pytest.mark.slow
 
-PROMETHEUS = shutil.which("prometheus")
 EDGE = "outbound|80||catalog-v1.default"
 RPS, SECONDS = 5, 12  # the paced load: 60 requests over 12 s
 
@@ -29,70 +25,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     yield from running_mesh(tmp_path_factory, "prometheus")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def prometheus(demo: Mesh, tmp_path: Path) -> Iterator[str]:
-    if PROMETHEUS is None:
-        pytest.skip("Debian package prometheus is not installed (scripts/test installs it)")
     targets = tmp_path / "sidecars.json"
     out = gossamer(demo, "prometheus-config", "--scrape-interval", "1s",
                    "--file-sd", str(targets))
     assert out.returncode == 0, out.stderr
-    config = tmp_path / "prometheus.yml"
-    config.write_text(out.stdout)
-    port = _free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1, trust_env=False).is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    with running_prometheus(out.stdout, tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _query(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
-    params: dict[str, str | float] = {"query": promql}
-    if at is not None:
-        params["time"] = at
-    resp = httpx.get(f"{url}/api/v1/query", params=params, timeout=5, trust_env=False)
-    assert resp.status_code == 200, resp.text
-    return resp.json()["data"]["result"]  # type: ignore[no-any-return]
-
-
-def _wait_for(url: str, promql: str, ok: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    result: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        result = _query(url, promql)
-        if ok(result):
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"{promql}: {result}")
 
 
 def test_config_lists_control_plane_and_every_sidecar(demo: Mesh, tmp_path: Path) -> None:
@@ -109,12 +49,12 @@ def test_config_lists_control_plane_and_every_sidecar(demo: Mesh, tmp_path: Path
 
 def test_prometheus_sees_the_demo_edge_request_rate(demo: Mesh, prometheus: str) -> None:
     up = 'up{job=~"gossamer-.*"}'
-    _wait_for(prometheus, up, lambda r: len(r) == len(demo.run.instances) + 1
+    wait_for(prometheus, up, lambda r: len(r) == len(demo.run.instances) + 1
               and all(s["value"][1] == "1" for s in r))
     # The sidecar's stats config tags the whole cluster name (agent/stats.py).
     series = f'envoy_cluster_upstream_rq_total{{envoy_cluster_name="{EDGE}",service="frontend"}}'
     # Envoy creates a cluster's traffic counters on first use: absent until the load.
-    _wait_for(prometheus, 'envoy_server_live{service="frontend"}', lambda r: len(r) == 1)
+    wait_for(prometheus, 'envoy_server_live{service="frontend"}', lambda r: len(r) == 1)
     sent: list[float] = []  # wall-clock send times, Prometheus's clock
     with demo.client_via("frontend") as client:
         start = time.monotonic()
@@ -125,7 +65,7 @@ def test_prometheus_sees_the_demo_edge_request_rate(demo: Mesh, prometheus: str)
             resp = client.get("http://catalog/items" + ("?status=500" if failing else ""))
             assert resp.status_code == (500 if failing else 200)
     # The last requests reach Prometheus on its next 1 s scrape.
-    total = _wait_for(prometheus, f"sum({series})",
+    total = wait_for(prometheus, f"sum({series})",
                       lambda r: r and float(r[0]["value"][1]) >= RPS * SECONDS)
     assert float(total[0]["value"][1]) == RPS * SECONDS
     # The rate is compared with what the client really sent in the same window: on a
@@ -135,10 +75,10 @@ def test_prometheus_sees_the_demo_edge_request_rate(demo: Mesh, prometheus: str)
     at = float(total[0]["value"][0])
     window = math.ceil(at - sent[len(sent) // 3])
     in_window = sum(1 for t in sent if at - window < t <= at)
-    [rate] = _query(prometheus, f"sum(rate({series}[{window}s]))", at=at)
+    [rate] = query(prometheus, f"sum(rate({series}[{window}s]))", at=at)
     assert float(rate["value"][1]) == pytest.approx(in_window / window, rel=0.3)
-    failed = _query(prometheus, 'sum(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",'
+    failed = query(prometheus, 'sum(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",'
                                 f'envoy_cluster_name="{EDGE}",service="frontend"}})')
     assert float(failed[0]["value"][1]) == RPS * SECONDS / 6
-    cp = _query(prometheus, "gossamer_connected_proxies")
+    cp = query(prometheus, "gossamer_connected_proxies")
     assert float(cp[0]["value"][1]) == len(demo.run.instances)

@@ -11,6 +11,11 @@ the control plane, verifying its certificate against the mesh's trust bundle
 (ROOT_SECRET, from that SDS) and its DNS SAN against CONTROL_PLANE_NAME,
 whatever address is dialled. A join token rides as gRPC metadata on the ADS
 stream, which is why the bootstrap file must be readable by its owner only.
+
+The static listeners `gossamer_admin` (mTLS, the control plane's identity only, with
+TLS) and `gossamer_prometheus` serve the admin reads the control plane and
+Prometheus make from other hosts (`agent/adminlisteners.py`); their ports go into the
+node metadata, so the control plane knows where to reach them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from gossamer.agent.adminlisteners import admin_cluster, admin_tls_listener, prometheus_listener
 from gossamer.agent.stats import stats_config
 from gossamer.contract.names import (
     CONTROL_PLANE_NAME,
@@ -29,6 +35,7 @@ from gossamer.contract.names import (
     sds_config,
 )
 from gossamer.contract.node import NodeMetadata
+from gossamer.contract.spiffe import control_plane_id
 
 # How Envoy retries a broken xDS stream: jittered exponential backoff, each wait
 # uniform in [0, min(base * 2^attempt, max)]. Envoy's default (500 ms, 30 s) lets a
@@ -98,16 +105,19 @@ def layered_runtime() -> dict[str, Any]:
 
 def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
               delta: bool = True, sds_socket: str | None = None, token: str | None = None,
-              tls: bool = False) -> dict[str, Any]:
+              tls: bool = False, trust_domain: str | None = None) -> dict[str, Any]:
     """Envoy's bootstrap for `node`, with ADS from xds_host:xds_port.
 
     `tls` needs `sds_socket` (`unix:<path>` or a path): the agent's SDS, which
     must serve ROOT_SECRET before Envoy starts. `token` is sent as
     `authorization: Bearer <token>` on the ADS stream; whoever writes the
-    bootstrap must make the file mode 0600.
+    bootstrap must make the file mode 0600. A node with `admin_tls_port` needs
+    `tls` and the mesh's `trust_domain` (the control plane's identity is in it).
     """
     if tls and not sds_socket:
         raise ValueError("a TLS bootstrap needs the agent's SDS socket (sds_socket)")
+    if node.admin_tls_port and not (tls and trust_domain):
+        raise ValueError("the mTLS admin listener needs a TLS bootstrap and the trust domain")
     ads = {"ads": {}, "resourceApiVersion": "V3"}
     grpc_service: dict[str, Any] = {"envoyGrpc": {
         "clusterName": XDS_CLUSTER,
@@ -138,6 +148,9 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
         assert sds_socket is not None
         xds_cluster["transportSocket"] = xds_tls_socket()
         clusters.append(sds_cluster(sds_socket))
+    listeners = _admin_listeners(node, trust_domain)
+    if listeners:
+        clusters.append(admin_cluster(node.admin_port))
     return {
         "node": {"id": node.node_id, "cluster": node.service, "metadata": node.to_metadata()},
         "admin": {"address": {"socketAddress": {"address": "127.0.0.1",
@@ -152,10 +165,22 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
             "cdsConfig": ads,
             "ldsConfig": ads,
         },
-        "staticResources": {"clusters": clusters},
+        "staticResources": {"clusters": clusters,
+                            **({"listeners": listeners} if listeners else {})},
         "statsConfig": stats_config(node.service, node.namespace, node.workload),
         "layeredRuntime": layered_runtime(),
     }
+
+
+def _admin_listeners(node: NodeMetadata, trust_domain: str | None) -> list[dict[str, Any]]:
+    out = []
+    if node.admin_tls_port:
+        assert trust_domain is not None
+        out.append(admin_tls_listener(node.inbound_address, node.admin_tls_port,
+                                      str(control_plane_id(trust_domain)), sds_config()))
+    if node.prometheus_port:
+        out.append(prometheus_listener(node.inbound_address, node.prometheus_port))
+    return out
 
 
 def _is_ip(text: str) -> bool:

@@ -35,12 +35,14 @@ from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoySupervisor
 from gossamer.agent.iptables import CaptureError
 from gossamer.agent.join import JoinError, trust_bundle
+from gossamer.agent.ports import host_ports_lock, off_host_port
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
 from gossamer.contract.node import Capture, NodeMetadata, Upstream, node_id_of, parse_resolver
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.envoy.errors import EnvoyError
+from gossamer.proxyadmin.target import DEFAULT_ADMIN_TLS_PORT, DEFAULT_PROMETHEUS_PORT
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 15
@@ -99,6 +101,11 @@ class AgentConfig:
     service_account: str | None = None
     # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
     capture: CaptureOptions | None = None
+    # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
+    # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
+    # None: the default (agent/ports.py, off_host_port), settled at start.
+    admin_tls_port: int | None = None
+    prometheus_port: int | None = None
 
     @property
     def workload(self) -> str:
@@ -125,8 +132,9 @@ class Agent:
         self.capture = CaptureSession(config.capture) if config.capture else None
         self._resolvers: tuple[str, ...] = ()
 
-    def node(self, access_log: str | None = None) -> NodeMetadata:
-        """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on)."""
+    def node(self, access_log: str | None = None, tls: bool = False) -> NodeMetadata:
+        """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on);
+        `tls`: the bootstrap is TLS, so the mTLS admin listener can be served."""
         c = self.config
         return NodeMetadata(
             node_id=self.node_id, service=c.service, namespace=c.namespace,
@@ -141,6 +149,8 @@ class Agent:
             capture=Capture(c.capture.outbound_port, c.capture.dns_port,
                             tuple(parse_resolver(r) for r in self._resolvers))
             if c.capture else None,
+            admin_tls_port=(c.admin_tls_port or 0) if tls else 0,
+            prometheus_port=c.prometheus_port or 0,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -207,21 +217,24 @@ class Agent:
         await self._resolve_upstreams()
         xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
-        access_log = str(workdir.absolute() / "access.log")
-        config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
-        if info["xds"].get("tls"):
-            sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
-            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta,
-                               sds_socket=sds_address, token=c.token, tls=True)
-        self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
-                                     concurrency=c.concurrency, drain_seconds=c.drain_seconds,
-                                     user=self.capture.user if self.capture else None)
-        if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
-            workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
-                                              if self.sds else ()))
-        await self.envoy.start()
-        await self.envoy.wait_ready()
+        async with host_ports_lock(c.address):  # until Envoy holds the ports it settled
+            self._off_host_ports(bool(info["xds"].get("tls")))
+            access_log = str(workdir.absolute() / "access.log")
+            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
+            if info["xds"].get("tls"):
+                sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
+                config = bootstrap(self.node(access_log, tls=True), xds_host, xds_port,
+                                   delta=c.delta, sds_socket=sds_address, token=c.token, tls=True,
+                                   trust_domain=str(info["trust_domain"]))
+            self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
+                                         concurrency=c.concurrency, drain_seconds=c.drain_seconds,
+                                         user=self.capture.user if self.capture else None)
+            if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
+                workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
+                                                  if self.sds else ()))
+            await self.envoy.start()
+            await self.envoy.wait_ready()
         if self.capture is not None:
             await self.capture.install(c.inbound_port, c.app_port, c.server,
                                        (xds_host, xds_port))
@@ -229,11 +242,34 @@ class Agent:
             await self.client.apply(self.workload_doc())
             self.registered = True
         if c.command:
-            self.app = await asyncio.create_subprocess_exec(
-                *c.command, env=self.app_env(), start_new_session=True,
-                preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
-            log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
-            (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+            await self._start_app()
+
+    async def _start_app(self) -> None:
+        assert self.envoy is not None
+        c = self.config
+        self.app = await asyncio.create_subprocess_exec(
+            *c.command, env=self.app_env(), start_new_session=True,
+            preexec_fn=die_with_parent, stdin=asyncio.subprocess.DEVNULL)
+        log.info("app started (pid %s): %s", self.app.pid, " ".join(c.command))
+        (self.envoy.workdir / "app.pid").write_text(f"{self.app.pid}\n")
+
+    def _off_host_ports(self, tls: bool) -> None:
+        """Settle the ports of the listeners for other hosts (agent/ports.py); the mTLS
+        admin listener needs a TLS control plane (its identity, the mesh's CA)."""
+        c = self.config
+        if not tls:
+            if c.admin_tls_port:
+                log.warning("the control plane serves plaintext xDS: no mTLS admin listener "
+                            "(the control plane reads this sidecar only from this host)")
+            c.admin_tls_port = 0
+        own = {c.inbound_port, c.outbound_port, c.admin_port,
+               *(u.local_port for u in c.upstreams),
+               *((c.capture.outbound_port,) if c.capture else ())} - {0}
+        c.admin_tls_port = off_host_port(c.admin_tls_port, c.address, DEFAULT_ADMIN_TLS_PORT,
+                                         "--admin-tls-port", own)
+        c.prometheus_port = off_host_port(c.prometheus_port, c.address,
+                                          DEFAULT_PROMETHEUS_PORT, "--prometheus-port",
+                                          own | {c.admin_tls_port})
 
     async def _start_identity(self, workdir: Path, info: dict[str, Any], target: str) -> str:
         """Key, CSR, first certificate, SDS socket: all before Envoy starts, since
@@ -380,6 +416,12 @@ async def run_agent(config: AgentConfig) -> int:
     print(f"gossamer proxy: {agent.workload} ({c.service}.{c.namespace}) {where}; outbound "
           f"http://127.0.0.1:{c.outbound_port}; admin http://127.0.0.1:{c.admin_port}",
           file=sys.stderr, flush=True)
+    node = agent.node(tls=agent.sds is not None)
+    if node.admin_tls_port or node.prometheus_port:
+        print(f"gossamer proxy: for other hosts on {c.address}: " + ", ".join(
+            ([f"control-plane admin (mTLS) :{node.admin_tls_port}"] if node.admin_tls_port
+             else []) + ([f"prometheus :{node.prometheus_port}/stats/prometheus"]
+                         if node.prometheus_port else [])), file=sys.stderr, flush=True)
     for u in c.upstreams:
         print(f"gossamer proxy: upstream {u.service}:{u.port} at 127.0.0.1:{u.local_port} "
               f"(${u.env_name(c.namespace)})", file=sys.stderr, flush=True)

@@ -74,8 +74,10 @@ def _any(alternatives: tuple[str, ...]) -> str:
 # Full-name regexes (RE2); a stat is kept if one matches.
 KEEP: tuple[str, ...] = (
     rf"^cluster\.(?:{_MESH_NAME}|{_JWKS_NAME}|[^.]+)\.{_any(_CLUSTER_STATS)}$",
-    # Not http.admin.*: the admin endpoint's own HCM.
-    rf"^http\.(?:{_MESH_NAME}|inbound|inbound_plaintext|outbound)\.{_any(_HTTP_STATS)}$",
+    # Not http.admin.*: the admin endpoint's own HCM; but the listeners that pass some
+    # of it on to other hosts (agent/adminlisteners.py), whose 4xx are refusals.
+    rf"^http\.(?:{_MESH_NAME}|inbound|inbound_plaintext|outbound|gossamer_admin|"
+    rf"gossamer_prometheus)\.{_any(_HTTP_STATS)}$",
     rf"^tcp\.(?:{_MESH_NAME}|[^.]+)\.(?:downstream_cx_[a-z_]+|upstream_flush_[a-z_]+|"
     r"idle_timeout|max_downstream_connection_duration)$",
     rf"^listener\.{_ADDRESS}\.{_any(_LISTENER_STATS)}$",

@@ -24,7 +24,9 @@ from gossamer.api.auth import Caller, Forbidden, Unauthorized
 from gossamer.api.context import ApiContext, ApiError
 from gossamer.api.explain import explain_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
+from gossamer.api.proxies import proxy_admin_routes
 from gossamer.api.security import security_routes
+from gossamer.api.smi import smi_routes
 from gossamer.api.tap import tap_routes
 from gossamer.api.telemetry import telemetry_routes
 from gossamer.ca.tokens import Scope
@@ -280,7 +282,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     _workload_routes(app, ctx)
     security_routes(app, ctx)
     tap_routes(app, ctx)
+    proxy_admin_routes(app, ctx)
     telemetry_routes(app, ctx)
+    smi_routes(app, ctx)
     explain_routes(app, ctx)
     mount_dashboard(app)
     return app

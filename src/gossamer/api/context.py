@@ -22,6 +22,7 @@ from gossamer.contract.node import NodeMetadata
 from gossamer.controlplane.leases import Leases
 from gossamer.explain.recent import RecentFailures
 from gossamer.index import MeshIndex
+from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.store import ResourceStore
 from gossamer.telemetry.scraper import Scraper
 from gossamer.translate import MeshConfig
@@ -62,3 +63,5 @@ class ApiContext:
     ca: MeshCA | None = None
     telemetry: Scraper | None = None
     failures: RecentFailures | None = None
+    # How sidecars' admins are reached, on any host (proxyadmin/): tap, config dumps, certs.
+    sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)

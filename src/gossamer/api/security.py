@@ -12,6 +12,7 @@ from gossamer.api.auth import Caller
 from gossamer.api.context import ApiContext, ApiError
 from gossamer.ca.tokens import Scope
 from gossamer.contract.checks import DNS_LABEL
+from gossamer.contract.spiffe import CONTROL_PLANE_ACCOUNT, CONTROL_PLANE_NAMESPACE
 from gossamer.model.limits import check_text
 
 
@@ -54,6 +55,10 @@ def security_routes(app: FastAPI, ctx: ApiContext) -> None:
             namespace, account = req.namespace, req.service_account or req.service
             _check_label(namespace, "namespace")
             _check_label(account, "service_account")
+            if (namespace, account) == (CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT):
+                raise ApiError(422, f"{namespace}/{account} is the control plane's own "
+                                    "identity; no join token grants it",
+                               [{"path": "service_account", "reason": "reserved"}])
         text, record = await tokens().create(req.scope, namespace=namespace, account=account,
                                              description=req.description)
         ident = record.identity(ctx.ca.trust_domain) if ctx.ca else None

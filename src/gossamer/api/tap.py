@@ -27,7 +27,7 @@ def tap_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Live requests to a Service as its sidecars see them. Admin only: request
         headers (credentials redacted) and, with `bodies`, bodies are shown."""
         caller.require_admin()
-        tapped = targets(ctx.proxies(), namespace, service)
+        tapped = targets(ctx.proxies(), namespace, service, ctx.sidecar_admin.target)
         if not tapped:
             raise ApiError(404, f"no connected sidecar serves {namespace}/{service}")
 

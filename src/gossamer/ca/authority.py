@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
 from gossamer.ca import pki, rotation, servercert
 from gossamer.ca.errors import CaError, IdentityMismatch
 from gossamer.ca.pki import CaKeyPair, IssuedCert
 from gossamer.ca.rotation import Phase, RootState
-from gossamer.contract.spiffe import SpiffeId, check_trust_domain
+from gossamer.contract.spiffe import SpiffeId, check_trust_domain, control_plane_id
 from gossamer.store.base import Conflict, ResourceStore, StoredObject
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class MeshCA:
         self._server: _ServerCert | None = None
         self._served_chain: bytes | None = None
         self._server_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._client: _ServerCert | None = None
 
     def __repr__(self) -> str:
         return (f"MeshCA(trust_domain={self._trust_domain!r}, phase={self.phase}, "
@@ -221,6 +224,9 @@ class MeshCA:
         ttl is capped at `max_ttl`. Raises CsrRejected / IdentityMismatch."""
         if identity.trust_domain != self._trust_domain:
             raise IdentityMismatch(f"{identity} is not in trust domain {self._trust_domain}")
+        if identity == control_plane_id(self._trust_domain):
+            raise IdentityMismatch(f"{identity} is the control plane's own identity: it "
+                                   "reaches every sidecar's admin, so no CSR gets it")
         now = self._clock()
         issued = pki.sign_workload_csr(self._state.signer, csr_pem, identity, now,
                                        self.default_ttl if ttl is None else ttl, self.max_ttl)
@@ -319,6 +325,30 @@ class MeshCA:
             fetch,
             require_client_authentication=False,
         )
+
+    def control_plane_client_cert(self) -> tuple[bytes, bytes]:
+        """(certificate chain PEM, private key PEM) of the control plane's own SPIFFE
+        identity (`identity.control_plane_id`), the client certificate it reaches
+        sidecars' `gossamer_admin` listeners with (proxyadmin/). Renewed as the
+        serving certificate: at half its life, and when the signer changed."""
+        with self._lock:
+            now = self._clock()
+            signer = self._state.signer
+            cached = self._client
+            if (cached is not None and cached.signer == signer.fingerprint()
+                    and not rotation.should_renew(cached.not_before, cached.not_after, now)):
+                return cached.chain_pem, cached.key_pem
+            identity = control_plane_id(self._trust_domain)
+            key = pki.generate_workload_key()
+            issued = pki.sign_workload_csr(signer, pki.make_csr(key, identity), identity, now,
+                                           self.server_ttl, self.server_ttl)
+            key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            self._client = _ServerCert(((), ()), signer.fingerprint(),
+                                       issued.chain_pem.encode("ascii"), key_pem,
+                                       issued.not_before, issued.not_after)
+            log.info("issued the control plane's client certificate %s (serial %s)",
+                     identity, issued.serial)
+            return self._client.chain_pem, self._client.key_pem
 
     def _current_server_cert(
         self, names: tuple[tuple[str, ...], tuple[str, ...]]

@@ -11,8 +11,8 @@ from gossamer.cli.client import CliError
 from gossamer.model import InvalidResource
 
 # The command modules, in the order `gossamer --help` lists their commands.
-COMMAND_MODULES = ("resources", "run", "dashboard", "metrics", "explain", "local", "security",
-                   "tap", "top")
+COMMAND_MODULES = ("resources", "run", "dashboard", "metrics", "explain", "k8s", "local",
+                   "proxyadmin", "security", "tap", "top")
 
 
 def main() -> None:

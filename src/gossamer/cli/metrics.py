@@ -145,12 +145,14 @@ def prometheus_config(
     """Print a Prometheus configuration scraping the control plane and every sidecar."""
     import yaml
 
-    from gossamer.cli.client import server_url
+    from gossamer.cli.client import ca_file, server_url
     from gossamer.telemetry.promconfig import BadServer, scrape_config, sidecar_targets
 
     proxies = Api(server).call("GET", "/api/v1/proxies")
+    bundle = ca_file()
     try:
-        config = scrape_config(server_url(server), proxies, interval=interval, file_sd=file_sd)
+        config = scrape_config(server_url(server), proxies, interval=interval, file_sd=file_sd,
+                               ca_file=str(bundle.absolute()) if bundle else None)
     except BadServer as exc:
         raise CliError(str(exc)) from exc
     if file_sd is not None:

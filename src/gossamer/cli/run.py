@@ -13,12 +13,6 @@ import typer
 
 from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.envoy.admin import get_json
-from gossamer.envoy.errors import AdminError
-
-CONFIG_DUMP_LIMIT = 256 * 1024 * 1024  # an unscoped sidecar of a large mesh: tens of MB
-SECTIONS = {"clusters": "dynamic_active_clusters", "listeners": "dynamic_listeners",
-            "routes": "dynamic_route_configs", "endpoints": "dynamic_endpoint_configs"}
 
 
 def _logging(verbose: bool) -> None:
@@ -206,6 +200,12 @@ def proxy(
         "--capture-port", help="the outbound capture listener's port")] = 15001,
     dns_port: Annotated[int, typer.Option(
         "--dns-port", help="the mesh DNS listener's port (UDP)")] = 15053,
+    admin_tls_port: Annotated[int | None, typer.Option(
+        "--admin-tls-port", help="the control plane's mTLS admin listener on --address "
+        "(default 15091, or a free port when taken; off on loopback; 0: off)")] = None,
+    prometheus_port: Annotated[int | None, typer.Option(
+        "--prometheus-port", help="/stats/prometheus for Prometheus on --address (default "
+        "15090, or a free port when taken; off on loopback; 0: off)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
@@ -213,6 +213,7 @@ def proxy(
     from gossamer.agent.ports import free_port
     from gossamer.agent.runner import AgentConfig, AgentError, run_agent
     from gossamer.cli.client import OPTIONS, server_url
+    from gossamer.cli.proxyadmin import off_host_port
 
     _logging(verbose)
     if xds_mode not in ("delta", "sotw"):
@@ -244,6 +245,8 @@ def proxy(
         token=token, ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
         capture=captured,
+        admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
+        prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )
     try:
         code = asyncio.run(run_agent(config))
@@ -303,27 +306,7 @@ def proxy_config(
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     server: Server = None,
 ) -> None:
-    """Show the config a sidecar's Envoy is running, from its admin endpoint."""
-    if section != "all" and section not in SECTIONS:
-        raise CliError(f"unknown section {section!r}; use {', '.join(SECTIONS)} or all")
-    proxies = Api(server).call("GET", "/api/v1/proxies")
-    match = [p for p in proxies if p.get("metadata", {}).get("workload") == workload
-             and p.get("metadata", {}).get("namespace", "default") == namespace]
-    if not match:
-        raise CliError(f"no connected proxy for workload {namespace}/{workload}")
-    admin_port = int(match[0]["metadata"]["admin_port"])
-    query = "?include_eds" if section in ("endpoints", "all") else ""
-    try:
-        dump = asyncio.run(get_json("127.0.0.1", admin_port, f"/config_dump{query}",
-                                    timeout=5, limit=CONFIG_DUMP_LIMIT))
-    except AdminError as exc:
-        raise CliError(f"cannot read the Envoy admin of {workload} on port {admin_port}: "
-                       f"{exc}") from exc
-    out: dict[str, Any] = {}
-    for config in dump.get("configs", []):
-        for key, value in config.items():
-            if key == "@type":
-                continue
-            if section == "all" or key == SECTIONS[section]:
-                out[key] = value
-    print(json.dumps(out, indent=2))
+    """Show the config a sidecar's Envoy is running (the control plane reads its admin)."""
+    from gossamer.cli.proxyadmin import config_dump
+
+    print(json.dumps(config_dump(server, workload, namespace, section), indent=2))

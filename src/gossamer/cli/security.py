@@ -12,8 +12,6 @@ import typer
 
 from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
-from gossamer.envoy.admin import get_json
-from gossamer.envoy.errors import AdminError
 
 token_app = typer.Typer(help="Create, list and revoke API and join tokens.", no_args_is_help=True)
 authz_app = typer.Typer(help="Ask how the mesh's authorization policies decide.",
@@ -62,24 +60,13 @@ def token_revoke(token_id: str, server: Server = None) -> None:
     print(f"token {token_id} revoked")
 
 
-def _admin_port(api: Api, workload: str, namespace: str) -> int:
-    for p in api.call("GET", "/api/v1/proxies"):
-        meta = p.get("metadata", {})
-        if meta.get("workload") == workload and meta.get("namespace", "default") == namespace \
-                and p.get("connected"):
-            return int(meta["admin_port"])
-    raise CliError(f"no connected proxy for workload {namespace}/{workload}")
-
-
 @app.command()
 def identity(workload: str, namespace: Annotated[str, typer.Option("--namespace", "-n")] =
              "default", server: Server = None) -> None:
     """The certificate a workload's sidecar serves now: SPIFFE ID, serial, expiry."""
-    port = _admin_port(Api(server), workload, namespace)
-    try:
-        certs = asyncio.run(get_json("127.0.0.1", port, "/certs", timeout=5))
-    except AdminError as exc:
-        raise CliError(f"cannot read the Envoy admin of {workload}: {exc}") from exc
+    from gossamer.cli.proxyadmin import certs as read_certs
+
+    certs = read_certs(server, workload, namespace)
     leaf = _leaf(certs)
     if leaf is None:
         raise CliError(f"{workload}'s sidecar has no workload certificate yet")

@@ -29,6 +29,12 @@ def node_id_of(workload: str, namespace: str) -> str:
     return f"{workload}.{namespace}"
 
 
+# The keys of the static admin listeners for other hosts (agent/adminlisteners.py),
+# which the control plane and `gossamer prometheus-config` read (proxyadmin/target.py).
+ADMIN_PORT = "admin_port"
+ADMIN_TLS_ADDRESS, ADMIN_TLS_PORT = "admin_tls_address", "admin_tls_port"
+PROMETHEUS_ADDRESS, PROMETHEUS_PORT = "prometheus_address", "prometheus_port"
+
 DEFAULT_CAPTURE_PORT = 15001
 DEFAULT_DNS_PORT = 15053
 
@@ -117,6 +123,10 @@ class NodeMetadata:
     access_log: str | None = None
     # Issue 21: set when the agent captures the workload's traffic (metadata `capture`).
     capture: Capture | None = None
+    # The static listeners on inbound_address for other hosts (0: none): the control
+    # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.
+    admin_tls_port: int = 0
+    prometheus_port: int = 0
 
     @property
     def account(self) -> str:
@@ -141,12 +151,16 @@ class NodeMetadata:
             "app_port": self.app_port,
             **({"app_protocol": self.app_protocol.value} if self.app_protocol else {}),
             "outbound_port": self.outbound_port,
-            "admin_port": self.admin_port,
+            ADMIN_PORT: self.admin_port,
             "upstreams": [u.to_metadata() for u in self.upstreams],
             **({"service_account": self.service_account} if self.service_account else {}),
             **({"labels": dict(self.labels)} if self.labels else {}),
             **({"access_log": self.access_log} if self.access_log else {}),
             **(self.capture.to_metadata() if self.capture is not None else {}),
+            **({ADMIN_TLS_ADDRESS: self.inbound_address, ADMIN_TLS_PORT: self.admin_tls_port}
+               if self.admin_tls_port else {}),
+            **({PROMETHEUS_ADDRESS: self.inbound_address, PROMETHEUS_PORT: self.prometheus_port}
+               if self.prometheus_port else {}),
         }
 
     @classmethod
@@ -163,12 +177,14 @@ class NodeMetadata:
             app_port=read.port("app_port"),
             app_protocol=read.protocol("app_protocol"),
             outbound_port=read.port("outbound_port"),
-            admin_port=read.port("admin_port"),
+            admin_port=read.port(ADMIN_PORT),
             upstreams=read.upstreams("upstreams", namespace),
             service_account=_account(metadata.get("service_account")),
             labels=_labels(metadata.get("labels")),
             access_log=_access_log(metadata.get("access_log")),
             capture=read.capture(),
+            admin_tls_port=read.port(ADMIN_TLS_PORT),
+            prometheus_port=read.port(PROMETHEUS_PORT),
         )
 
 

@@ -13,9 +13,14 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_TRUST_DOMAIN = "gossamer.local"
+# The control plane's own SPIFFE identity: the client certificate it reaches sidecars'
+# admin listeners with (`gossamer_admin`, proxyadmin/). Reserved: the CA signs it for
+# no CSR and no join token grants it.
+CONTROL_PLANE_NAMESPACE = "gossamer-system"
+CONTROL_PLANE_ACCOUNT = "control-plane"
 
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
+_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)\Z")
 
 
 class BadSpiffeId(ValueError):
@@ -37,6 +42,10 @@ class SpiffeId:
         if not m:
             raise BadSpiffeId(f"{text!r} is not spiffe://<trust-domain>/ns/<ns>/sa/<account>")
         return cls(m.group(1), m.group(2), m.group(3))
+
+
+def control_plane_id(trust_domain: str) -> SpiffeId:
+    return SpiffeId(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
 
 
 def check_trust_domain(value: str) -> str:

@@ -22,11 +22,11 @@ import contextlib
 import ipaddress
 import logging
 import os
-import shutil
 import ssl
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from gossamer.ca.pemfile import in_memory
 
 log = logging.getLogger(__name__)
 
@@ -80,31 +80,9 @@ def _server_context(chain: bytes, key: bytes) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3  # as every other hop of the mesh
     context.set_alpn_protocols(["http/1.1"])  # uvicorn speaks HTTP/1.1 here
-    with _in_memory(chain) as chain_path, _in_memory(key) as key_path:
+    with in_memory(chain) as chain_path, in_memory(key) as key_path:
         context.load_cert_chain(chain_path, key_path)
     return context
-
-
-@contextlib.contextmanager
-def _in_memory(data: bytes) -> Iterator[str]:
-    """A path OpenSSL can open that holds `data`: an anonymous memory file (Linux),
-    else a file in a private temporary directory, removed at once."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("gossamer-api-tls", os.MFD_CLOEXEC)
-        try:
-            with os.fdopen(os.dup(fd), "wb") as out:
-                out.write(data)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    folder = tempfile.mkdtemp(prefix="gossamer-tls-")  # mode 0700
-    try:
-        path = Path(folder) / "pem"
-        path.write_bytes(data)
-        yield str(path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_bundle(path: Path, bundle_pem: str) -> bool:

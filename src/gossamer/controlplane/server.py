@@ -38,6 +38,7 @@ from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
+from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.service import RateLimitService, open_counters
 from gossamer.store import ResourceStore, open_store
 from gossamer.telemetry.health import register_health
@@ -213,8 +214,11 @@ class ControlPlane:
         self.metrics = CollectorRegistry()
         register_health(self.metrics, lambda: len(self.registry.node_ids()),
                         lambda: self.reconciler.index.revision)
+        # Sidecars' admins, on any host (proxyadmin/); it gets the CA once it is open.
+        self.sidecar_admin = SidecarAdmin()
         self.telemetry = Scraper(self.registry, ScrapeOptions(
-            interval=options.stats_interval, window=options.stats_window))
+            interval=options.stats_interval, window=options.stats_window),
+            resolve=self.sidecar_admin.target)
         self.ratelimit = RateLimitService(lambda: self.reconciler.index,
                                           open_counters(options.ratelimit_redis), self.metrics)
         self.failures = RecentFailures()
@@ -283,7 +287,7 @@ class ControlPlane:
                          xds_address=(self.options.advertised, self.xds_port),
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
-                         failures=self.failures)
+                         failures=self.failures, sidecar_admin=self.sidecar_admin)
         tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
@@ -332,6 +336,7 @@ class ControlPlane:
             plugin = tuple(_read_pem(p) for p in o.plugin_ca)
         self.ca = await MeshCA.open(self.store, o.trust_domain, plugin=plugin,  # type: ignore[arg-type]
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
+        self.sidecar_admin.ca = self.ca
         self.tokens = Tokens(self.store)
         self._tasks.append(asyncio.create_task(self.tokens.follow(), name="tokens"))
         if o.state_dir is not None:

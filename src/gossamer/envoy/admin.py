@@ -8,6 +8,11 @@ HTTP/1.1 state machine uvicorn already loads for the API) over asyncio streams r
 than an HTTP client library: httpx and what it pulls in (httpcore, h2, certifi's CA
 bundle, and trio where installed) cost ~10 MiB of the control plane's resident
 memory for requests that need none of it.
+
+With `tls` (a `PeerTls`), the request goes over TLS to a sidecar's `gossamer_admin`
+listener (proxyadmin/): the chain is verified with the context's bundle, and the
+peer must present exactly the expected SPIFFE ID; the context carries the control
+plane's client certificate.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -24,6 +31,23 @@ from gossamer.envoy.errors import AdminError
 
 READ_SIZE = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024  # bounds `read`; a sidecar's full stats are ~100 KB
+
+
+@dataclass(frozen=True)
+class PeerTls:
+    """TLS to an admin listener: `context` verifies the chain (and holds our client
+    certificate); the peer's certificate must name `spiffe_id` as a URI SAN."""
+
+    context: ssl.SSLContext
+    spiffe_id: str
+
+
+def _check_peer(writer: asyncio.StreamWriter, tls: PeerTls) -> None:
+    cert = writer.get_extra_info("peercert") or {}
+    uris = [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
+    if uris != [tls.spiffe_id]:
+        raise AdminError(f"the admin listener presented {', '.join(uris) or 'no SPIFFE ID'}, "
+                         f"not {tls.spiffe_id}")
 
 
 class AdminResponse:
@@ -64,15 +88,20 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any
 
 @contextlib.asynccontextmanager
 async def request(host: str, port: int, method: str, target: str, *, body: Any = None,
-                  connect_timeout: float = 5.0) -> AsyncIterator[AdminResponse]:
+                  connect_timeout: float = 5.0,
+                  tls: PeerTls | None = None) -> AsyncIterator[AdminResponse]:
     """Send one request (`body` is sent as JSON) and yield the response once its head
     has arrived; leaving the block closes the connection."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                connect_timeout)
-    except (OSError, TimeoutError) as exc:
+        # No host name check (server_hostname ""): the peer's SPIFFE ID is checked instead.
+        connect = (asyncio.open_connection(host, port) if tls is None else
+                   asyncio.open_connection(host, port, ssl=tls.context, server_hostname=""))
+        reader, writer = await asyncio.wait_for(connect, connect_timeout)
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         raise AdminError(f"connecting to {host}:{port}: {exc!r}") from exc
     try:
+        if tls is not None:
+            _check_peer(writer, tls)
         conn = h11.Connection(h11.CLIENT)
         headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
         events: list[h11.Event] = []
@@ -99,20 +128,22 @@ async def request(host: str, port: int, method: str, target: str, *, body: Any =
 
 
 async def fetch(host: str, port: int, method: str, target: str, *, timeout: float,
-                limit: int = MAX_BODY) -> tuple[int, bytes]:
+                limit: int = MAX_BODY, tls: PeerTls | None = None) -> tuple[int, bytes]:
     """One request, and the response's status and whole body, within `timeout` seconds."""
     try:
         async with asyncio.timeout(timeout):
-            async with request(host, port, method, target, connect_timeout=timeout) as resp:
+            async with request(host, port, method, target, connect_timeout=timeout,
+                               tls=tls) as resp:
                 return resp.status, await resp.read(limit)
     except TimeoutError as exc:
         raise AdminError(f"no answer from {host}:{port} within {timeout} s") from exc
 
 
 async def get_json(host: str, port: int, target: str, *, timeout: float,
-                   limit: int = MAX_BODY) -> Any:
+                   limit: int = MAX_BODY, tls: PeerTls | None = None) -> Any:
     """GET `target` and parse its JSON body, all within `timeout` seconds."""
-    status, body = await fetch(host, port, "GET", target, timeout=timeout, limit=limit)
+    status, body = await fetch(host, port, "GET", target, timeout=timeout, limit=limit,
+                               tls=tls)
     if status != 200:
         raise AdminError(f"HTTP {status} for {target.split('?')[0]}")
     try:

@@ -108,14 +108,14 @@ class _ValueMatch(Strict):
 
 class HeaderMatch(_ValueMatch):
     name: str
-    value: str = Field(max_length=4096)
+    value: str = Field(min_length=1, max_length=4096)  # as the Gateway API CRDs say
 
     _n = field_validator("name")(check_header_name)
 
 
 class QueryParamMatch(_ValueMatch):
     name: str = Field(min_length=1, max_length=256)
-    value: str = Field(max_length=1024)
+    value: str = Field(min_length=1, max_length=1024)  # as the Gateway API CRDs say
 
 
 class RouteMatch(Strict):

@@ -24,14 +24,16 @@ from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.service import Service
 from gossamer.model.sidecar import Sidecar
+from gossamer.model.smi import SMI_KINDS
 from gossamer.model.tcproute import TCPRoute
 from gossamer.model.telemetry import Telemetry
 from gossamer.model.workload import Workload
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
+_NATIVE: tuple[type[Resource], ...] = (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
     RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
-    TCPRoute, Telemetry, Sidecar, Mesh)}
+    TCPRoute, Telemetry, Sidecar, Mesh)
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (*_NATIVE, *SMI_KINDS)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
     "svc": "Service",
@@ -60,7 +62,17 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "telemetries": "Telemetry",
     "sidecars": "Sidecar",
     "meshes": "Mesh",
+    "trafficsplits": "TrafficSplit",
+    "traffictargets": "TrafficTarget",
+    "httproutegroups": "HTTPRouteGroup",
+    "tcproutes.specs.smi-spec.io": "TCPRoute.specs.smi-spec.io",
 }
+# A document's `kind` names one or more classes (SMI's TCPRoute and the Gateway API's
+# share the name); its apiVersion picks one.
+_BY_DOCUMENT_KIND: dict[str, list[type[Resource]]] = {}
+for _cls in KINDS.values():
+    _BY_DOCUMENT_KIND.setdefault(str(_cls.model_fields["kind"].default), []).append(_cls)
+DOCUMENT_KINDS = list(_BY_DOCUMENT_KIND)
 # Validators in this package phrase errors about a sub-field as "field: reason".
 _SUBFIELD = re.compile(r"^([a-zA-Z][\w]*(?:\[\d+\])?(?:\.[a-zA-Z][\w]*(?:\[\d+\])?)*): (.+)$", re.S)
 
@@ -73,6 +85,12 @@ def kind_for(name: str) -> type[Resource]:
             [FieldError("kind", f"unknown kind {name!r}; known kinds: {', '.join(KINDS)}")]
         )
     return KINDS[canonical]
+
+
+def _class_for(kind: str, api_version: object) -> type[Resource] | None:
+    """The class of a document's kind and apiVersion; None for an apiVersion no class
+    of that kind has."""
+    return next((c for c in _BY_DOCUMENT_KIND[kind] if api_version in c.API_VERSIONS), None)
 
 
 def _path(loc: Iterable[int | str]) -> str:
@@ -111,18 +129,18 @@ def parse_document(doc: object, *, stored: bool = False) -> Resource:
         raise InvalidResource([FieldError("", "a resource must be a mapping (YAML object)")])
     kind = doc.get("kind")
     if not isinstance(kind, str):
-        raise InvalidResource([FieldError("kind", "required; one of " + ", ".join(KINDS))])
-    if kind not in KINDS:
-        raise InvalidResource(
-            [FieldError("kind", f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")]
-        )
-    cls = KINDS[kind]
+        raise InvalidResource([FieldError("kind", "required; one of "
+                                          + ", ".join(DOCUMENT_KINDS))])
+    if kind not in _BY_DOCUMENT_KIND:
+        raise InvalidResource([FieldError(
+            "kind", f"unknown kind {kind!r}; known kinds: {', '.join(DOCUMENT_KINDS)}")])
     meta = doc.get("metadata")
     name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
-    api_version = doc.get("apiVersion")
-    if api_version not in cls.API_VERSIONS:
+    cls = _class_for(kind, doc.get("apiVersion"))
+    if cls is None:
+        wanted = " or ".join(c.API_VERSIONS[0] for c in _BY_DOCUMENT_KIND[kind])
         raise InvalidResource(
-            [FieldError("apiVersion", f"{kind} needs apiVersion {cls.API_VERSIONS[0]}")],
+            [FieldError("apiVersion", f"{kind} needs apiVersion {wanted}")],
             kind=kind,
             name=name,
         )

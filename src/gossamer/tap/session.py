@@ -1,7 +1,8 @@
 """A tap session: stream a Service's requests from its sidecars' admin /tap.
 
 Theory of operation: one task per sidecar of the Service POSTs the tap config to
-that sidecar's admin endpoint and reads the traces Envoy streams back for as long as
+that sidecar's admin (on another host: its `gossamer_admin` mTLS listener,
+proxyadmin/) and reads the traces Envoy streams back for as long as
 the connection stays open; each trace becomes a TapEvent on one shared queue. The
 session ends after `limit` events or `seconds`, whichever comes first, or when
 every sidecar's stream has ended; closing it closes every admin connection, which
@@ -14,12 +15,13 @@ import asyncio
 import codecs
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gossamer.envoy.admin import request
 from gossamer.envoy.errors import AdminError
+from gossamer.proxyadmin.target import AdminTarget
 from gossamer.tap.events import TapEvent, events_from, split_stream, tap_config
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,16 @@ class TapError(RuntimeError):
 class TapTarget:
     workload: str
     namespace: str
-    admin: tuple[str, int]  # host and port of the sidecar's admin endpoint
+    admin: AdminTarget  # the sidecar's admin, as the control plane reaches it
+
+
+Resolve = Callable[[Mapping[str, Any]], AdminTarget | None]
 
 
 def targets(proxies: Sequence[Mapping[str, Any]], namespace: str,
-            service: str) -> list[TapTarget]:
-    """Connected sidecars that serve `service` (those with an inbound listener)."""
+            service: str, resolve: Resolve) -> list[TapTarget]:
+    """Connected sidecars that serve `service` (those with an inbound listener), whose
+    admin `resolve` finds from their node metadata."""
     out = []
     for p in proxies:
         meta = p.get("metadata") or {}
@@ -48,10 +54,9 @@ def targets(proxies: Sequence[Mapping[str, Any]], namespace: str,
             continue
         if meta.get("namespace", "default") != namespace or not meta.get("inbound_port"):
             continue
-        admin = int(meta.get("admin_port") or 0)
-        if admin:
-            out.append(TapTarget(str(meta.get("workload", p.get("node_id"))), namespace,
-                                 ("127.0.0.1", admin)))
+        admin = resolve(meta)
+        if admin is not None:
+            out.append(TapTarget(str(meta.get("workload", p.get("node_id"))), namespace, admin))
     return out
 
 
@@ -60,7 +65,9 @@ async def _one(target: TapTarget, config: dict[str, Any],
     destination = f"{target.workload}.{target.namespace}"
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
     try:
-        async with request(*target.admin, "POST", "/tap", body=config) as resp:
+        admin = target.admin
+        async with request(admin.host, admin.port, "POST", "/tap", body=config,
+                           tls=admin.tls) as resp:
             if resp.status != 200:
                 log.warning("tap on %s refused: HTTP %s", destination, resp.status)
                 return

@@ -6,9 +6,9 @@ metrics use), at most `concurrency` at a time, each bounded by `timeout`. A
 proxy that does not answer simply has no new sample this round; its window
 ages out. Samples older than `window` seconds (plus one, to span the whole
 window) are dropped, and a proxy gone from the registry is forgotten, so memory
-follows the mesh. The admin endpoint listens on 127.0.0.1 beside the agent; the
-address comes from the node metadata's `admin_port` (and `admin_address`, if an
-agent ever reports one).
+follows the mesh. Where each sidecar's admin is reached comes from its node
+metadata through `resolve` (proxyadmin/: its `gossamer_admin` mTLS listener on
+its host, or its loopback admin in local mode).
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from gossamer.envoy.admin import get_json
 from gossamer.envoy.errors import AdminError
+from gossamer.proxyadmin.access import SidecarAdmin
+from gossamer.proxyadmin.target import AdminTarget
 from gossamer.telemetry.golden import BadStats, Observed, Sample, Source, delta, parse_stats
 from gossamer.xds.status import ProxyRegistry, ProxyStatus
 
@@ -46,12 +49,7 @@ STATS_TARGET = "/stats?" + urlencode({"format": "json", "histogram_buckets": "cu
                                         "filter": STATS_FILTER})
 
 
-def admin_address(proxy: ProxyStatus) -> tuple[str, int] | None:
-    meta = proxy.node.metadata
-    port = meta.get("admin_port")
-    if not isinstance(port, int | float) or int(port) <= 0:
-        return None
-    return str(meta.get("admin_address") or "127.0.0.1"), int(port)
+Resolve = Callable[[Mapping[str, Any]], AdminTarget | None]
 
 
 def source_of(proxy: ProxyStatus) -> Source:
@@ -62,9 +60,13 @@ def source_of(proxy: ProxyStatus) -> Source:
 
 class Scraper:
     def __init__(self, registry: ProxyRegistry, options: ScrapeOptions | None = None, *,
+                 resolve: Resolve | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """`resolve`: a proxy's node metadata -> its admin target (None: unreachable);
+        by default, sidecars on loopback only (a control plane without the mesh CA)."""
         self.registry = registry
         self.options = options or ScrapeOptions()
+        self.resolve = resolve or SidecarAdmin().target
         self._clock = clock
         self._samples: dict[str, deque[Sample]] = {}
         self._sources: dict[str, Source] = {}
@@ -95,7 +97,7 @@ class Scraper:
 
     async def scrape_once(self) -> None:
         proxies = [(p, a) for p in self.registry.proxies()
-                   if p.connected and (a := admin_address(p)) is not None]
+                   if p.connected and (a := self.resolve(p.node.metadata)) is not None]
         live = {p.node.id for p, _ in proxies}
         for gone in set(self._samples) - live:
             del self._samples[gone]
@@ -105,10 +107,11 @@ class Scraper:
         self.rounds += 1
 
     async def _scrape(self, slots: asyncio.Semaphore, proxy: ProxyStatus,
-                      address: tuple[str, int]) -> None:
+                      admin: AdminTarget) -> None:
         async with slots:
             try:
-                doc = await get_json(*address, STATS_TARGET, timeout=self.options.timeout)
+                doc = await get_json(admin.host, admin.port, STATS_TARGET,
+                                     timeout=self.options.timeout, tls=admin.tls)
                 sample = parse_stats(doc, self._clock())
             except (AdminError, BadStats) as exc:
                 self.failures += 1

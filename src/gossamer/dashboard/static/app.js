@@ -7,6 +7,8 @@
   const REFRESH_MS = 5000;
   const TAP_ROWS = 200;
   const ROUTE_KINDS = ["HTTPRoute", "GRPCRoute", "TCPRoute"];
+  // SMI resources are not policies of a Service (they map onto routes and policies).
+  const SMI_KINDS = ["TrafficSplit", "TrafficTarget", "HTTPRouteGroup", "TCPRoute.specs.smi-spec.io"];
   const MESH_ROOT = "gossamer-system";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLOURS = { good: "#2e8b57", warn: "#c98a00", bad: "#c73a3a", none: "#9aa3ad" };
@@ -457,7 +459,7 @@
 
   async function serviceView(ns, name) {
     const kinds = await api("/api/v1/kinds");
-    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS].includes(k));
+    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS, ...SMI_KINDS].includes(k));
     const q = encodeURIComponent(ns);
     const [svc, services, workloads, st, wst, graph, proxies, routes, policies] = await Promise.all([
       api(`/api/v1/resources/Service/${q}/${encodeURIComponent(name)}`),
@@ -588,10 +590,13 @@
       const meta = p.metadata || {};
       const state = !p.connected ? ["bad", "disconnected"] : p.synced === false ? ["warn", "connected, syncing"]
                                                                                   : ["good", "connected"];
-      return h("tr", { "data-proxy": p.node_id, "data-connected": String(!!p.connected) },
+      // The host the sidecar runs on: the address its workload is reached at.
+      const host = meta.inbound_address || "";
+      return h("tr", { "data-proxy": p.node_id, "data-connected": String(!!p.connected), "data-host": host },
         h("td", {}, h("code", {}, p.node_id), h("div", { class: "muted" }, p.user_agent || "")),
         h("td", {}, meta.service ? serviceLink(meta.service, meta.namespace || "default") : "-",
           h("div", { class: "muted" }, meta.workload || "")),
+        h("td", { "data-field": "host" }, host ? h("code", {}, host) : "-"),
         h("td", {}, h("span", { class: "pill " + state[0], "data-field": "state" }, state[1]),
           h("div", { class: "muted" }, p.connected ? "since " + when(p.connected_at) : "at " + when(p.disconnected_at))),
         h("td", {}, p.stream || "-"),
@@ -600,9 +605,9 @@
           p.rejected ? h("div", { class: "bad" }, "not sent: " + JSON.stringify(p.rejected)) : null));
     });
     return [h("h1", {}, "Proxies"),
-      h("p", { class: "sub" }, "Every sidecar the xDS server knows: connected now, or disconnected within the last hour. " +
+      h("p", { class: "sub" }, "Every sidecar the xDS server knows, on every host: connected now, or disconnected within the last hour. " +
         "Versions per xDS type: what the proxy ACKed and what was last sent to it."),
-      rows.length ? table([["Node"], ["Service / workload"], ["State"], ["Stream"], ["Config versions"], ["Last NACK"]],
+      rows.length ? table([["Node"], ["Service / workload"], ["Host"], ["State"], ["Stream"], ["Config versions"], ["Last NACK"]],
                           rows, { id: "proxies" })
                   : empty("No proxy is connected.")];
   }
