@@ -52,7 +52,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 
 import callgrind  # noqa: E402
 from bench.smp.dataplane import instructions_document  # noqa: E402
-from irconfigs import Gossamer, Ingress, Pair, Started  # noqa: E402
+from irconfigs import Gossamer, Ingress, IngressNotBuilt, Pair, Started  # noqa: E402
 from irreport import ablation_table, summarize, table  # noqa: E402
 from irvariants import ADDED, REMOVED  # noqa: E402
 
@@ -106,8 +106,8 @@ def _window(started: Started, action: Any) -> tuple[dict[str, callgrind.Dump], d
 
 def _scrape(started: Started, role: str) -> None:
     url = f"http://127.0.0.1:{started.admin_ports[role]}{STATS_TARGET}"
-    subprocess.run([*started.client_prefix, "curl", "-sS", "-o", "/dev/null", "--max-time",
-                    "120", url], check=True, timeout=150)
+    subprocess.run([*started.admin_prefix.get(role, []), "curl", "-sS", "-o", "/dev/null",
+                    "--max-time", "120", url], check=True, timeout=150)
 
 
 def measure(started: Started, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,6 +184,9 @@ def run_all(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
                 began = time.time()
                 try:
                     result = measure(config.start(), args)
+                except IngressNotBuilt as exc:
+                    print(f"  {name}: {exc}", file=sys.stderr, flush=True)
+                    continue
                 finally:
                     config.stop()
                 result.update(config=name, repeat=repeat, started=began,
@@ -235,6 +238,8 @@ def main() -> None:
                            "scrape_interval_s": args.scrape_interval,
                            "tool": "valgrind --tool=callgrind (Ir)", "envoy_concurrency": 1},
               "runs": runs}
+    if not runs:
+        sys.exit("nothing measured")
     result["summary"] = summarize(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -148,7 +148,7 @@ class Captured:
         return Started(vip, 80, {"caller": self._envoy_of("client-0"),
                                  "callee": self._envoy_of("backend-0")},
                        {"caller": self.admin["client-0"], "callee": self.admin["backend-0"]},
-                       out, prefix)
+                       out, prefix, {"caller": prefix, "callee": self.net["callee"].argv([])})
 
     def stop(self) -> None:
         for proc in self.agents.values():  # each stops its Envoy and app, removes its rules

@@ -54,6 +54,8 @@ class Started:
     admin_ports: dict[str, int]
     out_dir: Path  # callgrind's files
     client_prefix: list[str] = field(default_factory=list)  # e.g. ip netns exec NS
+    # Where each sidecar's admin endpoint is reachable from (its network namespace).
+    admin_prefix: dict[str, list[str]] = field(default_factory=dict)
 
 
 class IngressNotBuilt(RuntimeError):

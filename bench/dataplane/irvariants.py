@@ -19,6 +19,7 @@ request), so the groups are finer than ablate.py's:
   strip:      only the removal of the unreachable marker from answers;
   xfcc_hash:  the caller identity's By= and Hash= alone (no URI=);
   xfcc_early: the caller identity by an early header mutation (formatters);
+  flushonadmin: stats flushed on admin reads, not on a 5 s timer (idle cost);
 - tap:        the tap filter, idle (callee);
 - corsfault:  the CORS and fault filters, disabled (caller);
 - stats:      the sidecar stats config (tags, inclusion list);
@@ -194,7 +195,15 @@ def xfcc_early(client: Config, server: Config) -> None:
                 "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}}]}}]
 
 
-PARTS.update({"xfcc_hash": xfcc_hash, "xfcc_early": xfcc_early})
+def flushonadmin(client: Config, server: Config) -> None:
+    """Stats flushed (histograms merged) when the admin endpoint is read, not every 5 s:
+    what the agent's bootstrap sets since issue 18 (an idle-cost change, not per request)."""
+    for config in (client, server):
+        config["stats_flush_on_admin"] = True
+
+
+PARTS.update({"xfcc_hash": xfcc_hash, "xfcc_early": xfcc_early,
+              "flushonadmin": flushonadmin})
 
 
 ADDED = [f"+{n}" for n in [*CHANGES, *PARTS]]

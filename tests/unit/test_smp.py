@@ -189,3 +189,4 @@ def test_every_kept_result_converts(smp: ModuleType) -> None:
             seen["controlplane"] += 1
     assert seen["run"] >= 1, seen
     assert seen["controlplane"] >= 1, seen
+    assert seen["instructions"] >= 1, seen
