@@ -226,7 +226,8 @@ def main() -> None:
         p.error("bounded: 1-10 repeats, 100-20000 requests, <= 5000 warm-up, <= 10 scrapes")
     names = [n for n in args.configs.split(",") if n]
     if args.ablation:
-        names += [n for n in ["envoy", *ADDED, "all", *REMOVED, "gossamer"] if n not in names]
+        names += [n for n in ["envoy", *(f"envoy{a}" for a in ADDED), "all", *REMOVED,
+                              "gossamer"] if n not in names]
     if args.captured and "captured" not in names:
         names.append("captured")
     t0 = time.time()
