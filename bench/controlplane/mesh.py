@@ -106,6 +106,7 @@ class Layout:
         agent = Agent.__new__(Agent)  # Agent() would also open an HTTP client; not needed
         agent.config, agent.workload = config, config.workload
         agent.node_id = node_id_of(agent.workload, config.namespace)
+        agent.capture, agent._resolvers = None, ()  # what node() reads besides the config
         return agent
 
     def workload_doc(self, j: int) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
+from bench.smp.controlplane import controlplane_document
 from prometheus_client.parser import text_string_to_metric_families
 
 from gossamer.xds.types import ENDPOINT, ROUTE
@@ -507,10 +508,12 @@ def main() -> None:
     out = args.out or Path(__file__).parent / "results" / time.strftime(
         "controlplane-%Y-%m-%d-%H%M.json", time.gmtime(t_started))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"started": started, "runs": runs, "summary": rows,
-                               "scenarios": results}, indent=1))
+    document = {"started": started, "runs": runs, "summary": rows, "scenarios": results}
+    out.write_text(json.dumps(document, indent=1))
+    smp = out.with_name(out.stem + ".smp.json")  # the same, as SMP (bench/smp)
+    smp.write_text(json.dumps(controlplane_document(document), indent=1) + "\n")
     print(table(rows))
-    print(f"\nJSON: {out}")
+    print(f"\nJSON: {out}, SMP: {smp}")
 
 
 if __name__ == "__main__":

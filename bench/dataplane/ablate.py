@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]
 
 from configs import (
     CONFIGS,
@@ -50,7 +50,9 @@ from configs import (
     start_pair,
     write_certs,
 )
-from run import PROXY_CPU, compile_loadgen, measure_rate, wrk
+from run import PROXY_CPU, compile_loadgen, machine, measure_rate, wrk
+
+from bench.smp.dataplane import ablate_document
 
 from gossamer.agent.stats import stats_config
 from gossamer.translate.fault import FAULT_FILTER
@@ -164,6 +166,7 @@ def main() -> None:
     if os.geteuid() == 0:  # as run.py: see there
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     names = args.variants.split(",")
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="gossamer-ablate-") as tmp:
         work = Path(tmp)
         exe = compile_loadgen(work)
@@ -187,6 +190,9 @@ def main() -> None:
             _stop(nginx)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
+    smp = args.out.with_name(args.out.stem + ".smp.json")  # the same, as SMP (bench/smp)
+    smp.write_text(json.dumps(ablate_document(results, vars(args), machine(), started,
+                                              time.time()), indent=1, default=str) + "\n")
     print(render(results, args))
 
 

@@ -34,12 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]
 
 from configs import CONFIGS, HOST, Target
 from procstat import CpuTimes, peak_rss_kib, process_cpu_seconds, tree_cpu_seconds
 from report import summarize, table
 
+from bench.smp.dataplane import run_document
 from gossamer.envoy.binary import find_envoy
 
 HERE = Path(__file__).resolve().parent
@@ -244,8 +245,10 @@ def main() -> None:
             "dataplane-%Y-%m-%d-%H%M.json", time.gmtime(t0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    smp = args.out.with_name(args.out.stem + ".smp.json")  # the same, as SMP (bench/smp)
+    smp.write_text(json.dumps(run_document(result), indent=1) + "\n")
     print(table(result))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {args.out} and {smp}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ Where each number comes from (Envoy's own stat names):
 Success rate is the non-5xx share of completed requests (those with a status
 class). Percentiles interpolate linearly inside Envoy's histogram buckets, so
 they are estimates bounded by the bucket edges (0.5, 1, 5, 10, 25, 50, 100, 250,
-500 ms, ...). Envoy merges histograms on its stats flush (every 5 s by default),
-so latency lags counters by up to that.
+500 ms, ...). Sidecars merge histograms when their admin endpoint is read (the
+agent's bootstrap: no flush timer), so a scrape's latency is as of the scrape before
+it: latency lags counters by one scrape interval.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Reads every connected sidecar's Envoy stats on a timer and keeps a sliding window.
 
 Each round asks the proxies the xDS registry lists as connected for
-`/stats?format=json&histogram_buckets=cumulative` (filtered to the stats golden
-metrics use), at most `concurrency` at a time, each bounded by `timeout`. A
-proxy that does not answer simply has no new sample this round; its window
-ages out. Samples older than `window` seconds (plus one, to span the whole
-window) are dropped, and a proxy gone from the registry is forgotten, so memory
-follows the mesh. Where each sidecar's admin is reached comes from its node
-metadata through `resolve` (proxyadmin/: its `gossamer_admin` mTLS listener on
-its host, or its loopback admin in local mode).
+`/stats?format=json&histogram_buckets=cumulative&usedonly` (filtered to the stats
+golden metrics use; only those written at least once), at most `concurrency` at a
+time, each bounded by `timeout`. A proxy that does not answer simply has no new
+sample this round; its window ages out. Samples older than `window` seconds (plus
+one, to span the whole window) are dropped, and a proxy gone from the registry is
+forgotten, so memory follows the mesh. Where each sidecar's admin is reached comes
+from its node metadata through `resolve` (proxyadmin/: its `gossamer_admin` mTLS
+listener on its host, or its loopback admin in local mode).
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ class ScrapeOptions:
     concurrency: int = 8
 
 
+# `usedonly`: only stats written at least once. A stat never written is a zero (a
+# counter) or empty (a histogram), which is what `golden.delta` takes a missing one
+# for, so the numbers are the same; the sidecar skips the regex, the sorting and the
+# JSON of every unused stat: a third to 45 % of what a scrape cost it (~2M
+# instructions a scrape, every 5 s; bench/dataplane/INSTRUCTIONS.md).
 STATS_TARGET = "/stats?" + urlencode({"format": "json", "histogram_buckets": "cumulative",
-                                        "filter": STATS_FILTER})
+                                        "filter": STATS_FILTER}) + "&usedonly"
 
 
 Resolve = Callable[[Mapping[str, Any]], AdminTarget | None]

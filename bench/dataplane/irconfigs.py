@@ -1,0 +1,223 @@
+"""The configurations of the instruction-count benchmark, each with its two
+Envoys (caller and callee sidecar) under callgrind, in front of staticapp.py:
+
+- `envoy` and its variants (`+X`, `all`, `all-X`; irvariants.py): the
+  hand-written pair, static config;
+- `gossamer`: a local mesh with its defaults (control plane, two agents, config
+  over xDS and SDS), as run.py's `gossamer`, the agents told to run Envoy under
+  callgrind through `GOSSAMER_ENVOY`;
+- `captured`: `gossamer proxy --capture` on both sides, each in its own network
+  namespace (tests/hosts.py), the client calling the callee's virtual IP;
+  needs root, `ip` and `iptables`;
+- `ingress`: the ingress gateway of priority 4, not built yet (IngressNotBuilt).
+
+`start()` returns a Started: where the client connects (and the argv prefix
+that puts it in the right network namespace), each sidecar's Envoy PID and
+admin port. Every process is started in its own session and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from callgrind import COMM, valgrind_argv, write_wrapper
+from configs import HERE, MESH, _arg, _spawn, _stop, envoy_argv, pair_values, write_certs
+from irvariants import changes_of
+from procstat import children_named
+
+from gossamer.agent.ports import free_port
+from gossamer.envoy.binary import find_envoy
+from gossamer.local.spec import load_local_app
+from gossamer.local.up import LocalRun
+
+APP = HERE / "staticapp.py"
+START_TIMEOUT_S = 180.0  # Envoy under valgrind starts in ~5 s; a loaded machine, slower
+
+
+@dataclass
+class Started:
+    host: str
+    port: int
+    pids: dict[str, int]  # "caller", "callee" -> Envoy (valgrind) PID
+    admin_ports: dict[str, int]
+    out_dir: Path  # callgrind's files
+    client_prefix: list[str] = field(default_factory=list)  # e.g. ip netns exec NS
+    # Where each sidecar's admin endpoint is reachable from (its network namespace).
+    admin_prefix: dict[str, list[str]] = field(default_factory=dict)
+
+
+class IngressNotBuilt(RuntimeError):
+    """The ingress gateway (priority 4) does not exist yet: see `Ingress`."""
+
+
+def wait_answer(host: str, port: int, prefix: list[str], timeout: float = START_TIMEOUT_S
+                ) -> None:
+    """Until one request through the configuration gets its 200 (sequential.py's check)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        done = subprocess.run([*prefix, sys.executable, str(HERE / "sequential.py"), host,
+                               str(port)], input="1\n", capture_output=True, text=True,
+                              timeout=120)
+        if done.stdout.startswith("ok"):
+            return
+        last = (done.stdout + done.stderr).strip()[-200:]
+        time.sleep(0.5)
+    raise RuntimeError(f"{host}:{port} not answering: {last}")
+
+
+def start_app(work: Path, procs: list[subprocess.Popen[bytes]]) -> int:
+    port = free_port()
+    procs.append(_spawn([sys.executable, str(APP), str(port)], work / f"app-{port}.log"))
+    wait_answer_direct(port)
+    return port
+
+
+def wait_answer_direct(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2, trust_env=False).is_success:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"staticapp on {port} did not start")
+
+
+class Pair:
+    """The hand-written pair, with the changes of `variant` (irvariants.py)."""
+
+    def __init__(self, variant: str, work: Path) -> None:
+        self.name = "envoy" if variant == "base" else f"envoy{variant}" \
+            if variant.startswith("+") else variant
+        self.changes = changes_of(variant)
+        self.work = work / self.name.replace("+", "plus-")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _load(self, template: str, values: dict[str, object]) -> dict[str, Any]:
+        text = string.Template((HERE / template).read_text()).substitute(values)
+        loaded: dict[str, Any] = yaml.safe_load(text)
+        return loaded
+
+    def configs(self, app_port: int) -> tuple[int, list[Path], dict[str, int]]:
+        """(the caller's port, [caller config, callee config], admin ports)."""
+        certs = write_certs(self.work)
+        client_port, server_values, client_values = pair_values(certs, app_port)
+        client = self._load("envoy-client.yaml", client_values)
+        server = self._load("envoy-server.yaml", server_values)
+        for change in self.changes:
+            change(client, server)
+        paths = []
+        for side, config in (("caller", client), ("callee", server)):
+            path = self.work / f"{side}.json"
+            path.write_text(json.dumps(copy.deepcopy(config), indent=1))
+            paths.append(path)
+        admin = {"caller": int(client_values["admin_port"]),  # type: ignore[call-overload]
+                 "callee": int(server_values["admin_port"])}  # type: ignore[call-overload]
+        return client_port, paths, admin
+
+    def start(self) -> Started:
+        out = self.work / "callgrind"
+        out.mkdir(exist_ok=True)
+        client_port, paths, admin = self.configs(start_app(self.work, self.procs))
+        pids = {}
+        for side, path in zip(("caller", "callee"), paths, strict=True):
+            proc = _spawn([*valgrind_argv(out), *envoy_argv(path)], self.work / f"{side}.log")
+            self.procs.append(proc)
+            pids[side] = proc.pid
+        wait_answer("127.0.0.1", client_port, [])
+        return Started("127.0.0.1", client_port, pids, admin, out)
+
+    def stop(self) -> None:
+        _stop(self.procs)
+
+
+class Gossamer:
+    """A local mesh as run.py's `gossamer`, Envoy under callgrind.
+
+    `scrape_interval`: the control plane's stats scrape (`--stats-interval`). Each
+    scrape costs a sidecar ~2M instructions on its main thread (measured apart by
+    instructions.py), once every interval of wall time; under valgrind a window
+    of requests lasts 10-30 s, so at the default 5 s a window holds 2 to 6 scrapes,
+    and that discreteness alone is +-0.6 % of a window's count. At the default of
+    this benchmark (3600 s) the per-request counts hold no scrape."""
+
+    name = "gossamer"
+
+    def __init__(self, work: Path, scrape_interval: float = 3600.0) -> None:
+        self.work = work / "gossamer"
+        self.work.mkdir(parents=True, exist_ok=True)
+        text = MESH.format(backend=APP, work=self.work)
+        args = ("--stats-interval", str(scrape_interval),
+                "--stats-window", str(max(60.0, scrape_interval)))
+        self.run = LocalRun(load_local_app(text), self.work, quiet=True,
+                            control_plane_args=args)
+        self.out = self.work / "callgrind"
+
+    def _envoy_of(self, workload: str) -> int:
+        agent = next(c for c in self.run.children if c.name == workload).popen.pid
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            pids = children_named(agent, COMM)
+            if pids:
+                return pids[0]
+            time.sleep(0.2)
+        raise RuntimeError(f"no Envoy under {workload}'s agent (pid {agent})")
+
+    def start(self) -> Started:
+        saved = os.environ.get("GOSSAMER_ENVOY")
+        os.environ["GOSSAMER_ENVOY"] = str(write_wrapper(find_envoy(), self.out))
+        try:
+            self.run.start_control_plane()
+            self.run.apply_resources()
+            self.run.start_processes(timeout=START_TIMEOUT_S)
+        finally:
+            if saved is None:
+                os.environ.pop("GOSSAMER_ENVOY", None)
+            else:
+                os.environ["GOSSAMER_ENVOY"] = saved
+        client = next(c for c in self.run.children if c.name == "client-0")
+        argv = list(map(str, client.popen.args))  # type: ignore[arg-type]
+        port = int(_arg(argv, "--outbound-port"))
+        wait_answer("127.0.0.1", port, [])
+        admin = {}
+        for role, child in (("caller", "client-0"), ("callee", "backend-0")):
+            c = next(c for c in self.run.children if c.name == child)
+            admin[role] = int(_arg(list(map(str, c.popen.args)),  # type: ignore[arg-type]
+                                   "--admin-port"))
+        return Started("127.0.0.1", port, {"caller": self._envoy_of("client-0"),
+                                            "callee": self._envoy_of("backend-0")},
+                       admin, self.out)
+
+    def stop(self) -> None:
+        self.run.stop()
+
+
+class Ingress:
+    """Hook for the ingress gateway of priority 4 (issue 18 asks for its count too):
+    when it exists, start it here under callgrind (`callgrind.write_wrapper`) in
+    front of the callee sidecar, as the `caller` role, and return a Started."""
+
+    name = "ingress"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
+    def start(self) -> Started:
+        raise IngressNotBuilt("the ingress gateway (priority 4) does not exist yet; "
+                              "bench/dataplane/irconfigs.py:Ingress is where it goes")
+
+    def stop(self) -> None:
+        pass
