@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gossamer.agent.ports import free_port
-from gossamer.envoyadmin import fetch
+from gossamer.envoy.admin import fetch
 from gossamer.telemetry.golden import parse_stats
 from gossamer.telemetry.scraper import STATS_TARGET, ScrapeOptions
 from tests.envoy.harness import API, MiniMesh, get, proxy_client, wait_for
