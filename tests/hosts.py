@@ -241,15 +241,17 @@ class HostNetwork:
         self._stop_started()
         for netns in self._netns:
             left += _kill_inside(netns)
+        # Links first: deleting a veth's root side removes its peer at once, while a
+        # deleted namespace's veths go away later, from a kernel work queue (a veth
+        # that still showed in /sys could then be gone before `ip link del` ran).
+        for link in reversed(self._links):
+            left += _remove_link(link)
         for netns in reversed(self._netns):
             if _exists_netns(netns):
                 left += _attempt(["ip", "netns", "del", netns])
             shutil.rmtree(NETNS_DIR / netns, ignore_errors=True)
             if (NETNS_DIR / netns).exists():
                 left.append(f"directory {NETNS_DIR / netns}")
-        for link in reversed(self._links):
-            if _exists_link(link):
-                left += _attempt(["ip", "link", "del", link])
         if self._forward_rule is not None:
             left += _attempt(["iptables", "-D", *self._forward_rule])
             self._forward_rule = None
@@ -293,6 +295,18 @@ def _kill_inside(netns: str) -> list[str]:
 def _attempt(argv: list[str]) -> list[str]:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     return [] if done.returncode == 0 else [f"{' '.join(argv)}: {done.stderr.strip()}"]
+
+
+def _remove_link(name: str) -> list[str]:
+    """Delete a link; one that is gone by the time we look again is not left over."""
+    if not _exists_link(name):
+        return []
+    failed = _attempt(["ip", "link", "del", name])
+    for _ in range(50):
+        if not failed or not _exists_link(name):
+            return []
+        time.sleep(0.1)
+    return failed
 
 
 def _exists_netns(netns: str) -> bool:

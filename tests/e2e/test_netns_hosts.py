@@ -151,7 +151,7 @@ def test_the_fixture_cleans_up_after_a_failed_test(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the inner test failed" in done.stdout
     assert "1 failed" in done.stdout
-    assert "error" not in done.stdout.splitlines()[-1]
+    assert "error" not in done.stdout.splitlines()[-1], done.stdout + done.stderr
     assert _left_over(**json.loads(seen_file.read_text())) == []
 
 
