@@ -55,6 +55,12 @@ def control_plane(
     vip_range: Annotated[str, typer.Option(
         "--vip-range", help="CIDR Services' virtual IPs are allocated from (capture, mesh "
         "DNS)")] = "240.240.0.0/16",
+    kubernetes: Annotated[bool, typer.Option(
+        "--kubernetes", help="serve the Kubernetes cluster's Services, EndpointSlices, Pods "
+        "and the mesh's CRDs (docs/kubernetes.md)")] = False,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", help="with --kubernetes: this kubeconfig file; default: the pod's "
+        "ServiceAccount (in cluster)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -85,16 +91,22 @@ def control_plane(
             max_cert_ttl=timedelta(seconds=max_cert_ttl),
             plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
             ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-            stats_window=stats_window, gc_freeze=True, vip_range=vip_range)
+            stats_window=stats_window, gc_freeze=True, vip_range=vip_range,
+            kubernetes=kubernetes, kubeconfig=kubeconfig)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
+    if kubeconfig is not None and not kubernetes:
+        raise CliError("--kubeconfig needs --kubernetes")
     from gossamer.ca.errors import CaError
+    from gossamer.k8s.client import KubeError
     from gossamer.store import StoreError
 
     try:
         asyncio.run(ControlPlane(options).serve_forever())
+    except KubeError as exc:
+        raise CliError(f"kubernetes: {exc}") from exc
     except CaError as exc:
         raise CliError(f"certificate authority: {exc}") from exc
     except StoreError as exc:

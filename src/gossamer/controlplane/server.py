@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +40,9 @@ from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
+from gossamer.k8s.client import KubeApi
+from gossamer.k8s.controller import Controller
+from gossamer.k8s.lease import LeaderElector
 from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.service import RateLimitService, open_counters
 from gossamer.store import ResourceStore, open_store
@@ -92,6 +97,12 @@ class ControlPlaneOptions:
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
     gc_freeze: bool = False
+    # Issue 22: feed the store from a Kubernetes cluster (k8s/controller.py), through
+    # this kubeconfig, or the pod's ServiceAccount when None.
+    kubernetes: bool = False
+    kubeconfig: Path | None = None
+    # The Lease whose holder writes status back ("namespace/name").
+    kubernetes_lease: str = "gossamer-system/gossamer-controller"
 
     def __post_init__(self) -> None:
         if self.api_tls is False and not is_loopback(self.host):
@@ -234,6 +245,7 @@ class ControlPlane:
         self.api_tls: ApiTls | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.gc: GcPauses | None = None
+        self.kubernetes: Controller | None = None
 
     def _publish(self, node_id: str, snapshot: Snapshot) -> None:
         self.cache.set(node_id, snapshot)
@@ -270,6 +282,8 @@ class ControlPlane:
         self._tasks.append(asyncio.create_task(self.vips.run(), name="virtual-ips"))
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         await self.reconciler.wait_ready()
+        if self.options.kubernetes:
+            await self._start_kubernetes()
         if self.options.gc_freeze:
             self.gc = GcPauses(self.metrics)
             self.gc.install()
@@ -328,6 +342,22 @@ class ControlPlane:
         names, ips = self.options.serving_names()
         self.api_tls = ApiTls(lambda: ca.server_cert(names, ips))
         return self.api_tls
+
+    async def _start_kubernetes(self, wait: float = 60.0) -> None:
+        """The controller writes the cluster into the store; serve once it has listed
+        everything (or after `wait`), so a restart does not push a mesh half-listed."""
+        api = KubeApi.connect(self.options.kubeconfig)
+        namespace, _, name = self.options.kubernetes_lease.partition("/")
+        identity = f"{socket.gethostname()}-{os.getpid()}"
+        self.kubernetes = Controller(
+            api, self.store, status_of=lambda key: self.reconciler.index.status(key),
+            elector=LeaderElector(api, namespace, name, identity))
+        self._tasks.append(asyncio.create_task(self.kubernetes.run(), name="kubernetes"))
+        try:
+            await asyncio.wait_for(self.kubernetes.synced.wait(), wait)
+        except TimeoutError:
+            log.warning("kubernetes: not every kind listed after %.0f s; serving what is "
+                        "in the store", wait)
 
     async def _open_security(self) -> None:
         o = self.options

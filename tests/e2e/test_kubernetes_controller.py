@@ -1,0 +1,181 @@
+"""The Kubernetes controller against the API emulator (tests/k8s_emulator.py), feeding
+a real control plane whose sidecars are real Envoys: what the cluster's Services, Pods
+and EndpointSlices say is where requests go; a 410 relist; status written back; leader
+hand-over between two controllers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
+from gossamer.k8s.client import KubeApi
+from gossamer.k8s.controller import Controller
+from gossamer.k8s.lease import LeaderElector
+from gossamer.model.meta import ResourceKey
+from gossamer.testing.envoy import EnvoyProcess
+from tests.envoy import conftest as envoy_fixtures
+from tests.envoy.harness import Backend, MiniMesh, Sidecar, get, wait_for
+from tests.k8s_emulator import KubeEmulator
+
+pytestmark = pytest.mark.slow
+# Real Envoys and backends, as tests/envoy makes them.
+envoys = envoy_fixtures.envoys
+backends = envoy_fixtures.backends
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[KubeEmulator]:
+    emu = KubeEmulator()
+    await emu.start()
+    try:
+        emu.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        yield emu
+    finally:
+        await emu.stop()
+
+
+class Running:
+    def __init__(self, controller: Controller, task: asyncio.Task[None]) -> None:
+        self.controller, self.task = controller, task
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.controller.api.close()
+
+
+@pytest.fixture
+async def start_controller(emulator: KubeEmulator, tmp_path: Path,
+                           ) -> AsyncIterator[Callable[..., Any]]:
+    running: list[Running] = []
+
+    async def start(plane: ControlPlane, identity: str | None = None) -> Running:
+        api = KubeApi.connect(emulator.kubeconfig(tmp_path / "kubeconfig"))
+        elector = None if identity is None else LeaderElector(
+            api, "gossamer-system", "gossamer-controller", identity, duration=3.0, renew=0.3)
+        controller = Controller(api, plane.store, elector=elector, debounce=0.02,
+                                status_of=lambda key: plane.reconciler.index.status(key))
+        run = Running(controller, asyncio.create_task(controller.run()))
+        running.append(run)
+        await asyncio.wait_for(controller.synced.wait(), 20)
+        return run
+
+    try:
+        yield start
+    finally:
+        for run in running:
+            await run.stop()
+
+
+async def _plane() -> ControlPlane:
+    plane = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, api_port=0,
+                                             debounce=0.01, secure=False))
+    await plane.start()
+    return plane
+
+
+@pytest.fixture
+async def plane() -> AsyncIterator[ControlPlane]:
+    p = await _plane()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+def service(name: str, vip: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": vip, "selector": {"app": name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+
+
+def pod(name: str, app: str, side: Sidecar, backend: Backend) -> dict[str, Any]:
+    """A pod as injection leaves it (its status annotation), its sidecar the test's."""
+    status = {"service": app, "inboundPort": side.inbound, "appPort": backend.port}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": app},
+                         "annotations": {"gossamer.dev/status": json.dumps(status)}},
+            "spec": {"serviceAccountName": app, "nodeName": "node-a",
+                     "containers": [{"name": "app", "image": "app"}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1"}}
+
+
+def endpoint_slice(name: str, svc: str, ready: dict[str, bool]) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": r},
+                           "targetRef": {"kind": "Pod", "namespace": "default",
+                                         "name": p}} for p, r in ready.items()]}
+
+
+async def _answers(caller: Sidecar, url: str, n: int = 20) -> set[str]:
+    seen = set()
+    for _ in range(n):
+        resp = await get(caller, url)
+        seen.add(resp.text if resp.status_code == 200 else str(resp.status_code))
+    return seen
+
+
+async def _eventually(caller: Sidecar, url: str, want: set[str]) -> None:
+    async def ok() -> bool:
+        return await _answers(caller, url) == want
+
+    await wait_for(ok, f"{url} answered by {want}", timeout=20)
+
+
+async def test_endpoint_slices_steer_real_traffic(
+        plane: ControlPlane, emulator: KubeEmulator, start_controller: Any,
+        envoys: Callable[[dict[str, Any]], EnvoyProcess],
+        backends: tuple[Backend, Backend]) -> None:
+    a, b = backends
+    mesh = MiniMesh(plane, envoys)
+    side_a = Sidecar(plane, envoys, "echo", 0, app_port=a.port)
+    side_b = Sidecar(plane, envoys, "echo", 1, app_port=b.port)
+    emulator.put({"apiVersion": "v1", "kind": "Node", "metadata": {
+        "name": "node-a", "labels": {"topology.kubernetes.io/zone": "zone-a"}}})
+    emulator.put(service("echo", "198.18.0.10"))
+    emulator.put(pod("echo-0", "echo", side_a, a))
+    emulator.put(pod("echo-1", "echo", side_b, b))
+    emulator.put(endpoint_slice("echo-abc", "echo", {"echo-0": True, "echo-1": False}))
+    controller = (await start_controller(plane)).controller
+    for side in (side_a, side_b):
+        mesh.sidecars.append(side)
+        await side.start()
+    caller = await mesh.client()
+
+    await _eventually(caller, "http://echo/", {"A"})
+    stored = await plane.store.get("Workload", "default", "echo-0")
+    assert stored is not None
+    assert stored.body["spec"]["serviceAccount"] == "echo"
+    assert stored.body["metadata"]["labels"]["topology.kubernetes.io/zone"] == "zone-a"
+    assert plane.reconciler.index.status(
+        ResourceKey("Service", "default", "echo"))["virtualIP"] == "198.18.0.10"
+
+    # The slice changes: echo-1 ready, echo-0 terminating (not ready).
+    emulator.put(endpoint_slice("echo-abc", "echo", {"echo-0": False, "echo-1": True}))
+    await _eventually(caller, "http://echo/", {"B"})
+
+    # A deletion the watch never saw (history compacted): resuming gets 410, the
+    # controller lists again and drops the pod.
+    emulator.put(endpoint_slice("echo-abc", "echo", {"echo-0": True, "echo-1": True}))
+    await _eventually(caller, "http://echo/", {"A", "B"})
+    before = controller.relists.get("Pod", 0)
+    emulator.delete_unseen(emulator.get("v1", "Pod", "default", "echo-1") or {})
+    await _eventually(caller, "http://echo/", {"A"})
+    assert controller.relists.get("Pod", 0) > before
+    assert await plane.store.get("Workload", "default", "echo-1") is None
+
+    # The Service goes: its store document goes, and callers get the mesh's 404.
+    emulator.delete(service("echo", "198.18.0.10"))
+    await _eventually(caller, "http://echo/", {"404"})
