@@ -179,3 +179,61 @@ async def test_endpoint_slices_steer_real_traffic(
     # The Service goes: its store document goes, and callers get the mesh's 404.
     emulator.delete(service("echo", "198.18.0.10"))
     await _eventually(caller, "http://echo/", {"404"})
+
+
+def http_route(name: str, parent: str) -> dict[str, Any]:
+    """A GAMMA route: its parent is a core Service."""
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": parent,
+                                     "port": 80}],
+                     "rules": [{"backendRefs": [{"name": "echo", "port": 80}]}]}}
+
+
+def _accepted(emulator: KubeEmulator, name: str) -> str | None:
+    obj = emulator.get("gateway.networking.k8s.io/v1", "HTTPRoute", "default", name) or {}
+    for parent in (obj.get("status") or {}).get("parents") or ():
+        for cond in parent["conditions"]:
+            if cond["type"] == "Accepted":
+                assert parent["controllerName"] == "gossamer.dev/mesh"
+                assert cond["observedGeneration"] == obj["metadata"]["generation"]
+                return str(cond["status"])
+    return None
+
+
+async def test_leader_writes_status_and_hands_over(
+        plane: ControlPlane, emulator: KubeEmulator, start_controller: Any) -> None:
+    emulator.put(service("echo", "198.18.0.10"))
+    emulator.put(http_route("to-echo", "echo"))
+    emulator.put(http_route("to-nothing", "nothing"))
+    first = await start_controller(plane, "cp-a")
+    await wait_for(lambda: _true(first.controller.elector.leading), "cp-a leads", 10)
+    second = await start_controller(plane, "cp-b")
+
+    async def written() -> bool:
+        return (_accepted(emulator, "to-echo"), _accepted(emulator, "to-nothing")) == \
+            ("True", "False")
+
+    await wait_for(written, "the routes' conditions in their status", 15)
+    assert await plane.store.get("HTTPRoute", "default", "to-echo") is not None
+    assert not second.controller.elector.leading
+    assert not second.controller._written_status  # a follower writes nothing
+
+    await first.stop()  # releases the Lease: cp-b takes over at its next round
+    await wait_for(lambda: _true(second.controller.elector.leading), "cp-b leads", 10)
+    lease = emulator.get("coordination.k8s.io/v1", "Lease", "gossamer-system",
+                         "gossamer-controller")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "cp-b"
+    assert lease["spec"]["leaseTransitions"] == 0  # released, not taken from a holder
+
+    emulator.put(http_route("to-nothing", "echo"))  # now its parent exists
+
+    async def rewritten() -> bool:
+        return _accepted(emulator, "to-nothing") == "True"
+
+    await wait_for(rewritten, "the new leader's status", 15)
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -400,6 +400,8 @@ class ControlPlane:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.kubernetes is not None:
+            await self.kubernetes.api.close()
         await self.ratelimit.counters.close()
         await self.store.close()
         if self.gc is not None:

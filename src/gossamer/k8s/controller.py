@@ -70,6 +70,8 @@ class Controller:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            if self.elector is not None:
+                await self.elector.release()  # hand over at once, not after the lease
 
     async def _inform(self, w: Watched) -> None:
         delay = 0.5

@@ -49,15 +49,13 @@ class LeaderElector:
         return self._clock() < self._leading_until
 
     async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.try_acquire()
-                except KubeError as exc:
-                    log.warning("leader election: %s", exc)
-                await asyncio.sleep(self.renew)
-        finally:
-            await asyncio.shield(self.release())
+        """Renew or acquire every `renew` seconds; the owner calls release() at stop."""
+        while True:
+            try:
+                await self.try_acquire()
+            except KubeError as exc:
+                log.warning("leader election: %s", exc)
+            await asyncio.sleep(self.renew)
 
     async def try_acquire(self) -> bool:
         """One round: create, renew or take over the Lease; True when leading after it."""
