@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 
+from gossamer.ca.tokens import Tokens
+from gossamer.contract.spiffe import SpiffeId
 from gossamer.controlplane.server import ControlPlane, ControlPlaneOptions
 from gossamer.k8s.client import KubeApi
 from gossamer.k8s.controller import Controller
 from gossamer.k8s.lease import LeaderElector
+from gossamer.k8s.tokenreview import TokenReviewer
 from gossamer.model.meta import ResourceKey
+from gossamer.store.memory import MemoryStore
 from gossamer.testing.envoy import EnvoyProcess
 from tests.envoy import conftest as envoy_fixtures
 from tests.envoy.harness import Backend, MiniMesh, Sidecar, get, wait_for
@@ -237,3 +241,32 @@ async def test_leader_writes_status_and_hands_over(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_service_account_tokens_are_reviewed(emulator: KubeEmulator,
+                                                   tmp_path: Path) -> None:
+    """A projected token is vouched for by the API server's TokenReview, for audience
+    `gossamer` only, and the verdict is cached."""
+    good, other = "a.good.jwt", "a.other-audience.jwt"
+    emulator.tokens[good] = ("system:serviceaccount:shop:web", ["gossamer"])
+    emulator.tokens[other] = ("system:serviceaccount:shop:web", ["vault"])
+    emulator.tokens["a.user.jwt"] = ("jane", ["gossamer"])
+    api = KubeApi.connect(emulator.kubeconfig(tmp_path / "kubeconfig"))
+    tokens = Tokens(MemoryStore())
+    reviewer = TokenReviewer(api, cache_seconds=60)
+    tokens.external = reviewer.verify
+    try:
+        record = await tokens.verify(good)
+        assert record is not None
+        assert record.kubernetes
+        assert record.identity("td") == SpiffeId("td", "shop", "web")
+        assert await tokens.verify(other) is None
+        assert await tokens.verify("a.user.jwt") is None  # not a ServiceAccount
+        assert await tokens.verify("a.unknown.jwt") is None
+        assert await tokens.verify("not-a-jwt") is None  # never sent for review
+        reviews = [r for r in emulator.requests if r[1].endswith("/tokenreviews")]
+        assert len(reviews) == 4
+        del emulator.tokens[good]
+        assert await tokens.verify(good) == record  # cached for cache_seconds
+    finally:
+        await api.close()

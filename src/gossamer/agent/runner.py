@@ -101,6 +101,9 @@ class AgentConfig:
     service_account: str | None = None
     # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
     capture: CaptureOptions | None = None
+    # Register the Workload and report the app's health. Off on Kubernetes, where the
+    # controller makes the pod's Workload and kubelet's readiness is its health.
+    register: bool = True
     # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
     # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
     # None: the default (agent/ports.py, off_host_port), settled at start.
@@ -228,7 +231,8 @@ class Agent:
                                    trust_domain=str(info["trust_domain"]))
             self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
                                          concurrency=c.concurrency, drain_seconds=c.drain_seconds,
-                                         user=self.capture.user if self.capture else None)
+                                         user=self.capture.envoy_user if self.capture
+                                         else None)
             if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
                 workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
@@ -238,7 +242,7 @@ class Agent:
         if self.capture is not None:
             await self.capture.install(c.inbound_port, c.app_port, c.server,
                                        (xds_host, xds_port))
-        if c.app_port:  # app_port 0: a pure client, nothing to register or probe
+        if c.app_port and c.register:  # app_port 0: a pure client, nothing to register
             await self.client.apply(self.workload_doc())
             self.registered = True
         if c.command:
@@ -349,7 +353,7 @@ class Agent:
         tasks = [asyncio.create_task(self.envoy.supervise())]
         if self.identity is not None:
             tasks.append(asyncio.create_task(self.identity.run()))
-        if self.config.app_port:
+        if self.config.app_port and self.config.register:
             tasks.append(asyncio.create_task(self.probe_loop()))
         if self.app is not None:
             tasks.append(asyncio.create_task(self._app_exit()))

@@ -210,6 +210,13 @@ def proxy(
         "(comma-separated, repeatable)")] = [],  # noqa: B006
     capture_port: Annotated[int, typer.Option(
         "--capture-port", help="the outbound capture listener's port")] = 15001,
+    capture_installed: Annotated[bool, typer.Option(
+        "--capture-installed", help="with --capture: the rules are installed already "
+        "(`gossamer capture install`, a pod's init container); run unprivileged, as "
+        "--proxy-uid")] = False,
+    register: Annotated[bool, typer.Option(
+        "--register/--no-register", help="register the Workload and report the app's "
+        "health (off on Kubernetes: the controller registers pods)")] = True,
     dns_port: Annotated[int, typer.Option(
         "--dns-port", help="the mesh DNS listener's port (UDP)")] = 15053,
     admin_tls_port: Annotated[int | None, typer.Option(
@@ -234,11 +241,17 @@ def proxy(
         raise CliError("--protocol must be http, http2, grpc or tcp")
     from gossamer.agent.capturing import CaptureOptions
 
+    if capture_installed and not capture:
+        raise CliError("--capture-installed needs --capture")
     try:  # issue 21
         captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
                                         capture_port, dns_port) if capture else None
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    if captured is not None and capture_installed:  # issue 22
+        from dataclasses import replace
+
+        captured = replace(captured, preinstalled=True)
     url = server_url(server)
     try:
         address = address or detect_address(url)
@@ -256,7 +269,7 @@ def proxy(
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
         token=token, ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
-        capture=captured,
+        capture=captured, register=register,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )

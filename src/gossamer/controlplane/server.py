@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,9 +40,12 @@ from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
+from gossamer.k8s import inject
 from gossamer.k8s.client import KubeApi
 from gossamer.k8s.controller import Controller
+from gossamer.k8s.inject import InjectConfig
 from gossamer.k8s.lease import LeaderElector
+from gossamer.k8s.tokenreview import TokenReviewer
 from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.service import RateLimitService, open_counters
 from gossamer.store import ResourceStore, open_store
@@ -166,13 +169,15 @@ class _Hooks:
         granted = record.identity(self._trust_domain)
         if granted is None or (granted.namespace, granted.account) != (namespace, meta.account):
             raise StreamDenied(f"the token does not grant {namespace}/{meta.account}")
-        if meta.service != granted.account:
+        registered = self._reconciler.workload(namespace, workload)
+        vouched = record.kubernetes and registered is not None \
+            and registered.spec.service == meta.service  # the controller's pod Workload
+        if meta.service != granted.account and not vouched:
             # As the API's rule for the workloads a join token registers: a node of
             # service `b` would be translated b's inbound side and policies.
             raise StreamDenied(f"a join token for {namespace}/{granted.account} serves only "
                                f"proxies of service {granted.account!r}, not "
                                f"{meta.service!r}")
-        registered = self._reconciler.workload(namespace, workload)
         if registered is not None:
             owner = (namespace, registered.spec.service_account or registered.spec.service)
             if owner != (granted.namespace, granted.account):
@@ -301,7 +306,8 @@ class ControlPlane:
                          xds_address=(self.options.advertised, self.xds_port),
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
-                         failures=self.failures, sidecar_admin=self.sidecar_admin)
+                         failures=self.failures, sidecar_admin=self.sidecar_admin,
+                         injection=self._injection())
         tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
@@ -343,6 +349,25 @@ class ControlPlane:
         self.api_tls = ApiTls(lambda: ca.server_cert(names, ips))
         return self.api_tls
 
+    def _injection(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """The webhook's answers: the namespace's labels from the controller's view,
+        the sidecar joining this control plane's API at its advertised address."""
+        controller = self.kubernetes
+        if controller is None:
+            return None
+        scheme = "https" if self.options.serves_api_tls else "http"
+        config = InjectConfig(control_plane=f"{scheme}://{self.options.advertised}:"
+                                            f"{self.options.api_port or 15080}",
+                              trust_domain=self.options.trust_domain)
+
+        def answer(request: dict[str, Any]) -> dict[str, Any]:
+            ns = str((request.get("request") or {}).get("namespace") or "")
+            namespace = controller.cluster.of("Namespace").get(("", ns)) or {}
+            labels = (namespace.get("metadata") or {}).get("labels") or {}
+            return inject.review(request, labels, config)
+
+        return answer
+
     async def _start_kubernetes(self, wait: float = 60.0) -> None:
         """The controller writes the cluster into the store; serve once it has listed
         everything (or after `wait`), so a restart does not push a mesh half-listed."""
@@ -368,6 +393,8 @@ class ControlPlane:
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
         self.sidecar_admin.ca = self.ca
         self.tokens = Tokens(self.store)
+        if self.kubernetes is not None:  # issue 22: pods join with their SA token
+            self.tokens.external = TokenReviewer(self.kubernetes.api).verify
         self._tasks.append(asyncio.create_task(self.tokens.follow(), name="tokens"))
         if o.state_dir is not None:
             self.admin_token = await self.tokens.ensure_admin(o.state_dir / "admin-token")

@@ -103,7 +103,7 @@ def _env(name: str, path: str) -> dict[str, Any]:
 def init_container(config: InjectConfig, app_port: int | None) -> dict[str, Any]:
     argv = ["gossamer", "capture", "install", "--proxy-uid", str(PROXY_UID),
             "--capture-port", str(CAPTURE_PORT), "--dns-port", str(DNS_PORT),
-            "--inbound-port", str(INBOUND_PORT), "--control-plane", config.control_plane]
+            "--inbound-port", str(INBOUND_PORT)]
     if app_port:
         argv += ["--app-port", str(app_port)]
     return {"name": INIT_NAME, "image": config.image, "command": argv,
@@ -116,8 +116,8 @@ def sidecar(pod: Mapping[str, Any], config: InjectConfig, service: str,
             app_port: int | None) -> dict[str, Any]:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-    argv = ["gossamer", "proxy", "--capture", "--capture-installed",
-            "--service", service, "--service-account", account,
+    argv = ["gossamer", "proxy", "--capture", "--capture-installed", "--no-register",
+            "--proxy-uid", str(PROXY_UID), "--service", service, "--service-account", account,
             "--name", "$(POD_NAME)", "--namespace", "$(POD_NAMESPACE)",
             "--address", "$(POD_IP)", "--app-port", str(app_port or 0),
             "--inbound-port", str(INBOUND_PORT), "--outbound-port", str(OUTBOUND_PORT),
