@@ -94,6 +94,7 @@ class KubeEmulator:
         self.tokens: dict[str, tuple[str, list[str]]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.port = 0
+        self.host = "127.0.0.1"
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -142,16 +143,17 @@ class KubeEmulator:
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
             "clusters": [{"name": "emulator",
-                          "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
+                          "cluster": {"server": f"http://{self.host}:{self.port}"}}],
             "users": [{"name": "controller", "user": {"token": "controller-token"}}],
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator",
                                                           "user": "controller"}}]}))
         return path
 
-    async def start(self) -> None:
+    async def start(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         app = Starlette(routes=[Route("/{path:path}", self._handle,
                                       methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+        config = uvicorn.Config(app, host=host, port=0, log_level="warning",
                                 lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
