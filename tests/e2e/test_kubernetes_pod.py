@@ -106,6 +106,7 @@ async def cluster(netns_hosts: HostNetwork) -> AsyncIterator[Cluster]:
         c = Cluster(net, emulator, work)
         emulator.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": "shop", "labels": {"gossamer.dev/inject": "enabled"}}})
+        emulator.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plain"}})
         emulator.put({"apiVersion": "v1", "kind": "Service",
                       "metadata": {"name": "web", "namespace": "shop"},
                       "spec": {"clusterIP": "198.19.250.10", "selector": {"app": "web"},
@@ -172,16 +173,18 @@ def raw_pod() -> dict[str, Any]:
             "spec": {"serviceAccountName": "web", "nodeName": "node-a", "containers": [{
                 "name": "web", "image": "example/web",
                 "command": [PY, "-m", "gossamer.demo.app", "--name", "web", "--port", "8080"],
-                "ports": [{"containerPort": 8080}]}]}}
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}}}]}}
 
 
-async def admit(c: Cluster, pod: dict[str, Any]) -> list[dict[str, Any]]:
+async def admit(c: Cluster, pod: dict[str, Any]) -> dict[str, Any]:
     """The control plane's webhook, over HTTPS, as kube-apiserver calls it."""
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
               "request": {"uid": "b7a1c1f0-0000-4000-8000-000000000001",
                           "kind": {"group": "", "version": "v1", "kind": "Pod"},
                           "resource": {"group": "", "version": "v1", "resource": "pods"},
-                          "namespace": "shop", "operation": "CREATE", "object": pod}}
+                          "namespace": pod["metadata"]["namespace"], "operation": "CREATE",
+                          "object": pod}}
     async with httpx.AsyncClient(trust_env=False, timeout=10, verify=ssl.create_default_context(
             cafile=c.state / "ca-bundle.pem")) as client:
         resp = await client.post(f"{c.url}/api/v1/kubernetes/inject", json=review)
@@ -189,6 +192,10 @@ async def admit(c: Cluster, pod: dict[str, Any]) -> list[dict[str, Any]]:
     answer = resp.json()["response"]
     assert answer["allowed"] is True
     assert answer["uid"] == review["request"]["uid"]  # type: ignore[index]
+    return dict(answer)
+
+
+def patch_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
     assert answer["patchType"] == "JSONPatch"
     return list(json.loads(base64.b64decode(answer["patch"])))
 
@@ -282,7 +289,10 @@ async def test_an_injected_pod_and_a_vm_call_each_other(cluster: Cluster) -> Non
     pod_host = c.net["pod"]
     await start_vm(c)
 
-    patch = await admit(c, raw_pod())
+    elsewhere = raw_pod()
+    elsewhere["metadata"]["namespace"] = "plain"  # a namespace not labelled for injection
+    assert "patch" not in await admit(c, elsewhere)
+    patch = patch_of(await admit(c, raw_pod()))
     # The webhook's answer is what `gossamer inject` computes offline for that pod.
     assert patch == inject_pod(raw_pod(), InjectConfig(control_plane="https://a:15080"))
     pod = apply_patch(raw_pod(), patch)
@@ -306,6 +316,15 @@ async def test_an_injected_pod_and_a_vm_call_each_other(cluster: Cluster) -> Non
         done = await run_in(pod_host, ["curl", "-sf", "http://127.0.0.1:8080/healthz"])
         return done.returncode == 0
     await eventually("web's app answers", app_up, c)
+    # Kubelet's probe, rewritten: answered by the sidecar from the app. The original
+    # (plaintext to the app's port) meets the STRICT mTLS inbound listener instead.
+    probe = pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert (probe["port"], probe["path"]) == (15020, "/app-health/web/readyz")
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as kubelet_http:
+        ready = await kubelet_http.get(f"http://{pod_host.address}:15020{probe['path']}")
+        assert ready.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            await kubelet_http.get(f"http://{pod_host.address}:8080/healthz")
     c.emulator.put({  # the EndpointSlice controller sees it ready
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "web-x1", "namespace": "shop",

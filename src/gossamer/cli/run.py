@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -214,6 +215,9 @@ def proxy(
         "--capture-installed", help="with --capture: the rules are installed already "
         "(`gossamer capture install`, a pod's init container); run unprivileged, as "
         "--proxy-uid")] = False,
+    app_probes_port: Annotated[int, typer.Option(
+        "--app-probes-port", help="where kubelet's rewritten HTTP probes ($GOSSAMER_APP_PROBES, "
+        "set by injection) are answered, on --address")] = 15020,
     register: Annotated[bool, typer.Option(
         "--register/--no-register", help="register the Workload and report the app's "
         "health (off on Kubernetes: the controller registers pods)")] = True,
@@ -248,6 +252,12 @@ def proxy(
                                         capture_port, dns_port) if capture else None
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    from gossamer.agent.appprobes import ENV, parse_probes
+
+    try:
+        app_probes = parse_probes(os.environ[ENV]) if os.environ.get(ENV) else {}
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     if captured is not None and capture_installed:  # issue 22
         from dataclasses import replace
 
@@ -269,7 +279,8 @@ def proxy(
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
         token=token, ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
-        capture=captured, register=register,
+        capture=captured, register=register, app_probes=app_probes,
+        app_probes_port=app_probes_port,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )

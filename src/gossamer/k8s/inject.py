@@ -32,6 +32,8 @@ OUTBOUND_PORT = 15002
 CAPTURE_PORT = 15001
 DNS_PORT = 15053
 ADMIN_PORT = 15000
+APP_PROBES_PORT = 15020
+PROBES = {"livenessProbe": "livez", "readinessProbe": "readyz", "startupProbe": "startupz"}
 TOKEN_DIR = "/var/run/secrets/gossamer"
 AUDIENCE = "gossamer"
 PROXY_NAME, INIT_NAME = "gossamer-proxy", "gossamer-capture"
@@ -112,8 +114,43 @@ def init_container(config: InjectConfig, app_port: int | None) -> dict[str, Any]
                                                  "drop": ["ALL"]}}}
 
 
+def _probe_port(container: Mapping[str, Any], port: object) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        return int(port)
+    for p in container.get("ports") or ():
+        if p.get("name") == port:
+            return int(p["containerPort"])
+    raise InjectError(f"a probe names port {port!r}, which container "
+                      f"{container.get('name')!r} does not declare")
+
+
+def rewrite_probes(pod: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The app containers' HTTP probes sent to the sidecar's /app-health/ paths
+    (agent/appprobes.py), and the table of originals the sidecar gets: under STRICT
+    mTLS, kubelet's plaintext probe of the app's port would meet the inbound listener."""
+    patch: list[dict[str, Any]] = []
+    table: dict[str, Any] = {}
+    for i, container in enumerate((pod.get("spec") or {}).get("containers") or ()):
+        for field, kind in PROBES.items():
+            get = (container.get(field) or {}).get("httpGet")
+            if not get or get.get("host"):  # a probe of another host: not the app's
+                continue
+            path = f"/app-health/{container.get('name')}/{kind}"
+            table[path] = {"port": _probe_port(container, get.get("port")),
+                           "path": get.get("path") or "/",
+                           "scheme": get.get("scheme") or "HTTP",
+                           "timeoutSeconds": container[field].get("timeoutSeconds", 1),
+                           **({"httpHeaders": get["httpHeaders"]}
+                              if get.get("httpHeaders") else {})}
+            patch.append({"op": "replace", "path": f"/spec/containers/{i}/{field}/httpGet",
+                          "value": {"path": path, "port": APP_PROBES_PORT,
+                                    "scheme": "HTTP"}})
+    return patch, table
+
+
 def sidecar(pod: Mapping[str, Any], config: InjectConfig, service: str,
-            app_port: int | None) -> dict[str, Any]:
+            app_port: int | None, probes: Mapping[str, Any]) -> dict[str, Any]:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
     argv = ["gossamer", "proxy", "--capture", "--capture-installed", "--no-register",
@@ -122,13 +159,16 @@ def sidecar(pod: Mapping[str, Any], config: InjectConfig, service: str,
             "--address", "$(POD_IP)", "--app-port", str(app_port or 0),
             "--inbound-port", str(INBOUND_PORT), "--outbound-port", str(OUTBOUND_PORT),
             "--admin-port", str(ADMIN_PORT), "--capture-port", str(CAPTURE_PORT),
-            "--dns-port", str(DNS_PORT), "--control-plane", config.control_plane,
+            "--dns-port", str(DNS_PORT), "--app-probes-port", str(APP_PROBES_PORT),
+            "--control-plane", config.control_plane,
             "--token-file", f"{TOKEN_DIR}/token", "--ca-file", f"{TOKEN_DIR}/ca.crt"]
     return {
         "name": PROXY_NAME, "image": config.image, "command": argv,
         "restartPolicy": "Always",
         "env": [_env("POD_NAME", "metadata.name"), _env("POD_NAMESPACE", "metadata.namespace"),
-                _env("POD_IP", "status.podIP")],
+                _env("POD_IP", "status.podIP"),
+                *([{"name": "GOSSAMER_APP_PROBES", "value": json.dumps(probes, sort_keys=True)}]
+                  if probes else [])],
         "ports": [{"name": "gossamer-in", "containerPort": INBOUND_PORT}],
         "startupProbe": {"httpGet": {"path": "/ready", "port": ADMIN_PORT,
                                      "host": "127.0.0.1"},
@@ -164,7 +204,9 @@ def inject_pod(pod: Mapping[str, Any], config: InjectConfig) -> list[dict[str, A
         patch.append({"op": "add", "path": "/metadata/annotations", "value": {}})
     patch.append({"op": "add", "path": "/metadata/annotations/" + _escape(STATUS_ANNOTATION),
                   "value": json.dumps(status, sort_keys=True)})
-    containers = [init_container(config, app_port), sidecar(pod, config, service, app_port)]
+    probe_patch, probes = rewrite_probes(pod)
+    containers = [init_container(config, app_port),
+                  sidecar(pod, config, service, app_port, probes)]
     if spec.get("initContainers"):
         # Before the pod's own init containers: they may call out, through the mesh.
         patch += [{"op": "add", "path": f"/spec/initContainers/{i}", "value": c}
@@ -175,7 +217,7 @@ def inject_pod(pod: Mapping[str, Any], config: InjectConfig) -> list[dict[str, A
         patch.append({"op": "add", "path": "/spec/volumes/-", "value": token_volume()})
     else:
         patch.append({"op": "add", "path": "/spec/volumes", "value": [token_volume()]})
-    return patch
+    return patch + probe_patch
 
 
 def _escape(key: str) -> str:
@@ -210,17 +252,20 @@ TEMPLATES = {"Deployment": ("spec", "template"), "StatefulSet": ("spec", "templa
 
 
 def apply_patch(obj: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Apply the `add` operations inject_pod writes (RFC 6902 `add`, `-` appends)."""
+    """Apply the operations inject_pod writes (RFC 6902 `add`, `-` appends, and
+    `replace` of a mapping's key)."""
     for op in patch:
-        if op["op"] != "add":
+        if op["op"] not in ("add", "replace"):
             raise InjectError(f"unsupported patch operation {op['op']!r}")
         *parents, last = [p.replace("~1", "/").replace("~0", "~")
                           for p in op["path"].split("/")[1:]]
         target: Any = obj
         for part in parents:
             target = target[int(part)] if isinstance(target, list) else target[part]
-        if isinstance(target, list):
+        if isinstance(target, list) and op["op"] == "add":
             target.insert(len(target) if last == "-" else int(last), op["value"])
+        elif isinstance(target, list):
+            target[int(last)] = op["value"]
         else:
             target[last] = op["value"]
     return obj

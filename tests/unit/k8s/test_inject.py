@@ -100,3 +100,36 @@ def test_gossamer_inject_file_is_golden() -> None:
         "gossamer-capture", "gossamer-proxy", "wait"]  # the mesh first
     assert "initContainers" not in docs[2]["spec"]  # opted out
     assert docs[3]["kind"] == "Service"
+
+
+def test_probes_go_through_the_sidecar() -> None:
+    p = pod()
+    container = p["spec"]["containers"][0]
+    container["ports"][0]["name"] = "http"
+    container["livenessProbe"] = {"httpGet": {"path": "/live", "port": "http"},
+                                  "timeoutSeconds": 3}
+    container["startupProbe"] = {"tcpSocket": {"port": 8080}}  # left as it is
+    container["readinessProbe"] = {"httpGet": {"path": "/r", "port": 9, "host": "10.0.0.1"}}
+    patched = apply_patch(p, patch_for(p))
+    c = patched["spec"]["containers"][0]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/app-health/web/livez", "port": 15020,
+                                             "scheme": "HTTP"}
+    assert c["livenessProbe"]["timeoutSeconds"] == 3
+    assert c["startupProbe"] == {"tcpSocket": {"port": 8080}}
+    assert c["readinessProbe"]["httpGet"]["host"] == "10.0.0.1"  # another host's: kept
+    env = {e["name"]: e.get("value") for e in patched["spec"]["initContainers"][1]["env"]}
+    assert json.loads(env["GOSSAMER_APP_PROBES"]) == {"/app-health/web/livez": {
+        "path": "/live", "port": 8080, "scheme": "HTTP", "timeoutSeconds": 3}}
+
+
+def test_a_probe_of_an_undeclared_named_port_is_refused() -> None:
+    p = pod()
+    p["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/", "port": "web"}}
+    response = review(admission(p), ENABLED, InjectConfig())["response"]
+    assert response["allowed"] is False
+    assert "port 'web'" in response["status"]["message"]
+
+
+def patch_for(p: dict[str, Any]) -> list[dict[str, Any]]:
+    response = review(admission(p), ENABLED, InjectConfig())["response"]
+    return list(json.loads(base64.b64decode(response["patch"])))
