@@ -15,7 +15,8 @@ outside the cluster. The test plays the API server's clients:
   commands; `$(VAR)`s are expanded from the downward API as kubelet does;
 - as the EndpointSlice controller: once the app answers, its slice says it is ready.
 
-The VM joins as in universal mode (a join token, the CA bundle, `--capture`). Then
+The VM joins as in universal mode (a join token, the CA bundle, `--capture`), and
+the Kubernetes Service `vm` selects its Workload by its labels, as pods are. Then
 the VM's app and the pod's app call each other by Service name, through capture
 and mesh DNS, and each sees the other's SPIFFE identity: the hops were mutual TLS.
 """
@@ -107,11 +108,12 @@ async def cluster(netns_hosts: HostNetwork) -> AsyncIterator[Cluster]:
         emulator.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": "shop", "labels": {"gossamer.dev/inject": "enabled"}}})
         emulator.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plain"}})
-        emulator.put({"apiVersion": "v1", "kind": "Service",
-                      "metadata": {"name": "web", "namespace": "shop"},
-                      "spec": {"clusterIP": "198.19.250.10", "selector": {"app": "web"},
-                               "ports": [{"name": "http", "port": 80,
-                                          "targetPort": 8080}]}})
+        for name, vip in (("web", "198.19.250.10"), ("vm", "198.19.250.11")):
+            emulator.put({"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": name, "namespace": "shop"},
+                          "spec": {"clusterIP": vip, "selector": {"app": name},
+                                   "ports": [{"name": "http", "port": 80,
+                                              "targetPort": 8080}]}})
         net["a"].popen([*GOSSAMER, "control-plane", "--state-dir", str(c.state),
                         "--host", net["a"].address, "--advertise-address", "a",
                         "--api-port", "15080", "--xds-port", "15010", "--kubernetes",
@@ -143,15 +145,13 @@ async def _and(first: bool, then: Callable[[], Awaitable[bool]]) -> bool:
 
 
 async def start_vm(c: Cluster) -> None:
-    """A host outside the cluster joins as in universal mode."""
+    """A host outside the cluster joins as in universal mode; the Kubernetes Service
+    `vm` selects its Workload by label, as it would a pod."""
     async with c.api() as api:
-        for doc in ({"apiVersion": API, "kind": "Service",
-                     "metadata": {"name": "vm", "namespace": "shop"},
-                     "spec": {"selector": {"app": "vm"}, "ports": [{"port": 80}]}},
-                    {"apiVersion": API, "kind": "PeerAuthentication",
-                     "metadata": {"name": "strict", "namespace": "gossamer-system"},
-                     "spec": {"mtls": {"mode": "STRICT"}}}):
-            assert (await api.post("/api/v1/apply", json=doc)).is_success
+        strict = {"apiVersion": API, "kind": "PeerAuthentication",
+                  "metadata": {"name": "strict", "namespace": "gossamer-system"},
+                  "spec": {"mtls": {"mode": "STRICT"}}}
+        assert (await api.post("/api/v1/apply", json=strict)).is_success
         token = (await api.post("/api/v1/tokens", json={
             "scope": "join", "service": "vm", "namespace": "shop"})).json()["token"]
     token_file = c.work / "vm.token"

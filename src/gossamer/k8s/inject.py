@@ -36,6 +36,12 @@ APP_PROBES_PORT = 15020
 PROBES = {"livenessProbe": "livez", "readinessProbe": "readyz", "startupProbe": "startupz"}
 TOKEN_DIR = "/var/run/secrets/gossamer"
 AUDIENCE = "gossamer"
+# The agent reads its token once, at start (Envoy's xDS bootstrap holds it), so it
+# must outlive the pod: a year. It is bound to the pod, so it stops being valid when
+# the pod is deleted (TokenReview says so); the API server may cap the lifetime
+# (--service-account-max-token-expiration), and a sidecar whose token expired must
+# then be restarted.
+TOKEN_SECONDS = 365 * 86400
 PROXY_NAME, INIT_NAME = "gossamer-proxy", "gossamer-capture"
 # Resource requests and limits of the sidecar, from the pod's annotations.
 RESOURCE_ANNOTATIONS = {
@@ -186,7 +192,7 @@ def sidecar(pod: Mapping[str, Any], config: InjectConfig, service: str,
 def token_volume() -> dict[str, Any]:
     return {"name": "gossamer-token", "projected": {"sources": [
         {"serviceAccountToken": {"path": "token", "audience": AUDIENCE,
-                                 "expirationSeconds": 3600}},
+                                 "expirationSeconds": TOKEN_SECONDS}},
         {"configMap": {"name": "gossamer-ca-bundle",
                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}
 
