@@ -133,3 +133,18 @@ def test_a_probe_of_an_undeclared_named_port_is_refused() -> None:
 def patch_for(p: dict[str, Any]) -> list[dict[str, Any]]:
     response = review(admission(p), ENABLED, InjectConfig())["response"]
     return list(json.loads(base64.b64decode(response["patch"])))
+
+
+@pytest.mark.parametrize("version", ["1.30", "latest"])
+def test_injected_documents_are_valid_kubernetes(version: str) -> None:
+    """What `gossamer inject` prints (native sidecars: Kubernetes 1.29 and later)
+    passes the Kubernetes schemas, strictly (no unknown field)."""
+    import kubernetes_validate
+
+    result = CliRunner().invoke(app, ["inject", "-f", str(HERE / "testdata" / "deploy.yaml")])
+    assert result.exit_code == 0, result.output
+    wanted = kubernetes_validate.latest_version() if version == "latest" else version
+    for doc in yaml.safe_load_all(result.stdout):
+        kubernetes_validate.validate(doc, wanted, strict=True)
+    patched = apply_patch(pod(), patch_for(pod()))
+    kubernetes_validate.validate(patched, wanted, strict=True)
