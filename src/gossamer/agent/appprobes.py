@@ -1,4 +1,4 @@
-"""Kubelet's HTTP probes of a captured app, passed on by the agent (issue 22).
+"""Kubelet's HTTP probes of a captured app, passed on by the agent.
 
 Under capture, TCP arriving for the app's port goes to the sidecar's inbound
 listener, which with STRICT mTLS wants a client certificate kubelet does not have,

@@ -37,7 +37,7 @@ class CaptureOptions:
     dns_port: int = 15053
     exclude_ports: tuple[int, ...] = ()
     exclude_cidrs: tuple[str, ...] = ()
-    # Issue 22: the rules were installed before the agent started (an init container,
+    # The rules were installed before the agent started (an init container,
     # `gossamer capture install`), so the agent neither needs root nor touches them,
     # and Envoy runs as the agent's own user (which must then be proxy_uid).
     preinstalled: bool = False

@@ -105,7 +105,7 @@ class AgentConfig:
     # Register the Workload and report the app's health. Off on Kubernetes, where the
     # controller makes the pod's Workload and kubelet's readiness is its health.
     register: bool = True
-    # Issue 22: kubelet's HTTP probes, rewritten by injection, answered on
+    # Kubelet's HTTP probes, rewritten by injection, answered on
     # address:app_probes_port by sending the originals to the app (agent/appprobes.py).
     app_probes: dict[str, AppProbe] = field(default_factory=dict)
     app_probes_port: int = DEFAULT_PORT

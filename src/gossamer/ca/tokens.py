@@ -83,7 +83,7 @@ class TokenRecord:
     account: str | None
     created_at: datetime
     description: str = ""
-    # Issue 22: a Kubernetes ServiceAccount token the API server vouched for (a
+    # A Kubernetes ServiceAccount token the API server vouched for (a
     # TokenReview), not one of the store's; it grants what a join token would.
     kubernetes: bool = False
 
@@ -143,7 +143,7 @@ class Tokens:
         # Told the id of each token revoked (here, or elsewhere while following):
         # the xDS server ends the streams opened with it.
         self.on_revoked: Callable[[str], object] | None = None
-        # Issue 22: who vouches for a bearer that is not one of our tokens (on
+        # Who vouches for a bearer that is not one of our tokens (on
         # Kubernetes, a projected ServiceAccount token, by TokenReview); None: nobody.
         self.external: Callable[[str], Awaitable[TokenRecord | None]] | None = None
 

@@ -258,7 +258,7 @@ def proxy(
         app_probes = parse_probes(os.environ[ENV]) if os.environ.get(ENV) else {}
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    if captured is not None and capture_installed:  # issue 22
+    if captured is not None and capture_installed:
         from dataclasses import replace
 
         captured = replace(captured, preinstalled=True)

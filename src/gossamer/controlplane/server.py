@@ -100,7 +100,7 @@ class ControlPlaneOptions:
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
     gc_freeze: bool = False
-    # Issue 22: feed the store from a Kubernetes cluster (k8s/controller.py), through
+    # Feed the store from a Kubernetes cluster (k8s/controller.py), through
     # this kubeconfig, or the pod's ServiceAccount when None.
     kubernetes: bool = False
     kubeconfig: Path | None = None
@@ -393,7 +393,7 @@ class ControlPlane:
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
         self.sidecar_admin.ca = self.ca
         self.tokens = Tokens(self.store)
-        if self.kubernetes is not None:  # issue 22: pods join with their SA token
+        if self.kubernetes is not None:  # pods join with their SA token
             self.tokens.external = TokenReviewer(self.kubernetes.api).verify
         self._tasks.append(asyncio.create_task(self.tokens.follow(), name="tokens"))
         if o.state_dir is not None:
