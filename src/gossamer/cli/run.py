@@ -247,7 +247,7 @@ def proxy(
 
     if capture_installed and not capture:
         raise CliError("--capture-installed needs --capture")
-    try:  # issue 21
+    try:
         captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
                                         capture_port, dns_port) if capture else None
     except ValueError as exc:
