@@ -16,7 +16,8 @@ What it emulates (docs/kubernetes.md lists it too):
 - get, create (409 if it exists), replace (409 on a stale resourceVersion), merge
   PATCH of the object or of its `status` subresource (which changes only status),
   delete; `metadata.generation` counts spec changes;
-- `TokenReview`: tokens the test registers, with their user and audiences.
+- `TokenReview`: tokens the test registers, with their user and audiences;
+- `fail_next`: that many next requests answered 500.
 
 Not emulated: authentication and RBAC of the client, field selectors, strategic
 merge and server-side apply, admission, garbage collection, bookmarks.
@@ -93,6 +94,7 @@ class KubeEmulator:
         self.watches: list[_Watch] = []
         self.tokens: dict[str, tuple[str, list[str]]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.fail_next = 0  # answer this many next requests 500, as an overloaded server
         self.port = 0
         self.host = "127.0.0.1"
         self._server: uvicorn.Server | None = None
@@ -215,6 +217,9 @@ class KubeEmulator:
     async def _handle(self, request: Request) -> Response:
         parts = request.url.path.strip("/").split("/")
         self.requests.append((request.method, request.url.path))
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return JSONResponse(_status(500, "InternalError", "emulated failure"), 500)
         if parts[0] == "api":
             group, rest = "", parts[2:]
         elif parts[0] == "apis" and len(parts) >= 3:

@@ -270,3 +270,29 @@ async def test_service_account_tokens_are_reviewed(emulator: KubeEmulator,
         assert await tokens.verify(good) == record  # cached for cache_seconds
     finally:
         await api.close()
+
+
+async def test_errors_are_retried_and_applied_documents_left_alone(
+        plane: ControlPlane, emulator: KubeEmulator, start_controller: Any) -> None:
+    """The API server failing at first is retried with backoff; a document the store
+    holds from elsewhere (a VM's Workload) is never replaced by a cluster object."""
+    vm = {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Workload",
+          "metadata": {"name": "echo-0", "namespace": "default"},
+          "spec": {"service": "vm", "address": "198.18.0.9", "port": 8080}}
+    await plane.store.put("Workload", "default", "echo-0", vm)
+    emulator.put(service("echo", "198.18.0.10"))
+    emulator.put({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": "echo-0", "namespace": "default",
+                               "labels": {"app": "echo"}},
+                  "spec": {"containers": [{"name": "app", "image": "app",
+                                           "ports": [{"containerPort": 8080}]}]},
+                  "status": {"phase": "Running", "podIP": "127.0.0.1"}})
+    emulator.fail_next = 12
+    run = await start_controller(plane)
+    assert emulator.fail_next == 0
+    assert await plane.store.get("Service", "default", "echo") is not None
+    stored = await plane.store.get("Workload", "default", "echo-0")
+    assert stored is not None
+    assert stored.body == vm  # untouched
+    assert any("echo-0" in str(p) and "not made by the controller" in p.reason
+               for p in run.controller.problems)
