@@ -94,6 +94,8 @@ class KubeEmulator:
         self.watches: list[_Watch] = []
         self.tokens: dict[str, tuple[str, list[str]]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.lists: list[str] = []  # path of every list
+        self.watch_starts: list[tuple[str, int]] = []  # (path, from version) of every watch
         self.fail_next = 0  # answer this many next requests 500, as an overloaded server
         self.port = 0
         self.host = "127.0.0.1"
@@ -245,6 +247,7 @@ class KubeEmulator:
         return await self._one(request, key, (namespace or "", name), sub)
 
     def _list(self, request: Request, key: Key, namespace: str | None) -> Response:
+        self.lists.append(request.url.path)
         selector = request.query_params.get("labelSelector")
         items = [o for (ns, _), o in sorted(self.objects.get(key, {}).items())
                  if (namespace is None or ns == namespace)
@@ -254,6 +257,7 @@ class KubeEmulator:
 
     def _watch(self, request: Request, key: Key, namespace: str | None) -> Response:
         since = int(request.query_params.get("resourceVersion") or self.revision)
+        self.watch_starts.append((request.url.path, since))
         timeout = float(request.query_params.get("timeoutSeconds") or 300)
         w = _Watch(key, namespace, request.query_params.get("labelSelector"))
 

@@ -296,3 +296,24 @@ async def test_errors_are_retried_and_applied_documents_left_alone(
     assert stored.body == vm  # untouched
     assert any("echo-0" in str(p) and "not made by the controller" in p.reason
                for p in run.controller.problems)
+
+
+async def test_a_dropped_watch_resumes_without_a_relist(
+        plane: ControlPlane, emulator: KubeEmulator, start_controller: Any) -> None:
+    """The API server ends every watch (a restart, a timeout): the controller watches
+    again from the last version it saw, so a change made meanwhile arrives as an event,
+    with no list."""
+    run = await start_controller(plane)
+    lists = list(emulator.lists)
+    seen = emulator.revision
+    emulator.drop_watches()
+    emulator.put(service("late", "198.18.0.11"))
+
+    async def arrived() -> bool:
+        return await plane.store.get("Service", "default", "late") is not None
+    await wait_for(arrived, "the Service made while the watches were down", 10)
+    assert emulator.lists == lists  # nothing listed again
+    assert run.controller.relists == {}
+    resumed = [v for path, v in emulator.watch_starts if path == "/api/v1/services"]
+    assert len(resumed) >= 2
+    assert 0 < resumed[-1] <= seen  # from the last version seen, not from now
