@@ -62,6 +62,9 @@ def control_plane(
     kubeconfig: Annotated[Path | None, typer.Option(
         "--kubeconfig", help="with --kubernetes: this kubeconfig file; default: the pod's "
         "ServiceAccount (in cluster)")] = None,
+    inject_image: Annotated[str, typer.Option(
+        "--inject-image", help="with --kubernetes: the image injected sidecars run")
+    ] = "ghcr.io/gossamer-mesh/gossamer:0.1.0",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -93,7 +96,7 @@ def control_plane(
             plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
             ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
             stats_window=stats_window, gc_freeze=True, vip_range=vip_range,
-            kubernetes=kubernetes, kubeconfig=kubeconfig)
+            kubernetes=kubernetes, kubeconfig=kubeconfig, inject_image=inject_image)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:

@@ -106,6 +106,8 @@ class ControlPlaneOptions:
     kubeconfig: Path | None = None
     # The Lease whose holder writes status back ("namespace/name").
     kubernetes_lease: str = "gossamer-system/gossamer-controller"
+    # The image injected sidecars and their capture init containers run.
+    inject_image: str = InjectConfig.image
 
     def __post_init__(self) -> None:
         if self.api_tls is False and not is_loopback(self.host):
@@ -358,7 +360,8 @@ class ControlPlane:
         scheme = "https" if self.options.serves_api_tls else "http"
         config = InjectConfig(control_plane=f"{scheme}://{self.options.advertised}:"
                                             f"{self.options.api_port or 15080}",
-                              trust_domain=self.options.trust_domain)
+                              trust_domain=self.options.trust_domain,
+                              image=self.options.inject_image)
 
         def answer(request: dict[str, Any]) -> dict[str, Any]:
             ns = str((request.get("request") or {}).get("namespace") or "")
