@@ -21,6 +21,7 @@ What maps to what (docs/kubernetes.md has the table):
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,8 +219,6 @@ class InjectedPod:
 
 
 def injected(pod: Mapping[str, Any]) -> InjectedPod | None:
-    import json
-
     text = ((pod.get("metadata") or {}).get("annotations") or {}).get(STATUS_ANNOTATION)
     if not text:
         return None
