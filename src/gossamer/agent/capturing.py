@@ -37,6 +37,10 @@ class CaptureOptions:
     dns_port: int = 15053
     exclude_ports: tuple[int, ...] = ()
     exclude_cidrs: tuple[str, ...] = ()
+    # The rules were installed before the agent started (an init container,
+    # `gossamer capture install`), so the agent neither needs root nor touches them,
+    # and Envoy runs as the agent's own user (which must then be proxy_uid).
+    preinstalled: bool = False
 
     @classmethod
     def parse(cls, proxy_uid: int, ports: list[str], cidrs: list[str], outbound_port: int,
@@ -80,9 +84,20 @@ class CaptureSession:
     def user(self) -> int:
         return self.options.proxy_uid
 
+    @property
+    def envoy_user(self) -> int | None:
+        """The uid Envoy is started as: proxy_uid, unless the agent already runs as it."""
+        return None if self.options.preinstalled else self.user
+
     def prepare(self) -> tuple[str, ...]:
         """Fail fast when capture cannot work; the host's resolvers for mesh DNS."""
-        iptables.check_can_capture()
+        if self.options.preinstalled:
+            if os.geteuid() != self.user:
+                raise CaptureError(f"--capture-installed: the agent must run as --proxy-uid "
+                                   f"{self.user} (the rules let only that uid's traffic "
+                                   f"out), not uid {os.geteuid()}")
+        else:
+            iptables.check_can_capture()
         try:
             text = self._resolv_conf.read_text()
         except OSError as exc:
@@ -94,6 +109,8 @@ class CaptureSession:
     def hand_over(self, *paths: Path) -> None:
         """Make what Envoy opens itself its own (Envoy runs as the proxy uid), after
         checking that it can reach them at all (one clear line, not Envoy's failure)."""
+        if self.options.preinstalled:
+            return  # Envoy is the agent's own user: its files are already Envoy's
         for path in paths:
             for parent in path.absolute().parents:
                 st = parent.stat()
@@ -107,6 +124,8 @@ class CaptureSession:
 
     async def install(self, inbound_port: int, app_port: int, server: str,
                       xds: tuple[str, int]) -> None:
+        if self.options.preinstalled:
+            return
         url = urlsplit(server)
         port = url.port or (443 if url.scheme == "https" else 80)
         control_plane = sorted({*_addresses(url.hostname or "127.0.0.1", port),

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gossamer.agent.appprobes import DEFAULT_PORT, AppProbe, AppProbeServer
 from gossamer.agent.bootstrap import bootstrap
 from gossamer.agent.capturing import CaptureOptions, CaptureSession
 from gossamer.agent.certs import IdentityError, WorkloadIdentity
@@ -101,6 +102,13 @@ class AgentConfig:
     service_account: str | None = None
     # Capture the workload's traffic (agent/capturing.py); None: explicit mode.
     capture: CaptureOptions | None = None
+    # Register the Workload and report the app's health. Off on Kubernetes, where the
+    # controller makes the pod's Workload and kubelet's readiness is its health.
+    register: bool = True
+    # Kubelet's HTTP probes, rewritten by injection, answered on
+    # address:app_probes_port by sending the originals to the app (agent/appprobes.py).
+    app_probes: dict[str, AppProbe] = field(default_factory=dict)
+    app_probes_port: int = DEFAULT_PORT
     # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
     # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
     # None: the default (agent/ports.py, off_host_port), settled at start.
@@ -130,6 +138,7 @@ class Agent:
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
         self.capture = CaptureSession(config.capture) if config.capture else None
+        self.app_probes = AppProbeServer(config.app_probes) if config.app_probes else None
         self._resolvers: tuple[str, ...] = ()
 
     def node(self, access_log: str | None = None, tls: bool = False) -> NodeMetadata:
@@ -228,7 +237,8 @@ class Agent:
                                    trust_domain=str(info["trust_domain"]))
             self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
                                          concurrency=c.concurrency, drain_seconds=c.drain_seconds,
-                                         user=self.capture.user if self.capture else None)
+                                         user=self.capture.envoy_user if self.capture
+                                         else None)
             if self.capture is not None:  # Envoy runs as the proxy uid: hand it its files
                 workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 self.capture.hand_over(workdir, *((self.sds.path.parent, self.sds.path)
@@ -238,7 +248,9 @@ class Agent:
         if self.capture is not None:
             await self.capture.install(c.inbound_port, c.app_port, c.server,
                                        (xds_host, xds_port))
-        if c.app_port:  # app_port 0: a pure client, nothing to register or probe
+        if self.app_probes is not None:
+            await self.app_probes.start(c.address, c.app_probes_port)
+        if c.app_port and c.register:  # app_port 0: a pure client, nothing to register
             await self.client.apply(self.workload_doc())
             self.registered = True
         if c.command:
@@ -349,7 +361,7 @@ class Agent:
         tasks = [asyncio.create_task(self.envoy.supervise())]
         if self.identity is not None:
             tasks.append(asyncio.create_task(self.identity.run()))
-        if self.config.app_port:
+        if self.config.app_port and self.config.register:
             tasks.append(asyncio.create_task(self.probe_loop()))
         if self.app is not None:
             tasks.append(asyncio.create_task(self._app_exit()))
@@ -385,6 +397,8 @@ class Agent:
             await self.envoy.drain_inbound()
             await asyncio.sleep(c.drain_seconds)
         await self._stop_app()
+        if self.app_probes is not None:
+            await self.app_probes.close()
         if self.capture is not None and self.capture.installed:
             await self.capture.remove()
         if self.envoy is not None:

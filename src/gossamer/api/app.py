@@ -23,6 +23,7 @@ from gossamer import __version__
 from gossamer.api.auth import Caller, Forbidden, Unauthorized
 from gossamer.api.context import ApiContext, ApiError
 from gossamer.api.explain import explain_routes
+from gossamer.api.kubernetes import kubernetes_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.proxies import proxy_admin_routes
 from gossamer.api.security import security_routes
@@ -286,6 +287,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     telemetry_routes(app, ctx)
     smi_routes(app, ctx)
     explain_routes(app, ctx)
+    kubernetes_routes(app, ctx)
     mount_dashboard(app)
     return app
 

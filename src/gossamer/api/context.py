@@ -65,3 +65,5 @@ class ApiContext:
     failures: RecentFailures | None = None
     # How sidecars' admins are reached, on any host (proxyadmin/): tap, config dumps, certs.
     sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)
+    # With --kubernetes: answers the injection webhook's AdmissionReviews.
+    injection: Callable[[dict[str, Any]], dict[str, Any]] | None = None

@@ -33,7 +33,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -83,6 +83,9 @@ class TokenRecord:
     account: str | None
     created_at: datetime
     description: str = ""
+    # A Kubernetes ServiceAccount token the API server vouched for (a
+    # TokenReview), not one of the store's; it grants what a join token would.
+    kubernetes: bool = False
 
     def identity(self, trust_domain: str) -> SpiffeId | None:
         """The SPIFFE ID a join token grants; None for other scopes."""
@@ -140,6 +143,9 @@ class Tokens:
         # Told the id of each token revoked (here, or elsewhere while following):
         # the xDS server ends the streams opened with it.
         self.on_revoked: Callable[[str], object] | None = None
+        # Who vouches for a bearer that is not one of our tokens (on
+        # Kubernetes, a projected ServiceAccount token, by TokenReview); None: nobody.
+        self.external: Callable[[str], Awaitable[TokenRecord | None]] | None = None
 
     async def create(
         self,
@@ -183,7 +189,7 @@ class Tokens:
         revoked (see the module docstring for when) or the secret is wrong."""
         parsed = parse(text)
         if parsed is None:
-            return None
+            return None if self.external is None else await self.external(text)
         token_id, secret = parsed
         known = await self._lookup(token_id)
         if known is None or not hmac.compare_digest(_digest(secret), known[1]):

@@ -11,7 +11,7 @@ from gossamer.cli.client import CliError
 from gossamer.model import InvalidResource
 
 # The command modules, in the order `gossamer --help` lists their commands.
-COMMAND_MODULES = ("resources", "run", "dashboard", "metrics", "explain", "k8s", "local",
+COMMAND_MODULES = ("resources", "run", "capture", "dashboard", "metrics", "explain", "k8s", "local",
                    "proxyadmin", "security", "tap", "top")
 
 

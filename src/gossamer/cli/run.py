@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +56,15 @@ def control_plane(
     vip_range: Annotated[str, typer.Option(
         "--vip-range", help="CIDR Services' virtual IPs are allocated from (capture, mesh "
         "DNS)")] = "240.240.0.0/16",
+    kubernetes: Annotated[bool, typer.Option(
+        "--kubernetes", help="serve the Kubernetes cluster's Services, EndpointSlices, Pods "
+        "and the mesh's CRDs (docs/kubernetes.md)")] = False,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", help="with --kubernetes: this kubeconfig file; default: the pod's "
+        "ServiceAccount (in cluster)")] = None,
+    inject_image: Annotated[str, typer.Option(
+        "--inject-image", help="with --kubernetes: the image injected sidecars run")
+    ] = "ghcr.io/gossamer-mesh/gossamer:0.1.0",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -85,16 +95,22 @@ def control_plane(
             max_cert_ttl=timedelta(seconds=max_cert_ttl),
             plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
             ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-            stats_window=stats_window, gc_freeze=True, vip_range=vip_range)
+            stats_window=stats_window, gc_freeze=True, vip_range=vip_range,
+            kubernetes=kubernetes, kubeconfig=kubeconfig, inject_image=inject_image)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:
         raise CliError("--stats-interval must be positive and --stats-window at least as long")
+    if kubeconfig is not None and not kubernetes:
+        raise CliError("--kubeconfig needs --kubernetes")
     from gossamer.ca.errors import CaError
+    from gossamer.k8s.client import KubeError
     from gossamer.store import StoreError
 
     try:
         asyncio.run(ControlPlane(options).serve_forever())
+    except KubeError as exc:
+        raise CliError(f"kubernetes: {exc}") from exc
     except CaError as exc:
         raise CliError(f"certificate authority: {exc}") from exc
     except StoreError as exc:
@@ -198,6 +214,16 @@ def proxy(
         "(comma-separated, repeatable)")] = [],  # noqa: B006
     capture_port: Annotated[int, typer.Option(
         "--capture-port", help="the outbound capture listener's port")] = 15001,
+    capture_installed: Annotated[bool, typer.Option(
+        "--capture-installed", help="with --capture: the rules are installed already "
+        "(`gossamer capture install`, a pod's init container); run unprivileged, as "
+        "--proxy-uid")] = False,
+    app_probes_port: Annotated[int, typer.Option(
+        "--app-probes-port", help="where kubelet's rewritten HTTP probes ($GOSSAMER_APP_PROBES, "
+        "set by injection) are answered, on --address")] = 15020,
+    register: Annotated[bool, typer.Option(
+        "--register/--no-register", help="register the Workload and report the app's "
+        "health (off on Kubernetes: the controller registers pods)")] = True,
     dns_port: Annotated[int, typer.Option(
         "--dns-port", help="the mesh DNS listener's port (UDP)")] = 15053,
     admin_tls_port: Annotated[int | None, typer.Option(
@@ -222,11 +248,23 @@ def proxy(
         raise CliError("--protocol must be http, http2, grpc or tcp")
     from gossamer.agent.capturing import CaptureOptions
 
+    if capture_installed and not capture:
+        raise CliError("--capture-installed needs --capture")
     try:
         captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
                                         capture_port, dns_port) if capture else None
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    from gossamer.agent.appprobes import ENV, parse_probes
+
+    try:
+        app_probes = parse_probes(os.environ[ENV]) if os.environ.get(ENV) else {}
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if captured is not None and capture_installed:
+        from dataclasses import replace
+
+        captured = replace(captured, preinstalled=True)
     url = server_url(server)
     try:
         address = address or detect_address(url)
@@ -244,7 +282,8 @@ def proxy(
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
         token=token, ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
-        capture=captured,
+        capture=captured, register=register, app_probes=app_probes,
+        app_probes_port=app_probes_port,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +40,12 @@ from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
+from gossamer.k8s import inject
+from gossamer.k8s.client import KubeApi
+from gossamer.k8s.controller import Controller
+from gossamer.k8s.inject import InjectConfig
+from gossamer.k8s.lease import LeaderElector
+from gossamer.k8s.tokenreview import TokenReviewer
 from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.service import RateLimitService, open_counters
 from gossamer.store import ResourceStore, open_store
@@ -92,6 +100,14 @@ class ControlPlaneOptions:
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
     gc_freeze: bool = False
+    # Feed the store from a Kubernetes cluster (k8s/controller.py), through
+    # this kubeconfig, or the pod's ServiceAccount when None.
+    kubernetes: bool = False
+    kubeconfig: Path | None = None
+    # The Lease whose holder writes status back ("namespace/name").
+    kubernetes_lease: str = "gossamer-system/gossamer-controller"
+    # The image injected sidecars and their capture init containers run.
+    inject_image: str = InjectConfig.image
 
     def __post_init__(self) -> None:
         if self.api_tls is False and not is_loopback(self.host):
@@ -155,13 +171,15 @@ class _Hooks:
         granted = record.identity(self._trust_domain)
         if granted is None or (granted.namespace, granted.account) != (namespace, meta.account):
             raise StreamDenied(f"the token does not grant {namespace}/{meta.account}")
-        if meta.service != granted.account:
+        registered = self._reconciler.workload(namespace, workload)
+        vouched = record.kubernetes and registered is not None \
+            and registered.spec.service == meta.service  # the controller's pod Workload
+        if meta.service != granted.account and not vouched:
             # As the API's rule for the workloads a join token registers: a node of
             # service `b` would be translated b's inbound side and policies.
             raise StreamDenied(f"a join token for {namespace}/{granted.account} serves only "
                                f"proxies of service {granted.account!r}, not "
                                f"{meta.service!r}")
-        registered = self._reconciler.workload(namespace, workload)
         if registered is not None:
             owner = (namespace, registered.spec.service_account or registered.spec.service)
             if owner != (granted.namespace, granted.account):
@@ -234,6 +252,7 @@ class ControlPlane:
         self.api_tls: ApiTls | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.gc: GcPauses | None = None
+        self.kubernetes: Controller | None = None
 
     def _publish(self, node_id: str, snapshot: Snapshot) -> None:
         self.cache.set(node_id, snapshot)
@@ -270,6 +289,8 @@ class ControlPlane:
         self._tasks.append(asyncio.create_task(self.vips.run(), name="virtual-ips"))
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         await self.reconciler.wait_ready()
+        if self.options.kubernetes:
+            await self._start_kubernetes()
         if self.options.gc_freeze:
             self.gc = GcPauses(self.metrics)
             self.gc.install()
@@ -287,7 +308,8 @@ class ControlPlane:
                          xds_address=(self.options.advertised, self.xds_port),
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
-                         failures=self.failures, sidecar_admin=self.sidecar_admin)
+                         failures=self.failures, sidecar_admin=self.sidecar_admin,
+                         injection=self._injection())
         tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
@@ -329,6 +351,42 @@ class ControlPlane:
         self.api_tls = ApiTls(lambda: ca.server_cert(names, ips))
         return self.api_tls
 
+    def _injection(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """The webhook's answers: the namespace's labels from the controller's view,
+        the sidecar joining this control plane's API at its advertised address."""
+        controller = self.kubernetes
+        if controller is None:
+            return None
+        scheme = "https" if self.options.serves_api_tls else "http"
+        config = InjectConfig(control_plane=f"{scheme}://{self.options.advertised}:"
+                                            f"{self.options.api_port or 15080}",
+                              trust_domain=self.options.trust_domain,
+                              image=self.options.inject_image)
+
+        def answer(request: dict[str, Any]) -> dict[str, Any]:
+            ns = str((request.get("request") or {}).get("namespace") or "")
+            namespace = controller.cluster.of("Namespace").get(("", ns)) or {}
+            labels = (namespace.get("metadata") or {}).get("labels") or {}
+            return inject.review(request, labels, config)
+
+        return answer
+
+    async def _start_kubernetes(self, wait: float = 60.0) -> None:
+        """The controller writes the cluster into the store; serve once it has listed
+        everything (or after `wait`), so a restart does not push a mesh half-listed."""
+        api = KubeApi.connect(self.options.kubeconfig)
+        namespace, _, name = self.options.kubernetes_lease.partition("/")
+        identity = f"{socket.gethostname()}-{os.getpid()}"
+        self.kubernetes = Controller(
+            api, self.store, status_of=lambda key: self.reconciler.index.status(key),
+            elector=LeaderElector(api, namespace, name, identity))
+        self._tasks.append(asyncio.create_task(self.kubernetes.run(), name="kubernetes"))
+        try:
+            await asyncio.wait_for(self.kubernetes.synced.wait(), wait)
+        except TimeoutError:
+            log.warning("kubernetes: not every kind listed after %.0f s; serving what is "
+                        "in the store", wait)
+
     async def _open_security(self) -> None:
         o = self.options
         plugin = None
@@ -338,6 +396,8 @@ class ControlPlane:
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
         self.sidecar_admin.ca = self.ca
         self.tokens = Tokens(self.store)
+        if self.kubernetes is not None:  # pods join with their SA token
+            self.tokens.external = TokenReviewer(self.kubernetes.api).verify
         self._tasks.append(asyncio.create_task(self.tokens.follow(), name="tokens"))
         if o.state_dir is not None:
             self.admin_token = await self.tokens.ensure_admin(o.state_dir / "admin-token")
@@ -370,6 +430,8 @@ class ControlPlane:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.kubernetes is not None:
+            await self.kubernetes.api.close()
         await self.ratelimit.counters.close()
         await self.store.close()
         if self.gc is not None:

@@ -1,0 +1,175 @@
+"""The Kubernetes API edge: list, watch, status, Leases and TokenReviews, through
+lightkube. Everything else in `k8s/` sees plain JSON data and one exception type,
+`KubeError` (`Gone` when a watch's resourceVersion is too old: relist)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.core.exceptions import ConfigError
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Namespace, Node, Pod, Service, ServiceAccount
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
+
+from gossamer.k8s.crds import mesh_kinds, plural
+from gossamer.model.meta import GATEWAY_GROUP
+from gossamer.model.smi import (
+    ACCESS_API_VERSION,
+    SMI_TCPROUTE,
+    SPECS_API_VERSION,
+    SPLIT_API_VERSION,
+)
+from gossamer.model.tcproute import TCPROUTE_API_VERSION
+
+
+class KubeError(Exception):
+    """The Kubernetes API refused or could not be reached."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Gone(KubeError):
+    """410: the watch's resourceVersion is older than the API server keeps; relist."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One kind the controller lists and watches. `key`: the core kind's name, or
+    `group/Kind` for the mesh's own kinds (convert.Cluster's keys)."""
+
+    key: str
+    resource: Any  # a lightkube resource class
+    namespaced: bool = True
+    status: bool = False  # the controller writes its status subresource
+
+
+def _namespaced(api_version: str, kind: str, plural_name: str) -> Watched:
+    group, version = api_version.split("/")
+    res = create_namespaced_resource(group, version, kind, plural_name)
+    return Watched(f"{group}/{kind}", res, status=True)
+
+
+def _mesh() -> list[Watched]:
+    out = []
+    for cls in mesh_kinds():
+        group, version = cls.API_VERSIONS[0].split("/")
+        if cls.CLUSTER_NAMESPACE:
+            res = create_global_resource(group, version, cls.KIND, plural(cls.KIND))
+            out.append(Watched(f"{group}/{cls.KIND}", res, namespaced=False, status=True))
+        else:
+            out.append(_namespaced(cls.API_VERSIONS[0], cls.KIND, plural(cls.KIND)))
+    return out
+
+
+CORE = [Watched("Namespace", Namespace, namespaced=False), Watched("Node", Node, namespaced=False),
+        Watched("Service", Service), Watched("EndpointSlice", EndpointSlice),
+        Watched("Pod", Pod), Watched("ServiceAccount", ServiceAccount)]
+ROUTES = [_namespaced(f"{GATEWAY_GROUP}/v1", "HTTPRoute", "httproutes"),
+          _namespaced(f"{GATEWAY_GROUP}/v1", "GRPCRoute", "grpcroutes"),
+          _namespaced(TCPROUTE_API_VERSION, "TCPRoute", "tcproutes")]
+SMI = [_namespaced(SPLIT_API_VERSION, "TrafficSplit", "trafficsplits"),
+       _namespaced(ACCESS_API_VERSION, "TrafficTarget", "traffictargets"),
+       _namespaced(SPECS_API_VERSION, "HTTPRouteGroup", "httproutegroups"),
+       _namespaced(SPECS_API_VERSION, SMI_TCPROUTE.split(".", 1)[0], "tcproutes")]
+WATCHED: list[Watched] = [*CORE, *_mesh(), *ROUTES, *SMI]
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """lightkube's and httpx's exceptions as this edge's one type."""
+    try:
+        yield
+    except ApiError as exc:
+        code = int(exc.status.code or 0)
+        cls = Gone if code == 410 else KubeError
+        raise cls(f"{what}: {code} {exc.status.reason or ''} {exc.status.message or ''}"
+                  .strip(), code) from exc
+    except httpx2.HTTPError as exc:
+        raise KubeError(f"{what}: {exc}") from exc
+
+
+class KubeApi:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, kubeconfig: Path | None = None) -> KubeApi:
+        """With a kubeconfig file, else the pod's own ServiceAccount (in-cluster)."""
+        try:
+            config = (KubeConfig.from_file(kubeconfig) if kubeconfig is not None
+                      else KubeConfig.from_service_account())
+        except (ConfigError, OSError) as exc:
+            raise KubeError(f"no Kubernetes configuration: {exc}") from exc
+        return cls(AsyncClient(config=config, trust_env=False, field_manager="gossamer"))
+
+    async def list(self, w: Watched) -> tuple[list[dict[str, Any]], str]:
+        """Every object of the kind (all namespaces) and the list's resourceVersion."""
+        with _errors(f"list {w.key}"):
+            found = (self.client.list(w.resource, namespace="*") if w.namespaced
+                     else self.client.list(w.resource))
+            items = [_plain(obj) async for obj in found]
+            return items, found.resourceVersion
+
+    async def watch(self, w: Watched, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Events after `version`, following the server's reconnects; raises Gone when
+        `version` is too old, KubeError on any other failure."""
+        kwargs: dict[str, Any] = {"namespace": "*"} if w.namespaced else {}
+        with _errors(f"watch {w.key}"):
+            async for kind, obj in self.client.watch(w.resource, resource_version=version,
+                                                      server_timeout=300, **kwargs):
+                yield kind, _plain(obj)
+
+    async def patch_status(self, w: Watched, namespace: str, name: str,
+                           status: dict[str, Any]) -> None:
+        with _errors(f"status of {w.key} {namespace}/{name}"):
+            await self.client.patch(w.resource.Status, name, {"status": status},
+                                    namespace=namespace or None,
+                                    patch_type=PatchType.MERGE)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            with _errors(f"get Lease {namespace}/{name}"):
+                return _plain(await self.client.get(Lease, name, namespace=namespace))
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    async def write_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create (no resourceVersion) or replace (its resourceVersion a precondition:
+        409 when another holder wrote first)."""
+        meta = lease["metadata"]
+        with _errors(f"write Lease {meta['namespace']}/{meta['name']}"):
+            obj = cast(Lease, Lease.from_dict(lease))
+            if meta.get("resourceVersion"):
+                return _plain(await self.client.replace(obj))
+            return _plain(await self.client.create(obj))
+
+    async def review_token(self, token: str, audience: str) -> dict[str, Any]:
+        """The TokenReview's status: `authenticated`, `user.username`, `audiences`."""
+        review = cast(TokenReview, TokenReview.from_dict({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]}}))
+        with _errors("TokenReview"):
+            done = await self.client.create(review)
+        return _plain(done).get("status") or {}
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    out = obj.to_dict()
+    assert isinstance(out, dict)
+    return out

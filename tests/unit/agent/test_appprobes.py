@@ -1,0 +1,75 @@
+"""agent/appprobes.py: kubelet's rewritten probes answered with the app's own status."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from gossamer.agent.appprobes import AppProbeServer, parse_probes
+
+
+@pytest.fixture
+def app() -> Iterator[int]:
+    """An app whose /ready answers 200 and /sick 500, and which wants a header."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/ready" and self.headers.get("x-probe") == "kubelet"
+            self.send_response(200 if ok else 500)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_probes_get_the_apps_answer(app: int) -> None:
+    table = {"/app-health/web/readyz": {"port": app, "path": "/ready", "httpHeaders": [
+                 {"name": "x-probe", "value": "kubelet"}]},
+             "/app-health/web/livez": {"port": app, "path": "/sick"},
+             "/app-health/gone/readyz": {"port": _free_port(), "path": "/"}}
+    server = AppProbeServer(parse_probes(json.dumps(table)))
+    port = _free_port()
+    await server.start("127.0.0.1", port)
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as kubelet:
+            async def status(path: str) -> int:
+                return (await kubelet.get(f"http://127.0.0.1:{port}{path}")).status_code
+            assert await status("/app-health/web/readyz") == 200
+            assert await status("/app-health/web/livez") == 500
+            assert await status("/app-health/gone/readyz") == 503  # nothing listens
+            assert await status("/app-health/other/readyz") == 404  # not configured
+            assert await status("/anything?port=22") == 404
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("text", [
+    "[]", "{", '{"/x": {"port": 80}}', '{"/app-health/a/readyz": {"port": 0}}',
+    '{"/app-health/a/readyz": {"port": 80, "scheme": "GRPC"}}',
+])
+def test_a_bad_table_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"GOSSAMER_APP_PROBES|app-health|scheme"):
+        parse_probes(text)
