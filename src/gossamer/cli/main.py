@@ -12,7 +12,7 @@ from gossamer.model import InvalidResource
 
 # The command modules, in the order `gossamer --help` lists their commands.
 COMMAND_MODULES = ("resources", "run", "dashboard", "metrics", "explain", "k8s", "local",
-                   "proxyadmin", "security", "tap", "top")
+                   "proxyadmin", "secrets", "security", "tap", "top")
 
 
 def main() -> None:

@@ -55,6 +55,10 @@ def control_plane(
     vip_range: Annotated[str, typer.Option(
         "--vip-range", help="CIDR Services' virtual IPs are allocated from (capture, mesh "
         "DNS)")] = "240.240.0.0/16",
+    secrets_key_file: Annotated[Path | None, typer.Option(
+        "--secrets-key-file", help="keys sealing the CA's private keys in the store, one per "
+        "line, the first sealing (mode 0600); default: $GOSSAMER_SECRETS_KEY, else "
+        "plaintext")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -71,8 +75,13 @@ def control_plane(
         check_trust_domain(trust_domain)
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
+    from gossamer.secrets import SecretsError, load_keyring
     from gossamer.virtualips.table import parse_range
 
+    try:
+        secrets = load_keyring(secrets_key_file)
+    except SecretsError as exc:
+        raise CliError(str(exc)) from exc
     try:
         parse_range(vip_range)
     except ValueError as exc:
@@ -85,7 +94,8 @@ def control_plane(
             max_cert_ttl=timedelta(seconds=max_cert_ttl),
             plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
             ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
-            stats_window=stats_window, gc_freeze=True, vip_range=vip_range)
+            stats_window=stats_window, gc_freeze=True, vip_range=vip_range,
+            secrets=secrets)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:

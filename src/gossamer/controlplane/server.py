@@ -40,6 +40,7 @@ from gossamer.explain.recent import RecentFailures
 from gossamer.explain.records import Reporter
 from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.service import RateLimitService, open_counters
+from gossamer.secrets import KeyRing, SealedStore, reseal
 from gossamer.store import ResourceStore, open_store
 from gossamer.telemetry.health import register_health
 from gossamer.telemetry.scraper import ScrapeOptions, Scraper
@@ -92,6 +93,9 @@ class ControlPlaneOptions:
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
     gc_freeze: bool = False
+    # Issue 19: the keys that seal the CA's private keys (and other secret fields,
+    # secrets/fields.py) in the store; None: stored in plaintext, as before.
+    secrets: KeyRing | None = None
 
     def __post_init__(self) -> None:
         if self.api_tls is False and not is_loopback(self.host):
@@ -203,7 +207,8 @@ class ControlPlane:
                 store = open_store("memory://")
             else:
                 store = open_store(str(options.state_dir / "gossamer.db"))
-        self.store = store
+        # Everything above the store sees secrets in plaintext; the database never does.
+        self.store: SealedStore = SealedStore(store, options.secrets)
         self.cache = SnapshotCache()
         self.registry = ProxyRegistry()
         settings = MeshSettings(trust_domain=options.trust_domain, mtls=options.secure)
@@ -266,6 +271,12 @@ class ControlPlane:
         # A store that is unreachable or refuses its schema fails here, as one
         # StoreError, rather than as a reconciler that never becomes ready.
         await self.store.revision()
+        if self.store.keys is not None:
+            # Seals what was stored in plaintext, or under a key no longer first.
+            await reseal(self.store)
+        elif self.options.store_url is not None:
+            log.warning("no secrets key (--secrets-key-file): the CA's private keys are "
+                        "stored in plaintext in a shared database")
         await self.vips.sync_once()  # the first index has every Service's virtual IP
         self._tasks.append(asyncio.create_task(self.vips.run(), name="virtual-ips"))
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
