@@ -277,9 +277,15 @@ def check(server: Server = None) -> None:
     """Is the control plane up, and is every proxy connected and on the latest config?"""
     api = Api(server)
     health = api.call("GET", "/healthz")
-    print(f"control plane: ok (version {health['version']}, store revision {health['revision']})")
-    proxies = api.call("GET", "/api/v1/proxies")
+    role = ", leader" if health.get("leader") else ", not the leader"
+    print(f"control plane: ok (version {health['version']}, store revision "
+          f"{health['revision']}{role})")
+    store_down = health.get("store_available") is False
+    if store_down:
+        print("store: UNAVAILABLE: this replica serves its last config and refuses writes "
+              "(503) until the store is back")
     problems = 0
+    proxies = api.call("GET", "/api/v1/proxies")
     for p in proxies:
         state = "connected" if p.get("connected") else "DISCONNECTED"
         synced = "in sync" if p.get("synced") else "NOT in sync"
@@ -296,6 +302,8 @@ def check(server: Server = None) -> None:
         print("no proxies connected")
     else:
         print(DRAIN_NOTE)
+    if store_down:
+        raise CliError("the control plane's store is unavailable")
     if problems:
         raise CliError(f"{problems} proxy(ies) not healthy")
 
