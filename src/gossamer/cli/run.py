@@ -157,8 +157,9 @@ def proxy(
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     label: Annotated[list[str], typer.Option("--label", "-l", help="k=v (repeatable)")] = [],  # noqa: B006
     server: Annotated[str | None, typer.Option(
-        "--control-plane", "--server", help="the control plane's API URL (default "
-        "$GOSSAMER_SERVER or http://127.0.0.1:15080)")] = None,
+        "--control-plane", "--server", help="the control plane's API URL, or several "
+        "replicas' comma-separated (default $GOSSAMER_SERVER or http://127.0.0.1:15080)")
+    ] = None,
     inbound_port: Annotated[int, typer.Option("--inbound-port")] = 0,
     outbound_port: Annotated[int, typer.Option("--outbound-port")] = 0,
     admin_port: Annotated[int, typer.Option("--admin-port")] = 0,
