@@ -305,6 +305,10 @@ def test_postgres_restart_under_load(mesh: Mesh) -> None:
             return api.post("/api/v1/apply", json={
                 **SERVICES[0], "metadata": {"name": "after"}}).status_code == 200
     wait("writes are not accepted after the store returned", accepted, 90, mesh.logs)
+    # Both replicas caught up from their last revision: the write reaches the sidecars.
+    wait("the write after the outage did not reach web's sidecar", lambda: (
+        "outbound|80||after.default" in _envoy_clusters(mesh, "web-0", "b")), 60, mesh.logs)
+    assert all(mesh.health(r)["store_available"] for r in mesh.replicas)
     time.sleep(2)
     result = load.finish()
     assert result["failed"] == [], result["failed"][:10]
