@@ -175,9 +175,8 @@ class WorkloadIdentity:
     agent (renewals and bundle updates), and `await close()` at the end.
 
     `target` is the control plane's TLS gRPC address (host:port), or several
-    (replicas), comma-separated: a call that cannot reach one moves the next call
-    to the next; `ca_bundle`
-    the PEM roots to verify it with (the agent's --ca-file), replaced by the
+    replicas' comma-separated (an unreachable one sends the next call to the next);
+    `ca_bundle` the PEM roots to verify it with (--ca-file), replaced by the
     mesh's bundle as soon as the CA hands one out, so a root rotation does
     not cut the agent off; the server must present a certificate for
     CONTROL_PLANE_NAME, whatever address is dialled. `clock` (unix seconds)
@@ -439,8 +438,7 @@ class WorkloadIdentity:
     def target(self) -> str:
         return self._targets[self._target]
 
-    def _next_target(self) -> None:
-        """Dial the next replica from the next call on (the channel is rebuilt)."""
+    def _next_target(self) -> None:  # the next call rebuilds the channel, to the next replica
         if len(self._targets) > 1:
             self._target = (self._target + 1) % len(self._targets)
             self._channel_built_for = b""
