@@ -154,3 +154,24 @@ async def test_either_replica_gives_a_proxy_the_same_bytes(
         theirs = second.resources[type_url]
         assert {n: r.payload for n, r in resources.items()} == \
             {n: r.payload for n, r in theirs.items()}, type_url
+
+
+async def test_a_token_revoked_on_one_replica_is_refused_by_the_other(
+        replicas: list[ControlPlane]) -> None:
+    first, second = replicas
+    assert second.tokens is not None
+    async with api(first) as client:
+        made = await client.post("/api/v1/tokens", json={"scope": "join", "service": "web"})
+        assert made.status_code == 200, made.text
+        token, token_id = made.json()["token"], made.json()["id"]
+        tokens = second.tokens
+        await until("the token on the second replica", lambda: tokens.following)
+        assert await tokens.verify(token) is not None
+        assert (await client.delete(f"/api/v1/tokens/{token_id}")).status_code == 200
+    refused = False
+    for _ in range(200):  # the revocation travels through the store's watch
+        if await tokens.verify(token) is None:
+            refused = True
+            break
+        await asyncio.sleep(0.05)
+    assert refused
