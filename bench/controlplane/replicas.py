@@ -14,7 +14,8 @@ the arrival of the changed route configs (as run.py's route change). Percentiles
 over the sidecars, overall and per replica; the figure per replica is the median over
 --runs runs. The second replica learns of the apply through the store (NOTIFY, then its
 watch), so its p99 minus the first replica's is what a second replica adds. Each
-replica's CPU seconds and peak RSS are read from /proc.
+replica's CPU seconds and peak RSS are read from /proc. `store_delivery_ms` isolates the
+store's own share: from a put on one PostgresStore to the event at a watcher of another.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
 from bench.controlplane.run import Bench, spread
+from tests.postgres_server import PostgresServer
 
 from gossamer.xds.types import ROUTE
 
@@ -131,15 +132,49 @@ async def setup(n: int, s: int, runs: int, store: str | None,
     return out
 
 
-async def main_async(n: int, s: int, runs: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.postgres_server import PostgresServer
+async def store_delivery(url: str, writes: int = 200) -> dict[str, Any]:
+    """What the shared store adds by itself: from a put's return on one store (one
+    replica) to the event reaching a watcher on another store (the other replica),
+    through NOTIFY and the events table, with nothing else running."""
+    from gossamer.store.postgres import PostgresStore
 
+    writer, reader = PostgresStore(url), PostgresStore(url)
+    delays: list[float] = []
+    try:
+        start = await reader.revision()
+        done: dict[int, float] = {}
+
+        async def follow() -> None:
+            async for event in reader.watch(start):
+                done[event.revision] = time.monotonic()
+                if len(done) >= writes:
+                    return
+        watcher = asyncio.create_task(follow())
+        await asyncio.sleep(0.5)  # the listener is up
+        for i in range(writes):
+            body = {"spec": {"n": i}}
+            stored = await writer.put("Bench", "default", f"w{i % 10}", body)
+            sent = time.monotonic()
+            while stored.revision not in done:
+                await asyncio.sleep(0.0005)
+            delays.append(done[stored.revision] - sent)
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(watcher, 10)
+    finally:
+        await writer.close()
+        await reader.close()
+    ms = sorted(d * 1000 for d in delays)
+    return {"writes": writes, **{label: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)
+                                 for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}}
+
+
+async def main_async(n: int, s: int, runs: int) -> dict[str, Any]:
     results = {"sqlite-1": await setup(n, s, runs, None, 1)}
     server = PostgresServer()
     try:
         url = server.url(server.create_database())
         results["postgres-2"] = await setup(n, s, runs, url, 2)
+        results["store_delivery_ms"] = await store_delivery(server.url(server.create_database()))
     finally:
         server.destroy()
     one = results["sqlite-1"]["median"]["all"]["p99"]
@@ -147,6 +182,10 @@ async def main_async(n: int, s: int, runs: int) -> dict[str, Any]:
     results["second_replica_adds_p99_ms"] = (
         None if one is None or two["replica-1"]["p99"] is None
         else round(two["replica-1"]["p99"] - one, 1))
+    # Within one run: the replica that did not take the apply against the one that did.
+    gaps = [r["replica-1"]["p99"] - r["replica-0"]["p99"] for r in results["postgres-2"]["runs"]
+            if r["replica-1"].get("p99") is not None and r["replica-0"].get("p99") is not None]
+    results["replica_gap_p99_ms_median"] = round(statistics.median(gaps), 1) if gaps else None
     return results
 
 
