@@ -101,14 +101,15 @@ class Mesh:
         with self.api(name) as api:
             return api.get("/healthz").json()  # type: ignore[no-any-return]
 
-    def connected(self, name: str) -> set[str]:
-        """The workloads whose proxies are connected to this replica and in sync."""
+    def connected(self, name: str, synced: bool = True) -> set[str]:
+        """The workloads whose proxies are connected to this replica (and in sync)."""
         with self.api(name) as api:
             return {p["metadata"]["workload"] for p in api.get("/api/v1/proxies").json()
-                    if p["connected"] and p["synced"]}
+                    if p["connected"] and (p["synced"] or not synced)}
 
     def holder(self, workload: str) -> str:
-        [name] = [r for r in self.replicas if workload in self.connected(r)]
+        """The replica the workload's sidecar streams from (in sync or not)."""
+        [name] = [r for r in self.replicas if workload in self.connected(r, synced=False)]
         return name
 
 
@@ -246,6 +247,32 @@ def test_lease_expiry_and_a_rotation_step_run_once(mesh: Mesh) -> None:
         assert again.status_code == 409  # r2 follows r1's step: it is not taken twice
         bundle = api.get("/api/v1/ca/bundle").text
     assert bundle.count("BEGIN CERTIFICATE") == 2
+
+
+def _entry(mesh: Mesh, replica: str, workload: str) -> dict[str, Any]:
+    with mesh.api(replica) as api:
+        [entry] = [p for p in api.get("/api/v1/proxies").json()
+                   if p["metadata"]["workload"] == workload and p["connected"]]
+    return entry  # type: ignore[no-any-return]
+
+
+def test_a_sidecar_moving_to_another_replica_is_sent_nothing_new(mesh: Mesh) -> None:
+    """Both replicas translate the same bytes under the same versions (content
+    hashes), so the delta stream a sidecar opens on the other replica, which names
+    the versions it has, gets nothing sent."""
+    holder = mesh.holder("web-0")
+    other = "r2" if holder == "r1" else "r1"
+    before = _entry(mesh, holder, "web-0")["types"]
+    mesh.kill(holder)
+    try:
+        wait("web's sidecar did not move", lambda: "web-0" in mesh.connected(other), 30,
+             mesh.logs)
+        after = _entry(mesh, other, "web-0")["types"]
+    finally:
+        mesh.start_replica(holder)
+    assert {t: v["latest_version"] for t, v in after.items()} == \
+        {t: v["acked_version"] for t, v in before.items()}
+    assert {t: v["sent_count"] for t, v in after.items()} == {t: 0 for t in after}, after
 
 
 def test_kill_9_of_either_replica_loses_no_request(mesh: Mesh) -> None:
