@@ -20,6 +20,7 @@ with `_` must never be served by the API or logged.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -35,7 +36,14 @@ from gossamer.ca.errors import CaError, IdentityMismatch
 from gossamer.ca.pki import CaKeyPair, IssuedCert
 from gossamer.ca.rotation import Phase, RootState
 from gossamer.contract.spiffe import SpiffeId, check_trust_domain, control_plane_id
-from gossamer.store.base import Compacted, Conflict, ResourceStore, StoredObject
+from gossamer.store.base import (
+    Compacted,
+    Conflict,
+    ResourceStore,
+    StoreClosed,
+    StoredObject,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +189,20 @@ class MeshCA:
         self._state = _decode(stored, self._trust_domain)
         self._revision = stored.revision
 
-    async def follow(self) -> None:
-        """Adopt every CA state another replica stores, until the store closes."""
+    async def follow(self, retry: float = 1.0) -> None:
+        """Adopt every CA state another replica stores, until the store closes; a
+        store that is away (fail static) is waited for, and read again when back."""
+        while True:
+            try:
+                await self._follow_once()
+                return
+            except StoreClosed:
+                return
+            except StoreError as exc:
+                log.warning("CA: following the store: %s; again in %gs", exc, retry)
+                await asyncio.sleep(retry)
+
+    async def _follow_once(self) -> None:
         revision = await self._store.revision()
         await self.reload()  # what was written before the watch starts
         while True:
