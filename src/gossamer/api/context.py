@@ -65,6 +65,6 @@ class ApiContext:
     failures: RecentFailures | None = None
     # How sidecars' admins are reached, on any host (proxyadmin/): tap, config dumps, certs.
     sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)
-    # Issue 19: this replica's view of the shared store and leadership (/healthz).
+    # This replica's view of the shared store and of leadership (/healthz).
     replica: Callable[[], dict[str, Any]] = field(
         default_factory=lambda: lambda: {"leader": True, "store_available": True})

@@ -94,7 +94,7 @@ class ControlPlaneOptions:
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own
     # process (`gossamer control-plane`), not one embedded in a test.
     gc_freeze: bool = False
-    # Issue 19: the keys that seal the CA's private keys (and other secret fields,
+    # The keys that seal the CA's private keys (and other secret fields,
     # secrets/fields.py) in the store; None: stored in plaintext, as before.
     secrets: KeyRing | None = None
 
