@@ -335,7 +335,10 @@ def test_postgres_restart_under_load(mesh: Mesh) -> None:
     # Both replicas caught up from their last revision: the write reaches the sidecars.
     wait("the write after the outage did not reach web's sidecar", lambda: (
         "outbound|80||after.default" in _envoy_clusters(mesh, "web-0", "b")), 60, mesh.logs)
-    assert all(mesh.health(r)["store_available"] for r in mesh.replicas)
+    # Each replica says so once it reached the database again (its listener's
+    # reconnect backs off up to 2 s).
+    wait("a replica still reports its store away", lambda: all(
+        mesh.health(r)["store_available"] for r in mesh.replicas), 30, mesh.logs)
     time.sleep(2)
     result = load.finish()
     assert result["failed"] == [], result["failed"][:10]
