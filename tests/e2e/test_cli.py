@@ -422,3 +422,18 @@ def test_export_then_import_moves_every_resource_to_another_store(
         assert list(yaml.safe_load_all(again.stdout)) == docs
     finally:
         other.stop()
+
+
+def test_the_cli_uses_the_first_replica_that_answers(cp: ControlPlaneProcess) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "GOSSAMER_SERVER": f"{dead},{cp.url}",
+           "GOSSAMER_TOKEN": cp.admin_token}
+    applied = subprocess.run([sys.executable, "-m", "gossamer", "apply", "-f", "-"],
+                             input=SERVICE, capture_output=True, text=True, env=env,
+                             timeout=60, check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == "service/catalog created"
+    checked = subprocess.run([sys.executable, "-m", "gossamer", "check"], capture_output=True,
+                             text=True, env=env, timeout=60, check=False)
+    assert "control plane: ok" in checked.stdout, checked.stderr
+    assert ", leader)" in checked.stdout  # one replica (SQLite): it leads
