@@ -437,3 +437,26 @@ def test_the_cli_uses_the_first_replica_that_answers(cp: ControlPlaneProcess) ->
                              text=True, env=env, timeout=60, check=False)
     assert "control plane: ok" in checked.stdout, checked.stderr
     assert ", leader)" in checked.stdout  # one replica (SQLite): it leads
+
+
+def test_the_agent_client_moves_past_a_dead_replica(cp: ControlPlaneProcess) -> None:
+    import asyncio
+
+    from gossamer.agent.client import ControlPlaneClient
+
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    async def run() -> tuple[dict[str, Any], list[tuple[str, int]], dict[str, Any]]:
+        client = ControlPlaneClient(f"{dead},{cp.url}", cp.admin_token)
+        try:
+            info = await client.wait_up(timeout=30)
+            endpoints = await client.xds_endpoints(info)
+            return info, endpoints, await client.apply(yaml.safe_load(SERVICE))
+        finally:
+            await client.close()
+    info, endpoints, applied = asyncio.run(run())
+    assert info["xds"]["port"] == cp.xds_port
+    assert applied["result"] == "created"
+    # The dead replica's xDS address is guessed from its URL (its host, the live one's
+    # port): here that is the live replica's address, listed once.
+    assert endpoints == [("127.0.0.1", cp.xds_port)]
