@@ -68,8 +68,8 @@ class ControlPlaneProcess:
             sys.executable, "-m", "gossamer", "control-plane", "--state-dir",
             str(self.state_dir), "--xds-port", str(self.xds_port), "--api-port",
             str(self.api_port), "--stats-interval", "3600", "--stats-window", "3600",
-            *self.extra, stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            *self.extra, stdout=asyncio.subprocess.PIPE, stderr=log,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         log.close()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
