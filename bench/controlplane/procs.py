@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,12 @@ def proc_usage(pid: int) -> dict[str, float]:
 class ControlPlaneProcess:
     """`python -m gossamer control-plane` on a state dir, as an operator runs it."""
 
-    def __init__(self, state_dir: Path, xds_port: int = 0, api_port: int = 0) -> None:
+    def __init__(self, state_dir: Path, xds_port: int = 0, api_port: int = 0,
+                 extra: Sequence[str] = ()) -> None:
         self.state_dir = state_dir
         self.xds_port = xds_port
         self.api_port = api_port
+        self.extra = list(extra)  # e.g. --store postgresql://... for a replica
         self.proc: asyncio.subprocess.Process | None = None
         self.spawned_at = 0.0
         self.ready_at = 0.0
@@ -65,8 +68,8 @@ class ControlPlaneProcess:
             sys.executable, "-m", "gossamer", "control-plane", "--state-dir",
             str(self.state_dir), "--xds-port", str(self.xds_port), "--api-port",
             str(self.api_port), "--stats-interval", "3600", "--stats-window", "3600",
-            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            *self.extra, stdout=asyncio.subprocess.PIPE, stderr=log,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         log.close()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout

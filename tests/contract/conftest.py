@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.secrets import KeyRing, SealedStore, SecretField
 from gossamer.store import ResourceStore
 from gossamer.store.memory import MemoryStore
 from gossamer.store.postgres import PostgresStore
@@ -15,7 +16,11 @@ from tests.postgres_server import PostgresServer, postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url"]
 
-BACKENDS = ["memory", "sqlite", "postgres"]
+BACKENDS = ["memory", "sqlite", "postgres", "sealed"]
+# The "sealed" backend: PostgreSQL under the secrets layer (secrets/store.py), sealing
+# the spec of every Service (the kind most contract tests write) with a two-key ring.
+SEALED_FIELDS = (SecretField("Service", ("spec",)), SecretField("Workload", ("spec",)))
+SEALED_KEYS = KeyRing([bytes(range(32)), bytes(range(1, 33))])
 
 
 class StoreFactory:
@@ -37,6 +42,8 @@ class StoreFactory:
         elif self._postgres is not None:
             self._databases.append(self._postgres.create_database())
             store = PostgresStore(self._postgres.url(self._databases[-1]), history=history)
+            if self.backend == "sealed":
+                store = SealedStore(store, SEALED_KEYS, SEALED_FIELDS)
         else:
             path = self._directory / f"store-{len(self._opened)}.db"
             store = SqliteStore(str(path), history=history)
@@ -55,7 +62,8 @@ class StoreFactory:
 async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreFactory]:
-    server = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    server = (request.getfixturevalue("postgres_server")
+              if request.param in ("postgres", "sealed") else None)
     factory = StoreFactory(request.param, tmp_path, server)
     yield factory
     await factory.close_all()

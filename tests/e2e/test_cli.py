@@ -390,3 +390,73 @@ def test_get_services_shows_virtual_ips_and_the_mesh_is_cluster_wide(
     assert got["metadata"]["namespace"] == "gossamer-system"
     assert got["spec"]["outboundTrafficPolicy"]["mode"] == "REGISTRY_ONLY"
     assert gossamer(cp, "delete", "mesh", "default").stdout.strip() == "mesh/default deleted"
+
+
+def test_export_then_import_moves_every_resource_to_another_store(
+        cp: ControlPlaneProcess, tmp_path: Path, postgres_url: str) -> None:
+    applied = gossamer(cp, "apply", "-f", "-", stdin=SERVICE + "---\n" + ROUTE)
+    assert applied.returncode == 0, applied.stderr
+    workload = {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Workload",
+                "metadata": {"name": "catalog-0", "labels": {"app": "catalog"}},
+                "spec": {"service": "catalog", "address": "198.18.0.5", "port": 15006,
+                         "appPort": 8080}}
+    assert httpx.post(cp.url + "/api/v1/apply", json=workload, headers=cp.auth,
+                      trust_env=False, timeout=30).is_success
+    exported = gossamer(cp, "export")
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stderr.strip() == "exported 2 resource(s)"  # no Workload by default
+    docs = list(yaml.safe_load_all(exported.stdout))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Service", "catalog"), ("HTTPRoute", "catalog")]
+    assert all("status" not in d and "resourceVersion" not in d["metadata"] for d in docs)
+    with_workloads = gossamer(cp, "export", "--workloads")
+    assert "kind: Workload" in with_workloads.stdout
+
+    other = ControlPlaneProcess(tmp_path / "restored", extra=("--store", postgres_url))
+    other.start()
+    try:
+        imported = gossamer(other, "import", "-f", "-", stdin=exported.stdout)
+        assert imported.returncode == 0, imported.stderr
+        assert imported.stdout.strip() == "imported 2 resource(s): 2 created"
+        again = gossamer(other, "export")
+        assert list(yaml.safe_load_all(again.stdout)) == docs
+    finally:
+        other.stop()
+
+
+def test_the_cli_uses_the_first_replica_that_answers(cp: ControlPlaneProcess) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "GOSSAMER_SERVER": f"{dead},{cp.url}",
+           "GOSSAMER_TOKEN": cp.admin_token}
+    applied = subprocess.run([sys.executable, "-m", "gossamer", "apply", "-f", "-"],
+                             input=SERVICE, capture_output=True, text=True, env=env,
+                             timeout=60, check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == "service/catalog created"
+    checked = subprocess.run([sys.executable, "-m", "gossamer", "check"], capture_output=True,
+                             text=True, env=env, timeout=60, check=False)
+    assert "control plane: ok" in checked.stdout, checked.stderr
+    assert ", leader)" in checked.stdout  # one replica (SQLite): it leads
+
+
+def test_the_agent_client_moves_past_a_dead_replica(cp: ControlPlaneProcess) -> None:
+    import asyncio
+
+    from gossamer.agent.client import ControlPlaneClient
+
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    async def run() -> tuple[dict[str, Any], list[tuple[str, int]], dict[str, Any]]:
+        client = ControlPlaneClient(f"{dead},{cp.url}", cp.admin_token)
+        try:
+            info = await client.wait_up(timeout=30)
+            endpoints = await client.xds_endpoints(info)
+            return info, endpoints, await client.apply(yaml.safe_load(SERVICE))
+        finally:
+            await client.close()
+    info, endpoints, applied = asyncio.run(run())
+    assert info["xds"]["port"] == cp.xds_port
+    assert applied["result"] == "created"
+    # The dead replica's xDS address is guessed from its URL (its host, the live one's
+    # port): here that is the live replica's address, listed once.
+    assert endpoints == [("127.0.0.1", cp.xds_port)]

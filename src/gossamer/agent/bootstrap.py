@@ -21,6 +21,7 @@ node metadata, so the control plane knows where to reach them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from gossamer.agent.adminlisteners import admin_cluster, admin_tls_listener, prometheus_listener
@@ -105,8 +106,13 @@ def layered_runtime() -> dict[str, Any]:
 
 def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
               delta: bool = True, sds_socket: str | None = None, token: str | None = None,
-              tls: bool = False, trust_domain: str | None = None) -> dict[str, Any]:
+              tls: bool = False, trust_domain: str | None = None,
+              more_xds: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
     """Envoy's bootstrap for `node`, with ADS from xds_host:xds_port.
+
+    `more_xds`: other control-plane replicas' xDS addresses. They join the same
+    cluster, so when the stream's replica goes away Envoy's reconnection (with
+    backoff) lands on another one, while the sidecar serves its last config.
 
     `tls` needs `sds_socket` (`unix:<path>` or a path): the agent's SDS, which
     must serve ROOT_SECRET before Envoy starts. `token` is sent as
@@ -119,6 +125,7 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
     if node.admin_tls_port and not (tls and trust_domain):
         raise ValueError("the mTLS admin listener needs a TLS bootstrap and the trust domain")
     ads = {"ads": {}, "resourceApiVersion": "V3"}
+    xds = [(xds_host, xds_port), *((h, p) for h, p in more_xds if (h, p) != (xds_host, xds_port))]
     grpc_service: dict[str, Any] = {"envoyGrpc": {
         "clusterName": XDS_CLUSTER,
         "retryPolicy": {"retryBackOff": {"baseInterval": f"{XDS_RETRY_BASE_S}s",
@@ -129,11 +136,12 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
     xds_cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
         # The advertised address may be a name (--advertise-address): Envoy resolves it.
-        "type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
+        "type": "STATIC" if all(_is_ip(h) for h, _ in xds) else "STRICT_DNS",
         "connectTimeout": "1s",
         "loadAssignment": {"clusterName": XDS_CLUSTER, "endpoints": [{"lbEndpoints": [
-            {"endpoint": {"address": {"socketAddress": {"address": xds_host,
-                                                        "portValue": xds_port}}}}
+            {"endpoint": {"address": {"socketAddress": {"address": host,
+                                                        "portValue": port}}}}
+            for host, port in xds
         ]}]},
         "typedExtensionProtocolOptions": {
             _HTTP_OPTIONS: {

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,6 +60,12 @@ class CaptureOptions:
         except ValueError as exc:
             raise ValueError(f"--capture-exclude-cidrs: {exc}") from exc
         return cls(proxy_uid, outbound_port, dns_port, tuple(numbers), nets)
+
+
+def _api(server: str) -> list[tuple[str, int]]:
+    url = urlsplit(server)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return list(_addresses(url.hostname or "127.0.0.1", port))
 
 
 def _addresses(host: str, port: int) -> list[tuple[str, int]]:
@@ -122,14 +129,14 @@ class CaptureSession:
                         f"enter (such as /tmp), or chmod o+x {parent}")
             os.chown(path, self.user, self.user)
 
-    async def install(self, inbound_port: int, app_port: int, server: str,
-                      xds: tuple[str, int]) -> None:
+    async def install(self, inbound_port: int, app_port: int, servers: Sequence[str],
+                      xds: Sequence[tuple[str, int]]) -> None:
+        """`servers`: every replica's API URL; `xds`: every replica's xDS address."""
         if self.options.preinstalled:
             return
-        url = urlsplit(server)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        control_plane = sorted({*_addresses(url.hostname or "127.0.0.1", port),
-                                *_addresses(*xds)})
+        control_plane = sorted({address for server in servers for address in _api(server)}
+                               | {address for host_port in xds
+                                  for address in _addresses(*host_port)})
         o = self.options
         rules = CaptureRules(o.outbound_port, o.dns_port, inbound_port,
                              (app_port,) if app_port else (), o.proxy_uid, o.exclude_ports,

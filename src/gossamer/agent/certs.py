@@ -174,8 +174,9 @@ class WorkloadIdentity:
     before starting Envoy), then run `run()` as a task for the life of the
     agent (renewals and bundle updates), and `await close()` at the end.
 
-    `target` is the control plane's TLS gRPC address (host:port); `ca_bundle`
-    the PEM roots to verify it with (the agent's --ca-file), replaced by the
+    `target` is the control plane's TLS gRPC address (host:port), or several
+    replicas' comma-separated (an unreachable one sends the next call to the next);
+    `ca_bundle` the PEM roots to verify it with (--ca-file), replaced by the
     mesh's bundle as soon as the CA hands one out, so a root rotation does
     not cut the agent off; the server must present a certificate for
     CONTROL_PLANE_NAME, whatever address is dialled. `clock` (unix seconds)
@@ -213,7 +214,8 @@ class WorkloadIdentity:
                              f"{exc.errors()[0]['msg']}") from exc
         self.spiffe_id = str(spiffe_id if isinstance(spiffe_id, SpiffeId)
                              else SpiffeId.parse(spiffe_id))
-        self.target = target
+        self._targets = [t.strip() for t in target.split(",") if t.strip()]
+        self._target = 0
         self.sink = sink
         self.workload = workload
         self.ttl_seconds = ttl_seconds
@@ -432,6 +434,15 @@ class WorkloadIdentity:
         # (under the lock, so none is in flight) builds a channel on them.
         self._channel_roots = bundle_pem.encode()
 
+    @property
+    def target(self) -> str:
+        return self._targets[self._target]
+
+    def _next_target(self) -> None:  # the next call rebuilds the channel, to the next replica
+        if len(self._targets) > 1:
+            self._target = (self._target + 1) % len(self._targets)
+            self._channel_built_for = b""
+
     async def _get_channel(self) -> grpc.aio.Channel:
         if self._channel is not None and self._channel_built_for == self._channel_roots:
             return self._channel
@@ -454,7 +465,10 @@ class WorkloadIdentity:
             result: _M = await call(request, metadata=self._metadata,
                                     timeout=self.rpc_timeout)
         except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+            error = self._error(exc)
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._next_target()
+            raise error from exc
         except ValidationError as exc:  # should have been caught by grpc; be sure
             raise IdentityError(f"the control plane CA sent an unusable answer: {exc}") from exc
         return result

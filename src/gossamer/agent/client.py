@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from gossamer.ca.trust import client_context, describe, verify_failure
+
+log = logging.getLogger(__name__)
 
 
 class ControlPlaneError(Exception):
@@ -21,21 +25,38 @@ class ControlPlaneError(Exception):
         self.tls = tls
 
 
+def split_servers(server: str) -> list[str]:
+    """`--control-plane`: one API URL, or several (replicas) separated by commas."""
+    servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()]
+    if not servers:
+        raise ControlPlaneError("no control-plane URL given")
+    return servers
+
+
 class ControlPlaneClient:
-    """`bundle`: the PEM roots an https:// API is verified with (None: plaintext)."""
+    """`bundle`: the PEM roots an https:// API is verified with (None: plaintext).
+
+    `server` may name several replicas, comma-separated: calls go to one of them
+    and move to the next when it cannot be reached (a replica's refusal, 4xx or 5xx,
+    is an answer and is not retried elsewhere: replicas share one store)."""
 
     def __init__(self, server: str, token: str | None = None,
                  bundle: str | None = None) -> None:
-        self._server = server.rstrip("/")
+        self.servers = split_servers(server)
+        self._current = 0
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.bundle = bundle
         self._http = self._client(bundle)
 
+    @property
+    def _server(self) -> str:
+        return self.servers[self._current]
+
     def _client(self, bundle: str | None) -> httpx.AsyncClient:
-        verify = client_context(bundle) if bundle and self._server.startswith("https://") \
-            else True
-        return httpx.AsyncClient(base_url=self._server, timeout=5.0, headers=self._headers,
-                                 trust_env=False, verify=verify)
+        tls = any(s.startswith("https://") for s in self.servers)
+        verify = client_context(bundle) if bundle and tls else True
+        return httpx.AsyncClient(timeout=5.0, headers=self._headers, trust_env=False,
+                                 verify=verify)
 
     async def follow_bundle(self, bundle: str) -> None:
         """Verify with the mesh's current bundle from now on (the CA hands it out), so a
@@ -48,16 +69,25 @@ class ControlPlaneClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            resp = await self._http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            failure = verify_failure(exc)
-            if failure is not None:
-                raise ControlPlaneError(
-                    f"the control plane at {self._server} failed TLS verification against "
-                    f"the CA bundle (--ca-file or --ca-fingerprint): {describe(failure)}",
-                    tls=True) from exc
-            raise ControlPlaneError(f"control plane unreachable: {exc}") from exc
+        for tried in range(len(self.servers)):
+            try:
+                resp = await self._http.request(method, self._server + path, json=body)
+                break
+            except httpx.HTTPError as exc:
+                failure = verify_failure(exc)
+                if failure is not None:
+                    raise ControlPlaneError(
+                        f"the control plane at {self._server} failed TLS verification "
+                        f"against the CA bundle (--ca-file or --ca-fingerprint): "
+                        f"{describe(failure)}", tls=True) from exc
+                unreachable = exc
+                if tried + 1 < len(self.servers):
+                    log.warning("control plane %s unreachable (%s); trying %s", self._server,
+                                exc, self.servers[(self._current + 1) % len(self.servers)])
+                self._current = (self._current + 1) % len(self.servers)
+        else:
+            raise ControlPlaneError(f"control plane unreachable: {unreachable}") \
+                from unreachable
         if resp.status_code >= 400:
             try:
                 message = resp.json().get("error", resp.text)
@@ -66,6 +96,25 @@ class ControlPlaneClient:
             raise ControlPlaneError(f"{method} {path}: {resp.status_code} {message}",
                                     resp.status_code)  # message: the server's own words
         return resp.json()
+
+    async def xds_endpoints(self, info: dict[str, Any]) -> list[tuple[str, int]]:
+        """Every replica's xDS address, the one `info` (from the replica answering now)
+        gives first: each replica's own answer, or, for one that does not answer now,
+        its URL's host with the same port, so Envoy can fail over to any of them."""
+        first = (str(info["xds"]["host"]), int(info["xds"]["port"]))
+        out = [first]
+        for server in self.servers:
+            if server == self._server:
+                continue
+            try:
+                resp = await self._http.get(server + "/api/v1/mesh", timeout=2.0)
+                xds = resp.json()["xds"]
+                found = (str(xds["host"]), int(xds["port"]))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                found = (urlsplit(server).hostname or first[0], first[1])
+            if found not in out:
+                out.append(found)
+        return out
 
     async def wait_up(self, timeout: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -16,8 +16,8 @@ Theory of operation:
             other hosts reach the inbound listener where the control plane sees
             this host; 127.0.0.1 for a control plane on loopback.
 
-One control-plane URL today. The functions take the URL they are to use, so
-trying several control planes in turn is a loop around them.
+Several control-plane URLs (replicas, comma-separated): the bundle is fetched from
+the first that answers, and the address is the one towards the first URL.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def trust_bundle(server: str, ca_file: Path | None, pin: str | None,
             digest = fingerprint.parse(pin)
         except fingerprint.BadFingerprint as exc:
             raise JoinError(f"--ca-fingerprint: {exc}") from exc
-        return await pinned_bundle(server, digest, timeout)
+        return await _pinned_from_any(server.split(","), digest, timeout)
     if server.startswith("https://"):
         raise JoinError(f"the control plane at {server} serves TLS: give --ca-file (its CA "
                         "bundle) or --ca-fingerprint (the SHA-256 `gossamer ca fingerprint` "
@@ -84,6 +84,26 @@ async def pinned_bundle(server: str, pin: bytes, timeout: float) -> str:
     return text
 
 
+async def _pinned_from_any(servers: list[str], pin: bytes, timeout: float) -> str:
+    """From the first replica that answers; each is tried briefly in turn until
+    `timeout`. A replica that answers with a bundle the pin refuses ends it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for server in servers:
+            try:
+                return await pinned_bundle(server.strip(), pin, 0 if len(servers) > 1
+                                           else timeout)
+            except _Unreachable as exc:
+                if loop.time() > deadline:
+                    raise JoinError(str(exc)) from exc
+        await asyncio.sleep(0.3)
+
+
+class _Unreachable(JoinError):
+    """No answer from this control plane within the time given."""
+
+
 async def _fetch_unverified(url: str, timeout: float) -> str:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -93,8 +113,9 @@ async def _fetch_unverified(url: str, timeout: float) -> str:
             try:
                 resp = await http.get(url)
             except httpx.HTTPError as exc:
-                if loop.time() > deadline:
-                    raise JoinError(f"cannot fetch the CA bundle from {url}: {exc}") from exc
+                if loop.time() >= deadline:
+                    raise _Unreachable(f"cannot fetch the CA bundle from {url}: {exc}") \
+                        from exc
                 await asyncio.sleep(0.3)
                 continue
             if resp.status_code != 200:
@@ -105,7 +126,7 @@ async def _fetch_unverified(url: str, timeout: float) -> str:
 
 def detect_address(server: str) -> str:
     """This host's address towards the control plane at `server` (a URL)."""
-    parts = urlsplit(server)
+    parts = urlsplit(server.split(",")[0].strip())
     host = parts.hostname or "127.0.0.1"
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -224,17 +224,22 @@ class Agent:
                 raise AgentError(str(exc)) from exc
             raise AgentError(f"cannot reach the control plane at {c.server}: {exc}") from exc
         await self._resolve_upstreams()
-        xds_host, xds_port = str(info["xds"]["host"]), int(info["xds"]["port"])
+        xds = await self.client.xds_endpoints(info)
+        (xds_host, xds_port), more_xds = xds[0], xds[1:]
+        if more_xds:
+            log.info("control-plane replicas' xDS: %s", ", ".join(f"{h}:{p}" for h, p in xds))
         workdir = c.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gossamer-{self.node_id}"
         async with host_ports_lock(c.address):  # until Envoy holds the ports it settled
             self._off_host_ports(bool(info["xds"].get("tls")))
             access_log = str(workdir.absolute() / "access.log")
-            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta)
+            config = bootstrap(self.node(access_log), xds_host, xds_port, delta=c.delta,
+                               more_xds=more_xds)
             if info["xds"].get("tls"):
-                sds_address = await self._start_identity(workdir, info, f"{xds_host}:{xds_port}")
+                sds_address = await self._start_identity(
+                    workdir, info, ",".join(f"{h}:{p}" for h, p in xds))
                 config = bootstrap(self.node(access_log, tls=True), xds_host, xds_port,
                                    delta=c.delta, sds_socket=sds_address, token=c.token, tls=True,
-                                   trust_domain=str(info["trust_domain"]))
+                                   trust_domain=str(info["trust_domain"]), more_xds=more_xds)
             self.envoy = EnvoySupervisor(config, workdir, c.admin_port,
                                          concurrency=c.concurrency, drain_seconds=c.drain_seconds,
                                          user=self.capture.envoy_user if self.capture
@@ -246,8 +251,7 @@ class Agent:
             await self.envoy.start()
             await self.envoy.wait_ready()
         if self.capture is not None:
-            await self.capture.install(c.inbound_port, c.app_port, c.server,
-                                       (xds_host, xds_port))
+            await self.capture.install(c.inbound_port, c.app_port, self.client.servers, xds)
         if self.app_probes is not None:
             await self.app_probes.start(c.address, c.app_probes_port)
         if c.app_port and c.register:  # app_port 0: a pure client, nothing to register

@@ -271,7 +271,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Liveness; open, so probes need no token. `pid` lets whoever started this
         control plane tell it from another one on the same port."""
         return {"status": "ok", "version": __version__, "revision": ctx.state.index.revision,
-                "proxies": len(ctx.state.proxies), "pid": os.getpid()}
+                "proxies": len(ctx.state.proxies), "pid": os.getpid(), **ctx.replica()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

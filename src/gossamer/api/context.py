@@ -67,3 +67,6 @@ class ApiContext:
     sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)
     # With --kubernetes: answers the injection webhook's AdmissionReviews.
     injection: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # This replica's view of the shared store and of leadership (/healthz).
+    replica: Callable[[], dict[str, Any]] = field(
+        default_factory=lambda: lambda: {"leader": True, "store_available": True})

@@ -6,13 +6,12 @@ restarted control plane keeps its root and every certificate it issued keeps
 verifying. Everything else (keys, signing, checks, rotation rules) is
 delegated to the pure `pki` and `rotation` modules.
 
-Concurrency model (watch-free): the control plane is the single writer of the
-CA state. Writes use optimistic concurrency on the store revision, so two
-replicas racing on first start end with one root (the loser reloads the
+Concurrency model: writes use optimistic concurrency on the store revision,
+so two replicas racing on first start end with one root (the loser reloads the
 winner's), and a rotation step taken on stale state fails with CaError
-instead of overwriting. Replicas do not watch the CA object: a replica that
-did not take a rotation step sees it after `reload()` (call it periodically,
-or before serving a rotation request, when running several replicas).
+instead of overwriting: each step is taken once, by one replica. Every replica
+runs `follow`, which adopts the state another replica stored as soon as its
+event arrives, so all replicas serve one bundle and sign with one signer.
 
 The stored body holds the CA private keys in PEM. The store is therefore
 part of the trust boundary (like Istio's `istio-ca-secret`): kinds starting
@@ -21,6 +20,7 @@ with `_` must never be served by the API or logged.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -36,7 +36,14 @@ from gossamer.ca.errors import CaError, IdentityMismatch
 from gossamer.ca.pki import CaKeyPair, IssuedCert
 from gossamer.ca.rotation import Phase, RootState
 from gossamer.contract.spiffe import SpiffeId, check_trust_domain, control_plane_id
-from gossamer.store.base import Conflict, ResourceStore, StoredObject
+from gossamer.store.base import (
+    Compacted,
+    Conflict,
+    ResourceStore,
+    StoreClosed,
+    StoredObject,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +188,45 @@ class MeshCA:
             raise CaError("the CA state disappeared from the store")
         self._state = _decode(stored, self._trust_domain)
         self._revision = stored.revision
+
+    async def follow(self, retry: float = 1.0) -> None:
+        """Adopt every CA state another replica stores, until the store closes; a
+        store that is away (fail static) is waited for, and read again when back."""
+        while True:
+            try:
+                await self._follow_once()
+                return
+            except StoreClosed:
+                return
+            except StoreError as exc:
+                log.warning("CA: following the store: %s; again in %gs", exc, retry)
+                await asyncio.sleep(retry)
+
+    async def _follow_once(self) -> None:
+        revision = await self._store.revision()
+        await self.reload()  # what was written before the watch starts
+        while True:
+            try:
+                async for event in self._store.watch(revision):
+                    revision = event.revision
+                    found = event.object
+                    if (found.kind, found.namespace, found.name) == (KIND, NAMESPACE, NAME) \
+                            and found.revision > self._revision:
+                        self._adopt(found)
+                return
+            except Compacted:
+                revision = await self._store.revision()
+                await self.reload()
+
+    def _adopt(self, stored: StoredObject) -> None:
+        try:
+            self._state = _decode(stored, self._trust_domain)
+        except CaError as exc:
+            log.error("cannot adopt the CA state at revision %d: %s", stored.revision, exc)
+            return
+        self._revision = stored.revision
+        log.info("adopted the CA state at revision %d: phase %s, bundle %s", stored.revision,
+                 self.phase, self.bundle_version())
 
     # --- what the mesh trusts ------------------------------------------------------
 

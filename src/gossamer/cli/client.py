@@ -79,6 +79,24 @@ def unreachable(base: str, exc: Exception) -> CliError:
                     "running? (set --server or GOSSAMER_SERVER)")
 
 
+def live_replica(servers: str) -> str:
+    """Of several control-plane URLs (replicas, comma-separated), the first whose
+    /healthz answers; the first one when none does (its error is the one shown)."""
+    import httpx
+
+    candidates = [s.strip().rstrip("/") for s in servers.split(",") if s.strip()]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else servers
+    for base in candidates:
+        try:
+            with httpx.Client(timeout=2.0, trust_env=False, verify=verify_for(base)) as http:
+                if http.get(base + "/healthz").status_code == 200:
+                    return base
+        except httpx.HTTPError:
+            continue
+    return candidates[0]
+
+
 class Api:
     """httpx is imported on use: `gossamer control-plane` loads this module too, and
     the control plane itself has no use for an HTTP client (~10 MiB resident)."""
@@ -86,7 +104,7 @@ class Api:
     def __init__(self, server: str | None = None, timeout: float = 10.0) -> None:
         import httpx
 
-        self.base = server_url(server)
+        self.base = live_replica(server_url(server))
         token = os.environ.get("GOSSAMER_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http: httpx.Client = httpx.Client(base_url=self.base, timeout=timeout,

@@ -11,8 +11,8 @@ from gossamer.cli.client import CliError
 from gossamer.model import InvalidResource
 
 # The command modules, in the order `gossamer --help` lists their commands.
-COMMAND_MODULES = ("resources", "run", "capture", "dashboard", "metrics", "explain", "k8s", "local",
-                   "proxyadmin", "security", "tap", "top")
+COMMAND_MODULES = ("resources", "run", "capture", "dashboard", "metrics", "explain", "k8s",
+                   "local", "proxyadmin", "secrets", "security", "tap", "top")
 
 
 def main() -> None:

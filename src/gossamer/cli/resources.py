@@ -87,3 +87,40 @@ def delete(kind: str, name: str, namespace: Namespace = "default", server: Serve
     canonical, namespace = cls.KIND, cls.CLUSTER_NAMESPACE or namespace
     Api(server).call("DELETE", f"/api/v1/resources/{canonical}/{namespace}/{name}")
     print(f"{canonical.lower()}/{name} deleted")
+
+
+@app.command("export")
+def export(workloads: Annotated[bool, typer.Option(
+               "--workloads/--no-workloads", help="also the Workloads agents registered "
+               "(they come back on their own when their agents heartbeat)")] = False,
+           server: Server = None) -> None:
+    """Print every resource, as YAML documents `gossamer import` (or apply) takes back.
+
+    Everything users apply, without what the store adds (resourceVersion, status).
+    The CA and the tokens are not resources: back them up with the database."""
+    api = Api(server)
+    docs = []
+    for kind in api.call("GET", "/api/v1/kinds"):
+        if kind == "Workload" and not workloads:
+            continue
+        for doc in api.call("GET", f"/api/v1/resources/{kind}"):
+            doc.pop("status", None)
+            doc.get("metadata", {}).pop("resourceVersion", None)
+            docs.append(doc)
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    print(f"exported {len(docs)} resource(s)", file=sys.stderr)
+
+
+@app.command("import")
+def import_(file: Annotated[str, typer.Option("--file", "-f", help="what `gossamer export` "
+                                              "wrote, or - for stdin")],
+            server: Server = None) -> None:
+    """Apply every resource of an export (checked first: all or nothing)."""
+    resources = parse_documents(read_text(file))
+    api = Api(server)
+    counts: dict[str, int] = {}
+    for res in resources:
+        result = api.call("POST", "/api/v1/apply", res.to_document())["result"]
+        counts[result] = counts.get(result, 0) + 1
+    print(f"imported {len(resources)} resource(s): "
+          + ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))

@@ -65,6 +65,10 @@ def control_plane(
     inject_image: Annotated[str, typer.Option(
         "--inject-image", help="with --kubernetes: the image injected sidecars run")
     ] = "ghcr.io/gossamer-mesh/gossamer:0.1.0",
+    secrets_key_file: Annotated[Path | None, typer.Option(
+        "--secrets-key-file", help="keys sealing the CA's private keys in the store, one per "
+        "line, the first sealing (mode 0600); default: $GOSSAMER_SECRETS_KEY, else "
+        "plaintext")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane: store, mesh CA, xDS server (TLS) and HTTP API."""
@@ -81,8 +85,13 @@ def control_plane(
         check_trust_domain(trust_domain)
     except ValueError as exc:
         raise CliError(f"--trust-domain: {exc}") from exc
+    from gossamer.secrets import SecretsError, load_keyring
     from gossamer.virtualips.table import parse_range
 
+    try:
+        secrets = load_keyring(secrets_key_file)
+    except SecretsError as exc:
+        raise CliError(str(exc)) from exc
     try:
         parse_range(vip_range)
     except ValueError as exc:
@@ -96,7 +105,8 @@ def control_plane(
             plugin_ca=plugin if all(plugin) else None,  # type: ignore[arg-type]
             ratelimit_redis=ratelimit_redis, stats_interval=stats_interval,
             stats_window=stats_window, gc_freeze=True, vip_range=vip_range,
-            kubernetes=kubernetes, kubeconfig=kubeconfig, inject_image=inject_image)
+            kubernetes=kubernetes, kubeconfig=kubeconfig, inject_image=inject_image,
+            secrets=secrets)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if stats_interval <= 0 or stats_window < stats_interval:
@@ -163,8 +173,9 @@ def proxy(
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     label: Annotated[list[str], typer.Option("--label", "-l", help="k=v (repeatable)")] = [],  # noqa: B006
     server: Annotated[str | None, typer.Option(
-        "--control-plane", "--server", help="the control plane's API URL (default "
-        "$GOSSAMER_SERVER or http://127.0.0.1:15080)")] = None,
+        "--control-plane", "--server", help="the control plane's API URL, or several "
+        "replicas' comma-separated (default $GOSSAMER_SERVER or http://127.0.0.1:15080)")
+    ] = None,
     inbound_port: Annotated[int, typer.Option("--inbound-port")] = 0,
     outbound_port: Annotated[int, typer.Option("--outbound-port")] = 0,
     admin_port: Annotated[int, typer.Option("--admin-port")] = 0,
@@ -306,9 +317,15 @@ def check(server: Server = None) -> None:
     """Is the control plane up, and is every proxy connected and on the latest config?"""
     api = Api(server)
     health = api.call("GET", "/healthz")
-    print(f"control plane: ok (version {health['version']}, store revision {health['revision']})")
-    proxies = api.call("GET", "/api/v1/proxies")
+    role = ", leader" if health.get("leader") else ", not the leader"
+    print(f"control plane: ok (version {health['version']}, store revision "
+          f"{health['revision']}{role})")
+    store_down = health.get("store_available") is False
+    if store_down:
+        print("store: UNAVAILABLE: this replica serves its last config and refuses writes "
+              "(503) until the store is back")
     problems = 0
+    proxies = api.call("GET", "/api/v1/proxies")
     for p in proxies:
         state = "connected" if p.get("connected") else "DISCONNECTED"
         synced = "in sync" if p.get("synced") else "NOT in sync"
@@ -325,6 +342,8 @@ def check(server: Server = None) -> None:
         print("no proxies connected")
     else:
         print(DRAIN_NOTE)
+    if store_down:
+        raise CliError("the control plane's store is unavailable")
     if problems:
         raise CliError(f"{problems} proxy(ies) not healthy")
 

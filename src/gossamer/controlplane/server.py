@@ -33,6 +33,7 @@ from gossamer.contract.names import CONTROL_PLANE_NAME
 from gossamer.contract.node import BadNodeMetadata, NodeMetadata
 from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
 from gossamer.controlplane.apitls import ApiTls, is_loopback, write_bundle
+from gossamer.controlplane.cluster import Cluster, SingleReplica
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
@@ -48,8 +49,9 @@ from gossamer.k8s.lease import LeaderElector
 from gossamer.k8s.tokenreview import TokenReviewer
 from gossamer.proxyadmin.access import SidecarAdmin
 from gossamer.ratelimit.service import RateLimitService, open_counters
-from gossamer.store import ResourceStore, open_store
-from gossamer.telemetry.health import register_health
+from gossamer.secrets import KeyRing, SealedStore, reseal
+from gossamer.store import ResourceStore, open_store, shared_store
+from gossamer.telemetry.health import register_health, register_replica
 from gossamer.telemetry.scraper import ScrapeOptions, Scraper
 from gossamer.translate.settings import MeshSettings
 from gossamer.virtualips.table import DEFAULT_RANGE, parse_range
@@ -108,6 +110,9 @@ class ControlPlaneOptions:
     kubernetes_lease: str = "gossamer-system/gossamer-controller"
     # The image injected sidecars and their capture init containers run.
     inject_image: str = InjectConfig.image
+    # The keys that seal the CA's private keys (and other secret fields,
+    # secrets/fields.py) in the store; None: stored in plaintext, as before.
+    secrets: KeyRing | None = None
 
     def __post_init__(self) -> None:
         if self.api_tls is False and not is_loopback(self.host):
@@ -221,7 +226,8 @@ class ControlPlane:
                 store = open_store("memory://")
             else:
                 store = open_store(str(options.state_dir / "gossamer.db"))
-        self.store = store
+        # Everything above the store sees secrets in plaintext; the database never does.
+        self.store: SealedStore = SealedStore(store, options.secrets)
         self.cache = SnapshotCache()
         self.registry = ProxyRegistry()
         settings = MeshSettings(trust_domain=options.trust_domain, mtls=options.secure)
@@ -229,9 +235,13 @@ class ControlPlane:
                                      settings=settings)
         self.leases = Leases(self.store)
         self.vips = VipAllocator(self.store, parse_range(options.vip_range))
+        self.cluster = _cluster(store)
+        self.leases.broadcast = self.cluster.heartbeat
+        self.leases.leader = self.vips.leader = self.cluster.confirm
         self.metrics = CollectorRegistry()
         register_health(self.metrics, lambda: len(self.registry.node_ids()),
                         lambda: self.reconciler.index.revision)
+        register_replica(self.metrics, self.replica)
         # Sidecars' admins, on any host (proxyadmin/); it gets the CA once it is open.
         self.sidecar_admin = SidecarAdmin()
         self.telemetry = Scraper(self.registry, ScrapeOptions(
@@ -280,11 +290,26 @@ class ControlPlane:
             out.append(entry)
         return out
 
+    def replica(self) -> dict[str, Any]:
+        """Whether this replica leads the singleton duties, whether its store answers
+        (when it does not, it serves its last config and refuses writes), and the
+        duties it ran: what /healthz and `gossamer check` report."""
+        shared = shared_store(self.store)
+        return {"leader": self.cluster.is_leader,
+                "store_available": True if shared is None else bool(shared.available),
+                "expirations": self.leases.expirations, "vip_writes": self.vips.writes}
+
     async def start(self) -> None:
         """Serve only once the store is loaded, so a restart never pushes an empty mesh."""
         # A store that is unreachable or refuses its schema fails here, as one
         # StoreError, rather than as a reconciler that never becomes ready.
         await self.store.revision()
+        if self.store.keys is not None:
+            # Seals what was stored in plaintext, or under a key no longer first.
+            await reseal(self.store)
+        elif self.options.store_url is not None:
+            log.warning("no secrets key (--secrets-key-file): the CA's private keys are "
+                        "stored in plaintext in a shared database")
         await self.vips.sync_once()  # the first index has every Service's virtual IP
         self._tasks.append(asyncio.create_task(self.vips.run(), name="virtual-ips"))
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
@@ -297,6 +322,8 @@ class ControlPlane:
             self.reconciler.after_publish = self.gc.settled
         self._tasks.append(asyncio.create_task(
             self.leases.run(lambda: self.reconciler.index.workloads), name="leases"))
+        self._tasks.append(asyncio.create_task(
+            self.cluster.run(self.leases.renewed, self._leases_restart), name="cluster"))
         if self.options.secure:
             await self._open_security()
         self.xds = self._xds_server()
@@ -309,7 +336,7 @@ class ControlPlane:
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
                          failures=self.failures, sidecar_admin=self.sidecar_admin,
-                         injection=self._injection())
+                         injection=self._injection(), replica=self.replica)
         tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",
@@ -395,6 +422,7 @@ class ControlPlane:
         self.ca = await MeshCA.open(self.store, o.trust_domain, plugin=plugin,  # type: ignore[arg-type]
                                     default_ttl=o.cert_ttl, max_ttl=o.max_cert_ttl)
         self.sidecar_admin.ca = self.ca
+        self._tasks.append(asyncio.create_task(self.ca.follow(), name="ca-follow"))
         self.tokens = Tokens(self.store)
         if self.kubernetes is not None:  # pods join with their SA token
             self.tokens.external = TokenReviewer(self.kubernetes.api).verify
@@ -433,6 +461,7 @@ class ControlPlane:
         if self.kubernetes is not None:
             await self.kubernetes.api.close()
         await self.ratelimit.counters.close()
+        await self.cluster.close()
         await self.store.close()
         if self.gc is not None:
             self.gc.uninstall()
@@ -464,6 +493,23 @@ class ControlPlane:
         for task in done:
             if not task.cancelled() and task.exception():
                 log.error("%s failed: %s", task.get_name(), task.exception())
+
+
+    def _leases_restart(self) -> None:
+        """Heartbeats may have gone unheard (a new leader, a reconnect): every lease
+        starts afresh, and a new leader syncs the virtual IPs."""
+        self.leases.restart()
+        self.vips.poke()
+
+
+def _cluster(store: ResourceStore) -> Cluster:
+    """Leader election among the replicas sharing a PostgreSQL store; else one replica."""
+    shared = shared_store(store)
+    if shared is None:
+        return SingleReplica()
+    from gossamer.controlplane.pgcluster import PostgresCluster
+
+    return PostgresCluster(shared.url)
 
 
 async def _follow_bundle(path: Path, ca: MeshCA, interval: float = 2.0) -> None:

@@ -10,6 +10,10 @@ recompute, retry. Reading the table before the Services matters: a table that
 already holds a Service's address was written after that Service existed, so
 the listing that follows includes it and no live address is dropped.
 
+With several replicas, allocation is a singleton duty: only the leader writes
+the table (`leader`, confirmed before each sync); a new leader syncs at once
+(`poke`). Conditional writes keep a handover from writing twice.
+
 The reconciler reads the table like any stored document, so each Service's
 address reaches the mesh index (`status.virtualIP`) and the capturing sidecars'
 DNS and capture listeners.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gossamer.model.service import check_virtual_ip
@@ -59,6 +64,12 @@ class VipAllocator:
         self._dirty = asyncio.Event()
         self.writes = 0  # tables written
         self.conflicts = 0  # writes another replica won
+        # Whether this replica may write the table now (the leader); None: always.
+        self.leader: Callable[[], Awaitable[bool]] | None = None
+
+    def poke(self) -> None:
+        """Sync soon (this replica just became the leader)."""
+        self._dirty.set()
 
     async def sync_once(self) -> Allocation | None:
         """Bring the stored table up to date; the table as stored afterwards."""
@@ -111,6 +122,8 @@ class VipAllocator:
                     continue
                 await asyncio.sleep(self._debounce)  # one sync for a burst of applies
                 self._dirty.clear()
+                if self.leader is not None and not await self.leader():
+                    continue  # the leader syncs
                 try:
                     await self.sync_once()
                 except StoreUnavailable as exc:  # the database is away: try again later

@@ -1,5 +1,8 @@
 """Resource stores: the durable desired state, with revisions and watch."""
 
+import sys
+from typing import Any
+
 from gossamer.store.base import (
     Compacted,
     Conflict,
@@ -27,6 +30,7 @@ __all__ = [
     "StoredObject",
     "WatchEvent",
     "open_store",
+    "shared_store",
 ]
 
 
@@ -45,3 +49,13 @@ def open_store(url: str) -> ResourceStore:
         return PostgresStore(url)
     path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
     return SqliteStore(path)
+
+
+def shared_store(store: object) -> Any:
+    """The PostgresStore under `store` (several replicas may share it), or None.
+    Looks only if its module is loaded: a process that opened none never loads libpq."""
+    module = sys.modules.get("gossamer.store.postgres")
+    inner = getattr(store, "inner", store)
+    if module is not None and isinstance(inner, module.PostgresStore):
+        return inner
+    return None

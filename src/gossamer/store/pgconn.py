@@ -73,6 +73,9 @@ class Connections:
         self._slots = asyncio.Semaphore(size)
         self._idle: list[Conn] = []
         self._closed = asyncio.Event()
+        # Whether the last operation or listener (re)connect reached the database:
+        # what `gossamer check` reports, without a query of its own.
+        self.available = True
 
     @property
     def closed(self) -> bool:
@@ -102,8 +105,11 @@ class Connections:
             try:
                 async with self._lend() as conn:
                     await self._prepare_once(conn)
-                    return await operation(conn, attempt)
+                    result = await operation(conn, attempt)
+                self.available = True
+                return result
             except psycopg.OperationalError as exc:
+                self.available = False
                 if self._closed.is_set():
                     raise StoreClosed("store is closed") from exc
                 if time.monotonic() + delay > deadline:
@@ -170,6 +176,7 @@ async def listen(connections: Connections, wake: Callable[[], None], poll: float
             conn = await connections.connect("-watch")
             try:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                connections.available = True
                 delay = _FIRST_DELAY
                 wake()  # whatever committed while nobody listened
                 while not connections.closed:
@@ -179,6 +186,7 @@ async def listen(connections: Connections, wake: Callable[[], None], poll: float
             finally:
                 await conn.close()
         except psycopg.Error as exc:
+            connections.available = False
             log.warning("PostgreSQL store %s: watch connection lost (%s); reconnecting",
                         connections.display, exc)
         await connections.pause(delay)

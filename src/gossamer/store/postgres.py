@@ -108,10 +108,16 @@ class PostgresStore(Watchable):
         if history < 1:
             raise ValueError("history must keep at least one event")
         super().__init__()
+        self.url = url
         self._history = history
         self._poll = poll
         self._db = Connections(url, size=pool_size, retry_for=retry_for, prepare=migrate)
         self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether the database answered the last operation (or listener reconnect)."""
+        return self._db.available
 
     async def get(self, kind: str, namespace: str, name: str) -> StoredObject | None:
         row = await self._read(lambda conn: _select_object(conn, (kind, namespace, name)))

@@ -63,6 +63,23 @@ def test_an_advertised_name_is_resolved_by_envoy() -> None:
     assert endpoint.endpoint.address.socket_address.address == "cp.example"
 
 
+def test_every_replica_is_an_endpoint_of_the_xds_cluster() -> None:
+    """Replicas' xDS addresses (issue 19): Envoy reconnects to another one when its
+    stream's replica goes; a repeated address is listed once."""
+    def endpoints(c: Any) -> list[tuple[str, int]]:
+        return [(e.endpoint.address.socket_address.address,
+                 e.endpoint.address.socket_address.port_value)
+                for e in c.load_assignment.endpoints[0].lb_endpoints]
+    by_ip = cluster(parse(bootstrap(NODE, "198.18.0.2", 15010, more_xds=[
+        ("198.18.0.3", 15010), ("198.18.0.2", 15010)])), XDS_CLUSTER)
+    assert by_ip.type == by_ip.STATIC
+    assert endpoints(by_ip) == [("198.18.0.2", 15010), ("198.18.0.3", 15010)]
+    mixed = cluster(parse(bootstrap(NODE, "198.18.0.2", 15010,
+                                    more_xds=[("cp2.example", 15011)])), XDS_CLUSTER)
+    assert mixed.type == mixed.STRICT_DNS
+    assert endpoints(mixed) == [("198.18.0.2", 15010), ("cp2.example", 15011)]
+
+
 def test_tls_bootstrap() -> None:
     doc = bootstrap(NODE, "10.0.0.5", 15012, sds_socket="unix:/run/gossamer/web-1/sds.sock",
                     token="s3cret", tls=True)

@@ -451,6 +451,22 @@ async def test_start_retries_while_the_ca_is_unavailable(fake_ca: FakeCa) -> Non
     assert not failures
 
 
+async def test_a_dead_replica_first_in_the_list_moves_calls_to_the_next(
+        fake_ca: FakeCa) -> None:
+    with socket.socket() as unused:  # a port nothing listens on: a dead replica
+        unused.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{unused.getsockname()[1]}"
+    ident = WorkloadIdentity(SPIFFE, f"{dead},{fake_ca.target}", fake_ca.ca.root_pem, TOKEN,
+                             workload="web-1", bundle_poll=None, jitter=0.0, retry_base=0.05)
+    try:
+        info = await ident.start(wait=10)
+    finally:
+        await ident.close()
+    assert info.spiffe_id == str(SPIFFE)
+    assert ident.target == fake_ca.target
+    assert len(fake_ca.requests) == 1
+
+
 async def test_unusable_certificate_is_refused(fake_ca: FakeCa) -> None:
     fake_ca.wrong_key = True
     ident = identity(fake_ca)
