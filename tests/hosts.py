@@ -18,11 +18,16 @@ over /etc's): the resolver is the root's bridge address (nothing answers there
 unless a test serves DNS, so lookups fail fast instead of leaving the machine)
 and the hosts file names every host of the network.
 
+`HostNetwork.popen` starts a process in the root namespace (a control plane on the
+bridge address, say) under the same cleanup; `workroot` is a directory every user
+can search, for capturing agents (their Envoy runs as uid 1337); `Host.nat_rules`
+reads a host's capture rules.
+
 Cleanup (`close`, also on a failed test): the processes started with `popen`
 get SIGTERM, then SIGKILL after a grace period; then every process still inside
 one of the network's namespaces (`ip netns pids`: only our namespaces, so only
 what the test started there) is killed; then the namespaces, veths, the bridge,
-the iptables rule and the `/etc/netns` directories are removed. Anything that
+the iptables rule, the `/etc/netns` directories and the work root are removed. Anything that
 could not be removed is reported as an error.
 """
 
@@ -115,17 +120,11 @@ class Host:
               env: Mapping[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start inside the host, in its own session; stopped at cleanup if still running.
         `log`: stdout and stderr go to this file (default: discarded)."""
-        out: IO[bytes] | int = subprocess.DEVNULL
-        if log is not None:
-            out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
+        with _output(log) as out:
             proc = subprocess.Popen(self.argv(argv), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=None if env is None else {**os.environ, **env},
                                     **kwargs)
-        finally:
-            if not isinstance(out, int):
-                out.close()
         self.network.started.append(proc)
         return proc
 
@@ -134,6 +133,12 @@ class Host:
         done = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True,
                               text=True, timeout=30)
         return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
+
+    def nat_rules(self) -> list[str]:
+        """This host's nat rules of Gossamer's capture (chains `GOSSAMER_*`), as
+        `iptables-save` prints them."""
+        out = self.run(["iptables-save", "-t", "nat"], check=True).stdout
+        return [line for line in out.splitlines() if "GOSSAMER" in line]
 
     def write_etc(self, name: str, text: str) -> None:
         """Set a file `ip netns exec` shows this host as /etc/NAME (resolv.conf, hosts).
@@ -155,6 +160,7 @@ class HostNetwork:
         self._netns: list[str] = []
         self._links: list[str] = []
         self._forward_rule: list[str] | None = None
+        self._workroot: Path | None = None
         try:
             self.subnet = self._claim_subnet()
         except BaseException:
@@ -171,6 +177,30 @@ class HostNetwork:
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
+
+    @property
+    def workroot(self) -> Path:
+        """A directory for the hosts' files (made on first use, removed at close) that
+        every user can search, as is each of its parents: a capturing agent's Envoy runs
+        as its own uid (1337) and must reach its workdir, which pytest's tmp_path (mode
+        0700) would not let it."""
+        if self._workroot is None:
+            path = Path(f"/tmp/gossamer-hosts-{self.uid}")
+            path.mkdir(mode=0o755)
+            path.chmod(0o755)  # whatever the umask
+            self._workroot = path
+        return self._workroot
+
+    def popen(self, argv: Sequence[str], *, log: Path | None = None,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start in the root namespace (where the bridge's first address is), in its own
+        session; stopped at cleanup if still running, as the hosts' processes are."""
+        with _output(log) as out:
+            proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=None if env is None else {**os.environ, **env})
+        self.started.append(proc)
+        return proc
 
     # -- making ---------------------------------------------------------------------
 
@@ -255,6 +285,11 @@ class HostNetwork:
         if self._forward_rule is not None:
             left += _attempt(["iptables", "-D", *self._forward_rule])
             self._forward_rule = None
+        if self._workroot is not None:
+            shutil.rmtree(self._workroot, ignore_errors=True)
+            if self._workroot.exists():
+                left.append(f"directory {self._workroot}")
+            self._workroot = None
         self._netns, self._links = [], []
         if left:
             raise RuntimeError("namespace hosts left behind: " + "; ".join(left))
@@ -272,6 +307,17 @@ class HostNetwork:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _output(log: Path | None) -> Iterator[IO[bytes] | int]:
+    """Where a child's stdout and stderr go: appended to `log`, or discarded. The
+    file is closed once the child holds it."""
+    if log is None:
+        yield subprocess.DEVNULL
+        return
+    with open(log, "ab") as out:
+        yield out
 
 
 def _kill_inside(netns: str) -> list[str]:
