@@ -193,14 +193,11 @@ class Story(Universe):
         wait("the control plane is not up", lambda: self.bundle_file.exists() and up(), 60,
              self.logs)
 
-    def apply(self, *docs: dict[str, Any]) -> int:
-        revision = 0
+    def apply(self, *docs: dict[str, Any]) -> None:
         with self.api() as api:
             for doc in docs:
                 resp = api.post("/api/v1/apply", json=doc)
                 assert resp.is_success, resp.text
-                revision = int(resp.json()["resource"]["metadata"]["resourceVersion"])
-        return revision
 
     def in_sync(self, count: int) -> None:
         def synced() -> bool:
@@ -388,9 +385,9 @@ def test_a_killed_workload_loses_no_request_and_leaves_eds(story: Story) -> None
         os.kill(pid, signal.SIGKILL)
         wait("catalog-d leaves client's EDS",
              lambda: story.endpoints("client") == [f"{c.address}:15006"], 60, story.logs)
-    served = _served(rows)
-    assert sum(served.values()) == 150
+    served = _served(rows)  # every request answered 200, by one instance or the other
     assert set(served) <= {(200, "catalog-c"), (200, "catalog-d")}, served
+    assert len(rows) >= 50, len(rows)
     # The instance stays out while its app is down, and comes back with a new one.
     story.stop("catalog-d")
     story.start("catalog-d")
