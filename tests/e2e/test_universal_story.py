@@ -15,7 +15,7 @@ server saw. The failure tests come last, in file order (they take hosts away).
 Where the rest of the story is tested: DNS forwarding, the outbound policy and the
 rules after `kill -9` of an agent in test_capture.py; every observability command,
 the dashboard and Prometheus across hosts in test_universal_observability.py (here:
-`check`, `stat`, `proxy-config` and `identity` for the captured sidecars).
+`check`, `stat`, `edges`, `proxy-config` and `identity` for the captured sidecars).
 """
 
 from __future__ import annotations
@@ -366,6 +366,15 @@ def test_the_cli_shows_the_captured_sidecars_on_every_host(story: Story) -> None
     wait("stat counts the requests on both hosts", lambda: (
         (now := requests())["catalog-c"] == before["catalog-c"] + 5
         and now["catalog-d"] == before["catalog-d"] + 5), 60, story.logs)
+    edges = story.cli("edges", "catalog", "-o", "json")
+    assert edges.returncode == 0, edges.stderr
+    items = json.loads(edges.stdout)["items"]
+    # The intruder's calls, refused on catalog's hosts, and the header routes' calls.
+    assert [(e["requests"], e["responses"]["4xx"]) for e in items
+            if e["source"]["workload"] == "intruder"] == [(4, 4), (4, 4)]
+    [routed] = [e for e in items if e["source"]["workload"] == "client" and e["routed"]]
+    backends = {b["destination"]: b["requests"] for b in routed["backends"]}
+    assert (backends["catalog-v1.default"], backends["catalog-v2.default"]) == (6, 6)
     ident = story.cli("identity", "catalog-d")
     assert ident.returncode == 0, ident.stderr
     assert f"spiffe://{TD}/ns/default/sa/catalog" in ident.stdout
