@@ -18,22 +18,24 @@ over /etc's): the resolver is the root's bridge address (nothing answers there
 unless a test serves DNS, so lookups fail fast instead of leaving the machine)
 and the hosts file names every host of the network.
 
+`HostNetwork.popen` starts a process in the root namespace (a control plane on the
+bridge address, say) under the same cleanup; `workroot` is a directory every user
+can search, for capturing agents (their Envoy runs as uid 1337); `Host.nat_rules`
+reads a host's capture rules.
+
 Cleanup (`close`, also on a failed test): the processes started with `popen`
 get SIGTERM, then SIGKILL after a grace period; then every process still inside
 one of the network's namespaces (`ip netns pids`: only our namespaces, so only
 what the test started there) is killed; then the namespaces, veths, the bridge,
-the iptables rule and the `/etc/netns` directories are removed. Anything that
+the iptables rule, the `/etc/netns` directories and the work root are removed. Anything that
 could not be removed is reported as an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
-import json
 import os
-import random
 import re
 import secrets
 import shutil
@@ -46,13 +48,10 @@ from typing import IO, Any
 
 import pytest
 
-SUPERNET = ipaddress.ip_network("198.18.0.0/15")
-LOCK_FILE = Path("/tmp/gossamer-netns-hosts.lock")
-NETNS_DIR = Path("/etc/netns")
+from gossamer.local import netns
+from gossamer.local.netns import NETNS_DIR
+
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-# Bridged IPv4 goes through the root namespace's FORWARD chain when br_netfilter says
-# so; a policy of DROP there (as Docker sets) would cut hosts off from each other.
-BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
 def missing() -> str | None:
@@ -73,10 +72,6 @@ def require() -> None:
         pytest.skip(reason)
 
 
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 class Host:
@@ -115,17 +110,11 @@ class Host:
               env: Mapping[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start inside the host, in its own session; stopped at cleanup if still running.
         `log`: stdout and stderr go to this file (default: discarded)."""
-        out: IO[bytes] | int = subprocess.DEVNULL
-        if log is not None:
-            out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
+        with _output(log) as out:
             proc = subprocess.Popen(self.argv(argv), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=None if env is None else {**os.environ, **env},
                                     **kwargs)
-        finally:
-            if not isinstance(out, int):
-                out.close()
         self.network.started.append(proc)
         return proc
 
@@ -134,6 +123,12 @@ class Host:
         done = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True,
                               text=True, timeout=30)
         return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
+
+    def nat_rules(self) -> list[str]:
+        """This host's nat rules of Gossamer's capture (chains `GOSSAMER_*`), as
+        `iptables-save` prints them."""
+        out = self.run(["iptables-save", "-t", "nat"], check=True).stdout
+        return [line for line in out.splitlines() if "GOSSAMER" in line]
 
     def write_etc(self, name: str, text: str) -> None:
         """Set a file `ip netns exec` shows this host as /etc/NAME (resolv.conf, hosts).
@@ -155,6 +150,7 @@ class HostNetwork:
         self._netns: list[str] = []
         self._links: list[str] = []
         self._forward_rule: list[str] | None = None
+        self._workroot: Path | None = None
         try:
             self.subnet = self._claim_subnet()
         except BaseException:
@@ -172,30 +168,37 @@ class HostNetwork:
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
 
+    @property
+    def workroot(self) -> Path:
+        """A directory for the hosts' files (made on first use, removed at close) that
+        every user can search, as is each of its parents: a capturing agent's Envoy runs
+        as its own uid (1337) and must reach its workdir, which pytest's tmp_path (mode
+        0700) would not let it."""
+        if self._workroot is None:
+            path = Path(f"/tmp/gossamer-hosts-{self.uid}")
+            path.mkdir(mode=0o755)
+            path.chmod(0o755)  # whatever the umask
+            self._workroot = path
+        return self._workroot
+
+    def popen(self, argv: Sequence[str], *, log: Path | None = None,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start in the root namespace (where the bridge's first address is), in its own
+        session; stopped at cleanup if still running, as the hosts' processes are."""
+        with _output(log) as out:
+            proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=None if env is None else {**os.environ, **env})
+        self.started.append(proc)
+        return proc
+
     # -- making ---------------------------------------------------------------------
 
     def _claim_subnet(self) -> ipaddress.IPv4Network:
-        """A /24 of SUPERNET no address of the root namespace is in, with the bridge
-        holding its .1 before the lock is released, so no parallel run takes it too."""
-        LOCK_FILE.touch(exist_ok=True)
-        with open(LOCK_FILE) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            used = _used_networks()
-            free = [n for n in SUPERNET.subnets(new_prefix=24)
-                    if not any(n.overlaps(u) for u in used)]
-            if not free:
-                raise RuntimeError(f"no free /24 left in {SUPERNET}")
-            subnet = random.choice(free)
-            _ip("link", "add", self.bridge, "type", "bridge")
-            self._links.append(self.bridge)
-            _ip("addr", "add", f"{next(subnet.hosts())}/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
-        if BRIDGE_NF.exists() and BRIDGE_NF.read_text().strip() == "1":
-            rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-m", "comment",
-                    "--comment", f"gossamer-hosts-{self.uid}", "-j", "ACCEPT"]
-            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True,
-                           timeout=30)
-            self._forward_rule = rule
+        """A free /24 of SUPERNET, the bridge holding its .1 (gossamer/local/netns.py)."""
+        self._links.append(self.bridge)
+        subnet = netns.claim_subnet(self.bridge)
+        self._forward_rule = netns.forward_rule(self.bridge, f"gossamer-hosts-{self.uid}")
         return subnet
 
     def add(self, name: str) -> Host:
@@ -206,22 +209,13 @@ class HostNetwork:
         address = str(list(self.subnet.hosts())[index + 1])
         if address == self.gateway:
             raise ValueError("the subnet is full")
-        netns = f"gossamer-{self.uid}-{name}"
+        name_ns = f"gossamer-{self.uid}-{name}"
         veth, peer = f"gsm{self.uid}v{index}", f"gsm{self.uid}p{index}"
-        _ip("netns", "add", netns)
-        self._netns.append(netns)
-        (NETNS_DIR / netns).mkdir(parents=True, exist_ok=True)
-        host = Host(self, name, netns, address, veth)
-        host.write_etc("resolv.conf", f"nameserver {self.root_address}\n"
-                                      "options timeout:1 attempts:1\n")
-        _ip("link", "add", veth, "type", "veth", "peer", "name", peer, "netns", netns)
+        self._netns.append(name_ns)
         self._links.append(veth)
-        _ip("link", "set", veth, "master", self.bridge, "up")
-        _ip("-n", netns, "link", "set", peer, "name", "eth0")
-        _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
-        _ip("-n", netns, "link", "set", "eth0", "up")
-        _ip("-n", netns, "link", "set", "lo", "up")
-        _ip("-n", netns, "route", "add", "default", "via", self.gateway)
+        netns.add_host(name_ns, veth, peer, self.bridge, address, self.gateway,
+                       resolver=self.root_address)
+        host = Host(self, name, name_ns, address, veth)
         self.hosts[name] = host
         self._write_hosts_files()
         return host
@@ -237,24 +231,14 @@ class HostNetwork:
     def close(self) -> None:
         """Remove everything this network made, even after a failure; raise if
         anything is left."""
-        left: list[str] = []
         self._stop_started()
-        for netns in self._netns:
-            left += _kill_inside(netns)
-        # Links first: deleting a veth's root side removes its peer at once, while a
-        # deleted namespace's veths go away later, from a kernel work queue (a veth
-        # that still showed in /sys could then be gone before `ip link del` ran).
-        for link in reversed(self._links):
-            left += _remove_link(link)
-        for netns in reversed(self._netns):
-            if _exists_netns(netns):
-                left += _attempt(["ip", "netns", "del", netns])
-            shutil.rmtree(NETNS_DIR / netns, ignore_errors=True)
-            if (NETNS_DIR / netns).exists():
-                left.append(f"directory {NETNS_DIR / netns}")
-        if self._forward_rule is not None:
-            left += _attempt(["iptables", "-D", *self._forward_rule])
-            self._forward_rule = None
+        left = netns.teardown(self._netns, self._links, self._forward_rule)
+        self._forward_rule = None
+        if self._workroot is not None:
+            shutil.rmtree(self._workroot, ignore_errors=True)
+            if self._workroot.exists():
+                left.append(f"directory {self._workroot}")
+            self._workroot = None
         self._netns, self._links = [], []
         if left:
             raise RuntimeError("namespace hosts left behind: " + "; ".join(left))
@@ -274,54 +258,27 @@ class HostNetwork:
                 proc.wait(timeout=30)
 
 
-def _kill_inside(netns: str) -> list[str]:
-    """SIGKILL every process in `netns` until none is left (children of killed
-    parents may need a second pass); reap the ones that are ours."""
-    for _ in range(50):
-        done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
-                              timeout=30)
-        pids = [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
-        if not pids:
-            return []
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    return [f"processes in {netns}"]
+@contextlib.contextmanager
+def _output(log: Path | None) -> Iterator[IO[bytes] | int]:
+    """Where a child's stdout and stderr go: appended to `log`, or discarded. The
+    file is closed once the child holds it."""
+    if log is None:
+        yield subprocess.DEVNULL
+        return
+    with open(log, "ab") as out:
+        yield out
 
 
-def _attempt(argv: list[str]) -> list[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    return [] if done.returncode == 0 else [f"{' '.join(argv)}: {done.stderr.strip()}"]
 
 
-def _remove_link(name: str) -> list[str]:
-    """Delete a link; one that is gone by the time we look again is not left over."""
-    if not _exists_link(name):
-        return []
-    failed = _attempt(["ip", "link", "del", name])
-    for _ in range(50):
-        if not failed or not _exists_link(name):
-            return []
-        time.sleep(0.1)
-    return failed
 
 
-def _exists_netns(netns: str) -> bool:
-    return (Path("/run/netns") / netns).exists()
 
 
-def _exists_link(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
 
 
-def _used_networks() -> list[ipaddress.IPv4Network]:
-    done = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True,
-                          check=True, timeout=30)
-    return [ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
-            for link in json.loads(done.stdout) for a in link.get("addr_info", [])]
+
+
 
 
 @contextlib.contextmanager

@@ -5,10 +5,15 @@ kept up for the whole run, so their measurements can interleave:
 - `envoy`:    client -> Envoy -> (mTLS, HTTP/2) -> Envoy -> nginx, from the
               static YAML beside this file (certificates made at run time);
 - `gossamer`: client -> sidecar -> sidecar -> nginx, a Gossamer local mesh with
-              its defaults (control plane, agents, config over xDS).
+              its defaults (control plane, agents, config over xDS);
+- `captured`: the same mesh with every instance in its own network namespace,
+              its traffic captured (`gossamer up --isolate`): the client sends to
+              backend's virtual IP from its namespace and iptables hands the
+              connection to its sidecar; root only, not run by default.
 
 Every process here is started in its own session and stopped by PID/process
-group; all of them listen on 127.0.0.1 only.
+group; all of them listen on 127.0.0.1 only, but for `captured`'s, which listen
+in their namespaces (198.18.0.0/15, on a bridge that routes nowhere).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from procstat import children_named
 
 from gossamer.agent.ports import free_port
 from gossamer.envoy.binary import find_envoy
+from gossamer.local import netns
 from gossamer.local.spec import load_local_app
 from gossamer.local.up import LocalRun
 
@@ -52,6 +58,9 @@ class Target:
     # The mesh's own processes on the proxies' CPU (control plane, agents): not
     # proxy CPU, but they compete with the proxies for that core.
     support_pids: list[int] = field(default_factory=list)
+    address: str = "127.0.0.1"
+    # What the load generator's argv starts with: `ip netns exec NS` for `captured`.
+    prefix: list[str] = field(default_factory=list)
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -286,4 +295,54 @@ class Gossamer:
         self.run.stop()
 
 
-CONFIGS = {c.name: c for c in (NoMesh, StaticEnvoy, Gossamer)}
+class Captured(Gossamer):
+    """`gossamer` the way `up --isolate` runs it: the same file, the same defaults,
+    every instance in its own namespace with `--capture`. The load generator runs in
+    the client's namespace and connects to backend's virtual IP, port 80, as an
+    unmodified app would."""
+
+    name = "captured"
+
+    def __init__(self, work: Path) -> None:
+        reason = netns.missing()
+        if reason is not None:
+            raise RuntimeError(f"the captured path: {reason}")
+        self.work = work / "captured"
+        self.work.mkdir(parents=True, exist_ok=True)
+        text = MESH.format(backend=HERE / "backend.py", work=self.work)
+        self.run = LocalRun(load_local_app(text), self.work, quiet=True, isolate=True)
+
+    def start(self) -> Target:
+        self.run.start_control_plane()
+        self.run.apply_resources()
+        self.run.start_processes()
+        client = next(c for c in self.run.children if c.name == "client-0")
+        prefix = list(map(str, client.popen.args))[:4]  # type: ignore[arg-type]
+        assert prefix[:3] == ["ip", "netns", "exec"], prefix
+        with self.run.api() as api:
+            vip = str(api.get("/api/v1/resources/Service/default/backend").json()
+                      ["status"]["virtualIP"])
+        _wait_captured(prefix, vip)
+        support = [c.popen.pid for c in self.run.children
+                   if c.role == "control-plane" or c.name in ("client-0", "backend-0")]
+        return Target(self.name, 80, [self._envoy_of("client-0"), self._envoy_of("backend-0")],
+                      support, vip, prefix)
+
+
+def _wait_captured(prefix: list[str], vip: str, timeout: float = 60.0) -> None:
+    """Until GET http://VIP/ with Host: backend, sent from the client's namespace,
+    answers 200 through the capture."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        done = subprocess.run([*prefix, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                               "--max-time", "2", "-H", f"Host: {HOST}", f"http://{vip}/"],
+                              capture_output=True, text=True, timeout=30)
+        last = done.stdout
+        if last == "200":
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{vip}:80 not serving through the capture: {last!r}")
+
+
+CONFIGS = {c.name: c for c in (NoMesh, StaticEnvoy, Gossamer, Captured)}

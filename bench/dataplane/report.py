@@ -53,6 +53,10 @@ def _latency(runs: list[dict[str, Any]], rate: str, names: list[str]) -> dict[st
             ratios["cpu_per_req"].append(_ratio(row["gossamer"]["proxy_cpu_ms_per_1k"],
                                                 row["envoy"]["proxy_cpu_ms_per_1k"]))
         out["gossamer_vs_envoy"] = {k: _median(v) for k, v in ratios.items()}
+    if {"gossamer", "captured"} <= set(names):  # the captured path against the explicit
+        out["captured_vs_gossamer"] = {"cpu_per_req": _median([_ratio(
+            r["latency"][rate]["captured"]["proxy_cpu_ms_per_1k"],
+            r["latency"][rate]["gossamer"]["proxy_cpu_ms_per_1k"]) for r in runs])}
     return out
 
 
@@ -86,7 +90,7 @@ def table(result: dict[str, Any]) -> str:
              f"{'steal':>6} {'other':>5} {'rep':>3}"]
     for rate, rows in s["latency"].items():
         for name, row in rows.items():
-            if name == "gossamer_vs_envoy":
+            if name in ("gossamer_vs_envoy", "captured_vs_gossamer"):
                 continue
             lines.append(
                 f"{rate:>6} {name:<9} {_f(row['p50']):>7} {_f(row['p90']):>7} "
@@ -102,6 +106,10 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"{'':>6} gossamer/envoy (median of per-run ratios): added p50 "
                          f"{x['added_p50']}, added p99 {x['added_p99']}, cpu/request "
                          f"{x['cpu_per_req']}")
+        captured = rows.get("captured_vs_gossamer")
+        if captured and captured["cpu_per_req"] is not None:
+            lines.append(f"{'':>6} captured/gossamer (median of per-run ratios): cpu/request "
+                         f"{captured['cpu_per_req']:.3f}x")
     lines.append("max throughput (wrk, req/s, median): " + ", ".join(
         f"{n} {v:.0f}" for n, v in s["throughput_rps"].items() if v is not None)
         + (f"; gossamer/envoy {s['throughput_ratio']:.2f}x" if s.get("throughput_ratio")

@@ -4,7 +4,9 @@
         [--rates 500,1000,2000] [--duration 10] [--runs 3] [--out FILE]
 
 Topology for each configuration: load generator -> (caller sidecar -> mTLS,
-HTTP/2 -> callee sidecar ->) nginx, all on 127.0.0.1. The generator (our
+HTTP/2 -> callee sidecar ->) nginx, all on 127.0.0.1; `--configs ...,captured`
+(root) adds the same mesh with capture, each side in its own network namespace
+(configs.py), for the captured path against the explicit one in the same run. The generator (our
 open-loop loadgen.c, and wrk for throughput) runs on CPU 0; everything else
 (nginx, Envoys, Gossamer's control plane and agents) on CPU 1.
 
@@ -61,8 +63,8 @@ def _pinned(argv: list[str]) -> list[str]:
 
 
 def loadgen(exe: Path, request: Path, target: Target, rate: int, count: int) -> dict[str, Any]:
-    argv = _pinned([str(exe), "127.0.0.1", str(target.port), str(rate), str(count),
-                    str(CONNECTIONS), str(request)])
+    argv = _pinned([*target.prefix, str(exe), target.address, str(target.port), str(rate),
+                    str(count), str(CONNECTIONS), str(request)])
     out = subprocess.run(argv, check=True, capture_output=True, text=True,
                          timeout=count / rate + 30)
     result: dict[str, Any] = json.loads(out.stdout)
@@ -121,8 +123,8 @@ def measure_rate(exe: Path, request: Path, target: Target, rate: int, count: int
 def wrk(target: Target, seconds: int) -> dict[str, Any]:
     stat0 = CpuTimes.now()
     out = subprocess.run(
-        _pinned(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-H", f"Host: {HOST}",
-                 f"http://127.0.0.1:{target.port}/"]),
+        _pinned([*target.prefix, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-H",
+                 f"Host: {HOST}", f"http://{target.address}:{target.port}/"]),
         check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
     steal = CpuTimes.now().steal_since(stat0)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

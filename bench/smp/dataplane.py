@@ -59,7 +59,7 @@ def run_document(res: dict[str, Any]) -> dict[str, Any]:
                                   "max_steal": s.get("max_steal")}))
         row = summary["latency"][str(rate)]
         for name, fig in row.items():
-            if name == "gossamer_vs_envoy":
+            if name in ("gossamer_vs_envoy", "captured_vs_gossamer"):
                 continue
             mid = f"{name}-{rate}"
             support = fig.get("support_cpu_share")
@@ -70,7 +70,10 @@ def run_document(res: dict[str, Any]) -> dict[str, Any]:
                                   res.get("peak_rss_kib", {}).get(name, [])),
                 control_plane={"count": 1, "cpu_mcores": round(support * 1000)}
                 if support is not None else None))
-            ratios = row.get("gossamer_vs_envoy", {}) if name == "gossamer" else {}
+            # gossamer against the hand-written pair; the captured path against gossamer
+            against = {"gossamer": "gossamer_vs_envoy", "captured": "captured_vs_gossamer"}
+            ratios = {f"{against[name]}_{k}": v for k, v in
+                      row.get(against[name], {}).items()} if name in against else {}
             qps = [r["latency"][str(rate)][name]["completed"]
                    / r["latency"][str(rate)][name]["elapsed_s"] for r in res["runs"]]
             results.append(result(
@@ -82,7 +85,7 @@ def run_document(res: dict[str, Any]) -> dict[str, Any]:
                        "proxy_cpu_ms_per_1k_requests": fig["cpu_ms_per_1k"],
                        "steal": fig["steal"], "repeats": fig["repeats"],
                        "errors": fig["errors"],
-                       **{f"gossamer_vs_envoy_{k}": v for k, v in ratios.items()}}))
+                       **ratios}))
     tests.append(profile("throughput", "maximum throughput (wrk)",
                              f"{s['wrk_duration_s']}s",
                              [client("wrk -t1", connections=s["connections"], rps=0,

@@ -3,7 +3,8 @@
 Host A runs an unmodified client under `gossamer proxy --capture` (no HTTP_PROXY,
 its resolv.conf pointing at the host's resolver); host B runs catalog, captured
 too; host C runs db (TCP), greeter (gRPC) and a plain TCP server outside the mesh.
-The control plane runs in the root namespace on the bridge. Then, by name only:
+The control plane runs in the root namespace on the bridge (tests/hosts.py: the
+hosts' resolver is the root's bridge address, where a test responder answers). Then, by name only:
 HTTP, raw TCP and gRPC reach their Services over mutual TLS; the outbound policy
 passes or refuses a non-mesh destination, live; DNS outside the mesh is forwarded;
 a plaintext client cannot reach catalog's app port around its sidecar; the rules
@@ -12,6 +13,7 @@ survive a `kill -9` of the agent as exactly one set, and a stop removes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,10 +30,9 @@ import pytest
 
 from gossamer.testing.envoy import free_port
 from tests.dnswire import Responder
-from tests.e2e.capture_netns import SKIP_REASON, LocalNetns, can_run
+from tests.hosts import HostNetwork
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not can_run(), reason=SKIP_REASON)]
+pytestmark = pytest.mark.slow
 API = "mesh.gossamer.dev/v1alpha1"
 PY = sys.executable
 UPSTREAM_DNS_ANSWER = "198.18.77.77"
@@ -110,12 +111,13 @@ def eventually(probe: Callable[[], T], good: Callable[[T], bool], what: str,
 class World:
     """The hosts, the control plane and the agents of this module."""
 
-    def __init__(self, net: LocalNetns) -> None:
+    def __init__(self, net: HostNetwork, resolver: Responder) -> None:
         self.net = net
-        self.work = net.workroot
+        self.resolver = resolver
+        self.work = net.workroot  # searchable by Envoy's uid, down to every workdir
         self.api_port, self.xds_port = free_port(), free_port()
         # Beyond loopback the API is served over TLS, verified with the mesh's bundle.
-        self.server = f"https://{net.gateway}:{self.api_port}"
+        self.server = f"https://{net.root_address}:{self.api_port}"
         self.agents: dict[str, tuple[list[str], dict[str, str], str]] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.admin_ports: dict[str, int] = {}
@@ -128,11 +130,10 @@ class World:
                             headers={"Authorization": f"Bearer {self.token}"})
 
     def start_control_plane(self) -> None:
-        log = (self.work / "control-plane.log").open("ab")
-        self.net.spawn(None, [PY, "-m", "gossamer", "control-plane", "--host",
-                              self.net.gateway, "--api-port", str(self.api_port),
-                              "--xds-port", str(self.xds_port), "--state-dir",
-                              str(self.work / "cp")], log)
+        self.net.popen([PY, "-m", "gossamer", "control-plane", "--host",
+                        self.net.root_address, "--api-port", str(self.api_port),
+                        "--xds-port", str(self.xds_port), "--state-dir",
+                        str(self.work / "cp")], log=self.work / "control-plane.log")
         eventually(lambda: (self.work / "cp" / "admin-token").exists()
                    and (self.work / "cp" / "ca-bundle.pem").exists(), bool,
                    "the control plane's admin token and CA bundle")
@@ -168,7 +169,7 @@ class World:
                 "--app-port", str(app_port), "--server", self.server,
                 "--ca-file", str(self.work / "ca.pem"), "--admin-port", str(admin),
                 "--outbound-port", str(free_port()), "--workdir", str(self.work / name),
-                "--drain-seconds", "0.5", "--address", self.net.address(host), *extra,
+                "--drain-seconds", "0.5", "--address", self.net[host].address, *extra,
                 "--", *command]
         self.agents[name] = (argv, {"GOSSAMER_TOKEN": self.join_token(service),
                                     **(env or {})}, host)
@@ -176,8 +177,7 @@ class World:
 
     def start_agent(self, name: str) -> None:
         argv, env, host = self.agents[name]
-        log = (self.work / f"{name}.log").open("ab")
-        self.procs[name] = self.net.spawn(host, argv, log, env)
+        self.procs[name] = self.net[host].popen(argv, log=self.work / f"{name}.log", env=env)
 
     def synced(self, count: int) -> None:
         def proxies() -> list[dict[str, Any]]:
@@ -200,16 +200,16 @@ class World:
                        .json()["status"]["virtualIP"])
 
     def probe(self, host: str, script: str, *args: str) -> str:
-        done = self.net.run(host, [PY, "-c", script, *args])
+        done = self.net[host].run([PY, "-c", script, *args])
         return (done.stdout.strip() or done.stderr.strip()[-300:])
 
     def curl(self, host: str, url: str) -> str:
-        return self.net.run(host, ["curl", "-sS", "--max-time", "10", url]).stdout
+        return self.net[host].run(["curl", "-sS", "--max-time", "10", url]).stdout
 
     def envoy_stat(self, name: str, stat: str) -> int:
         port = self.admin_ports[name]
-        out = self.net.run(self.agents[name][2],
-                           ["curl", "-s", f"http://127.0.0.1:{port}/stats?filter={stat}"]).stdout
+        out = self.net[self.agents[name][2]].run(
+            ["curl", "-s", f"http://127.0.0.1:{port}/stats?filter={stat}"]).stdout
         for line in out.splitlines():
             key, _, value = line.partition(": ")
             if key == stat:
@@ -223,14 +223,12 @@ def service(name: str, port: int, protocol: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    net = LocalNetns(["a", "b", "c"])
-    resolver: Responder | None = None
-    try:
-        net.up(resolver=net.gateway)
-        resolver = Responder(net.gateway, 53, UPSTREAM_DNS_ANSWER)
-        w = World(net)
-        w.resolver = resolver  # type: ignore[attr-defined]
+def world(module_netns_hosts: HostNetwork) -> Iterator[World]:
+    net = module_netns_hosts
+    for name in ("a", "b", "c"):
+        net.add(name)
+    with contextlib.closing(Responder(net.root_address, 53, UPSTREAM_DNS_ANSWER)) as resolver:
+        w = World(net, resolver)
         for name, text in (("echo_server.py", ECHO_SERVER), ("grpc_server.py", GRPC_SERVER),
                            ("plain_server.py", PLAIN_SERVER)):
             (w.work / name).write_text(text)
@@ -247,16 +245,12 @@ def world() -> Iterator[World]:
         w.agent("greeter-0", "c", "greeter", 9091, [PY, str(w.work / "grpc_server.py"), "9091"],
                 "--protocol", "grpc", "--inbound-port", "15011")
         w.agent("client-0", "a", "client", 0, ["sleep", "3600"], "--capture")
-        net.spawn("c", [PY, str(w.work / "plain_server.py"), net.address("c"), "7777"],
-                  (w.work / "plain.log").open("ab"))
+        net["c"].popen([PY, str(w.work / "plain_server.py"), net["c"].address, "7777"],
+                       log=w.work / "plain.log")
         w.synced(4)
         for svc in ("catalog", "db", "greeter"):
             w.healthy(svc)
         yield w
-    finally:
-        if resolver is not None:
-            resolver.close()
-        net.close()
 
 
 def test_an_app_calls_a_service_by_name_over_mutual_tls(world: World) -> None:
@@ -278,15 +272,16 @@ def test_a_raw_tcp_client_and_a_grpc_client_reach_services_by_name(world: World)
 
 
 def test_mesh_names_resolve_to_virtual_ips_and_other_names_are_forwarded(world: World) -> None:
-    hosts = world.net.run("a", ["getent", "ahostsv4", "catalog.default.svc.cluster.local"])
+    a = world.net["a"]
+    hosts = a.run(["getent", "ahostsv4", "catalog.default.svc.cluster.local"])
     assert world.vip("catalog") in hosts.stdout
-    other = world.net.run("a", ["getent", "ahostsv4", "www.example.org"])
+    other = a.run(["getent", "ahostsv4", "www.example.org"])
     assert UPSTREAM_DNS_ANSWER in other.stdout
-    assert "www.example.org" in world.resolver.asked  # type: ignore[attr-defined]
+    assert "www.example.org" in world.resolver.asked
 
 
 def test_the_outbound_policy_passes_or_refuses_non_mesh_destinations_live(world: World) -> None:
-    plain = (world.net.address("c"), "7777")
+    plain = (world.net["c"].address, "7777")
     assert world.probe("a", TCP_PROBE, *plain) == "plain:hi"  # ALLOW_ANY, the default
     mesh = {"apiVersion": API, "kind": "Mesh", "metadata": {"name": "default"},
             "spec": {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}
@@ -305,34 +300,34 @@ def test_the_outbound_policy_passes_or_refuses_non_mesh_destinations_live(world:
 
 def test_a_plaintext_client_cannot_reach_the_app_port_around_the_sidecar(world: World) -> None:
     # The app listens on every address of host B...
-    inside = world.net.run("b", ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8080/x"])
+    inside = world.net["b"].run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8080/x"])
     assert json.loads(inside.stdout)["server"] == "catalog"
     # ...but from another host its port is the inbound listener, which is STRICT mTLS.
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://{world.net.address('b')}:8080/x", timeout=5, trust_env=False)
+        httpx.get(f"http://{world.net['b'].address}:8080/x", timeout=5, trust_env=False)
 
 
 def test_a_killed_agent_restarted_leaves_exactly_one_set_of_rules(world: World) -> None:
-    rules = world.net.nat_rules("b")
+    rules = world.net["b"].nat_rules()
     assert "-A OUTPUT -j GOSSAMER_OUTPUT" in rules
     assert len(rules) == len(set(rules))
     proc = world.procs["catalog-0"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
-    assert world.net.nat_rules("b") == rules  # left behind by the kill
+    assert world.net["b"].nat_rules() == rules  # left behind by the kill
     world.start_agent("catalog-0")
     world.synced(4)
     world.healthy("catalog")
-    assert world.net.nat_rules("b") == rules  # replaced, not stacked
+    assert world.net["b"].nat_rules() == rules  # replaced, not stacked
     out = eventually(lambda: world.curl("a", "http://catalog/again"), lambda o: "server" in o,
                      "catalog after the restart")
     assert json.loads(out)["path"] == "/again"
 
 
 def test_a_stopped_agent_removes_every_rule(world: World) -> None:
-    assert world.net.nat_rules("a")
+    assert world.net["a"].nat_rules()
     proc = world.procs["client-0"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    assert world.net.nat_rules("a") == []
+    assert world.net["a"].nat_rules() == []
     assert not Path(f"/proc/{proc.pid}").exists()

@@ -22,13 +22,18 @@ if TYPE_CHECKING:  # imported on use: it loads httpx, which `control-plane` has 
 
 EXAMPLES = ("canary-50-50.yaml", "header-to-v2.yaml", "all-v1.yaml")
 StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sidecar files")]
+Isolate = Annotated[bool, typer.Option(
+    "--isolate", help="each instance in its own network namespace, its traffic captured "
+                      "(root)")]
 
 
 def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
-         extra_help: str = "") -> None:
+         extra_help: str = "", isolate: bool = False) -> None:
     from gossamer.local.up import LocalRun, UpError
 
-    run = LocalRun(local, state_dir.resolve(), api_port=api_port, xds_port=xds_port)
+    _can_isolate(isolate)
+    run = LocalRun(local, state_dir.resolve(), api_port=api_port, xds_port=xds_port,
+                   isolate=isolate)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -40,7 +45,8 @@ def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
         print(f"gossamer: starting the control plane (state in {run.state_dir})", flush=True)
         run.start_control_plane()
         run.apply_resources()
-        print(f"gossamer: control plane API {run.server}, xDS 127.0.0.1:{run.xds_port}",
+        xds = run.hosts.bridge_address if run.hosts is not None else "127.0.0.1"
+        print(f"gossamer: control plane API {run.server}, xDS {xds}:{run.xds_port}",
               flush=True)
         run.start_processes(stop=stop)
         _print_summary(run, extra_help)
@@ -54,8 +60,19 @@ def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
         raise CliError(str(exc)) from exc
     finally:
         print("gossamer: stopping (draining sidecars, then the control plane)...", flush=True)
-        run.stop()
+        try:
+            run.stop()
+        except UpError as exc:
+            raise CliError(str(exc)) from exc
         print("gossamer: stopped", flush=True)
+
+
+def _can_isolate(isolate: bool) -> None:
+    """Refuse --isolate without root in one line, before anything is written."""
+    from gossamer.local.netns import missing
+
+    if isolate and (reason := missing()) is not None:
+        raise CliError(f"--isolate: {reason} (run as root, or without --isolate)")
 
 
 def instance_lines(instances: list[Instance]) -> list[str]:
@@ -63,7 +80,7 @@ def instance_lines(instances: list[Instance]) -> list[str]:
     proxy and upstream ports are where their calls go."""
     lines = []
     for i in instances:
-        inbound = f"http://127.0.0.1:{i.inbound_port}" if i.inbound_port else "none (client)"
+        inbound = f"http://{i.address}:{i.inbound_port}" if i.inbound_port else "none (client)"
         line = (f"  {i.workload:<16} service {i.service:<12} inbound {inbound:<22}  "
                 f"outbound proxy http://127.0.0.1:{i.outbound_port}  "
                 f"envoy admin http://127.0.0.1:{i.admin_port}")
@@ -77,10 +94,12 @@ def _print_summary(run: LocalRun, extra_help: str) -> None:
     print("\ngossamer: every instance is up and meshed:", flush=True)
     for line in instance_lines(run.instances):
         print(line)
+    ca_file = (f"\n  export GOSSAMER_CA_FILE={run.bundle_file}" if run.hosts is not None
+               else "")
     print(f"""
 Where to look (in another terminal):
   export GOSSAMER_SERVER={run.server}
-  export GOSSAMER_TOKEN=$(cat {run.admin_token_file})
+  export GOSSAMER_TOKEN=$(cat {run.admin_token_file}){ca_file}
   gossamer check                      # every proxy connected and in sync?
   gossamer get workloads              # instances and their health
   gossamer proxy-config {run.instances[0].workload if run.instances else 'WORKLOAD'} routes
@@ -93,9 +112,10 @@ Where to look (in another terminal):
 def up(file: Annotated[str, typer.Option("--file", "-f", help="the application file")],
        state_dir: StateDir = Path(".gossamer/up"),
        api_port: Annotated[int, typer.Option("--api-port")] = 0,
-       xds_port: Annotated[int, typer.Option("--xds-port")] = 0) -> None:
+       xds_port: Annotated[int, typer.Option("--xds-port")] = 0,
+       isolate: Isolate = False) -> None:
     """Run the control plane and every Process of FILE, each beside its sidecar."""
-    _run(load_local_app(read_text(file)), state_dir, api_port, xds_port)
+    _run(load_local_app(read_text(file)), state_dir, api_port, xds_port, isolate=isolate)
 
 
 @app.command()
@@ -103,8 +123,10 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
          rate: Annotated[float, typer.Option("--rate", help="load, requests/s")] = 5.0,
          duration: Annotated[float, typer.Option("--duration", help="load, seconds")] = 1800.0,
          api_port: Annotated[int, typer.Option("--api-port")] = 0,
-         xds_port: Annotated[int, typer.Option("--xds-port")] = 0) -> None:
+         xds_port: Annotated[int, typer.Option("--xds-port")] = 0,
+         isolate: Isolate = False) -> None:
     """Run the demo: frontend -> catalog (v1, v2) -> inventory, with bounded load."""
+    _can_isolate(isolate)
     text = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
     local = load_local_app(text)
     local.processes.append(Process.model_validate({
@@ -124,4 +146,5 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
             (examples / name).write_text(text)
     _run(local, state_dir, api_port, xds_port, extra_help=(
         "Shift traffic live (the load lines below show catalog v1/v2 counts):\n"
-        + "".join(f"  gossamer apply -f {examples / name}\n" for name in EXAMPLES)))
+        + "".join(f"  gossamer apply -f {examples / name}\n" for name in EXAMPLES)),
+        isolate=isolate)

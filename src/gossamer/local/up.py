@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ import httpx
 
 from gossamer.agent.ports import free_port
 from gossamer.contract.protocol import Protocol
+from gossamer.local.netns import IsolatedHosts, NetnsError
 from gossamer.local.spec import LocalApp, Process, upstream_target
 from gossamer.model import Service
 from gossamer.store.files import private_dir
@@ -52,6 +54,7 @@ class Instance:
     admin_port: int
     # Each `upstreams` entry (without =LOCALPORT) -> this instance's local port for it.
     upstreams: dict[str, int] = field(default_factory=dict)
+    address: str = "127.0.0.1"  # with --isolate, its own namespace's
 
 
 @dataclass
@@ -66,6 +69,9 @@ class LocalRun:
     cert_ttl: int | None = None
     # More `gossamer control-plane` options (e.g. `--stats-window 600`).
     control_plane_args: tuple[str, ...] = ()
+    # Each instance in its own network namespace, captured (root; netns.py).
+    isolate: bool = False
+    hosts: IsolatedHosts | None = None
     children: list[Child] = field(default_factory=list)
     _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     instances: list[Instance] = field(default_factory=list)
@@ -75,7 +81,31 @@ class LocalRun:
 
     @property
     def server(self) -> str:
+        if self.hosts is not None:  # beyond loopback the API serves TLS
+            return f"https://{self.hosts.bridge_address}:{self.api_port}"
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def bundle_file(self) -> Path:
+        """The control plane's trust bundle, which verifies its TLS API."""
+        return self.state_dir / "store" / "ca-bundle.pem"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.hosts is None:
+            return True
+        return ssl.create_default_context(cafile=self.bundle_file)
+
+    def isolate_hosts(self) -> None:
+        """Remove what a crashed run with this state directory left, then make the
+        bridge the instances' namespaces will hang off."""
+        record = self.state_dir / "isolated-hosts.json"
+        try:
+            if IsolatedHosts.clean_stale(record):
+                self.say(f"gossamer: removed the namespaces a previous run left ({record})")
+            self.hosts = IsolatedHosts(record)
+            self.hosts.create()
+        except NetnsError as exc:
+            raise UpError(f"--isolate: {exc}") from exc
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -94,7 +124,8 @@ class LocalRun:
         headers = {}
         if self.admin_token_file.exists():
             headers["Authorization"] = f"Bearer {self.admin_token_file.read_text().strip()}"
-        return httpx.Client(base_url=self.server, headers=headers, timeout=10, trust_env=False)
+        return httpx.Client(base_url=self.server, headers=headers, timeout=10, trust_env=False,
+                            verify=self._verify())
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
         with self.api() as client:
@@ -143,6 +174,8 @@ class LocalRun:
         """On 15080/15010 when free, else on free ports. Two runs starting at once can
         both see 15080 free; the one that loses the bind starts again on free ports, and
         neither mistakes the other's control plane for its own (healthz names its pid)."""
+        if self.isolate and self.hosts is None:
+            self.isolate_hosts()
         chosen = not self.api_port
         for _ in range(3):
             self.api_port = self.api_port or _port_or_free(15080)
@@ -158,22 +191,30 @@ class LocalRun:
 
     def _spawn_control_plane(self) -> Child:
         gossamer = [sys.executable, "-m", "gossamer"]
-        return self._spawn("control-plane", [*gossamer, "control-plane", "--state-dir",
-                                             str(self.state_dir / "store"), "--api-port",
-                                             str(self.api_port), "--xds-port",
-                                             str(self.xds_port), *self.control_plane_args],
-                           "control-plane")
+        host = ["--host", self.hosts.bridge_address] if self.hosts is not None else []
+        store = str(self.state_dir / "store")
+        child = self._spawn("control-plane", [*gossamer, "control-plane", "--state-dir", store,
+                                              "--api-port", str(self.api_port), "--xds-port",
+                                              str(self.xds_port), *host,
+                                              *self.control_plane_args], "control-plane")
+        if self.hosts is not None:
+            self.hosts.note(child.popen.pid, store)
+        return child
 
     def _await_control_plane(self, child: Child, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.popen.poll() is not None:
                 return False
+            if self.hosts is not None and not self.bundle_file.exists():
+                time.sleep(0.1)
+                continue
             try:
-                resp = httpx.get(self.server + "/healthz", timeout=1, trust_env=False)
+                resp = httpx.get(self.server + "/healthz", timeout=1, trust_env=False,
+                                 verify=self._verify())
                 if resp.is_success and resp.json().get("pid") == child.popen.pid:
                     return True
-            except (httpx.HTTPError, ValueError):
+            except (httpx.HTTPError, ValueError, ssl.SSLError):
                 pass
             time.sleep(0.1)
         return False
@@ -238,13 +279,18 @@ class LocalRun:
                                     "service": s.service, "upstream": upstreams}
         # Placeholders checked by ProcessSpec.
         command = [part.format(**subst) for part in s.command]
-        argv = [sys.executable, "-m", "gossamer", "proxy", "--service", s.service,
+        address, prefix, workdir = "127.0.0.1", [], self.state_dir / "proxies" / workload
+        if self.hosts is not None:  # its own host, captured; Envoy's uid reaches workroot
+            netns, address = self.hosts.add()
+            prefix, workdir = ["ip", "netns", "exec", netns], self.hosts.workroot / workload
+        argv = [*prefix, sys.executable, "-m", "gossamer", "proxy", "--service", s.service,
                 "--namespace", proc.metadata.namespace, "--name", workload,
                 "--app-port", str(app_port), "--inbound-port", str(inbound),
                 "--outbound-port", str(outbound), "--admin-port", str(admin),
-                "--server", self.server, "--address", "127.0.0.1",
-                "--drain-seconds", str(self.drain_seconds),
-                "--workdir", str(self.state_dir / "proxies" / workload)]
+                "--server", self.server, "--address", address,
+                "--drain-seconds", str(self.drain_seconds), "--workdir", str(workdir)]
+        if self.hosts is not None:
+            argv.append("--capture")
         for k, v in {"app": s.service, **proc.metadata.labels, **s.labels}.items():
             argv += ["--label", f"{k}={v}"]
         if s.probe_path:
@@ -262,7 +308,7 @@ class LocalRun:
                 argv += ["--cert-ttl", str(self.cert_ttl)]
             # Through the environment, never argv: argv is visible to every user.
             env = {"GOSSAMER_TOKEN": self._join_token(proc.metadata.namespace, s.service)}
-        instance = Instance(workload, s.service, inbound, outbound, admin, upstreams)
+        instance = Instance(workload, s.service, inbound, outbound, admin, upstreams, address)
         return instance, [*argv, "--", *command], env
 
     def stop(self, grace: float = 20.0) -> None:
@@ -282,6 +328,12 @@ class LocalRun:
                         os.killpg(c.popen.pid, signal.SIGKILL)
                     c.popen.wait()
             # The app children of agents live in their own groups; the agent stops them.
+        if self.hosts is not None:  # and what is left inside the namespaces, by PID
+            try:
+                self.hosts.close()
+            except NetnsError as exc:
+                raise UpError(f"--isolate: {exc}") from exc
+            self.hosts = None
 
     def wait_healthy(self, timeout: float = 60.0,
                      stop: threading.Event | None = None) -> None:
