@@ -24,6 +24,7 @@ from typing import Any
 
 from gossamer.model.service import check_virtual_ip
 from gossamer.store import Compacted, Conflict, ResourceStore, StoreUnavailable
+from gossamer.virtualips.external import external_key
 from gossamer.virtualips.table import (
     TABLE_KIND,
     TABLE_NAME,
@@ -67,6 +68,9 @@ class VipAllocator:
             current = Allocation.of(load_table(stored.body)) if stored is not None else None
             services, _ = await self._store.list("Service")
             explicit = {(o.namespace, o.name): _explicit(o.body) for o in services}
+            externals, _ = await self._store.list("ExternalService")  # issue 17
+            explicit.update({external_key(o.namespace, o.name): _explicit(o.body)
+                             for o in externals})
             new = allocate(current, explicit, self._range)
             if new == current:
                 return current
@@ -92,7 +96,7 @@ class VipAllocator:
             try:
                 async for event in self._store.watch(revision):
                     revision = event.revision
-                    if event.object.kind in ("Service", TABLE_KIND):
+                    if event.object.kind in ("Service", "ExternalService", TABLE_KIND):
                         self._dirty.set()
                 return
             except Compacted:

@@ -40,10 +40,12 @@ from gossamer.model import (
     Telemetry,
     Workload,
 )
+from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.workload import Health
 from gossamer.virtualips.assign import index_virtual_ips
+from gossamer.virtualips.external import external_virtual_ips
 from gossamer.virtualips.table import VirtualIPTable
 
 
@@ -178,8 +180,7 @@ def _same_items(old: tuple[R, ...], new: tuple[R, ...]) -> tuple[R, ...]:
     return new
 
 
-def _same_services(old: Mapping[SvcKey, Service],
-                   new: dict[SvcKey, Service]) -> Mapping[SvcKey, Service]:
+def _same_services(old: Mapping[SvcKey, R], new: dict[SvcKey, R]) -> Mapping[SvcKey, R]:
     if len(old) == len(new) and all(old.get(k) is v for k, v in new.items()):
         return old
     return MappingProxyType(new)
@@ -244,6 +245,11 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                                              previous.virtual_ips if previous else None)
     conditions.update(vip_conditions)
     selection = _selection(services, workloads, previous)
+    externals = _externals(kinds.of(ExternalService), previous)
+    tables = kinds.of(VirtualIPTable)
+    external_vips = external_virtual_ips(externals, tables[0] if tables else None,
+                                         vips.values(),
+                                         previous.external_vips if previous else None)
     return MeshIndex(
         revision=revision,
         services=services,
@@ -267,4 +273,16 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         sidecars=sidecars,
         virtual_ips=vips,
         mesh=next(iter(kinds.of(Mesh)), None),
+        external_services=externals,
+        external_vips=external_vips,
     )
+
+
+def _externals(found: list[ExternalService],
+               previous: MeshIndex | None) -> Mapping[SvcKey, ExternalService]:
+    """By (namespace, name); the previous index's mapping when it holds the same
+    objects, so translation tells "no ExternalService changed" by identity."""
+    new = {(e.metadata.namespace, e.metadata.name): e for e in found}
+    if previous is not None:
+        return _same_services(previous.external_services, new)
+    return MappingProxyType(new)

@@ -29,6 +29,7 @@ from gossamer.model import (
     Telemetry,
     Workload,
 )
+from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
 
 SvcKey = tuple[str, str]  # (namespace, name)
@@ -87,6 +88,10 @@ class MeshIndex:
     # Mesh resource (model/mesh.py), None when none is applied.
     virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
     mesh: Mesh | None = None
+    # Issue 17 (egress): ExternalServices by (namespace, name), and their virtual IPs
+    # (virtualips/external.py).
+    external_services: Mapping[SvcKey, ExternalService] = field(default_factory=dict)
+    external_vips: Mapping[SvcKey, str] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))

@@ -314,6 +314,32 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
         "spec.virtualIP is a plain unicast IPv4 address that capture redirects",
     "gossamer.model.sidecar.SidecarSpec._says_something":
         "a Sidecar sets egress, outboundTrafficPolicy or both",
+    "gossamer.model.externalservice.ExternalService._name_is_dns_label":
+        "an ExternalService name is a DNS label",
+    "gossamer.model.externalservice.ExternalServiceSpec._coherent":
+        "an ExternalService lists each host and port once, names no wildcard host, and "
+        "originates TLS only on HTTP, GRPC and TCP ports",
+    "gossamer.model.externalservice.ExternalServiceSpec._virtual_ip":
+        "spec.virtualIP is a plain unicast IPv4 address that capture redirects",
+    "gossamer.model.externalservice.ExternalPort._name":
+        "spec.ports[].name is a DNS label",
+    "gossamer.model.externalservice.Egress._via":
+        "spec.egress.via is a gateway name (a DNS label)",
+    "gossamer.model.externalservice.CaBundle._one":
+        "spec.tls.caBundle gives exactly one of pem and file",
+    "gossamer.model.externalservice.ExternalTls._sni":
+        "spec.tls.sni is a host name",
+    "gossamer.model.externalservice._check_pem":
+        "spec.tls.caBundle.pem holds PEM certificates (a cryptographic parse)",
+    "gossamer.model.externalservice._check_path":
+        "file paths are absolute",
+    "gossamer.model.externalservice._check_duration":
+        "spec.timeouts are Gateway API durations",
+    "gossamer.model.externalservice._check_endpoint":
+        "spec.endpoints[] are IPv4 addresses or DNS names",
+    "gossamer.model.externalservice.check_host_name":
+        "spec.hosts[] are DNS names of two labels or more, optionally after '*.', not IP "
+        "addresses",
 }
 VALIDATORS: dict[str, str] = {
     **{f"{f.__module__}.{f.__qualname__}": CRD for f in VALUE_PATCHES},
