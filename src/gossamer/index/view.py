@@ -111,6 +111,8 @@ class MeshIndex:
         out: dict[str, object] = {}
         if key.kind == Service.KIND and (vip := self.virtual_ips.get(key[1:])) is not None:
             out["virtualIP"] = vip
+        if key.kind == "ExternalService" and (vip := self.external_vips.get(key[1:])) is not None:
+            out["virtualIP"] = vip
         if conds:
             out["conditions"] = [c.model_dump(mode="json") for c in conds]
         return out

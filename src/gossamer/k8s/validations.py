@@ -323,8 +323,6 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
         "spec.virtualIP is a plain unicast IPv4 address that capture redirects",
     "gossamer.model.externalservice.ExternalPort._name":
         "spec.ports[].name is a DNS label",
-    "gossamer.model.externalservice.Egress._via":
-        "spec.egress.via is a gateway name (a DNS label)",
     "gossamer.model.externalservice.CaBundle._one":
         "spec.tls.caBundle gives exactly one of pem and file",
     "gossamer.model.externalservice.ExternalTls._sni":

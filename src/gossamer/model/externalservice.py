@@ -182,20 +182,6 @@ class ExternalTimeouts(Strict):
     request: Duration | None = None
 
 
-class Egress(Strict):
-    """Route this service's traffic through the egress gateway `via` (a gateway
-    proxy of that name), which alone reaches the external service."""
-
-    via: str = Field(min_length=1, max_length=63)
-
-    @field_validator("via")
-    @classmethod
-    def _via(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError(f"{v!r} is not a gateway name (a DNS label)")
-        return v
-
-
 class ExternalServiceSpec(Strict):
     hosts: list[Annotated[str, AfterValidator(check_host_name)]] = Field(min_length=1,
                                                                           max_length=32)
@@ -205,7 +191,6 @@ class ExternalServiceSpec(Strict):
     virtual_ip: str | None = Field(default=None, alias="virtualIP")
     tls: ExternalTls | None = None
     timeouts: ExternalTimeouts | None = None
-    egress: Egress | None = None
 
     @field_validator("virtual_ip")
     @classmethod

@@ -128,7 +128,6 @@ def _external_service_checks() -> list[tuple[str, str, Callable[[Any, str], bool
         ("ExternalServiceSpec._coherent", r"spec\.(hosts|ports).*"),
         ("ExternalServiceSpec._virtual_ip", r"spec\.virtualIP"),
         ("ExternalPort._name", r"spec\.ports\[\d+\]\.name"),
-        ("Egress._via", r"spec\.egress\.via"),
         ("CaBundle._one", r"spec\.tls\.caBundle"),
         ("ExternalTls._sni", r"spec\.tls\.sni"),
         ("_check_pem", r"spec\.tls\.caBundle\.pem"),
