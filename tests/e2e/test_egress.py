@@ -1,0 +1,247 @@
+"""Egress to destinations outside the mesh, on namespace hosts (tests/hosts.py; issue 17).
+
+Host `a` runs the control plane; host `b` a meshed app in capture mode (an
+unmodified `curl`, no HTTP_PROXY); host `x` is "the outside": not in the mesh, it
+runs an HTTPS server with its own CA (cryptography-made) on 8443 and a plain HTTP
+server on 80. Then:
+
+- the app calls `http://api.payments.example/...`: mesh DNS answers a virtual IP,
+  capture hands the call to the sidecar, which originates TLS to x with the CA,
+  the SNI and the name check of the ExternalService; the server saw TLS and SNI;
+- under `REGISTRY_ONLY` another external host (x's plain server, by its name) is
+  refused with the 502 naming the policy, `explain` says why, and the
+  ExternalService still passes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.universe import GOSSAMER, wait
+from tests.hosts import HostNetwork
+
+pytestmark = pytest.mark.slow
+API = "mesh.gossamer.dev/v1alpha1"
+API_PORT, XDS_PORT = 15080, 15010
+HOST = "api.payments.example"
+TLS_SERVER = """
+import json, ssl, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+cert, key, seen = sys.argv[1], sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+def note(kind, value):
+    with open(seen, "a") as f:
+        f.write(json.dumps([kind, value]) + "\\n")
+ctx.sni_callback = lambda sock, name, _: note("sni", name)
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        note("request", [self.path, self.headers.get("host")])
+        body = b"payments: charged " + self.path.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+httpd = ThreadingHTTPServer(("0.0.0.0", 8443), H)
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+httpd.serve_forever()
+"""
+PLAIN_SERVER = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"plain outside"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()
+"""
+
+
+def _pki(root: Path) -> str:
+    """The external server's CA (returned, PEM) and its certificate for HOST (files)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payments test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (root / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (root / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return ca.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class Egress:
+    def __init__(self, net: HostNetwork, root: Path) -> None:
+        self.net, self.root = net, root
+        self.state, self.logs = root / "state", root / "logs"
+        self.seen = root / "seen.jsonl"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.net['a'].address}:{API_PORT}"
+
+    def api(self) -> httpx.Client:
+        import ssl
+        token = (self.state / "admin-token").read_text().strip()
+        return httpx.Client(base_url=self.url, trust_env=False, timeout=10,
+                            verify=ssl.create_default_context(
+                                cafile=self.state / "ca-bundle.pem"),
+                            headers={"Authorization": f"Bearer {token}"})
+
+    def apply(self, *docs: dict[str, Any]) -> None:
+        with self.api() as api:
+            for doc in docs:
+                resp = api.post("/api/v1/apply", json=doc)
+                assert resp.status_code == 200, resp.text
+
+    def curl(self, url: str) -> tuple[int, str]:
+        """`curl URL` from the meshed app's host: (status, body); status 0: no answer."""
+        done = self.net["b"].run(["curl", "-sS", "--max-time", "10", "-o", "-", "-w",
+                                  "\n%{http_code}", url], timeout=30)
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def seen_by_server(self) -> list[list[Any]]:
+        if not self.seen.exists():
+            return []
+        return [json.loads(line) for line in self.seen.read_text().splitlines()]
+
+
+def _external(ca_pem: str, x_address: str) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": "payments"},
+            "spec": {"hosts": [HOST], "endpoints": [x_address],
+                     "ports": [{"port": 80, "protocol": "HTTP", "targetPort": 8443}],
+                     "tls": {"mode": "ORIGINATE", "caBundle": {"pem": ca_pem},
+                             "subjectAltNames": [HOST]}}}
+
+
+@pytest.fixture(scope="module")
+def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[Egress]:
+    net = module_netns_hosts
+    a, b, x = net.add("a"), net.add("b"), net.add("x")
+    root = tmp_path_factory.mktemp("egress")
+    world = Egress(net, root)
+    world.logs.mkdir()
+    ca_pem = _pki(root)
+    (root / "tls_server.py").write_text(TLS_SERVER)
+    (root / "plain_server.py").write_text(PLAIN_SERVER)
+    x.popen([sys.executable, str(root / "tls_server.py"), str(root / "server.pem"),
+             str(root / "server.key"), str(world.seen)], log=world.logs / "x-tls.log")
+    x.popen([sys.executable, str(root / "plain_server.py")], log=world.logs / "x-plain.log")
+    a.popen([*GOSSAMER, "control-plane", "--state-dir", str(world.state), "--host", a.address,
+             "--advertise-address", "a", "--api-port", str(API_PORT), "--xds-port",
+             str(XDS_PORT)], log=world.logs / "control-plane.log")
+
+    def up() -> bool:
+        with world.api() as api:
+            return api.get("/healthz").is_success
+    wait("the control plane is not up",
+         lambda: (world.state / "ca-bundle.pem").exists() and up(), 60, world.logs)
+    world.apply(_external(ca_pem, x.address))
+    with world.api() as api:
+        token = api.post("/api/v1/tokens", json={"scope": "join", "service": "shop"})
+    token_file = root / "shop.token"
+    token_file.write_text(token.json()["token"] + "\n")
+    # Envoy runs as its own uid under capture: its workdir must be reachable by it.
+    workdir = Path(tempfile.mkdtemp(prefix="gossamer-egress-", dir="/tmp"))
+    workdir.chmod(0o755)
+    b.popen([*GOSSAMER, "proxy", "--service", "shop", "--name", "shop-0",
+             "--control-plane", f"https://a:{API_PORT}", "--token-file", str(token_file),
+             "--ca-file", str(world.state / "ca-bundle.pem"), "--app-port", "0",
+             "--address", b.address, "--capture", "--drain-seconds", "0.5",
+             "--workdir", str(workdir / "b"), "--", "sleep", "3600"], log=world.logs / "b.log")
+
+    def synced() -> bool:
+        with world.api() as api:
+            return any(p["connected"] and p["synced"] for p in api.get("/api/v1/proxies").json())
+    try:
+        wait("the app's sidecar is not in sync", synced, 90, world.logs)
+        yield world
+    finally:
+        for proc in [p for p in net.started if b.netns in p.args]:
+            proc.terminate()  # the agent removes its capture rules and drains
+            proc.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_app_calls_an_external_host_in_plain_http_and_the_sidecar_speaks_tls(
+        egress: Egress) -> None:
+    status, body = wait("the external service through the sidecar",
+                        lambda: (r := egress.curl(f"http://{HOST}/charge"))[0] == 200 and r,
+                        60, egress.logs)
+    assert body == "payments: charged /charge"
+    seen = egress.seen_by_server()
+    # x's server speaks only TLS: the request reached it over TLS, named by SNI.
+    assert ["sni", HOST] in seen
+    assert ["request", ["/charge", HOST]] in seen
+    # The app resolved the host through mesh DNS: a virtual IP, not x's address.
+    with egress.api() as api:
+        vip = api.get("/api/v1/resources/ExternalService/default/payments").json()[
+            "status"]["virtualIP"]
+    hosts = egress.net["b"].run(["getent", "ahostsv4", HOST]).stdout
+    assert vip in hosts
+    assert egress.net["x"].address not in hosts
+
+
+def test_registry_only_refuses_other_external_hosts_and_explain_says_why(
+        egress: Egress) -> None:
+    assert egress.curl("http://x/") == (200, "plain outside")  # ALLOW_ANY, the default
+    mesh = {"apiVersion": API, "kind": "Mesh", "metadata": {"name": "default"},
+            "spec": {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}
+    egress.apply(mesh)
+    try:
+        status, body = wait("REGISTRY_ONLY to refuse x",
+                            lambda: (r := egress.curl("http://x/"))[0] == 502 and r,
+                            60, egress.logs)
+        assert "REGISTRY_ONLY" in body
+        assert "neither a mesh Service nor an ExternalService" in body
+        # The ExternalService is in the registry: it still passes.
+        assert egress.curl(f"http://{HOST}/again") == (200, "payments: charged /again")
+
+        def explained() -> dict[str, Any] | None:
+            with egress.api() as api:
+                resp = api.get("/api/v1/explain", params={"service": "shop", "status": 502})
+            return resp.json() if resp.status_code == 200 else None
+        why = wait("explain to know the refusal", explained, 30, egress.logs)
+        assert "neither a mesh Service nor an ExternalService" in why["cause"], why
+        assert why["policy"] == "Mesh gossamer-system/default", why
+    finally:
+        mesh["spec"] = {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}
+        egress.apply(mesh)
