@@ -203,7 +203,7 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
 
 def test_the_app_calls_an_external_host_in_plain_http_and_the_sidecar_speaks_tls(
         egress: Egress) -> None:
-    status, body = wait("the external service through the sidecar",
+    _, body = wait("the external service through the sidecar",
                         lambda: (r := egress.curl(f"http://{HOST}/charge"))[0] == 200 and r,
                         60, egress.logs)
     assert body == "payments: charged /charge"
@@ -227,7 +227,7 @@ def test_registry_only_refuses_other_external_hosts_and_explain_says_why(
             "spec": {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}
     egress.apply(mesh)
     try:
-        status, body = wait("REGISTRY_ONLY to refuse x",
+        _, body = wait("REGISTRY_ONLY to refuse x",
                             lambda: (r := egress.curl("http://x/"))[0] == 502 and r,
                             60, egress.logs)
         assert "REGISTRY_ONLY" in body
