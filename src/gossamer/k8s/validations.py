@@ -317,12 +317,18 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
     "gossamer.model.externalservice.ExternalService._name_is_dns_label":
         "an ExternalService name is a DNS label",
     "gossamer.model.externalservice.ExternalServiceSpec._coherent":
-        "an ExternalService lists each host and port once, names no wildcard host, and "
-        "originates TLS only on HTTP, GRPC and TCP ports",
+        "an ExternalService lists each host and port once, names no wildcard host, "
+        "originates TLS only on HTTP, GRPC and TCP ports, and sends only HTTP and GRPC "
+        "ports through an egress gateway",
     "gossamer.model.externalservice.ExternalServiceSpec._virtual_ip":
         "spec.virtualIP is a plain unicast IPv4 address that capture redirects",
     "gossamer.model.externalservice.ExternalPort._name":
         "spec.ports[].name is a DNS label",
+    "gossamer.model.authorizationpolicy._check_host_pattern":
+        "spec.rules[].to[].operation.hosts and notHosts are exact, prefix* or *suffix host "
+        "patterns without spaces, '/', '?' or '#'",
+    "gossamer.model.externalservice.Egress._via":
+        "spec.egress.via is a Service name (a DNS label)",
     "gossamer.model.externalservice.CaBundle._one":
         "spec.tls.caBundle gives exactly one of pem and file",
     "gossamer.model.externalservice.ExternalTls._sni":

@@ -182,6 +182,22 @@ class ExternalTimeouts(Strict):
     request: Duration | None = None
 
 
+class Egress(Strict):
+    """Send this service's calls through the egress gateway `via`: sidecars send them
+    over mutual TLS to Service `via` of this namespace, whose gateway proxies (run
+    with that gateway name) alone reach the external service and originate TLS; an
+    AuthorizationPolicy on Service `via` decides which workloads may reach which host."""
+
+    via: str = Field(min_length=1, max_length=63)
+
+    @field_validator("via")
+    @classmethod
+    def _via(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} is not a gateway name (a Service name, a DNS label)")
+        return v
+
+
 class ExternalServiceSpec(Strict):
     hosts: list[Annotated[str, AfterValidator(check_host_name)]] = Field(min_length=1,
                                                                           max_length=32)
@@ -191,6 +207,7 @@ class ExternalServiceSpec(Strict):
     virtual_ip: str | None = Field(default=None, alias="virtualIP")
     tls: ExternalTls | None = None
     timeouts: ExternalTimeouts | None = None
+    egress: Egress | None = None
 
     @field_validator("virtual_ip")
     @classmethod
@@ -206,6 +223,12 @@ class ExternalServiceSpec(Strict):
         if self.wildcard:
             raise ValueError("hosts: wildcard hosts ('*.') are not supported yet: list "
                              "each host name")
+        if self.egress is not None:
+            for i, p in enumerate(self.ports):
+                if not p.protocol.by_host:
+                    raise ValueError(
+                        f"ports[{i}].protocol: through an egress gateway only HTTP and GRPC "
+                        "ports (routed by host name) are carried")
         if self.tls is not None:
             for i, p in enumerate(self.ports):
                 if p.protocol.app_speaks_tls:

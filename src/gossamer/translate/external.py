@@ -36,6 +36,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.externalservice import ExternalPort, ExternalService, ExternalTls
 from gossamer.model.externalservice import ExternalProtocol as P
+from gossamer.translate import names
 from gossamer.translate.listeners import tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, UPSTREAM_TLS, build, socket_address
 from gossamer.xds.types import CLUSTER, XdsResource
@@ -53,6 +54,15 @@ def vhost_name(namespace: str, name: str, port: int, host: str = "") -> str:
     return f"external:{host + '@' if host else ''}{name}.{namespace}:{port}"
 
 
+@dataclass
+class GatewayPart:
+    """What an egress gateway (namespace, name) serves: the TLS-originating clusters
+    and the virtual hosts of the ExternalServices whose `egress.via` names it."""
+
+    clusters: dict[str, XdsResource] = field(default_factory=dict)
+    vhosts: list[VirtualHost] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ExternalConfig:
     """The ExternalServices' share of the mesh config (see the module docstring)."""
@@ -66,6 +76,10 @@ class ExternalConfig:
     refs: frozenset[str] = frozenset()
     # A content hash of all the above: equal keys, equal config (proxy_inputs).
     key: str = ""
+    # Mesh clusters (egress gateways' Services) the virtual hosts send to: every
+    # proxy gets them with their endpoints, whatever its egress scope.
+    mesh_refs: frozenset[str] = frozenset()
+    gateways: Mapping[SvcKey, GatewayPart] = field(default_factory=dict)
 
 
 def _claimed(index: MeshIndex) -> set[str]:
@@ -132,17 +146,28 @@ def _default_port(ext: ExternalService) -> int | None:
 
 
 def _vhost(ext: ExternalService, port: ExternalPort, hosts: list[str], vip: str | None,
-           cname: str, name: str) -> VirtualHost:
+           action: dict[str, Any], name: str) -> VirtualHost:
     default = port.port == _default_port(ext)
     domains = [*(hosts if default else []), *(f"{h}:{port.port}" for h in hosts)]
     if vip is not None:
         domains += [*([vip] if default else []), f"{vip}:{port.port}"]
-    action: dict[str, Any] = {"cluster": cname}
     timeouts = ext.spec.timeouts
-    if timeouts is not None and timeouts.request is not None:
-        action["timeout"] = timeouts.request
+    if "route" in action and timeouts is not None and timeouts.request is not None:
+        action = {"route": {**action["route"], "timeout": timeouts.request}}
     return build(VirtualHost, {"name": name, "domains": domains, "routes": [
-        {"name": name, "match": {"prefix": "/"}, "route": action}]})
+        {"name": name, "match": {"prefix": "/"}, **action}]})
+
+
+def _gateway_action(index: MeshIndex, namespace: str, via: str) -> dict[str, Any]:
+    """Sidecars send a gateway-bound call to Service `via`'s first HTTP port, over the
+    mesh's mutual TLS; without such a Service, a 503 naming it."""
+    svc = index.services.get((namespace, via))
+    port = next((p.port for p in svc.spec.ports if p.protocol.is_http), None) if svc else None
+    if port is None:
+        return {"directResponse": {"status": 503, "body": {"inlineString": (
+            f"gossamer: egress gateway Service {namespace}/{via} not found (or it has no "
+            "HTTP port)\n")}}}
+    return {"route": {"cluster": names.outbound_cluster(namespace, via, port)}}
 
 
 @dataclass
@@ -154,6 +179,8 @@ class _Builder:
     http_ports: set[int] = field(default_factory=set)
     chains: list[dict[str, Any]] = field(default_factory=list)
     dns: set[tuple[str, str]] = field(default_factory=set)
+    mesh_refs: set[str] = field(default_factory=set)
+    gateways: dict[SvcKey, GatewayPart] = field(default_factory=dict)
 
     def add(self, key: SvcKey, ext: ExternalService) -> None:
         ns, name = key
@@ -164,18 +191,32 @@ class _Builder:
         vip = self.index.external_vips.get(key)
         if vip is not None:
             self.dns.update((h, vip) for h in hosts)
+        via = ext.spec.egress.via if ext.spec.egress is not None else None
+        gateway = self.gateways.setdefault((ns, via), GatewayPart()) if via else None
         for port in ext.spec.ports:
             # With endpoints one cluster for every host; without, one per host.
             groups = ([("", hosts, list(ext.spec.endpoints))] if ext.spec.endpoints
                       else [(h, [h], [h]) for h in hosts])
             for tag, group, addresses in groups:
                 cname = external_cluster(ns, name, port.port, tag)
-                self.clusters[cname] = XdsResource.from_message(
+                cluster = XdsResource.from_message(
                     CLUSTER, cname, _cluster(ext, port, cname, group[0], addresses))
+                vname = vhost_name(ns, name, port.port, tag)
                 if port.protocol.by_host:
                     self.http_ports.add(port.port)
-                    self.vhosts.append(_vhost(ext, port, group, vip, cname,
-                                              vhost_name(ns, name, port.port, tag)))
+                if gateway is not None and via is not None:  # only HTTP/GRPC (the model)
+                    gateway.clusters[cname] = cluster
+                    gateway.vhosts.append(_vhost(ext, port, group, vip,
+                                                 {"route": {"cluster": cname}}, vname))
+                    action = _gateway_action(self.index, ns, via)
+                    if "route" in action:
+                        self.mesh_refs.add(action["route"]["cluster"])
+                    self.vhosts.append(_vhost(ext, port, group, vip, action, vname))
+                    continue
+                self.clusters[cname] = cluster
+                if port.protocol.by_host:
+                    self.vhosts.append(_vhost(ext, port, group, vip,
+                                              {"route": {"cluster": cname}}, vname))
             if not port.protocol.by_host and vip is not None:
                 # One cluster per port for a name-less (TCP/TLS) connection: the first
                 # group's (a connection to the virtual IP does not say which host).
@@ -189,14 +230,19 @@ class _Builder:
 
     def done(self) -> ExternalConfig:
         digest = hashlib.sha256()
-        for res in sorted(self.clusters.values(), key=lambda r: r.name):
+        parts = [*self.clusters.values(),
+                 *(c for g in self.gateways.values() for c in g.clusters.values())]
+        for res in sorted(parts, key=lambda r: r.name):
             digest.update(res.version.encode())
-        for vhost in self.vhosts:
+        for vhost in [*self.vhosts, *(v for g in self.gateways.values() for v in g.vhosts)]:
             digest.update(vhost.SerializeToString(deterministic=True))
-        digest.update(repr((sorted(self.http_ports), self.chains, sorted(self.dns))).encode())
+        digest.update(repr((sorted(self.http_ports), self.chains, sorted(self.dns),
+                            sorted(self.mesh_refs), sorted(self.gateways))).encode())
         return ExternalConfig(self.clusters, tuple(self.vhosts), frozenset(self.http_ports),
                               tuple(self.chains), tuple(sorted(self.dns)),
-                              frozenset(self.clusters), digest.hexdigest()[:16])
+                              frozenset({*self.clusters, *self.mesh_refs}),
+                              digest.hexdigest()[:16], frozenset(self.mesh_refs),
+                              self.gateways)
 
 
 def external_config(index: MeshIndex) -> ExternalConfig:

@@ -110,6 +110,11 @@ def type_of(node: dict[str, Any]) -> Any:
     return PathMatchType(node["type"])
 
 
+def _host_pattern(value: Any) -> object:
+    from gossamer.model.authorizationpolicy import _check_host_pattern
+    return _check_host_pattern(value)
+
+
 def _external(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("kind") == "ExternalService"
 
@@ -128,6 +133,7 @@ def _external_service_checks() -> list[tuple[str, str, Callable[[Any, str], bool
         ("ExternalServiceSpec._coherent", r"spec\.(hosts|ports).*"),
         ("ExternalServiceSpec._virtual_ip", r"spec\.virtualIP"),
         ("ExternalPort._name", r"spec\.ports\[\d+\]\.name"),
+        ("Egress._via", r"spec\.egress\.via"),
         ("CaBundle._one", r"spec\.tls\.caBundle"),
         ("ExternalTls._sni", r"spec\.tls\.sni"),
         ("_check_pem", r"spec\.tls\.caBundle\.pem"),
@@ -172,6 +178,9 @@ CONTROL_PLANE: list[tuple[str, str, Callable[[Any, str], bool]]] = [
      lambda doc, p: len(_at(doc, p) or {}) > MAX_LABELS),
     ("limits: the document's size", r"", lambda doc, p: bool(limit_errors(doc))),
     *_external_service_checks(),
+    ("gossamer.model.authorizationpolicy._check_host_pattern",
+     r"spec\.rules\[\d+\]\.to\[\d+\]\.operation\.(hosts|notHosts)\[\d+\]",
+     lambda doc, p: _fails(_host_pattern, _at(doc, p))),
     ("metadata fields the API server sets (uid, generation, finalizers...)",
      r"metadata\.(" + "|".join(set(OBJECT_META) - {"name", "namespace", "labels",
                                                   "annotations", "resourceVersion"}) + ")",

@@ -210,3 +210,73 @@ def test_incremental_translation_keeps_the_external_parts() -> None:
     third = translate_mesh(build_index(changed, 5, previous=index), previous=second)
     assert third.external is not second.external
     assert not any(n.startswith("external|80|api.payments") for n in third.external.clusters)
+
+
+def _via(via: str = "egress") -> dict[str, Any]:
+    doc = json.loads(json.dumps(PAYMENTS))
+    doc["spec"]["egress"] = {"via": via}
+    return doc
+
+
+EGRESS_SERVICE = {"apiVersion": API, "kind": "Service", "metadata": {"name": "egress"},
+                  "spec": {"ports": [{"port": 80, "protocol": "http"}]}}
+ONLY_FRONTEND = {
+    "apiVersion": API, "kind": "AuthorizationPolicy", "metadata": {"name": "egress-allow"},
+    "spec": {"targetRef": {"kind": "Service", "name": "egress"}, "action": "ALLOW",
+             "rules": [{"from": [{"source": {
+                 "principals": ["gossamer.local/ns/default/sa/frontend"]}}],
+                        "to": [{"operation": {"hosts": ["api.payments.example"]}}]}]}}
+
+
+def _gateway_node() -> NodeMetadata:
+    return NodeMetadata.from_metadata("egress-0.default", {
+        "service": "egress", "namespace": "default", "workload": "egress-0",
+        "inbound_port": 15006, "inbound_address": "198.18.0.9", "app_port": 0,
+        "outbound_port": 15002, "gateway": "egress"})
+
+
+def test_through_a_gateway_sidecars_send_to_its_service_over_the_mesh() -> None:
+    snap = _snapshot(_docs(_via(), EGRESS_SERVICE), _client(capture=False))
+    vhosts = _external_vhosts(_routes(snap, "outbound"))
+    route = vhosts["external:api.payments.example@payments.default:80"]["routes"][0]
+    assert route["route"]["cluster"] == "outbound|80||egress.default"
+    assert "outbound|80||egress.default" in snap.of(CLUSTER)
+    assert "outbound|80||egress.default" in snap.of("type.googleapis.com/envoy.config."
+                                                    "endpoint.v3.ClusterLoadAssignment")
+    # The TLS-originating cluster is the gateway's alone.
+    assert not any(n.startswith("external|") for n in snap.of(CLUSTER))
+
+
+def test_a_scoped_sidecar_still_gets_the_gateway_cluster() -> None:
+    scope = {"apiVersion": API, "kind": "Sidecar", "metadata": {"name": "narrow"},
+             "spec": {"egress": {"hosts": ["./catalog"]}}}
+    snap = _snapshot(_docs(_via(), EGRESS_SERVICE, scope), _client(capture=False))
+    assert "outbound|80||egress.default" in snap.of(CLUSTER)
+    assert "outbound|80||frontend.default" not in snap.of(CLUSTER)
+
+
+def test_the_gateway_routes_by_host_to_the_originating_cluster() -> None:
+    snap = _snapshot(_docs(_via(), EGRESS_SERVICE, ONLY_FRONTEND), _gateway_node())
+    listener = to_dict(_listener(snap, "inbound"))
+    hcm = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    config = hcm["routeConfig"]
+    assert config["requestHeadersToRemove"] == ["x-forwarded-client-cert"]
+    [payments, fallback] = config["virtualHosts"]
+    assert payments["routes"][0]["route"]["cluster"] == \
+        "external|80|api.payments.example|payments.default"
+    assert "api.payments.example" in payments["domains"]
+    assert fallback["routes"][0]["directResponse"]["status"] == 404
+    assert "external|80|api.payments.example|payments.default" in snap.of(CLUSTER)
+    # The AuthorizationPolicy on Service egress names the host it allows.
+    rbac = json.dumps([f for f in hcm["httpFilters"] if "rbac" in f["name"]])
+    assert '":authority"' in rbac
+    assert "api.payments.example" in rbac
+    assert "frontend" in rbac
+
+
+def test_a_gateway_service_that_does_not_exist_answers_503() -> None:
+    snap = _snapshot(_docs(_via("nosuch")), _client(capture=False))
+    vhosts = _external_vhosts(_routes(snap, "outbound"))
+    route = vhosts["external:api.payments.example@payments.default:80"]["routes"][0]
+    assert route["directResponse"]["status"] == 503
+    assert "default/nosuch" in route["directResponse"]["body"]["inlineString"]
