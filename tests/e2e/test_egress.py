@@ -36,7 +36,7 @@ from tests.hosts import HostNetwork
 
 pytestmark = pytest.mark.slow
 API = "mesh.gossamer.dev/v1alpha1"
-API_PORT, XDS_PORT = 15080, 15010
+API_PORT, XDS_PORT, AUDIT_PROXY_PORT = 15080, 15010, 15002
 HOST = "api.payments.example"
 TLS_SERVER = """
 import json, ssl, sys
@@ -51,8 +51,8 @@ ctx.sni_callback = lambda sock, name, _: note("sni", name)
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        note("request", [self.path, self.headers.get("host")])
-        body = b"payments: charged " + self.path.encode()
+        note("request", [self.path, self.headers.get("host"), self.client_address[0]])
+        body = sys.argv[4].encode() + b": charged " + self.path.encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -79,8 +79,10 @@ ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()
 """
 
 
-def _pki(root: Path) -> str:
-    """The external server's CA (returned, PEM) and its certificate for HOST (files)."""
+def _pki(root: Path, host: str) -> str:
+    """An external server's CA (returned, PEM) and its certificate for `host` (files
+    server.pem and server.key in `root`)."""
+    root.mkdir(exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payments test CA")])
@@ -92,12 +94,12 @@ def _pki(root: Path) -> str:
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     (root / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (root / "server.key").write_bytes(key.private_bytes(
@@ -110,7 +112,7 @@ class Egress:
     def __init__(self, net: HostNetwork, root: Path) -> None:
         self.net, self.root = net, root
         self.state, self.logs = root / "state", root / "logs"
-        self.seen = root / "seen.jsonl"
+        self.workdir = root
 
     @property
     def url(self) -> str:
@@ -130,41 +132,85 @@ class Egress:
                 resp = api.post("/api/v1/apply", json=doc)
                 assert resp.status_code == 200, resp.text
 
-    def curl(self, url: str) -> tuple[int, str]:
-        """`curl URL` from the meshed app's host: (status, body); status 0: no answer."""
-        done = self.net["b"].run(["curl", "-sS", "--max-time", "10", "-o", "-", "-w",
-                                  "\n%{http_code}", url], timeout=30)
+    def curl(self, url: str, host: str = "b", *args: str) -> tuple[int, str]:
+        """`curl URL` on a host: (status, body); status 0: no answer."""
+        done = self.net[host].run(["curl", "-sS", "--max-time", "10", *args, "-o", "-", "-w",
+                                   "\n%{http_code}", url], timeout=30)
         body, _, code = done.stdout.rpartition("\n")
         return int(code or 0), body
 
-    def seen_by_server(self) -> list[list[Any]]:
-        if not self.seen.exists():
+    def seen_by_server(self, name: str = "x") -> list[list[Any]]:
+        seen = self.root / name / "seen.jsonl"
+        if not seen.exists():
             return []
-        return [json.loads(line) for line in self.seen.read_text().splitlines()]
+        return [json.loads(line) for line in seen.read_text().splitlines()]
+
+    def token_file(self, service: str) -> Path:
+        with self.api() as api:
+            token = api.post("/api/v1/tokens", json={"scope": "join", "service": service})
+        path = self.root / f"{service}.token"
+        path.write_text(token.json()["token"] + "\n")
+        return path
+
+    def agent(self, host: str, service: str, *args: str) -> None:
+        """`gossamer proxy` for `service` on `host` (no app: `args` says what it runs)."""
+        self.net[host].popen([
+            *GOSSAMER, "proxy", "--service", service, "--name", f"{service}-0",
+            "--control-plane", f"https://a:{API_PORT}", "--token-file",
+            str(self.token_file(service)), "--ca-file", str(self.state / "ca-bundle.pem"),
+            "--app-port", "0", "--address", self.net[host].address, "--drain-seconds", "0.5",
+            "--workdir", str(self.workdir / host), *args], log=self.logs / f"{host}.log")
 
 
-def _external(ca_pem: str, x_address: str) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": "payments"},
-            "spec": {"hosts": [HOST], "endpoints": [x_address],
+def _external(name: str, host: str, ca_pem: str, address: str,
+              **more: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": name},
+            "spec": {"hosts": [host], "endpoints": [address],
                      "ports": [{"port": 80, "protocol": "HTTP", "targetPort": 8443}],
                      "tls": {"mode": "ORIGINATE", "caBundle": {"pem": ca_pem},
-                             "subjectAltNames": [HOST]}}}
+                             "subjectAltNames": [host]}, **more}}
+
+
+def _outside_server(world: Egress, host: str, name: str, label: str) -> str:
+    """An HTTPS server with its own CA on `host`:8443 for name `name`, answering
+    "`label`: charged PATH"; its CA PEM."""
+    root = world.root / host
+    ca_pem = _pki(root, name)
+    world.net[host].popen([sys.executable, str(world.root / "tls_server.py"),
+                           str(root / "server.pem"), str(root / "server.key"),
+                           str(root / "seen.jsonl"), label],
+                          log=world.logs / f"{host}-tls.log")
+    return ca_pem
+
+
+LEDGER = "ledger.bank.example"
+EGRESS_SERVICE = {"apiVersion": API, "kind": "Service", "metadata": {"name": "egress"},
+                  "spec": {"ports": [{"port": 80, "protocol": "http"}]}}
+# On the egress gateway: shop may reach the ledger; nothing else may.
+ONLY_SHOP_TO_LEDGER = {
+    "apiVersion": API, "kind": "AuthorizationPolicy", "metadata": {"name": "egress-ledger"},
+    "spec": {"targetRef": {"kind": "Service", "name": "egress"}, "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": ["gossamer.local/ns/default/sa/shop"]}}],
+                        "to": [{"operation": {"hosts": [LEDGER]}}]}]}}
 
 
 @pytest.fixture(scope="module")
 def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[Egress]:
+    """a: control plane; b: shop (captured); c: audit (explicit mode); g: the egress
+    gateway; x and y: outside. Only g has a route to y."""
     net = module_netns_hosts
-    a, b, x = net.add("a"), net.add("b"), net.add("x")
-    root = tmp_path_factory.mktemp("egress")
-    world = Egress(net, root)
+    a, b, c, g, x, y = (net.add(h) for h in ("a", "b", "c", "g", "x", "y"))
+    world = Egress(net, tmp_path_factory.mktemp("egress"))
     world.logs.mkdir()
-    ca_pem = _pki(root)
-    (root / "tls_server.py").write_text(TLS_SERVER)
-    (root / "plain_server.py").write_text(PLAIN_SERVER)
-    x.popen([sys.executable, str(root / "tls_server.py"), str(root / "server.pem"),
-             str(root / "server.key"), str(world.seen)], log=world.logs / "x-tls.log")
-    x.popen([sys.executable, str(root / "plain_server.py")], log=world.logs / "x-plain.log")
+    (world.root / "tls_server.py").write_text(TLS_SERVER)
+    (world.root / "plain_server.py").write_text(PLAIN_SERVER)
+    payments_ca = _outside_server(world, "x", HOST, "payments")
+    ledger_ca = _outside_server(world, "y", LEDGER, "ledger")
+    x.popen([sys.executable, str(world.root / "plain_server.py")],
+            log=world.logs / "x-plain.log")
+    for meshed in (b, c):  # no route from the app hosts to y: only the gateway reaches it
+        meshed.run(["ip", "route", "add", "prohibit", f"{y.address}/32"], check=True)
     a.popen([*GOSSAMER, "control-plane", "--state-dir", str(world.state), "--host", a.address,
              "--advertise-address", "a", "--api-port", str(API_PORT), "--xds-port",
              str(XDS_PORT)], log=world.logs / "control-plane.log")
@@ -174,31 +220,31 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
             return api.get("/healthz").is_success
     wait("the control plane is not up",
          lambda: (world.state / "ca-bundle.pem").exists() and up(), 60, world.logs)
-    world.apply(_external(ca_pem, x.address))
-    with world.api() as api:
-        token = api.post("/api/v1/tokens", json={"scope": "join", "service": "shop"})
-    token_file = root / "shop.token"
-    token_file.write_text(token.json()["token"] + "\n")
+    world.apply(_external("payments", HOST, payments_ca, x.address),
+                _external("ledger", LEDGER, ledger_ca, y.address, egress={"via": "egress"}),
+                EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
     # Envoy runs as its own uid under capture: its workdir must be reachable by it.
-    workdir = Path(tempfile.mkdtemp(prefix="gossamer-egress-", dir="/tmp"))
-    workdir.chmod(0o755)
-    b.popen([*GOSSAMER, "proxy", "--service", "shop", "--name", "shop-0",
-             "--control-plane", f"https://a:{API_PORT}", "--token-file", str(token_file),
-             "--ca-file", str(world.state / "ca-bundle.pem"), "--app-port", "0",
-             "--address", b.address, "--capture", "--drain-seconds", "0.5",
-             "--workdir", str(workdir / "b"), "--", "sleep", "3600"], log=world.logs / "b.log")
+    world.workdir = Path(tempfile.mkdtemp(prefix="gossamer-egress-", dir="/tmp"))
+    world.workdir.chmod(0o755)
+    world.agent("b", "shop", "--capture", "--", "sleep", "3600")
+    world.agent("c", "audit", "--outbound-port", str(AUDIT_PROXY_PORT))
+    world.agent("g", "egress", "--gateway", "egress")
 
-    def synced() -> bool:
+    def ready() -> bool:
         with world.api() as api:
-            return any(p["connected"] and p["synced"] for p in api.get("/api/v1/proxies").json())
+            proxies = api.get("/api/v1/proxies").json()
+            gateway = api.get("/api/v1/resources/Workload/default/egress-0")
+        return (sum(1 for p in proxies if p["connected"] and p["synced"]) == 3
+                and gateway.is_success and gateway.json()["spec"]["health"] == "Healthy")
     try:
-        wait("the app's sidecar is not in sync", synced, 90, world.logs)
+        wait("the sidecars and the gateway are not in sync and healthy", ready, 90, world.logs)
         yield world
     finally:
-        for proc in [p for p in net.started if b.netns in p.args]:
-            proc.terminate()  # the agent removes its capture rules and drains
-            proc.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for host in (b, c, g):
+            for proc in [p for p in net.started if host.netns in p.args]:
+                proc.terminate()  # the agents remove their capture rules and drain
+                proc.wait(timeout=30)
+        shutil.rmtree(world.workdir, ignore_errors=True)
 
 
 def test_the_app_calls_an_external_host_in_plain_http_and_the_sidecar_speaks_tls(
@@ -210,7 +256,7 @@ def test_the_app_calls_an_external_host_in_plain_http_and_the_sidecar_speaks_tls
     seen = egress.seen_by_server()
     # x's server speaks only TLS: the request reached it over TLS, named by SNI.
     assert ["sni", HOST] in seen
-    assert ["request", ["/charge", HOST]] in seen
+    assert ["request", ["/charge", HOST, egress.net["b"].address]] in seen
     # The app resolved the host through mesh DNS: a virtual IP, not x's address.
     with egress.api() as api:
         vip = api.get("/api/v1/resources/ExternalService/default/payments").json()[
@@ -245,3 +291,28 @@ def test_registry_only_refuses_other_external_hosts_and_explain_says_why(
     finally:
         mesh["spec"] = {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}
         egress.apply(mesh)
+
+
+def test_through_the_egress_gateway_authz_decides_who_reaches_the_outside(
+        egress: Egress) -> None:
+    # shop, captured on b, calls the ledger by name: allowed by the gateway's policy.
+    _, body = wait("the ledger through the egress gateway",
+                   lambda: (r := egress.curl(f"http://{LEDGER}/post"))[0] == 200 and r,
+                   60, egress.logs)
+    assert body == "ledger: charged /post"
+    requests = [v for k, v in egress.seen_by_server("y") if k == "request"]
+    assert requests
+    # y saw the gateway only, never the app's host.
+    assert {addr for _, _, addr in requests} == {egress.net["g"].address}
+    assert ["sni", LEDGER] in egress.seen_by_server("y")
+    # b has no route to y: a direct connection fails (its sidecar passes it through
+    # under ALLOW_ANY, and the connect is refused by the missing route).
+    direct = egress.curl(f"https://{egress.net['y'].address}:8443/direct", "b", "-k")
+    assert direct[0] == 0, direct
+    # audit (c, explicit mode) is no workload the policy allows: 403 at the gateway.
+    status, denied = egress.curl(f"http://{LEDGER}/post", "c", "--proxy",
+                                 f"http://127.0.0.1:{AUDIT_PROXY_PORT}")
+    assert status == 403, denied
+    assert "denied by mesh authorization policy" in denied
+    assert not any(path == "/post" and addr != egress.net["g"].address
+                   for path, _, addr in requests)
