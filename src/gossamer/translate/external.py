@@ -16,6 +16,11 @@ Once per mesh (`external_config`), shared by every proxy like the Services' part
   hand to its HTTP connection manager, a filter chain per TCP/TLS/HTTPS port
   matching the virtual IP and port, and the DNS names answered with the virtual IP.
 
+An ExternalService with `egress.via` (an egress gateway Service) is routed by sidecars
+to that Service's cluster over the mesh's mutual TLS (`mesh_refs`: every proxy gets it
+with its endpoints), and its TLS-originating clusters and virtual hosts go to the
+gateway alone (`gateways`; translate/egressgateway.py builds its listener).
+
 A host that is also a name of a mesh Service (`svc.ns`, ...), or of an earlier
 ExternalService by (namespace, name), is left out here: Envoy refuses a route
 config that lists a domain twice, and the mesh's own names win.
