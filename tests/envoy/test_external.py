@@ -35,6 +35,8 @@ class TlsServer:
     ca_pem: str
     sni: list[str | None] = field(default_factory=list)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    # The next `fail` requests get 503.
+    fail: int = 0
 
 
 def _pki(tmp: Path, names: list[str]) -> tuple[str, Path, Path]:
@@ -85,7 +87,9 @@ def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
         def do_GET(self) -> None:
             server.requests.append((self.path, self.headers.get("host")))
             body = f"external says hi to {self.path}".encode()
-            self.send_response(200)
+            failing = server.fail > 0
+            server.fail -= failing
+            self.send_response(503 if failing else 200)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -143,3 +147,20 @@ async def test_a_host_no_external_service_names_is_not_routed(
     resp = await get(client, "http://api.other.example/charge")
     assert resp.status_code == 404
     assert tls_server.requests == []
+
+
+async def test_a_resilience_policy_retries_calls_to_an_external_service(
+        mini: MiniMesh, tls_server: TlsServer) -> None:
+    await mini.apply(_external(tls_server), {
+        "apiVersion": API, "kind": "ResiliencePolicy", "metadata": {"name": "payments"},
+        "spec": {"targetRef": {"kind": "ExternalService", "name": "payments"},
+                 "retries": {"attempts": 2, "retryOn": ["5xx"]}}})
+    client = await mini.client()
+    await mini.wait_synced()
+    tls_server.fail = 2
+    resp = await get(client, f"http://{HOST}/retried")
+    assert (resp.status_code, resp.text) == (200, "external says hi to /retried")
+    assert [p for p, _ in tls_server.requests] == ["/retried"] * 3
+    tls_server.fail = 3  # more failures than retries: the caller sees the last one
+    resp = await get(client, f"http://{HOST}/exhausted")
+    assert resp.status_code == 503

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from gossamer.index.conditions import (
     by_name,
+    external_target_conditions,
     gamma_routes,
     one_per_scope,
     one_per_service,
@@ -226,7 +227,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         conditions[route.key] = route_conditions(route, services)
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
     resilience, resilience_conflicts = one_per_service(
-        p for p in policies if isinstance(p, ResiliencePolicy))
+        p for p in policies if isinstance(p, ResiliencePolicy) and not p.spec.target_ref.external)
+    external_resilience, external_conflicts = one_per_service(  # issue 17
+        p for p in policies if isinstance(p, ResiliencePolicy) and p.spec.target_ref.external)
     rate_limits, rate_limit_conflicts = one_per_service(
         p for p in policies if isinstance(p, RateLimitPolicy))
     faults, fault_conflicts = one_per_service(p for p in policies if isinstance(p, FaultPolicy))
@@ -236,8 +239,11 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     conditions.update(policy_conditions(
         policies, services, {**one_per_scope(peers), **resilience_conflicts,
                              **rate_limit_conflicts, **fault_conflicts,
-                             **telemetry_conflicts}))
-    resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)),
+                             **telemetry_conflicts, **external_conflicts}))
+    externals = _externals(kinds.of(ExternalService), previous)
+    conditions.update(external_target_conditions(policies, externals, conditions))
+    resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)
+                                       and not p.spec.target_ref.external),
                           resilience, services, [*routes, *kinds.of(GRPCRoute),
                                                  *kinds.of(TCPRoute)])
     conditions.update(sidecar_conditions)
@@ -245,7 +251,6 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                                              previous.virtual_ips if previous else None)
     conditions.update(vip_conditions)
     selection = _selection(services, workloads, previous)
-    externals = _externals(kinds.of(ExternalService), previous)
     tables = kinds.of(VirtualIPTable)
     external_vips = external_virtual_ips(externals, tables[0] if tables else None,
                                          vips.values(),
@@ -275,6 +280,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         mesh=next(iter(kinds.of(Mesh)), None),
         external_services=externals,
         external_vips=external_vips,
+        external_resilience=MappingProxyType(external_resilience),
     )
 
 

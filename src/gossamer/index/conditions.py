@@ -149,6 +149,25 @@ def _target_condition(policy: Policy, services: Mapping[SvcKey, Service]) -> Con
                      f"{policy.metadata.namespace!r}; the policy applies once it exists")
 
 
+def external_target_conditions(
+        policies: Iterable[Policy], externals: Mapping[SvcKey, object],
+        conditions: Mapping[ResourceKey, tuple[Condition, ...]],
+) -> dict[ResourceKey, tuple[Condition, ...]]:
+    """ResiliencePolicies on an ExternalService (issue 17): ResolvedRefs says whether
+    it exists (policy_conditions looked for a Service of that name)."""
+    out: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for p in policies:
+        if not isinstance(p, ResiliencePolicy) or not p.spec.target_ref.external:
+            continue
+        name = p.spec.target_ref.name
+        resolved = _true("ResolvedRefs") if (p.metadata.namespace, name) in externals else \
+            Condition(type="ResolvedRefs", status="False", reason="TargetNotFound",
+                      message=f"target ExternalService {name!r} not found in namespace "
+                      f"{p.metadata.namespace!r}; the policy applies once it exists")
+        out[p.key] = (conditions[p.key][0], resolved)
+    return out
+
+
 OnePerScope = TypeVar("OnePerScope", PeerAuthentication, Telemetry)
 
 

@@ -92,6 +92,8 @@ class MeshIndex:
     # (virtualips/external.py).
     external_services: Mapping[SvcKey, ExternalService] = field(default_factory=dict)
     external_vips: Mapping[SvcKey, str] = field(default_factory=dict)
+    # The ResiliencePolicy in effect for each ExternalService (the first by name).
+    external_resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))

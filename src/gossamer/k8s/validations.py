@@ -25,7 +25,7 @@ from gossamer.model import (
     resiliencepolicy,
     sidecar,
 )
-from gossamer.model.meta import HEADER_NAME, METHODS
+from gossamer.model.meta import HEADER_NAME, MESH_GROUP, METHODS
 from gossamer.model.policy import check_path_pattern
 
 Schema = dict[str, Any]
@@ -169,11 +169,22 @@ CLASS_PATCHES: dict[str, Schema] = {
         rule(unique(key="{}.port"), "a port is listed twice")]}}},
     "TargetRef": {"properties": {"group": {"enum": ["", "core"]}, "kind": {"enum": ["Service"]},
                                  "name": {"pattern": DNS_LABEL}}},
+    "ResilienceTargetRef": {
+        "properties": {"group": {"enum": ["", "core", MESH_GROUP]},
+                       "kind": {"enum": ["Service", "ExternalService"]},
+                       "name": {"pattern": DNS_LABEL}},
+        "x-kubernetes-validations": [rule(
+            "has(self.kind) && self.kind == 'ExternalService' ? (!has(self.group) || "
+            f"self.group in ['', '{MESH_GROUP}']) : (!has(self.group) || "
+            "self.group in ['', 'core'])",
+            "a Service is in group \"\" (or core), an ExternalService in \"\" or "
+            f"{MESH_GROUP}")]},
     "Source": {"x-kubernetes-validations": [rule(has_items(
         "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
         "namespaces", "notNamespaces"), "a source needs at least one field")]},
     "Operation": {"x-kubernetes-validations": [rule(has_items(
-        "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"),
+        "ports", "notPorts", "methods", "notMethods", "paths", "notPaths", "hosts",
+        "notHosts"),
         "an operation needs at least one field")]},
     "RuleCondition": {"properties": {"key": {"pattern": CONDITION_KEY}},
                       "x-kubernetes-validations": [
@@ -327,6 +338,9 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
     "gossamer.model.authorizationpolicy._check_host_pattern":
         "spec.rules[].to[].operation.hosts and notHosts are exact, prefix* or *suffix host "
         "patterns without spaces, '/', '?' or '#'",
+    "gossamer.model.resiliencepolicy.ResiliencePolicySpec._external_target":
+        "a ResiliencePolicy on an ExternalService sets no adaptiveConcurrency, routes, "
+        "healthCheck, hedging or loadBalancer.locality",
     "gossamer.model.externalservice.Egress._via":
         "spec.egress.via is a Service name (a DNS label)",
     "gossamer.model.externalservice.CaBundle._one":
@@ -352,6 +366,7 @@ VALIDATORS: dict[str, str] = {
         "_service_name_is_dns_label", "gossamer.model.service.ServiceSpec._selector",
         "gossamer.model.service.ServiceSpec._unique_ports",
         "gossamer.model.service.ServicePort._name", "gossamer.model.policy.TargetRef._is_service",
+        "gossamer.model.resiliencepolicy.ResilienceTargetRef._is_service",
         "gossamer.model.authorizationpolicy.Source._not_empty",
         "gossamer.model.authorizationpolicy.Operation._not_empty",
         "gossamer.model.authorizationpolicy.RuleCondition._key_and_values",

@@ -38,12 +38,16 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 
+from gossamer.contract.protocol import Protocol
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.externalservice import ExternalPort, ExternalService, ExternalTls
 from gossamer.model.externalservice import ExternalProtocol as P
+from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
 from gossamer.translate.listeners import tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, UPSTREAM_TLS, build, socket_address
+from gossamer.translate.resilience import cluster_settings, route_settings
+from gossamer.translate.routes import DEFAULT_RETRY
 from gossamer.xds.types import CLUSTER, XdsResource
 
 CLUSTER_PREFIX = "external|"
@@ -120,7 +124,7 @@ def _is_ip(address: str) -> bool:
 
 
 def _cluster(ext: ExternalService, port: ExternalPort, cname: str, host: str,
-             addresses: list[str]) -> Cluster:
+             addresses: list[str], policy: ResiliencePolicy | None) -> Cluster:
     """`host`: the name the TLS handshake asks for (SNI) unless `tls.sni` says."""
     static = all(_is_ip(a) for a in addresses)
     kind = "STATIC" if static else ("LOGICAL_DNS" if len(addresses) == 1 else "STRICT_DNS")
@@ -142,7 +146,30 @@ def _cluster(ext: ExternalService, port: ExternalPort, cname: str, host: str,
                 "@type": HTTP_OPTIONS, "explicitHttpConfig": {"http2ProtocolOptions": {}}}}
     if ext.spec.tls is not None:
         data["transportSocket"] = _tls_socket(ext.spec.tls, host)
+    # A ResiliencePolicy on the ExternalService: circuit breaking, outlier detection,
+    # load balancing, its connect timeout (over `timeouts.connect`).
+    data.update(cluster_settings(policy, _PROTOCOL[port.protocol]))
     return build(Cluster, data)
+
+
+_PROTOCOL = {P.HTTP: Protocol.HTTP, P.GRPC: Protocol.GRPC, P.TCP: Protocol.TCP,
+             P.TLS: Protocol.TCP, P.HTTPS: Protocol.TCP}
+
+
+def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
+           *, first_hop: bool = True) -> dict[str, Any]:
+    """A route action to `cluster`: `timeouts.request`, then the policy's timeouts and
+    retries (retries only on the first hop: a gateway does not retry again)."""
+    action: dict[str, Any] = {"cluster": cluster}
+    timeouts = ext.spec.timeouts
+    if timeouts is not None and timeouts.request is not None:
+        action["timeout"] = timeouts.request
+    if policy is not None and first_hop:
+        action["retryPolicy"] = dict(DEFAULT_RETRY)
+        route_settings(action, policy, DEFAULT_RETRY)
+    elif policy is not None and policy.spec.timeouts and policy.spec.timeouts.request:
+        action["timeout"] = policy.spec.timeouts.request
+    return {"route": action}
 
 
 def _default_port(ext: ExternalService) -> int | None:
@@ -156,14 +183,12 @@ def _vhost(ext: ExternalService, port: ExternalPort, hosts: list[str], vip: str 
     domains = [*(hosts if default else []), *(f"{h}:{port.port}" for h in hosts)]
     if vip is not None:
         domains += [*([vip] if default else []), f"{vip}:{port.port}"]
-    timeouts = ext.spec.timeouts
-    if "route" in action and timeouts is not None and timeouts.request is not None:
-        action = {"route": {**action["route"], "timeout": timeouts.request}}
     return build(VirtualHost, {"name": name, "domains": domains, "routes": [
         {"name": name, "match": {"prefix": "/"}, **action}]})
 
 
-def _gateway_action(index: MeshIndex, namespace: str, via: str) -> dict[str, Any]:
+def _gateway_action(index: MeshIndex, ext: ExternalService, namespace: str,
+                    via: str) -> dict[str, Any]:
     """Sidecars send a gateway-bound call to Service `via`'s first HTTP port, over the
     mesh's mutual TLS; without such a Service, a 503 naming it."""
     svc = index.services.get((namespace, via))
@@ -172,7 +197,8 @@ def _gateway_action(index: MeshIndex, namespace: str, via: str) -> dict[str, Any
         return {"directResponse": {"status": 503, "body": {"inlineString": (
             f"gossamer: egress gateway Service {namespace}/{via} not found (or it has no "
             "HTTP port)\n")}}}
-    return {"route": {"cluster": names.outbound_cluster(namespace, via, port)}}
+    policy = index.external_resilience.get((namespace, ext.metadata.name))
+    return _route(ext, names.outbound_cluster(namespace, via, port), policy)
 
 
 @dataclass
@@ -197,6 +223,7 @@ class _Builder:
         if vip is not None:
             self.dns.update((h, vip) for h in hosts)
         via = ext.spec.egress.via if ext.spec.egress is not None else None
+        policy = self.index.external_resilience.get(key)
         gateway = self.gateways.setdefault((ns, via), GatewayPart()) if via else None
         for port in ext.spec.ports:
             # With endpoints one cluster for every host; without, one per host.
@@ -205,15 +232,16 @@ class _Builder:
             for tag, group, addresses in groups:
                 cname = external_cluster(ns, name, port.port, tag)
                 cluster = XdsResource.from_message(
-                    CLUSTER, cname, _cluster(ext, port, cname, group[0], addresses))
+                    CLUSTER, cname, _cluster(ext, port, cname, group[0], addresses, policy))
                 vname = vhost_name(ns, name, port.port, tag)
                 if port.protocol.by_host:
                     self.http_ports.add(port.port)
                 if gateway is not None and via is not None:  # only HTTP/GRPC (the model)
                     gateway.clusters[cname] = cluster
                     gateway.vhosts.append(_vhost(ext, port, group, vip,
-                                                 {"route": {"cluster": cname}}, vname))
-                    action = _gateway_action(self.index, ns, via)
+                                                 _route(ext, cname, policy, first_hop=False),
+                                                 vname))
+                    action = _gateway_action(self.index, ext, ns, via)
                     if "route" in action:
                         self.mesh_refs.add(action["route"]["cluster"])
                     self.vhosts.append(_vhost(ext, port, group, vip, action, vname))
@@ -221,7 +249,7 @@ class _Builder:
                 self.clusters[cname] = cluster
                 if port.protocol.by_host:
                     self.vhosts.append(_vhost(ext, port, group, vip,
-                                              {"route": {"cluster": cname}}, vname))
+                                              _route(ext, cname, policy), vname))
             if not port.protocol.by_host and vip is not None:
                 # One cluster per port for a name-less (TCP/TLS) connection: the first
                 # group's (a connection to the virtual IP does not say which host).

@@ -486,7 +486,8 @@ def _external(index: MeshIndex, previous: MeshConfig | None) -> ExternalConfig:
     """The previous mesh's when what it reads is the same objects."""
     if previous is not None and index.external_services is previous.index.external_services \
             and index.external_vips is previous.index.external_vips \
-            and index.services is previous.index.services:
+            and index.services is previous.index.services \
+            and index.external_resilience == previous.index.external_resilience:
         return previous.external
     return external_config(index)
 

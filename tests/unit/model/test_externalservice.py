@@ -95,3 +95,37 @@ def test_mutated_external_services_parse_or_are_rejected_cleanly(data: st.DataOb
     doc = copy.deepcopy(GOOD)
     mutate(data.draw, doc, VALUES)
     parses_or_is_rejected_cleanly(doc)
+
+
+def _resilience(target: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ResiliencePolicy", "metadata": {"name": "p"},
+            "spec": {"targetRef": target, **spec}}
+
+
+@pytest.mark.parametrize(("target", "spec", "field", "reason"), [
+    ({"kind": "Gizmo", "name": "payments"}, {"timeouts": {"request": "1s"}},
+     "spec.targetRef.kind", "or an ExternalService"),
+    ({"group": "core", "kind": "ExternalService", "name": "payments"},
+     {"timeouts": {"request": "1s"}}, "spec.targetRef.kind", "ExternalService"),
+    ({"kind": "ExternalService", "name": "pay.ments"}, {"timeouts": {"request": "1s"}},
+     "spec.targetRef.name", "ExternalService name"),
+    ({"kind": "ExternalService", "name": "payments"},
+     {"hedging": {"delay": "10ms"}},
+     "spec.hedging", "does not apply to an ExternalService"),
+    ({"kind": "ExternalService", "name": "payments"},
+     {"adaptiveConcurrency": {"minRtt": "10ms"}},
+     "spec.adaptiveConcurrency", "does not apply to an ExternalService"),
+])
+def test_a_resilience_policy_on_an_external_service_is_checked(
+        target: dict[str, Any], spec: dict[str, Any], field: str, reason: str) -> None:
+    with pytest.raises(InvalidResource) as err:
+        parse_document(_resilience(target, **spec))
+    found = {e.path: e.reason for e in err.value.errors}
+    assert field in found, found
+    assert reason in found[field], found
+
+
+def test_a_resilience_policy_may_target_an_external_service() -> None:
+    res = parse_document(_resilience({"group": "mesh.gossamer.dev", "kind": "ExternalService",
+                                      "name": "payments"}, retries={"attempts": 2}))
+    assert res.spec.target_ref.external  # type: ignore[attr-defined]

@@ -280,3 +280,41 @@ def test_a_gateway_service_that_does_not_exist_answers_503() -> None:
     route = vhosts["external:api.payments.example@payments.default:80"]["routes"][0]
     assert route["directResponse"]["status"] == 503
     assert "default/nosuch" in route["directResponse"]["body"]["inlineString"]
+
+
+RESILIENCE = {
+    "apiVersion": API, "kind": "ResiliencePolicy", "metadata": {"name": "payments"},
+    "spec": {"targetRef": {"kind": "ExternalService", "name": "payments"},
+             "timeouts": {"request": "4s", "connect": "1s"},
+             "retries": {"attempts": 2, "retryOn": ["5xx"]},
+             "circuitBreaker": {"maxConnections": 7, "maxPendingRequests": 3},
+             "outlierDetection": {"consecutive5xx": 4}}}
+
+
+def test_a_resilience_policy_on_an_external_service_applies_to_its_callers() -> None:
+    snap = _snapshot(_docs(PAYMENTS, RESILIENCE), _client(capture=False))
+    cluster = to_dict(Cluster.FromString(snap.of(CLUSTER)[
+        "external|80|api.payments.example|payments.default"].payload))
+    assert cluster["connectTimeout"] == "1s"  # the policy's, over timeouts.connect
+    assert cluster["circuitBreakers"]["thresholds"][0]["maxConnections"] == 7
+    assert cluster["outlierDetection"]["consecutive5xx"] == 4
+    vhosts = _external_vhosts(_routes(snap, "outbound"))
+    route = vhosts["external:api.payments.example@payments.default:80"]["routes"][0]["route"]
+    assert route["timeout"] == "4s"
+    assert route["retryPolicy"]["numRetries"] == 2
+    assert "5xx" in route["retryPolicy"]["retryOn"]
+
+
+def test_a_resilience_policy_reports_whether_its_external_service_exists() -> None:
+    from gossamer.model import ResourceKey
+
+    found = build_index(_docs(PAYMENTS, RESILIENCE), 3)
+    key = ResourceKey("ResiliencePolicy", "default", "payments")
+    assert [(c.type, c.status) for c in found.conditions[key]] == [
+        ("Accepted", "True"), ("ResolvedRefs", "True")]
+    assert found.external_resilience[("default", "payments")].metadata.name == "payments"
+    assert ("default", "payments") not in found.resilience  # no Service of that name
+    missing = build_index(_docs(RESILIENCE), 3)
+    resolved = missing.conditions[key][1]
+    assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
+    assert "ExternalService 'payments'" in resolved.message
