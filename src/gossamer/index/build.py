@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from gossamer.index.conditions import (
     by_name,
+    external_service_conditions,
     external_target_conditions,
     gamma_routes,
     one_per_scope,
@@ -242,6 +243,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                              **telemetry_conflicts, **external_conflicts}))
     externals = _externals(kinds.of(ExternalService), previous)
     conditions.update(external_target_conditions(policies, externals, conditions))
+    conditions.update(external_service_conditions(externals, services))
     resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)
                                        and not p.spec.target_ref.external),
                           resilience, services, [*routes, *kinds.of(GRPCRoute),

@@ -18,6 +18,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.index.view import AnyRoute, Policy, PortKey, R, SvcKey
 from gossamer.model import (
     Condition,
+    ExternalService,
     FaultPolicy,
     GRPCRoute,
     PeerAuthentication,
@@ -165,6 +166,30 @@ def external_target_conditions(
                       message=f"target ExternalService {name!r} not found in namespace "
                       f"{p.metadata.namespace!r}; the policy applies once it exists")
         out[p.key] = (conditions[p.key][0], resolved)
+    return out
+
+
+def external_service_conditions(
+        externals: Mapping[SvcKey, ExternalService], services: Mapping[SvcKey, Service],
+) -> dict[ResourceKey, tuple[Condition, ...]]:
+    """Each ExternalService is Accepted; a host that is also a mesh Service's name, or an
+    earlier ExternalService's (by namespace and name), is left to that one (as
+    translate/external.py does) and reported as `Conflicted`."""
+    owner: dict[str, str] = {}
+    for ns, name in services:
+        for host in (f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"):
+            owner[host] = f"Service {ns}/{name}"
+    out: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for key in sorted(externals):
+        ext = externals[key]
+        lost = [f"{h} ({owner[h]}'s)" for h in ext.spec.hosts if h in owner]
+        for h in ext.spec.hosts:
+            owner.setdefault(h, f"ExternalService {key[0]}/{key[1]}")
+        conds = [_true("Accepted")]
+        if lost:
+            conds.append(Condition(type="Conflicted", status="True", reason="HostConflict",
+                                   message="left to their owners: " + ", ".join(lost)))
+        out[ext.key] = tuple(conds)
     return out
 
 

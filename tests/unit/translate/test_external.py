@@ -189,6 +189,12 @@ def test_a_host_that_names_a_mesh_service_is_left_to_the_service() -> None:
     owners = [v.name for v in config.virtual_hosts if "catalog.default" in v.domains]
     assert owners == ["catalog.default:80"]
     assert "external|80|catalog.default|payments.default" not in snap.of(CLUSTER)
+    from gossamer.model import ResourceKey
+    conds = build_index(_docs(doc), 3).conditions[ResourceKey("ExternalService", "default",
+                                                               "payments")]
+    assert [(c.type, c.status) for c in conds] == [("Accepted", "True"), ("Conflicted", "True")]
+    assert conds[1].reason == "HostConflict"
+    assert "catalog.default (Service default/catalog's)" in conds[1].message
 
 
 def test_applying_an_external_service_retranslates_proxies() -> None:
