@@ -5,6 +5,7 @@ SNI, and checks the certificate's names."""
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gossamer.telemetry.scraper import STATS_FILTER
 from tests.envoy.harness import MiniMesh, get
 
 pytestmark = pytest.mark.slow
@@ -127,6 +129,11 @@ async def test_the_app_speaks_http_and_the_sidecar_originates_tls(
     assert tls_server.sni
     assert set(tls_server.sni) == {HOST}
     assert tls_server.requests == [("/charge", HOST)]
+    # Golden metrics read the external cluster's counters as an edge to payments.default.
+    stat = "cluster.external|80||payments.default.upstream_rq_2xx"
+    found = {k: v for k, v in (await client.stats()).items() if "payments" in k}
+    assert found.get(stat) == 1, found
+    assert re.search(STATS_FILTER, stat)
 
 
 async def test_a_certificate_without_the_expected_name_is_refused(
