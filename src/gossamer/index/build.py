@@ -243,7 +243,8 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                              **telemetry_conflicts, **external_conflicts}))
     externals = _externals(kinds.of(ExternalService), previous)
     conditions.update(external_target_conditions(policies, externals, conditions))
-    conditions.update(external_service_conditions(externals, services))
+    mesh = next(iter(kinds.of(Mesh)), None)
+    conditions.update(external_service_conditions(externals, services, mesh))
     resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)
                                        and not p.spec.target_ref.external),
                           resilience, services, [*routes, *kinds.of(GRPCRoute),
@@ -279,7 +280,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),
         sidecars=sidecars,
         virtual_ips=vips,
-        mesh=next(iter(kinds.of(Mesh)), None),
+        mesh=mesh,
         external_services=externals,
         external_vips=external_vips,
         external_resilience=MappingProxyType(external_resilience),

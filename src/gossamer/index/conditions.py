@@ -30,6 +30,7 @@ from gossamer.model import (
     TCPRoute,
     Telemetry,
 )
+from gossamer.model.mesh import DEFAULT_DNS_DOMAIN, Mesh
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, policy_scope, target_name
 
 
@@ -169,16 +170,23 @@ def external_target_conditions(
     return out
 
 
+def service_host_names(services: Iterable[SvcKey], mesh: Mesh | None) -> dict[str, SvcKey]:
+    """Every dotted name callers use for a mesh Service (Host headers, mesh DNS), and
+    whose it is: what an ExternalService host may not take."""
+    domain = mesh.spec.dns_domain if mesh is not None else DEFAULT_DNS_DOMAIN
+    return {host: (ns, name) for ns, name in services
+            for host in (f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local",
+                         f"{name}.{ns}.{domain}")}
+
+
 def external_service_conditions(
         externals: Mapping[SvcKey, ExternalService], services: Mapping[SvcKey, Service],
-) -> dict[ResourceKey, tuple[Condition, ...]]:
+        mesh: Mesh | None = None) -> dict[ResourceKey, tuple[Condition, ...]]:
     """Each ExternalService is Accepted; a host that is also a mesh Service's name, or an
     earlier ExternalService's (by namespace and name), is left to that one (as
     translate/external.py does) and reported as `Conflicted`."""
-    owner: dict[str, str] = {}
-    for ns, name in services:
-        for host in (f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"):
-            owner[host] = f"Service {ns}/{name}"
+    owner = {host: f"Service {ns}/{name}"
+             for host, (ns, name) in service_host_names(services, mesh).items()}
     out: dict[ResourceKey, tuple[Condition, ...]] = {}
     for key in sorted(externals):
         ext = externals[key]

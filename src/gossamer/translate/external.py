@@ -40,6 +40,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 
 from gossamer.contract.protocol import Protocol
 from gossamer.index import MeshIndex, SvcKey
+from gossamer.index.conditions import service_host_names
 from gossamer.model.externalservice import ExternalPort, ExternalService, ExternalTls
 from gossamer.model.externalservice import ExternalProtocol as P
 from gossamer.model.resiliencepolicy import ResiliencePolicy
@@ -93,10 +94,7 @@ class ExternalConfig:
 
 def _claimed(index: MeshIndex) -> set[str]:
     """Names callers use for mesh Services (translate/names.py, translate/dns.py)."""
-    out = set()
-    for ns, name in index.services:
-        out.update({f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"})
-    return out
+    return set(service_host_names(index.services, index.mesh))
 
 
 def _tls_socket(tls: ExternalTls, sni: str) -> dict[str, Any]:

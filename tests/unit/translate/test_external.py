@@ -324,3 +324,15 @@ def test_a_resilience_policy_reports_whether_its_external_service_exists() -> No
     resolved = missing.conditions[key][1]
     assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
     assert "ExternalService 'payments'" in resolved.message
+
+
+def test_a_host_that_is_a_services_mesh_domain_name_is_left_to_it() -> None:
+    doc = json.loads(json.dumps(PAYMENTS))
+    doc["spec"]["hosts"] = ["catalog.default.corp", "api.payments.example"]
+    mesh = {"apiVersion": API, "kind": "Mesh", "metadata": {"name": "default"},
+            "spec": {"dnsDomain": "corp"}}
+    snap = _snapshot(_docs(doc, mesh))
+    dns = to_dict(_listener(snap, DNS_LISTENER))["listenerFilters"][0]["typedConfig"]
+    names = [d["name"] for d in dns["serverConfig"]["inlineDnsTable"]["virtualDomains"]]
+    assert names.count("catalog.default.corp") == 1  # the Service's, once
+    assert "api.payments.example" in names
