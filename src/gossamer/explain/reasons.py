@@ -481,6 +481,8 @@ def explain(hops: Sequence[LoggedRequest], index: MeshIndex,
     finding = _finding(out, inbound, index, proxies or {})
     callee = (_svc_text(addressed_service(out, index)) if out is not None
               else f"{first.reporter.service}.{first.reporter.namespace}")
+    if out is not None and addressed_service(out, index) is None and out.authority:
+        callee = f"host {out.authority}"  # no mesh Service (an outside host, or a typo)
     caller = out.reporter.workload if out is not None else (
         first.peer_principal or "a caller outside the mesh")
     status = first.status or "no response"

@@ -236,6 +236,7 @@ def test_a_host_refused_by_registry_only_is_explained(docs: list[dict[str, Any]]
     assert "'api.other.example' is neither a mesh Service nor an ExternalService" in exp.cause
     assert "REGISTRY_ONLY" in exp.cause
     assert any("ExternalService" in h for h in exp.hints)
+    assert exp.summary.startswith("client-0 -> host api.other.example: GET /x answered 502")
 
 
 def test_nothing_to_explain_is_an_error() -> None:
