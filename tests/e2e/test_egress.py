@@ -184,6 +184,17 @@ def _outside_server(world: Egress, host: str, name: str, label: str) -> str:
 
 
 LEDGER = "ledger.bank.example"
+RAW_HOST = "raw.payments.example"
+RAW_CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
+    s.sendall(b"GET /raw HTTP/1.1\\r\\nHost: " + sys.argv[3].encode()
+              + b"\\r\\nConnection: close\\r\\n\\r\\n")
+    out = b""
+    while chunk := s.recv(4096):
+        out += chunk
+print(out.decode(errors="replace"))
+"""
 EGRESS_SERVICE = {"apiVersion": API, "kind": "Service", "metadata": {"name": "egress"},
                   "spec": {"ports": [{"port": 80, "protocol": "http"}]}}
 # On the egress gateway: shop may reach the ledger; nothing else may.
@@ -220,7 +231,10 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
             return api.get("/healthz").is_success
     wait("the control plane is not up",
          lambda: (world.state / "ca-bundle.pem").exists() and up(), 60, world.logs)
-    world.apply(_external("payments", HOST, payments_ca, x.address),
+    raw = _external("payments-raw", RAW_HOST, payments_ca, x.address)
+    raw["spec"]["ports"] = [{"port": 9000, "protocol": "TCP", "targetPort": 8443}]
+    raw["spec"]["tls"] |= {"sni": HOST, "subjectAltNames": [HOST]}
+    world.apply(_external("payments", HOST, payments_ca, x.address), raw,
                 _external("ledger", LEDGER, ledger_ca, y.address, egress={"via": "egress"}),
                 EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
     # Envoy runs as its own uid under capture: its workdir must be reachable by it.
@@ -316,3 +330,17 @@ def test_through_the_egress_gateway_authz_decides_who_reaches_the_outside(
     assert "denied by mesh authorization policy" in denied
     assert not any(path == "/post" and addr != egress.net["g"].address
                    for path, _, addr in requests)
+
+
+def test_a_tcp_port_is_captured_by_virtual_ip_and_the_sidecar_originates_tls(
+        egress: Egress) -> None:
+    # The app speaks plain bytes (an HTTP request by hand) to raw.payments.example:9000;
+    # the sidecar wraps them in TLS to x:8443 (SNI and names of api.payments.example).
+    def call() -> str:
+        done = egress.net["b"].run([sys.executable, "-c", RAW_CLIENT, RAW_HOST, "9000", HOST])
+        return done.stdout
+    out = wait("the raw TCP call through the sidecar", lambda: "charged /raw" in (o := call())
+               and o, 60, egress.logs)
+    assert out.startswith("HTTP/1.")
+    assert "payments: charged /raw" in out
+    assert ["request", ["/raw", HOST, egress.net["b"].address]] in egress.seen_by_server("x")
