@@ -106,7 +106,7 @@ class AgentConfig:
     # None: the default (agent/ports.py, off_host_port), settled at start.
     admin_tls_port: int | None = None
     prometheus_port: int | None = None
-    # Issue 17: run as the gateway of this name (no app; registered, always healthy
+    # Run as the egress gateway of this name (no app; registered, always healthy
     # while Envoy runs). Interim, until `gossamer gateway`.
     gateway: str | None = None
 

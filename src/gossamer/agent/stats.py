@@ -26,7 +26,7 @@ from typing import Any
 # `SVC.NS` after `outbound|PORT|SUBSET|` or `upstream|PORT|SUBSET|`.
 _MESH_NAME = r"(?:outbound|upstream)\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
 _JWKS_NAME = r"jwks\|[^|:]+:\d+"
-# An ExternalService's cluster (issue 17): `external|PORT|HOST|NAME.NS`, HOST with dots.
+# An ExternalService's cluster: `external|PORT|HOST|NAME.NS`, HOST with dots.
 _EXTERNAL_NAME = r"external\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
 # Envoy's own listener address pattern (IPv4 with dots, or IPv6).
 _ADDRESS = r"(?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*)"

@@ -208,7 +208,7 @@ def proxy(
         "15090, or a free port when taken; off on loopback; 0: off)")] = None,
     gateway: Annotated[str | None, typer.Option(
         "--gateway", hidden=True, help="run as the egress gateway NAME (--app-port 0, no "
-        "app): an interim flag until `gossamer gateway` (issue 17)")] = None,
+        "app): an interim flag until `gossamer gateway`")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""

@@ -127,7 +127,7 @@ class NodeMetadata:
     # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.
     admin_tls_port: int = 0
     prometheus_port: int = 0
-    # Issue 17: this node is the gateway NAME, with no app (metadata `gateway`); an
+    # This node is the gateway NAME, with no app (metadata `gateway`); an
     # egress gateway routes the ExternalServices whose `egress.via` is NAME.
     gateway: str | None = None
 

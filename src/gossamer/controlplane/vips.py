@@ -68,7 +68,7 @@ class VipAllocator:
             current = Allocation.of(load_table(stored.body)) if stored is not None else None
             services, _ = await self._store.list("Service")
             explicit = {(o.namespace, o.name): _explicit(o.body) for o in services}
-            externals, _ = await self._store.list("ExternalService")  # issue 17
+            externals, _ = await self._store.list("ExternalService")
             explicit.update({external_key(o.namespace, o.name): _explicit(o.body)
                              for o in externals})
             new = allocate(current, explicit, self._range)

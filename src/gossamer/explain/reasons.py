@@ -438,7 +438,7 @@ def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
              index: MeshIndex, proxies: Mapping[str, NodeMetadata]) -> _Finding:
     if out is not None and out.route_name == NO_SERVICE_ROUTE:
         return _no_service(out, index, proxies)
-    if out is not None and out.route_name == REFUSED_ROUTE:  # issue 17
+    if out is not None and out.route_name == REFUSED_ROUTE:
         return _registry_only(out, index, proxies)
     if out is not None:
         for flag, check in _CALLER_CHECKS.items():

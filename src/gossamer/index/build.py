@@ -229,7 +229,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
     resilience, resilience_conflicts = one_per_service(
         p for p in policies if isinstance(p, ResiliencePolicy) and not p.spec.target_ref.external)
-    external_resilience, external_conflicts = one_per_service(  # issue 17
+    external_resilience, external_conflicts = one_per_service(
         p for p in policies if isinstance(p, ResiliencePolicy) and p.spec.target_ref.external)
     rate_limits, rate_limit_conflicts = one_per_service(
         p for p in policies if isinstance(p, RateLimitPolicy))

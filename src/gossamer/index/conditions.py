@@ -155,7 +155,7 @@ def external_target_conditions(
         policies: Iterable[Policy], externals: Mapping[SvcKey, object],
         conditions: Mapping[ResourceKey, tuple[Condition, ...]],
 ) -> dict[ResourceKey, tuple[Condition, ...]]:
-    """ResiliencePolicies on an ExternalService (issue 17): ResolvedRefs says whether
+    """ResiliencePolicies on an ExternalService: ResolvedRefs says whether
     it exists (policy_conditions looked for a Service of that name)."""
     out: dict[ResourceKey, tuple[Condition, ...]] = {}
     for p in policies:

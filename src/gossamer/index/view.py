@@ -88,7 +88,7 @@ class MeshIndex:
     # Mesh resource (model/mesh.py), None when none is applied.
     virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
     mesh: Mesh | None = None
-    # Issue 17 (egress): ExternalServices by (namespace, name), and their virtual IPs
+    # ExternalServices by (namespace, name), and their virtual IPs
     # (virtualips/external.py).
     external_services: Mapping[SvcKey, ExternalService] = field(default_factory=dict)
     external_vips: Mapping[SvcKey, str] = field(default_factory=dict)

@@ -140,7 +140,7 @@ class Operation(Strict):
     not_paths: list[PathPattern] = Field(
         default_factory=list, alias="notPaths", max_length=MAX_ITEMS)
     # The request's host (Host / :authority, with or without its port), as Istio's:
-    # on an egress gateway, which external hosts a caller may reach (issue 17).
+    # on an egress gateway, which external hosts a caller may reach.
     hosts: list[HostPattern] = Field(default_factory=list, max_length=MAX_ITEMS)
     not_hosts: list[HostPattern] = Field(
         default_factory=list, alias="notHosts", max_length=MAX_ITEMS)

@@ -333,7 +333,7 @@ EXTERNAL_KIND = "ExternalService"
 
 
 class ResilienceTargetRef(TargetRef):
-    """A Service, or (issue 17) an ExternalService: its callers' clusters and routes
+    """A Service, or an ExternalService: its callers' clusters and routes
     to the external destination take the policy."""
 
     @model_validator(mode="after")

@@ -35,7 +35,7 @@ from typing import Any
 
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 INBOUND = "http.inbound."
-# A Service's cluster `outbound|PORT|SUBSET|SVC.NS`, or (issue 17) an ExternalService's
+# A Service's cluster `outbound|PORT|SUBSET|SVC.NS`, or an ExternalService's
 # `external|PORT|HOST|NAME.NS` (translate/external.py): its edges end at `NAME.NS`.
 _OUTBOUND = re.compile(r"^cluster\.(?:outbound|external)\|(\d+)\|[^|]*\|([^.|]+)\.([^.|]+)"
                        r"\.(upstream_rq_\w+)$")

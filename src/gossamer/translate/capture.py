@@ -192,7 +192,7 @@ def _build_shared(mesh: MeshView, namespace: str, scope: Scope,
                 chains.append(chain)
                 refs.update(c for c, _ in clusters)
                 tcp_key.append((vip, port.port, tuple(clusters), index.resilience.get(key)))
-    external = mesh.external  # issue 17: ExternalServices, routed and answered alike
+    external = mesh.external  # ExternalServices, routed and answered alike
     http_ports.update(external.http_ports)
     chains.extend(external.tcp_chains)
     refs.update(external.refs)

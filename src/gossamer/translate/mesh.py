@@ -167,7 +167,7 @@ class MeshConfig:
     # Each Service's share of the mesh, and the inputs it was made from.
     parts: dict[SvcKey, ServiceParts] = field(default_factory=dict)
     memo: MeshMemo = field(default_factory=MeshMemo)
-    # Issue 17: the ExternalServices' clusters, virtual hosts and capture parts.
+    # The ExternalServices' clusters, virtual hosts and capture parts.
     external: ExternalConfig = NO_EXTERNALS
     # Once per mesh rather than once per proxy (they are O(services)): the digest
     # sums behind the shared clusters' and endpoints' versions, and the shared EDS
@@ -522,5 +522,5 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
             and index.sidecars == before.sidecars and index.workloads == before.workloads
             # issue 21: what capturing proxies read besides their scope's Services
             and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh
-            # issue 17
+            # the ExternalServices' part
             and mesh.external is previous.external)

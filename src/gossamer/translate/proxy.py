@@ -164,7 +164,7 @@ def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
     priorities where a Service asks for them) and their `digest_sum`."""
     view = mesh.view(scope)
     gateways = {n: mesh.endpoints[n] for n in mesh.external.mesh_refs
-                if n in mesh.endpoints and n not in view.endpoints}  # issue 17
+                if n in mesh.endpoints and n not in view.endpoints}  # egress gateways
     if not mesh.locality and not gateways:
         return view.endpoints, view.endpoint_sum
     caller = mesh.caller_labels(proxy)

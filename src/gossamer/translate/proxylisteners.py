@@ -60,7 +60,7 @@ def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]
             tuple(mesh.index.services.get(k) for k in own),
             mesh.workload(proxy.namespace, proxy.workload),
             capture_inputs(mesh, proxy, mesh.scope_of(proxy)),  # issue 21
-            mesh.external.key if proxy.gateway else None)  # issue 17: its routes
+            mesh.external.key if proxy.gateway else None)  # an egress gateway's routes
 
 
 def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
