@@ -99,7 +99,7 @@ class AgentConfig:
     ca_fingerprint: str | None = None
     cert_ttl: int | None = None
     service_account: str | None = None
-    # Issue 21: capture the workload's traffic (agent/capturing.py); None: explicit mode.
+    # Capture the workload's traffic (agent/capturing.py); None: explicit mode.
     capture: CaptureOptions | None = None
     # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
     # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
@@ -206,7 +206,7 @@ class Agent:
 
     async def _start(self) -> None:
         c = self.config
-        if self.capture is not None:  # issue 21: fail fast, before anything starts
+        if self.capture is not None:  # fail fast, before anything starts
             self._resolvers = self.capture.prepare()
             if c.app_port and c.address.startswith("127."):
                 raise AgentError("--capture needs --address: the workload's address on its "

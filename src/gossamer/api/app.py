@@ -189,7 +189,7 @@ async def _apply(ctx: ApiContext, doc: dict[str, Any], caller: Caller) -> ApplyR
         caller.require_admin()
     if (taken := virtual_ip_taken(ctx.state.index.virtual_ips, res)) is not None:
         raise ApiError(422, f"invalid Service {res.metadata.name!r}: spec.virtualIP: {taken}",
-                       [{"path": "spec.virtualIP", "reason": taken}])  # issue 21
+                       [{"path": "spec.virtualIP", "reason": taken}])
     expected = int(res.metadata.resource_version) if res.metadata.resource_version else None
     body = dump_document(res.with_revision(0))
     body["metadata"].pop("resourceVersion", None)

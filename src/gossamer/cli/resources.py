@@ -29,7 +29,7 @@ def apply(file: Annotated[str, typer.Option("--file", "-f", help="YAML file, or 
 
 
 def table_columns(kind: str) -> tuple[str, ...]:
-    """Services also show their virtual IP (status.virtualIP, issue 21)."""
+    """Services also show their virtual IP (status.virtualIP)."""
     vip = ("VIRTUAL IP",) if kind == "Service" else ()
     return ("NAMESPACE", "KIND", "NAME", *vip, "REVISION", "STATUS")
 

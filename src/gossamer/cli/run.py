@@ -228,7 +228,7 @@ def proxy(
                        "--capture")
     from gossamer.agent.capturing import CaptureOptions
 
-    try:  # issue 21
+    try:
         captured = CaptureOptions.parse(proxy_uid, capture_exclude_ports, capture_exclude_cidrs,
                                         capture_port, dns_port) if capture else None
     except ValueError as exc:

@@ -121,7 +121,7 @@ class NodeMetadata:
     labels: tuple[tuple[str, str], ...] = ()
     # The file the agent has Envoy write access logs to; None: no access logs.
     access_log: str | None = None
-    # Issue 21: set when the agent captures the workload's traffic (metadata `capture`).
+    # Set when the agent captures the workload's traffic (metadata `capture`).
     capture: Capture | None = None
     # The static listeners on inbound_address for other hosts (0: none): the control
     # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.

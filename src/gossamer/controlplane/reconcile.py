@@ -119,7 +119,7 @@ class Reconciler:
         await self._ready.wait()
 
     def _load(self, obj: StoredObject) -> Resource | None:
-        if obj.kind == TABLE_KIND:  # issue 21: virtual IPs reach the index
+        if obj.kind == TABLE_KIND:  # virtual IPs reach the index
             table = load_table(obj.body)
             return table.with_revision(obj.revision) if table is not None else None
         if obj.kind.startswith("_"):  # internal state (CA, tokens): never mesh config

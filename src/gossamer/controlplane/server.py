@@ -86,7 +86,7 @@ class ControlPlaneOptions:
     # Global rate-limit counters in this Redis (redis://host:port/db), shared by
     # every replica and kept across restarts; None: in this process's memory.
     ratelimit_redis: str | None = None
-    # Issue 21: the range Services' virtual IPs are allocated from (controlplane/vips.py).
+    # The range Services' virtual IPs are allocated from (controlplane/vips.py).
     vip_range: str = DEFAULT_RANGE
     # Freeze long-lived objects out of the garbage collector's full collections
     # (controlplane/gcpause.py): process-wide, so for a control plane in its own

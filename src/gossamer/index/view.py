@@ -84,7 +84,7 @@ class MeshIndex:
     telemetries: tuple[Telemetry, ...] = ()
     # Sidecar resources in effect, in (namespace, name) order (model/sidecar.py).
     sidecars: tuple[Sidecar, ...] = ()
-    # Issue 21 (capture): each Service's virtual IP (virtualips/assign.py), and the
+    # Capture: each Service's virtual IP (virtualips/assign.py), and the
     # Mesh resource (model/mesh.py), None when none is applied.
     virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
     mesh: Mesh | None = None

@@ -520,7 +520,7 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
     return (mesh.policy_inputs is previous.policy_inputs
             and mesh.services_epoch is previous.services_epoch
             and index.sidecars == before.sidecars and index.workloads == before.workloads
-            # issue 21: what capturing proxies read besides their scope's Services
+            # what capturing proxies read besides their scope's Services
             and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh
             # the ExternalServices' part
             and mesh.external is previous.external)

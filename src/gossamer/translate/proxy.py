@@ -123,7 +123,7 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         route = mesh.upstream_routes.get(pkey) or upstream_route_config(lname, None)
         out.configs[route.name] = route
         out.rds_refs.append(route.name)
-    if proxy.capture is not None:  # issue 21
+    if proxy.capture is not None:
         capture_config, capture_refs = capture_routes(mesh, proxy, scope)
         out.configs[capture_config.name] = capture_config
         out.rds_refs.append(capture_config.name)

@@ -59,7 +59,7 @@ def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]
     return (proxy, upstreams, mesh.policy_inputs,
             tuple(mesh.index.services.get(k) for k in own),
             mesh.workload(proxy.namespace, proxy.workload),
-            capture_inputs(mesh, proxy, mesh.scope_of(proxy)),  # issue 21
+            capture_inputs(mesh, proxy, mesh.scope_of(proxy)),
             mesh.external.key if proxy.gateway else None)  # an egress gateway's routes
 
 
@@ -91,7 +91,7 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
             mesh.index, proxy, own_services, "outbound", up), hcm_tracing)
         listeners[listener.name] = listener
         ports[listener.name] = up.local_port
-    if proxy.capture is not None:  # issue 21
+    if proxy.capture is not None:
         capture = capture_listeners(mesh, proxy, mesh.scope_of(proxy), proxy_access_log(
             mesh.index, proxy, own_services, "outbound"), hcm_tracing)
         listeners.update(capture.listeners)
