@@ -79,9 +79,9 @@ ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()
 """
 
 
-def _pki(root: Path, host: str) -> str:
-    """An external server's CA (returned, PEM) and its certificate for `host` (files
-    server.pem and server.key in `root`)."""
+def _pki(root: Path, host: str, *more: str) -> str:
+    """An external server's CA (returned, PEM) and its certificate for `host` and
+    `more` (files server.pem and server.key in `root`)."""
     root.mkdir(exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -99,7 +99,8 @@ def _pki(root: Path, host: str) -> str:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in (host, *more)]),
+                           critical=False)
             .sign(ca_key, hashes.SHA256()))
     (root / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (root / "server.key").write_bytes(key.private_bytes(
@@ -171,11 +172,11 @@ def _external(name: str, host: str, ca_pem: str, address: str,
                              "subjectAltNames": [host]}, **more}}
 
 
-def _outside_server(world: Egress, host: str, name: str, label: str) -> str:
-    """An HTTPS server with its own CA on `host`:8443 for name `name`, answering
-    "`label`: charged PATH"; its CA PEM."""
+def _outside_server(world: Egress, host: str, name: str, label: str, *more: str) -> str:
+    """An HTTPS server with its own CA on `host`:8443 for names `name` and `more`,
+    answering "`label`: charged PATH"; its CA PEM."""
     root = world.root / host
-    ca_pem = _pki(root, name)
+    ca_pem = _pki(root, name, *more)
     world.net[host].popen([sys.executable, str(world.root / "tls_server.py"),
                            str(root / "server.pem"), str(root / "server.key"),
                            str(root / "seen.jsonl"), label],
@@ -185,6 +186,7 @@ def _outside_server(world: Egress, host: str, name: str, label: str) -> str:
 
 LEDGER = "ledger.bank.example"
 RAW_HOST = "raw.payments.example"
+WILD_HOST = "pay.wild.example"
 RAW_CLIENT = """
 import socket, sys
 with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
@@ -216,7 +218,7 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
     world.logs.mkdir()
     (world.root / "tls_server.py").write_text(TLS_SERVER)
     (world.root / "plain_server.py").write_text(PLAIN_SERVER)
-    payments_ca = _outside_server(world, "x", HOST, "payments")
+    payments_ca = _outside_server(world, "x", HOST, "payments", WILD_HOST)
     ledger_ca = _outside_server(world, "y", LEDGER, "ledger")
     x.popen([sys.executable, str(world.root / "plain_server.py")],
             log=world.logs / "x-plain.log")
@@ -234,7 +236,14 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
     raw = _external("payments-raw", RAW_HOST, payments_ca, x.address)
     raw["spec"]["ports"] = [{"port": 9000, "protocol": "TCP", "targetPort": 8443}]
     raw["spec"]["tls"] |= {"sni": HOST, "subjectAltNames": [HOST]}
-    world.apply(_external("payments", HOST, payments_ca, x.address), raw,
+    wild = {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": "wild"},
+            "spec": {"hosts": ["*.wild.example"],
+                     "ports": [{"port": 80, "protocol": "HTTP", "targetPort": 8443}],
+                     "tls": {"mode": "ORIGINATE", "caBundle": {"pem": payments_ca}}}}
+    # The app finds a wildcard host with its own resolver (here its hosts file).
+    hosts_file = Path("/etc/netns") / b.netns / "hosts"
+    b.write_etc("hosts", hosts_file.read_text() + f"{x.address} {WILD_HOST}\n")
+    world.apply(_external("payments", HOST, payments_ca, x.address), raw, wild,
                 _external("ledger", LEDGER, ledger_ca, y.address, egress={"via": "egress"}),
                 EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
     # Envoy runs as its own uid under capture: its workdir must be reachable by it.
@@ -294,6 +303,7 @@ def test_registry_only_refuses_other_external_hosts_and_explain_says_why(
         assert "neither a mesh Service nor an ExternalService" in body
         # The ExternalService is in the registry: it still passes.
         assert egress.curl(f"http://{HOST}/again") == (200, "payments: charged /again")
+        assert egress.curl(f"http://{WILD_HOST}/ro") == (200, "payments: charged /ro")
 
         def explained() -> dict[str, Any] | None:
             with egress.api() as api:
@@ -344,3 +354,14 @@ def test_a_tcp_port_is_captured_by_virtual_ip_and_the_sidecar_originates_tls(
     assert out.startswith("HTTP/1.")
     assert "payments: charged /raw" in out
     assert ["request", ["/raw", HOST, egress.net["b"].address]] in egress.seen_by_server("x")
+
+
+def test_a_wildcard_host_reaches_where_the_app_connected_with_its_name_in_tls(
+        egress: Egress) -> None:
+    _, body = wait("the wildcard external service through the sidecar",
+                   lambda: (r := egress.curl(f"http://{WILD_HOST}/wild"))[0] == 200 and r,
+                   60, egress.logs)
+    assert body == "payments: charged /wild"
+    seen = egress.seen_by_server("x")
+    assert ["sni", WILD_HOST] in seen  # auto SNI from the request's host
+    assert ["request", ["/wild", WILD_HOST, egress.net["b"].address]] in seen

@@ -328,7 +328,8 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
     "gossamer.model.externalservice.ExternalService._name_is_dns_label":
         "an ExternalService name is a DNS label",
     "gossamer.model.externalservice.ExternalServiceSpec._coherent":
-        "an ExternalService lists each host and port once, names no wildcard host, "
+        "an ExternalService lists each host and port once, keeps wildcard hosts to "
+        "themselves (HTTP and GRPC ports, no endpoints, virtual IP, egress, SNI or SANs), "
         "originates TLS only on HTTP, GRPC and TCP ports, and sends only HTTP and GRPC "
         "ports through an egress gateway",
     "gossamer.model.externalservice.ExternalServiceSpec._virtual_ip":

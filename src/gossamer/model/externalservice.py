@@ -20,7 +20,10 @@ are routed by host name, TCP, TLS and HTTPS by virtual IP and port. The app spea
 TLS itself on TLS and HTTPS ports, so the sidecar cannot originate there.
 
 Where calls go: `endpoints` (addresses or DNS names, `targetPort` on each), or
-without them each host resolved by Envoy's DNS on its own cluster.
+without them each host resolved by Envoy's DNS on its own cluster. Wildcard hosts
+(`*.example.com`, in an ExternalService of their own, HTTP and GRPC ports) are for
+capturing sidecars: the call goes where the app connected (its own DNS), on
+`targetPort`, and TLS names the request's host.
 """
 
 from __future__ import annotations
@@ -221,8 +224,7 @@ class ExternalServiceSpec(Strict):
         if len({p.port for p in self.ports}) != len(self.ports):
             raise ValueError("ports: a port is listed twice")
         if self.wildcard:
-            raise ValueError("hosts: wildcard hosts ('*.') are not supported yet: list "
-                             "each host name")
+            self._check_wildcard()
         if self.egress is not None:
             for i, p in enumerate(self.ports):
                 if not p.protocol.by_host:
@@ -237,6 +239,25 @@ class ExternalServiceSpec(Strict):
                         f"{p.protocol.value} port, so the sidecar cannot originate TLS: "
                         "use HTTP, GRPC or TCP")
         return self
+
+    def _check_wildcard(self) -> None:
+        """A wildcard host's calls go where the app connected (capture's original
+        destination, port `targetPort`), named by the request's host."""
+        if not all(h.startswith("*.") for h in self.hosts):
+            raise ValueError("hosts: wildcard and exact hosts cannot mix: put the "
+                             "wildcards in an ExternalService of their own")
+        for i, p in enumerate(self.ports):
+            if not p.protocol.by_host:
+                raise ValueError(f"ports[{i}].protocol: a wildcard host is routed by the "
+                                 "request's host name: HTTP or GRPC only")
+        for name, value in (("endpoints", self.endpoints), ("virtualIP", self.virtual_ip),
+                            ("egress", self.egress)):
+            if value:
+                raise ValueError(f"{name}: not with wildcard hosts (calls go where the "
+                                 "app connected, found by its own DNS)")
+        if self.tls is not None and (self.tls.sni or self.tls.subject_alt_names):
+            raise ValueError("tls: with wildcard hosts the SNI and the name checked are "
+                             "the request's host: leave sni and subjectAltNames out")
 
     @property
     def wildcard(self) -> bool:

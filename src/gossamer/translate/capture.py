@@ -154,7 +154,8 @@ def _catch_all(mode: OutboundMode) -> VirtualHost:
     return build(VirtualHost, {"name": "not-in-mesh", "domains": ["*"], "routes": [route]})
 
 
-def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode) -> XdsResource:
+def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode,
+                  wildcards: tuple[VirtualHost, ...] = ()) -> XdsResource:
     """`outbound` with each Service's virtual IP among its domains and the policy's
     catch-all. Virtual hosts are named `svc.ns:port` (mesh.py's `_virtual_host`)."""
     config = RouteConfiguration.FromString(outbound.payload)
@@ -169,7 +170,7 @@ def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode) -
             vhost.domains.extend(extra)
         kept.append(vhost)
     del config.virtual_hosts[:]
-    config.virtual_hosts.extend([*kept, _catch_all(mode)])
+    config.virtual_hosts.extend([*kept, *wildcards, _catch_all(mode)])
     return XdsResource.from_message(ROUTE, CAPTURE_ROUTES, config)
 
 
@@ -197,7 +198,7 @@ def _build_shared(mesh: MeshView, namespace: str, scope: Scope,
     chains.extend(external.tcp_chains)
     refs.update(external.refs)
     outbound = mesh.outbound_routes(namespace, scope)
-    routes = _route_config(index, outbound, mode)
+    routes = _route_config(index, outbound, mode, external.capture_vhosts)
     dns = tuple(sorted({*dns_table(index.virtual_ips, keys, namespace, _dns_domain(index)),
                         *external.dns}))
     key_: tuple[object, ...] = (mode, tuple(tcp_key), tuple(sorted(http_ports)),

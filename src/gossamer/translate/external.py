@@ -21,6 +21,10 @@ to that Service's cluster over the mesh's mutual TLS (`mesh_refs`: every proxy g
 with its endpoints), and its TLS-originating clusters and virtual hosts go to the
 gateway alone (`gateways`; translate/egressgateway.py builds its listener).
 
+Wildcard hosts get an ORIGINAL_DST cluster per port (where the app connected, on
+`targetPort`; TLS names the request's host) and virtual hosts in the capture route
+config only (`capture_vhosts`): no virtual IP, no DNS name.
+
 A host that is also a name of a mesh Service (`svc.ns`, ...), or of an earlier
 ExternalService by (namespace, name), is left out here: Envoy refuses a route
 config that lists a domain twice, and the mesh's own names win.
@@ -90,6 +94,9 @@ class ExternalConfig:
     # proxy gets them with their endpoints, whatever its egress scope.
     mesh_refs: frozenset[str] = frozenset()
     gateways: Mapping[SvcKey, GatewayPart] = field(default_factory=dict)
+    # Wildcard hosts' virtual hosts: in the capture route config only (their calls go
+    # to the original destination, which only capture knows).
+    capture_vhosts: tuple[VirtualHost, ...] = ()
 
 
 def _claimed(index: MeshIndex) -> set[str]:
@@ -170,6 +177,35 @@ def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
     return {"route": action}
 
 
+def _wildcard_cluster(ext: ExternalService, port: ExternalPort, cname: str,
+                      policy: ResiliencePolicy | None) -> Cluster:
+    """Where the app connected (capture's original destination) on `targetPort`; with
+    TLS, the SNI and the name checked are the request's host (auto SNI/SAN)."""
+    timeouts = ext.spec.timeouts
+    http: dict[str, Any] = {"@type": HTTP_OPTIONS}
+    if port.protocol is P.GRPC:
+        http["explicitHttpConfig"] = {"http2ProtocolOptions": {}}
+    else:
+        http["explicitHttpConfig"] = {"httpProtocolOptions": {}}
+    data: dict[str, Any] = {
+        "name": cname, "type": "ORIGINAL_DST", "lbPolicy": "CLUSTER_PROVIDED",
+        "connectTimeout": (timeouts.connect if timeouts and timeouts.connect
+                           else CONNECT_TIMEOUT),
+        "originalDstLbConfig": {"upstreamPortOverride": port.upstream_port},
+    }
+    if ext.spec.tls is not None:
+        socket = _tls_socket(ext.spec.tls, "")
+        del socket["typedConfig"]["sni"]
+        del socket["typedConfig"]["commonTlsContext"]["validationContext"][
+            "matchTypedSubjectAltNames"]
+        data["transportSocket"] = socket
+        http["upstreamHttpProtocolOptions"] = {"autoSni": True, "autoSanValidation": True}
+    data["typedExtensionProtocolOptions"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http}
+    data.update(cluster_settings(policy, _PROTOCOL[port.protocol]))
+    return build(Cluster, data)
+
+
 def _default_port(ext: ExternalService) -> int | None:
     http = [p.port for p in ext.spec.ports if p.protocol.by_host]
     return None if not http else (80 if 80 in http else http[0])
@@ -210,6 +246,7 @@ class _Builder:
     dns: set[tuple[str, str]] = field(default_factory=set)
     mesh_refs: set[str] = field(default_factory=set)
     gateways: dict[SvcKey, GatewayPart] = field(default_factory=dict)
+    capture_vhosts: list[VirtualHost] = field(default_factory=list)
 
     def add(self, key: SvcKey, ext: ExternalService) -> None:
         ns, name = key
@@ -217,6 +254,9 @@ class _Builder:
         if not hosts:
             return
         self.taken.update(hosts)
+        if ext.spec.wildcard:
+            self._add_wildcard(key, ext, hosts)
+            return
         vip = self.index.external_vips.get(key)
         if vip is not None:
             self.dns.update((h, vip) for h in hosts)
@@ -259,13 +299,28 @@ class _Builder:
                                          "destinationPort": port.port},
                     "filters": [tcp_proxy_filter(cname, [(cname, 1)])]})
 
+    def _add_wildcard(self, key: SvcKey, ext: ExternalService, hosts: list[str]) -> None:
+        """No virtual IP and no DNS name (the app's own DNS finds the host); the
+        capture listener routes by host to an original-destination cluster."""
+        ns, name = key
+        policy = self.index.external_resilience.get(key)
+        for port in ext.spec.ports:  # HTTP and GRPC only (the model)
+            cname = external_cluster(ns, name, port.port, "*")
+            self.clusters[cname] = XdsResource.from_message(
+                CLUSTER, cname, _wildcard_cluster(ext, port, cname, policy))
+            self.http_ports.add(port.port)
+            self.capture_vhosts.append(_vhost(ext, port, hosts, None,
+                                              _route(ext, cname, policy),
+                                              vhost_name(ns, name, port.port, "*")))
+
     def done(self) -> ExternalConfig:
         digest = hashlib.sha256()
         parts = [*self.clusters.values(),
                  *(c for g in self.gateways.values() for c in g.clusters.values())]
         for res in sorted(parts, key=lambda r: r.name):
             digest.update(res.version.encode())
-        for vhost in [*self.vhosts, *(v for g in self.gateways.values() for v in g.vhosts)]:
+        for vhost in [*self.vhosts, *self.capture_vhosts,
+                      *(v for g in self.gateways.values() for v in g.vhosts)]:
             digest.update(vhost.SerializeToString(deterministic=True))
         digest.update(repr((sorted(self.http_ports), self.chains, sorted(self.dns),
                             sorted(self.mesh_refs), sorted(self.gateways))).encode())
@@ -273,7 +328,7 @@ class _Builder:
                               tuple(self.chains), tuple(sorted(self.dns)),
                               frozenset({*self.clusters, *self.mesh_refs}),
                               digest.hexdigest()[:16], frozenset(self.mesh_refs),
-                              self.gateways)
+                              self.gateways, tuple(self.capture_vhosts))
 
 
 def external_config(index: MeshIndex) -> ExternalConfig:

@@ -129,3 +129,32 @@ def test_a_resilience_policy_may_target_an_external_service() -> None:
     res = parse_document(_resilience({"group": "mesh.gossamer.dev", "kind": "ExternalService",
                                       "name": "payments"}, retries={"attempts": 2}))
     assert res.spec.target_ref.external  # type: ignore[attr-defined]
+
+
+WILD: dict[str, Any] = {
+    "apiVersion": API, "kind": "ExternalService", "metadata": {"name": "wild"},
+    "spec": {"hosts": ["*.wild.example"], "ports": [{"port": 80, "protocol": "HTTP"}]}}
+
+
+@pytest.mark.parametrize(("path", "value", "field", "reason"), [
+    ("spec.hosts", ["*.wild.example", "api.wild.example"], "spec.hosts", "cannot mix"),
+    ("spec.ports[0].protocol", "TCP", "spec.ports[0].protocol", "HTTP or GRPC only"),
+    ("spec.endpoints", ["198.18.0.1"], "spec.endpoints", "not with wildcard hosts"),
+    ("spec.virtualIP", "10.96.0.9", "spec.virtualIP", "not with wildcard hosts"),
+    ("spec.egress", {"via": "egress"}, "spec.egress", "not with wildcard hosts"),
+    ("spec.tls", {"mode": "ORIGINATE", "caBundle": {"file": "/ca.pem"}, "sni": "a.b.c"},
+     "spec.tls", "leave sni and subjectAltNames out"),
+])
+def test_a_bad_wildcard_external_service_is_refused(path: str, value: Any, field: str,
+                                                    reason: str) -> None:
+    with pytest.raises(InvalidResource) as err:
+        parse_document(set_path(copy.deepcopy(WILD), path, value))
+    found = {e.path: e.reason for e in err.value.errors}
+    assert field in found, found
+    assert reason in found[field], found
+
+
+def test_a_wildcard_external_service_parses() -> None:
+    res = parse_document(WILD)
+    assert isinstance(res, ExternalService)
+    assert res.spec.wildcard

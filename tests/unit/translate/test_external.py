@@ -336,3 +336,34 @@ def test_a_host_that_is_a_services_mesh_domain_name_is_left_to_it() -> None:
     names = [d["name"] for d in dns["serverConfig"]["inlineDnsTable"]["virtualDomains"]]
     assert names.count("catalog.default.corp") == 1  # the Service's, once
     assert "api.payments.example" in names
+
+
+WILD = {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": "wild"},
+        "spec": {"hosts": ["*.wild.example"],
+                 "ports": [{"port": 80, "protocol": "HTTP", "targetPort": 8443}],
+                 "tls": {"mode": "ORIGINATE", "caBundle": {"file": "/etc/g/ca.pem"}}}}
+
+
+def test_a_wildcard_host_goes_where_the_app_connected_named_by_its_host() -> None:
+    snap = _snapshot(_docs(WILD, MESH_REGISTRY_ONLY))
+    cluster = to_dict(Cluster.FromString(snap.of(CLUSTER)["external|80|*|wild.default"].payload))
+    assert (cluster["type"], cluster["lbPolicy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
+    assert cluster["originalDstLbConfig"]["upstreamPortOverride"] == 8443
+    tls = cluster["transportSocket"]["typedConfig"]
+    assert "sni" not in tls
+    assert tls["commonTlsContext"]["validationContext"]["trustedCa"]["filename"] == \
+        "/etc/g/ca.pem"
+    options = cluster["typedExtensionProtocolOptions"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["upstreamHttpProtocolOptions"] == {"autoSni": True,
+                                                       "autoSanValidation": True}
+    capture = _routes(snap, CAPTURE_ROUTES)
+    wild = next(v for v in capture.virtual_hosts if "*.wild.example" in v.domains)
+    assert wild.routes[0].route.cluster == "external|80|*|wild.default"
+    assert capture.virtual_hosts[-1].routes[0].direct_response.status == 502  # the rest
+    # Not on the outbound listener: an explicit-mode call has no original destination.
+    assert not any("*.wild.example" in v.domains
+                   for v in _routes(snap, "outbound").virtual_hosts)
+    dns = to_dict(_listener(snap, DNS_LISTENER))["listenerFilters"][0]["typedConfig"]
+    assert not any("wild" in d["name"]
+                   for d in dns["serverConfig"]["inlineDnsTable"]["virtualDomains"])
