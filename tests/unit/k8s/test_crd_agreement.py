@@ -120,9 +120,8 @@ def _external(doc: Any) -> bool:
 
 
 def _external_service_checks() -> list[tuple[str, str, Callable[[Any, str], bool]]]:
-    """ExternalService's checks (issue 17): the model's own validators run again on
-    the value at the error's path (no valid.yaml sample yet: these are listed, not
-    reached by the mutation tests)."""
+    """ExternalService's checks: the model's own validators run again on the spec
+    (any of its errors is the control plane's)."""
     from gossamer.model.externalservice import ExternalServiceSpec
     mod = "gossamer.model.externalservice."
 
