@@ -338,6 +338,16 @@ def test_through_the_egress_gateway_authz_decides_who_reaches_the_outside(
                                  f"http://127.0.0.1:{AUDIT_PROXY_PORT}")
     assert status == 403, denied
     assert "denied by mesh authorization policy" in denied
+
+    def explained() -> dict[str, Any] | None:
+        with egress.api() as api:
+            resp = api.get("/api/v1/explain", params={"service": "audit", "status": 403})
+        return resp.json() if resp.status_code == 200 else None
+    # Both ends of the hop report (the gateway's inbound entry may come a little later).
+    why = wait("explain to know the gateway's refusal",
+               lambda: (e := explained()) and len(e["hops"]) >= 2 and e, 30, egress.logs)
+    assert why["policy"] == "AuthorizationPolicy default/egress-ledger", why
+    assert "egress-0" in why["failed_at"], why
     assert not any(path == "/post" and addr != egress.net["g"].address
                    for path, _, addr in requests)
 
