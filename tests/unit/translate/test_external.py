@@ -367,3 +367,14 @@ def test_a_wildcard_host_goes_where_the_app_connected_named_by_its_host() -> Non
     dns = to_dict(_listener(snap, DNS_LISTENER))["listenerFilters"][0]["typedConfig"]
     assert not any("wild" in d["name"]
                    for d in dns["serverConfig"]["inlineDnsTable"]["virtualDomains"])
+
+
+def test_a_rate_limit_policy_on_the_egress_gateway_limits_what_goes_out() -> None:
+    limit = {"apiVersion": API, "kind": "RateLimitPolicy", "metadata": {"name": "egress"},
+             "spec": {"targetRef": {"kind": "Service", "name": "egress"},
+                      "local": {"requests": 10, "per": "1s"}}}
+    snap = _snapshot(_docs(_via(), EGRESS_SERVICE, limit), _gateway_node())
+    hcm = to_dict(_listener(snap, "inbound"))["filterChains"][0]["filters"][0]["typedConfig"]
+    limits = [f for f in hcm["httpFilters"] if "local_ratelimit" in f["name"]]
+    assert limits
+    assert limits[0]["typedConfig"]["tokenBucket"]["maxTokens"] == 10
