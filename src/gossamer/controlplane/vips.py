@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 100
 
 
+def _wildcard(body: dict[str, Any]) -> bool:
+    """An ExternalService of wildcard hosts needs no address (it has no DNS name)."""
+    spec = body.get("spec")
+    hosts = spec.get("hosts") if isinstance(spec, dict) else None
+    return isinstance(hosts, list) and any(
+        isinstance(h, str) and h.startswith("*.") for h in hosts)
+
+
 def _explicit(body: dict[str, Any]) -> str | None:
     spec = body.get("spec")
     value = spec.get("virtualIP") if isinstance(spec, dict) else None
@@ -70,7 +78,7 @@ class VipAllocator:
             explicit = {(o.namespace, o.name): _explicit(o.body) for o in services}
             externals, _ = await self._store.list("ExternalService")
             explicit.update({external_key(o.namespace, o.name): _explicit(o.body)
-                             for o in externals})
+                             for o in externals if not _wildcard(o.body)})
             new = allocate(current, explicit, self._range)
             if new == current:
                 return current

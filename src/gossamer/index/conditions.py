@@ -184,7 +184,7 @@ def external_service_conditions(
         mesh: Mesh | None = None) -> dict[ResourceKey, tuple[Condition, ...]]:
     """Each ExternalService is Accepted; a host that is also a mesh Service's name, or an
     earlier ExternalService's (by namespace and name), is left to that one (as
-    translate/external.py does) and reported as `Conflicted`."""
+    translate/external.py does) and reported (`HostsAccepted=False`)."""
     owner = {host: f"Service {ns}/{name}"
              for host, (ns, name) in service_host_names(services, mesh).items()}
     out: dict[ResourceKey, tuple[Condition, ...]] = {}
@@ -195,7 +195,8 @@ def external_service_conditions(
             owner.setdefault(h, f"ExternalService {key[0]}/{key[1]}")
         conds = [_true("Accepted")]
         if lost:
-            conds.append(Condition(type="Conflicted", status="True", reason="HostConflict",
+            conds.append(Condition(type="HostsAccepted", status="False",
+                                   reason="HostConflict",
                                    message="left to their owners: " + ", ".join(lost)))
         out[ext.key] = tuple(conds)
     return out

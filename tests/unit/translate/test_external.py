@@ -192,7 +192,8 @@ def test_a_host_that_names_a_mesh_service_is_left_to_the_service() -> None:
     from gossamer.model import ResourceKey
     conds = build_index(_docs(doc), 3).conditions[ResourceKey("ExternalService", "default",
                                                                "payments")]
-    assert [(c.type, c.status) for c in conds] == [("Accepted", "True"), ("Conflicted", "True")]
+    assert [(c.type, c.status) for c in conds] == [("Accepted", "True"),
+                                                    ("HostsAccepted", "False")]
     assert conds[1].reason == "HostConflict"
     assert "catalog.default (Service default/catalog's)" in conds[1].message
 
