@@ -106,6 +106,8 @@ class AgentConfig:
     # None: the default (agent/ports.py, off_host_port), settled at start.
     admin_tls_port: int | None = None
     prometheus_port: int | None = None
+    # Issue 17: run the Envoy of this Gateway (`gossamer gateway`), with no app.
+    gateway: str | None = None
 
     @property
     def workload(self) -> str:
@@ -151,6 +153,7 @@ class Agent:
             if c.capture else None,
             admin_tls_port=(c.admin_tls_port or 0) if tls else 0,
             prometheus_port=c.prometheus_port or 0,
+            gateway=c.gateway,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -412,7 +415,8 @@ async def run_agent(config: AgentConfig) -> int:
         raise
     c = config
     where = (f"inbound {c.address}:{c.inbound_port} -> app 127.0.0.1:{c.app_port}"
-             if c.app_port else "client only")
+             if c.app_port else f"Gateway {c.gateway} on {c.address}" if c.gateway
+             else "client only")
     print(f"gossamer proxy: {agent.workload} ({c.service}.{c.namespace}) {where}; outbound "
           f"http://127.0.0.1:{c.outbound_port}; admin http://127.0.0.1:{c.admin_port}",
           file=sys.stderr, flush=True)

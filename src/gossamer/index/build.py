@@ -21,11 +21,13 @@ from gossamer.index.conditions import (
     route_conditions,
     sidecars_in_effect,
 )
+from gossamer.index.gateways import gateway_index
 from gossamer.index.view import Endpoint, MeshIndex, Policy, R, SvcKey, WorkloadKey
 from gossamer.model import (
     AuthorizationPolicy,
     Condition,
     FaultPolicy,
+    Gateway,
     GRPCRoute,
     HTTPRoute,
     PeerAuthentication,
@@ -34,10 +36,12 @@ from gossamer.model import (
     ResiliencePolicy,
     Resource,
     ResourceKey,
+    Secret,
     Service,
     Sidecar,
     TCPRoute,
     Telemetry,
+    TLSRoute,
     Workload,
 )
 from gossamer.model.mesh import Mesh
@@ -220,7 +224,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
     for route in routes:
         for parent in {(p.namespace or route.metadata.namespace, p.name)
-                       for p in route.spec.parent_refs}:
+                       for p in route.spec.parent_refs if not p.is_gateway}:
             by_parent[parent].append(route)
         conditions[route.key] = route_conditions(route, services)
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
@@ -244,6 +248,10 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                                              previous.virtual_ips if previous else None)
     conditions.update(vip_conditions)
     selection = _selection(services, workloads, previous)
+    gateways, gateway_status = gateway_index(
+        by_name(kinds.of(Gateway)),
+        by_name([*routes, *kinds.of(TLSRoute), *kinds.of(TCPRoute)]),
+        kinds.of(Secret), services)
     return MeshIndex(
         revision=revision,
         services=services,
@@ -267,4 +275,6 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         sidecars=sidecars,
         virtual_ips=vips,
         mesh=next(iter(kinds.of(Mesh)), None),
+        gateways=MappingProxyType(gateways),
+        gateway_status=MappingProxyType(gateway_status),
     )

@@ -169,6 +169,17 @@ CLASS_PATCHES: dict[str, Schema] = {
         rule(unique(key="{}.port"), "a port is listed twice")]}}},
     "TargetRef": {"properties": {"group": {"enum": ["", "core"]}, "kind": {"enum": ["Service"]},
                                  "name": {"pattern": DNS_LABEL}}},
+    # Issue 17: RequestAuthentication also targets a Gateway (JWT at the edge).
+    "EdgeTargetRef": {
+        "properties": {"group": {"enum": ["", "core", "gateway.networking.k8s.io"]},
+                       "kind": {"enum": ["Service", "Gateway"]}},
+        "x-kubernetes-validations": [rule(
+            "(has(self.kind) && self.kind == 'Gateway') ? (has(self.group) && "
+            "self.group == 'gateway.networking.k8s.io') : ((!has(self.group) || self.group "
+            f"!= 'gateway.networking.k8s.io') && self.name.matches(r'{DNS_LABEL}') && "
+            "size(self.name) <= 63)",
+            "a Service (group \"\", a DNS label) or a Gateway (group "
+            "gateway.networking.k8s.io)")]},
     "Source": {"x-kubernetes-validations": [rule(has_items(
         "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
         "namespaces", "notNamespaces"), "a source needs at least one field")]},
@@ -322,6 +333,7 @@ VALIDATORS: dict[str, str] = {
         "_service_name_is_dns_label", "gossamer.model.service.ServiceSpec._selector",
         "gossamer.model.service.ServiceSpec._unique_ports",
         "gossamer.model.service.ServicePort._name", "gossamer.model.policy.TargetRef._is_service",
+        "gossamer.model.policy.EdgeTargetRef._kind",
         "gossamer.model.authorizationpolicy.Source._not_empty",
         "gossamer.model.authorizationpolicy.Operation._not_empty",
         "gossamer.model.authorizationpolicy.RuleCondition._key_and_values",

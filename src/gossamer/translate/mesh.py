@@ -504,4 +504,5 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
             and mesh.services_epoch is previous.services_epoch
             and index.sidecars == before.sidecars and index.workloads == before.workloads
             # issue 21: what capturing proxies read besides their scope's Services
-            and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh)
+            and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh
+            and index.gateways == before.gateways)  # issue 17
