@@ -159,13 +159,25 @@ class RouteMatch(Strict):
         return self
 
 
+# The Gateway API's HTTPHeaderValue: printable ASCII words, single spaces or tabs between.
+_HEADER_VALUE = re.compile(r"^[!-~]+([\t ]?[!-~]+)*\Z")
+
+
+def _gateway_header_value(v: str) -> str:
+    if not _HEADER_VALUE.match(v):
+        raise ValueError("must be printable ASCII, not empty, without leading, trailing or "
+                         "doubled spaces (the Gateway API's header value)")
+    return v
+
+
 class HeaderValue(Strict):
     name: str
     # Literal text: `%` is not Envoy's format syntax here (translation escapes it).
-    value: str = Field(max_length=4096)
+    value: str = Field(min_length=1, max_length=4096)
 
     _n = field_validator("name")(check_header_name)
     _v = field_validator("value")(check_header_value)
+    _g = field_validator("value")(_gateway_header_value)
 
 
 class HeaderModifier(Strict):
