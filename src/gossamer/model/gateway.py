@@ -203,8 +203,8 @@ class Gateway(Resource):
         for key, (_, low, high) in ANNOTATIONS.items():
             value = self.metadata.annotations.get(key)
             if value is not None and not (value.isdigit() and low <= int(value) <= high):
-                raise ValueError(f"metadata.annotations.{key}: must be a whole number from "
-                                 f"{low} to {high}")
+                raise ValueError(f"metadata.annotations: {key} must be a whole number "
+                                 f"from {low} to {high}")
         return self
 
     def setting(self, annotation: str) -> int:

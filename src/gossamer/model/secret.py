@@ -45,12 +45,13 @@ class Secret(Resource):
         if extra:
             raise ValueError(f"data.{extra[0]}: unknown key (a TLS Secret holds tls.crt, "
                              "tls.key and optionally ca.crt)")
+        cert_pem, key_pem = self.certificate_pem, self.key_pem
         try:
-            certs = x509.load_pem_x509_certificates(self.certificate_pem)
+            certs = x509.load_pem_x509_certificates(cert_pem)
         except ValueError as exc:
             raise ValueError(f"data.{CERT_KEY}: not a PEM certificate chain") from exc
         try:
-            private = serialization.load_pem_private_key(self.key_pem, password=None)
+            private = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"data.{KEY_KEY}: not an unencrypted PEM private key") from exc
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
