@@ -127,7 +127,8 @@ def test_edge_settings_and_a_required_token() -> None:
                         {"keys": [{"kty": "oct", "k": "c2VjcmV0", "alg": "HS256"}]})}]}}
     plain = _listener(_snapshot(_docs()), 8080)
     hcm = plain["filterChains"][0]["filters"][0]["typedConfig"]
-    assert "xffNumTrustedHops" not in hcm and hcm["useRemoteAddress"] is True
+    assert "xffNumTrustedHops" not in hcm
+    assert hcm["useRemoteAddress"] is True
     assert [f["name"] for f in hcm["httpFilters"]] == ["envoy.filters.http.cors",
                                                        "envoy.filters.http.router"]
     edge = _listener(_snapshot([*_docs(annotations={XFF_HOPS: "2"}), jwt]), 8080)
