@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,12 +37,47 @@ from tests.e2e.universe import (
     universe,
     wait,
 )
-from tests.gateway_docs import gateway, http_route, parent, self_signed, service, tls_secret
+from tests.gateway_docs import (
+    GW,
+    gateway,
+    http_route,
+    parent,
+    self_signed,
+    service,
+    tls_secret,
+)
 from tests.hosts import HostNetwork
 
 pytestmark = pytest.mark.slow
-HTTPS = 8443
+HTTPS, TCP = 8443, 9000
 REQUESTS = 200
+# A TLS server of its own (the app behind a passthrough listener): it answers the
+# first bytes it reads with "tls:" and them.
+TLS_APP = r"""
+import os, socket, ssl, sys, threading
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+def serve(conn):
+    try:
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"tls:" + tls.recv(100))
+    except (OSError, ssl.SSLError):
+        conn.close()
+server = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+ADMIN = 15000  # each gateway replica's Envoy admin, on its host's loopback
+
+
+def start_gateway(u: Universe, host: Any, replica: str, root: Path) -> Any:
+    return host.popen([*GOSSAMER, "gateway", "--name", "edge", "--replica", replica,
+                       "--control-plane", f"https://a:{API_PORT}", "--token-file",
+                       str(u.join_token("edge")), "--ca-file", str(u.bundle_file),
+                       "--admin-port", str(ADMIN), "--drain-seconds", "5",
+                       "--workdir", str(root / replica)], log=u.logs / f"{replica}.log")
 
 
 def _b64(data: bytes) -> str:
@@ -110,7 +147,17 @@ def _edge(u: Universe, root: Path) -> Iterator[dict[str, Any]]:
                 {"name": "a", "port": HTTPS, "protocol": "HTTPS", "hostname": "a.example.com",
                  "tls": {"certificateRefs": [{"name": "cert-a"}]}},
                 {"name": "b", "port": HTTPS, "protocol": "HTTPS", "hostname": "b.example.com",
-                 "tls": {"certificateRefs": [{"name": "cert-b"}]}}]),
+                 "tls": {"certificateRefs": [{"name": "cert-b"}]}},
+                {"name": "pass", "port": HTTPS, "protocol": "TLS",
+                 "hostname": "pass.example.com", "tls": {"mode": "Passthrough"}},
+                {"name": "raw", "port": TCP, "protocol": "TCP"}]),
+            service("echo", "tcp", 7000), service("vault", "tcp", 7443),
+            {"apiVersion": f"{GW}/v1alpha2", "kind": "TCPRoute", "metadata": {"name": "raw"},
+             "spec": {"parentRefs": [parent("raw")],
+                      "rules": [{"backendRefs": [{"name": "echo", "port": 7000}]}]}},
+            {"apiVersion": f"{GW}/v1alpha2", "kind": "TLSRoute", "metadata": {"name": "pass"},
+             "spec": {"parentRefs": [parent("pass")], "hostnames": ["pass.example.com"],
+                      "rules": [{"backendRefs": [{"name": "vault", "port": 7443}]}]}},
             http_route("shop", [parent("a"), parent("b")], [],
                        [("catalog", 50), ("catalog2", 50)]),
             {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "RequestAuthentication",
@@ -126,17 +173,26 @@ def _edge(u: Universe, root: Path) -> Iterator[dict[str, Any]]:
         for doc in docs:
             resp = api.post("/api/v1/apply", json=doc)
             assert resp.is_success, resp.text
-    d.popen([*GOSSAMER, "proxy", "--service", "catalog2", "--name", "catalog2-0",
-             "--control-plane", f"https://a:{API_PORT}", "--token-file",
-             str(u.join_token("catalog2")), "--ca-file", str(u.bundle_file),
-             "--app-port", str(APP_PORT), "--inbound-port", str(INBOUND_PORT),
-             "--probe-path", "/healthz", "--drain-seconds", "0.5", "--workdir", str(root / "d"),
-             "--", sys.executable, "-m", "gossamer.demo.app", "--name", "catalog2"],
-            log=u.logs / "d.log")
-    g.popen([*GOSSAMER, "gateway", "--name", "edge", "--replica", "edge-0",
-             "--control-plane", f"https://a:{API_PORT}", "--token-file",
-             str(u.join_token("edge")), "--ca-file", str(u.bundle_file),
-             "--drain-seconds", "1", "--workdir", str(root / "g")], log=u.logs / "g.log")
+    pass_cert, pass_key = self_signed("pass.example.com")
+    (root / "pass.pem").write_bytes(pass_cert)
+    (root / "pass.key").write_bytes(pass_key)
+    # One at a time, each healthy before the next: agents starting at once on a loaded
+    # machine were seen to miss Envoy's 30 s readiness deadline.
+    for name, protocol, port, app in (
+            ("catalog2", "http", APP_PORT, ["-m", "gossamer.demo.app", "--name", "catalog2"]),
+            ("echo", "tcp", 7000, ["-m", "gossamer.demo.tcpecho"]),
+            ("vault", "tcp", 7443, ["-c", TLS_APP, str(root / "pass.pem"),
+                                    str(root / "pass.key")])):
+        d.popen([*GOSSAMER, "proxy", "--service", name, "--name", f"{name}-0", "--protocol",
+                 protocol, "--control-plane", f"https://a:{API_PORT}", "--token-file",
+                 str(u.join_token(name)), "--ca-file", str(u.bundle_file), "--app-port",
+                 str(port), "--inbound-port", str(INBOUND_PORT if name == "catalog2" else
+                                                  port + 10),
+                 *(["--probe-path", "/healthz"] if protocol == "http" else []),
+                 "--drain-seconds", "0.5", "--workdir", str(root / name), "--",
+                 sys.executable, *app], log=u.logs / f"{name}.log")
+        wait(f"{name} is not healthy", lambda n=name: _healthy(u, f"{n}-0"), 90, u.logs)
+    start_gateway(u, g, "edge-0", root)
 
     def ready() -> bool:
         with u.api() as api:
@@ -145,12 +201,19 @@ def _edge(u: Universe, root: Path) -> Iterator[dict[str, Any]]:
         healthy = {w["metadata"]["name"] for w in docs if w["spec"]["health"] == "Healthy"}
         programmed = [c for c in gw.get("status", {}).get("conditions", [])
                       if c["type"] == "Programmed"]
-        return "catalog2-0" in healthy and bool(programmed) and \
+        return {"catalog2-0", "echo-0", "vault-0"} <= healthy and bool(programmed) and \
             programmed[0]["status"] == "True"
     wait("the gateway is not programmed", ready, 120, u.logs)
     for host, (cert, _) in certs.items():
         (root / f"{host}.pem").write_bytes(cert)
     yield {"u": u, "o": o, "g": g, "root": root, "key": key}
+
+
+def _healthy(u: Universe, workload: str) -> bool:
+    with u.api() as api:
+        docs = api.get("/api/v1/resources/Workload").json()
+    return any(d["metadata"]["name"] == workload and d["spec"]["health"] == "Healthy"
+               for d in docs)
 
 
 def _call(edge: dict[str, Any], host: str, n: int, token: str = "") -> list[list[Any]]:
@@ -225,3 +288,70 @@ def test_a_conflicting_gateway_is_accepted_with_its_conditions(edge: dict[str, A
     assert status["udp"]["Accepted"] == ("False", "UnsupportedProtocol")
     assert status["s"]["ResolvedRefs"] == ("False", "InvalidCertificateRef")
     assert status["web"]["Programmed"] == ("True", "Programmed")
+
+
+TLS_CALL = r"""
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="pass.example.com") as tls:
+        tls.sendall(b"hello")
+        print(tls.recv(100).decode())
+"""
+TCP_CALL = r"""
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as conn:
+    conn.sendall(b"hello")
+    print(conn.recv(100).decode())
+"""
+
+
+def test_tls_passthrough_reaches_the_app_that_terminates_it(edge: dict[str, Any]) -> None:
+    """The certificate the client verifies is the app's own (the gateway has none for
+    pass.example.com): the gateway only routed the bytes by SNI."""
+    out = edge["o"].run([sys.executable, "-c", TLS_CALL, edge["g"].address, str(HTTPS),
+                         str(edge["root"] / "pass.pem")], check=True, timeout=60)
+    assert out.stdout.strip() == "tls:hello"
+
+
+def test_a_tcp_listener_forwards_connections(edge: dict[str, Any]) -> None:
+    out = edge["o"].run([sys.executable, "-c", TCP_CALL, edge["g"].address, str(TCP)],
+                        check=True, timeout=60)
+    assert out.stdout.strip() == "echo:hello"
+
+
+def test_two_replicas_serve_and_a_stopped_one_drains_its_requests(
+        edge: dict[str, Any]) -> None:
+    """A second replica (its own host and node id) gets the same config; stopped while
+    a slow request is in flight, it finishes that request before it exits."""
+    u, root = edge["u"], edge["root"]
+    g2 = u.net.add("g2")
+    proc = start_gateway(u, g2, "edge-1", root)
+
+    def both() -> bool:
+        with u.api() as api:
+            gw = api.get("/api/v1/resources/Gateway/default/edge").json()
+        [programmed] = [c for c in gw["status"]["conditions"] if c["type"] == "Programmed"]
+        return programmed["message"].startswith("2 of 2")
+    wait("the second replica is not in sync", both, 90, u.logs)
+    token = _token(edge)
+    answer: list[subprocess.CompletedProcess[str]] = []
+    slow = threading.Thread(target=lambda: answer.append(edge["o"].run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+         str(root / "a.example.com.pem"), "--resolve", f"a.example.com:{HTTPS}:{g2.address}",
+         "-H", f"Authorization: Bearer {token}",
+         f"https://a.example.com:{HTTPS}/items?delay_ms=2000"], timeout=60)))
+    slow.start()
+
+    def in_flight() -> bool:
+        stats = g2.run(["curl", "-s", f"http://127.0.0.1:{ADMIN}/stats?filter="
+                        "downstream_cx_active"], timeout=10).stdout
+        return f"http.gateway_{HTTPS}.downstream_cx_active: 1" in stats
+    wait("the slow request never reached the replica", in_flight, 30, u.logs)
+    proc.terminate()
+    slow.join(timeout=60)
+    assert [a.stdout for a in answer] == ["200"]
+    assert proc.wait(timeout=60) == 0
+    # The other replica still serves.
+    [(status, _, _)] = _call(edge, "a.example.com", 1, token)
+    assert status == 200
