@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener as EnvoyListener
@@ -51,8 +52,20 @@ def listener_name(port: int) -> str:
     return f"gateway|{port}"
 
 
-def _hcm(view: GatewayView, port: int, jwt: dict[str, Any] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EdgeHttp:
+    """What a gateway's HTTP connection managers add: the required-JWT filter, the
+    access loggers and the tracing block (the gateway starts the trace) of the
+    Telemetry covering its namespace."""
+
+    jwt: dict[str, Any] | None = None
+    access_log: tuple[dict[str, Any], ...] = ()
+    tracing: dict[str, Any] | None = None
+
+
+def _hcm(view: GatewayView, port: int, edge: EdgeHttp) -> dict[str, Any]:
     gw = view.gateway
+    jwt = edge.jwt
     return {"name": "envoy.filters.network.http_connection_manager", "typedConfig": {
         "@type": HCM,
         "statPrefix": f"gateway_{port}",
@@ -71,6 +84,8 @@ def _hcm(view: GatewayView, port: int, jwt: dict[str, Any] | None) -> dict[str, 
         "localReplyConfig": {"mappers": [JWT_MAPPER]},
         "httpFilters": [*([jwt] if jwt else []), CORS_HTTP_FILTER,
                         {"name": "envoy.filters.http.router", "typedConfig": {"@type": ROUTER}}],
+        **({"accessLog": list(edge.access_log)} if edge.access_log else {}),
+        **({"tracing": edge.tracing} if edge.tracing else {}),
     }}
 
 
@@ -88,7 +103,7 @@ def _server_names(hosts: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def _tls_chains(view: GatewayView, port: int, listeners: list[ListenerView],
-                jwt: dict[str, Any] | None,
+                edge: EdgeHttp,
                 services: Mapping[SvcKey, Service]) -> list[dict[str, Any]]:
     """A chain per HTTPS listener and per passthrough route; SNI names already taken
     on the port (by an earlier listener or route) are left out, so no two chains
@@ -109,7 +124,7 @@ def _tls_chains(view: GatewayView, port: int, listeners: list[ListenerView],
                 chains.append({"name": lis.name,
                                "filterChainMatch": _server_names(hosts),
                                "transportSocket": _tls_socket(lst.certificates),
-                               "filters": [_hcm(view, port, jwt)]})
+                               "filters": [_hcm(view, port, edge)]})
             continue
         for route, route_hosts in lst.routes:
             if isinstance(route, TLSRoute) and (hosts := fresh(route_hosts)):
@@ -123,7 +138,7 @@ def _tls_chains(view: GatewayView, port: int, listeners: list[ListenerView],
 
 
 def port_listener(view: GatewayView, address: str, port: int, listeners: list[ListenerView],
-                  jwt: dict[str, Any] | None,
+                  edge: EdgeHttp,
                   services: Mapping[SvcKey, Service]) -> EnvoyListener | None:
     """The listener of one port (its listeners share a protocol family: the index
     reports the others Conflicted); None when nothing can be served there."""
@@ -133,7 +148,7 @@ def port_listener(view: GatewayView, address: str, port: int, listeners: list[Li
                               "trafficDirection": "INBOUND",
                               "perConnectionBufferLimitBytes": 32768}
     if first == "HTTP":
-        config["filterChains"] = [{"filters": [_hcm(view, port, jwt)]}]
+        config["filterChains"] = [{"filters": [_hcm(view, port, edge)]}]
     elif first == "TCP":
         routes = [r for lst in listeners for r, _ in lst.routes if isinstance(r, TCPRoute)]
         if not routes:
@@ -141,7 +156,7 @@ def port_listener(view: GatewayView, address: str, port: int, listeners: list[Li
         config["filterChains"] = [{"filters": [tcp_proxy_filter(
             f"gateway_{port}", tcp_route_clusters(routes[0], services))]}]
     else:
-        chains = _tls_chains(view, port, listeners, jwt, services)
+        chains = _tls_chains(view, port, listeners, edge, services)
         if not chains:
             return None
         config["listenerFilters"] = [TLS_INSPECTOR_FILTER]

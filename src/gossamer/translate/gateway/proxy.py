@@ -23,12 +23,19 @@ from gossamer.model import HTTPRoute, RequestAuthentication, TCPRoute, TLSRoute
 from gossamer.model.policy import gateway_target
 from gossamer.translate import names
 from gossamer.translate.consistency import check_consistency
-from gossamer.translate.gateway.listeners import envoy_secret, port_listener, secret_name
+from gossamer.translate.gateway.listeners import (
+    EdgeHttp,
+    envoy_secret,
+    port_listener,
+    secret_name,
+)
 from gossamer.translate.gateway.routes import port_route_config, route_config_name
 from gossamer.translate.jwt import jwks_cluster, jwks_uris, jwt_filter
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig
 from gossamer.translate.protos import build
 from gossamer.translate.tcproutes import tcp_route_clusters
+from gossamer.translate.telemetry import proxy_access_log
+from gossamer.translate.tracing import proxy_tracing
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot, XdsResource
 
 
@@ -120,12 +127,20 @@ def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
     refs: set[str] = set()
     if view is not None:
         policies = edge_jwt(mesh.index, view)
-        jwt = _required_jwt(policies)
+        own = frozenset({(proxy.namespace, proxy.service)})
+        tracing = proxy_tracing(mesh.index, proxy.namespace, own, proxy.service,
+                                proxy.workload)
+        if tracing is not None:
+            clusters[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name,
+                                                  tracing.cluster)
+        edge = EdgeHttp(_required_jwt(policies),
+                        proxy_access_log(mesh.index, proxy, own, "inbound"),
+                        tracing.hcm if tracing is not None else None)
         for uri in jwks_uris(policies):
             cluster: Cluster = jwks_cluster(uri, mesh.settings.jwks_ca_file)
             clusters[cluster.name] = _res(CLUSTER, cluster.name, cluster)
         for port, lsts in sorted(_by_port(view).items()):
-            lis = port_listener(view, proxy.inbound_address, port, lsts, jwt,
+            lis = port_listener(view, proxy.inbound_address, port, lsts, edge,
                                 mesh.index.services)
             if lis is None:
                 continue

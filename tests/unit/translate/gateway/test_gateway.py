@@ -22,6 +22,7 @@ from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.protos import to_dict
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from tests.gateway_docs import GW, gateway, http_route, parent, self_signed, service, tls_secret
+from tests.otlp import tracing_telemetry
 
 GOLDEN = Path(__file__).parents[2] / "golden" / "gateway-edge.json"
 CERTS = {h: self_signed(h) for h in ("a.example.com", "b.example.com")}
@@ -148,3 +149,13 @@ def test_a_gateway_node_without_its_gateway_has_no_listeners() -> None:
 @pytest.mark.parametrize("replica", ["edge-1", "edge-2"])
 def test_replicas_share_one_config(replica: str) -> None:
     assert _snapshot(_docs(), replica).versions == _snapshot(_docs()).versions
+
+
+def test_the_gateway_starts_traces_for_a_mesh_wide_telemetry() -> None:
+    telemetry = tracing_telemetry("mesh", percent=100.0, address="127.0.0.1:4317")
+    snap = _snapshot([*_docs(), telemetry])
+    hcm = _listener(snap, 8080)["filterChains"][0]["filters"][0]["typedConfig"]
+    assert hcm["tracing"]["randomSampling"] == {"value": 100.0}
+    assert "tracing|127.0.0.1:4317" in snap.of(CLUSTER)
+    assert "tracing" not in _listener(_snapshot(_docs()), 8080)["filterChains"][0][
+        "filters"][0]["typedConfig"]
