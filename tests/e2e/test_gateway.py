@@ -355,3 +355,12 @@ def test_two_replicas_serve_and_a_stopped_one_drains_its_requests(
     # The other replica still serves.
     [(status, _, _)] = _call(edge, "a.example.com", 1, token)
     assert status == 200
+
+
+def test_the_app_sees_the_outside_client_in_x_forwarded_for(edge: dict[str, Any]) -> None:
+    g, o = edge["g"], edge["o"]
+    out = o.run(["curl", "-s", "--cacert", str(edge["root"] / "a.example.com.pem"),
+                 "--resolve", f"a.example.com:{HTTPS}:{g.address}",
+                 "-H", f"Authorization: Bearer {_token(edge)}",
+                 f"https://a.example.com:{HTTPS}/items"], check=True, timeout=60)
+    assert json.loads(out.stdout)["headers"]["x-forwarded-for"] == o.address
