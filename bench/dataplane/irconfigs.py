@@ -34,7 +34,17 @@ from typing import Any
 import httpx
 import yaml
 from callgrind import COMM, valgrind_argv, write_wrapper
-from configs import HERE, MESH, _arg, _spawn, _stop, envoy_argv, pair_values, write_certs
+from configs import (
+    HERE,
+    INGRESS,
+    MESH,
+    _arg,
+    _spawn,
+    _stop,
+    envoy_argv,
+    pair_values,
+    write_certs,
+)
 from irvariants import changes_of
 from procstat import children_named
 
@@ -200,24 +210,6 @@ class Gossamer:
 
     def stop(self) -> None:
         self.run.stop()
-
-
-INGRESS = """\
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: ingress}}
-spec:
-  gatewayClassName: gossamer
-  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: ingress}}
-spec:
-  parentRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: ingress}}]
-  rules: [{{backendRefs: [{{name: backend, port: 80}}]}}]
-"""
 
 
 class Ingress(Gossamer):
