@@ -220,6 +220,23 @@ class LocalRun:
                     instance, argv, env = self.plan_gateway(gw)
                     self._spawn(instance.workload, argv, "proxy", env=env)
                     self.instances.append(instance)
+                self.wait_programmed(timeout, stop)
+
+    def wait_programmed(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Until each Gateway is Programmed: its replica has ACKed its config, so its
+        listeners take connections when `up` says it is ready."""
+        deadline = time.monotonic() + timeout
+        for gw in self.gateways():
+            path = f"/api/v1/resources/Gateway/{gw.metadata.namespace}/{gw.metadata.name}"
+            while True:
+                conditions = self._call("GET", path).get("status", {}).get("conditions", [])
+                if any(c["type"] == "Programmed" and c["status"] == "True"
+                       for c in conditions):
+                    break
+                if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                    raise UpError(f"Gateway {gw.metadata.name} not programmed after "
+                                  f"{timeout:.0f}s; see {self.state_dir / 'logs'}")
+                time.sleep(0.2)
 
     def gateways(self) -> list[Gateway]:
         """The file's Gateways of class gossamer: `up` runs one replica of each."""
