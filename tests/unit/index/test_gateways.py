@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.index.gateways import intersect
-from gossamer.model import ResourceKey, parse_document
+from gossamer.model import InvalidResource, ResourceKey, parse_document
+from gossamer.translate import translate_mesh, translate_proxy
 from tests.gateway_docs import GW, gateway, http_route, parent, self_signed, service, tls_secret
 
 CERT = self_signed("a.example.com")
@@ -138,3 +142,56 @@ def test_one_tcproute_per_tcp_listener_and_tlsroutes_by_hostname() -> None:
 def test_hostname_intersection(listener: str | None, route: list[str],
                                served: tuple[str, ...]) -> None:
     assert intersect(listener, route) == served
+
+
+_FAMILY = {"HTTP": "http", "HTTPS": "tls", "TLS": "tls", "TCP": "tcp"}
+
+
+@st.composite
+def listener_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
+    out = []
+    for i in range(draw(st.integers(1, 6))):
+        protocol = draw(st.sampled_from(["HTTP", "HTTPS", "TLS", "TCP", "UDP"]))
+        lis: dict[str, Any] = {"name": f"l{i}", "port": draw(st.sampled_from([80, 443])),
+                               "protocol": protocol}
+        host = draw(st.sampled_from([None, "a.example.com", "*.example.com"]))
+        if host is not None and protocol not in ("TCP", "UDP"):
+            lis["hostname"] = host
+        if protocol == "HTTPS":
+            lis["tls"] = {"certificateRefs": [{"name": draw(st.sampled_from(
+                ["cert", "missing"]))}]}
+        elif protocol == "TLS":
+            lis["tls"] = {"mode": "Passthrough"}
+        out.append(lis)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(listener_sets())
+def test_any_valid_gateway_gets_conditions_and_a_consistent_config(
+        listeners: list[dict[str, Any]]) -> None:
+    """Valid but conflicting Gateways are taken: every listener gets its four
+    conditions, the served ones of a port share a protocol family, and the gateway's
+    snapshot passes the consistency check (translate_proxy raises if not)."""
+    try:
+        gw = parse_document(gateway(listeners=listeners))
+    except InvalidResource:
+        assume(False)
+        raise
+    route = http_route("r", [parent()], [], [("web", 1)])
+    index = build_index([gw, parse_document(tls_secret("cert", *CERT)),
+                         parse_document(service("web")), parse_document(route)])
+    got = _listeners(index)
+    assert set(got) == {lis["name"] for lis in listeners}
+    assert all(set(c) == {"Accepted", "Programmed", "ResolvedRefs", "Conflicted"}
+               for c in got.values())
+    [view] = index.gateways.values()
+    families: dict[int, set[str]] = {}
+    for lst in view.serving:
+        families.setdefault(lst.listener.port, set()).add(_FAMILY[lst.listener.protocol])
+        assert got[lst.listener.name]["Programmed"] == ("True", "Programmed")
+    assert all(len(f) == 1 for f in families.values())
+    node = NodeMetadata.from_metadata("edge-0.default", {
+        "service": "edge", "namespace": "default", "workload": "edge-0", "inbound_port": 0,
+        "app_port": 0, "outbound_port": 0, "gateway": "edge"})
+    translate_proxy(translate_mesh(index), node)
