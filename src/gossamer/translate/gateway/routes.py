@@ -12,7 +12,12 @@ from gossamer.index import MeshIndex
 from gossamer.index.gateways import GatewayView, ListenerView
 from gossamer.model import HTTPRoute
 from gossamer.model.httproute import RouteMatch
-from gossamer.translate.routes import envoy_route, precedence, rule_route_name
+from gossamer.translate.routes import (
+    UNREACHABLE_HEADER,
+    envoy_route,
+    precedence,
+    rule_route_name,
+)
 
 NO_HOST_BODY = "gossamer: gateway {gateway} has no route for this host\n"
 
@@ -56,4 +61,6 @@ def port_route_config(index: MeshIndex, view: GatewayView, port: int,
             "name": "no-such-host", "match": {"prefix": "/"}, "directResponse": {
                 "status": 404, "body": {"inlineString": NO_HOST_BODY.format(
                     gateway=f"{ns}/{name}")}}}]})
-    return {"name": route_config_name(port), "virtualHosts": vhosts, "validateClusters": False}
+    # As every caller side's: the callee sidecars' retry marker never reaches a client.
+    return {"name": route_config_name(port), "virtualHosts": vhosts, "validateClusters": False,
+            "responseHeadersToRemove": [UNREACHABLE_HEADER]}

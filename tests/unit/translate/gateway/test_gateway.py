@@ -113,6 +113,7 @@ def test_the_split_and_the_redirect_reuse_the_mesh_route_builder() -> None:
 
 def test_hostnames_without_a_route_get_a_clear_404() -> None:
     snap = _snapshot(_docs())
+    assert _routes(snap, 8443)["responseHeadersToRemove"] == ["x-gossamer-unreachable"]
     vhosts = _routes(snap, 8443)["virtualHosts"]
     assert [v["domains"] for v in vhosts] == [["a.example.com"], ["b.example.com"], ["*"]]
     body = vhosts[-1]["routes"][0]["directResponse"]
