@@ -302,13 +302,17 @@ def gateway(
     from gossamer.agent.runner import AgentConfig, AgentError, run_agent
     from gossamer.cli.client import OPTIONS, server_url
     from gossamer.cli.proxyadmin import off_host_port
-    from gossamer.contract.checks import DNS_SUBDOMAIN
+    from gossamer.contract.checks import DNS_LABEL, DNS_SUBDOMAIN
 
     _logging(verbose)
     if xds_mode not in ("delta", "sotw"):
         raise CliError("--xds-mode must be delta or sotw")
-    if not DNS_SUBDOMAIN.match(name) or len(name) > 63:
-        raise CliError("--name must be a Gateway name (lowercase letters, digits, '-')")
+    if not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise CliError("--name must be a Gateway name (lowercase letters, digits, '-', '.')")
+    account = service_account or name
+    if not DNS_LABEL.match(account) or len(account) > 63:
+        raise CliError(f"the gateway's identity account {account!r} must be a DNS label: "
+                       "give --service-account for a Gateway name with dots")
     url = server_url(server)
     try:
         address = address or detect_address(url)
@@ -316,7 +320,7 @@ def gateway(
     except JoinError as exc:
         raise CliError(str(exc)) from exc
     config = AgentConfig(
-        service=name, app_port=0, namespace=namespace, server=url, name=replica,
+        service=account, app_port=0, namespace=namespace, server=url, name=replica,
         admin_port=admin_port or free_port(), address=address, drain_seconds=drain_seconds,
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir, token=token,
         ca_file=ca_file or OPTIONS.ca_file, ca_fingerprint=ca_fingerprint,
