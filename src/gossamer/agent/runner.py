@@ -106,7 +106,7 @@ class AgentConfig:
     # None: the default (agent/ports.py, off_host_port), settled at start.
     admin_tls_port: int | None = None
     prometheus_port: int | None = None
-    # Issue 17: run the Envoy of this Gateway (`gossamer gateway`), with no app.
+    # Run the Envoy of this Gateway (`gossamer gateway`), with no app.
     gateway: str | None = None
 
     @property

@@ -83,7 +83,7 @@ def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
 
 
 def _shown(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
-    body = redacted(dict(obj.body))  # issue 17: no Secret data
+    body = redacted(dict(obj.body))  # no Secret data
     meta = dict(body.get("metadata", {}))
     meta["resourceVersion"] = str(obj.revision)
     body["metadata"] = meta

@@ -127,7 +127,7 @@ class NodeMetadata:
     # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.
     admin_tls_port: int = 0
     prometheus_port: int = 0
-    # Issue 17: this node is the Envoy of Gateway NAME (in `namespace`), with no app
+    # This node is the Envoy of Gateway NAME (in `namespace`), with no app
     # (`gossamer gateway`); translate/gateway/ builds its config.
     gateway: str | None = None
 

@@ -88,7 +88,7 @@ class MeshIndex:
     # Mesh resource (model/mesh.py), None when none is applied.
     virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
     mesh: Mesh | None = None
-    # Issue 17: the Gateways of class gossamer, as served (index/gateways.py), and the
+    # The Gateways of class gossamer, as served (index/gateways.py), and the
     # status of Gateways and of routes with a Gateway parent.
     gateways: Mapping[SvcKey, GatewayView] = field(default_factory=dict)
     gateway_status: Mapping[ResourceKey, Mapping[str, object]] = field(default_factory=dict)

@@ -169,7 +169,7 @@ CLASS_PATCHES: dict[str, Schema] = {
         rule(unique(key="{}.port"), "a port is listed twice")]}}},
     "TargetRef": {"properties": {"group": {"enum": ["", "core"]}, "kind": {"enum": ["Service"]},
                                  "name": {"pattern": DNS_LABEL}}},
-    # Issue 17: RequestAuthentication also targets a Gateway (JWT at the edge).
+    # RequestAuthentication also targets a Gateway (JWT at the edge).
     "EdgeTargetRef": {
         "properties": {"group": {"enum": ["", "core", "gateway.networking.k8s.io"]},
                        "kind": {"enum": ["Service", "Gateway"]}},

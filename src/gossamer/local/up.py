@@ -216,7 +216,7 @@ class LocalRun:
                         self._start_instance(proc, i)
             if serving:
                 self.wait_healthy(timeout, stop)
-                for gw in self.gateways():  # issue 17: each Gateway's one replica
+                for gw in self.gateways():  # each Gateway's one replica
                     instance, argv, env = self.plan_gateway(gw)
                     self._spawn(instance.workload, argv, "proxy", env=env)
                     self.instances.append(instance)

@@ -505,4 +505,4 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
             and index.sidecars == before.sidecars and index.workloads == before.workloads
             # issue 21: what capturing proxies read besides their scope's Services
             and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh
-            and index.gateways == before.gateways)  # issue 17
+            and index.gateways == before.gateways)  # what gateways read

@@ -49,7 +49,7 @@ def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
     coarse where precision would be fragile: any policy change anywhere
     (`policy_inputs`) re-translates every proxy.
     """
-    if proxy.gateway is not None:  # issue 17
+    if proxy.gateway is not None:  # a gateway: translate/gateway/
         return gateway_inputs(mesh, proxy)
     return _inputs(mesh, proxy, mesh.scope_of(proxy))
 
@@ -127,7 +127,7 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
     """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
     when what they read is unchanged (a route change re-sends routes, not listeners:
     building a proxy's listeners is most of its translation)."""
-    if proxy.gateway is not None:  # issue 17: a gateway, not a sidecar
+    if proxy.gateway is not None:  # a gateway, not a sidecar
         snapshot, gateway_scope = translate_gateway(mesh, proxy)
         return ProxyConfig(proxy, snapshot, gateway_scope, gateway_inputs(mesh, proxy))
     scope = mesh.scope_of(proxy)
