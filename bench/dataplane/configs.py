@@ -345,4 +345,50 @@ def _wait_captured(prefix: list[str], vip: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{vip}:80 not serving through the capture: {last!r}")
 
 
-CONFIGS = {c.name: c for c in (NoMesh, StaticEnvoy, Gossamer, Captured)}
+# A Gateway in front of the backend (`gossamer up` runs its `gossamer gateway`): the
+# `ingress` configuration, load generator -> gateway -> mTLS -> backend's sidecar.
+INGRESS = """\
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: ingress}}
+spec:
+  gatewayClassName: gossamer
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: ingress}}
+spec:
+  parentRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: ingress}}]
+  rules: [{{backendRefs: [{{name: backend, port: 80}}]}}]
+"""
+
+
+class Ingress(Gossamer):
+    """The ingress gateway where `envoy`'s caller Envoy is (a plain HTTP listener,
+    mTLS to the callee's sidecar): the side-by-side of a gateway that Gossamer
+    configures with a hand-written one."""
+
+    name = "ingress"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work / "ingress"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        text = MESH.format(backend=HERE / "backend.py", work=self.work) + \
+            INGRESS.format(port=self.port)
+        self.run = LocalRun(load_local_app(text), self.work, quiet=True)
+
+    def start(self) -> Target:
+        self.run.start_control_plane()
+        self.run.apply_resources()
+        self.run.start_processes()
+        wait_ok(self.port)
+        support = [c.popen.pid for c in self.run.children
+                   if c.role == "control-plane" or c.name in ("ingress-0", "backend-0")]
+        return Target(self.name, self.port, [self._envoy_of("ingress-0"),
+                                             self._envoy_of("backend-0")], support)
+
+
+CONFIGS = {c.name: c for c in (NoMesh, StaticEnvoy, Gossamer, Captured, Ingress)}

@@ -52,7 +52,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 
 import callgrind  # noqa: E402
 from bench.smp.dataplane import instructions_document  # noqa: E402
-from irconfigs import Gossamer, Ingress, IngressNotBuilt, Pair, Started  # noqa: E402
+from irconfigs import Gossamer, Ingress, Pair, Started  # noqa: E402
 from irreport import ablation_table, summarize, table  # noqa: E402
 from irvariants import ADDED, REMOVED  # noqa: E402
 
@@ -168,7 +168,7 @@ def make(name: str, work: Path, args: argparse.Namespace) -> Any:
         from ircaptured import Captured
         return Captured(work, args.scrape_interval)
     if name == "ingress":
-        return Ingress(work)
+        return Ingress(work, args.scrape_interval)
     if name == "envoy":
         return Pair("base", work)
     return Pair(name.removeprefix("envoy"), work)
@@ -184,9 +184,6 @@ def run_all(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
                 began = time.time()
                 try:
                     result = measure(config.start(), args)
-                except IngressNotBuilt as exc:
-                    print(f"  {name}: {exc}", file=sys.stderr, flush=True)
-                    continue
                 finally:
                     config.stop()
                 result.update(config=name, repeat=repeat, started=began,

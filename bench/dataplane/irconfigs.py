@@ -9,7 +9,8 @@ Envoys (caller and callee sidecar) under callgrind, in front of staticapp.py:
 - `captured`: `gossamer proxy --capture` on both sides, each in its own network
   namespace (tests/hosts.py), the client calling the callee's virtual IP;
   needs root, `ip` and `iptables`;
-- `ingress`: the ingress gateway of priority 4, not built yet (IngressNotBuilt).
+- `ingress`: the ingress gateway (`gossamer gateway`) in front of the callee sidecar,
+  as the caller.
 
 `start()` returns a Started: where the client connects (and the argv prefix
 that puts it in the right network namespace), each sidecar's Envoy PID and
@@ -33,7 +34,17 @@ from typing import Any
 import httpx
 import yaml
 from callgrind import COMM, valgrind_argv, write_wrapper
-from configs import HERE, MESH, _arg, _spawn, _stop, envoy_argv, pair_values, write_certs
+from configs import (
+    HERE,
+    INGRESS,
+    MESH,
+    _arg,
+    _spawn,
+    _stop,
+    envoy_argv,
+    pair_values,
+    write_certs,
+)
 from irvariants import changes_of
 from procstat import children_named
 
@@ -56,10 +67,6 @@ class Started:
     client_prefix: list[str] = field(default_factory=list)  # e.g. ip netns exec NS
     # Where each sidecar's admin endpoint is reachable from (its network namespace).
     admin_prefix: dict[str, list[str]] = field(default_factory=dict)
-
-
-class IngressNotBuilt(RuntimeError):
-    """The ingress gateway (priority 4) does not exist yet: see `Ingress`."""
 
 
 def wait_answer(host: str, port: int, prefix: list[str], timeout: float = START_TIMEOUT_S
@@ -205,19 +212,44 @@ class Gossamer:
         self.run.stop()
 
 
-class Ingress:
-    """Hook for the ingress gateway of priority 4 (issue 18 asks for its count too):
-    when it exists, start it here under callgrind (`callgrind.write_wrapper`) in
-    front of the callee sidecar, as the `caller` role, and return a Started."""
+class Ingress(Gossamer):
+    """The ingress gateway (`gossamer gateway`, run by `up` for the file's Gateway) in
+    front of the backend's sidecar: the gateway's Envoy is the `caller`, the client
+    connects to its HTTP listener. Compare its caller count with `envoy`'s, a
+    hand-written Envoy in the same place (a plain HTTP listener, mTLS to the callee)."""
 
     name = "ingress"
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
+    def __init__(self, work: Path, scrape_interval: float = 3600.0) -> None:
+        super().__init__(work, scrape_interval)
+        self.work = self.work.parent / "ingress"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        text = MESH.format(backend=APP, work=self.work) + INGRESS.format(port=self.port)
+        args = ("--stats-interval", str(scrape_interval),
+                "--stats-window", str(max(60.0, scrape_interval)))
+        self.run = LocalRun(load_local_app(text), self.work, quiet=True,
+                            control_plane_args=args)
+        self.out = self.work / "callgrind"
 
     def start(self) -> Started:
-        raise IngressNotBuilt("the ingress gateway (priority 4) does not exist yet; "
-                              "bench/dataplane/irconfigs.py:Ingress is where it goes")
-
-    def stop(self) -> None:
-        pass
+        saved = os.environ.get("GOSSAMER_ENVOY")
+        os.environ["GOSSAMER_ENVOY"] = str(write_wrapper(find_envoy(), self.out))
+        try:
+            self.run.start_control_plane()
+            self.run.apply_resources()
+            self.run.start_processes(timeout=START_TIMEOUT_S)
+        finally:
+            if saved is None:
+                os.environ.pop("GOSSAMER_ENVOY", None)
+            else:
+                os.environ["GOSSAMER_ENVOY"] = saved
+        wait_answer("127.0.0.1", self.port, [])
+        admin = {}
+        for role, child in (("caller", "ingress-0"), ("callee", "backend-0")):
+            c = next(c for c in self.run.children if c.name == child)
+            admin[role] = int(_arg(list(map(str, c.popen.args)),  # type: ignore[arg-type]
+                                   "--admin-port"))
+        return Started("127.0.0.1", self.port, {"caller": self._envoy_of("ingress-0"),
+                                                 "callee": self._envoy_of("backend-0")},
+                       admin, self.out)

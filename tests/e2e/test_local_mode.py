@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gossamer.testing.envoy import free_port
@@ -55,11 +56,12 @@ def _expect(lines: queue.Queue[str], pattern: str, timeout: float, seen: list[st
 
 def test_demo_canary_and_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "demo-state"
-    api = free_port()
+    api, ingress = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gossamer", "demo", "--state-dir", str(state), "--rate", "20",
-         "--duration", "120", "--api-port", str(api), "--xds-port", str(free_port())],
+         "--duration", "120", "--api-port", str(api), "--xds-port", str(free_port()),
+         "--ingress-port", str(ingress)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         start_new_session=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -71,6 +73,10 @@ def test_demo_canary_and_ctrl_c(tmp_path: Path) -> None:
         # The pure client is in the instances table too: its outbound port is its way out.
         assert any(re.match(r"^  loadgen-0 +service loadgen +inbound none \(client\) +"
                             r"outbound proxy http://127\.0\.0\.1:\d+ ", s) for s in seen), seen
+        # The ingress gateway: the demo from outside the mesh (no proxy), as printed.
+        assert any(f"curl http://127.0.0.1:{ingress}/" in s for s in seen), seen
+        outside = httpx.get(f"http://127.0.0.1:{ingress}/", timeout=10, trust_env=False)
+        assert outside.json()["service"] == "frontend"
         first = _expect(lines, r"^\[load\] last", 30, seen)
         assert re.search(r"catalog v1: \d+", first), first
         assert "catalog v2" not in first
@@ -97,7 +103,7 @@ def test_demo_canary_and_ctrl_c(tmp_path: Path) -> None:
             raise
     assert code == 0
     logs = {p.name: p.read_text() for p in (state / "logs").glob("*.log")}
-    assert len(logs) == 6
+    assert len(logs) == 7  # the control plane, six instances (the gateway's included)
     assert not [n for n, text in logs.items() if "could not drain" in text]
     time.sleep(0.5)
     assert _processes_mentioning(str(state)) == []

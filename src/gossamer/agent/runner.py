@@ -114,15 +114,17 @@ class AgentConfig:
     # None: the default (agent/ports.py, off_host_port), settled at start.
     admin_tls_port: int | None = None
     prometheus_port: int | None = None
-    # Run as the egress gateway of this name (no app; registered, always healthy
-    # while Envoy runs). Interim, until `gossamer gateway`.
+    # Run as the gateway of this name, with no app: with no inbound port, the Envoy
+    # of the ingress Gateway NAME (`gossamer gateway`, listeners from the Gateway);
+    # with one, the egress gateway NAME (`gossamer proxy --gateway`: registered,
+    # healthy while Envoy runs, routing to ExternalServices).
     gateway: str | None = None
 
     @property
     def registers(self) -> bool:
         """Does this agent register a Workload (it takes inbound traffic, and the
         controller does not make its Workload: `--no-register`)?"""
-        return self.register and bool(self.app_port or self.gateway)
+        return self.register and bool(self.app_port or (self.gateway and self.inbound_port))
 
     @property
     def workload(self) -> str:
@@ -452,6 +454,7 @@ async def run_agent(config: AgentConfig) -> int:
     c = config
     where = (f"inbound {c.address}:{c.inbound_port} -> app 127.0.0.1:{c.app_port}"
              if c.app_port else f"gateway {c.gateway} on {c.address}:{c.inbound_port}"
+             if c.gateway and c.inbound_port else f"Gateway {c.gateway} on {c.address}"
              if c.gateway else "client only")
     print(f"gossamer proxy: {agent.workload} ({c.service}.{c.namespace}) {where}; outbound "
           f"http://127.0.0.1:{c.outbound_port}; admin http://127.0.0.1:{c.admin_port}",

@@ -79,8 +79,9 @@ KEEP: tuple[str, ...] = (
     rf"^cluster\.(?:{_MESH_NAME}|{_EXTERNAL_NAME}|{_JWKS_NAME}|[^.]+)\.{_any(_CLUSTER_STATS)}$",
     # Not http.admin.*: the admin endpoint's own HCM; but the listeners that pass some
     # of it on to other hosts (agent/adminlisteners.py), whose 4xx are refusals.
+    # gateway_PORT: a gateway's listeners (translate/gateway/listeners.py).
     rf"^http\.(?:{_MESH_NAME}|inbound|inbound_plaintext|outbound|gossamer_admin|"
-    rf"gossamer_prometheus)\.{_any(_HTTP_STATS)}$",
+    rf"gossamer_prometheus|gateway_\d+)\.{_any(_HTTP_STATS)}$",
     rf"^tcp\.(?:{_MESH_NAME}|[^.]+)\.(?:downstream_cx_[a-z_]+|upstream_flush_[a-z_]+|"
     r"idle_timeout|max_downstream_connection_duration)$",
     rf"^listener\.{_ADDRESS}\.{_any(_LISTENER_STATS)}$",

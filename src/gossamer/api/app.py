@@ -23,6 +23,7 @@ from gossamer import __version__
 from gossamer.api.auth import Caller, Forbidden, Unauthorized
 from gossamer.api.context import ApiContext, ApiError
 from gossamer.api.explain import explain_routes
+from gossamer.api.gateways import redacted, with_programmed
 from gossamer.api.kubernetes import kubernetes_routes
 from gossamer.api.limits import MAX_JOIN_WORKLOAD_BYTES, MAX_JOIN_WORKLOADS, BodyLimit
 from gossamer.api.proxies import proxy_admin_routes
@@ -35,6 +36,7 @@ from gossamer.dashboard import mount_dashboard
 from gossamer.index import MeshIndex
 from gossamer.model import (
     KINDS,
+    Gateway,
     InvalidResource,
     ResiliencePolicy,
     Resource,
@@ -82,11 +84,13 @@ def _doc(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
 
 
 def _shown(ctx: ApiContext, obj: StoredObject) -> dict[str, Any]:
-    body = dict(obj.body)
+    body = redacted(dict(obj.body))  # no Secret data
     meta = dict(body.get("metadata", {}))
     meta["resourceVersion"] = str(obj.revision)
     body["metadata"] = meta
     status = ctx.state.index.status(ResourceKey(obj.kind, obj.namespace, obj.name))
+    if obj.kind == Gateway.KIND and status:
+        status = with_programmed(obj.kind, obj.namespace, obj.name, status, ctx.proxies())
     if status:
         body["status"] = status
     return body

@@ -15,6 +15,8 @@ import typer
 from gossamer.cli.app import app, read_text
 from gossamer.cli.client import CliError
 from gossamer.local.spec import LocalApp, Process, load_local_app
+from gossamer.model import Resource, parse_document
+from gossamer.model.registry import load_yaml_documents
 from gossamer.store.files import private_dir
 
 if TYPE_CHECKING:  # imported on use: it loads httpx, which `control-plane` has no use for
@@ -25,6 +27,13 @@ StateDir = Annotated[Path, typer.Option("--state-dir", help="store, logs and sid
 Isolate = Annotated[bool, typer.Option(
     "--isolate", help="each instance in its own network namespace, its traffic captured "
                       "(root)")]
+
+
+def ingress_resources(port: int) -> list[Resource]:
+    """The demo's ingress Gateway (demo/ingress.yaml) with its listener on `port`."""
+    docs = load_yaml_documents(pkg.files("gossamer.demo").joinpath("ingress.yaml").read_text())
+    docs[0]["spec"]["listeners"][0]["port"] = port
+    return [parse_document(d) for d in docs]
 
 
 def _run(local: LocalApp, state_dir: Path, api_port: int, xds_port: int,
@@ -80,6 +89,10 @@ def instance_lines(instances: list[Instance]) -> list[str]:
     proxy and upstream ports are where their calls go."""
     lines = []
     for i in instances:
+        if not i.outbound_port:  # a Gateway's replica: its listeners are the Gateway's
+            lines.append(f"  {i.workload:<16} gateway {i.service:<12} envoy admin "
+                         f"http://127.0.0.1:{i.admin_port}")
+            continue
         inbound = f"http://{i.address}:{i.inbound_port}" if i.inbound_port else "none (client)"
         line = (f"  {i.workload:<16} service {i.service:<12} inbound {inbound:<22}  "
                 f"outbound proxy http://127.0.0.1:{i.outbound_port}  "
@@ -124,11 +137,20 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
          duration: Annotated[float, typer.Option("--duration", help="load, seconds")] = 1800.0,
          api_port: Annotated[int, typer.Option("--api-port")] = 0,
          xds_port: Annotated[int, typer.Option("--xds-port")] = 0,
-         isolate: Isolate = False) -> None:
-    """Run the demo: frontend -> catalog (v1, v2) -> inventory, with bounded load."""
+         isolate: Isolate = False,
+         ingress_port: Annotated[int, typer.Option(
+             "--ingress-port", help="the ingress gateway's HTTP port on 127.0.0.1; 0: no "
+             "gateway")] = 18080) -> None:
+    """Run the demo: frontend -> catalog (v1, v2) -> inventory, with bounded load, and
+    an ingress gateway to frontend for clients outside the mesh."""
     _can_isolate(isolate)
     text = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
     local = load_local_app(text)
+    ingress = ""
+    if ingress_port:
+        local.resources += ingress_resources(ingress_port)
+        ingress = ("From outside the mesh, through the ingress gateway:\n"
+                   f"  curl http://127.0.0.1:{ingress_port}/\n")
     local.processes.append(Process.model_validate({
         "apiVersion": "local.gossamer.dev/v1alpha1", "kind": "Process",
         "metadata": {"name": "loadgen"},
@@ -144,7 +166,7 @@ def demo(state_dir: StateDir = Path(".gossamer/demo"),
         for name in EXAMPLES:
             text = pkg.files("gossamer.demo").joinpath(name).read_text()
             (examples / name).write_text(text)
-    _run(local, state_dir, api_port, xds_port, extra_help=(
+    _run(local, state_dir, api_port, xds_port, extra_help=ingress + (
         "Shift traffic live (the load lines below show catalog v1/v2 counts):\n"
         + "".join(f"  gossamer apply -f {examples / name}\n" for name in EXAMPLES)),
         isolate=isolate)

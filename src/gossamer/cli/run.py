@@ -312,6 +312,86 @@ def proxy(
     raise typer.Exit(code)
 
 
+@app.command()
+def gateway(
+    name: Annotated[str, typer.Option("--name", help="the Gateway this Envoy serves")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    server: Annotated[str | None, typer.Option(
+        "--control-plane", "--server", help="the control plane's API URL (default "
+        "$GOSSAMER_SERVER or http://127.0.0.1:15080)")] = None,
+    replica: Annotated[str | None, typer.Option(
+        "--replica", help="this replica's name, its node id's first part (default: "
+        "NAME-<random>)")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="address the Gateway's listeners bind (default: this host's "
+        "address towards the control plane)")] = None,
+    admin_port: Annotated[int, typer.Option("--admin-port", help="Envoy's admin, on "
+                                            "loopback")] = 0,
+    drain_seconds: Annotated[float, typer.Option(
+        "--drain-seconds", help="at stop, how long listeners drain before Envoy exits")] = 5.0,
+    xds_mode: Annotated[str, typer.Option("--xds-mode", help="delta|sotw")] = "delta",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Envoy worker threads")] = 2,
+    workdir: Annotated[Path | None, typer.Option("--workdir")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", envvar="GOSSAMER_TOKEN_FILE", show_envvar=True,
+        help="file holding a join token for the gateway's service account")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", envvar="GOSSAMER_CA_FILE", show_envvar=True,
+        help="PEM bundle that verifies the control plane")] = None,
+    ca_fingerprint: Annotated[str | None, typer.Option(
+        "--ca-fingerprint", envvar="GOSSAMER_CA_FINGERPRINT", show_envvar=True,
+        help="SHA-256 of a CA certificate the control plane's bundle must hold")] = None,
+    service_account: Annotated[str | None, typer.Option(
+        "--service-account", help="identity account (default: the Gateway's name): its "
+        "SPIFFE ID is spiffe://TD/ns/NAMESPACE/sa/ACCOUNT")] = None,
+    admin_tls_port: Annotated[int | None, typer.Option(
+        "--admin-tls-port", help="the control plane's mTLS admin listener on --address "
+        "(default 15091, or a free port when taken; 0: off)")] = None,
+    prometheus_port: Annotated[int | None, typer.Option(
+        "--prometheus-port", help="/stats/prometheus on --address (default 15090, or a "
+        "free port when taken; 0: off)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the Envoy of a Gateway (an agent with no app); replicas of one Gateway each
+    run this with their own --replica."""
+    from gossamer.agent.join import JoinError, detect_address, join_token
+    from gossamer.agent.ports import free_port
+    from gossamer.agent.runner import AgentConfig, AgentError, run_agent
+    from gossamer.cli.client import OPTIONS, server_url
+    from gossamer.cli.proxyadmin import off_host_port
+    from gossamer.contract.checks import DNS_LABEL, DNS_SUBDOMAIN
+
+    _logging(verbose)
+    if xds_mode not in ("delta", "sotw"):
+        raise CliError("--xds-mode must be delta or sotw")
+    if not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise CliError("--name must be a Gateway name (lowercase letters, digits, '-', '.')")
+    account = service_account or name
+    if not DNS_LABEL.match(account) or len(account) > 63:
+        raise CliError(f"the gateway's identity account {account!r} must be a DNS label: "
+                       "give --service-account for a Gateway name with dots")
+    url = server_url(server)
+    try:
+        address = address or detect_address(url)
+        token = join_token(None, token_file)
+    except JoinError as exc:
+        raise CliError(str(exc)) from exc
+    config = AgentConfig(
+        service=account, app_port=0, namespace=namespace, server=url, name=replica,
+        admin_port=admin_port or free_port(), address=address, drain_seconds=drain_seconds,
+        delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir, token=token,
+        ca_file=ca_file or OPTIONS.ca_file, ca_fingerprint=ca_fingerprint,
+        service_account=service_account, gateway=name,
+        admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
+        prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
+    )
+    try:
+        code = asyncio.run(run_agent(config))
+    except AgentError as exc:
+        raise CliError(str(exc)) from exc
+    raise typer.Exit(code)
+
+
 # "In sync" is about config; a changed security policy reaches connections opened before
 # it only as they drain (docs/security.md#when-a-policy-change-takes-effect).
 DRAIN_NOTE = ("note: in sync means the proxies run the latest config; connections opened "

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gossamer.contract.checks import DNS_LABEL, check_labels
+from gossamer.contract.checks import DNS_LABEL, DNS_SUBDOMAIN, check_labels
 from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 
@@ -127,9 +127,17 @@ class NodeMetadata:
     # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.
     admin_tls_port: int = 0
     prometheus_port: int = 0
-    # This node is the gateway NAME, with no app (metadata `gateway`); an
-    # egress gateway routes the ExternalServices whose `egress.via` is NAME.
+    # This node is the gateway NAME, with no app (metadata `gateway`). With no
+    # inbound port it is the Envoy of the ingress Gateway NAME in `namespace`
+    # (`gossamer gateway`; translate/gateway/ builds its config); with one, an
+    # egress gateway routing the ExternalServices whose `egress.via` is NAME.
     gateway: str | None = None
+
+    @property
+    def ingress_gateway(self) -> bool:
+        """The Envoy of an ingress Gateway (no inbound port), whose whole config comes
+        from the Gateway resource, rather than a sidecar (or an egress gateway)."""
+        return self.gateway is not None and not self.inbound_port
 
     @property
     def account(self) -> str:
@@ -280,8 +288,8 @@ def _access_log(value: object) -> str | None:
 def _gateway(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not DNS_LABEL.match(value) or len(value) > 63:
-        raise BadNodeMetadata("node metadata 'gateway' is not a gateway name (a DNS label)")
+    if not isinstance(value, str) or not DNS_SUBDOMAIN.match(value) or len(value) > 253:
+        raise BadNodeMetadata("node metadata 'gateway' is not a Gateway name")
     return value
 
 

@@ -23,11 +23,13 @@ from gossamer.index.conditions import (
     route_conditions,
     sidecars_in_effect,
 )
+from gossamer.index.gateways import gateway_index
 from gossamer.index.view import Endpoint, MeshIndex, Policy, R, SvcKey, WorkloadKey
 from gossamer.model import (
     AuthorizationPolicy,
     Condition,
     FaultPolicy,
+    Gateway,
     GRPCRoute,
     HTTPRoute,
     PeerAuthentication,
@@ -36,10 +38,12 @@ from gossamer.model import (
     ResiliencePolicy,
     Resource,
     ResourceKey,
+    Secret,
     Service,
     Sidecar,
     TCPRoute,
     Telemetry,
+    TLSRoute,
     Workload,
 )
 from gossamer.model.externalservice import ExternalService
@@ -223,7 +227,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
     for route in routes:
         for parent in {(p.namespace or route.metadata.namespace, p.name)
-                       for p in route.spec.parent_refs}:
+                       for p in route.spec.parent_refs if not p.is_gateway}:
             by_parent[parent].append(route)
         conditions[route.key] = route_conditions(route, services)
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
@@ -258,6 +262,10 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     external_vips = external_virtual_ips(externals, tables[0] if tables else None,
                                          vips.values(),
                                          previous.external_vips if previous else None)
+    gateways, gateway_status = gateway_index(
+        by_name(kinds.of(Gateway)),
+        by_name([*routes, *kinds.of(TLSRoute), *kinds.of(TCPRoute)]),
+        kinds.of(Secret), services)
     return MeshIndex(
         revision=revision,
         services=services,
@@ -284,6 +292,8 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         external_services=externals,
         external_vips=external_vips,
         external_resilience=MappingProxyType(external_resilience),
+        gateways=MappingProxyType(gateways),
+        gateway_status=MappingProxyType(gateway_status),
     )
 
 

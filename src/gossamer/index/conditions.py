@@ -69,7 +69,8 @@ def route_conditions(
 ) -> tuple[Condition, ...]:
     ns = route.metadata.namespace
     missing_parents = [
-        p.name for p in route.spec.parent_refs if (p.namespace or ns, p.name) not in services
+        p.name for p in route.spec.parent_refs
+        if not p.is_gateway and (p.namespace or ns, p.name) not in services
     ]
     missing_backends = _missing_backends(route, services)
     accepted = _true("Accepted")
@@ -93,6 +94,8 @@ def _parent_ports(route: GRPCRoute | TCPRoute, services: Mapping[SvcKey, Service
     """The service ports a route attaches to whose protocol it can route."""
     out = []
     for p in route.spec.parent_refs:
+        if p.is_gateway:
+            continue
         key = (p.namespace or route.metadata.namespace, p.name)
         svc = services.get(key)
         for port in svc.spec.ports if svc else ():
@@ -120,7 +123,7 @@ def gamma_routes(grpc_routes: Iterable[GRPCRoute], tcp_routes: Iterable[TCPRoute
     conditions: dict[ResourceKey, tuple[Condition, ...]] = {}
     for route in by_name(grpc_routes):
         for parent in sorted({(p.namespace or route.metadata.namespace, p.name)
-                              for p in route.spec.parent_refs}):
+                              for p in route.spec.parent_refs if not p.is_gateway}):
             grpc[parent].append(route)
         ports = _parent_ports(route, services, lambda p: p.is_h2)
         conditions[route.key] = _protocol_condition(

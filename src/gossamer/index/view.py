@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from gossamer.index.gateways import GatewayView
 from gossamer.model import (
     AuthorizationPolicy,
     Condition,
@@ -94,6 +95,10 @@ class MeshIndex:
     external_vips: Mapping[SvcKey, str] = field(default_factory=dict)
     # The ResiliencePolicy in effect for each ExternalService (the first by name).
     external_resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
+    # The Gateways of class gossamer, as served (index/gateways.py), and the
+    # status of Gateways and of routes with a Gateway parent.
+    gateways: Mapping[SvcKey, GatewayView] = field(default_factory=dict)
+    gateway_status: Mapping[ResourceKey, Mapping[str, object]] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -117,4 +122,5 @@ class MeshIndex:
             out["virtualIP"] = vip
         if conds:
             out["conditions"] = [c.model_dump(mode="json") for c in conds]
+        out.update(self.gateway_status.get(key, {}))
         return out

@@ -179,6 +179,17 @@ CLASS_PATCHES: dict[str, Schema] = {
             "self.group in ['', 'core'])",
             "a Service is in group \"\" (or core), an ExternalService in \"\" or "
             f"{MESH_GROUP}")]},
+    # RequestAuthentication also targets a Gateway (JWT at the edge).
+    "EdgeTargetRef": {
+        "properties": {"group": {"enum": ["", "core", "gateway.networking.k8s.io"]},
+                       "kind": {"enum": ["Service", "Gateway"]}},
+        "x-kubernetes-validations": [rule(
+            "(has(self.kind) && self.kind == 'Gateway') ? (has(self.group) && "
+            "self.group == 'gateway.networking.k8s.io') : ((!has(self.group) || self.group "
+            f"!= 'gateway.networking.k8s.io') && self.name.matches(r'{DNS_LABEL}') && "
+            "size(self.name) <= 63)",
+            "a Service (group \"\", a DNS label) or a Gateway (group "
+            "gateway.networking.k8s.io)")]},
     "Source": {"x-kubernetes-validations": [rule(has_items(
         "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
         "namespaces", "notNamespaces"), "a source needs at least one field")]},
@@ -368,6 +379,7 @@ VALIDATORS: dict[str, str] = {
         "gossamer.model.service.ServiceSpec._unique_ports",
         "gossamer.model.service.ServicePort._name", "gossamer.model.policy.TargetRef._is_service",
         "gossamer.model.resiliencepolicy.ResilienceTargetRef._is_service",
+        "gossamer.model.policy.EdgeTargetRef._kind",
         "gossamer.model.authorizationpolicy.Source._not_empty",
         "gossamer.model.authorizationpolicy.Operation._not_empty",
         "gossamer.model.authorizationpolicy.RuleCondition._key_and_values",

@@ -29,7 +29,8 @@ from gossamer.agent.ports import free_port
 from gossamer.contract.protocol import Protocol
 from gossamer.local.netns import IsolatedHosts, NetnsError
 from gossamer.local.spec import LocalApp, Process, upstream_target
-from gossamer.model import Service
+from gossamer.model import Gateway, Service
+from gossamer.model.gateway import GATEWAY_CLASS
 from gossamer.store.files import private_dir
 
 
@@ -256,6 +257,48 @@ class LocalRun:
                         self._start_instance(proc, i)
             if serving:
                 self.wait_healthy(timeout, stop)
+                for gw in self.gateways():  # each Gateway's one replica
+                    instance, argv, env = self.plan_gateway(gw)
+                    self._spawn(instance.workload, argv, "proxy", env=env)
+                    self.instances.append(instance)
+                self.wait_programmed(timeout, stop)
+
+    def wait_programmed(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Until each Gateway is Programmed: its replica has ACKed its config, so its
+        listeners take connections when `up` says it is ready."""
+        deadline = time.monotonic() + timeout
+        for gw in self.gateways():
+            path = f"/api/v1/resources/Gateway/{gw.metadata.namespace}/{gw.metadata.name}"
+            while True:
+                conditions = self._call("GET", path).get("status", {}).get("conditions", [])
+                if any(c["type"] == "Programmed" and c["status"] == "True"
+                       for c in conditions):
+                    break
+                if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                    raise UpError(f"Gateway {gw.metadata.name} not programmed after "
+                                  f"{timeout:.0f}s; see {self.state_dir / 'logs'}")
+                time.sleep(0.2)
+
+    def gateways(self) -> list[Gateway]:
+        """The file's Gateways of class gossamer: `up` runs one replica of each."""
+        return [r for r in self.app.resources if isinstance(r, Gateway)
+                and r.spec.gateway_class_name == GATEWAY_CLASS]
+
+    def plan_gateway(self, gw: Gateway) -> tuple[Instance, list[str], dict[str, str] | None]:
+        """`gossamer gateway` for `gw` on loopback: its listeners bind 127.0.0.1 on the
+        Gateway's ports; its identity is the Gateway's name (a join token for it)."""
+        name, ns = gw.metadata.name, gw.metadata.namespace
+        workload, admin = f"{name}-0", free_port()
+        argv = [sys.executable, "-m", "gossamer", "gateway", "--name", name,
+                "--namespace", ns, "--replica", workload, "--server", self.server,
+                "--address", "127.0.0.1", "--admin-port", str(admin),
+                "--drain-seconds", str(self.drain_seconds),
+                "--workdir", str(self.state_dir / "proxies" / workload)]
+        env = None
+        if self.ca_file.exists():
+            argv += ["--ca-file", str(self.ca_file)]
+            env = {"GOSSAMER_TOKEN": self._join_token(ns, name)}
+        return Instance(workload, name, 0, 0, admin), argv, env
 
     def _start_instance(self, proc: Process, replica: int) -> None:
         instance, argv, env = self.plan_instance(proc, replica)

@@ -10,6 +10,7 @@ from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.externalservice import ExternalService
 from gossamer.model.faultpolicy import FaultPolicy
+from gossamer.model.gateway import Gateway
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.mesh import Mesh
@@ -25,10 +26,12 @@ from gossamer.model.registry import (
 )
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
+from gossamer.model.secret import Secret
 from gossamer.model.service import Service
 from gossamer.model.sidecar import Sidecar
 from gossamer.model.tcproute import TCPRoute
 from gossamer.model.telemetry import Telemetry
+from gossamer.model.tlsroute import TLSRoute
 from gossamer.model.workload import Workload
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "FaultPolicy",
     "FieldError",
     "GRPCRoute",
+    "Gateway",
     "HTTPRoute",
     "InvalidResource",
     "Mesh",
@@ -49,9 +53,11 @@ __all__ = [
     "ResiliencePolicy",
     "Resource",
     "ResourceKey",
+    "Secret",
     "Service",
     "Sidecar",
     "TCPRoute",
+    "TLSRoute",
     "Telemetry",
     "Workload",
     "dump_document",

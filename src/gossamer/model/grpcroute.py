@@ -156,6 +156,10 @@ class GRPCRouteSpec(Strict):
     @model_validator(mode="after")
     def _rules(self) -> GRPCRouteSpec:
         check_unique_parents(self.parent_refs)
+        for i, p in enumerate(self.parent_refs):
+            if p.is_gateway:  # not served at the edge yet: refused rather than ignored
+                raise ValueError(f"parentRefs[{i}].kind: a GRPCRoute attaches to Services "
+                                 "only; a Gateway takes HTTPRoutes, TLSRoutes and TCPRoutes")
         check_unique_rule_names([r.name for r in self.rules])
         if sum(len(r.matches) for r in self.rules) > MAX_MATCHES:
             raise ValueError(f"rules: at most {MAX_MATCHES} matches in all rules together")

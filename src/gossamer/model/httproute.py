@@ -18,6 +18,7 @@ from gossamer.model.duration import parse_duration_ms
 from gossamer.model.meta import (
     DNS_SUBDOMAIN,
     GATEWAY_API_VERSION,
+    GATEWAY_GROUP,
     Resource,
     Strict,
     check_header_name,
@@ -39,23 +40,44 @@ def check_unique_headers(headers: list[HeaderMatch]) -> None:
 
 
 class ParentRef(Strict):
+    """A Service (GAMMA: the route applies to the mesh's callers of it), or a Gateway
+    (group gateway.networking.k8s.io, kind Gateway: the route is served at the edge).
+    Without group and kind a parent is a Service, unlike the Gateway API's default."""
+
     group: str = ""
     kind: str = "Service"
     name: str = Field(min_length=1, max_length=63)
     namespace: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535, strict=True)
-    section_name: str | None = Field(default=None, alias="sectionName")
+    section_name: str | None = Field(default=None, alias="sectionName", min_length=1,
+                                     max_length=253)
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.kind == "Gateway"
 
     @model_validator(mode="after")
     def _is_service(self) -> ParentRef:
+        if self.kind == "Gateway" and self.group == GATEWAY_GROUP:
+            if not DNS_SUBDOMAIN.match(self.name):
+                raise ValueError("name: must be a Gateway name (RFC 1123)")
+            if self.section_name is not None and not DNS_SUBDOMAIN.match(self.section_name):
+                raise ValueError("sectionName: must be a listener name (RFC 1123)")
+            return self
         if self.kind != "Service" or self.group not in ("", "core"):
             raise ValueError(
-                "kind: in a mesh a route's parent is a Service (group \"\", kind Service); "
+                "kind: a route's parent is a Service (group \"\", kind Service) or a "
+                f"Gateway (group {GATEWAY_GROUP}, kind Gateway); "
                 f"got group {self.group!r} kind {self.kind!r}"
             )
         if not DNS_LABEL.match(self.name):
             raise ValueError("name: must be a Service name (a DNS label)")
         return self
+
+
+def service_parents(parents: list[ParentRef]) -> list[ParentRef]:
+    """The parentRefs that name Services (the mesh's side of a route)."""
+    return [p for p in parents if not p.is_gateway]
 
 
 class PathMatchType(str, Enum):
@@ -137,13 +159,25 @@ class RouteMatch(Strict):
         return self
 
 
+# The Gateway API's HTTPHeaderValue: printable ASCII words, single spaces or tabs between.
+_HEADER_VALUE = re.compile(r"^[!-~]+([\t ]?[!-~]+)*\Z")
+
+
+def _gateway_header_value(v: str) -> str:
+    if not _HEADER_VALUE.match(v):
+        raise ValueError("must be printable ASCII, not empty, without leading, trailing or "
+                         "doubled spaces (the Gateway API's header value)")
+    return v
+
+
 class HeaderValue(Strict):
     name: str
     # Literal text: `%` is not Envoy's format syntax here (translation escapes it).
-    value: str = Field(max_length=4096)
+    value: str = Field(min_length=1, max_length=4096)
 
     _n = field_validator("name")(check_header_name)
     _v = field_validator("value")(check_header_value)
+    _g = field_validator("value")(_gateway_header_value)
 
 
 class HeaderModifier(Strict):
@@ -416,11 +450,11 @@ def check_unique_rule_names(names: list[str | None]) -> None:
 
 def check_unique_parents(parents: list[ParentRef]) -> None:
     """Gateway API: a route names each parent (and port or section) once."""
-    seen: set[tuple[str | None, str, int | None, str | None]] = set()
+    seen: set[tuple[str, str | None, str, int | None, str | None]] = set()
     for i, p in enumerate(parents):
-        key = (p.namespace, p.name, p.port, p.section_name)
+        key = (p.kind, p.namespace, p.name, p.port, p.section_name)
         if key in seen:
-            raise ValueError(f"parentRefs[{i}]: Service {p.name!r} is already a parent "
+            raise ValueError(f"parentRefs[{i}]: {p.kind} {p.name!r} is already a parent "
                              "with the same namespace, port and sectionName")
         seen.add(key)
 

@@ -15,7 +15,7 @@ from enum import Enum
 from pydantic import Field, model_validator
 
 from gossamer.contract.checks import DNS_LABEL
-from gossamer.model.meta import Resource, Strict
+from gossamer.model.meta import GATEWAY_GROUP, Resource, Strict
 
 # Policies here without a targetRef apply to every workload of the mesh.
 MESH_ROOT_NAMESPACE = "gossamer-system"
@@ -46,7 +46,29 @@ class TargetRef(Strict):
         return self
 
 
+class EdgeTargetRef(Strict):
+    """A Service, or a Gateway (group gateway.networking.k8s.io, kind Gateway): the
+    policies that make sense at the edge attach to a Gateway this way."""
+
+    group: str = ""
+    kind: str = "Service"
+    name: str = Field(min_length=1, max_length=253)
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.kind == "Gateway"
+
+    @model_validator(mode="after")
+    def _kind(self) -> EdgeTargetRef:
+        if self.kind == "Gateway" and self.group == GATEWAY_GROUP:
+            return self
+        TargetRef.model_validate({"group": self.group, "kind": self.kind, "name": self.name})
+        return self
+
+
 class TargetedSpec(Strict):
+    """A policy that attaches to a Service (or, `EdgeTargetRef`, to a Gateway too)."""
+
     target_ref: TargetRef | None = Field(default=None, alias="targetRef")
 
 
@@ -61,8 +83,20 @@ def policy_scope(policy: Resource) -> Scope:
 
 
 def target_name(policy: Resource) -> str | None:
+    """The Service a policy targets; None for a namespace or mesh policy, and for one
+    that targets a Gateway (`gateway_target`)."""
     spec = getattr(policy, "spec", None)
-    if isinstance(spec, TargetedSpec) and spec.target_ref is not None:
+    ref = spec.target_ref if isinstance(spec, TargetedSpec) else None
+    if ref is not None and not (isinstance(ref, EdgeTargetRef) and ref.is_gateway):
+        return ref.name
+    return None
+
+
+def gateway_target(policy: Resource) -> str | None:
+    """The Gateway a policy targets, if it targets one."""
+    spec = getattr(policy, "spec", None)
+    if isinstance(spec, TargetedSpec) and isinstance(spec.target_ref, EdgeTargetRef) \
+            and spec.target_ref.is_gateway:
         return spec.target_ref.name
     return None
 

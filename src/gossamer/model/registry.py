@@ -14,6 +14,7 @@ from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
 from gossamer.model.externalservice import ExternalService
 from gossamer.model.faultpolicy import FaultPolicy
+from gossamer.model.gateway import Gateway
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.limits import limit_errors, text_errors
@@ -23,17 +24,19 @@ from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
+from gossamer.model.secret import Secret
 from gossamer.model.service import Service
 from gossamer.model.sidecar import Sidecar
 from gossamer.model.smi import SMI_KINDS
 from gossamer.model.tcproute import TCPRoute
 from gossamer.model.telemetry import Telemetry
+from gossamer.model.tlsroute import TLSRoute
 from gossamer.model.workload import Workload
 
 _NATIVE: tuple[type[Resource], ...] = (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
     RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
-    TCPRoute, Telemetry, Sidecar, Mesh, ExternalService)
+    TCPRoute, Telemetry, Sidecar, Mesh, ExternalService, Gateway, TLSRoute, Secret)
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (*_NATIVE, *SMI_KINDS)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
@@ -65,6 +68,10 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "meshes": "Mesh",
     "externalservices": "ExternalService",
     "es": "ExternalService",
+    "gateways": "Gateway",
+    "gtw": "Gateway",
+    "tlsroutes": "TLSRoute",
+    "secrets": "Secret",
     "trafficsplits": "TrafficSplit",
     "traffictargets": "TrafficTarget",
     "httproutegroups": "HTTPRouteGroup",

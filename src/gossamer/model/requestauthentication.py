@@ -21,7 +21,7 @@ from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HOSTNAME
 from gossamer.model.jwks import check_usable_key
 from gossamer.model.meta import HEADER_NAME, Resource, Strict, check_header_value
-from gossamer.model.policy import TargetedSpec
+from gossamer.model.policy import EdgeTargetRef, TargetedSpec
 
 _CLAIM = re.compile(r"^[^\s]{1,256}\Z")
 # Headers the sidecar must own: a JWT rule may not write (or read a token from) these.
@@ -173,6 +173,9 @@ class JwtRule(Strict):
 
 
 class RequestAuthenticationSpec(TargetedSpec):
+    # JWT at the edge: a Gateway as target (docs/gateways.md#policies-at-the-edge).
+    target_ref: EdgeTargetRef | None = Field(  # type: ignore[assignment]
+        default=None, alias="targetRef")
     jwt_rules: list[JwtRule] = Field(alias="jwtRules", min_length=1, max_length=16)
 
 

@@ -49,7 +49,7 @@ def route_fields(spec: ResiliencePolicySpec) -> list[str]:
 def _attached(route: AnyRoute, ns: str, name: str, port: int) -> bool:
     own = route.metadata.namespace
     return any((p.namespace or own, p.name) == (ns, name) and p.port in (None, port)
-               for p in route.spec.parent_refs)
+               for p in route.spec.parent_refs if not p.is_gateway)
 
 
 def routed_away(service: Service, routes: Iterable[AnyRoute]) -> dict[int, list[str]]:
@@ -128,7 +128,8 @@ def resilience_conditions(conditions: dict[ResourceKey, tuple[Condition, ...]],
                 message="; ".join(missing) + " (that section has no effect)"))
     by_parent: dict[tuple[str, str], list[AnyRoute]] = defaultdict(list)
     for r in routes:
-        for parent in {(p.namespace or r.metadata.namespace, p.name) for p in r.spec.parent_refs}:
+        for parent in {(p.namespace or r.metadata.namespace, p.name) for p in r.spec.parent_refs
+                       if not p.is_gateway}:
             by_parent[parent].append(r)
     for key, p in in_effect.items():
         why = unapplied(p, services.get(key), by_parent.get(key, ()))

@@ -21,9 +21,11 @@ class SecretField:
     path: tuple[str, ...]
 
 
-# The mesh CA's private keys (ca/authority.py), plug-in CA included.
+# The mesh CA's private keys (ca/authority.py), plug-in CA included, and the
+# certificates and keys of TLS Secrets (model/secret.py: Gateways' HTTPS listeners).
 SECRET_FIELDS: tuple[SecretField, ...] = (
     SecretField("_CA", ("roots", WILDCARD, "key_pem")),
+    SecretField("Secret", ("data",)),
 )
 
 

@@ -523,4 +523,5 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
             # what capturing proxies read besides their scope's Services
             and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh
             # the ExternalServices' part
-            and mesh.external is previous.external)
+            and mesh.external is previous.external
+            and index.gateways == before.gateways)  # what gateways read

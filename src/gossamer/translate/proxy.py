@@ -21,6 +21,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.translate import names
 from gossamer.translate.capture import capture_routes
 from gossamer.translate.consistency import check_consistency
+from gossamer.translate.gateway import gateway_inputs, translate_gateway
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
@@ -48,6 +49,8 @@ def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
     coarse where precision would be fragile: any policy change anywhere
     (`policy_inputs`) re-translates every proxy.
     """
+    if proxy.ingress_gateway:  # translate/gateway/
+        return gateway_inputs(mesh, proxy)
     return _inputs(mesh, proxy, mesh.scope_of(proxy))
 
 
@@ -136,6 +139,9 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
     """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
     when what they read is unchanged (a route change re-sends routes, not listeners:
     building a proxy's listeners is most of its translation)."""
+    if proxy.ingress_gateway:  # not a sidecar
+        snapshot, gateway_scope = translate_gateway(mesh, proxy)
+        return ProxyConfig(proxy, snapshot, gateway_scope, gateway_inputs(mesh, proxy))
     scope = mesh.scope_of(proxy)
     view = mesh.view(scope)
     key = listener_inputs(mesh, proxy)

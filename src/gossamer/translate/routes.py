@@ -286,7 +286,7 @@ def envoy_route(rule: RouteRule, match: RouteMatch, name: str, route_ns: str,
     return route
 
 
-def _precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
+def precedence(match: RouteMatch) -> tuple[int, int, int, int, int]:
     path = match.path
     rank = _PATH_RANK[path.type] if path else 2
     length = len(path.value.rstrip("/")) if path else 0
@@ -324,7 +324,7 @@ def attaches(parent_refs: Sequence[ParentRef], route_ns: str, service: Service,
              port: int) -> bool:
     ns, name = service.metadata.namespace, service.metadata.name
     return any(p.name == name and (p.namespace or route_ns) == ns and p.port in (None, port)
-               for p in parent_refs)
+               for p in parent_refs if not p.is_gateway)
 
 
 def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
@@ -356,7 +356,7 @@ def service_routes(service: Service, port: int, attached: Sequence[HTTPRoute],
                                         rule.name, j)
                 er = envoy_route(rule, match, rname, route.metadata.namespace, port, services,
                                  (ns, name), in_effect or None)
-                ordered.append(((*_precedence(match), seq), er))
+                ordered.append(((*precedence(match), seq), er))
                 seq += 1
     ordered.sort(key=lambda pair: pair[0])
     return [*grpc, *(r for _, r in ordered)]

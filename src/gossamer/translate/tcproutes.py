@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gossamer.index import SvcKey
-from gossamer.model import Service, TCPRoute
+from gossamer.model import Service, TCPRoute, TLSRoute
 from gossamer.translate import names
 
 
-def tcp_route_clusters(route: TCPRoute,
+def tcp_route_clusters(route: TCPRoute | TLSRoute,
                        services: Mapping[SvcKey, Service]) -> list[tuple[str, int]]:
     """(cluster, weight) of each backend with weight > 0. A backend that names no
     Service (or port) keeps its share on a cluster that does not exist, so that

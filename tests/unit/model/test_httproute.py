@@ -74,11 +74,12 @@ def test_timeouts_equal_and_zero_request() -> None:
     [
         ({"name": "gw", "kind": "Gateway"}, "kind Service"),
         ({"name": "gw", "group": "gateway.networking.k8s.io"}, "got group"),
-        ({"name": "gw", "group": "gateway.networking.k8s.io", "kind": "Gateway"}, "'Gateway'"),
+        ({"name": "gw", "group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
+         "'GRPCRoute'"),
         ({"name": "gw", "kind": "service"}, "'service'"),
     ],
 )
-def test_parent_ref_must_be_a_service(ref: dict[str, Any], fragment: str) -> None:
+def test_parent_ref_must_be_a_service_or_a_gateway(ref: dict[str, Any], fragment: str) -> None:
     doc = route_doc()
     doc["spec"]["parentRefs"][1] = ref
     assert_error(doc, "spec.parentRefs[1].kind", "parent is a Service", fragment)

@@ -110,3 +110,15 @@ async def test_a_put_of_the_same_secrets_uses_no_revision() -> None:
     assert raw.body["type"] == "kubernetes.io/tls"
     assert set(raw.body["data"]) == {MARKER}
     assert OLD.seal(body, "p") != OLD.seal(body, "p")
+
+
+async def test_tls_secrets_are_sealed_by_default() -> None:
+    """A Gateway's certificate key is as sensitive as the CA's: the default field list
+    seals every Secret's `data`."""
+    store = SealedStore(MemoryStore(), OLD)
+    body = {"type": "kubernetes.io/tls", "data": {"tls.key": "a2V5LXBlbQ==", "tls.crt": "Yw=="}}
+    await store.put("Secret", "default", "web", body)
+    assert "a2V5LXBlbQ==" not in raw_text(store.inner)
+    got = await store.get("Secret", "default", "web")
+    assert got is not None
+    assert got.body == body

@@ -1,0 +1,66 @@
+"""The route config of one gateway port: a virtual host per hostname its routes are
+served under, each with the Envoy routes of those routes' rules, built by the mesh's
+own route builder (translate/routes.py: matches, filters, weights, mirrors, timeouts,
+the backends' ResiliencePolicy), in Gateway API precedence order."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from gossamer.index import MeshIndex
+from gossamer.index.gateways import GatewayView, ListenerView
+from gossamer.model import HTTPRoute
+from gossamer.model.httproute import RouteMatch
+from gossamer.translate.routes import (
+    UNREACHABLE_HEADER,
+    envoy_route,
+    precedence,
+    rule_route_name,
+)
+
+NO_HOST_BODY = "gossamer: gateway {gateway} has no route for this host\n"
+
+
+def route_config_name(port: int) -> str:
+    return f"gateway|{port}"
+
+
+def _envoy_routes(index: MeshIndex, routes: list[HTTPRoute]) -> list[dict[str, Any]]:
+    ordered: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+    seq = 0
+    for route in routes:
+        ns, name = route.metadata.namespace, route.metadata.name
+        for i, rule in enumerate(route.spec.rules):
+            for j, match in enumerate(rule.matches or [RouteMatch()]):
+                er = envoy_route(rule, match, rule_route_name(ns, name, i, rule.name, j), ns,
+                                 0, index.services, None, index.resilience)
+                ordered.append(((*precedence(match), seq), er))
+                seq += 1
+    ordered.sort(key=lambda pair: pair[0])
+    return [r for _, r in ordered]
+
+
+def port_route_config(index: MeshIndex, view: GatewayView, port: int,
+                      listeners: list[ListenerView]) -> dict[str, Any]:
+    """Hostnames of every HTTP(S) listener of `port`; a host no route names gets 404
+    saying so (a wildcard-only gateway still answers unknown hosts clearly)."""
+    by_host: dict[str, list[HTTPRoute]] = defaultdict(list)
+    for lst in listeners:
+        for route, hosts in lst.routes:
+            if isinstance(route, HTTPRoute):
+                for host in hosts:
+                    if route not in by_host[host]:
+                        by_host[host].append(route)
+    vhosts: list[dict[str, Any]] = [
+        {"name": host, "domains": [host], "routes": _envoy_routes(index, by_host[host])}
+        for host in sorted(by_host, key=lambda h: (h == "*", h))]
+    if "*" not in by_host:
+        ns, name = view.key
+        vhosts.append({"name": "no-such-host", "domains": ["*"], "routes": [{
+            "name": "no-such-host", "match": {"prefix": "/"}, "directResponse": {
+                "status": 404, "body": {"inlineString": NO_HOST_BODY.format(
+                    gateway=f"{ns}/{name}")}}}]})
+    # As every caller side's: the callee sidecars' retry marker never reaches a client.
+    return {"name": route_config_name(port), "virtualHosts": vhosts, "validateClusters": False,
+            "responseHeadersToRemove": [UNREACHABLE_HEADER]}
