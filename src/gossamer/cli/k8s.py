@@ -136,3 +136,32 @@ async def _apply(docs: list[dict[str, Any]], kubeconfig: Path) -> None:
         raise CliError(str(exc)) from exc
     finally:
         await api.close()
+
+
+def check_kubernetes(kubeconfig: Path | None, server: str | None) -> None:
+    """`gossamer check --kubernetes`: one line per check; exit 1 on any ✘."""
+    import asyncio
+
+    from gossamer.cli.client import CliError
+    from gossamer.k8s.check import Finding, check
+    from gossamer.k8s.client import KubeApi, KubeError
+
+    async def run() -> list[Finding]:
+        api = KubeApi.connect(kubeconfig_path(kubeconfig))
+        found = []
+        try:
+            async for finding in check(api, server=server):
+                print(finding.line(), flush=True)
+                found.append(finding)
+        finally:
+            await api.close()
+        return found
+
+    try:
+        findings = asyncio.run(run())
+    except KubeError as exc:
+        raise CliError(f"kubernetes: {exc}") from exc
+    failed = sum(f.ok is False for f in findings)
+    if failed:
+        raise CliError(f"{failed} check(s) failed")
+    print("Status check results are ✔")
