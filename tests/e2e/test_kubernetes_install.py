@@ -148,32 +148,44 @@ async def _listening(port: int, proc: asyncio.subprocess.Process) -> None:
 
 async def test_check_verifies_the_webhook_certificate_with_its_ca_bundle(
         emulator: KubeEmulator, tmp_path: Path) -> None:
-    """A control plane run as the chart runs it (the chart's CA Secret as its plug-in
-    CA, advertised as the Service's name) serves a certificate the webhook's caBundle
-    verifies; a caBundle of another CA does not."""
+    """The control plane run with the rendered Deployment's own command line (the
+    Secret mounted as a directory, the kubeconfig instead of the in-cluster account,
+    loopback and free ports) starts in Kubernetes mode against the API, takes the
+    leader Lease, and serves a certificate the webhook's caBundle verifies; a
+    caBundle of another CA does not."""
     kubeconfig = str(emulator.kubeconfig(tmp_path / "kubeconfig"))
     code, out = await gossamer("install", "--kubeconfig", kubeconfig, "--set", "replicas=1")
     assert code == 0, out
     secret = emulator.get("v1", "Secret", NS, "gossamer-ca")
     assert secret is not None
+    mounted = tmp_path / "ca"  # the Secret's volume
+    mounted.mkdir()
     for key in ("ca.crt", "ca.key"):
-        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+        (mounted / key).write_bytes(base64.b64decode(secret["data"][key]))
     deploy = emulator.get("apps/v1", "Deployment", NS, "gossamer")
     assert deploy is not None
-    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["gossamer"]
+    args = [a.replace("/etc/gossamer/ca/", f"{mounted}/")
+            .replace("=/var/lib/gossamer", f"={tmp_path / 'state'}")
+            .replace("--host=0.0.0.0", "--host=127.0.0.1") for a in container["args"]]
     assert "--advertise-address=gossamer.gossamer-system.svc" in args
     api_port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gossamer", "control-plane", "--state-dir", str(tmp_path / "s"),
-        "--api-port", str(api_port), "--xds-port", str(free_port()), "--api-tls",
-        "--advertise-address", "gossamer.gossamer-system.svc",
-        "--ca-cert", str(tmp_path / "ca.crt"), "--ca-key", str(tmp_path / "ca.key"),
-        "--ca-chain", str(tmp_path / "ca.crt"),
+        sys.executable, "-m", "gossamer", *args, "--api-tls", "--kubeconfig", kubeconfig,
+        "--api-port", str(api_port), "--xds-port", str(free_port()),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True)
     try:
         await _listening(api_port, proc)
         server = f"https://127.0.0.1:{api_port}"
+        for _ in range(300):  # the controller lists every kind, then leads
+            lease = emulator.get("coordination.k8s.io/v1", "Lease", NS, "gossamer-controller")
+            if lease and lease["spec"].get("holderIdentity"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the control plane never took the leader Lease")
         code, out = await gossamer("check", "--kubernetes", "--kubeconfig", kubeconfig,
                                    "--server", server)
         assert "✔ webhook serving certificate verifies with its caBundle " \
