@@ -125,6 +125,22 @@ async def test_a_deleted_service_frees_its_address_and_an_explicit_one_wins(
     assert dict(alloc.allocated) == {"default/b": "240.240.0.2"}
 
 
+async def test_external_services_get_addresses_from_the_same_table_but_wildcards_none(
+        store: ResourceStore) -> None:
+    allocator = VipAllocator(store, NET)
+    await put_service(store, "payments")
+    for name, hosts in (("payments", ["api.payments.example"]), ("wild", ["*.wild.example"])):
+        await store.put("ExternalService", "default", name, {
+            "apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "ExternalService",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"hosts": hosts, "ports": [{"port": 80, "protocol": "HTTP"}]}})
+    alloc = await allocator.sync_once()
+    assert alloc is not None
+    # A Service and an ExternalService of one name are two slots.
+    assert sorted(alloc.allocated) == ["default/ExternalService:payments", "default/payments"]
+    assert len(set(alloc.allocated.values())) == 2
+
+
 async def test_a_restarted_control_plane_keeps_every_address(durable: DurableStores) -> None:
     async def addresses() -> dict[str, str]:
         plane = ControlPlane(ControlPlaneOptions(state_dir=None, xds_port=0, api_port=0,

@@ -114,6 +114,15 @@ class AgentConfig:
     # None: the default (agent/ports.py, off_host_port), settled at start.
     admin_tls_port: int | None = None
     prometheus_port: int | None = None
+    # Run as the egress gateway of this name (no app; registered, always healthy
+    # while Envoy runs). Interim, until `gossamer gateway`.
+    gateway: str | None = None
+
+    @property
+    def registers(self) -> bool:
+        """Does this agent register a Workload (it takes inbound traffic, and the
+        controller does not make its Workload: `--no-register`)?"""
+        return self.register and bool(self.app_port or self.gateway)
 
     @property
     def workload(self) -> str:
@@ -160,6 +169,7 @@ class Agent:
             if c.capture else None,
             admin_tls_port=(c.admin_tls_port or 0) if tls else 0,
             prometheus_port=c.prometheus_port or 0,
+            gateway=c.gateway,
         )
 
     def app_env(self) -> dict[str, str]:
@@ -192,7 +202,8 @@ class Agent:
                          "labels": {"app": c.service, **c.labels}},
             "spec": {"service": c.service, "address": c.address, "port": c.inbound_port,
                      **({"serviceAccount": c.service_account} if c.service_account else {}),
-                     "appPort": c.app_port, "health": "Unknown", "proxy": self.node_id,
+                     **({"appPort": c.app_port} if c.app_port else {}),
+                     "health": "Unknown", "proxy": self.node_id,
                      "ttlSeconds": LEASE_SECONDS},
         }
 
@@ -254,7 +265,7 @@ class Agent:
             await self.capture.install(c.inbound_port, c.app_port, self.client.servers, xds)
         if self.app_probes is not None:
             await self.app_probes.start(c.address, c.app_probes_port)
-        if c.app_port and c.register:  # app_port 0: a pure client, nothing to register
+        if c.registers:  # app_port 0: a pure client, nothing to register or probe
             await self.client.apply(self.workload_doc())
             self.registered = True
         if c.command:
@@ -360,6 +371,14 @@ class Agent:
         finally:
             await probe.aclose()
 
+    async def gateway_loop(self) -> None:
+        """A gateway has no app to probe: it is healthy while its Envoy runs (the
+        supervisor ends the agent when Envoy dies), and heartbeats say so."""
+        while not self._stopping.is_set():
+            await self._report(True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), LEASE_SECONDS / 3)
+
     async def run(self) -> int:
         assert self.envoy is not None
         tasks = [asyncio.create_task(self.envoy.supervise())]
@@ -367,6 +386,8 @@ class Agent:
             tasks.append(asyncio.create_task(self.identity.run()))
         if self.config.app_port and self.config.register:
             tasks.append(asyncio.create_task(self.probe_loop()))
+        elif self.config.gateway and self.config.register:
+            tasks.append(asyncio.create_task(self.gateway_loop()))
         if self.app is not None:
             tasks.append(asyncio.create_task(self._app_exit()))
         waiter = asyncio.create_task(self._stopping.wait())
@@ -430,7 +451,8 @@ async def run_agent(config: AgentConfig) -> int:
         raise
     c = config
     where = (f"inbound {c.address}:{c.inbound_port} -> app 127.0.0.1:{c.app_port}"
-             if c.app_port else "client only")
+             if c.app_port else f"gateway {c.gateway} on {c.address}:{c.inbound_port}"
+             if c.gateway else "client only")
     print(f"gossamer proxy: {agent.workload} ({c.service}.{c.namespace}) {where}; outbound "
           f"http://127.0.0.1:{c.outbound_port}; admin http://127.0.0.1:{c.admin_port}",
           file=sys.stderr, flush=True)

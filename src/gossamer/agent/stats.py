@@ -26,16 +26,19 @@ from typing import Any
 # `SVC.NS` after `outbound|PORT|SUBSET|` or `upstream|PORT|SUBSET|`.
 _MESH_NAME = r"(?:outbound|upstream)\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
 _JWKS_NAME = r"jwks\|[^|:]+:\d+"
+# An ExternalService's cluster: `external|PORT|HOST|NAME.NS`, HOST with dots.
+_EXTERNAL_NAME = r"external\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
 # Envoy's own listener address pattern (IPv4 with dots, or IPv6).
 _ADDRESS = r"(?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*)"
 # A virtual host of the outbound route config (`SVC.NS:PORT`) or of an upstream listener.
 _VHOST = rf"(?:[^.|:]+\.[^.|:]+:\d+|{_MESH_NAME})"
-_EDGE = r"(?:cluster\.outbound|http\.upstream|tcp\.upstream|vhost\.upstream)\|"
+_EDGE = r"(?:cluster\.outbound|cluster\.external|http\.upstream|tcp\.upstream|vhost\.upstream)\|"
 # Where the called Service's name starts: after `PORT|SUBSET|` or, in `SVC.NS:PORT`, at once.
 _DEST = rf"^(?:{_EDGE}\d+\|[^|]*\||vhost\.)"
 
 TAGS: tuple[tuple[str, str], ...] = (
-    ("envoy.cluster_name", rf"^cluster\.(({_MESH_NAME}|{_JWKS_NAME}|[^.]+)\.)"),
+    ("envoy.cluster_name",
+     rf"^cluster\.(({_MESH_NAME}|{_EXTERNAL_NAME}|{_JWKS_NAME}|[^.]+)\.)"),
     ("envoy.http_conn_manager_prefix", rf"^http\.(({_MESH_NAME}|[^.]+)\.)"),
     ("envoy.tcp_prefix", rf"^tcp\.(({_MESH_NAME}|[^.]+)\.)"),
     ("envoy.listener_address", rf"^listener\.(({_ADDRESS})\.)"),
@@ -73,7 +76,7 @@ def _any(alternatives: tuple[str, ...]) -> str:
 
 # Full-name regexes (RE2); a stat is kept if one matches.
 KEEP: tuple[str, ...] = (
-    rf"^cluster\.(?:{_MESH_NAME}|{_JWKS_NAME}|[^.]+)\.{_any(_CLUSTER_STATS)}$",
+    rf"^cluster\.(?:{_MESH_NAME}|{_EXTERNAL_NAME}|{_JWKS_NAME}|[^.]+)\.{_any(_CLUSTER_STATS)}$",
     # Not http.admin.*: the admin endpoint's own HCM; but the listeners that pass some
     # of it on to other hosts (agent/adminlisteners.py), whose 4xx are refusals.
     rf"^http\.(?:{_MESH_NAME}|inbound|inbound_plaintext|outbound|gossamer_admin|"

@@ -28,9 +28,18 @@ def apply(file: Annotated[str, typer.Option("--file", "-f", help="YAML file, or 
                   file=sys.stderr)
 
 
+_WITH_VIP = ("Service", "ExternalService")
+
+
+def _wildcard(doc: dict[str, Any]) -> bool:
+    """An ExternalService of wildcard hosts has no virtual IP."""
+    hosts = doc.get("spec", {}).get("hosts") or []
+    return any(isinstance(h, str) and h.startswith("*.") for h in hosts)
+
+
 def table_columns(kind: str) -> tuple[str, ...]:
-    """Services also show their virtual IP (status.virtualIP)."""
-    vip = ("VIRTUAL IP",) if kind == "Service" else ()
+    """Services and ExternalServices also show their virtual IP (status.virtualIP)."""
+    vip = ("VIRTUAL IP",) if kind in _WITH_VIP else ()
     return ("NAMESPACE", "KIND", "NAME", *vip, "REVISION", "STATUS")
 
 
@@ -47,7 +56,8 @@ def _table(docs: list[dict[str, Any]], kind: str = "") -> None:
                if c["status"] != "True"]
         health = d.get("spec", {}).get("health") if d["kind"] == "Workload" else None
         status = "; ".join(bad) or (health or "OK")
-        vip = (d.get("status", {}).get("virtualIP", "<pending>"),) if kind == "Service" else ()
+        vip = (d.get("status", {}).get("virtualIP", "-" if _wildcard(d) else "<pending>"),
+               ) if kind in _WITH_VIP else ()
         table.add_row(d["metadata"]["namespace"], d["kind"], d["metadata"]["name"], *vip,
                       d["metadata"].get("resourceVersion", ""), status)
     Console(width=200).print(table)

@@ -243,6 +243,9 @@ def proxy(
     prometheus_port: Annotated[int | None, typer.Option(
         "--prometheus-port", help="/stats/prometheus for Prometheus on --address (default "
         "15090, or a free port when taken; off on loopback; 0: off)")] = None,
+    gateway: Annotated[str | None, typer.Option(
+        "--gateway", hidden=True, help="run as the egress gateway NAME (--app-port 0, no "
+        "app): an interim flag until `gossamer gateway`")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
@@ -257,6 +260,9 @@ def proxy(
         raise CliError("--xds-mode must be delta or sotw")
     if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
+    if gateway is not None and (app_port or ctx.args or capture):
+        raise CliError("--gateway runs no app: give --app-port 0, no command and no "
+                       "--capture")
     from gossamer.agent.capturing import CaptureOptions
 
     if capture_installed and not capture:
@@ -285,7 +291,7 @@ def proxy(
     config = AgentConfig(
         service=service, app_port=app_port, namespace=namespace, labels=_labels(label),
         server=url,
-        inbound_port=(inbound_port or free_port()) if app_port else 0,
+        inbound_port=(inbound_port or free_port()) if app_port or gateway else 0,
         outbound_port=outbound_port or free_port(), admin_port=admin_port or free_port(),
         protocol=protocol, name=name, address=address, env=_labels(env, "--env"),
         upstreams=_parse_upstreams(upstream, namespace),
@@ -297,6 +303,7 @@ def proxy(
         app_probes_port=app_probes_port,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
+        gateway=gateway,
     )
     try:
         code = asyncio.run(run_agent(config))

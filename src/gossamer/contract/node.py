@@ -127,6 +127,9 @@ class NodeMetadata:
     # plane's mTLS admin (needs a TLS bootstrap) and Prometheus's /stats/prometheus.
     admin_tls_port: int = 0
     prometheus_port: int = 0
+    # This node is the gateway NAME, with no app (metadata `gateway`); an
+    # egress gateway routes the ExternalServices whose `egress.via` is NAME.
+    gateway: str | None = None
 
     @property
     def account(self) -> str:
@@ -161,6 +164,7 @@ class NodeMetadata:
                if self.admin_tls_port else {}),
             **({PROMETHEUS_ADDRESS: self.inbound_address, PROMETHEUS_PORT: self.prometheus_port}
                if self.prometheus_port else {}),
+            **({"gateway": self.gateway} if self.gateway else {}),
         }
 
     @classmethod
@@ -185,6 +189,7 @@ class NodeMetadata:
             capture=read.capture(),
             admin_tls_port=read.port(ADMIN_TLS_PORT),
             prometheus_port=read.port(PROMETHEUS_PORT),
+            gateway=_gateway(metadata.get("gateway")),
         )
 
 
@@ -269,6 +274,14 @@ def _access_log(value: object) -> str | None:
     if not isinstance(value, str) or not value.startswith("/") or "\n" in value \
             or len(value) > 4096:
         raise BadNodeMetadata("node metadata 'access_log' is not an absolute file path")
+    return value
+
+
+def _gateway(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not DNS_LABEL.match(value) or len(value) > 63:
+        raise BadNodeMetadata("node metadata 'gateway' is not a gateway name (a DNS label)")
     return value
 
 

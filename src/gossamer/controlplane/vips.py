@@ -29,6 +29,7 @@ from typing import Any
 
 from gossamer.model.service import check_virtual_ip
 from gossamer.store import Compacted, Conflict, ResourceStore, StoreUnavailable
+from gossamer.virtualips.external import external_key
 from gossamer.virtualips.table import (
     TABLE_KIND,
     TABLE_NAME,
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 # Writes lost to other replicas in a row before one sync gives up (until the next
 # change): replicas converge after one round each, so this is never reached.
 MAX_ATTEMPTS = 100
+
+
+def _wildcard(body: dict[str, Any]) -> bool:
+    """An ExternalService of wildcard hosts needs no address (it has no DNS name)."""
+    spec = body.get("spec")
+    hosts = spec.get("hosts") if isinstance(spec, dict) else None
+    return isinstance(hosts, list) and any(
+        isinstance(h, str) and h.startswith("*.") for h in hosts)
 
 
 def _explicit(body: dict[str, Any]) -> str | None:
@@ -78,6 +87,9 @@ class VipAllocator:
             current = Allocation.of(load_table(stored.body)) if stored is not None else None
             services, _ = await self._store.list("Service")
             explicit = {(o.namespace, o.name): _explicit(o.body) for o in services}
+            externals, _ = await self._store.list("ExternalService")
+            explicit.update({external_key(o.namespace, o.name): _explicit(o.body)
+                             for o in externals if not _wildcard(o.body)})
             new = allocate(current, explicit, self._range)
             if new == current:
                 return current
@@ -103,7 +115,7 @@ class VipAllocator:
             try:
                 async for event in self._store.watch(revision):
                     revision = event.revision
-                    if event.object.kind in ("Service", TABLE_KIND):
+                    if event.object.kind in ("Service", "ExternalService", TABLE_KIND):
                         self._dirty.set()
                 return
             except Compacted:

@@ -20,7 +20,9 @@ from gossamer.contract.node import NodeMetadata
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
+from gossamer.model.policy import MESH_ROOT_NAMESPACE
 from gossamer.model.resiliencepolicy import ResiliencePolicy
+from gossamer.translate.capture import REFUSED_ROUTE
 from gossamer.translate.names import NO_SERVICE_ROUTE
 from gossamer.translate.policies import covers
 from gossamer.translate.scope import SidecarIndex
@@ -308,6 +310,30 @@ def _no_service(out: LoggedRequest, index: MeshIndex,
                     (f"add \"{svc[0]}/{svc[1]}\" to the egress hosts of {ref}",))
 
 
+def _registry_only(out: LoggedRequest, index: MeshIndex,
+                   proxies: Mapping[str, NodeMetadata]) -> _Finding:
+    """The capture listener's 502: the host is neither a Service nor an
+    ExternalService, and the caller's outbound policy is REGISTRY_ONLY. Which resource
+    set it is found as translation finds it (translate/capture.py's outbound_mode)."""
+    ns = out.reporter.namespace
+    labels = dict(next((w.metadata.labels for w in index.workloads if (
+        w.metadata.namespace, w.metadata.name) == (ns, out.reporter.workload)), {}))
+    if out.reporter.node_id in proxies:
+        labels.update(proxies[out.reporter.node_id].labels)
+    sidecar = SidecarIndex(index).sidecar_for(ns, labels)
+    if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
+        ref = _ref("Sidecar", sidecar)
+    else:
+        ref = f"Mesh {MESH_ROOT_NAMESPACE}/default"
+    host = out.authority
+    return _Finding(f"the caller's sidecar ({out.reporter.workload})",
+                    f"host {host!r} is neither a mesh Service nor an ExternalService, and "
+                    f"the outbound traffic policy is REGISTRY_ONLY ({ref}), so the sidecar "
+                    "refused the request with 502", ref,
+                    (f"apply an ExternalService whose hosts include {host.partition(':')[0]!r}"
+                     " to allow it, or set outboundTrafficPolicy.mode ALLOW_ANY",))
+
+
 def _connect(out: LoggedRequest, index: MeshIndex) -> _Finding:
     svc = destination(out, index)
     reason = f" ({out.upstream_failure})" if out.upstream_failure else ""
@@ -412,6 +438,8 @@ def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
              index: MeshIndex, proxies: Mapping[str, NodeMetadata]) -> _Finding:
     if out is not None and out.route_name == NO_SERVICE_ROUTE:
         return _no_service(out, index, proxies)
+    if out is not None and out.route_name == REFUSED_ROUTE:
+        return _registry_only(out, index, proxies)
     if out is not None:
         for flag, check in _CALLER_CHECKS.items():
             if flag in out.flags:
@@ -453,6 +481,8 @@ def explain(hops: Sequence[LoggedRequest], index: MeshIndex,
     finding = _finding(out, inbound, index, proxies or {})
     callee = (_svc_text(addressed_service(out, index)) if out is not None
               else f"{first.reporter.service}.{first.reporter.namespace}")
+    if out is not None and addressed_service(out, index) is None and out.authority:
+        callee = f"host {out.authority}"  # no mesh Service (an outside host, or a typo)
     caller = out.reporter.workload if out is not None else (
         first.peer_principal or "a caller outside the mesh")
     status = first.status or "no response"

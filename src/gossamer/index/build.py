@@ -15,6 +15,8 @@ from types import MappingProxyType
 from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
 from gossamer.index.conditions import (
     by_name,
+    external_service_conditions,
+    external_target_conditions,
     gamma_routes,
     one_per_scope,
     one_per_service,
@@ -42,11 +44,13 @@ from gossamer.model import (
     Workload,
 )
 from gossamer.model.errors import InvalidResource
+from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.workload import Health
 from gossamer.smi.expand import SMI, expand
 from gossamer.virtualips.assign import index_virtual_ips
+from gossamer.virtualips.external import external_virtual_ips
 from gossamer.virtualips.table import VirtualIPTable
 
 
@@ -181,8 +185,7 @@ def _same_items(old: tuple[R, ...], new: tuple[R, ...]) -> tuple[R, ...]:
     return new
 
 
-def _same_services(old: Mapping[SvcKey, Service],
-                   new: dict[SvcKey, Service]) -> Mapping[SvcKey, Service]:
+def _same_services(old: Mapping[SvcKey, R], new: dict[SvcKey, R]) -> Mapping[SvcKey, R]:
     if len(old) == len(new) and all(old.get(k) is v for k, v in new.items()):
         return old
     return MappingProxyType(new)
@@ -245,7 +248,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         conditions[route.key] = route_conditions(route, services)
     peers = [p for p in policies if isinstance(p, PeerAuthentication)]
     resilience, resilience_conflicts = one_per_service(
-        p for p in policies if isinstance(p, ResiliencePolicy))
+        p for p in policies if isinstance(p, ResiliencePolicy) and not p.spec.target_ref.external)
+    external_resilience, external_conflicts = one_per_service(
+        p for p in policies if isinstance(p, ResiliencePolicy) and p.spec.target_ref.external)
     rate_limits, rate_limit_conflicts = one_per_service(
         p for p in policies if isinstance(p, RateLimitPolicy))
     faults, fault_conflicts = one_per_service(p for p in policies if isinstance(p, FaultPolicy))
@@ -255,8 +260,13 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     conditions.update(policy_conditions(
         policies, services, {**one_per_scope(peers), **resilience_conflicts,
                              **rate_limit_conflicts, **fault_conflicts,
-                             **telemetry_conflicts}))
-    resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)),
+                             **telemetry_conflicts, **external_conflicts}))
+    externals = _externals(kinds.of(ExternalService), previous)
+    conditions.update(external_target_conditions(policies, externals, conditions))
+    mesh = next(iter(kinds.of(Mesh)), None)
+    conditions.update(external_service_conditions(externals, services, mesh))
+    resilience_conditions(conditions, (p for p in policies if isinstance(p, ResiliencePolicy)
+                                       and not p.spec.target_ref.external),
                           resilience, services, [*routes, *kinds.of(GRPCRoute),
                                                  *kinds.of(TCPRoute)])
     conditions.update(sidecar_conditions)
@@ -265,6 +275,10 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                                              previous.virtual_ips if previous else None)
     conditions.update(vip_conditions)
     selection = _selection(services, workloads, previous)
+    tables = kinds.of(VirtualIPTable)
+    external_vips = external_virtual_ips(externals, tables[0] if tables else None,
+                                         vips.values(),
+                                         previous.external_vips if previous else None)
     return MeshIndex(
         revision=revision,
         services=services,
@@ -287,5 +301,18 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),
         sidecars=sidecars,
         virtual_ips=vips,
-        mesh=next(iter(kinds.of(Mesh)), None),
+        mesh=mesh,
+        external_services=externals,
+        external_vips=external_vips,
+        external_resilience=MappingProxyType(external_resilience),
     )
+
+
+def _externals(found: list[ExternalService],
+               previous: MeshIndex | None) -> Mapping[SvcKey, ExternalService]:
+    """By (namespace, name); the previous index's mapping when it holds the same
+    objects, so translation tells "no ExternalService changed" by identity."""
+    new = {(e.metadata.namespace, e.metadata.name): e for e in found}
+    if previous is not None:
+        return _same_services(previous.external_services, new)
+    return MappingProxyType(new)

@@ -18,6 +18,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.index.view import AnyRoute, Policy, PortKey, R, SvcKey
 from gossamer.model import (
     Condition,
+    ExternalService,
     FaultPolicy,
     GRPCRoute,
     PeerAuthentication,
@@ -29,6 +30,7 @@ from gossamer.model import (
     TCPRoute,
     Telemetry,
 )
+from gossamer.model.mesh import DEFAULT_DNS_DOMAIN, Mesh
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, policy_scope, target_name
 
 
@@ -147,6 +149,57 @@ def _target_condition(policy: Policy, services: Mapping[SvcKey, Service]) -> Con
     return Condition(type="ResolvedRefs", status="False", reason="TargetNotFound",
                      message=f"target Service {name!r} not found in namespace "
                      f"{policy.metadata.namespace!r}; the policy applies once it exists")
+
+
+def external_target_conditions(
+        policies: Iterable[Policy], externals: Mapping[SvcKey, object],
+        conditions: Mapping[ResourceKey, tuple[Condition, ...]],
+) -> dict[ResourceKey, tuple[Condition, ...]]:
+    """ResiliencePolicies on an ExternalService: ResolvedRefs says whether
+    it exists (policy_conditions looked for a Service of that name)."""
+    out: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for p in policies:
+        if not isinstance(p, ResiliencePolicy) or not p.spec.target_ref.external:
+            continue
+        name = p.spec.target_ref.name
+        resolved = _true("ResolvedRefs") if (p.metadata.namespace, name) in externals else \
+            Condition(type="ResolvedRefs", status="False", reason="TargetNotFound",
+                      message=f"target ExternalService {name!r} not found in namespace "
+                      f"{p.metadata.namespace!r}; the policy applies once it exists")
+        out[p.key] = (conditions[p.key][0], resolved)
+    return out
+
+
+def service_host_names(services: Iterable[SvcKey], mesh: Mesh | None) -> dict[str, SvcKey]:
+    """Every dotted name callers use for a mesh Service (Host headers, mesh DNS), and
+    whose it is: what an ExternalService host may not take."""
+    domain = mesh.spec.dns_domain if mesh is not None else DEFAULT_DNS_DOMAIN
+    return {host: (ns, name) for ns, name in services
+            for host in (f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local",
+                         f"{name}.{ns}.{domain}")}
+
+
+def external_service_conditions(
+        externals: Mapping[SvcKey, ExternalService], services: Mapping[SvcKey, Service],
+        mesh: Mesh | None = None) -> dict[ResourceKey, tuple[Condition, ...]]:
+    """Each ExternalService is Accepted; a host that is also a mesh Service's name, or an
+    earlier ExternalService's (by namespace and name), is left to that one (as
+    translate/external.py does) and reported (`HostsAccepted=False`)."""
+    owner = {host: f"Service {ns}/{name}"
+             for host, (ns, name) in service_host_names(services, mesh).items()}
+    out: dict[ResourceKey, tuple[Condition, ...]] = {}
+    for key in sorted(externals):
+        ext = externals[key]
+        lost = [f"{h} ({owner[h]}'s)" for h in ext.spec.hosts if h in owner]
+        for h in ext.spec.hosts:
+            owner.setdefault(h, f"ExternalService {key[0]}/{key[1]}")
+        conds = [_true("Accepted")]
+        if lost:
+            conds.append(Condition(type="HostsAccepted", status="False",
+                                   reason="HostConflict",
+                                   message="left to their owners: " + ", ".join(lost)))
+        out[ext.key] = tuple(conds)
+    return out
 
 
 OnePerScope = TypeVar("OnePerScope", PeerAuthentication, Telemetry)

@@ -29,6 +29,7 @@ from gossamer.model import (
     Telemetry,
     Workload,
 )
+from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
 
 SvcKey = tuple[str, str]  # (namespace, name)
@@ -87,6 +88,12 @@ class MeshIndex:
     # Mesh resource (model/mesh.py), None when none is applied.
     virtual_ips: Mapping[SvcKey, str] = field(default_factory=dict)
     mesh: Mesh | None = None
+    # ExternalServices by (namespace, name), and their virtual IPs
+    # (virtualips/external.py).
+    external_services: Mapping[SvcKey, ExternalService] = field(default_factory=dict)
+    external_vips: Mapping[SvcKey, str] = field(default_factory=dict)
+    # The ResiliencePolicy in effect for each ExternalService (the first by name).
+    external_resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -105,6 +112,8 @@ class MeshIndex:
         conds = self.conditions.get(key, ())
         out: dict[str, object] = {}
         if key.kind == Service.KIND and (vip := self.virtual_ips.get(key[1:])) is not None:
+            out["virtualIP"] = vip
+        if key.kind == "ExternalService" and (vip := self.external_vips.get(key[1:])) is not None:
             out["virtualIP"] = vip
         if conds:
             out["conditions"] = [c.model_dump(mode="json") for c in conds]

@@ -28,6 +28,7 @@ SHORT_NAMES = {
     "AuthorizationPolicy": ["gap"], "RequestAuthentication": ["gra"],
     "ResiliencePolicy": ["grp"], "RateLimitPolicy": ["grlp"], "FaultPolicy": ["gfp"],
     "Telemetry": ["gtel"], "Sidecar": ["gsc"], "Mesh": ["gmesh"],
+    "ExternalService": ["gext"],
 }
 PLURALS = {"Telemetry": "telemetries", "AuthorizationPolicy": "authorizationpolicies",
            "ResiliencePolicy": "resiliencepolicies", "RateLimitPolicy": "ratelimitpolicies",
@@ -56,6 +57,8 @@ COLUMNS: dict[str, list[dict[str, Any]]] = {
     "Sidecar": [_column("Hosts", ".spec.egress.hosts", priority=1), _ACCEPTED],
     "Mesh": [_column("Outbound", ".spec.outboundTrafficPolicy.mode"),
              _column("DNS domain", ".spec.dnsDomain", priority=1)],
+    "ExternalService": [_column("Hosts", ".spec.hosts"), _column("Ports", ".spec.ports[*].port"),
+                        _column("TLS", ".spec.tls.mode", priority=1)],
 }
 STATUS: Schema = {
     "type": "object",

@@ -25,7 +25,7 @@ from gossamer.model import (
     resiliencepolicy,
     sidecar,
 )
-from gossamer.model.meta import HEADER_NAME, METHODS
+from gossamer.model.meta import HEADER_NAME, MESH_GROUP, METHODS
 from gossamer.model.policy import check_path_pattern
 
 Schema = dict[str, Any]
@@ -169,11 +169,22 @@ CLASS_PATCHES: dict[str, Schema] = {
         rule(unique(key="{}.port"), "a port is listed twice")]}}},
     "TargetRef": {"properties": {"group": {"enum": ["", "core"]}, "kind": {"enum": ["Service"]},
                                  "name": {"pattern": DNS_LABEL}}},
+    "ResilienceTargetRef": {
+        "properties": {"group": {"enum": ["", "core", MESH_GROUP]},
+                       "kind": {"enum": ["Service", "ExternalService"]},
+                       "name": {"pattern": DNS_LABEL}},
+        "x-kubernetes-validations": [rule(
+            "has(self.kind) && self.kind == 'ExternalService' ? (!has(self.group) || "
+            f"self.group in ['', '{MESH_GROUP}']) : (!has(self.group) || "
+            "self.group in ['', 'core'])",
+            "a Service is in group \"\" (or core), an ExternalService in \"\" or "
+            f"{MESH_GROUP}")]},
     "Source": {"x-kubernetes-validations": [rule(has_items(
         "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
         "namespaces", "notNamespaces"), "a source needs at least one field")]},
     "Operation": {"x-kubernetes-validations": [rule(has_items(
-        "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"),
+        "ports", "notPorts", "methods", "notMethods", "paths", "notPaths", "hosts",
+        "notHosts"),
         "an operation needs at least one field")]},
     "RuleCondition": {"properties": {"key": {"pattern": CONDITION_KEY}},
                       "x-kubernetes-validations": [
@@ -314,6 +325,40 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
         "spec.virtualIP is a plain unicast IPv4 address that capture redirects",
     "gossamer.model.sidecar.SidecarSpec._says_something":
         "a Sidecar sets egress, outboundTrafficPolicy or both",
+    "gossamer.model.externalservice.ExternalService._name_is_dns_label":
+        "an ExternalService name is a DNS label",
+    "gossamer.model.externalservice.ExternalServiceSpec._coherent":
+        "an ExternalService lists each host and port once, keeps wildcard hosts to "
+        "themselves (HTTP and GRPC ports, no endpoints, virtual IP, egress, SNI or SANs), "
+        "originates TLS only on HTTP, GRPC and TCP ports, and sends only HTTP and GRPC "
+        "ports through an egress gateway",
+    "gossamer.model.externalservice.ExternalServiceSpec._virtual_ip":
+        "spec.virtualIP is a plain unicast IPv4 address that capture redirects",
+    "gossamer.model.externalservice.ExternalPort._name":
+        "spec.ports[].name is a DNS label",
+    "gossamer.model.authorizationpolicy._check_host_pattern":
+        "spec.rules[].to[].operation.hosts and notHosts are exact, prefix* or *suffix host "
+        "patterns without spaces, '/', '?' or '#'",
+    "gossamer.model.resiliencepolicy.ResiliencePolicySpec._external_target":
+        "a ResiliencePolicy on an ExternalService sets no adaptiveConcurrency, routes, "
+        "healthCheck, hedging or loadBalancer.locality",
+    "gossamer.model.externalservice.Egress._via":
+        "spec.egress.via is a Service name (a DNS label)",
+    "gossamer.model.externalservice.CaBundle._one":
+        "spec.tls.caBundle gives exactly one of pem and file",
+    "gossamer.model.externalservice.ExternalTls._sni":
+        "spec.tls.sni is a host name",
+    "gossamer.model.externalservice._check_pem":
+        "spec.tls.caBundle.pem holds PEM certificates (a cryptographic parse)",
+    "gossamer.model.externalservice._check_path":
+        "file paths are absolute",
+    "gossamer.model.externalservice._check_duration":
+        "spec.timeouts are Gateway API durations",
+    "gossamer.model.externalservice._check_endpoint":
+        "spec.endpoints[] are IPv4 addresses or DNS names",
+    "gossamer.model.externalservice.check_host_name":
+        "spec.hosts[] are DNS names of two labels or more, optionally after '*.', not IP "
+        "addresses",
 }
 VALIDATORS: dict[str, str] = {
     **{f"{f.__module__}.{f.__qualname__}": CRD for f in VALUE_PATCHES},
@@ -322,6 +367,7 @@ VALIDATORS: dict[str, str] = {
         "_service_name_is_dns_label", "gossamer.model.service.ServiceSpec._selector",
         "gossamer.model.service.ServiceSpec._unique_ports",
         "gossamer.model.service.ServicePort._name", "gossamer.model.policy.TargetRef._is_service",
+        "gossamer.model.resiliencepolicy.ResilienceTargetRef._is_service",
         "gossamer.model.authorizationpolicy.Source._not_empty",
         "gossamer.model.authorizationpolicy.Operation._not_empty",
         "gossamer.model.authorizationpolicy.RuleCondition._key_and_values",

@@ -8,6 +8,7 @@ input into a typed resource or raises `InvalidResource` naming each bad field.
 
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
+from gossamer.model.externalservice import ExternalService
 from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
@@ -34,6 +35,7 @@ __all__ = [
     "KINDS",
     "AuthorizationPolicy",
     "Condition",
+    "ExternalService",
     "FaultPolicy",
     "FieldError",
     "GRPCRoute",

@@ -96,6 +96,16 @@ RequestPrincipal = Annotated[str, AfterValidator(check_request_principal)]
 Method = Annotated[str, AfterValidator(check_method)]
 PathPattern = Annotated[str, AfterValidator(check_path_pattern)]
 Pattern = Annotated[str, AfterValidator(check_pattern)]
+
+
+def _check_host_pattern(value: str) -> str:
+    check_pattern(value, what="host", max_length=253)
+    if any(c.isspace() or c in "/?#" for c in value):
+        raise ValueError(f"{value!r}: a host has no spaces, '/', '?' or '#'")
+    return value
+
+
+HostPattern = Annotated[str, AfterValidator(_check_host_pattern)]
 Port = Annotated[int, BeforeValidator(_port), Field(ge=1, le=65535, strict=True)]
 
 
@@ -129,18 +139,24 @@ class Operation(Strict):
     paths: list[PathPattern] = Field(default_factory=list, max_length=MAX_ITEMS)
     not_paths: list[PathPattern] = Field(
         default_factory=list, alias="notPaths", max_length=MAX_ITEMS)
+    # The request's host (Host / :authority, with or without its port), as Istio's:
+    # on an egress gateway, which external hosts a caller may reach.
+    hosts: list[HostPattern] = Field(default_factory=list, max_length=MAX_ITEMS)
+    not_hosts: list[HostPattern] = Field(
+        default_factory=list, alias="notHosts", max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Operation:
         if not any((self.ports, self.not_ports, self.methods, self.not_methods, self.paths,
-                    self.not_paths)):
+                    self.not_paths, self.hosts, self.not_hosts)):
             raise ValueError("an operation needs at least one field (leave `to` out to match "
                              "any operation)")
         return self
 
     @property
     def http_only(self) -> bool:
-        return bool(self.methods or self.not_methods or self.paths or self.not_paths)
+        return bool(self.methods or self.not_methods or self.paths or self.not_paths
+                    or self.hosts or self.not_hosts)
 
 
 class From(Strict):

@@ -12,6 +12,7 @@ from yaml.constructor import ConstructorError
 
 from gossamer.model.authorizationpolicy import AuthorizationPolicy
 from gossamer.model.errors import FieldError, InvalidResource
+from gossamer.model.externalservice import ExternalService
 from gossamer.model.faultpolicy import FaultPolicy
 from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
@@ -32,7 +33,7 @@ from gossamer.model.workload import Workload
 _NATIVE: tuple[type[Resource], ...] = (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
     RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
-    TCPRoute, Telemetry, Sidecar, Mesh)
+    TCPRoute, Telemetry, Sidecar, Mesh, ExternalService)
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (*_NATIVE, *SMI_KINDS)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
@@ -62,6 +63,8 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "telemetries": "Telemetry",
     "sidecars": "Sidecar",
     "meshes": "Mesh",
+    "externalservices": "ExternalService",
+    "es": "ExternalService",
     "trafficsplits": "TrafficSplit",
     "traffictargets": "TrafficTarget",
     "httproutegroups": "HTTPRouteGroup",

@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from gossamer.contract.checks import LABEL_KEY
+from gossamer.contract.checks import DNS_LABEL, LABEL_KEY
 from gossamer.model.adaptiveconcurrency import AdaptiveConcurrency
 from gossamer.model.duration import parse_duration_ms
-from gossamer.model.meta import HEADER_NAME, Resource, Strict
+from gossamer.model.meta import HEADER_NAME, MESH_GROUP, Resource, Strict
 from gossamer.model.policy import TargetedSpec, TargetRef
 
 UINT32_MAX = 4_294_967_295
@@ -329,8 +329,31 @@ class RouteSection(Strict):
         return self
 
 
+EXTERNAL_KIND = "ExternalService"
+
+
+class ResilienceTargetRef(TargetRef):
+    """A Service, or an ExternalService: its callers' clusters and routes
+    to the external destination take the policy."""
+
+    @model_validator(mode="after")
+    def _is_service(self) -> ResilienceTargetRef:
+        if (self.kind == EXTERNAL_KIND and self.group in ("", MESH_GROUP)) or \
+                (self.kind == "Service" and self.group in ("", "core")):
+            if not DNS_LABEL.match(self.name):
+                raise ValueError(f"name: must be a {self.kind} name (a DNS label)")
+            return self
+        raise ValueError(
+            "kind: a ResiliencePolicy attaches to a Service (group \"\", kind Service) or "
+            f"an ExternalService; got group {self.group!r} kind {self.kind!r}")
+
+    @property
+    def external(self) -> bool:
+        return self.kind == EXTERNAL_KIND
+
+
 class ResiliencePolicySpec(TargetedSpec):
-    target_ref: TargetRef = Field(alias="targetRef")
+    target_ref: ResilienceTargetRef = Field(alias="targetRef")
     timeouts: Timeouts | None = None
     retries: Retries | None = None
     circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
@@ -378,6 +401,23 @@ class ResiliencePolicySpec(TargetedSpec):
             if section.rule is None:
                 fallback = section
         return fallback
+
+    @model_validator(mode="after")
+    def _external_target(self) -> ResiliencePolicySpec:
+        if not self.target_ref.external:
+            return self
+        for name, value in (("adaptiveConcurrency", self.adaptive_concurrency),
+                            ("routes", self.routes), ("healthCheck", self.health_check),
+                            ("hedging", self.hedging)):
+            if value:
+                raise ValueError(f"{name}: does not apply to an ExternalService (no mesh "
+                                 "sidecar serves it, and it has no HTTPRoutes); use "
+                                 "timeouts, retries, circuitBreaker, outlierDetection or "
+                                 "loadBalancer")
+        if self.load_balancer is not None and self.load_balancer.locality is not None:
+            raise ValueError("loadBalancer.locality: an ExternalService's endpoints have no "
+                             "locality labels")
+        return self
 
     @model_validator(mode="after")
     def _budget_or_max_retries(self) -> ResiliencePolicySpec:

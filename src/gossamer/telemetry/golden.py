@@ -9,6 +9,7 @@ Where each number comes from (Envoy's own stat names):
 - inbound (a workload serving): `http.inbound.downstream_rq_total`, the
   `downstream_rq_<N>xx` codes and the `downstream_rq_time` histogram;
 - an edge (a caller to a Service): the caller's `cluster.outbound|PORT||SVC.NS`
+  (to an ExternalService: `cluster.external|PORT|HOST|NAME.NS`, an edge to `NAME.NS`)
   `upstream_rq_total`, `upstream_rq_<N>xx` and `upstream_rq_time`; these count
   attempts, so a retried request counts once per try. Clusters are those of the
   Services requests went to: once an HTTPRoute sends a Service's traffic to
@@ -34,7 +35,10 @@ from typing import Any
 
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 INBOUND = "http.inbound."
-_OUTBOUND = re.compile(r"^cluster\.outbound\|(\d+)\|[^|]*\|([^.]+)\.([^.]+)\.(upstream_rq_\w+)$")
+# A Service's cluster `outbound|PORT|SUBSET|SVC.NS`, or an ExternalService's
+# `external|PORT|HOST|NAME.NS` (translate/external.py): its edges end at `NAME.NS`.
+_OUTBOUND = re.compile(r"^cluster\.(?:outbound|external)\|(\d+)\|[^|]*\|([^.|]+)\.([^.|]+)"
+                       r"\.(upstream_rq_\w+)$")
 # The outbound route config's virtual host `SVC.NS:PORT`, or an upstream listener's
 # `upstream|PORT||SVC.NS` (translate/names.py).
 _CALLED = re.compile(r"^vhost\.(?:upstream\|\d+\|[^|]*\|)?([^.|:]+)\.([^.|:]+)(?::\d+)?"

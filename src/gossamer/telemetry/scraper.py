@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # Only what golden metrics read: the JSON of a full sidecar is ~100 KB.
 STATS_FILTER = (r"^(http\.inbound\.downstream_rq_|"
                 r"cluster\.outbound\|[^.]*\.[^.]*\.upstream_rq_|"
+                r"cluster\.external\|\d+\|[^|]*\|[^.|]*\.[^.|]*\.upstream_rq_|"
                 r"vhost\.[^.]*\.[^.]*\.route\.called\.upstream_rq_)")
 
 

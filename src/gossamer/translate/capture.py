@@ -47,6 +47,7 @@ from gossamer.model import Service
 from gossamer.model.mesh import DEFAULT_DNS_DOMAIN, OutboundMode
 from gossamer.translate import names
 from gossamer.translate.dns import DNS_LISTENER, dns_listener, dns_table
+from gossamer.translate.external import ExternalConfig
 from gossamer.translate.listeners import outbound_hcm, tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, build
 from gossamer.translate.resilience import tcp_settings
@@ -63,9 +64,10 @@ PASSTHROUGH_STATS = "passthrough"
 REFUSED_STATS = "registry_only_refused"
 REFUSED_ROUTE = "registry-only"
 REFUSED_BODY = ("gossamer: refused by the outbound traffic policy REGISTRY_ONLY: the "
-                "request's host is not a mesh Service\n")
+                "request's host is neither a mesh Service nor an ExternalService\n")
 REFUSED_LOG = ("[%START_TIME%] gossamer: outbound connection to %DOWNSTREAM_LOCAL_ADDRESS% "
-               "refused: outbound traffic policy REGISTRY_ONLY, and it is no mesh Service\n")
+               "refused: outbound traffic policy REGISTRY_ONLY, and it is neither a mesh Service "
+               "nor an ExternalService\n")
 _FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _ORIGINAL_DST = ("type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
                  "OriginalDst")
@@ -86,6 +88,9 @@ class MeshView(Structural):
     def sidecar_index(self) -> SidecarIndex: ...
 
     def caller_labels(self, proxy: NodeMetadata) -> dict[str, str]: ...
+
+    @property
+    def external(self) -> ExternalConfig: ...
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,8 @@ def _catch_all(mode: OutboundMode) -> VirtualHost:
     return build(VirtualHost, {"name": "not-in-mesh", "domains": ["*"], "routes": [route]})
 
 
-def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode) -> XdsResource:
+def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode,
+                  wildcards: tuple[VirtualHost, ...] = ()) -> XdsResource:
     """`outbound` with each Service's virtual IP among its domains and the policy's
     catch-all. Virtual hosts are named `svc.ns:port` (mesh.py's `_virtual_host`)."""
     config = RouteConfiguration.FromString(outbound.payload)
@@ -164,7 +170,7 @@ def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode) -
             vhost.domains.extend(extra)
         kept.append(vhost)
     del config.virtual_hosts[:]
-    config.virtual_hosts.extend([*kept, _catch_all(mode)])
+    config.virtual_hosts.extend([*kept, *wildcards, _catch_all(mode)])
     return XdsResource.from_message(ROUTE, CAPTURE_ROUTES, config)
 
 
@@ -187,11 +193,16 @@ def _build_shared(mesh: MeshView, namespace: str, scope: Scope,
                 chains.append(chain)
                 refs.update(c for c, _ in clusters)
                 tcp_key.append((vip, port.port, tuple(clusters), index.resilience.get(key)))
+    external = mesh.external  # ExternalServices, routed and answered alike
+    http_ports.update(external.http_ports)
+    chains.extend(external.tcp_chains)
+    refs.update(external.refs)
     outbound = mesh.outbound_routes(namespace, scope)
-    routes = _route_config(index, outbound, mode)
-    dns = dns_table(index.virtual_ips, keys, namespace, _dns_domain(index))
+    routes = _route_config(index, outbound, mode, external.capture_vhosts)
+    dns = tuple(sorted({*dns_table(index.virtual_ips, keys, namespace, _dns_domain(index)),
+                        *external.dns}))
     key_: tuple[object, ...] = (mode, tuple(tcp_key), tuple(sorted(http_ports)),
-                                routes.version, dns)
+                                routes.version, dns, external.key)
     return _Shared(key_, tuple(chains), tuple(sorted(http_ports)), routes, dns,
                    frozenset(refs - {names.NO_ROUTE_CLUSTER}))
 

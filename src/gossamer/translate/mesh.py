@@ -31,6 +31,8 @@ from gossamer.model import Service, Workload
 from gossamer.translate import names
 from gossamer.translate.clusters import outbound_clusters
 from gossamer.translate.endpoints import load_assignment, locality_assignment
+from gossamer.translate.external import EMPTY as NO_EXTERNALS
+from gossamer.translate.external import ExternalConfig, external_config
 from gossamer.translate.fault import with_fault
 from gossamer.translate.grpcroutes import grpc_service_routes
 from gossamer.translate.listeners import InboundSecurity
@@ -165,6 +167,8 @@ class MeshConfig:
     # Each Service's share of the mesh, and the inputs it was made from.
     parts: dict[SvcKey, ServiceParts] = field(default_factory=dict)
     memo: MeshMemo = field(default_factory=MeshMemo)
+    # The ExternalServices' clusters, virtual hosts and capture parts.
+    external: ExternalConfig = NO_EXTERNALS
     # Once per mesh rather than once per proxy (they are O(services)): the digest
     # sums behind the shared clusters' and endpoints' versions, and the shared EDS
     # clusters without an assignment (always none, unless translation has a bug).
@@ -205,7 +209,8 @@ class MeshConfig:
         else:
             pkeys = sorted(pkey for key in scope if key in self.parts
                            for pkey in self.parts[key].port_routes)
-        slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys))
+        slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys),
+                self.external.key)
         if slot not in memo.outbound_routes:
             memo.outbound_routes[slot] = memo.outbound_prior.get(slot) or \
                 self._outbound_route_config(namespace, pkeys)
@@ -227,6 +232,7 @@ class MeshConfig:
             if slot not in vhosts:
                 vhosts[slot] = _virtual_host(self, pkey, pkey[0] == namespace)
             config.virtual_hosts.append(vhosts[slot])
+        config.virtual_hosts.extend(self.external.vhosts)
         config.virtual_hosts.append(_NO_SERVICE)
         return _res(ROUTE, names.OUTBOUND_ROUTES, config)
 
@@ -449,7 +455,8 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
     clusters: dict[str, XdsResource] = {}
     endpoints: dict[str, XdsResource] = {}
     mesh = MeshConfig(index, clusters, endpoints, {}, {}, settings=settings,
-                      policy_inputs=policies, services_epoch=services, memo=memo)
+                      policy_inputs=policies, services_epoch=services, memo=memo,
+                      external=_external(index, previous))
     for key, svc in sorted(index.services.items()):
         inputs = _service_inputs(index, key, svc, services, policies)
         parts = previous.parts.get(key) if previous is not None else None
@@ -473,6 +480,16 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
         mesh.upstream_routes.update(parts.upstream_routes)
     mesh.seal()
     return mesh
+
+
+def _external(index: MeshIndex, previous: MeshConfig | None) -> ExternalConfig:
+    """The previous mesh's when what it reads is the same objects."""
+    if previous is not None and index.external_services is previous.index.external_services \
+            and index.external_vips is previous.index.external_vips \
+            and index.services is previous.index.services \
+            and index.external_resilience == previous.index.external_resilience:
+        return previous.external
+    return external_config(index)
 
 
 def update_endpoints(mesh: MeshConfig, index: MeshIndex) -> MeshConfig:
@@ -504,4 +521,6 @@ def only_services_changed(previous: MeshConfig, mesh: MeshConfig) -> bool:
             and mesh.services_epoch is previous.services_epoch
             and index.sidecars == before.sidecars and index.workloads == before.workloads
             # what capturing proxies read besides their scope's Services
-            and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh)
+            and index.virtual_ips is before.virtual_ips and index.mesh is before.mesh
+            # the ExternalServices' part
+            and mesh.external is previous.external)

@@ -60,14 +60,26 @@ def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope,
 
 
 def _cluster_inputs(mesh: MeshConfig, scope: Scope) -> object:
-    """What `_clusters` reads beyond the listeners' own clusters: the scope's shared ones."""
-    return mesh.view(scope).cluster_sum
+    """What `_clusters` reads beyond the listeners' own clusters: the scope's shared
+    ones, and the ExternalServices' (every proxy may call those)."""
+    return mesh.view(scope).cluster_sum, mesh.external.key, tuple(
+        mesh.clusters[n].version for n in sorted(mesh.external.mesh_refs) if n in mesh.clusters)
 
 
-def _clusters(view: ScopedView, own: ProxyListeners) -> tuple[dict[str, XdsResource], int]:
-    """The proxy's clusters, its own on top of its scope's shared ones, and their sum."""
-    return {**view.clusters, **own.extra}, _overlay_sum(view.clusters, view.cluster_sum,
-                                                        own.extra)
+def _external_clusters(mesh: MeshConfig) -> dict[str, XdsResource]:
+    """The ExternalServices' clusters, and the egress gateways' Service clusters their
+    routes send to (with their endpoints, `proxy_endpoints`), whatever the scope."""
+    refs = mesh.external.mesh_refs
+    return {**mesh.external.clusters, **{n: mesh.clusters[n] for n in refs
+                                         if n in mesh.clusters}}
+
+
+def _clusters(view: ScopedView, own: ProxyListeners,
+              external: Mapping[str, XdsResource]) -> tuple[dict[str, XdsResource], int]:
+    """The proxy's clusters, its own and the ExternalServices' on top of its scope's
+    shared ones, and their sum."""
+    extra = {**external, **own.extra} if external else own.extra
+    return {**view.clusters, **extra}, _overlay_sum(view.clusters, view.cluster_sum, extra)
 
 
 def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object:
@@ -98,7 +110,7 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
     out = _Routes({}, [], set())
     if proxy.outbound_port:
         out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
-        out.cluster_refs.update(view.route_refs)
+        out.cluster_refs.update(view.route_refs, mesh.external.refs)
         out.rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
         pkey = (up.namespace, up.service, up.port)
@@ -130,9 +142,10 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
     own = previous.listeners if previous is not None else None
     if own is None or own.inputs != key:
         own = proxy_listeners(mesh, proxy, key)
-    clusters, cluster_sum = _clusters(view, own)
+    clusters, cluster_sum = _clusters(view, own, _external_clusters(mesh))
     routes = _routes(mesh, proxy, scope, view)
-    eds_refs = [*view.eds_missing, *(n for n in own.extra if n.startswith(EDS_PREFIX))]
+    eds_refs = [*view.eds_missing, *(n for n in own.extra if n.startswith(EDS_PREFIX)),
+                *(n for n in mesh.external.mesh_refs if n not in view.endpoints)]
     check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
                       rds_refs=routes.rds_refs, routes=routes.configs,
                       listener_ports=dict(own.ports),
@@ -150,10 +163,14 @@ def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
     """The proxy's endpoints (the shared ones of its scope, with its locality's
     priorities where a Service asks for them) and their `digest_sum`."""
     view = mesh.view(scope)
-    if not mesh.locality:
+    gateways = {n: mesh.endpoints[n] for n in mesh.external.mesh_refs
+                if n in mesh.endpoints and n not in view.endpoints}  # egress gateways
+    if not mesh.locality and not gateways:
         return view.endpoints, view.endpoint_sum
     caller = mesh.caller_labels(proxy)
-    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality if c in view.endpoints}
+    local = {c: mesh.endpoints_for(c, caller) for c in mesh.locality
+             if c in view.endpoints or c in gateways}
+    local = {**gateways, **local}
     return ({**view.endpoints, **local},
             _overlay_sum(view.endpoints, view.endpoint_sum, local))
 

@@ -18,6 +18,7 @@ from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
 from gossamer.translate.capture import capture_inputs, capture_listeners
 from gossamer.translate.clusters import inbound_cluster
+from gossamer.translate.egressgateway import gateway_resources
 from gossamer.translate.listeners import (
     http_outbound_listener,
     inbound_listener,
@@ -58,7 +59,8 @@ def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]
     return (proxy, upstreams, mesh.policy_inputs,
             tuple(mesh.index.services.get(k) for k in own),
             mesh.workload(proxy.namespace, proxy.workload),
-            capture_inputs(mesh, proxy, mesh.scope_of(proxy)))
+            capture_inputs(mesh, proxy, mesh.scope_of(proxy)),
+            mesh.external.key if proxy.gateway else None)  # an egress gateway's routes
 
 
 def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
@@ -71,8 +73,9 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
     if tracing is not None:
         extra[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
     own_services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
-    if proxy.inbound_port and proxy.app_port:
-        listener, needed = _inbound_resources(mesh, proxy, hcm_tracing)
+    if proxy.inbound_port and (proxy.app_port or proxy.gateway):
+        listener, needed = (gateway_resources(mesh, proxy, hcm_tracing) if proxy.gateway
+                            else _inbound_resources(mesh, proxy, hcm_tracing))
         extra.update((c.name, c) for c in needed)
         listeners[listener.name] = listener
         ports[listener.name] = proxy.inbound_port

@@ -167,7 +167,17 @@ def _operation(op: Operation, ctx: RuleContext) -> list[Matcher]:
                        [_header(":method", m) for m in op.not_methods])
         rules += _both(PERMISSION, [_path(p) for p in op.paths],
                        [_path(p) for p in op.not_paths])
+        rules += _both(PERMISSION, [_host(h) for h in op.hosts],
+                       [_host(h) for h in op.not_hosts])
     return rules
+
+
+def _host(pattern: str) -> Matcher:
+    """The request's host, with or without a port (`Host: api.example:8080`)."""
+    if "*" in pattern:
+        return _header(":authority", pattern)
+    return _any(PERMISSION, [_header(":authority", pattern),
+                             _header(":authority", f"{pattern}:*")])
 
 
 def _condition_value(key: ConditionKey, value: str, ctx: RuleContext) -> Matcher:

@@ -159,3 +159,17 @@ def test_stats_config_labels_the_sidecar_and_keeps_only_mesh_stats() -> None:
             "envoy.cluster_name", "envoy.response_code", "envoy.response_code_class",
             "envoy.http_conn_manager_prefix", "envoy.listener_address"} <= regex
     assert len(stats.stats_matcher.inclusion_list.patterns) >= 5
+
+
+def test_an_external_services_cluster_stats_are_kept_and_tagged() -> None:
+    import re
+
+    from gossamer.agent.stats import KEEP, TAGS
+
+    name = "cluster.external|80|api.pay.example|payments.shop.upstream_rq_200"
+    assert any(re.search(pattern, name) for pattern in KEEP)
+    found = {tag: re.search(regex, name) for tag, regex in TAGS}
+    values = {tag: m.group(2) for tag, m in found.items() if m is not None}
+    assert values["envoy.cluster_name"] == "external|80|api.pay.example|payments.shop"
+    assert (values["destination_service"], values["destination_namespace"],
+            values["destination_port"]) == ("payments", "shop", "80")

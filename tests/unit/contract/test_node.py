@@ -48,9 +48,27 @@ def test_capture_and_its_resolvers_read_back_as_written() -> None:
     ("service", ""), ("inbound_port", 70000), ("admin_port", "x"), ("app_protocol", "udp"),
     ("labels", {"bad key!": "v"}), ("service_account", "Not_A_Label"),
     ("access_log", "relative/path"), ("upstreams", {"service": "db"}),
-    ("capture", "yes"), ("dns_resolvers", ["not-an-ip"]),
+    ("capture", "yes"), ("dns_resolvers", ["not-an-ip"]), ("gateway", "Egress Gateway"),
 ])
 def test_metadata_no_agent_writes_is_one_error_naming_the_key(key: str, value: object) -> None:
     meta = _agent_node().to_metadata() | {"capture": True} | {key: value}
     with pytest.raises(BadNodeMetadata, match=key):
         NodeMetadata.from_metadata("web-1.shop", meta)
+
+
+def test_an_egress_gateway_agent_says_so_and_registers_without_an_app() -> None:
+    config = AgentConfig(server="http://127.0.0.1:1", service="egress", app_port=0,
+                         inbound_port=15006, outbound_port=15001, admin_port=15000,
+                         name="egress-0", gateway="egress")
+    agent = Agent(config)
+    node = agent.node()
+    struct = json_format.ParseDict(node.to_metadata(), struct_pb2.Struct())
+    back = NodeMetadata.from_metadata(node.node_id, json_format.MessageToDict(struct))
+    assert back == node
+    assert back.gateway == "egress"
+    assert config.registers
+    spec = agent.workload_doc()["spec"]
+    assert isinstance(spec, dict)
+    assert spec["port"] == 15006
+    assert "appPort" not in spec
+    assert "gateway" not in _agent_node().to_metadata()  # only a gateway writes it

@@ -221,6 +221,24 @@ def test_causes_in_plain_words(hops: list[LoggedRequest], docs: list[dict[str, A
     assert exp.summary
 
 
+@pytest.mark.parametrize(("docs", "policy"), [
+    ([_doc("Mesh", "default", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})],
+     "Mesh gossamer-system/default"),
+    ([_doc("Sidecar", "closed", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})],
+     "Sidecar default/closed"),
+])
+def test_a_host_refused_by_registry_only_is_explained(docs: list[dict[str, Any]],
+                                                      policy: str) -> None:
+    refused = entry(status=502, details="direct_response", cluster="", route="registry-only",
+                    authority="api.other.example")
+    exp = explain([refused], _index(*docs))
+    assert exp.policy == policy
+    assert "'api.other.example' is neither a mesh Service nor an ExternalService" in exp.cause
+    assert "REGISTRY_ONLY" in exp.cause
+    assert any("ExternalService" in h for h in exp.hints)
+    assert exp.summary.startswith("client-0 -> host api.other.example: GET /x answered 502")
+
+
 def test_nothing_to_explain_is_an_error() -> None:
     with pytest.raises(ValueError, match="nothing to explain"):
         explain([], _index())

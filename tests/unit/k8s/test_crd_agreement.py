@@ -110,6 +110,41 @@ def type_of(node: dict[str, Any]) -> Any:
     return PathMatchType(node["type"])
 
 
+def _host_pattern(value: Any) -> object:
+    from gossamer.model.authorizationpolicy import _check_host_pattern
+    return _check_host_pattern(value)
+
+
+def _external(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("kind") == "ExternalService"
+
+
+def _external_service_checks() -> list[tuple[str, str, Callable[[Any, str], bool]]]:
+    """ExternalService's checks: the model's own validators run again on the spec
+    (any of its errors is the control plane's)."""
+    from gossamer.model.externalservice import ExternalServiceSpec
+    mod = "gossamer.model.externalservice."
+
+    def refuses(path: str) -> Callable[[Any, str], bool]:
+        return lambda doc, p: _external(doc) and _fails(
+            ExternalServiceSpec.model_validate, _at(doc, "spec"))
+    return [(mod + name, path, refuses(path)) for name, path in [
+        ("ExternalServiceSpec._coherent", r"spec\.(hosts|ports).*"),
+        ("ExternalServiceSpec._virtual_ip", r"spec\.virtualIP"),
+        ("ExternalPort._name", r"spec\.ports\[\d+\]\.name"),
+        ("Egress._via", r"spec\.egress\.via"),
+        ("CaBundle._one", r"spec\.tls\.caBundle"),
+        ("ExternalTls._sni", r"spec\.tls\.sni"),
+        ("_check_pem", r"spec\.tls\.caBundle\.pem"),
+        ("_check_path", r"spec\.tls\..*"),
+        ("_check_duration", r"spec\.timeouts\..*"),
+        ("_check_endpoint", r"spec\.endpoints\[\d+\]"),
+        ("check_host_name", r"spec\.(hosts|tls\.subjectAltNames)\[\d+\]"),
+    ]] + [(mod + "ExternalService._name_is_dns_label", r"metadata\.name",
+           lambda doc, p: _external(doc) and not re.fullmatch(
+               r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", str(_at(doc, p))))]
+
+
 # An API error path (regex) -> the control-plane-only check that refused it, run again
 # on the value there (or on its parent, for `.value` of a match): it must fail.
 CONTROL_PLANE: list[tuple[str, str, Callable[[Any, str], bool]]] = [
@@ -141,6 +176,13 @@ CONTROL_PLANE: list[tuple[str, str, Callable[[Any, str], bool]]] = [
     ("limits: at most 64 labels", r"metadata\.labels",
      lambda doc, p: len(_at(doc, p) or {}) > MAX_LABELS),
     ("limits: the document's size", r"", lambda doc, p: bool(limit_errors(doc))),
+    *_external_service_checks(),
+    ("gossamer.model.resiliencepolicy.ResiliencePolicySpec._external_target",
+     r"spec\.(adaptiveConcurrency|routes|healthCheck|hedging|loadBalancer\.locality)",
+     lambda doc, p: _at(doc, "spec.targetRef.kind") == "ExternalService"),
+    ("gossamer.model.authorizationpolicy._check_host_pattern",
+     r"spec\.rules\[\d+\]\.to\[\d+\]\.operation\.(hosts|notHosts)\[\d+\]",
+     lambda doc, p: _fails(_host_pattern, _at(doc, p))),
     ("metadata fields the API server sets (uid, generation, finalizers...)",
      r"metadata\.(" + "|".join(set(OBJECT_META) - {"name", "namespace", "labels",
                                                   "annotations", "resourceVersion"}) + ")",

@@ -464,7 +464,7 @@ def test_reference_examples_are_valid() -> None:
             kinds.update(r.kind for r in parse_documents(block))
     assert kinds == {"Service", "Workload", "HTTPRoute", "PeerAuthentication",
                      "AuthorizationPolicy", "RequestAuthentication", "ResiliencePolicy",
-                     "FaultPolicy", "Mesh"}
+                     "FaultPolicy", "Mesh", "ExternalService"}
 
 
 def test_demo_examples_are_valid() -> None:

@@ -204,7 +204,9 @@ def test_scrape_filter_keeps_exactly_what_golden_metrics_read() -> None:
                  "cluster.outbound|80||catalog.shop.upstream_rq_5xx",
                  "cluster.outbound|8080|v1|catalog.shop.upstream_rq_time",
                  "vhost.catalog.shop:80.route.called.upstream_rq_5xx",
-                 "vhost.upstream|80||catalog.shop.route.called.upstream_rq_time"):
+                 "vhost.upstream|80||catalog.shop.route.called.upstream_rq_time",
+                 "cluster.external|80|api.pay.example|payments.shop.upstream_rq_2xx",
+                 "cluster.external|5432||ledger.bank.upstream_rq_time"):
         assert keep.search(name), name
     for name in ("cluster.outbound|80||catalog.shop.external.upstream_rq_5xx",
                  "cluster.inbound|80.upstream_rq_total", "http.outbound.downstream_rq_total",
@@ -236,3 +238,15 @@ async def test_scrape_round_skips_a_dead_admin_and_forgets_gone_proxies() -> Non
     registry.disconnect("c-0.shop", stream)
     await scraper.scrape_once()
     assert scraper.failures == 1  # a disconnected proxy is not asked
+
+
+def test_calls_to_an_external_service_are_an_edge_to_it() -> None:
+    name = "cluster.external|80|api.pay.example|payments.shop.upstream_rq_"
+    before = {"stats": [{"name": name + "total", "value": 0},
+                        {"name": name + "2xx", "value": 0}]}
+    after = {"stats": [{"name": name + "total", "value": 4},
+                       {"name": name + "2xx", "value": 3},
+                       {"name": name + "5xx", "value": 1}]}
+    d = golden.delta(golden.parse_stats(before, 0.0), golden.parse_stats(after, 10.0))
+    [(dest, t)] = golden.outbound(d).items()
+    assert (dest, t.requests, t.classes["5xx"]) == ("payments.shop", 4, 1)
