@@ -131,6 +131,29 @@ FILTERS = route("echo", [
     {"matches": prefix("/unnamed"), "backendRefs": to("echo-v2")},
 ], name="gamma-filters")
 
+
+
+def on_backend(match: str, backends: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"matches": prefix(match), "backendRefs": backends}
+
+
+def modified(service: str, weight: int = 1, **spec: Any) -> dict[str, Any]:
+    return {"name": service, "port": 80, "weight": weight, "filters": [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": spec}]}
+
+
+# MeshHTTPRouteBackendRequestHeaderModifier: the same modifiers on the backendRef;
+# and with two backends, each backend's own.
+BACKEND_FILTERS = route("echo", [
+    on_backend("/b/set", [modified("echo-v1", set=[
+        {"name": "X-Header-Set", "value": "set-overwrites-values"}])]),
+    on_backend("/b/add", [modified("echo-v1", add=[
+        {"name": "X-Header-Add", "value": "add-appends-values"}])]),
+    on_backend("/b/remove", [modified("echo-v1", remove=["X-Header-Remove"])]),
+    on_backend("/b/each", [modified("echo-v1", set=[{"name": "X-Which", "value": "one"}]),
+                           modified("echo-v2", set=[{"name": "X-Which", "value": "two"}])]),
+], name="gamma-backend-filters")
+
 # path -> (status, Location as scheme://host[:port]/path)
 REDIRECTS = {
     "/redirect": (303, "http://echo/redirect"),
@@ -196,9 +219,28 @@ async def test_redirects_rewrites_header_modifiers_and_named_rules(
         seen = last(v1)[1]
         assert seen["x-header-set"] == "header-set"
         assert "x-header-remove" not in seen
+        await _backend_filters(mini, client, http, v1, v2)
         assert (await get(client, "http://echo/named", http=http)).text == "echo-v1"
         assert (await get(client, "http://echo/unnamed", http=http)).text == "echo-v2"
         assert last(v2)[0] == "/unnamed"
+
+
+async def _backend_filters(mini: MiniMesh, client: Sidecar, http: Any, v1: Backend,
+                           v2: Backend) -> None:
+    await in_effect(mini, client, "http://echo/b/set", lambda r: r.text == "echo-v1",
+                    BACKEND_FILTERS)
+    await get(client, "http://echo/b/set", http=http,
+              headers={"X-Header-Set": "some-other-value"})
+    assert last(v1)[1]["x-header-set"] == "set-overwrites-values"
+    await get(client, "http://echo/b/add", http=http,
+              headers={"X-Header-Add": "some-other-value"})
+    assert last(v1)[1]["x-header-add"] == "some-other-value,add-appends-values"
+    await get(client, "http://echo/b/remove", http=http, headers={"X-Header-Remove": "v"})
+    assert "x-header-remove" not in last(v1)[1]
+    for _ in range(20):
+        resp = await get(client, "http://echo/b/each", http=http)
+        which = last(v1 if resp.text == "echo-v1" else v2)[1]["x-which"]
+        assert which == {"echo-v1": "one", "echo-v2": "two"}[resp.text]
 
 
 MATCHING = route("echo", [
