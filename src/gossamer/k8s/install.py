@@ -175,7 +175,9 @@ def generated_ca(vals: dict[str, Any]) -> dict[str, Any]:
 
 def _documents(text: str, source: str) -> list[dict[str, Any]]:
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        # libyaml's loader when present: the Gateway API's CRDs are 700 kB.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.YAMLError as exc:
         raise InstallError(f"{source} renders to invalid YAML: {exc}") from exc
     for d in docs:

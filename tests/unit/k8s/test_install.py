@@ -103,7 +103,7 @@ def test_rendered_objects_are_valid_kubernetes(name: str, version: str) -> None:
 
 
 def test_replicas_decide_the_store_and_the_disruption_budget() -> None:
-    many = rendered(VALUE_SETS["three-replicas-fail"])
+    many = rendered(VALUE_SETS["three-replicas-fail"], crds=False)
     deploy = one(many, "Deployment")
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert deploy["spec"]["replicas"] == 3
@@ -114,7 +114,7 @@ def test_replicas_decide_the_store_and_the_disruption_budget() -> None:
     assert one(many, "MutatingWebhookConfiguration")["webhooks"][0]["failurePolicy"] == "Fail"
     assert {d["metadata"]["namespace"] for d in many if d["kind"] == "ConfigMap"} == \
         {"shop", "web"}
-    single = rendered(VALUE_SETS["one-replica-pvc"])
+    single = rendered(VALUE_SETS["one-replica-pvc"], crds=False)
     deploy = one(single, "Deployment")
     spec = deploy["spec"]["template"]["spec"]
     assert not [a for a in spec["containers"][0]["args"] if a.startswith("--store")]
@@ -122,13 +122,14 @@ def test_replicas_decide_the_store_and_the_disruption_budget() -> None:
                                   "persistentVolumeClaim": {"claimName": "gossamer-state"}}
     assert one(single, "PersistentVolumeClaim")["spec"]["storageClassName"] == "fast"
     assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
-    empty = rendered(VALUE_SETS["one-replica-emptydir"])
+    empty = rendered(VALUE_SETS["one-replica-emptydir"], crds=False)
     assert one(empty, "Deployment")["spec"]["template"]["spec"]["volumes"][0] == \
         {"name": "state", "emptyDir": {}}
 
 
 def test_the_control_plane_runs_locked_down() -> None:
-    spec = one(rendered(VALUE_SETS["defaults"]), "Deployment")["spec"]["template"]["spec"]
+    deploy = one(rendered(VALUE_SETS["defaults"], crds=False), "Deployment")
+    spec = deploy["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"] == {"allowPrivilegeEscalation": False,
@@ -141,7 +142,7 @@ def test_the_control_plane_runs_locked_down() -> None:
 
 
 def test_webhook_trusts_the_ca_the_control_plane_signs_with() -> None:
-    docs = rendered(VALUE_SETS["defaults"])
+    docs = rendered(VALUE_SETS["defaults"], crds=False)
     secret = one(docs, "Secret", "gossamer-ca")
     hook = one(docs, "MutatingWebhookConfiguration")["webhooks"][0]
     assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
@@ -157,7 +158,7 @@ def test_given_ca_is_used_not_generated() -> None:
     vals = generated_ca(values(CHART, [], VALUE_SETS["defaults"]))
     again = generated_ca(vals)
     assert again["ca"] == vals["ca"]
-    docs = render(CHART, again)
+    docs = render(CHART, again, crds=False)
     assert base64.b64decode(one(docs, "Secret")["data"]["ca.crt"]).decode() == \
         vals["ca"]["cert"]
 
