@@ -172,6 +172,19 @@ def generated_ca(vals: dict[str, Any]) -> dict[str, Any]:
 
 # -- rendering ----------------------------------------------------------------------
 
+# Helm's install order of the kinds the chart makes (releaseutil.InstallOrder), so
+# that the ServiceAccount and the CA Secret exist before the Deployment, and the
+# webhook is registered last, once its Service is there.
+INSTALL_ORDER = ["Namespace", "PodDisruptionBudget", "ServiceAccount", "Secret", "ConfigMap",
+                 "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole",
+                 "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment",
+                 "MutatingWebhookConfiguration"]
+
+
+def _order(doc: dict[str, Any]) -> int:
+    kind = str(doc.get("kind"))
+    return INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
+
 
 def _documents(text: str, source: str) -> list[dict[str, Any]]:
     try:
@@ -188,7 +201,8 @@ def _documents(text: str, source: str) -> list[dict[str, Any]]:
 
 def render(chart: Path, vals: dict[str, Any], *, namespace: str = NAMESPACE,
            release: str = RELEASE, crds: bool = True) -> list[dict[str, Any]]:
-    """The chart's objects, CRDs first (as Helm installs `crds/` before templates)."""
+    """The chart's objects, CRDs first (as Helm installs `crds/` before templates),
+    then the templates' objects in Helm's install order."""
     meta = _load_yaml(chart / "Chart.yaml")
     dot = {"Values": vals,
            "Release": {"Name": release, "Namespace": namespace, "Service": "Helm"},
@@ -196,6 +210,7 @@ def render(chart: Path, vals: dict[str, Any], *, namespace: str = NAMESPACE,
                      "AppVersion": meta.get("appVersion", "")},
            "Capabilities": {}}
     out: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     if crds:
         for path in sorted((chart / "crds").rglob("*.yaml")):
             out += _documents(path.read_text(), str(path.relative_to(chart)))
@@ -204,5 +219,5 @@ def render(chart: Path, vals: dict[str, Any], *, namespace: str = NAMESPACE,
             text = gotemplate.render(path.read_text(), dot)
         except gotemplate.TemplateError as exc:
             raise InstallError(f"{path.relative_to(chart)}: {exc}") from exc
-        out += _documents(text, str(path.relative_to(chart)))
-    return out
+        objects += _documents(text, str(path.relative_to(chart)))
+    return out + sorted(objects, key=_order)

@@ -186,6 +186,9 @@ def test_install_dry_run_prints_the_same_objects(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
     assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    kinds = [d["kind"] for d in docs]  # Helm's install order
+    assert kinds.index("ServiceAccount") < kinds.index("Secret") < kinds.index("Deployment")
+    assert kinds[-1] == "MutatingWebhookConfiguration"
     assert one(docs, "MutatingWebhookConfiguration")["webhooks"][0]["timeoutSeconds"] == 5
     assert "--trust-domain=corp.example" in \
         one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
