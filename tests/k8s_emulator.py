@@ -17,9 +17,12 @@ What it emulates (docs/kubernetes.md lists it too):
   PATCH of the object or of its `status` subresource (which changes only status),
   delete; `metadata.generation` counts spec changes;
 - `TokenReview`: tokens the test registers, with their user and audiences;
+- `SubjectAccessReview`: RBAC as the API server evaluates it, from the
+  ClusterRoles, Roles and their bindings stored in the emulator (users and
+  ServiceAccounts as subjects; no groups, no aggregation, no resourceNames);
 - `fail_next`: that many next requests answered 500.
 
-Not emulated: authentication and RBAC of the client, field selectors, strategic
+Not emulated: authentication of the client and RBAC on its requests, field selectors, strategic
 merge and server-side apply, admission, garbage collection, bookmarks.
 """
 
@@ -238,6 +241,10 @@ class KubeEmulator:
         sub = rest[2] if len(rest) > 2 else None
         if key == ("authentication.k8s.io", "tokenreviews"):
             return await self._token_review(request)
+        if key == ("authorization.k8s.io", "subjectaccessreviews"):
+            body = await request.json()
+            allowed = self.allowed(body.get("spec") or {})
+            return JSONResponse({**body, "status": {"allowed": allowed}}, 201)
         if name is None:
             if request.method == "POST":
                 return await self._create(request, key, namespace)
@@ -330,6 +337,9 @@ class KubeEmulator:
         new["metadata"]["generation"] = old["metadata"]["generation"]
         return JSONResponse(self._write(key, ref, new, "MODIFIED"))
 
+    def allowed(self, spec: dict[str, Any]) -> bool:
+        return _allowed(self.objects, spec)
+
     async def _token_review(self, request: Request) -> Response:
         body = await request.json()
         spec = body.get("spec") or {}
@@ -342,6 +352,46 @@ class KubeEmulator:
         elif found is not None:
             status["error"] = "token audiences do not match"
         return JSONResponse({**body, "status": status}, 201)
+
+
+_RBAC = "rbac.authorization.k8s.io"
+
+
+def _binds(binding: dict[str, Any], user: str) -> bool:
+    for s in binding.get("subjects") or ():
+        if s.get("kind") == "User" and s.get("name") == user:
+            return True
+        if s.get("kind") == "ServiceAccount" and \
+                user == f"system:serviceaccount:{s.get('namespace')}:{s.get('name')}":
+            return True
+    return False
+
+
+def _grants(rule: dict[str, Any], verb: str, group: str, resource: str) -> bool:
+    return all(want in (rule.get(field) or ()) or "*" in (rule.get(field) or ())
+               for field, want in (("verbs", verb), ("apiGroups", group),
+                                   ("resources", resource)))
+
+
+def _allowed(objects: dict[Key, dict[tuple[str, str], dict[str, Any]]],
+             spec: dict[str, Any]) -> bool:
+    """RBAC's decision for a SubjectAccessReview's spec, from the stored roles."""
+    attrs = spec.get("resourceAttributes") or {}
+    user, ns = str(spec.get("user") or ""), str(attrs.get("namespace") or "")
+    resource = attrs.get("resource", "") + ("/" + attrs["subresource"]
+                                            if attrs.get("subresource") else "")
+    roles: list[dict[str, Any]] = []
+    for plural, scoped in (("clusterrolebindings", False), ("rolebindings", True)):
+        for (bns, _), b in objects.get((_RBAC, plural), {}).items():
+            if not _binds(b, user) or (scoped and bns != ns):
+                continue
+            ref = b.get("roleRef") or {}
+            where = (_RBAC, "roles") if ref.get("kind") == "Role" else (_RBAC, "clusterroles")
+            role = objects.get(where, {}).get((bns if where[1] == "roles" else "",
+                                               ref.get("name", "")))
+            roles += [role] if role else []
+    return any(_grants(rule, attrs.get("verb", ""), attrs.get("group", ""), resource)
+               for role in roles for rule in role.get("rules") or ())
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,9 @@ class Backend:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                status, delay = backend._decide(self.command, self.path, dict(self.headers))
+                # A header sent on several lines reads as one, comma-joined (RFC 9110 5.3).
+                headers = {k: ",".join(self.headers.get_all(k) or ()) for k in self.headers}
+                status, delay = backend._decide(self.command, self.path, headers)
                 slots = backend._slots
                 if slots is not None:
                     slots.acquire()

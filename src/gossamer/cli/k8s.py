@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,3 +55,113 @@ def inject(
         except InjectError as exc:
             raise CliError(f"{file}: document {i}: {exc}") from exc
     print(yaml.safe_dump_all(out, sort_keys=False, width=100), end="")
+
+
+@k8s.command("rbac")
+def rbac() -> None:
+    """Print the chart's templates/rbac.yaml, generated from the kinds the controller
+    watches (least privilege)."""
+    from gossamer.k8s.install import rbac_template
+
+    print(rbac_template(), end="")
+
+
+def kubeconfig_path(kubeconfig: Path | None) -> Path:
+    import os
+
+    if kubeconfig is not None:
+        return kubeconfig
+    env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return Path(env) if env else Path.home() / ".kube" / "config"
+
+
+Kubeconfig = Annotated[Path | None, typer.Option(
+    "--kubeconfig", help="default: $KUBECONFIG, else ~/.kube/config")]
+
+
+@app.command("install")
+def install(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the manifests instead "
+                                          "of applying them")] = False,
+    values_files: Annotated[list[Path] | None, typer.Option(
+        "--values", "-f", help="a values file (as helm's -f); repeatable")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="key.path=value (as helm's --set); repeatable")] = None,
+    chart: Annotated[Path | None, typer.Option(
+        "--chart", help="the chart directory; default: deploy/helm/gossamer of this "
+        "checkout")] = None,
+    skip_crds: Annotated[bool, typer.Option("--skip-crds")] = False,
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """Render the Helm chart as `helm install` would, and apply it to the
+    kubeconfig's cluster in gossamer-system (or print it with --dry-run)."""
+    import asyncio
+
+    import yaml
+
+    from gossamer.cli.client import CliError
+    from gossamer.k8s.install import InstallError, chart_dir, generated_ca, render, values
+
+    where = chart or chart_dir()
+    if not (where / "Chart.yaml").is_file():
+        raise CliError(f"no chart at {where} (pass --chart DIR)")
+    try:
+        docs = render(where, generated_ca(values(where, values_files or [], sets or [])),
+                      crds=not skip_crds)
+    except InstallError as exc:
+        raise CliError(str(exc)) from exc
+    if dry_run:
+        print(yaml.safe_dump_all(docs, sort_keys=False, width=100), end="")
+        return
+    asyncio.run(_apply(docs, kubeconfig_path(kubeconfig)))
+
+
+async def _apply(docs: list[dict[str, Any]], kubeconfig: Path) -> None:
+    from gossamer.cli.client import CliError
+    from gossamer.k8s.client import KubeApi, KubeError
+    from gossamer.k8s.install import NAMESPACE
+
+    try:
+        api = KubeApi.connect(kubeconfig)
+    except KubeError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        namespace = {"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": NAMESPACE}}
+        for doc in [namespace, *docs]:
+            meta = doc.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            print(f"{doc['kind']}/{name} {await api.apply(doc)}")
+    except KubeError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        await api.close()
+
+
+def check_kubernetes(kubeconfig: Path | None, server: str | None) -> None:
+    """`gossamer check --kubernetes`: one line per check; exit 1 on any ✘."""
+    import asyncio
+
+    from gossamer.cli.client import CliError
+    from gossamer.k8s.check import Finding, check
+    from gossamer.k8s.client import KubeApi, KubeError
+
+    async def run() -> list[Finding]:
+        api = KubeApi.connect(kubeconfig_path(kubeconfig))
+        found = []
+        try:
+            async for finding in check(api, server=server):
+                print(finding.line(), flush=True)
+                found.append(finding)
+        finally:
+            await api.close()
+        return found
+
+    try:
+        findings = asyncio.run(run())
+    except KubeError as exc:
+        raise CliError(f"kubernetes: {exc}") from exc
+    failed = sum(f.ok is False for f in findings)
+    if failed:
+        raise CliError(f"{failed} check(s) failed")
+    print("Status check results are ✔")

@@ -400,8 +400,20 @@ DRAIN_NOTE = ("note: in sync means the proxies run the latest config; connection
 
 
 @app.command()
-def check(server: Server = None) -> None:
-    """Is the control plane up, and is every proxy connected and on the latest config?"""
+def check(server: Server = None,
+          kubernetes: Annotated[bool, typer.Option(
+              "--kubernetes", help="check the installation in the cluster instead "
+              "(docs/kubernetes.md#checking-the-installation)")] = False,
+          kubeconfig: Annotated[Path | None, typer.Option(
+              "--kubeconfig", help="with --kubernetes; default: $KUBECONFIG, else "
+              "~/.kube/config")] = None) -> None:
+    """Is the control plane up, and is every proxy connected and on the latest config?
+    With --kubernetes: is the installation in the cluster whole?"""
+    if kubernetes:
+        from gossamer.cli.k8s import check_kubernetes
+
+        check_kubernetes(kubeconfig, server)
+        return
     api = Api(server)
     health = api.call("GET", "/healthz")
     role = ", leader" if health.get("leader") else ", not the leader"

@@ -154,7 +154,8 @@ class Reconciler:
                 for node_id, proxy in list(self.proxies.items()):
                     self._push_endpoints(node_id, proxy)
             else:
-                index = build_index(self._objects.values(), self._revision, self.index)
+                index = build_index(self._objects.values(), self._revision, self.index,
+                                    self.settings.trust_domain)
                 previous, self.mesh = self.mesh, translate_mesh(index, self.settings, self.mesh)
                 quiet = only_services_changed(previous, self.mesh)
                 for node_id, proxy in list(self.proxies.items()):

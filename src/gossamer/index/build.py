@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
 from gossamer.index.conditions import (
     by_name,
     external_service_conditions,
@@ -46,10 +47,12 @@ from gossamer.model import (
     TLSRoute,
     Workload,
 )
+from gossamer.model.errors import InvalidResource
 from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.workload import Health
+from gossamer.smi.expand import SMI, expand
 from gossamer.virtualips.assign import index_virtual_ips
 from gossamer.virtualips.external import external_virtual_ips
 from gossamer.virtualips.table import VirtualIPTable
@@ -206,11 +209,28 @@ def _selection(services: Mapping[SvcKey, Service], workloads: tuple[Workload, ..
                       MappingProxyType(selected_by))
 
 
+def _smi_accepted(key: ResourceKey, refused: Mapping[ResourceKey, InvalidResource]
+                  ) -> Condition:
+    exc = refused.get(key)
+    if exc is None:
+        return Condition(type="Accepted", status="True", reason="Accepted",
+                         message="mapped onto native resources")
+    return Condition(type="Accepted", status="False", reason="Invalid",
+                     message="; ".join(str(e) for e in exc.errors))
+
+
 def build_index(resources: Iterable[Resource], revision: int = 0,
-                previous: MeshIndex | None = None) -> MeshIndex:
+                previous: MeshIndex | None = None,
+                trust_domain: str = DEFAULT_TRUST_DOMAIN) -> MeshIndex:
     """The index of `resources`. With `previous`, the index of an earlier state of
-    the same store, parts whose inputs are the same objects are taken from it."""
-    kinds = _Kinds(resources)
+    the same store, parts whose inputs are the same objects are taken from it. SMI
+    resources are read as the native ones they map to (smi/expand.py), so they take
+    effect through the same translation; one that cannot be mapped is not Accepted."""
+    resources = list(resources)
+    expanded = expand(resources, trust_domain)
+    smi_conditions = {r.key: (_smi_accepted(r.key, expanded.refused),) for r in resources
+                      if isinstance(r, SMI)}
+    kinds = _Kinds(expanded.resources)
     by_key = {(s.metadata.namespace, s.metadata.name): s for s in kinds.of(Service)}
     services: Mapping[SvcKey, Service] = MappingProxyType(by_key)
     workloads = tuple(by_name(kinds.of(Workload)))
@@ -254,6 +274,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                           resilience, services, [*routes, *kinds.of(GRPCRoute),
                                                  *kinds.of(TCPRoute)])
     conditions.update(sidecar_conditions)
+    conditions.update(smi_conditions)
     vips, vip_conditions = index_virtual_ips(services, kinds.of(VirtualIPTable),
                                              previous.virtual_ips if previous else None)
     conditions.update(vip_conditions)

@@ -4,6 +4,7 @@ lightkube. Everything else in `k8s/` sees plain JSON data and one exception type
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -164,6 +165,67 @@ class KubeApi:
         with _errors("TokenReview"):
             done = await self.client.create(review)
         return _plain(done).get("status") or {}
+
+    async def apply(self, obj: dict[str, Any]) -> str:
+        """Create the object, or merge-patch the one that exists (as `kubectl apply`
+        without its last-applied bookkeeping): "created" or "configured"."""
+        from lightkube import codecs
+        from lightkube.core.exceptions import LoadResourceError
+
+        meta = obj.get("metadata") or {}
+        what = f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name')}".replace(
+            " /", " ")
+        try:
+            res = codecs.from_dict(obj)
+        except LoadResourceError as exc:
+            raise KubeError(f"{what}: {exc}") from exc
+        try:
+            with _errors(f"create {what}"):
+                await self.client.create(res)
+            return "created"
+        except KubeError as exc:
+            if exc.code != 409:
+                raise
+        with _errors(f"patch {what}"):
+            await self.client.patch(cast(Any, type(res)), meta["name"], obj,
+                                    namespace=meta.get("namespace"),
+                                    patch_type=PatchType.MERGE)
+        return "configured"
+
+    async def get(self, resource: Any, name: str, namespace: str | None = None
+                  ) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
+        try:
+            with _errors(f"get {resource.__name__} {name}"):
+                return _plain(await self.client.get(resource, name, namespace=namespace))
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    async def list_all(self, resource: Any, namespaced: bool = True
+                       ) -> builtins.list[dict[str, Any]]:
+        with _errors(f"list {resource.__name__}"):
+            found = (self.client.list(resource, namespace="*") if namespaced
+                     else self.client.list(resource))
+            return [_plain(obj) async for obj in found]
+
+    async def may(self, user: str, verb: str, group: str, resource: str,
+                  namespace: str = "", subresource: str = "") -> bool:
+        """A SubjectAccessReview: may `user` do this (RBAC as the API server decides)?"""
+        from lightkube.resources.authorization_v1 import SubjectAccessReview
+
+        attrs = {"verb": verb, "group": group, "resource": resource}
+        if namespace:
+            attrs["namespace"] = namespace
+        if subresource:
+            attrs["subresource"] = subresource
+        review = cast(SubjectAccessReview, SubjectAccessReview.from_dict({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": user, "resourceAttributes": attrs}}))
+        with _errors("SubjectAccessReview"):
+            done = _plain(await self.client.create(review))
+        return bool((done.get("status") or {}).get("allowed"))
 
     async def close(self) -> None:
         await self.client.close()

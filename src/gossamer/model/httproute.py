@@ -341,6 +341,7 @@ _FILTER_FIELD = {
     FilterType.CORS: "cors",
     FilterType.EXTENSION_REF: "extensionRef",
 }
+BACKEND_FILTERS = (FilterType.REQUEST_HEADER_MODIFIER, FilterType.RESPONSE_HEADER_MODIFIER)
 EXTENSION_REF_UNSUPPORTED = (
     "type: ExtensionRef filters are not supported by Gossamer (no extension "
     "resources exist); use the built-in filter types")
@@ -393,6 +394,9 @@ class BackendRef(Strict):
     namespace: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535, strict=True)
     weight: int = Field(default=1, ge=0, le=1_000_000, strict=True)
+    # Applied only to requests sent to this backend (HTTPRoute and GRPCRoute; a
+    # TCPRoute refuses them). None, not [], so stored documents stay as written.
+    filters: list[RouteFilter] | None = Field(default=None, max_length=16)
 
     @model_validator(mode="after")
     def _is_service(self) -> BackendRef:
@@ -400,6 +404,12 @@ class BackendRef(Strict):
             raise ValueError(f"kind: a backend is a Service; got {self.group!r}/{self.kind!r}")
         if not DNS_LABEL.match(self.name):
             raise ValueError("name: must be a Service name (a DNS label)")
+        kinds = [f.type for f in self.filters or ()]
+        check_filter_repeats(kinds)
+        other = sorted({k.value for k in kinds} - {k.value for k in BACKEND_FILTERS})
+        if other:
+            raise ValueError(f"filters: a backend takes only RequestHeaderModifier and "
+                             f"ResponseHeaderModifier; got {', '.join(other)}")
         return self
 
 

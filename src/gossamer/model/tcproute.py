@@ -32,6 +32,9 @@ class TCPRouteRule(Strict):
         for i, ref in enumerate(self.backend_refs):
             if ref.port is None:
                 raise ValueError(f"backendRefs[{i}].port: required for a Service backend")
+            if ref.filters is not None:
+                raise ValueError(f"backendRefs[{i}].filters: a TCPRoute's backends take no "
+                                 "filters")
         return self
 
 

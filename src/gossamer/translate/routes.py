@@ -203,21 +203,39 @@ def _policy_for(backends: Sequence[BackendRef], route_ns: str, parent: SvcKey | 
     return backend.model_copy(update={"spec": backend.spec.model_copy(update=own)})
 
 
+def _backend_headers(ref: BackendRef) -> dict[str, Any]:
+    """A backend's own header modifiers, for its entry of the weighted clusters."""
+    out: dict[str, Any] = {}
+    for f in ref.filters or ():
+        side = "request" if f.type is FilterType.REQUEST_HEADER_MODIFIER else "response"
+        mod = f.request_header_modifier or f.response_header_modifier
+        assert mod is not None
+        add, remove = _headers(mod)
+        if add:
+            out[f"{side}HeadersToAdd"] = add
+        if remove:
+            out[f"{side}HeadersToRemove"] = remove
+    return out
+
+
 def _forward(rule: RouteRule, route_ns: str, parent_port: int,
              services: Mapping[SvcKey, Service], parent: SvcKey | None = None,
              policies: Mapping[SvcKey, ResiliencePolicy] | None = None) -> dict[str, Any]:
     weighted = [(b, _backend_cluster(b, route_ns, parent_port, services))
                 for b in rule.backend_refs if b.weight > 0]
     action: dict[str, Any]
-    if len(weighted) == 1:
+    filtered = any(ref.filters for ref, _ in weighted)
+    if len(weighted) == 1 and not filtered:
         action = {"cluster": weighted[0][1]}
     else:
-        totals: dict[str, int] = {}
+        # Backends to one cluster add up, unless their filters differ.
+        totals: dict[tuple[str, str], dict[str, Any]] = {}
         for ref, cluster in weighted:
-            totals[cluster] = totals.get(cluster, 0) + ref.weight
-        action = {"weightedClusters": {"clusters": [
-            {"name": c, "weight": w} for c, w in totals.items()
-        ]}}
+            extra = _backend_headers(ref)
+            entry = totals.setdefault((cluster, repr(extra)),
+                                      {"name": cluster, "weight": 0, **extra})
+            entry["weight"] += ref.weight
+        action = {"weightedClusters": {"clusters": list(totals.values())}}
     # Gateway API: a request to an unresolvable backend gets HTTP 500.
     action["clusterNotFoundResponseCode"] = "INTERNAL_SERVER_ERROR"
     timeouts = rule.timeouts

@@ -290,3 +290,25 @@ def test_header_match_needs_name_and_value() -> None:
 def test_too_many_header_matches() -> None:
     doc = match_doc({"headers": [{"name": f"x-{i}", "value": "1"} for i in range(17)]})
     assert_error(doc, "spec.rules[0].matches[0].headers", "at most 16")
+
+
+def test_backend_filters_are_header_modifiers_only() -> None:
+    modifier = {"type": "RequestHeaderModifier",
+                "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}}
+    route = parse_route(rule_doc({"backendRefs": [{"name": "a", "filters": [modifier]}]}))
+    assert route.spec.rules[0].backend_refs[0].filters is not None
+    # Stored as written: no `filters: []` on backends without any.
+    plain = parse_route(rule_doc({"backendRefs": [{"name": "a"}]})).to_document()
+    assert "filters" not in plain["spec"]["rules"][0]["backendRefs"][0]
+    rewrite = {"type": "URLRewrite", "urlRewrite": {"hostname": "x.example"}}
+    assert_error(rule_doc({"backendRefs": [{"name": "a", "filters": [rewrite]}]}),
+                 "spec.rules[0].backendRefs[0].filters", "only RequestHeaderModifier",
+                 "URLRewrite")
+
+
+def test_tcproute_backends_take_no_filters() -> None:
+    doc = {"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+           "metadata": {"name": "db"},
+           "spec": {"parentRefs": [{"name": "db"}], "rules": [{"backendRefs": [
+               {"name": "db-a", "port": 5432, "filters": []}]}]}}
+    assert_error(doc, "spec.rules[0].backendRefs[0].filters", "take no filters")
