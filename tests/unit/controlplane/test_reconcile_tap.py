@@ -35,7 +35,7 @@ async def test_a_tap_session_turns_the_filter_on_for_its_sidecars_only() -> None
 
 
 async def test_the_filter_stays_on_until_the_last_session_of_a_sidecar_ends() -> None:
-    rec, _store, published = await _reconciler()
+    rec, _store, _published = await _reconciler()
     node = sorted(rec.proxies)[0]
     rec.tapping([node], True)
     rec.tapping([node], True)
@@ -46,7 +46,7 @@ async def test_the_filter_stays_on_until_the_last_session_of_a_sidecar_ends() ->
 
 
 async def test_a_rebuild_keeps_a_tapped_sidecar_tapped() -> None:
-    rec, _store, published = await _reconciler()
+    rec, _store, _published = await _reconciler()
     node = sorted(rec.proxies)[0]
     rec.tapping([node], True)
     rec._rebuild()
