@@ -121,7 +121,6 @@ def test_without_a_session_the_tap_filter_is_off_the_request_path(mesh: Mesh) ->
     """Idle, the tap filter costs each request ~3k instructions: the inbound route
     leaves it out of the chain, so even a tap config the admin accepts sees nothing;
     a session turns it on (and sees requests), and its end turns it off again."""
-    assert all(_inbound_tap_disabled(mesh))
     direct = _admin_taps(mesh, 4)
     time.sleep(1)
     with mesh.client_via("frontend") as client:
@@ -130,6 +129,7 @@ def test_without_a_session_the_tap_filter_is_off_the_request_path(mesh: Mesh) ->
     for proc in direct:
         out, _ = proc.communicate(timeout=30)
         assert out == b""  # the admin took the config; the filter never ran
+    assert all(_inbound_tap_disabled(mesh))
     proc = _tap(mesh, "catalog", "--json", "--max", "1", "--seconds", "20")
     out, err = _drive(mesh, proc, ["/items"])
     assert proc.returncode == 0, err
