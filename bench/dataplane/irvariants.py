@@ -20,7 +20,8 @@ request), so the groups are finer than ablate.py's:
   xfcc_hash:  the caller identity's By= and Hash= alone (no URI=);
   xfcc_early: the caller identity by an early header mutation (formatters);
   flushonadmin: stats flushed on admin reads, not on a 5 s timer (idle cost);
-- tap:        the tap filter, idle (callee);
+- tap:        the tap filter, disabled by the route while no tap session runs (callee);
+  tap_on:     the tap filter on, idle (no session; the default before issue 18);
 - corsfault:  the CORS and fault filters, disabled (caller);
 - stats:      the sidecar stats config (tags, inclusion list);
 - accesslog:  the failure log for `gossamer explain` (both sides; gRPC);
@@ -44,6 +45,7 @@ from gossamer.translate.listeners import (
     CORS_HTTP_FILTER,
     INBOUND_REPLY,
     TAP_FILTER,
+    TAP_OFF,
 )
 from gossamer.translate.routes import DEFAULT_RETRY, UNREACHABLE_HEADER
 from gossamer.translate.telemetry import failure_log
@@ -104,6 +106,16 @@ def localreply(client: Config, server: Config) -> None:
 
 
 def tap(client: Config, server: Config) -> None:
+    """The tap filter as Gossamer has it with no tap session: in the chain, disabled by
+    the route (TAP_OFF), so Envoy leaves it out of each request's chain."""
+    tap_on(client, server)
+    _hcm(server)["route_config"]["virtual_hosts"][0]["routes"][0][
+        "typedPerFilterConfig"] = TAP_OFF
+
+
+def tap_on(client: Config, server: Config) -> None:
+    """The tap filter on, idle (no tap config): Gossamer's default before issue 18, and
+    a sidecar's while a tap session of it runs."""
     _hcm(server)["http_filters"][:0] = [TAP_FILTER]
 
 
@@ -203,7 +215,7 @@ def flushonadmin(client: Config, server: Config) -> None:
 
 
 PARTS.update({"xfcc_hash": xfcc_hash, "xfcc_early": xfcc_early,
-              "flushonadmin": flushonadmin})
+              "flushonadmin": flushonadmin, "tap_on": tap_on})
 
 
 ADDED = [f"+{n}" for n in [*CHANGES, *PARTS]]

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
+from gossamer.tap.events import tap_config
 from tests.e2e.conftest import Mesh
 
 pytestmark = pytest.mark.slow
@@ -88,3 +90,51 @@ def test_tap_shows_bodies_only_when_asked(mesh: Mesh) -> None:
     event = json.loads(out.splitlines()[0])
     body = json.loads(event["response_body"])
     assert body["service"] == "catalog"  # catalog's own answer, as it left the sidecar
+
+
+def _admin_taps(mesh: Mesh, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """A tap config POSTed straight to each catalog sidecar's admin (no session)."""
+    body = json.dumps(tap_config(None, None, False))
+    return [subprocess.Popen(["curl", "-s", "--max-time", str(seconds), "-X", "POST",
+                              "--data-binary", body, f"http://127.0.0.1:{i.admin_port}/tap"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            for i in mesh.run.instances if i.workload.startswith("catalog")]
+
+
+def _inbound_tap_disabled(mesh: Mesh) -> list[bool]:
+    """Per catalog sidecar: does its inbound route (as Envoy has it) disable tap?"""
+    out = []
+    for i in mesh.run.instances:
+        if not i.workload.startswith("catalog"):
+            continue
+        dump = httpx.get(f"http://127.0.0.1:{i.admin_port}/config_dump"
+                         "?resource=dynamic_route_configs", timeout=5, trust_env=False).json()
+        (inbound,) = [c["route_config"] for c in dump["configs"]
+                      if c["route_config"]["name"] == "inbound"]
+        route = inbound["virtual_hosts"][0]["routes"][0]
+        tap = route.get("typed_per_filter_config", {}).get("envoy.filters.http.tap", {})
+        out.append(bool(tap.get("disabled")))
+    return out
+
+
+def test_without_a_session_the_tap_filter_is_off_the_request_path(mesh: Mesh) -> None:
+    """Idle, the tap filter costs each request ~3k instructions: the inbound route
+    leaves it out of the chain, so even a tap config the admin accepts sees nothing;
+    a session turns it on (and sees requests), and its end turns it off again."""
+    direct = _admin_taps(mesh, 4)
+    time.sleep(1)
+    with mesh.client_via("frontend") as client:
+        for _ in range(10):
+            assert client.get("http://catalog/items").status_code == 200
+    for proc in direct:
+        out, _ = proc.communicate(timeout=30)
+        assert out == b""  # the admin took the config; the filter never ran
+    assert all(_inbound_tap_disabled(mesh))
+    proc = _tap(mesh, "catalog", "--json", "--max", "1", "--seconds", "20")
+    out, err = _drive(mesh, proc, ["/items"])
+    assert proc.returncode == 0, err
+    assert len(out.splitlines()) == 1
+    deadline = time.monotonic() + 15
+    while not all(_inbound_tap_disabled(mesh)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(_inbound_tap_disabled(mesh))

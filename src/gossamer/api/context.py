@@ -9,7 +9,8 @@ API needs three read-only views of it, and a test can give those without one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from gossamer.ca.authority import MeshCA
 from gossamer.ca.tokens import Tokens
 from gossamer.contract.node import NodeMetadata
 from gossamer.controlplane.leases import Leases
+from gossamer.controlplane.tapping import untracked
 from gossamer.explain.recent import RecentFailures
 from gossamer.index import MeshIndex
 from gossamer.proxyadmin.access import SidecarAdmin
@@ -65,6 +67,10 @@ class ApiContext:
     failures: RecentFailures | None = None
     # How sidecars' admins are reached, on any host (proxyadmin/): tap, config dumps, certs.
     sidecar_admin: SidecarAdmin = field(default_factory=SidecarAdmin)
+    # Tap filters on for these sidecars (node ids) while a tap session runs
+    # (controlplane/tapping.py).
+    tapping: Callable[[Sequence[str]], AbstractAsyncContextManager[None]] = field(
+        default_factory=lambda: untracked)
     # With --kubernetes: answers the injection webhook's AdmissionReviews.
     injection: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     # This replica's view of the shared store and of leadership (/healthz).

@@ -32,10 +32,13 @@ def tap_routes(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiError(404, f"no connected sidecar serves {namespace}/{service}")
 
         async def lines() -> AsyncIterator[bytes]:
+            # The tap filter runs on these sidecars only while this session does
+            # (also when the client goes away: the generator is closed).
             try:
-                async for event in stream(tapped, path=path, method=method, bodies=bodies,
-                                          limit=limit, seconds=seconds):
-                    yield (json.dumps(event.to_json()) + "\n").encode()
+                async with ctx.tapping([t.node_id for t in tapped]):
+                    async for event in stream(tapped, path=path, method=method,
+                                              bodies=bodies, limit=limit, seconds=seconds):
+                        yield (json.dumps(event.to_json()) + "\n").encode()
             except TapError as exc:
                 yield (json.dumps({"error": str(exc)}) + "\n").encode()
 

@@ -37,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 
 from gossamer.contract.node import BadNodeMetadata, NodeMetadata
 from gossamer.index import MeshIndex, build_index, with_health
@@ -93,6 +94,9 @@ class Reconciler:
         # unhealthy: those workloads as they are now; otherwise empty.
         self._health_changes: dict[ResourceKey, Workload] = {}
         self.rejected: dict[str, str] = {}  # node id -> why its config was not published
+        # node id -> tap sessions of it running (`tapping`): not stored, so a restart
+        # starts with nothing tapped, as the sessions' admin connections are gone too.
+        self._tapped: Counter[str] = Counter()
         self.builds = 0
         self.reused = 0  # proxies a full build found unchanged (`_push_changed`)
         self.untouched = 0  # ...and those it did not even look at (`_untouched`)
@@ -198,7 +202,8 @@ class Reconciler:
 
     def _push_changed(self, node_id: str, proxy: NodeMetadata) -> None:
         last = self._last(node_id, proxy)
-        if last is None or last.inputs != proxy_inputs(self.mesh, proxy):
+        if last is None or last.inputs != proxy_inputs(self.mesh, proxy,
+                                                       node_id in self._tapped):
             self._push(node_id, proxy)
             return
         self.reused += 1
@@ -212,7 +217,8 @@ class Reconciler:
 
     def _push(self, node_id: str, proxy: NodeMetadata) -> None:
         try:
-            config = translate_proxy(self.mesh, proxy, self._published.get(node_id))
+            config = translate_proxy(self.mesh, proxy, self._published.get(node_id),
+                                     node_id in self._tapped)
         except InconsistentConfig as exc:
             # Keep the proxy on its last good snapshot rather than push a broken one.
             self.rejected[node_id] = str(exc)
@@ -221,6 +227,23 @@ class Reconciler:
         self.rejected.pop(node_id, None)
         self._published[node_id] = config
         self._publish(node_id, config.snapshot)
+
+    def tapping(self, node_ids: Iterable[str], running: bool) -> None:
+        """A tap session of these proxies starts (`running`) or ends. While one runs,
+        a proxy's inbound route keeps the tap filter on (translate/listeners.py
+        TAP_OFF); the change is published at once, as a route (RDS) change."""
+        changed = []
+        for node_id in node_ids:
+            before = node_id in self._tapped
+            self._tapped[node_id] += 1 if running else -1
+            if self._tapped[node_id] <= 0:
+                del self._tapped[node_id]
+            if before != (node_id in self._tapped):
+                changed.append(node_id)
+        for node_id in changed:
+            proxy = self.proxies.get(node_id)
+            if proxy is not None:
+                self._push(node_id, proxy)  # its listeners are kept (`previous`)
 
     def proxy_connected(self, node_id: str, metadata: dict[str, object]) -> None:
         try:

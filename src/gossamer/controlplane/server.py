@@ -37,6 +37,7 @@ from gossamer.controlplane.cluster import Cluster, SingleReplica
 from gossamer.controlplane.gcpause import GcPauses
 from gossamer.controlplane.leases import Leases
 from gossamer.controlplane.reconcile import Reconciler
+from gossamer.controlplane.tapping import TapSwitch
 from gossamer.controlplane.vips import VipAllocator
 from gossamer.explain.logservice import AccessLogService
 from gossamer.explain.recent import RecentFailures
@@ -336,7 +337,8 @@ class ControlPlane:
                          metrics=self.metrics, auth=Authenticator(self.tokens),
                          tokens=self.tokens, ca=self.ca, telemetry=self.telemetry,
                          failures=self.failures, sidecar_admin=self.sidecar_admin,
-                         injection=self._injection(), replica=self.replica)
+                         injection=self._injection(), replica=self.replica,
+                         tapping=TapSwitch(self.reconciler, self.registry, self.cache).tapping)
         tls = self._api_tls()
         config = uvicorn.Config(create_app(ctx), host=self.options.host,
                                 port=self.options.api_port, log_level="warning",

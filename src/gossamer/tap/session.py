@@ -38,6 +38,7 @@ class TapTarget:
     workload: str
     namespace: str
     admin: AdminTarget  # the sidecar's admin, as the control plane reaches it
+    node_id: str = ""
 
 
 Resolve = Callable[[Mapping[str, Any]], AdminTarget | None]
@@ -56,7 +57,8 @@ def targets(proxies: Sequence[Mapping[str, Any]], namespace: str,
             continue
         admin = resolve(meta)
         if admin is not None:
-            out.append(TapTarget(str(meta.get("workload", p.get("node_id"))), namespace, admin))
+            out.append(TapTarget(str(meta.get("workload", p.get("node_id"))), namespace, admin,
+                                 str(p.get("node_id", ""))))
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
     HttpConnectionManager,
 )
@@ -20,6 +21,7 @@ from gossamer.translate.jwt import JWT_FAILURE, JWT_FILTER, JWT_MISSING_CODE
 from gossamer.translate.protos import (
     ADS,
     CORS,
+    FILTER_CONFIG,
     HCM,
     ROUTER,
     TCP_PROXY,
@@ -135,10 +137,16 @@ def _listener(name: str, address: str, port: int, direction: str,
 
 # Live tap (`gossamer tap`): idle until the control plane POSTs a tap config to the
 # sidecar's admin /tap; first in the chain, so it also sees requests that later
-# filters deny or throttle.
+# filters deny or throttle. Even idle it costs each request ~3k instructions
+# (docs/performance.md), so the inbound route disables it (`TAP_OFF`) unless a tap
+# session of this sidecar runs: Envoy then leaves it out of the request's filter
+# chain. (Disabled here and enabled per route is not possible: enabling needs a
+# per-route config, which the tap filter does not have.)
 TAP_CONFIG_ID = "gossamer"
+TAP_FILTER_NAME = "envoy.filters.http.tap"
+TAP_OFF: dict[str, Any] = {TAP_FILTER_NAME: {"@type": FILTER_CONFIG, "disabled": True}}
 TAP_FILTER: dict[str, Any] = {
-    "name": "envoy.filters.http.tap",
+    "name": TAP_FILTER_NAME,
     "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.filters.http.tap.v3.Tap",
                     "commonConfig": {"adminConfig": {"configId": TAP_CONFIG_ID}},
                     "recordHeadersReceivedTime": True,
@@ -163,11 +171,8 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
                      tracing: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     if protocol is Protocol.TCP:
         return [*security.network_filters, _tcp(stat_prefix, cluster)]
-    route = {"routeConfig": {"name": "inbound", "virtualHosts": [{
-        "name": "inbound", "domains": ["*"],
-        "routes": [{"name": "local-app", "match": {"prefix": "/"},
-                    "route": {"cluster": cluster, "timeout": "0s"}}],
-    }]}}
+    # By RDS (`inbound_route_config`): a tap session changes the route, not the listener.
+    route = {"rds": {"configSource": ADS, "routeConfigName": names.INBOUND_ROUTES}}
     log = {"accessLog": list(access_log)} if access_log else {}
     # The caller's sidecar set x-request-id: keep it, so both ends of a hop log one id.
     return [_hcm(stat_prefix, route, {"localReplyConfig": INBOUND_REPLY, **CALLER_IDENTITY,
@@ -177,6 +182,17 @@ def _inbound_filters(protocol: Protocol, cluster: str, security: InboundSecurity
                                       "http2ProtocolOptions": {"allowConnect": True},
                                       **log, **_tracing(tracing)},
                  (TAP_FILTER, *security.http_filters, *traffic_filters))]
+
+
+def inbound_route_config(cluster: str, tapped: bool = False) -> RouteConfiguration:
+    """The inbound HCM's routes (RDS `names.INBOUND_ROUTES`): everything to the local
+    app. `tapped`: a tap session of this sidecar runs, so the tap filter stays on."""
+    route: dict[str, Any] = {"name": "local-app", "match": {"prefix": "/"},
+                             "route": {"cluster": cluster, "timeout": "0s"}}
+    if not tapped:
+        route["typedPerFilterConfig"] = TAP_OFF
+    return build(RouteConfiguration, {"name": names.INBOUND_ROUTES, "virtualHosts": [{
+        "name": "inbound", "domains": ["*"], "routes": [route]}]})
 
 
 def _inbound_chains(filters: list[dict[str, Any]], mtls: MtlsMode | None,
@@ -240,15 +256,7 @@ def _localized(listener: Listener, address: str, port: int, cluster: str) -> Lis
         for f in chain.filters:
             packed = f.typed_config
             prefix = packed.type_url.rsplit("/", 1)[0]
-            if packed.Is(HttpConnectionManager.DESCRIPTOR):
-                hcm = HttpConnectionManager()
-                packed.Unpack(hcm)
-                for vhost in hcm.route_config.virtual_hosts:
-                    for route in vhost.routes:
-                        if route.route.cluster == _ANY_CLUSTER:
-                            route.route.cluster = cluster
-                packed.Pack(hcm, type_url_prefix=prefix, deterministic=True)
-            elif packed.Is(TcpProxy.DESCRIPTOR):
+            if packed.Is(TcpProxy.DESCRIPTOR):  # (an HCM's routes come by RDS)
                 tcp = TcpProxy()
                 packed.Unpack(tcp)
                 if tcp.cluster == _ANY_CLUSTER:

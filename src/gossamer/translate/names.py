@@ -5,6 +5,8 @@ from __future__ import annotations
 INBOUND_LISTENER = "inbound"
 OUTBOUND_LISTENER = "outbound"
 OUTBOUND_ROUTES = "outbound"
+# The inbound listener's route config (RDS), in its own namespace of names.
+INBOUND_ROUTES = "inbound"
 NO_ROUTE_CLUSTER = "gossamer_no_such_backend"
 # The catch-all virtual host and route of the `outbound` route config: a host that
 # names no Service (in the caller's egress scope) gets a 404 from here.

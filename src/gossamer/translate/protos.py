@@ -55,6 +55,8 @@ UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Up
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3." \
                  "DownstreamTlsContext"
 CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+# A route's (or virtual host's) per-filter switch: `disabled` leaves the filter out.
+FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
 ADS: dict[str, Any] = {"ads": {}, "resourceApiVersion": "V3"}
 

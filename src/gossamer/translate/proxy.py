@@ -22,6 +22,7 @@ from gossamer.translate import names
 from gossamer.translate.capture import capture_routes
 from gossamer.translate.consistency import check_consistency
 from gossamer.translate.gateway import gateway_inputs, translate_gateway
+from gossamer.translate.listeners import inbound_route_config
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
@@ -39,7 +40,8 @@ class ProxyConfig:
     listeners: ProxyListeners | None = None
 
 
-def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
+def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata,
+                 tapped: bool = False) -> tuple[object, ...]:
     """What `translate_proxy` reads for this proxy, apart from endpoints: when a later
     mesh gives an equal tuple, the proxy's last config (`with_endpoints`) is what a
     translation would give, and a route change elsewhere costs this proxy only this.
@@ -51,15 +53,16 @@ def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
     """
     if proxy.ingress_gateway:  # translate/gateway/
         return gateway_inputs(mesh, proxy)
-    return _inputs(mesh, proxy, mesh.scope_of(proxy))
+    return _inputs(mesh, proxy, mesh.scope_of(proxy), tapped)
 
 
-def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope,
+def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, tapped: bool,
             listeners: tuple[object, ...] | None = None) -> tuple[object, ...]:
     """The inputs of each part: listeners (given, or computed), clusters, routes."""
     if listeners is None:
         listeners = listener_inputs(mesh, proxy)
-    return (listeners, scope, _cluster_inputs(mesh, scope), _route_inputs(mesh, proxy, scope))
+    return (listeners, scope, _cluster_inputs(mesh, scope),
+            _route_inputs(mesh, proxy, scope), tapped)
 
 
 def _cluster_inputs(mesh: MeshConfig, scope: Scope) -> object:
@@ -109,8 +112,15 @@ class _Routes:
     cluster_refs: set[str]
 
 
-def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedView) -> _Routes:
+def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedView,
+            own: ProxyListeners, tapped: bool) -> _Routes:
     out = _Routes({}, [], set())
+    if own.inbound_http is not None:
+        inbound = inbound_route_config(own.inbound_http, tapped)
+        out.configs[names.INBOUND_ROUTES] = XdsResource.from_message(
+            ROUTE, names.INBOUND_ROUTES, inbound)
+        out.rds_refs.append(names.INBOUND_ROUTES)
+        out.cluster_refs.add(own.inbound_http)
     if proxy.outbound_port:
         out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
         out.cluster_refs.update(view.route_refs, mesh.external.refs)
@@ -135,10 +145,12 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
 
 
 def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
-                    previous: ProxyConfig | None = None) -> ProxyConfig:
+                    previous: ProxyConfig | None = None, tapped: bool = False) -> ProxyConfig:
     """`previous`: the proxy's config from an earlier mesh, whose listeners are kept
     when what they read is unchanged (a route change re-sends routes, not listeners:
-    building a proxy's listeners is most of its translation)."""
+    building a proxy's listeners is most of its translation). `tapped`: a tap session
+    of this proxy runs (an input like the store's, kept by the reconciler): its
+    inbound route keeps the tap filter on."""
     if proxy.ingress_gateway:  # not a sidecar
         snapshot, gateway_scope = translate_gateway(mesh, proxy)
         return ProxyConfig(proxy, snapshot, gateway_scope, gateway_inputs(mesh, proxy))
@@ -149,7 +161,7 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
     if own is None or own.inputs != key:
         own = proxy_listeners(mesh, proxy, key)
     clusters, cluster_sum = _clusters(view, own, _external_clusters(mesh))
-    routes = _routes(mesh, proxy, scope, view)
+    routes = _routes(mesh, proxy, scope, view, own, tapped)
     eds_refs = [*view.eds_missing, *(n for n in own.extra if n.startswith(EDS_PREFIX)),
                 *(n for n in mesh.external.mesh_refs if n not in view.endpoints)]
     check_consistency(eds_refs=eds_refs, endpoints=[n for n in eds_refs if n in mesh.endpoints],
@@ -161,7 +173,7 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: dict(own.listeners), ROUTE: routes.configs},
                               {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum})
-    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, key), own)
+    return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, tapped, key), own)
 
 
 def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,

@@ -42,6 +42,9 @@ class ProxyListeners:
     listeners: Mapping[str, XdsResource]
     extra: Mapping[str, XdsResource]
     ports: Mapping[str, int]
+    # The local app's cluster when the inbound listener is HTTP: its routes (RDS,
+    # `inbound_route_config`) send there.
+    inbound_http: str | None = None
 
 
 def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
@@ -73,10 +76,13 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
     if tracing is not None:
         extra[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name, tracing.cluster)
     own_services = mesh.index.proxy_services(proxy.namespace, proxy.workload, proxy.service)
+    inbound_http = None
     if proxy.inbound_port and (proxy.app_port or proxy.gateway):
         listener, needed = (gateway_resources(mesh, proxy, hcm_tracing) if proxy.gateway
                             else _inbound_resources(mesh, proxy, hcm_tracing))
         extra.update((c.name, c) for c in needed)
+        if not proxy.gateway and _own_protocol(mesh.index, proxy) is not Protocol.TCP:
+            inbound_http = needed[0].name  # the local app's (an egress gateway's are inline)
         listeners[listener.name] = listener
         ports[listener.name] = proxy.inbound_port
     if proxy.outbound_port:
@@ -97,7 +103,7 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
         listeners.update(capture.listeners)
         ports.update(capture.ports)
         extra.update(capture.clusters)
-    return ProxyListeners(inputs, listeners, extra, ports)
+    return ProxyListeners(inputs, listeners, extra, ports, inbound_http)
 
 
 def _inbound_resources(mesh: MeshConfig, proxy: NodeMetadata,

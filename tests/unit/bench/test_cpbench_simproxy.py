@@ -67,7 +67,7 @@ def test_first_connect_subscribes_like_envoy_and_acks_every_response() -> None:
     assert frozenset({"outbound|80||a.default", "outbound|80||b.default",
                       "outbound|80||c.default"}) in eds
     rds = sim.types[ROUTE].names
-    assert rds == {"outbound", "upstream|80||b.default"}
+    assert rds == {"inbound", "outbound", "upstream|80||b.default"}
     assert sim.synced()
 
 

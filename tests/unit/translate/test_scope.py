@@ -119,7 +119,8 @@ def test_a_proxy_without_catch_all_listener_is_scoped_to_its_upstreams() -> None
     up = [{"service": "catalog", "port": 80, "local_port": 16001}]
     snap = translate_proxy(mesh, proxy("web", outbound=0, upstreams=up)).snapshot
     assert outbound_services(list(snap.of(CLUSTER))) == {"catalog.default"}
-    assert set(snap.of(ROUTE)) == {"upstream|80||catalog.default"}
+    # (and its inbound listener's own route config, by RDS)
+    assert set(snap.of(ROUTE)) == {"inbound", "upstream|80||catalog.default"}
 
 
 def test_a_change_outside_the_scope_leaves_the_proxy_config_unchanged() -> None:
