@@ -28,7 +28,6 @@ from typing import Any, Final, Protocol, TypeVar
 import grpc
 import grpc.aio
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -42,6 +41,7 @@ from gossamer.ca.api import (
     TrustBundleRequest,
     TrustBundleResponse,
 )
+from gossamer.ca.pki import issued_by
 from gossamer.contract.names import CONTROL_PLANE_NAME
 from gossamer.contract.spiffe import SpiffeId
 
@@ -134,22 +134,14 @@ def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _chains_to(chain: list[x509.Certificate], roots: list[x509.Certificate]) -> bool:
     """Leaf first, each signed by the next, the last by one of `roots` (signatures only:
     validity periods and names are the peers' TLS stacks' business)."""
     if not chain:
         return False
-    if not all(_issued_by(c, i) for c, i in itertools.pairwise(chain)):
+    if not all(issued_by(c, i) for c, i in itertools.pairwise(chain)):
         return False
-    return any(_issued_by(chain[-1], root) for root in roots)
+    return any(issued_by(chain[-1], root) for root in roots)
 
 
 def _load_bundle(bundle_pem: str | bytes, what: str) -> list[x509.Certificate]:

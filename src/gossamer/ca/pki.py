@@ -261,12 +261,12 @@ def load_plugin(
     for depth, (child, parent) in enumerate(itertools.pairwise(path)):
         if not _is_ca(parent):
             raise CaError(f"plug-in chain is broken: {subject_of(parent)} is not a CA")
-        if not _issued_by(child, parent):
+        if not issued_by(child, parent):
             raise CaError(f"plug-in chain is broken: {subject_of(child)} is not signed by "
                           f"{subject_of(parent)} (wrong order, or a certificate is missing)")
         _check_path_length(parent, depth)
     top = path[-1]
-    if not _issued_by(top, top):
+    if not issued_by(top, top):
         raise CaError(f"plug-in chain does not end at a self-signed root: the last "
                       f"certificate, {subject_of(top)}, is issued by {top.issuer.rfc4514_string()}")
     for c in path:
@@ -465,7 +465,8 @@ def _check_path_length(parent: x509.Certificate, depth: int) -> None:
                       f"{bc.path_length} intermediate CA(s) below it, the chain has {depth + 1}")
 
 
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """Does `parent`'s key sign `child` (signature only, no validity or names)?"""
     try:
         child.verify_directly_issued_by(parent)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
