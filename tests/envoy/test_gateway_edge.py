@@ -145,3 +145,26 @@ async def test_request_body_over_the_limit_gets_413(
     assert await send(port, 1, "198.18.0.1", "POST", b"x" * 1025) == [413]
     assert backend.hits == 1
 
+
+async def test_a_routes_cors_filter_answers_preflights_at_the_gateway(
+        mini: MiniMesh, envoys: Callable[[dict[str, Any]], EnvoyProcess],
+        make_backend: Callable[[str], Backend]) -> None:
+    backend = make_backend("A")
+    port = await edge(mini, envoys, backend, filters=[{"type": "CORS", "cors": {
+        "allowOrigins": ["https://shop.example"], "allowMethods": ["GET", "PUT"]}}])
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        pre = await http.options(f"http://127.0.0.1:{port}/", headers={
+            "Host": HOST, "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "PUT"})
+        allowed = await http.get(f"http://127.0.0.1:{port}/", headers={
+            "Host": HOST, "Origin": "https://shop.example"})
+        other = await http.get(f"http://127.0.0.1:{port}/", headers={
+            "Host": HOST, "Origin": "https://evil.example"})
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "PUT" in pre.headers["access-control-allow-methods"]
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+    assert other.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+    # The preflight was answered at the gateway.
+    assert backend.hits == 2
