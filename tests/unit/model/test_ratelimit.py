@@ -155,7 +155,27 @@ def test_index_first_policy_per_service_wins_and_missing_targets_are_reported() 
     assert conds["c"]["ResolvedRefs"].reason == "TargetNotFound"
 
 
-WORDS = ["caller", "header", "path", "x-user", "/search", "search", "", "5s", "0s", "1.5s",
+
+def test_index_keeps_gateway_policies_apart_from_a_service_of_the_same_name() -> None:
+    edge = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "catalog"}
+    gw_a = parse_document(set_path(set_path(full_doc(), "metadata.name", "gw-a"),
+                                   "spec.targetRef", edge))
+    gw_b = parse_document(set_path(set_path(full_doc(), "metadata.name", "gw-b"),
+                                   "spec.targetRef", edge))
+    svc = _policy("svc", "catalog")
+    index = build_index([_svc("catalog"), gw_b, gw_a, svc])
+    assert index.rate_limits == {("shop", "catalog"): svc}
+    assert index.gateway_rate_limits == {("shop", "catalog"): gw_a}
+    conds = {k.name: {x.type: x for x in v} for k, v in index.conditions.items()
+             if k.kind == "RateLimitPolicy"}
+    assert conds["svc"]["Accepted"].status == "True"
+    assert conds["gw-a"]["Accepted"].status == "True"
+    assert "'gw-a' already targets Gateway 'catalog'" in (
+        conds["gw-b"]["Accepted"].message or "")
+
+
+WORDS = ["caller", "header", "path", "clientIP", "Gateway", "gateway.networking.k8s.io",
+         "x-user", "/search", "search", "", "5s", "0s", "1.5s",
          "10ms", "1h", "Service", "GET", "PathPrefix", "Exact", "catalog"]
 JSONISH = jsonish(WORDS, 2**33)
 
