@@ -62,7 +62,9 @@ MATCH_KEY: Final = "gossamer_match"
 CALLER_ENTRY: Final = "caller"
 HEADER_ENTRY: Final = "header"
 PATH_ENTRY: Final = "path"
-KEY_ENTRIES: Final = frozenset({CALLER_ENTRY, HEADER_ENTRY, PATH_ENTRY})
+# Envoy's `remote_address` action names its entry so.
+CLIENT_IP_ENTRY: Final = "remote_address"
+KEY_ENTRIES: Final = frozenset({CALLER_ENTRY, HEADER_ENTRY, PATH_ENTRY, CLIENT_IP_ENTRY})
 
 
 def rule_id(namespace: str, policy: str, index: int) -> str:

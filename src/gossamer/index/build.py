@@ -50,6 +50,7 @@ from gossamer.model import (
 from gossamer.model.errors import InvalidResource
 from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
+from gossamer.model.policy import gateway_target
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.workload import Health
 from gossamer.smi.expand import SMI, expand
@@ -256,14 +257,20 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     external_resilience, external_conflicts = one_per_service(
         p for p in policies if isinstance(p, ResiliencePolicy) and p.spec.target_ref.external)
     rate_limits, rate_limit_conflicts = one_per_service(
-        p for p in policies if isinstance(p, RateLimitPolicy))
-    faults, fault_conflicts = one_per_service(p for p in policies if isinstance(p, FaultPolicy))
+        p for p in policies if isinstance(p, RateLimitPolicy) and not gateway_target(p))
+    faults, fault_conflicts = one_per_service(
+        p for p in policies if isinstance(p, FaultPolicy) and not gateway_target(p))
+    edge_limits, edge_limit_conflicts = one_per_service(
+        (p for p in policies if isinstance(p, RateLimitPolicy) and gateway_target(p)), "Gateway")
+    edge_faults, edge_fault_conflicts = one_per_service(
+        (p for p in policies if isinstance(p, FaultPolicy) and gateway_target(p)), "Gateway")
     telemetries = [p for p in policies if isinstance(p, Telemetry)]
     telemetry_conflicts = one_per_scope(telemetries)
     conditions.update(gamma_conditions)
     conditions.update(policy_conditions(
         policies, services, {**one_per_scope(peers), **resilience_conflicts,
                              **rate_limit_conflicts, **fault_conflicts,
+                             **edge_limit_conflicts, **edge_fault_conflicts,
                              **telemetry_conflicts, **external_conflicts}))
     externals = _externals(kinds.of(ExternalService), previous)
     conditions.update(external_target_conditions(policies, externals, conditions))
@@ -304,6 +311,8 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         resilience=MappingProxyType(resilience),
         rate_limits=MappingProxyType(rate_limits),
         faults=MappingProxyType(faults),
+        gateway_rate_limits=MappingProxyType(edge_limits),
+        gateway_faults=MappingProxyType(edge_faults),
         grpc_routes_by_parent=MappingProxyType({k: tuple(v) for k, v in grpc_routes.items()}),
         tcp_routes=MappingProxyType(tcp_routes),
         telemetries=tuple(p for p in telemetries if p.key not in telemetry_conflicts),

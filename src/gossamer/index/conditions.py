@@ -225,16 +225,17 @@ def one_per_scope(policies: Iterable[OnePerScope]) -> dict[ResourceKey, str]:
 OnePerService = TypeVar("OnePerService", ResiliencePolicy, RateLimitPolicy, FaultPolicy)
 
 
-def one_per_service(policies: Iterable[OnePerService]) -> tuple[
+def one_per_service(policies: Iterable[OnePerService], target: str = "Service") -> tuple[
         dict[SvcKey, OnePerService], dict[ResourceKey, str]]:
-    """One policy of a kind per Service: the first by (namespace, name); the rest conflict."""
+    """One policy of a kind per Service (or Gateway, `target`): the first by (namespace,
+    name); the rest conflict."""
     winners: dict[SvcKey, OnePerService] = {}
     conflicts: dict[ResourceKey, str] = {}
     for p in policies:
         slot = (p.metadata.namespace, p.spec.target_ref.name)
         if slot in winners:
             conflicts[p.key] = (f"{p.KIND} {winners[slot].metadata.name!r} already "
-                                f"targets Service {slot[1]!r} (the first by name wins)")
+                                f"targets {target} {slot[1]!r} (the first by name wins)")
         else:
             winners[slot] = p
     return winners, conflicts

@@ -77,6 +77,9 @@ class MeshIndex:
     rate_limits: Mapping[SvcKey, RateLimitPolicy] = field(default_factory=dict)
     # The FaultPolicy in effect for each Service (the first by (namespace, name)).
     faults: Mapping[SvcKey, FaultPolicy] = field(default_factory=dict)
+    # The same two kinds targeting a Gateway, by the Gateway's (namespace, name).
+    gateway_rate_limits: Mapping[SvcKey, RateLimitPolicy] = field(default_factory=dict)
+    gateway_faults: Mapping[SvcKey, FaultPolicy] = field(default_factory=dict)
     # GRPCRoutes attached to each service, in (namespace, name) order.
     grpc_routes_by_parent: Mapping[SvcKey, tuple[GRPCRoute, ...]] = field(default_factory=dict)
     # The TCPRoute in effect on each TCP service port (the first by (namespace, name)).

@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from gossamer.model.httproute import HeaderMatch
 from gossamer.model.meta import Resource, Strict
-from gossamer.model.policy import TargetedSpec, TargetRef
+from gossamer.model.policy import EdgeTargetRef, TargetedSpec
 from gossamer.model.resiliencepolicy import Percent, PositiveDuration
 
 # gRPC status codes by name (google.rpc.Code), 0..16.
@@ -64,7 +64,8 @@ class FaultMatch(Strict):
 
 
 class FaultPolicySpec(TargetedSpec):
-    target_ref: TargetRef = Field(alias="targetRef")
+    # A Service, or a Gateway: its replicas inject into every route they forward.
+    target_ref: EdgeTargetRef = Field(alias="targetRef")  # type: ignore[assignment]
     delay: FaultDelay | None = None
     abort: FaultAbort | None = None
     match: FaultMatch | None = None

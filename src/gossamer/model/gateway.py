@@ -31,9 +31,12 @@ GATEWAY_CLASS = "gossamer"
 # Envoy settings of a gateway: annotation -> (default, lowest, highest).
 XFF_HOPS = "gateway.gossamer.dev/xff-num-trusted-hops"
 MAX_HEADERS_KB = "gateway.gossamer.dev/max-request-headers-kb"
+MAX_BODY_KB = "gateway.gossamer.dev/max-request-body-kb"
 ANNOTATIONS: dict[str, tuple[int, int, int]] = {
     XFF_HOPS: (0, 0, 16),
     MAX_HEADERS_KB: (60, 1, 8192),
+    # 1 MiB; at most 1 GiB (the gateway buffers a whole request body).
+    MAX_BODY_KB: (1024, 1, 1024 * 1024),
 }
 _PROTOCOL = r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$|[a-z0-9]([-a-z0-9]*[a-z0-9])?" \
             r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9]+$"

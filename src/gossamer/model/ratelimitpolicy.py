@@ -1,8 +1,9 @@
 """RateLimitPolicy: how many requests one Service accepts per window.
 
 It attaches to exactly one Service (`spec.targetRef`) and is enforced by that
-Service's own inbound sidecars, after authentication and authorization (denied
-requests consume no quota) and before the request reaches the application.
+Service's own inbound sidecars (or to a Gateway, enforced by its replicas), after
+authentication and authorization (denied requests consume no quota) and before the
+request reaches the application.
 
 - `local`: a token bucket in each sidecar (Envoy local_ratelimit); N sidecars
   together accept up to N times the limit.
@@ -24,7 +25,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HeaderMatch, PathMatch, PathMatchType, check_unique_headers
 from gossamer.model.meta import Resource, Strict, check_method
-from gossamer.model.policy import TargetedSpec, TargetRef
+from gossamer.model.policy import EdgeTargetRef, TargetedSpec
 from gossamer.model.regex import check_re2
 from gossamer.model.resiliencepolicy import check_header
 
@@ -104,6 +105,8 @@ class KeyType(str, Enum):
     CALLER = "caller"
     HEADER = "header"
     PATH = "path"
+    # The client's address as the gateway sees it (its trusted X-Forwarded-For hops).
+    CLIENT_IP = "clientIP"
 
 
 class RateLimitKey(Strict):
@@ -146,7 +149,8 @@ class GlobalLimit(Strict):
 
 
 class RateLimitPolicySpec(TargetedSpec):
-    target_ref: TargetRef = Field(alias="targetRef")
+    # A Service, or a Gateway (docs/gateways.md#policies-at-the-edge).
+    target_ref: EdgeTargetRef = Field(alias="targetRef")  # type: ignore[assignment]
     local: LocalLimit | None = None
     global_: GlobalLimit | None = Field(default=None, alias="global")
 
@@ -154,6 +158,13 @@ class RateLimitPolicySpec(TargetedSpec):
     def _some_limit(self) -> RateLimitPolicySpec:
         if self.local is None and self.global_ is None:
             raise ValueError("a RateLimitPolicy needs local, global or both")
+        rules = self.global_.rules if self.global_ is not None else []
+        for i, rule in enumerate(rules):
+            if rule.key is not None and rule.key.type is KeyType.CLIENT_IP \
+                    and not self.target_ref.is_gateway:
+                # Inside the mesh the peer is the caller's sidecar, not a client.
+                raise ValueError(f"global.rules[{i}].key.type: clientIP is only for a policy "
+                                 "that targets a Gateway; in the mesh use caller")
         return self
 
 

@@ -431,7 +431,8 @@ def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSe
 def _policy_inputs(index: MeshIndex, settings: MeshSettings) -> tuple[object, ...]:
     return (settings, *index.peer_authentications, *index.authorization_policies,
             *index.request_authentications, *index.resilience.values(),
-            *index.rate_limits.values(), *index.faults.values(), *index.telemetries)
+            *index.rate_limits.values(), *index.faults.values(), *index.telemetries,
+            *index.gateway_rate_limits.values(), *index.gateway_faults.values())
 
 
 

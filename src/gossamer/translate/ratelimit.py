@@ -27,6 +27,7 @@ from envoy.extensions.rate_limit_descriptors.expr.v3 import expr_pb2  # noqa: F4
 
 from gossamer.contract.names import (
     CALLER_ENTRY,
+    CLIENT_IP_ENTRY,
     HEADER_ENTRY,
     MATCH_KEY,
     PATH_ENTRY,
@@ -56,7 +57,7 @@ RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.Rate
 EXPR = "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor"
 # The descriptor entry that separates counters, by key type.
 KEY_ENTRY = {KeyType.CALLER: CALLER_ENTRY, KeyType.HEADER: HEADER_ENTRY,
-             KeyType.PATH: PATH_ENTRY}
+             KeyType.PATH: PATH_ENTRY, KeyType.CLIENT_IP: CLIENT_IP_ENTRY}
 # Callers without a client certificate (PERMISSIVE plaintext) share one counter.
 ANONYMOUS = "anonymous"
 CALLER_EXPR = (f'has(connection.uri_san_peer_certificate) ? '
@@ -115,6 +116,9 @@ def _key_action(rule: GlobalRule) -> dict[str, Any] | None:
         return _expr(entry, CALLER_EXPR)
     if rule.key.type is KeyType.PATH:
         return _expr(entry, PATH_EXPR)
+    if rule.key.type is KeyType.CLIENT_IP:
+        # The downstream address the HCM settled on: the gateway's XFF hops honoured.
+        return {"remoteAddress": {}}
     # Without the header there is no descriptor: the rule does not count the request.
     return {"requestHeaders": {"headerName": rule.key.header, "descriptorKey": entry}}
 

@@ -91,7 +91,9 @@ REJECTIONS: list[tuple[str, Any, str, str]] = [
     (f"{G}[0].requests", DELETE, f"{G}[0].requests", "required"),
     (f"{G}[0].per", "500ms", f"{G}[0].per", "at least 1s"),
     (f"{G}[0].per", "1y", f"{G}[0].per", "is not a duration"),
-    (f"{G}[1].key.type", "ip", f"{G}[1].key.type", "'caller', 'header' or 'path'"),
+    (f"{G}[1].key.type", "ip", f"{G}[1].key.type", "'caller', 'header', 'path' or 'clientIP'"),
+    (f"{G}[1].key.type", "clientIP", f"{G}[1].key.type",
+     "only for a policy that targets a Gateway"),
     (f"{G}[1].key.header", "x-user", f"{G}[1].key.header", "only used with type header"),
     (f"{G}[2].key.header", DELETE, f"{G}[2].key.header", "required with type header"),
     (f"{G}[2].key.header", "bad header", f"{G}[2].key.header", "not a valid HTTP header"),
@@ -153,7 +155,27 @@ def test_index_first_policy_per_service_wins_and_missing_targets_are_reported() 
     assert conds["c"]["ResolvedRefs"].reason == "TargetNotFound"
 
 
-WORDS = ["caller", "header", "path", "x-user", "/search", "search", "", "5s", "0s", "1.5s",
+
+def test_index_keeps_gateway_policies_apart_from_a_service_of_the_same_name() -> None:
+    edge = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "catalog"}
+    gw_a = parse_document(set_path(set_path(full_doc(), "metadata.name", "gw-a"),
+                                   "spec.targetRef", edge))
+    gw_b = parse_document(set_path(set_path(full_doc(), "metadata.name", "gw-b"),
+                                   "spec.targetRef", edge))
+    svc = _policy("svc", "catalog")
+    index = build_index([_svc("catalog"), gw_b, gw_a, svc])
+    assert index.rate_limits == {("shop", "catalog"): svc}
+    assert index.gateway_rate_limits == {("shop", "catalog"): gw_a}
+    conds = {k.name: {x.type: x for x in v} for k, v in index.conditions.items()
+             if k.kind == "RateLimitPolicy"}
+    assert conds["svc"]["Accepted"].status == "True"
+    assert conds["gw-a"]["Accepted"].status == "True"
+    assert "'gw-a' already targets Gateway 'catalog'" in (
+        conds["gw-b"]["Accepted"].message or "")
+
+
+WORDS = ["caller", "header", "path", "clientIP", "Gateway", "gateway.networking.k8s.io",
+         "x-user", "/search", "search", "", "5s", "0s", "1.5s",
          "10ms", "1h", "Service", "GET", "PathPrefix", "Exact", "catalog"]
 JSONISH = jsonish(WORDS, 2**33)
 

@@ -9,8 +9,9 @@
 
 Safe defaults for the edge: the client address is the connection's, or the one
 `xff-num-trusted-hops` proxies in front of the gateway put in `X-Forwarded-For`;
-request headers are bounded (`max-request-headers-kb`); a host no route names gets a
-404 saying so (routes.py); Envoy's admin stays on loopback (the agent's bootstrap).
+request headers and bodies are bounded (`max-request-headers-kb`,
+`max-request-body-kb`); a host no route names gets a 404 saying so (routes.py);
+Envoy's admin stays on loopback (the agent's bootstrap).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener as EnvoyListener
+from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401  (registers @type)
 from envoy.extensions.transport_sockets.tls.v3.secret_pb2 import Secret as EnvoySecret
 
 from gossamer.index import SvcKey
 from gossamer.index.gateways import GatewayView, ListenerView
 from gossamer.model import Secret, Service, TCPRoute, TLSRoute
-from gossamer.model.gateway import MAX_HEADERS_KB, XFF_HOPS
+from gossamer.model.gateway import MAX_BODY_KB, MAX_HEADERS_KB, XFF_HOPS
+from gossamer.translate.fault import FAULT_FILTER
 from gossamer.translate.gateway.routes import route_config_name
 from gossamer.translate.listeners import CORS_HTTP_FILTER, JWT_MAPPER, tcp_proxy_filter
 from gossamer.translate.protos import ADS, DOWNSTREAM_TLS, HCM, ROUTER, build, socket_address
@@ -56,16 +59,40 @@ def listener_name(port: int) -> str:
 class EdgeHttp:
     """What a gateway's HTTP connection managers add: the required-JWT filter, the
     access loggers and the tracing block (the gateway starts the trace) of the
-    Telemetry covering its namespace."""
+    Telemetry covering its namespace, and the rate limits of a RateLimitPolicy that
+    targets the Gateway."""
 
     jwt: dict[str, Any] | None = None
+    # The RateLimitPolicy's local and global filters (translate/ratelimit.py).
+    ratelimit: tuple[dict[str, Any], ...] = ()
     access_log: tuple[dict[str, Any], ...] = ()
     tracing: dict[str, Any] | None = None
 
 
+BUFFER = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+ROUTER_FILTER = {"name": "envoy.filters.http.router", "typedConfig": {"@type": ROUTER}}
+
+
+def _filters(edge: EdgeHttp, body: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """JWT first (a request without a valid token spends no quota), then the rate
+    limits, the body limit (what those refuse is never buffered), CORS, the fault
+    filter (disabled: a FaultPolicy enables it per route, an RDS change), the router."""
+    jwt = [edge.jwt] if edge.jwt else []
+    return [*jwt, *edge.ratelimit, *([body] if body else []), CORS_HTTP_FILTER, FAULT_FILTER,
+            ROUTER_FILTER]
+
+
+def _body_limit(view: GatewayView) -> dict[str, Any]:
+    """The buffer filter answers 413 to a body over the limit. It buffers whole
+    requests, so upgraded connections (WebSocket), whose body never ends, run the chain
+    without it."""
+    return {"name": "envoy.filters.http.buffer", "typedConfig": {
+        "@type": BUFFER, "maxRequestBytes": view.gateway.setting(MAX_BODY_KB) * 1024}}
+
+
 def _hcm(view: GatewayView, port: int, edge: EdgeHttp) -> dict[str, Any]:
     gw = view.gateway
-    jwt = edge.jwt
+    filters = _filters(edge, _body_limit(view))
     return {"name": "envoy.filters.network.http_connection_manager", "typedConfig": {
         "@type": HCM,
         "statPrefix": f"gateway_{port}",
@@ -80,10 +107,9 @@ def _hcm(view: GatewayView, port: int, edge: EdgeHttp) -> dict[str, Any]:
         "mergeSlashes": True,
         "pathWithEscapedSlashesAction": "REJECT_REQUEST",
         "commonHttpProtocolOptions": {"headersWithUnderscoresAction": "REJECT_REQUEST"},
-        "upgradeConfigs": [{"upgradeType": "websocket"}],
+        "upgradeConfigs": [{"upgradeType": "websocket", "filters": _filters(edge, None)}],
         "localReplyConfig": {"mappers": [JWT_MAPPER]},
-        "httpFilters": [*([jwt] if jwt else []), CORS_HTTP_FILTER,
-                        {"name": "envoy.filters.http.router", "typedConfig": {"@type": ROUTER}}],
+        "httpFilters": filters,
         **({"accessLog": list(edge.access_log)} if edge.access_log else {}),
         **({"tracing": edge.tracing} if edge.tracing else {}),
     }}

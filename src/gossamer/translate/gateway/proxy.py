@@ -33,6 +33,7 @@ from gossamer.translate.gateway.routes import port_route_config, route_config_na
 from gossamer.translate.jwt import jwks_cluster, jwks_uris, jwt_filter
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig
 from gossamer.translate.protos import build
+from gossamer.translate.ratelimit import policy_filters
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.translate.telemetry import proxy_access_log
 from gossamer.translate.tracing import proxy_tracing
@@ -133,7 +134,9 @@ def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
         if tracing is not None:
             clusters[tracing.cluster.name] = _res(CLUSTER, tracing.cluster.name,
                                                   tracing.cluster)
+        limits = mesh.index.gateway_rate_limits.get(view.key)
         edge = EdgeHttp(_required_jwt(policies),
+                        tuple(policy_filters(limits)) if limits is not None else (),
                         proxy_access_log(mesh.index, proxy, own, "inbound"),
                         tracing.hcm if tracing is not None else None)
         for uri in jwks_uris(policies):

@@ -12,6 +12,7 @@ from gossamer.index import MeshIndex
 from gossamer.index.gateways import GatewayView, ListenerView
 from gossamer.model import HTTPRoute
 from gossamer.model.httproute import RouteMatch
+from gossamer.translate.fault import with_fault
 from gossamer.translate.routes import (
     UNREACHABLE_HEADER,
     envoy_route,
@@ -44,7 +45,8 @@ def _envoy_routes(index: MeshIndex, routes: list[HTTPRoute]) -> list[dict[str, A
 def port_route_config(index: MeshIndex, view: GatewayView, port: int,
                       listeners: list[ListenerView]) -> dict[str, Any]:
     """Hostnames of every HTTP(S) listener of `port`; a host no route names gets 404
-    saying so (a wildcard-only gateway still answers unknown hosts clearly)."""
+    saying so (a wildcard-only gateway still answers unknown hosts clearly). A
+    FaultPolicy targeting the Gateway covers every route that forwards."""
     by_host: dict[str, list[HTTPRoute]] = defaultdict(list)
     for lst in listeners:
         for route, hosts in lst.routes:
@@ -52,8 +54,10 @@ def port_route_config(index: MeshIndex, view: GatewayView, port: int,
                 for host in hosts:
                     if route not in by_host[host]:
                         by_host[host].append(route)
+    fault = index.gateway_faults.get(view.key)
     vhosts: list[dict[str, Any]] = [
-        {"name": host, "domains": [host], "routes": _envoy_routes(index, by_host[host])}
+        {"name": host, "domains": [host],
+         "routes": with_fault(_envoy_routes(index, by_host[host]), fault)}
         for host in sorted(by_host, key=lambda h: (h == "*", h))]
     if "*" not in by_host:
         ns, name = view.key

@@ -1,6 +1,6 @@
 """A gateway replica's snapshot: golden listeners, routes and clusters, and what the
 edge adds (required JWT, trusted XFF hops, the 404 for unknown hosts, certificates
-only where named)."""
+only where named, rate limits, faults and the body limit)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from envoy.extensions.transport_sockets.tls.v3.secret_pb2 import Secret
 from gossamer.contract.node import NodeMetadata
 from gossamer.index import build_index
 from gossamer.model import parse_document
-from gossamer.model.gateway import XFF_HOPS
+from gossamer.model.gateway import MAX_BODY_KB, XFF_HOPS
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.protos import to_dict
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -131,8 +131,12 @@ def test_edge_settings_and_a_required_token() -> None:
     hcm = plain["filterChains"][0]["filters"][0]["typedConfig"]
     assert "xffNumTrustedHops" not in hcm
     assert hcm["useRemoteAddress"] is True
-    assert [f["name"] for f in hcm["httpFilters"]] == ["envoy.filters.http.cors",
-                                                       "envoy.filters.http.router"]
+    assert [f["name"] for f in hcm["httpFilters"]] == [
+        "envoy.filters.http.buffer", "envoy.filters.http.cors", "envoy.filters.http.fault",
+        "envoy.filters.http.router"]
+    # The default body limit, 1 MiB; WebSocket upgrades run the chain without it.
+    assert hcm["httpFilters"][0]["typedConfig"]["maxRequestBytes"] == 1024 * 1024
+    assert hcm["upgradeConfigs"][0]["filters"] == hcm["httpFilters"][1:]
     edge = _listener(_snapshot([*_docs(annotations={XFF_HOPS: "2"}), jwt]), 8080)
     hcm = edge["filterChains"][0]["filters"][0]["typedConfig"]
     assert hcm["xffNumTrustedHops"] == 2
@@ -160,3 +164,43 @@ def test_the_gateway_starts_traces_for_a_mesh_wide_telemetry() -> None:
     assert "tracing|127.0.0.1:4317" in snap.of(CLUSTER)
     assert "tracing" not in _listener(_snapshot(_docs()), 8080)["filterChains"][0][
         "filters"][0]["typedConfig"]
+
+
+def _edge_policy(kind: str, spec: dict[str, Any], name: str = "edge-policy") -> dict[str, Any]:
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name},
+            "spec": {"targetRef": {"group": GW, "kind": "Gateway", "name": "edge"}, **spec}}
+
+
+def test_a_rate_limit_policy_on_the_gateway_limits_every_http_listener() -> None:
+    limits = _edge_policy("RateLimitPolicy", {
+        "local": {"requests": 100, "per": "1s"},
+        "global": {"rules": [{"key": {"type": "clientIP"}, "requests": 5, "per": "1m"}]}})
+    snap = _snapshot([*_docs(annotations={MAX_BODY_KB: "64"}), limits])
+    for port, chain in ((8080, 0), (8443, 0), (8443, 1)):
+        hcm = _listener(snap, port)["filterChains"][chain]["filters"][0]["typedConfig"]
+        names = [f["name"] for f in hcm["httpFilters"]]
+        assert names[:3] == ["envoy.filters.http.local_ratelimit",
+                             "envoy.filters.http.ratelimit", "envoy.filters.http.buffer"], (
+            port, names)
+        assert hcm["httpFilters"][2]["typedConfig"]["maxRequestBytes"] == 64 * 1024
+        actions = hcm["httpFilters"][1]["typedConfig"]["rateLimits"][0]["actions"]
+        assert actions[1] == {"remoteAddress": {}}
+    # A Service of the Gateway's name is not limited by it.
+    mesh = translate_mesh(build_index([parse_document(d) for d in [*_docs(), limits]], 3))
+    assert dict(mesh.index.rate_limits) == {}
+
+
+def test_a_fault_policy_on_the_gateway_covers_the_routes_that_forward() -> None:
+    fault = _edge_policy("FaultPolicy", {"abort": {"httpStatus": 503, "percent": 10}})
+    routes = _routes(_snapshot([*_docs(), fault]), 8080)
+    by_name = {r["name"]: r for vh in routes["virtualHosts"] for r in vh["routes"]}
+    # The HTTP listener has the redirect (no forwarding) and the 404: nothing to fault.
+    assert all("typedPerFilterConfig" not in r for r in by_name.values())
+    routes = _routes(_snapshot([*_docs(), fault]), 8443)
+    forwarding = [r for vh in routes["virtualHosts"] for r in vh["routes"] if "route" in r]
+    assert forwarding
+    for r in forwarding:
+        abort = r["typedPerFilterConfig"]["envoy.filters.http.fault"]["abort"]
+        assert abort == {"httpStatus": 503,
+                         "percentage": {"numerator": 100000, "denominator": "MILLION"}}
