@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -131,7 +132,8 @@ print(json.dumps(out))
 def edge_fixture(module_netns_hosts: HostNetwork,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("gateway")
-    for u in universe(module_netns_hosts, root):
+    # A stats window longer than the module: edge counts only grow (test_observe_*).
+    for u in universe(module_netns_hosts, root, control_plane_args=("--stats-window", "1800")):
         yield from _edge(u, root)
 
 
@@ -364,3 +366,154 @@ def test_the_app_sees_the_outside_client_in_x_forwarded_for(edge: dict[str, Any]
                  "-H", f"Authorization: Bearer {_token(edge)}",
                  f"https://a.example.com:{HTTPS}/items"], check=True, timeout=60)
     assert json.loads(out.stdout)["headers"]["x-forwarded-for"] == o.address
+
+
+def _gateway_edges(u: Universe) -> dict[str, tuple[int, int]]:
+    """Destination -> (requests, 2xx) of the edges whose caller is the gateway `edge`."""
+    with u.api() as api:
+        items = api.get("/api/v1/stats?kind=edge").json()["items"]
+    out: dict[str, tuple[int, int]] = {}
+    for e in items:
+        if e["source"].get("gateway") == "edge" and not e["routed"]:
+            before = out.get(e["destination"], (0, 0))
+            out[e["destination"]] = (before[0] + e["requests"],
+                                     before[1] + e["responses"]["2xx"])
+    return out
+
+
+def _total(edges: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    return (sum(r for r, _ in edges.values()), sum(ok for _, ok in edges.values()))
+
+
+def _stable_edges(u: Universe) -> dict[str, tuple[int, int]]:
+    """The gateway's edges once it has been scraped (twice: it is a workload of the
+    stats) and two reads a scrape interval (5 s) apart agree."""
+    def settled() -> list[dict[str, tuple[int, int]]] | None:  # a list: {} is falsy
+        with u.api() as api:
+            seen = api.get("/api/v1/stats?kind=workload&name=edge-0").json()["items"]
+        first = _gateway_edges(u)
+        time.sleep(6)
+        second = _gateway_edges(u)
+        return [second] if seen and first == second else None
+    [edges] = wait("the gateway's edges did not settle", settled, 120, u.logs)
+    return edges
+
+
+def test_observe_the_gateway_is_the_caller_of_the_services_it_routes_to(
+        edge: dict[str, Any]) -> None:
+    """Golden metrics: every request the gateway sent on is an edge gateway -> backend;
+    those refused at the edge (401, no token) never left it."""
+    u = edge["u"]
+    base = _stable_edges(u)
+    answers = _call(edge, "a.example.com", 20, _token(edge))
+    assert [s for s, _, _ in answers] == [200] * 20
+    assert {s for s, _, _ in _call(edge, "a.example.com", 5)} == {401}
+    want = (_total(base)[0] + 20, _total(base)[1] + 20)
+    wait("the edges did not count the requests",
+         lambda: _total(_gateway_edges(u)) == want, 60, u.logs)
+    now = _stable_edges(u)
+    assert _total(now) == want
+    # Only the HTTP route's backends moved (the module's TCP and TLS tests made edges
+    # to echo and vault before the baseline).
+    assert {d for d in now if now[d] != base.get(d)} == {"catalog.default", "catalog2.default"}
+    by_service = {svc: sum(1 for _, s, _ in answers if s == svc) for svc in ("catalog",
+                                                                               "catalog2")}
+    for svc, n in by_service.items():
+        assert now[f"{svc}.default"][0] - base.get(f"{svc}.default", (0, 0))[0] == n
+    with u.api() as api:
+        graph = api.get("/api/v1/graph").json()
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    assert nodes["edge.default"]["kind"] == "gateway"
+    assert {e["id"] for e in graph["edges"]} >= {"edge.default->catalog.default",
+                                                 "edge.default->catalog2.default"}
+
+    out = u.cli("edges", "catalog", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    [row] = [e for e in json.loads(out.stdout)["items"] if e["source"].get("gateway")]
+    assert row["source"] == {"namespace": "default", "service": "edge", "gateway": "edge",
+                             "workload": "edge-0"}
+
+
+EDGE_ID = "gossamer.local/ns/default/sa/edge"
+
+
+def test_observe_tap_shows_the_gateway_as_the_caller(edge: dict[str, Any]) -> None:
+    """A Service tapped: the requests the gateway sent it name the gateway's identity."""
+    u = edge["u"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GOSSAMER_")}
+    tap = subprocess.Popen([*GOSSAMER, "tap", "catalog", "--json", "--max", "3", "--seconds",
+                            "60", "--path", "/items"], env={**clean, **u.cli_env()},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        token, deadline = _token(edge), time.monotonic() + 60
+        for _ in range(20):  # bounded: 20 rounds of 4 requests, 60 s
+            if tap.poll() is not None or time.monotonic() > deadline:
+                break
+            assert {s for s, _, _ in _call(edge, "a.example.com", 4, token)} == {200}
+            time.sleep(0.5)
+        out, err = tap.communicate(timeout=60)
+    finally:
+        if tap.poll() is None:
+            tap.kill()
+            tap.communicate()
+    assert tap.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["source"], e["method"], e["status"]) for e in events] == [
+        (EDGE_ID, "GET", 200)] * 3
+    assert all(e["path"].startswith("/items?i=") for e in events), events
+
+
+def _explain(u: Universe, path: str, status: int) -> dict[str, Any] | None:
+    out = u.cli("explain", "--path", path, "--json")
+    if out.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(out.stdout)
+    return found if found["hops"] and found["hops"][0]["status"] == status else None
+
+
+def _curl(edge: dict[str, Any], path: str, host: str = "a.example.com",
+          token: str = "") -> str:
+    g = edge["g"]
+    out = edge["o"].run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                         str(edge["root"] / "a.example.com.pem"), "--resolve",
+                         f"a.example.com:{HTTPS}:{g.address}", "-H", f"Host: {host}",
+                         *(["-H", f"Authorization: Bearer {token}"] if token else []),
+                         f"https://a.example.com:{HTTPS}{path}"], check=True, timeout=60)
+    return str(out.stdout)
+
+
+def test_observe_explain_names_the_gateways_refusals(edge: dict[str, Any]) -> None:
+    """404 for an unknown host and 401 without a token: the gateway's own decisions."""
+    u = edge["u"]
+    assert _curl(edge, "/explain-host", "elsewhere.example.com", _token(edge)) == "404"
+    assert _curl(edge, "/explain-token") == "401"
+    host = wait("no explanation of the 404", lambda: _explain(u, "/explain-host", 404), 60)
+    assert (host["failed_at"], host["policy"]) == ("the gateway (edge-0)",
+                                                   "Gateway default/edge")
+    assert "has no route for host elsewhere.example.com" in host["cause"]
+    token = wait("no explanation of the 401", lambda: _explain(u, "/explain-token", 401), 60)
+    assert (token["failed_at"], token["policy"]) == ("the gateway (edge-0)",
+                                                     "RequestAuthentication default/edge-jwt")
+    assert "JWT was refused at the edge" in token["cause"]
+
+
+def test_observe_explain_names_the_gateway_denied_at_the_callee(edge: dict[str, Any]) -> None:
+    u = edge["u"]
+    deny = {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "no-forbidden"},
+            "spec": {"action": "DENY", "rules": [{"to": [{"operation": {
+                "paths": ["/forbidden"]}}]}]}}
+    with u.api() as api:
+        assert api.post("/api/v1/apply", json=deny).is_success
+    try:
+        token = _token(edge)
+        wait("the DENY does not apply", lambda: _curl(edge, "/forbidden", token=token)
+             == "403", 60, u.logs)
+        why = wait("no explanation of the 403", lambda: _explain(u, "/forbidden", 403), 60)
+    finally:
+        with u.api() as api:
+            api.delete("/api/v1/resources/AuthorizationPolicy/default/no-forbidden")
+    assert why["policy"] == "AuthorizationPolicy default/no-forbidden"
+    assert f"denies spiffe://{EDGE_ID}" in why["cause"]
+    assert why["failed_at"].startswith("the callee's sidecar (catalog")
+    assert why["summary"].startswith("a client of Gateway default/edge (via edge-0) -> ")

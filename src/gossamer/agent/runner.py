@@ -388,7 +388,7 @@ class Agent:
             tasks.append(asyncio.create_task(self.identity.run()))
         if self.config.app_port and self.config.register:
             tasks.append(asyncio.create_task(self.probe_loop()))
-        elif self.config.gateway and self.config.register:
+        elif self.config.registers:  # an egress gateway (an ingress one registers nothing)
             tasks.append(asyncio.create_task(self.gateway_loop()))
         if self.app is not None:
             tasks.append(asyncio.create_task(self._app_exit()))

@@ -277,7 +277,9 @@ class ControlPlane:
         status = self.registry.get(node_id)
         if proxy is None or status is None or not status.connected:
             return None
-        return Reporter(node_id, proxy.namespace, proxy.service, proxy.workload)
+        # An ingress gateway (no inbound port) logs as the edge, not as a callee.
+        edge = proxy.gateway or "" if proxy.ingress_gateway else ""
+        return Reporter(node_id, proxy.namespace, proxy.service, proxy.workload, edge)
 
     def proxies(self) -> list[dict[str, Any]]:
         """The registry's entries, with why config was withheld and whether a Workload

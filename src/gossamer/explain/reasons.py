@@ -20,10 +20,10 @@ from gossamer.contract.node import NodeMetadata
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
-from gossamer.model.policy import MESH_ROOT_NAMESPACE
+from gossamer.model.policy import MESH_ROOT_NAMESPACE, gateway_target
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate.capture import REFUSED_ROUTE
-from gossamer.translate.names import NO_SERVICE_ROUTE
+from gossamer.translate.names import NO_HOST_ROUTE, NO_SERVICE_ROUTE
 from gossamer.translate.policies import covers
 from gossamer.translate.scope import SidecarIndex
 
@@ -427,6 +427,30 @@ def _inbound_finding(inb: LoggedRequest, index: MeshIndex) -> _Finding | None:
     return None
 
 
+def _gateway_finding(edge: LoggedRequest, index: MeshIndex) -> _Finding | None:
+    """What an ingress gateway decided itself, before any Service saw the request: its
+    hostname match, then JWT (the caller-side checks, NR onwards, follow as for a
+    sidecar's outbound entry)."""
+    ns, name = edge.reporter.namespace, edge.reporter.gateway
+    where, ref = f"the gateway ({edge.reporter.workload})", f"Gateway {ns}/{name}"
+    if edge.route_name == NO_HOST_ROUTE:
+        return _Finding(where, f"{ref} has no route for host {edge.authority or '(none)'}: "
+                               "no route attached to its listeners names that hostname (404)",
+                        ref, ("the Gateway's status lists each listener's attached routes; "
+                              "a route's `hostnames` must match the request's host",))
+    if "jwt" in edge.details:
+        policies = [p for p in index.request_authentications
+                    if p.metadata.namespace == ns and gateway_target(p) == name]
+        names = ", ".join(f"{p.metadata.namespace}/{p.metadata.name}" for p in policies)
+        return _Finding(where, f"the request's JWT was refused at the edge ({edge.details}): "
+                               f"RequestAuthentication {names or '(none)'} of {ref} requires "
+                               "a valid token", _ref("RequestAuthentication", policies[0])
+                        if len(policies) == 1 else None,
+                        ("send `Authorization: Bearer TOKEN` with a token of the policy's "
+                         "issuer",))
+    return None
+
+
 # The caller's sidecar's own decisions, in the order it makes them.
 _CALLER_CHECKS: dict[str, Callable[[LoggedRequest, MeshIndex], _Finding]] = {
     "no_route_found": _no_route, "fault_injected": _fault,
@@ -436,6 +460,9 @@ _CALLER_CHECKS: dict[str, Callable[[LoggedRequest, MeshIndex], _Finding]] = {
 
 def _finding(out: LoggedRequest | None, inbound: Sequence[LoggedRequest],
              index: MeshIndex, proxies: Mapping[str, NodeMetadata]) -> _Finding:
+    edge = _gateway_finding(out, index) if out is not None and out.reporter.gateway else None
+    if edge is not None:
+        return edge
     if out is not None and out.route_name == NO_SERVICE_ROUTE:
         return _no_service(out, index, proxies)
     if out is not None and out.route_name == REFUSED_ROUTE:
@@ -474,8 +501,10 @@ def explain(hops: Sequence[LoggedRequest], index: MeshIndex,
     `proxies`: the connected proxies by node id, for what their agents declared."""
     if not hops:
         raise ValueError("nothing to explain")
-    outbound = [h for h in hops if h.direction == "outbound"]
-    inbound = [h for h in hops if h.direction == "inbound"]
+    # An ingress gateway logs on its downstream (inbound) side, but it is the caller
+    # of the Services it routes to: its entry stands where a sidecar's outbound one does.
+    outbound = [h for h in hops if h.direction == "outbound" or h.reporter.gateway]
+    inbound = [h for h in hops if h.direction == "inbound" and not h.reporter.gateway]
     out = outbound[0] if outbound else None
     first = out or inbound[0]
     finding = _finding(out, inbound, index, proxies or {})
@@ -485,6 +514,9 @@ def explain(hops: Sequence[LoggedRequest], index: MeshIndex,
         callee = f"host {out.authority}"  # no mesh Service (an outside host, or a typo)
     caller = out.reporter.workload if out is not None else (
         first.peer_principal or "a caller outside the mesh")
+    if out is not None and out.reporter.gateway:
+        caller = (f"a client of Gateway {out.reporter.namespace}/{out.reporter.gateway} "
+                  f"(via {out.reporter.workload})")
     status = first.status or "no response"
     summary = (f"{caller} -> {callee}: {first.method} {first.path} answered {status} "
                f"after {first.duration_ms:.0f} ms")

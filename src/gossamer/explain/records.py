@@ -58,6 +58,7 @@ class Reporter:
     namespace: str
     service: str
     workload: str
+    gateway: str = ""  # the ingress Gateway this proxy runs (`gossamer gateway`), if any
 
 
 @dataclass(frozen=True)

@@ -199,8 +199,9 @@ class Source:
 
     node_id: str
     namespace: str
-    service: str
+    service: str  # a gateway's: its identity account (the Gateway's name by default)
     workload: str
+    gateway: str = ""  # the Gateway a `gossamer gateway` runs, which callers see edges from
 
     @property
     def service_key(self) -> str:
@@ -253,8 +254,11 @@ def by_edge(seen: Iterable[Observed], *, per_workload: bool = True, routed: bool
     requests there too."""
     groups: dict[tuple[str, str, str, str, bool], Traffic] = {}
     split: dict[tuple[str, str, str, str, str], Traffic] = {}
+    gateways: dict[tuple[str, str], str] = {}
     for o in seen:
         src = (o.source.namespace, o.source.service, o.source.workload if per_workload else "")
+        if o.source.gateway:
+            gateways[src[:2]] = o.source.gateway
         sent = outbound(o.window)
         for dest, t in sent.items():
             if _active(t):
@@ -268,6 +272,8 @@ def by_edge(seen: Iterable[Observed], *, per_workload: bool = True, routed: bool
     for (ns, service, workload, dest, via), t in sorted(groups.items()):
         entry: dict[str, Any] = {"kind": "edge", "source": {"namespace": ns, "service": service},
                                  "destination": dest, "routed": via, **t.to_json()}
+        if (ns, service) in gateways:
+            entry["source"]["gateway"] = gateways[(ns, service)]
         if per_workload:
             entry["source"]["workload"] = workload
         if via:
@@ -280,15 +286,20 @@ def by_edge(seen: Iterable[Observed], *, per_workload: bool = True, routed: bool
 
 def graph(seen: Sequence[Observed]) -> dict[str, Any]:
     """Services as nodes (with what they served), service-to-service edges where
-    requests went (not the Services callers addressed that routed them on)."""
-    nodes = {f"{s['name']}.{s['namespace']}": s for s in by_service(seen)}
+    requests went (not the Services callers addressed that routed them on). An ingress
+    gateway is a node of kind `gateway`: it serves no Service, it only calls them."""
+    nodes = {f"{s['name']}.{s['namespace']}": s for s in by_service(seen)
+             if not any(o.source.gateway and (o.source.namespace, o.source.service) ==
+                        (s["namespace"], s["name"]) for o in seen)}
     edges = by_edge(seen, per_workload=False, routed=False)
     for e in edges:
         for key in (e["destination"], f"{e['source']['service']}.{e['source']['namespace']}"):
             if key not in nodes:
                 svc, _, ns = key.partition(".")
-                nodes[key] = {"kind": "service", "name": svc, "namespace": ns, "workloads": 0,
-                              **Traffic().to_json()}
+                gw = e["source"].get("gateway") if key != e["destination"] else None
+                nodes[key] = {"kind": "gateway" if gw else "service", "name": svc,
+                              "namespace": ns, "workloads": 0, **Traffic().to_json(),
+                              **({"gateway": gw} if gw else {})}
     return {"nodes": [dict(v, id=k) for k, v in sorted(nodes.items())],
             "edges": [dict(e, id=f"{e['source']['service']}.{e['source']['namespace']}->"
                                  f"{e['destination']}") for e in edges]}

@@ -61,7 +61,8 @@ Resolve = Callable[[Mapping[str, Any]], AdminTarget | None]
 def source_of(proxy: ProxyStatus) -> Source:
     meta = proxy.node.metadata
     return Source(proxy.node.id, str(meta.get("namespace", "default")),
-                  str(meta.get("service", "")), str(meta.get("workload", proxy.node.id)))
+                  str(meta.get("service", "")), str(meta.get("workload", proxy.node.id)),
+                  str(meta.get("gateway") or "") if not meta.get("inbound_port") else "")
 
 
 class Scraper:

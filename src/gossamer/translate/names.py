@@ -11,6 +11,8 @@ NO_ROUTE_CLUSTER = "gossamer_no_such_backend"
 # The catch-all virtual host and route of the `outbound` route config: a host that
 # names no Service (in the caller's egress scope) gets a 404 from here.
 NO_SERVICE_ROUTE = "no-such-service"
+# A gateway's catch-all route for a host none of its routes names (explain/ reads it).
+NO_HOST_ROUTE = "no-such-host"
 
 # The route stat prefix of a Service port whose routes send elsewhere (a split):
 # `vhost.<virtual host>.route.called.upstream_rq_*` count what its callers sent it.

@@ -250,3 +250,37 @@ def test_calls_to_an_external_service_are_an_edge_to_it() -> None:
     d = golden.delta(golden.parse_stats(before, 0.0), golden.parse_stats(after, 10.0))
     [(dest, t)] = golden.outbound(d).items()
     assert (dest, t.requests, t.classes["5xx"]) == ("payments.shop", 4, 1)
+
+
+def test_an_ingress_gateway_is_a_caller_node_of_its_own_kind() -> None:
+    """`gossamer gateway` serves no Service: the graph draws it as a gateway that calls
+    the Services its routes send to, not as a Service named after its account."""
+    zero = sidecar(0, 0, 0, [], 0, 0)
+    d = golden.delta(golden.parse_stats(zero, 0.0),
+                     golden.parse_stats(sidecar(0, 0, 0, [1.0] * 12, 12, 0), 10.0))
+    seen = [Observed(Source("edge-0.shop", "shop", "edge", "edge-0", "edge"), d),
+            _observed("catalog-0", "catalog", zero, sidecar(12, 12, 0, [3.0] * 12))]
+    [edge] = golden.by_edge(seen)
+    assert edge["source"] == {"namespace": "shop", "service": "edge", "gateway": "edge",
+                              "workload": "edge-0"}
+    assert (edge["destination"], edge["requests"]) == ("catalog.shop", 12)
+    g = golden.graph(seen)
+    nodes = {n["id"]: n for n in g["nodes"]}
+    assert (nodes["edge.shop"]["kind"], nodes["edge.shop"]["gateway"]) == ("gateway", "edge")
+    assert nodes["catalog.shop"]["kind"] == "service"
+    assert [e["id"] for e in g["edges"]] == ["edge.shop->catalog.shop"]
+
+
+def test_the_source_of_a_gateway_names_its_gateway_and_an_egress_one_is_a_service() -> None:
+    from gossamer.telemetry.scraper import source_of
+    from gossamer.xds.status import NodeInfo
+
+    registry = ProxyRegistry()
+    for node, meta in (("edge-0.shop", {"namespace": "shop", "service": "edge",
+                                        "gateway": "edge", "inbound_port": 0}),
+                       ("out-0.shop", {"namespace": "shop", "service": "out",
+                                       "gateway": "out", "inbound_port": 15006})):
+        registry.connect(NodeInfo(node, "c", meta), "ads")
+    by_node = {p.node.id: source_of(p) for p in registry.proxies()}
+    assert by_node["edge-0.shop"].gateway == "edge"
+    assert by_node["out-0.shop"].gateway == ""

@@ -13,6 +13,7 @@ from gossamer.index.gateways import GatewayView, ListenerView
 from gossamer.model import HTTPRoute
 from gossamer.model.httproute import RouteMatch
 from gossamer.translate.fault import with_fault
+from gossamer.translate.names import NO_HOST_ROUTE
 from gossamer.translate.routes import (
     UNREACHABLE_HEADER,
     envoy_route,
@@ -62,7 +63,7 @@ def port_route_config(index: MeshIndex, view: GatewayView, port: int,
     if "*" not in by_host:
         ns, name = view.key
         vhosts.append({"name": "no-such-host", "domains": ["*"], "routes": [{
-            "name": "no-such-host", "match": {"prefix": "/"}, "directResponse": {
+            "name": NO_HOST_ROUTE, "match": {"prefix": "/"}, "directResponse": {
                 "status": 404, "body": {"inlineString": NO_HOST_BODY.format(
                     gateway=f"{ns}/{name}")}}}]})
     # As every caller side's: the callee sidecars' retry marker never reaches a client.
