@@ -97,7 +97,8 @@ class EnvoySupervisor:
                 pass
             await asyncio.sleep(0.1)
         raise EnvoyError(f"envoy not ready after {timeout:.0f}s (no config from the control "
-                         f"plane?); see {self._workdir / 'envoy.log'}")
+                         f"plane?); see {self._workdir / 'envoy.log'}; it ends:\n"
+                         f"{_tail(self._workdir / 'envoy.log')}")
 
     async def supervise(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,3 +143,12 @@ class EnvoySupervisor:
         except TimeoutError:
             os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    """The end of Envoy's log, so the error says why where it is reported (a host's
+    workdir may be gone by the time someone reads it)."""
+    try:
+        return path.read_bytes()[-size:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
