@@ -71,7 +71,7 @@ class ScopedView:
     route_refs: frozenset[str] = frozenset()
 
 
-def _cluster_refs(node: object, out: set[str]) -> set[str]:
+def cluster_refs(node: object, out: set[str]) -> set[str]:
     """Every cluster an Envoy route (or route list) sends or mirrors to."""
     if isinstance(node, dict):
         for key, value in node.items():
@@ -80,10 +80,10 @@ def _cluster_refs(node: object, out: set[str]) -> set[str]:
             elif key == "weightedClusters" and isinstance(value, dict):
                 out.update(c["name"] for c in value.get("clusters", ()))
             else:
-                _cluster_refs(value, out)
+                cluster_refs(value, out)
     elif isinstance(node, list):
         for item in node:
-            _cluster_refs(item, out)
+            cluster_refs(item, out)
     return out
 
 
@@ -418,7 +418,7 @@ def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSe
                                                index.resilience, grpc), index.faults.get(key))
             routes = with_called_stats(routes, names.outbound_cluster(*pkey))
             port_routes[pkey] = routes
-            port_refs[pkey] = frozenset(_cluster_refs(routes, set()))
+            port_refs[pkey] = frozenset(cluster_refs(routes, set()))
         elif (troute := index.tcp_routes.get(pkey)) is not None:
             port_refs[pkey] = frozenset(c for c, _ in tcp_route_clusters(troute, index.services))
     upstream = {pkey: upstream_route_config(names.upstream_listener(*pkey), routes)

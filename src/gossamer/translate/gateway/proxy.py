@@ -31,7 +31,7 @@ from gossamer.translate.gateway.listeners import (
 )
 from gossamer.translate.gateway.routes import port_route_config, route_config_name
 from gossamer.translate.jwt import jwks_cluster, jwks_uris, jwt_filter
-from gossamer.translate.mesh import EDS_PREFIX, MeshConfig
+from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, cluster_refs
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import policy_filters
 from gossamer.translate.tcproutes import tcp_route_clusters
@@ -87,21 +87,6 @@ def gateway_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
             mesh.view(scope).cluster_sum, mesh.settings)
 
 
-def _cluster_refs(node: object, out: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "cluster" and isinstance(value, str):
-                out.add(value)
-            elif key == "weightedClusters" and isinstance(value, dict):
-                out.update(c["name"] for c in value.get("clusters", ()))
-            else:
-                _cluster_refs(value, out)
-    elif isinstance(node, list):
-        for item in node:
-            _cluster_refs(item, out)
-    return out
-
-
 def _res(type_url: str, name: str, message: Message) -> XdsResource:
     return XdsResource.from_message(type_url, name, message)
 
@@ -154,7 +139,7 @@ def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
                         for c, _ in tcp_route_clusters(route, mesh.index.services))
             if any(lst.listener.protocol in ("HTTP", "HTTPS") for lst in lsts):
                 config = port_route_config(mesh.index, view, port, lsts)
-                refs.update(_cluster_refs(config["virtualHosts"], set()))
+                refs.update(cluster_refs(config["virtualHosts"], set()))
                 routes[route_config_name(port)] = _res(
                     ROUTE, route_config_name(port), build(RouteConfiguration, config))
             for lst in lsts:
