@@ -151,6 +151,13 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
             }
         },
     }
+    if xds_cluster["type"] == "STRICT_DNS":
+        # Envoy's default (AUTO) asks for AAAA first: for a name the host knows only
+        # as IPv4 (in /etc/hosts, say), that query goes to the resolvers, and where
+        # none answers it waits out c-ares' timeouts (5 s, several tries) before the
+        # A lookup, so Envoy reached the control plane 15-30 s late, or its agent gave
+        # up first. A records first, AAAA only for a name that has none.
+        xds_cluster["dnsLookupFamily"] = "V4_PREFERRED"
     clusters = [xds_cluster]
     if tls:
         assert sds_socket is not None

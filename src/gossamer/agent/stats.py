@@ -85,7 +85,9 @@ KEEP: tuple[str, ...] = (
     rf"^tcp\.(?:{_MESH_NAME}|[^.]+)\.(?:downstream_cx_[a-z_]+|upstream_flush_[a-z_]+|"
     r"idle_timeout|max_downstream_connection_duration)$",
     rf"^listener\.{_ADDRESS}\.{_any(_LISTENER_STATS)}$",
-    r"^(?:cluster_manager|listener_manager|control_plane|server|sds)\..+$",
+    # dns: the resolver's (dns.cares.timeouts: a name Envoy waits on, as the xDS
+    # cluster's may be).
+    r"^(?:cluster_manager|listener_manager|control_plane|server|sds|dns)\..+$",
     r"^[a-z_]+\.http_local_rate_limit\..+$",
     # A Service's routes that send elsewhere count what callers sent it (routes.py).
     rf"^vhost\.{_VHOST}\.route\.called\.{_any(_ROUTE_STATS)}$",

@@ -65,6 +65,9 @@ def collector_cluster(address: str) -> Cluster:
     return build(Cluster, {
         "name": name,
         "type": "STRICT_DNS",
+        # A records first (agent/bootstrap.py's xDS cluster says why): a CDS cluster
+        # that resolves a name holds Envoy's start until the name resolves.
+        "dnsLookupFamily": "V4_PREFERRED",
         "connectTimeout": CONNECT_TIMEOUT,
         "loadAssignment": {"clusterName": name, "endpoints": [{"lbEndpoints": [
             {"endpoint": {"address": socket_address(host, port)}}]}]},

@@ -61,6 +61,9 @@ def test_an_advertised_name_is_resolved_by_envoy() -> None:
     assert (by_name.type, by_ip.type) == (by_name.STRICT_DNS, by_ip.STATIC)
     [endpoint] = by_name.load_assignment.endpoints[0].lb_endpoints
     assert endpoint.endpoint.address.socket_address.address == "cp.example"
+    # A records first: a name known only as IPv4 (/etc/hosts) is not held up by an
+    # AAAA query to resolvers that do not answer (Envoy's default asks AAAA first).
+    assert by_name.dns_lookup_family == by_name.V4_PREFERRED
 
 
 def test_every_replica_is_an_endpoint_of_the_xds_cluster() -> None:
