@@ -36,6 +36,10 @@ VALUE_SETS: dict[str, list[str]] = {
                             "webhook.failurePolicy=Fail", "injectNamespaces=[shop, web]",
                             "nodeSelector.disk=ssd",
                             "podDisruptionBudget.minAvailable=2"],
+    "gateways": ["store.secret.name=pg",
+                 "gateways=[{name: edge, namespace: shop, replicas: 2, serviceAccount: edge-gw,"
+                 " ports: [{name: https, port: 443, targetPort: 8443}],"
+                 " resources: {requests: {cpu: 100m}}}, {name: internal, namespace: web}]"],
 }
 
 
@@ -60,7 +64,8 @@ def test_generated_chart_files_match_the_code() -> None:
 
 def test_gateway_api_crds_are_the_vendored_ones() -> None:
     vendored = CHART.parents[1] / "crds" / "gateway-api" / "experimental"
-    for kind in ("httproutes", "grpcroutes", "tcproutes"):
+    for kind in ("httproutes", "grpcroutes", "tcproutes", "gateways", "tlsroutes",
+                 "gatewayclasses"):
         name = f"gateway.networking.k8s.io_{kind}.yaml"
         assert (CHART / "crds" / name).resolve() == (vendored / name).resolve()
 
@@ -98,7 +103,8 @@ def test_rendered_objects_are_valid_kubernetes(name: str, version: str) -> None:
             "MutatingWebhookConfiguration", "Secret"} <= kinds
     crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
     assert {"httproutes.gateway.networking.k8s.io", "grpcroutes.gateway.networking.k8s.io",
-            "tcproutes.gateway.networking.k8s.io", "services.mesh.gossamer.dev",
+            "tcproutes.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io",
+            "tlsroutes.gateway.networking.k8s.io", "services.mesh.gossamer.dev",
             "meshes.mesh.gossamer.dev"} <= crds
 
 
@@ -139,6 +145,31 @@ def test_the_control_plane_runs_locked_down() -> None:
     assert "--kubernetes" in container["args"]
     assert spec["affinity"]["podAntiAffinity"]
     assert spec["serviceAccountName"] == "gossamer"
+
+
+def test_gateways_run_gossamer_gateway_with_their_own_identity() -> None:
+    docs = rendered(VALUE_SETS["gateways"], crds=False)
+    edge = one(docs, "Deployment", "gateway-edge")
+    spec = edge["spec"]["template"]["spec"]
+    assert edge["metadata"]["namespace"] == "shop"
+    assert edge["spec"]["replicas"] == 2
+    assert spec["serviceAccountName"] == "edge-gw"
+    args = spec["containers"][0]["args"]
+    assert args[:4] == ["gateway", "--name=edge", "--namespace=shop", "--service-account=edge-gw"]
+    assert "--control-plane=https://gossamer.gossamer-system.svc:15080" in args
+    token = spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "gossamer"
+    assert one(docs, "ConfigMap", "gateway-edge-ca")["data"]["ca.crt"] == \
+        base64.b64decode(one(docs, "Secret", "gossamer-ca")["data"]["ca.crt"]).decode()
+    assert one(docs, "Service", "gateway-edge")["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": 8443}]
+    internal = one(docs, "Deployment", "gateway-internal")
+    assert internal["spec"]["replicas"] == 1
+    assert internal["spec"]["template"]["spec"]["serviceAccountName"] == "internal"
+    assert not [d for d in docs if d["kind"] == "Service"
+                and d["metadata"]["name"] == "gateway-internal"]  # no ports: no Service
+    assert not [d for d in rendered(VALUE_SETS["defaults"], crds=False)
+                if d["metadata"]["name"].startswith("gateway-")]
 
 
 def test_webhook_trusts_the_ca_the_control_plane_signs_with() -> None:
