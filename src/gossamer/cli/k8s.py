@@ -66,6 +66,15 @@ def rbac() -> None:
     print(rbac_template(), end="")
 
 
+@k8s.command("smi-crds")
+def smi_crds() -> None:
+    """Print the chart's templates/smi-crds.yaml: the SMI kinds' CRDs (TrafficSplit,
+    TrafficTarget, HTTPRouteGroup, TCPRoute), generated from Gossamer's SMI models."""
+    from gossamer.k8s.install import smi_crds_template
+
+    print(smi_crds_template(), end="")
+
+
 def kubeconfig_path(kubeconfig: Path | None) -> Path:
     import os
 

@@ -23,6 +23,7 @@ from gossamer.k8s.install import (
     rbac_rules,
     rbac_template,
     render,
+    smi_crds_template,
     values,
 )
 
@@ -36,6 +37,7 @@ VALUE_SETS: dict[str, list[str]] = {
                             "webhook.failurePolicy=Fail", "injectNamespaces=[shop, web]",
                             "nodeSelector.disk=ssd",
                             "podDisruptionBudget.minAvailable=2"],
+    "smi-crds": ["store.secret.name=pg", "smi.crds=true"],
     "gateways": ["store.secret.name=pg",
                  "gateways=[{name: edge, namespace: shop, replicas: 2, serviceAccount: edge-gw,"
                  " ports: [{name: https, port: 443, targetPort: 8443}],"
@@ -58,6 +60,7 @@ def test_generated_chart_files_match_the_code() -> None:
     """Run `gossamer k8s rbac > templates/rbac.yaml` and `gossamer k8s crds` (with its
     header) into crds/gossamer.yaml when this fails."""
     assert (CHART / "templates" / "rbac.yaml").read_text() == rbac_template()
+    assert (CHART / "templates" / "smi-crds.yaml").read_text() == smi_crds_template()
     text = (CHART / "crds" / "gossamer.yaml").read_text()
     assert text.split("\n", 1)[1] == crds_yaml()
 
@@ -145,6 +148,17 @@ def test_the_control_plane_runs_locked_down() -> None:
     assert "--kubernetes" in container["args"]
     assert spec["affinity"]["podAntiAffinity"]
     assert spec["serviceAccountName"] == "gossamer"
+
+
+def test_smi_crds_are_rendered_only_when_asked() -> None:
+    def smi(docs: list[dict[str, Any]]) -> set[str]:
+        return {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"
+                and "smi-spec.io" in d["metadata"]["name"]}
+
+    assert smi(rendered(VALUE_SETS["smi-crds"], crds=False)) == {
+        "trafficsplits.split.smi-spec.io", "traffictargets.access.smi-spec.io",
+        "httproutegroups.specs.smi-spec.io", "tcproutes.specs.smi-spec.io"}
+    assert smi(rendered(VALUE_SETS["defaults"])) == set()
 
 
 def test_gateways_run_gossamer_gateway_with_their_own_identity() -> None:
