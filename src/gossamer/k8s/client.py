@@ -211,6 +211,28 @@ class KubeApi:
                                     patch_type=PatchType.MERGE)
         return "configured"
 
+    async def delete(self, api_version: str, kind: str, name: str,
+                     namespace: str | None = None) -> bool:
+        """Delete one object of a kind lightkube knows; False when it was not there."""
+        from lightkube.core.exceptions import LoadResourceError
+        from lightkube.core.resource_registry import resource_registry
+
+        what = f"{kind} {namespace + '/' if namespace else ''}{name}"
+        try:
+            res = resource_registry.load(api_version, kind)
+        except LoadResourceError as exc:
+            raise KubeError(f"delete {what}: {exc}") from exc
+        if res is None:
+            raise KubeError(f"delete {what}: unknown kind {api_version} {kind}")
+        try:
+            with _errors(f"delete {what}"):
+                await self.client.delete(cast(Any, res), name, namespace=namespace)
+        except KubeError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
+
     async def get(self, resource: Any, name: str, namespace: str | None = None
                   ) -> dict[str, Any] | None:
         """One object, or None when it does not exist."""
