@@ -110,6 +110,7 @@ class KubeEmulator:
         self.oldest = 0  # watches from a version below this get 410
         self.watches: list[_Watch] = []
         self.tokens: dict[str, tuple[str, list[str]]] = {}
+        self.reviewed: list[str] = []  # every token a TokenReview asked about, in order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.lists: list[str] = []  # path of every list
         self.watch_starts: list[tuple[str, int]] = []  # (path, from version) of every watch
@@ -359,6 +360,7 @@ class KubeEmulator:
     async def _token_review(self, request: Request) -> Response:
         body = await request.json()
         spec = body.get("spec") or {}
+        self.reviewed.append(str(spec.get("token", "")))
         found = self.tokens.get(spec.get("token", ""))
         wanted = spec.get("audiences") or []
         status: dict[str, Any] = {"authenticated": False}

@@ -36,11 +36,12 @@ APP_PROBES_PORT = 15020
 PROBES = {"livenessProbe": "livez", "readinessProbe": "readyz", "startupProbe": "startupz"}
 TOKEN_DIR = "/var/run/secrets/gossamer"
 AUDIENCE = "gossamer"
-# The agent reads its token once, at start (Envoy's xDS bootstrap holds it), so it
-# must outlive the pod: a year. It is bound to the pod, so it stops being valid when
-# the pod is deleted (TokenReview says so); the API server may cap the lifetime
-# (--service-account-max-token-expiration), and a sidecar whose token expired must
-# then be restarted.
+# The agent re-reads its token file when kubelet rotates it (certificates and API
+# calls use the new one), but Envoy's xDS bootstrap holds the token it started with,
+# presented on every reconnect, so that one must outlive the pod: a year. It is bound
+# to the pod, so it stops being valid when the pod is deleted (TokenReview says so);
+# the API server may cap the lifetime (--service-account-max-token-expiration), and
+# a sidecar whose first token expired must then be restarted.
 TOKEN_SECONDS = 365 * 86400
 PROXY_NAME, INIT_NAME = "gossamer-proxy", "gossamer-capture"
 # Resource requests and limits of the sidecar, from the pod's annotations.
