@@ -88,7 +88,7 @@ async def test_install_creates_the_objects_and_check_names_what_is_broken(
     code, out = await gossamer("check", "--kubernetes", "--kubeconfig", kubeconfig)
     assert code == 1, out
     assert "✔ Gossamer CRDs installed, at this version" in out
-    assert "✔ Gateway API route CRDs installed (v1.5.1)" in out
+    assert "✔ Gateway API CRDs installed (v1.5.1)" in out
     assert "✔ RBAC grants the controller what it needs" in out
     assert "✘ control plane Deployment available (0/1 replicas)" in out
     assert "fix: kubectl -n gossamer-system describe deployment gossamer" in out
