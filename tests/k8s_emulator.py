@@ -7,7 +7,8 @@ What it emulates (docs/kubernetes.md lists it too):
 - any resource under `/api/v1/...` and `/apis/GROUP/VERSION/...`, namespaced
   (`namespaces/NS/PLURAL`) or cluster-wide, and all namespaces at once;
 - list with `labelSelector` (equality terms `k=v`, `k!=v`, `k`), whose
-  `metadata.resourceVersion` is the store's;
+  `metadata.resourceVersion` is the store's; list and watch with `fieldSelector`
+  equality terms (`type=kubernetes.io/tls`, `metadata.name=x`), on any field;
 - one global, strictly increasing resourceVersion, bumped by every write;
 - watch (`?watch=1&resourceVersion=N`): every event after N, then live ones, until
   `timeoutSeconds`; a version older than the kept history gets the API server's
@@ -22,7 +23,8 @@ What it emulates (docs/kubernetes.md lists it too):
   ServiceAccounts as subjects; no groups, no aggregation, no resourceNames);
 - `fail_next`: that many next requests answered 500.
 
-Not emulated: authentication of the client and RBAC on its requests, field selectors, strategic
+Not emulated: authentication of the client and RBAC on its requests, field selectors
+other than `=`/`==`, which fields each kind may select on, strategic
 merge and server-side apply, admission, garbage collection, bookmarks.
 """
 
@@ -62,12 +64,24 @@ class _Watch:
     key: Key
     namespace: str | None
     selector: str | None
+    fields: str | None = None
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
+
+
+def _fields_match(obj: dict[str, Any], selector: str | None) -> bool:
+    for term in filter(None, (selector or "").split(",")):
+        path, _, want = term.replace("==", "=").partition("=")
+        value: Any = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if str(value if value is not None else "") != want:
+            return False
+    return True
 
 
 def _matches(labels: dict[str, str], selector: str | None) -> bool:
@@ -96,6 +110,7 @@ class KubeEmulator:
         self.oldest = 0  # watches from a version below this get 410
         self.watches: list[_Watch] = []
         self.tokens: dict[str, tuple[str, list[str]]] = {}
+        self.reviewed: list[str] = []  # every token a TokenReview asked about, in order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.lists: list[str] = []  # path of every list
         self.watch_starts: list[tuple[str, int]] = []  # (path, from version) of every watch
@@ -215,7 +230,7 @@ class KubeEmulator:
     def _wants(w: _Watch, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
         return (w.namespace is None or meta.get("namespace") == w.namespace) and \
-            _matches(meta.get("labels") or {}, w.selector)
+            _matches(meta.get("labels") or {}, w.selector) and _fields_match(obj, w.fields)
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -258,7 +273,8 @@ class KubeEmulator:
         selector = request.query_params.get("labelSelector")
         items = [o for (ns, _), o in sorted(self.objects.get(key, {}).items())
                  if (namespace is None or ns == namespace)
-                 and _matches(o["metadata"].get("labels") or {}, selector)]
+                 and _matches(o["metadata"].get("labels") or {}, selector)
+                 and _fields_match(o, request.query_params.get("fieldSelector"))]
         return JSONResponse({"apiVersion": "v1", "kind": "List", "items": items,
                              "metadata": {"resourceVersion": str(self.revision)}})
 
@@ -266,7 +282,8 @@ class KubeEmulator:
         since = int(request.query_params.get("resourceVersion") or self.revision)
         self.watch_starts.append((request.url.path, since))
         timeout = float(request.query_params.get("timeoutSeconds") or 300)
-        w = _Watch(key, namespace, request.query_params.get("labelSelector"))
+        w = _Watch(key, namespace, request.query_params.get("labelSelector"),
+                   request.query_params.get("fieldSelector"))
 
         async def stream() -> AsyncIterator[bytes]:
             if since < self.oldest - 1:
@@ -343,6 +360,7 @@ class KubeEmulator:
     async def _token_review(self, request: Request) -> Response:
         body = await request.json()
         spec = body.get("spec") or {}
+        self.reviewed.append(str(spec.get("token", "")))
         found = self.tokens.get(spec.get("token", ""))
         wanted = spec.get("audiences") or []
         status: dict[str, Any] = {"authenticated": False}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -87,7 +88,7 @@ async def test_install_creates_the_objects_and_check_names_what_is_broken(
     code, out = await gossamer("check", "--kubernetes", "--kubeconfig", kubeconfig)
     assert code == 1, out
     assert "✔ Gossamer CRDs installed, at this version" in out
-    assert "✔ Gateway API route CRDs installed (v1.5.1)" in out
+    assert "✔ Gateway API CRDs installed (v1.5.1)" in out
     assert "✔ RBAC grants the controller what it needs" in out
     assert "✘ control plane Deployment available (0/1 replicas)" in out
     assert "fix: kubectl -n gossamer-system describe deployment gossamer" in out
@@ -207,3 +208,55 @@ async def test_check_verifies_the_webhook_certificate_with_its_ca_bundle(
             os.killpg(proc.pid, signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
 
+
+
+async def test_upgrade_deletes_what_the_new_render_drops_and_uninstall_what_was_installed(
+        emulator: KubeEmulator, tmp_path: Path) -> None:
+    """The release record (ConfigMap gossamer-release) lists what was applied: an
+    install without the gateway and with one replica deletes the gateway's objects and
+    the PodDisruptionBudget; uninstall deletes the rest, but CRDs."""
+    kubeconfig = str(emulator.kubeconfig(tmp_path / "kubeconfig"))
+    gateway = "gateways=[{name: edge, namespace: shop, ports: [{name: https, port: 443}]}]"
+    code, out = await gossamer("install", "--kubeconfig", kubeconfig,
+                               "--set", "store.secret.name=pg", "--set", gateway)
+    assert code == 0, out
+    assert "revision 1" in out
+    record = emulator.get("v1", "ConfigMap", NS, "gossamer-release")
+    assert record is not None
+    listed = json.loads(record["data"]["release"])
+    assert listed["status"] == "deployed"
+    assert listed["version"] == "0.1.0"
+    assert {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "shop",
+            "name": "gateway-edge"} in listed["objects"]
+    assert emulator.get("policy/v1", "PodDisruptionBudget", NS, "gossamer") is not None
+
+    code, out = await gossamer("install", "--kubeconfig", kubeconfig, "--set", "replicas=1",
+                               "--skip-crds")
+    assert code == 0, out
+    assert "Deployment/gateway-edge deleted" in out
+    assert "revision 2" in out
+    for api_version, kind, ns, name in [
+            ("apps/v1", "Deployment", "shop", "gateway-edge"),
+            ("v1", "Service", "shop", "gateway-edge"),
+            ("v1", "ServiceAccount", "shop", "edge"),
+            ("v1", "ConfigMap", "shop", "gateway-edge-ca"),
+            ("policy/v1", "PodDisruptionBudget", NS, "gossamer")]:
+        assert emulator.get(api_version, kind, ns, name) is None, (kind, name)
+    assert emulator.get("apps/v1", "Deployment", NS, "gossamer") is not None
+    crd = ("apiextensions.k8s.io/v1", "CustomResourceDefinition", "",
+           "services.mesh.gossamer.dev")
+    assert emulator.get(*crd) is not None  # --skip-crds: not rendered, never deleted
+
+    code, out = await gossamer("uninstall", "--kubeconfig", kubeconfig)
+    assert code == 0, out
+    for api_version, kind, ns, name in [
+            ("apps/v1", "Deployment", NS, "gossamer"), ("v1", "Secret", NS, "gossamer-ca"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole", "", "gossamer-controller"),
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "",
+             "gossamer-sidecar-injector"),
+            ("v1", "ConfigMap", NS, "gossamer-release")]:
+        assert emulator.get(api_version, kind, ns, name) is None, (kind, name)
+    assert emulator.get(*crd) is not None  # kept, as helm uninstall keeps them
+    code, out = await gossamer("uninstall", "--kubeconfig", kubeconfig)
+    assert code != 0
+    assert "no release record" in out

@@ -9,6 +9,11 @@ those paths by sending the original probe to the app on 127.0.0.1 (loopback is n
 captured) and returning its status: kubelet sees the app's answer, not the mesh's.
 Only the configured probes are sent; a request chooses none of the target (no
 open proxy into the pod).
+
+A `grpc:` probe is rewritten the same way (as Istio does): the sidecar makes the
+gRPC health check (`grpc.health.v1.Health/Check`, with the probe's `service`) to the
+app on 127.0.0.1 and answers 200 only for SERVING, so kubelet's gRPC probe, which
+would also meet the inbound listener, becomes an HTTP probe of the sidecar.
 """
 
 from __future__ import annotations
@@ -34,17 +39,26 @@ class AppProbe:
     scheme: str = "HTTP"
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 1.0
+    # A gRPC health check of this service name ("" is the server's overall health)
+    # instead of an HTTP GET; None: HTTP.
+    grpc_service: str | None = None
 
 
 def parse_probes(text: str) -> dict[str, AppProbe]:
     """`$GOSSAMER_APP_PROBES`: {"/app-health/C/readyz": {"port", "path", "scheme",
-    "httpHeaders": [{"name", "value"}], "timeoutSeconds"}}; ValueError when malformed."""
+    "httpHeaders": [{"name", "value"}], "timeoutSeconds"}}, or for a gRPC probe
+    {"port", "grpc": {"service"}, "timeoutSeconds"}; ValueError when malformed."""
     try:
         data = json.loads(text)
         out = {}
         for path, p in data.items():
             if not str(path).startswith("/app-health/") or not 0 < int(p["port"]) < 65536:
                 raise ValueError(f"{path!r}: not an /app-health/ path with a port")
+            if "grpc" in p:
+                out[str(path)] = AppProbe(int(p["port"]), timeout=float(
+                    p.get("timeoutSeconds") or 1), grpc_service=str(
+                        (p["grpc"] or {}).get("service") or ""))
+                continue
             scheme = str(p.get("scheme", "HTTP")).upper()
             if scheme not in ("HTTP", "HTTPS"):
                 raise ValueError(f"{path!r}: scheme {scheme!r} is not HTTP or HTTPS")
@@ -80,6 +94,8 @@ class AppProbeServer:
         probe = self.probes.get(path)
         if probe is None:
             return 404
+        if probe.grpc_service is not None:
+            return await _grpc_health(probe)
         url = f"{probe.scheme.lower()}://127.0.0.1:{probe.port}{probe.path}"
         try:
             resp = await self._client.get(url, headers=dict(probe.headers),
@@ -104,3 +120,21 @@ class AppProbeServer:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def _grpc_health(probe: AppProbe) -> int:
+    """200 when the app's gRPC health service says SERVING for the probe's service,
+    503 for any other answer or none in time (kubelet's gRPC probe semantics)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{probe.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            answer = await stub.Check(
+                health_pb2.HealthCheckRequest(service=probe.grpc_service),
+                timeout=probe.timeout)
+        except grpc.aio.AioRpcError as exc:
+            log.info("gRPC health check of 127.0.0.1:%d failed: %s", probe.port, exc.code())
+            return 503
+    return 200 if answer.status == health_pb2.HealthCheckResponse.SERVING else 503

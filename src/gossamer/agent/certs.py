@@ -181,7 +181,7 @@ class WorkloadIdentity:
         spiffe_id: SpiffeId | str,
         target: str,
         ca_bundle: str | bytes,
-        token: str,
+        token: str | Callable[[], str],
         sink: SecretSink | None = None,
         *,
         workload: str = "",
@@ -197,7 +197,7 @@ class WorkloadIdentity:
     ) -> None:
         if not 0.0 < renew_fraction < 1.0:
             raise ValueError("renew_fraction must be between 0 and 1 (exclusive)")
-        if not token:
+        if not (token() if callable(token) else token):
             raise ValueError("a join token is required to ask the CA for a certificate")
         try:
             CertificateRequest(csr_pem="", ttl_seconds=ttl_seconds)
@@ -219,7 +219,8 @@ class WorkloadIdentity:
         self.jitter = jitter
         self._clock = clock
         self._sleep = sleep
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        # Read at each request: a rotated token file is used from the next one on.
+        self._token: Callable[[], str] = token if callable(token) else (lambda: token)
         ca = ca_bundle.encode() if isinstance(ca_bundle, str) else bytes(ca_bundle)
         _load_bundle(ca, "the CA file")
         # Roots the channel to the control plane trusts; the mesh bundle once known.
@@ -454,8 +455,8 @@ class WorkloadIdentity:
             method, request_serializer=lambda m: m.model_dump_json().encode(),
             response_deserializer=_deserializer(reply))
         try:
-            result: _M = await call(request, metadata=self._metadata,
-                                    timeout=self.rpc_timeout)
+            auth = (("authorization", f"Bearer {self._token()}"),)
+            result: _M = await call(request, metadata=auth, timeout=self.rpc_timeout)
         except grpc.aio.AioRpcError as exc:
             error = self._error(exc)
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

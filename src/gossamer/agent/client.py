@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,13 +41,18 @@ class ControlPlaneClient:
     and move to the next when it cannot be reached (a replica's refusal, 4xx or 5xx,
     is an answer and is not retried elsewhere: replicas share one store)."""
 
-    def __init__(self, server: str, token: str | None = None,
+    def __init__(self, server: str, token: str | Callable[[], str] | None = None,
                  bundle: str | None = None) -> None:
         self.servers = split_servers(server)
         self._current = 0
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # Read at each request: a rotated token file is used from the next one on.
+        self._token: Callable[[], str] | None = (
+            token if callable(token) else (lambda: token) if token else None)
         self.bundle = bundle
         self._http = self._client(bundle)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token()}"} if self._token is not None else {}
 
     @property
     def _server(self) -> str:
@@ -55,7 +61,7 @@ class ControlPlaneClient:
     def _client(self, bundle: str | None) -> httpx.AsyncClient:
         tls = any(s.startswith("https://") for s in self.servers)
         verify = client_context(bundle) if bundle and tls else True
-        return httpx.AsyncClient(timeout=5.0, headers=self._headers, trust_env=False,
+        return httpx.AsyncClient(timeout=5.0, trust_env=False,
                                  verify=verify)
 
     async def follow_bundle(self, bundle: str) -> None:
@@ -71,7 +77,8 @@ class ControlPlaneClient:
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         for tried in range(len(self.servers)):
             try:
-                resp = await self._http.request(method, self._server + path, json=body)
+                resp = await self._http.request(method, self._server + path, json=body,
+                                                headers=self._auth())
                 break
             except httpx.HTTPError as exc:
                 failure = verify_failure(exc)
@@ -107,7 +114,8 @@ class ControlPlaneClient:
             if server == self._server:
                 continue
             try:
-                resp = await self._http.get(server + "/api/v1/mesh", timeout=2.0)
+                resp = await self._http.get(server + "/api/v1/mesh", timeout=2.0,
+                                            headers=self._auth())
                 xds = resp.json()["xds"]
                 found = (str(xds["host"]), int(xds["port"]))
             except (httpx.HTTPError, ValueError, KeyError, TypeError):

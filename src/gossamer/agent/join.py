@@ -157,3 +157,36 @@ def join_token(token: str | None, token_file: Path | None) -> str | None:
     if not text:
         raise JoinError(f"--token-file {token_file} is empty")
     return text
+
+
+class TokenFile:
+    """A token file read again whenever it changes: kubelet rotates a projected
+    ServiceAccount token by swapping the volume's files, and the agent must present
+    the new one on its next certificate request or API call (the old one expires).
+    A read that fails or finds the file empty keeps the last good token, since the
+    swap is atomic and a transient error should not cost the agent its identity."""
+
+    def __init__(self, path: Path, first: str) -> None:
+        self.path = path
+        self._token = first
+        self._seen = self._stamp()
+        self.reads = 1
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()  # follows kubelet's ..data symlink to the new file
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def __call__(self) -> str:
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._seen:
+            try:
+                text = self.path.read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if text:
+                self._token, self._seen = text, stamp
+                self.reads += 1
+        return self._token

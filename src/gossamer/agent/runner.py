@@ -35,7 +35,7 @@ from gossamer.agent.children import die_with_parent, stop_group
 from gossamer.agent.client import ControlPlaneClient, ControlPlaneError
 from gossamer.agent.envoy import EnvoySupervisor
 from gossamer.agent.iptables import CaptureError
-from gossamer.agent.join import JoinError, trust_bundle
+from gossamer.agent.join import JoinError, TokenFile, trust_bundle
 from gossamer.agent.ports import host_ports_lock, off_host_port
 from gossamer.agent.probe import HealthTracker, Probe
 from gossamer.agent.sds import SdsServer
@@ -93,6 +93,9 @@ class AgentConfig:
     concurrency: int = 1
     workdir: Path | None = None
     token: str | None = None
+    # Where `token` was read from: read again when it changes (kubelet rotating a
+    # projected ServiceAccount token), for certificate requests and API calls.
+    token_file: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     # The PEM bundle that verifies the control plane (needed when it serves TLS),
     # or the SHA-256 fingerprint of a certificate the bundle it serves must hold.
@@ -140,7 +143,10 @@ class Agent:
         self.config = config
         self.workload = config.workload
         self.node_id = node_id_of(self.workload, config.namespace)
-        self.client = ControlPlaneClient(config.server, config.token)
+        self.token: TokenFile | str | None = (
+            TokenFile(config.token_file, config.token)
+            if config.token_file is not None and config.token else config.token)
+        self.client = ControlPlaneClient(config.server, self.token)
         self.envoy: EnvoySupervisor | None = None
         self.app: asyncio.subprocess.Process | None = None
         self.health = HealthTracker()
@@ -320,7 +326,8 @@ class Agent:
         await self.sds.start()
         spiffe = SpiffeId(str(info["trust_domain"]), c.namespace,
                           c.service_account or c.service)
-        self.identity = WorkloadIdentity(spiffe, target, bundle, c.token, self.sds,
+        token = self.token if self.token is not None else c.token
+        self.identity = WorkloadIdentity(spiffe, target, bundle, token, self.sds,
                                          workload=self.workload, ttl_seconds=c.cert_ttl)
         await self.identity.start()
         return self.sds.address

@@ -66,6 +66,15 @@ def rbac() -> None:
     print(rbac_template(), end="")
 
 
+@k8s.command("smi-crds")
+def smi_crds() -> None:
+    """Print the chart's templates/smi-crds.yaml: the SMI kinds' CRDs (TrafficSplit,
+    TrafficTarget, HTTPRouteGroup, TCPRoute), generated from Gossamer's SMI models."""
+    from gossamer.k8s.install import smi_crds_template
+
+    print(smi_crds_template(), end="")
+
+
 def kubeconfig_path(kubeconfig: Path | None) -> Path:
     import os
 
@@ -113,11 +122,15 @@ def install(
     if dry_run:
         print(yaml.safe_dump_all(docs, sort_keys=False, width=100), end="")
         return
-    asyncio.run(_apply(docs, kubeconfig_path(kubeconfig)))
+    meta = yaml.safe_load((where / "Chart.yaml").read_text())
+    asyncio.run(_apply(docs, kubeconfig_path(kubeconfig), str(meta.get("name", "")),
+                       str(meta.get("version", ""))))
 
 
-async def _apply(docs: list[dict[str, Any]], kubeconfig: Path) -> None:
+async def _apply(docs: list[dict[str, Any]], kubeconfig: Path, chart: str,
+                 version: str) -> None:
     from gossamer.cli.client import CliError
+    from gossamer.k8s import release
     from gossamer.k8s.client import KubeApi, KubeError
     from gossamer.k8s.install import NAMESPACE
 
@@ -125,17 +138,50 @@ async def _apply(docs: list[dict[str, Any]], kubeconfig: Path) -> None:
         api = KubeApi.connect(kubeconfig)
     except KubeError as exc:
         raise CliError(str(exc)) from exc
+
+    async def apply(doc: dict[str, Any]) -> None:
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        print(f"{doc['kind']}/{name} {await api.apply(doc)}")
+
     try:
-        namespace = {"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": NAMESPACE}}
-        for doc in [namespace, *docs]:
-            meta = doc.get("metadata")
-            name = meta.get("name") if isinstance(meta, dict) else None
-            print(f"{doc['kind']}/{name} {await api.apply(doc)}")
-    except KubeError as exc:
+        await apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        done = await release.install(api, docs, NAMESPACE, chart, version, apply, print)
+        print(f"release {chart} {version}, revision {done.revision}: "
+              f"{len(done.objects)} objects (ConfigMap {NAMESPACE}/{release.RECORD})")
+    except (KubeError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     finally:
         await api.close()
+
+
+@app.command("uninstall")
+def uninstall(kubeconfig: Kubeconfig = None) -> None:
+    """Delete what the last `gossamer install` applied, as its release record lists
+    (CRDs and the namespace stay, as with `helm uninstall`)."""
+    import asyncio
+
+    from gossamer.cli.client import CliError
+    from gossamer.k8s import release
+    from gossamer.k8s.client import KubeApi, KubeError
+    from gossamer.k8s.install import NAMESPACE
+
+    async def run() -> release.Release | None:
+        api = KubeApi.connect(kubeconfig_path(kubeconfig))
+        try:
+            return await release.uninstall(api, NAMESPACE, print)
+        finally:
+            await api.close()
+
+    try:
+        old = asyncio.run(run())
+    except (KubeError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    if old is None:
+        raise CliError(f"no release record (ConfigMap {NAMESPACE}/{release.RECORD}): "
+                       "nothing was installed with `gossamer install` here")
+    print(f"release {old.chart} {old.version} (revision {old.revision}) uninstalled; "
+          "its CustomResourceDefinitions and the namespace are kept")
 
 
 def check_kubernetes(kubeconfig: Path | None, server: str | None) -> None:

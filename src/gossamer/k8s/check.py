@@ -28,7 +28,8 @@ from gossamer.k8s.inject import INJECT_LABEL, PROXY_NAME
 from gossamer.k8s.install import LEASE_RULES, NAMESPACE, rbac_rules
 
 WEBHOOK = "gossamer-sidecar-injector"
-GATEWAY_CRDS = ("httproutes", "grpcroutes", "tcproutes")
+GATEWAY_CRDS = ("httproutes", "grpcroutes", "tcproutes", "gateways", "gatewayclasses",
+                "tlsroutes")
 GATEWAY_BUNDLE = "v1.5.1"  # deploy/crds/gateway-api/README.md
 BUNDLE_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
 INSTALL = "gossamer install (or helm upgrade gossamer deploy/helm/gossamer)"
@@ -91,7 +92,7 @@ async def _gateway_crds(api: KubeApi) -> Finding:
         return Finding(False, f"Gateway API CRDs not at {GATEWAY_BUNDLE}: {', '.join(bad)}",
                        "kubectl apply --server-side -f deploy/crds/gateway-api/experimental/"
                        " (or " + INSTALL + ")")
-    return Finding(True, f"Gateway API route CRDs installed ({GATEWAY_BUNDLE})")
+    return Finding(True, f"Gateway API CRDs installed ({GATEWAY_BUNDLE})")
 
 
 async def _deployment(api: KubeApi, namespace: str) -> Finding:

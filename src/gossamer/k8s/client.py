@@ -17,12 +17,20 @@ from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Namespace, Node, Pod, Service, ServiceAccount
+from lightkube.resources.core_v1 import (
+    Namespace,
+    Node,
+    Pod,
+    Secret,
+    Service,
+    ServiceAccount,
+)
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from gossamer.k8s.crds import mesh_kinds, plural
-from gossamer.model.meta import GATEWAY_GROUP
+from gossamer.model.meta import GATEWAY_API_VERSION, GATEWAY_GROUP
+from gossamer.model.secret import TLS_TYPE
 from gossamer.model.smi import (
     ACCESS_API_VERSION,
     SMI_TCPROUTE,
@@ -30,6 +38,7 @@ from gossamer.model.smi import (
     SPLIT_API_VERSION,
 )
 from gossamer.model.tcproute import TCPROUTE_API_VERSION
+from gossamer.model.tlsroute import TLSROUTE_API_VERSION
 
 
 class KubeError(Exception):
@@ -53,6 +62,8 @@ class Watched:
     resource: Any  # a lightkube resource class
     namespaced: bool = True
     status: bool = False  # the controller writes its status subresource
+    # A field selector the API server filters by (Secrets: only `type=kubernetes.io/tls`).
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def _namespaced(api_version: str, kind: str, plural_name: str) -> Watched:
@@ -83,7 +94,12 @@ SMI = [_namespaced(SPLIT_API_VERSION, "TrafficSplit", "trafficsplits"),
        _namespaced(ACCESS_API_VERSION, "TrafficTarget", "traffictargets"),
        _namespaced(SPECS_API_VERSION, "HTTPRouteGroup", "httproutegroups"),
        _namespaced(SPECS_API_VERSION, SMI_TCPROUTE.split(".", 1)[0], "tcproutes")]
-WATCHED: list[Watched] = [*CORE, *_mesh(), *ROUTES, *SMI]
+# The edge (docs/gateways.md): Gateways, their TLS routes, and the TLS Secrets their
+# listeners name (only TLS Secrets are read; convert.py keeps only the named ones).
+EDGE = [_namespaced(GATEWAY_API_VERSION, "Gateway", "gateways"),
+        _namespaced(TLSROUTE_API_VERSION, "TLSRoute", "tlsroutes"),
+        Watched("Secret", Secret, fields=(("type", TLS_TYPE),))]
+WATCHED: list[Watched] = [*CORE, *_mesh(), *ROUTES, *SMI, *EDGE]
 
 
 @contextlib.contextmanager
@@ -117,8 +133,9 @@ class KubeApi:
     async def list(self, w: Watched) -> tuple[list[dict[str, Any]], str]:
         """Every object of the kind (all namespaces) and the list's resourceVersion."""
         with _errors(f"list {w.key}"):
-            found = (self.client.list(w.resource, namespace="*") if w.namespaced
-                     else self.client.list(w.resource))
+            fields: dict[str, Any] | None = dict(w.fields) or None
+            found = (self.client.list(w.resource, namespace="*", fields=fields)
+                     if w.namespaced else self.client.list(w.resource, fields=fields))
             items = [_plain(obj) async for obj in found]
             return items, found.resourceVersion
 
@@ -126,6 +143,8 @@ class KubeApi:
         """Events after `version`, following the server's reconnects; raises Gone when
         `version` is too old, KubeError on any other failure."""
         kwargs: dict[str, Any] = {"namespace": "*"} if w.namespaced else {}
+        if w.fields:
+            kwargs["fields"] = dict(w.fields)
         with _errors(f"watch {w.key}"):
             async for kind, obj in self.client.watch(w.resource, resource_version=version,
                                                       server_timeout=300, **kwargs):
@@ -191,6 +210,28 @@ class KubeApi:
                                     namespace=meta.get("namespace"),
                                     patch_type=PatchType.MERGE)
         return "configured"
+
+    async def delete(self, api_version: str, kind: str, name: str,
+                     namespace: str | None = None) -> bool:
+        """Delete one object of a kind lightkube knows; False when it was not there."""
+        from lightkube.core.exceptions import LoadResourceError
+        from lightkube.core.resource_registry import resource_registry
+
+        what = f"{kind} {namespace + '/' if namespace else ''}{name}"
+        try:
+            res = resource_registry.load(api_version, kind)
+        except LoadResourceError as exc:
+            raise KubeError(f"delete {what}: {exc}") from exc
+        if res is None:
+            raise KubeError(f"delete {what}: unknown kind {api_version} {kind}")
+        try:
+            with _errors(f"delete {what}"):
+                await self.client.delete(cast(Any, res), name, namespace=namespace)
+        except KubeError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
 
     async def get(self, resource: Any, name: str, namespace: str | None = None
                   ) -> dict[str, Any] | None:

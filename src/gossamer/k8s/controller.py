@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,24 +200,62 @@ def _ours(body: dict[str, Any]) -> bool:
 def k8s_status(status: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
     """The index's status as the object's schema has it: conditions with the
     generation they were computed for and their last transition time (kept while
-    their status holds); for Gateway API routes, per parent (`status.parents`)."""
-    if "conditions" not in status:
-        return status
+    their status holds); for Gateway API routes, per parent (`status.parents`); for a
+    Gateway, its own conditions and each listener's."""
     old_status = obj.get("status") or {}
-    old_conds = old_status.get("conditions") or next(
-        iter(p.get("conditions") or () for p in old_status.get("parents") or ()), ())
-    old = {c.get("type"): c for c in old_conds}
     generation = int((obj.get("metadata") or {}).get("generation") or 0)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    conds = []
-    for c in status["conditions"]:
-        before = old.get(c["type"]) or {}
-        same = before.get("status") == c["status"]
-        conds.append({**c, "observedGeneration": generation,
-                      "lastTransitionTime": before.get("lastTransitionTime", now)
-                      if same else now})
+    if obj.get("kind") == "Gateway" and "conditions" in status:
+        old_listeners = {lis.get("name"): lis.get("conditions") or ()
+                         for lis in old_status.get("listeners") or ()}
+        listeners = [{**lis, "conditions": _stamped(lis.get("conditions") or (),
+                                                    old_listeners.get(lis.get("name"), ()),
+                                                    generation, now)}
+                     for lis in status.get("listeners") or ()]
+        return {**status, "listeners": listeners, "conditions": _stamped(
+            status["conditions"], old_status.get("conditions") or (), generation, now)}
     if str(obj.get("apiVersion", "")).startswith(GATEWAY_GROUP + "/"):
-        parents = [{"parentRef": ref, "controllerName": CONTROLLER_NAME, "conditions": conds}
-                   for ref in (obj.get("spec") or {}).get("parentRefs") or ()]
-        return {"parents": parents}
+        return {"parents": _route_parents(status, obj, generation, now)}
+    if "conditions" not in status:
+        return status
+    conds = _stamped(status["conditions"], old_status.get("conditions") or (), generation, now)
     return {**status, "conditions": conds}
+
+
+def _route_parents(status: dict[str, Any], obj: dict[str, Any], generation: int,
+                   now: str) -> list[dict[str, Any]]:
+    """A route's `status.parents`: for each Gateway parent what the gateway index
+    says of it, for each Service parent (GAMMA) the mesh's conditions."""
+    ns = str((obj.get("metadata") or {}).get("namespace") or "")
+
+    def ref_key(ref: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (str(ref.get("name")), str(ref.get("namespace") or ns),
+                str(ref.get("sectionName") or ""), str(ref.get("port") or ""))
+
+    old = {ref_key(p.get("parentRef") or {}): p.get("conditions") or ()
+           for p in (obj.get("status") or {}).get("parents") or ()}
+    by_gateway = {ref_key(p["parentRef"]): p for p in status.get("parents") or ()}
+    out = []
+    for ref in (obj.get("spec") or {}).get("parentRefs") or ():
+        key = ref_key(ref)
+        given = by_gateway.get(key)
+        conds = given["conditions"] if given is not None else status.get("conditions")
+        if conds:
+            out.append({"parentRef": ref, "controllerName": (given or {}).get(
+                "controllerName", CONTROLLER_NAME),
+                        "conditions": _stamped(conds, old.get(key, ()), generation, now)})
+    return out
+
+def _stamped(conditions: Iterable[dict[str, Any]], before: Iterable[dict[str, Any]],
+             generation: int, now: str) -> list[dict[str, Any]]:
+    """Conditions as the API has them: observedGeneration, and a lastTransitionTime
+    that moves only when the condition's status does."""
+    old = {c.get("type"): c for c in before}
+    out = []
+    for c in conditions:
+        prior = old.get(c["type"]) or {}
+        same = prior.get("status") == c["status"]
+        out.append({**c, "observedGeneration": generation,
+                    "lastTransitionTime": prior.get("lastTransitionTime", now)
+                    if same else now})
+    return out

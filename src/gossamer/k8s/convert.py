@@ -15,7 +15,10 @@ What maps to what (docs/kubernetes.md has the table):
   `ns/NS/sa/SA`), Healthy only while an EndpointSlice lists it as ready;
 - an EndpointSlice endpoint that is no Pod (a Service without selector) -> a
   Workload of that Service;
-- Gossamer CRDs, Gateway API routes and the SMI kinds -> themselves, as applied.
+- Gossamer CRDs, Gateway API Gateways and routes and the SMI kinds -> themselves,
+  as applied;
+- a TLS Secret a Gateway's listener names in `certificateRefs` -> a Secret (its
+  `tls.crt`, `tls.key`, `ca.crt`); Secrets no Gateway names stay out of the store.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.model.errors import InvalidResource
-from gossamer.model.meta import ResourceKey
+from gossamer.model.meta import GATEWAY_GROUP, ResourceKey
 from gossamer.model.registry import KINDS, dump_document, parse_document
 
 # Written on every document the controller stores: what it may replace or delete.
@@ -45,6 +48,8 @@ _PROTOCOLS = {"http": "http", "http2": "http2", "kubernetes.io/h2c": "http2", "h
               "kubernetes.io/ws": "http", "kubernetes.io/wss": "tcp"}
 MESH_KINDS_GROUPS = ("mesh.gossamer.dev", "gateway.networking.k8s.io", "split.smi-spec.io",
                      "access.smi-spec.io", "specs.smi-spec.io")
+
+_TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
 
 Objects = Mapping[tuple[str, str], Mapping[str, Any]]  # (namespace, name) -> object
 
@@ -104,7 +109,33 @@ def desired(cluster: Cluster) -> Desired:
         for (ns, _), obj in sorted(cluster.objects[kind].items()):
             if ns in live or not ns:
                 _add(out, kind.rsplit("/", 1)[1], obj, mesh_document(obj))
+    secrets = cluster.of("Secret")
+    for ref in sorted(gateway_secret_refs(cluster)):
+        if ref[0] in live and ref in secrets:
+            _add(out, "Secret", secrets[ref], secret_document(secrets[ref]))
     return out
+
+
+def gateway_secret_refs(cluster: Cluster) -> set[tuple[str, str]]:
+    """(namespace, name) of every core Secret a Gateway's listener names: the only
+    Secrets the control plane stores (key material it has no use for stays out)."""
+    out = set()
+    for (ns, _), gw in cluster.of(f"{GATEWAY_GROUP}/Gateway").items():
+        for lis in (gw.get("spec") or {}).get("listeners") or ():
+            for ref in (lis.get("tls") or {}).get("certificateRefs") or ():
+                if ref.get("group", "") == "" and ref.get("kind", "Secret") == "Secret" \
+                        and ref.get("name"):
+                    out.add((str(ref.get("namespace") or ns), str(ref["name"])))
+    return out
+
+
+def secret_document(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret as `gossamer apply` takes it: its type and its TLS keys only (a
+    Secret of another type is refused by the model, as a Problem)."""
+    data = secret.get("data") or {}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(secret, labels=False),
+            "type": secret.get("type") or "Opaque",
+            "data": {k: v for k, v in data.items() if k in _TLS_KEYS}}
 
 
 def _live_namespaces(cluster: Cluster) -> set[str]:

@@ -2,8 +2,10 @@
 from the models, so that a cluster validates what `gossamer apply` validates.
 
 Gateway API kinds (HTTPRoute, GRPCRoute, TCPRoute) are not generated: they come from
-the Gateway API's own CRDs (`deploy/crds/gateway-api/`). What a CRD cannot check is
-listed in `validations.CONTROL_PLANE_ONLY` (and docs/kubernetes-crds.md).
+the Gateway API's own CRDs (`deploy/crds/gateway-api/`). The SMI kinds' CRDs
+(`smi_crds`) are generated the same way from model/smi.py, in SMI's groups and the one
+version of each that Gossamer reads: they are the chart's `smi.crds` option. What a
+CRD cannot check is listed in `validations.CONTROL_PLANE_ONLY` (and docs/kubernetes-crds.md).
 """
 
 from __future__ import annotations
@@ -135,6 +137,47 @@ def crd(cls: type[Resource]) -> dict[str, Any]:
             }],
         },
     }
+
+
+# SMI: the columns of `kubectl get`; the kinds' names are SMI's (model/smi.py).
+SMI_COLUMNS: dict[str, list[dict[str, Any]]] = {
+    "TrafficSplit": [_column("Service", ".spec.service"),
+                     _column("Backends", ".spec.backends[*].service", priority=1)],
+    "TrafficTarget": [_column("Destination", ".spec.destination.name"),
+                      _column("Sources", ".spec.sources[*].name", priority=1)],
+}
+
+
+def smi_crd(cls: type[Resource]) -> dict[str, Any]:
+    """An SMI kind's CRD, with the status subresource the controller writes to (its
+    Accepted conditions), which SMI's own CRDs do not have."""
+    group, version = cls.API_VERSIONS[0].split("/")
+    kind = str(cls.model_fields["kind"].default)
+    name = plural(kind)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{name}.{group}",
+                     "labels": {"app.kubernetes.io/part-of": "gossamer"}},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": name,
+                      "singular": kind.lower(), "categories": ["smi"]},
+            "versions": [{
+                "name": version, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [*SMI_COLUMNS.get(kind, []), _ACCEPTED, _AGE],
+                "schema": {"openAPIV3Schema": open_api_schema(cls)},
+            }],
+        },
+    }
+
+
+def smi_crds() -> list[dict[str, Any]]:
+    from gossamer.model.smi import SMI_KINDS
+
+    return [smi_crd(cls) for cls in SMI_KINDS]
 
 
 def crds(kinds: Iterable[type[Resource]] | None = None) -> list[dict[str, Any]]:

@@ -36,11 +36,12 @@ APP_PROBES_PORT = 15020
 PROBES = {"livenessProbe": "livez", "readinessProbe": "readyz", "startupProbe": "startupz"}
 TOKEN_DIR = "/var/run/secrets/gossamer"
 AUDIENCE = "gossamer"
-# The agent reads its token once, at start (Envoy's xDS bootstrap holds it), so it
-# must outlive the pod: a year. It is bound to the pod, so it stops being valid when
-# the pod is deleted (TokenReview says so); the API server may cap the lifetime
-# (--service-account-max-token-expiration), and a sidecar whose token expired must
-# then be restarted.
+# The agent re-reads its token file when kubelet rotates it (certificates and API
+# calls use the new one), but Envoy's xDS bootstrap holds the token it started with,
+# presented on every reconnect, so that one must outlive the pod: a year. It is bound
+# to the pod, so it stops being valid when the pod is deleted (TokenReview says so);
+# the API server may cap the lifetime (--service-account-max-token-expiration), and
+# a sidecar whose first token expired must then be restarted.
 TOKEN_SECONDS = 365 * 86400
 PROXY_NAME, INIT_NAME = "gossamer-proxy", "gossamer-capture"
 # Resource requests and limits of the sidecar, from the pod's annotations.
@@ -132,13 +133,25 @@ def _probe_port(container: Mapping[str, Any], port: object) -> int:
 
 
 def rewrite_probes(pod: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The app containers' HTTP probes sent to the sidecar's /app-health/ paths
+    """The app containers' HTTP and gRPC probes sent to the sidecar's /app-health/ paths
     (agent/appprobes.py), and the table of originals the sidecar gets: under STRICT
     mTLS, kubelet's plaintext probe of the app's port would meet the inbound listener."""
     patch: list[dict[str, Any]] = []
     table: dict[str, Any] = {}
     for i, container in enumerate((pod.get("spec") or {}).get("containers") or ()):
         for field, kind in PROBES.items():
+            grpc = (container.get(field) or {}).get("grpc")
+            if grpc:
+                path = f"/app-health/{container.get('name')}/{kind}"
+                table[path] = {"port": _probe_port(container, grpc.get("port")),
+                               "grpc": {"service": grpc.get("service") or ""},
+                               "timeoutSeconds": container[field].get("timeoutSeconds", 1)}
+                # The whole probe replaced: its thresholds kept, `grpc` now `httpGet`.
+                probe = {k: v for k, v in container[field].items() if k != "grpc"}
+                probe["httpGet"] = {"path": path, "port": APP_PROBES_PORT, "scheme": "HTTP"}
+                patch.append({"op": "replace", "path": f"/spec/containers/{i}/{field}",
+                              "value": probe})
+                continue
             get = (container.get(field) or {}).get("httpGet")
             if not get or get.get("host"):  # a probe of another host: not the app's
                 continue

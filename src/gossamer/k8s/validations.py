@@ -288,6 +288,26 @@ CLASS_PATCHES: dict[str, Schema] = {
         f"self.matches({lit(V6_PORT)})) && self.matches({lit(':' + PORT_NUMBER + '$')})",
         "host:port (or [IPv6]:port), port 1-65535")]}}},
     "WorkloadSelector": {"properties": {"matchLabels": LABELS}},
+    # SMI's kinds (k8s/crds.py smi_crds), as model/smi.py checks them.
+    "GroupRef": {"properties": {"apiGroup": {"enum": ["", "specs.smi-spec.io"]}}},
+    "Subject": {"properties": {"kind": {"enum": ["ServiceAccount"]}}},
+    "TrafficTargetRule": {"x-kubernetes-validations": [rule(
+        "self.kind != 'TCPRoute' || !has(self.matches) || size(self.matches) == 0",
+        "matches: a TCPRoute rule has no named matches")]},
+    "TrafficSplitSpec": {
+        "x-kubernetes-validations": [rule("self.backends.all(b, b.service != self.service)",
+                                          "a split cannot send to its root Service")],
+        "properties": {"backends": {"x-kubernetes-validations": [
+            rule(unique(key="{}.service"), "a backend Service is listed twice")]}}},
+    "HTTPMatch": {"properties": {
+        "methods": {"items": {"enum": ["*", *METHODS]}},
+        "headers": {"x-kubernetes-validations": [
+            rule(f"self.all(k, size(k) <= 256 && k.matches({lit(HEADER)}))",
+                 "a header name is not valid"),
+            rule("self.all(a, self.exists_one(b, b.lowerAscii() == a.lowerAscii()))",
+                 "a header name is given twice (names are case-insensitive)")]}}},
+    "HTTPRouteGroupSpec": {"properties": {"matches": {"x-kubernetes-validations": [
+        rule(unique(key="{}.name"), "a match's name is used twice")]}}},
 }
 # Only on the root of these kinds: metadata.name (the one field of metadata a CRD
 # schema may constrain); other kinds' names follow `ObjectMeta._name`.

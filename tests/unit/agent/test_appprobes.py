@@ -73,3 +73,40 @@ async def test_probes_get_the_apps_answer(app: int) -> None:
 def test_a_bad_table_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"GOSSAMER_APP_PROBES|app-health|scheme"):
         parse_probes(text)
+
+
+async def test_grpc_probes_are_health_checks_of_the_app() -> None:
+    """A real gRPC server with the standard health service: SERVING is 200; NOT_SERVING,
+    an unknown service and no server are 503; a change of status shows at once."""
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    grpc_port = _free_port()
+    server = grpc.aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    await server.start()
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await servicer.set("shop.Cart", health_pb2.HealthCheckResponse.NOT_SERVING)
+    table = {"/app-health/app/livez": {"port": grpc_port, "grpc": {"service": ""}},
+             "/app-health/app/readyz": {"port": grpc_port, "grpc": {"service": "shop.Cart"},
+                                        "timeoutSeconds": 2},
+             "/app-health/app/startupz": {"port": grpc_port, "grpc": {"service": "nope"}},
+             "/app-health/gone/livez": {"port": _free_port(), "grpc": {}}}
+    probes = AppProbeServer(parse_probes(json.dumps(table)))
+    port = _free_port()
+    await probes.start("127.0.0.1", port)
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as kubelet:
+            async def status(path: str) -> int:
+                return (await kubelet.get(f"http://127.0.0.1:{port}{path}")).status_code
+            assert await status("/app-health/app/livez") == 200
+            assert await status("/app-health/app/readyz") == 503
+            assert await status("/app-health/app/startupz") == 503
+            assert await status("/app-health/gone/livez") == 503
+            await servicer.set("shop.Cart", health_pb2.HealthCheckResponse.SERVING)
+            assert await status("/app-health/app/readyz") == 200
+    finally:
+        await probes.close()
+        await server.stop(0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from gossamer.agent.join import JoinError, detect_address, join_token, trust_bundle
+from gossamer.agent.join import JoinError, TokenFile, detect_address, join_token, trust_bundle
 from gossamer.ca import fingerprint, pki
 
 NOW = datetime.now(UTC)
@@ -80,3 +80,73 @@ def test_a_loopback_control_plane_means_a_loopback_workload() -> None:
         assert detect_address(url) == "127.0.0.1"
     with pytest.raises(JoinError, match="give --address"):
         detect_address("https://no-such-host.invalid:15080")
+
+
+def _kubelet_swap(volume: Path, token: str, generation: int) -> Path:
+    """A projected volume as kubelet writes it: `token` -> `..data/token`, `..data` a
+    link swapped atomically to a new timestamped directory."""
+    data = volume / f"..{generation}"
+    data.mkdir()
+    (data / "token").write_text(token + "\n")
+    (volume / "..tmp").symlink_to(data.name)
+    (volume / "..tmp").replace(volume / "..data")
+    if not (volume / "token").is_symlink():
+        (volume / "token").symlink_to("..data/token")
+    return volume / "token"
+
+
+def test_a_token_file_is_read_again_when_kubelet_swaps_it(tmp_path: Path) -> None:
+    path = _kubelet_swap(tmp_path, "first", 1)
+    token = TokenFile(path, "first")
+    assert token() == "first"
+    _kubelet_swap(tmp_path, "second", 2)
+    assert token() == "second"
+    assert token() == "second"
+    assert token.reads == 2  # not read again while unchanged
+    (tmp_path / "..3").mkdir()
+    (tmp_path / "..3" / "token").write_text("")  # an empty token: the last good one
+    (tmp_path / "..tmp").symlink_to("..3")
+    (tmp_path / "..tmp").replace(tmp_path / "..data")
+    assert token() == "second"
+    (tmp_path / "..data").unlink()  # gone: the last good one
+    assert token() == "second"
+
+
+async def test_api_calls_present_the_token_of_the_moment(tmp_path: Path) -> None:
+    """ControlPlaneClient sends the token file's current token on each request."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from typing import Any
+
+    from gossamer.agent.client import ControlPlaneClient
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("authorization", ""))
+            body = json.dumps({"metadata": {"name": "web"}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = _kubelet_swap(tmp_path, "first", 1)
+    client = ControlPlaneClient(f"http://127.0.0.1:{server.server_address[1]}",
+                                TokenFile(path, "first"))
+    try:
+        await client.service("default", "web")
+        _kubelet_swap(tmp_path, "second", 2)
+        await client.service("default", "web")
+    finally:
+        await client.close()
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Bearer first", "Bearer second"]

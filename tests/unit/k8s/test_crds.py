@@ -122,7 +122,9 @@ def test_every_model_validator_is_in_the_crd_or_listed_as_control_plane_only() -
 
 
 def test_every_class_patch_applies_to_a_kind() -> None:
-    classes = {name for kind in mesh_kinds() for name in models_of(kind)}
+    from gossamer.model.smi import SMI_KINDS
+
+    classes = {name for kind in (*mesh_kinds(), *SMI_KINDS) for name in models_of(kind)}
     assert set(validations.CLASS_PATCHES) <= classes
 
 

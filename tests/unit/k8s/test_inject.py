@@ -122,6 +122,29 @@ def test_probes_go_through_the_sidecar() -> None:
         "path": "/live", "port": 8080, "scheme": "HTTP", "timeoutSeconds": 3}}
 
 
+def test_grpc_probes_become_http_probes_of_the_sidecar() -> None:
+    p = pod()
+    container = p["spec"]["containers"][0]
+    container["readinessProbe"] = {"grpc": {"port": 9090, "service": "shop.Cart"},
+                                   "periodSeconds": 2, "timeoutSeconds": 4}
+    container["livenessProbe"] = {"grpc": {"port": 9090}}
+    patched = apply_patch(p, patch_for(p))
+    c = patched["spec"]["containers"][0]
+    assert c["readinessProbe"] == {"httpGet": {"path": "/app-health/web/readyz",
+                                               "port": 15020, "scheme": "HTTP"},
+                                   "periodSeconds": 2, "timeoutSeconds": 4}
+    assert "grpc" not in c["livenessProbe"]
+    env = {e["name"]: e.get("value") for e in patched["spec"]["initContainers"][1]["env"]}
+    assert json.loads(env["GOSSAMER_APP_PROBES"]) == {
+        "/app-health/web/readyz": {"port": 9090, "grpc": {"service": "shop.Cart"},
+                                   "timeoutSeconds": 4},
+        "/app-health/web/livez": {"port": 9090, "grpc": {"service": ""},
+                                  "timeoutSeconds": 1}}
+    import kubernetes_validate
+
+    kubernetes_validate.validate(patched, "1.30", strict=True)
+
+
 def test_a_probe_of_an_undeclared_named_port_is_refused() -> None:
     p = pod()
     p["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/", "port": "web"}}

@@ -23,6 +23,7 @@ from gossamer.k8s.install import (
     rbac_rules,
     rbac_template,
     render,
+    smi_crds_template,
     values,
 )
 
@@ -36,6 +37,11 @@ VALUE_SETS: dict[str, list[str]] = {
                             "webhook.failurePolicy=Fail", "injectNamespaces=[shop, web]",
                             "nodeSelector.disk=ssd",
                             "podDisruptionBudget.minAvailable=2"],
+    "smi-crds": ["store.secret.name=pg", "smi.crds=true"],
+    "gateways": ["store.secret.name=pg",
+                 "gateways=[{name: edge, namespace: shop, replicas: 2, serviceAccount: edge-gw,"
+                 " ports: [{name: https, port: 443, targetPort: 8443}],"
+                 " resources: {requests: {cpu: 100m}}}, {name: internal, namespace: web}]"],
 }
 
 
@@ -54,13 +60,15 @@ def test_generated_chart_files_match_the_code() -> None:
     """Run `gossamer k8s rbac > templates/rbac.yaml` and `gossamer k8s crds` (with its
     header) into crds/gossamer.yaml when this fails."""
     assert (CHART / "templates" / "rbac.yaml").read_text() == rbac_template()
+    assert (CHART / "templates" / "smi-crds.yaml").read_text() == smi_crds_template()
     text = (CHART / "crds" / "gossamer.yaml").read_text()
     assert text.split("\n", 1)[1] == crds_yaml()
 
 
 def test_gateway_api_crds_are_the_vendored_ones() -> None:
     vendored = CHART.parents[1] / "crds" / "gateway-api" / "experimental"
-    for kind in ("httproutes", "grpcroutes", "tcproutes"):
+    for kind in ("httproutes", "grpcroutes", "tcproutes", "gateways", "tlsroutes",
+                 "gatewayclasses"):
         name = f"gateway.networking.k8s.io_{kind}.yaml"
         assert (CHART / "crds" / name).resolve() == (vendored / name).resolve()
 
@@ -98,7 +106,8 @@ def test_rendered_objects_are_valid_kubernetes(name: str, version: str) -> None:
             "MutatingWebhookConfiguration", "Secret"} <= kinds
     crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
     assert {"httproutes.gateway.networking.k8s.io", "grpcroutes.gateway.networking.k8s.io",
-            "tcproutes.gateway.networking.k8s.io", "services.mesh.gossamer.dev",
+            "tcproutes.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io",
+            "tlsroutes.gateway.networking.k8s.io", "services.mesh.gossamer.dev",
             "meshes.mesh.gossamer.dev"} <= crds
 
 
@@ -139,6 +148,42 @@ def test_the_control_plane_runs_locked_down() -> None:
     assert "--kubernetes" in container["args"]
     assert spec["affinity"]["podAntiAffinity"]
     assert spec["serviceAccountName"] == "gossamer"
+
+
+def test_smi_crds_are_rendered_only_when_asked() -> None:
+    def smi(docs: list[dict[str, Any]]) -> set[str]:
+        return {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"
+                and "smi-spec.io" in d["metadata"]["name"]}
+
+    assert smi(rendered(VALUE_SETS["smi-crds"], crds=False)) == {
+        "trafficsplits.split.smi-spec.io", "traffictargets.access.smi-spec.io",
+        "httproutegroups.specs.smi-spec.io", "tcproutes.specs.smi-spec.io"}
+    assert smi(rendered(VALUE_SETS["defaults"])) == set()
+
+
+def test_gateways_run_gossamer_gateway_with_their_own_identity() -> None:
+    docs = rendered(VALUE_SETS["gateways"], crds=False)
+    edge = one(docs, "Deployment", "gateway-edge")
+    spec = edge["spec"]["template"]["spec"]
+    assert edge["metadata"]["namespace"] == "shop"
+    assert edge["spec"]["replicas"] == 2
+    assert spec["serviceAccountName"] == "edge-gw"
+    args = spec["containers"][0]["args"]
+    assert args[:4] == ["gateway", "--name=edge", "--namespace=shop", "--service-account=edge-gw"]
+    assert "--control-plane=https://gossamer.gossamer-system.svc:15080" in args
+    token = spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "gossamer"
+    assert one(docs, "ConfigMap", "gateway-edge-ca")["data"]["ca.crt"] == \
+        base64.b64decode(one(docs, "Secret", "gossamer-ca")["data"]["ca.crt"]).decode()
+    assert one(docs, "Service", "gateway-edge")["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": 8443}]
+    internal = one(docs, "Deployment", "gateway-internal")
+    assert internal["spec"]["replicas"] == 1
+    assert internal["spec"]["template"]["spec"]["serviceAccountName"] == "internal"
+    assert not [d for d in docs if d["kind"] == "Service"
+                and d["metadata"]["name"] == "gateway-internal"]  # no ports: no Service
+    assert not [d for d in rendered(VALUE_SETS["defaults"], crds=False)
+                if d["metadata"]["name"].startswith("gateway-")]
 
 
 def test_webhook_trusts_the_ca_the_control_plane_signs_with() -> None:
