@@ -63,9 +63,11 @@ def _client_hcm(client: Config) -> Config:
 
 
 def _keys(*keys: str) -> Callable[[Config, Config], None]:
+    """The gateway's values of `keys` (a KeyError when the translation has dropped one,
+    rather than a variant that silently measures the pair)."""
     def change(client: Config, server: Config) -> None:
         edge = edge_hcm()
-        _client_hcm(client).update({k: edge[k] for k in keys if k in edge})
+        _client_hcm(client).update({k: edge[k] for k in keys})
     return change
 
 
@@ -74,6 +76,8 @@ def _filters(*names: str) -> Callable[[Config, Config], None]:
     def change(client: Config, server: Config) -> None:
         chain = _client_hcm(client)["http_filters"]
         added = [f for f in edge_hcm()["httpFilters"] if f["name"] in names]
+        if len(added) != len(names):
+            raise KeyError(f"the gateway's chain lacks one of {names}")
         chain[len(chain) - 1:len(chain) - 1] = added
     return change
 
