@@ -53,12 +53,12 @@ sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 import callgrind  # noqa: E402
 from bench.smp.dataplane import instructions_document  # noqa: E402
 from irconfigs import Gossamer, Ingress, Pair, Started  # noqa: E402
+from irgateway import GW_ADDED, GW_REMOVED  # noqa: E402
 from irreport import ablation_table, summarize, table  # noqa: E402
 from irvariants import ADDED, REMOVED  # noqa: E402
 
 from gossamer.envoy.binary import find_envoy  # noqa: E402
 from gossamer.telemetry.scraper import STATS_TARGET  # noqa: E402
-
 
 
 class Client:
@@ -206,9 +206,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="envoy,gossamer",
-                   help="envoy, gossamer, captured, ingress, all, +X, all-X (irvariants.py)")
+                   help="envoy, gossamer, captured, ingress, all, +X, all-X (irvariants.py), "
+                        "gwall, gw+X, gwall-X (irgateway.py)")
     p.add_argument("--ablation", action="store_true",
                    help="add base, every +X, all and every all-X to --configs")
+    p.add_argument("--ablation-gateway", action="store_true",
+                   help="add base, every gw+X, gwall, every gwall-X and ingress (irgateway.py)")
     p.add_argument("--captured", action="store_true", help="add `captured` (needs root)")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=500)
@@ -226,6 +229,9 @@ def main() -> None:
     if args.ablation:
         names += [n for n in ["envoy", *(f"envoy{a}" for a in ADDED), "all", *REMOVED,
                               "gossamer"] if n not in names]
+    if args.ablation_gateway:
+        names += [n for n in ["envoy", *GW_ADDED, "gwall", *GW_REMOVED, "ingress"]
+                  if n not in names]
     if args.captured and "captured" not in names:
         names.append("captured")
     t0 = time.time()
@@ -248,7 +254,7 @@ def main() -> None:
     smp = args.out.with_name(args.out.stem + ".smp.json")
     smp.write_text(json.dumps(instructions_document(result), indent=1) + "\n")
     print(table(result))
-    if any(n.startswith(("+", "all")) for n in names):
+    if any(n.startswith(("+", "all", "envoy+", "gw")) for n in names):
         print()
         print(ablation_table(result))
     print(f"\nwrote {args.out} and {smp}")

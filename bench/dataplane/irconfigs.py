@@ -45,6 +45,7 @@ from configs import (
     pair_values,
     write_certs,
 )
+from irgateway import gateway_changes
 from irvariants import changes_of
 from procstat import children_named
 
@@ -103,12 +104,14 @@ def wait_answer_direct(port: int) -> None:
 
 
 class Pair:
-    """The hand-written pair, with the changes of `variant` (irvariants.py)."""
+    """The hand-written pair, with the changes of `variant` (irvariants.py; the
+    gateway's, `gw+X`, `gwall`, `gwall-X`, irgateway.py)."""
 
     def __init__(self, variant: str, work: Path) -> None:
         self.name = "envoy" if variant == "base" else f"envoy{variant}" \
             if variant.startswith("+") else variant
-        self.changes = changes_of(variant)
+        gateway = gateway_changes(variant)
+        self.changes = gateway if gateway is not None else changes_of(variant)
         self.work = work / self.name.replace("+", "plus-")
         self.work.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -83,6 +83,15 @@ def ablation_table(result: dict[str, Any]) -> str:
     for name, e in s.items():
         if name.startswith("all-") and "all" in s:
             lines.append(f"{name:<16} {_delta(s['all'], e)}   {name} (what removing it saves)")
+    for name, e in s.items():
+        if (name.startswith("gw+") or name == "gwall") and "envoy" in s:
+            lines.append(f"{name:<16} {_delta(e, s['envoy'])}   envoy (the pair)")
+    for name, e in s.items():
+        if name.startswith("gwall-") and "gwall" in s:
+            lines.append(f"{name:<16} {_delta(s['gwall'], e)}   {name} (what removing it saves)")
+    if "ingress" in s and "gwall" in s:
+        lines.append(f"{'ingress':<16} {_delta(s['ingress'], s['gwall'])}   gwall (what the "
+                     "static variants miss; the callee is Gossamer's sidecar in ingress)")
     if "gossamer" in s and "all" in s:
         lines.append(f"{'gossamer':<16} {_delta(s['gossamer'], s['all'])}   all (what the "
                      "static variants miss)")
