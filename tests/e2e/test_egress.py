@@ -163,6 +163,16 @@ class Egress:
             "--workdir", str(self.workdir / host), *args], log=self.logs / f"{host}.log")
 
 
+    def egress_gateway(self, host: str, name: str) -> None:
+        """`gossamer gateway --egress` for Service `name` on `host` (replica NAME-0)."""
+        self.net[host].popen([
+            *GOSSAMER, "gateway", "--egress", "--name", name, "--replica", f"{name}-0",
+            "--control-plane", f"https://a:{API_PORT}", "--token-file",
+            str(self.token_file(name)), "--ca-file", str(self.state / "ca-bundle.pem"),
+            "--address", self.net[host].address, "--drain-seconds", "0.5",
+            "--workdir", str(self.workdir / host)], log=self.logs / f"{host}.log")
+
+
 def _external(name: str, host: str, ca_pem: str, address: str,
               **more: Any) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": name},
@@ -251,7 +261,7 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
     world.workdir.chmod(0o755)
     world.agent("b", "shop", "--capture", "--", "sleep", "3600")
     world.agent("c", "audit", "--outbound-port", str(AUDIT_PROXY_PORT))
-    world.agent("g", "egress", "--gateway", "egress")
+    world.egress_gateway("g", "egress")
 
     def ready() -> bool:
         with world.api() as api:
