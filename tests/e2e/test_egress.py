@@ -207,6 +207,7 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
         out += chunk
 print(out.decode(errors="replace"))
 """
+RAW_LEDGER = "raw.bank.example"
 EGRESS_SERVICE = {"apiVersion": API, "kind": "Service", "metadata": {"name": "egress"},
                   "spec": {"ports": [{"port": 80, "protocol": "http"}]}}
 # On the egress gateway: shop may reach the ledger; nothing else may.
@@ -215,6 +216,12 @@ ONLY_SHOP_TO_LEDGER = {
     "spec": {"targetRef": {"kind": "Service", "name": "egress"}, "action": "ALLOW",
              "rules": [{"from": [{"source": {"principals": ["gossamer.local/ns/default/sa/shop"]}}],
                         "to": [{"operation": {"hosts": [LEDGER]}}]}]}}
+# A TCP connection names no host: its rules at the gateway see only the caller.
+ONLY_SHOP_TCP = {
+    "apiVersion": API, "kind": "AuthorizationPolicy", "metadata": {"name": "egress-raw"},
+    "spec": {"targetRef": {"kind": "Service", "name": "egress"}, "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": [
+                 "gossamer.local/ns/default/sa/shop"]}}]}]}}
 
 
 @pytest.fixture(scope="module")
@@ -250,12 +257,16 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
             "spec": {"hosts": ["*.wild.example"],
                      "ports": [{"port": 80, "protocol": "HTTP", "targetPort": 8443}],
                      "tls": {"mode": "ORIGINATE", "caBundle": {"pem": payments_ca}}}}
+    raw_ledger = _external("ledger-raw", RAW_LEDGER, ledger_ca, y.address,
+                           egress={"via": "egress"})
+    raw_ledger["spec"]["ports"] = [{"port": 9000, "protocol": "TCP", "targetPort": 8443}]
+    raw_ledger["spec"]["tls"] |= {"sni": LEDGER, "subjectAltNames": [LEDGER]}
     # The app finds a wildcard host with its own resolver (here its hosts file).
     hosts_file = Path("/etc/netns") / b.netns / "hosts"
     b.write_etc("hosts", hosts_file.read_text() + f"{x.address} {WILD_HOST}\n")
     world.apply(_external("payments", HOST, payments_ca, x.address), raw, wild,
                 _external("ledger", LEDGER, ledger_ca, y.address, egress={"via": "egress"}),
-                EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
+                raw_ledger, EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
     # Envoy runs as its own uid under capture: its workdir must be reachable by it.
     world.workdir = Path(tempfile.mkdtemp(prefix="gossamer-egress-", dir="/tmp"))
     world.workdir.chmod(0o755)
@@ -385,3 +396,26 @@ def test_a_wildcard_host_reaches_where_the_app_connected_with_its_name_in_tls(
     seen = egress.seen_by_server("x")
     assert ["sni", WILD_HOST] in seen  # auto SNI from the request's host
     assert ["request", ["/wild", WILD_HOST, egress.net["b"].address]] in seen
+
+
+def test_a_tcp_port_through_the_egress_gateway_reaches_the_outside_for_allowed_callers(
+        egress: Egress) -> None:
+    """shop's plain bytes to raw.bank.example:9000 go over mTLS to the gateway (the
+    port named by SNI), which originates TLS to y: the only host with a route to it.
+    Until an AuthorizationPolicy admits shop over TCP, the gateway closes it."""
+    def call() -> str:
+        return egress.net["b"].run([sys.executable, "-c", RAW_CLIENT, RAW_LEDGER, "9000",
+                                    LEDGER]).stdout
+    # ONLY_SHOP_TO_LEDGER's one rule names a host: it admits no TCP connection.
+    wait("the gateway to refuse raw TCP", lambda: "charged" not in call(), 30, egress.logs)
+    assert "charged" not in call()
+    egress.apply(ONLY_SHOP_TCP)
+    try:
+        out = wait("raw TCP through the egress gateway",
+                   lambda: "charged /raw" in (o := call()) and o, 60, egress.logs)
+        assert "ledger: charged /raw" in out
+        requests = [v for k, v in egress.seen_by_server("y") if k == "request"]
+        assert ["/raw", LEDGER, egress.net["g"].address] in requests
+    finally:
+        with egress.api() as api:
+            api.delete("/api/v1/resources/AuthorizationPolicy/default/egress-raw")

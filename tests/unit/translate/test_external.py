@@ -379,3 +379,53 @@ def test_a_rate_limit_policy_on_the_egress_gateway_limits_what_goes_out() -> Non
     limits = [f for f in hcm["httpFilters"] if "local_ratelimit" in f["name"]]
     assert limits
     assert limits[0]["typedConfig"]["tokenBucket"]["maxTokens"] == 10
+
+
+RAW_VIA = {
+    "apiVersion": API, "kind": "ExternalService",
+    "metadata": {"name": "raw", "namespace": "default"},
+    "spec": {"hosts": ["raw.bank.example"], "endpoints": ["198.18.7.10"],
+             "ports": [{"port": 9000, "protocol": "TCP", "targetPort": 8443}],
+             "tls": {"mode": "ORIGINATE", "caBundle": {"file": "/etc/bank-ca.pem"}},
+             "egress": {"via": "egress"}}}
+RAW_SNI = "9000.raw.default.egress.gossamer.internal"
+
+
+def test_a_tcp_port_through_a_gateway_goes_over_mtls_named_by_sni() -> None:
+    snap = _snapshot(_docs(RAW_VIA, EGRESS_SERVICE))
+    [chain] = [c for c in to_dict(_listener(snap, CAPTURE_LISTENER))["filterChains"]
+               if c.get("name") == "external:raw.default:9000"]
+    tcp = chain["filters"][-1]["typedConfig"]
+    assert tcp["cluster"] == "external-via|9000||raw.default"
+    cluster = Cluster.FromString(snap.of(CLUSTER)["external-via|9000||raw.default"].payload)
+    # The gateway Service's endpoints and identities, with the port's SNI.
+    assert cluster.eds_cluster_config.service_name == "outbound|80||egress.default"
+    context = UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(context)
+    assert context.sni == RAW_SNI
+    assert context.common_tls_context.tls_certificate_sds_secret_configs
+    assert not cluster.typed_extension_protocol_options  # bytes, not HTTP/2
+    assert "outbound|80||egress.default" in snap.of("type.googleapis.com/envoy.config."
+                                                    "endpoint.v3.ClusterLoadAssignment")
+    assert not any(n.startswith("external|") for n in snap.of(CLUSTER))
+
+
+def test_the_gateway_picks_a_tcp_port_by_sni_and_originates_tls() -> None:
+    snap = _snapshot(_docs(RAW_VIA, EGRESS_SERVICE, ONLY_FRONTEND), _gateway_node())
+    chains = to_dict(_listener(snap, "inbound"))["filterChains"]
+    [chain] = [c for c in chains if c["filterChainMatch"].get("serverNames")]
+    assert chain["filterChainMatch"] == {"serverNames": [RAW_SNI], "transportProtocol": "tls"}
+    assert chain["transportSocket"]["typedConfig"]["requireClientCertificate"] is True
+    *rbac, tcp = chain["filters"]
+    assert tcp["typedConfig"]["cluster"] == "external|9000||raw.default"
+    # Service egress's policy, as for TCP: its rule names a host, so it allows nothing.
+    assert [f["name"] for f in rbac] == ["envoy.filters.network.rbac.allow"]
+    cluster = Cluster.FromString(snap.of(CLUSTER)["external|9000||raw.default"].payload)
+    assert cluster.transport_socket.name == "envoy.transport_sockets.tls"
+
+
+def test_a_tcp_port_through_a_missing_gateway_service_gets_no_chain() -> None:
+    snap = _snapshot(_docs(RAW_VIA))
+    names = [c.get("name") for c in to_dict(_listener(snap, CAPTURE_LISTENER))["filterChains"]]
+    assert "external:raw.default:9000" not in names
+    assert "external-via|9000||raw.default" not in snap.of(CLUSTER)
