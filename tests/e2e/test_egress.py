@@ -36,7 +36,7 @@ from tests.hosts import HostNetwork
 
 pytestmark = pytest.mark.slow
 API = "mesh.gossamer.dev/v1alpha1"
-API_PORT, XDS_PORT, AUDIT_PROXY_PORT = 15080, 15010, 15002
+API_PORT, XDS_PORT, AUDIT_PROXY_PORT, GATEWAY_ADMIN = 15080, 15010, 15002, 15000
 HOST = "api.payments.example"
 TLS_SERVER = """
 import json, ssl, sys
@@ -170,6 +170,7 @@ class Egress:
             "--control-plane", f"https://a:{API_PORT}", "--token-file",
             str(self.token_file(name)), "--ca-file", str(self.state / "ca-bundle.pem"),
             "--address", self.net[host].address, "--drain-seconds", "0.5",
+            "--admin-port", str(GATEWAY_ADMIN),
             "--workdir", str(self.workdir / host)], log=self.logs / f"{host}.log")
 
 
@@ -419,3 +420,33 @@ def test_a_tcp_port_through_the_egress_gateway_reaches_the_outside_for_allowed_c
     finally:
         with egress.api() as api:
             api.delete("/api/v1/resources/AuthorizationPolicy/default/egress-raw")
+
+
+def test_a_rate_limit_on_an_external_service_applies_once_at_the_egress_gateway(
+        egress: Egress) -> None:
+    """The ledger goes through the gateway: its RateLimitPolicy's bucket is the
+    gateway's, so the limit holds across callers (local buckets are per Envoy)."""
+    limit = {"apiVersion": API, "kind": "RateLimitPolicy", "metadata": {"name": "ledger"},
+             "spec": {"targetRef": {"kind": "ExternalService", "name": "ledger"},
+                      "local": {"requests": 3, "per": "1h"}}}
+    def gateway_admin(path: str) -> str:
+        return egress.net["g"].run(["curl", "-sS", "--max-time", "5",
+                                    f"http://127.0.0.1:{GATEWAY_ADMIN}{path}"]).stdout
+
+    def limited_and_drained() -> bool:
+        """The gateway's routes are inline in its listener: connections the callers'
+        sidecars opened before stay on the old listener until it has drained."""
+        draining = gateway_admin("/stats?filter=listener_manager.total_.*draining").split()
+        return ("token_bucket" in gateway_admin("/config_dump?resource=dynamic_listeners")
+                and len(draining) >= 4 and all(v == "0" for v in draining[1::2]))
+    egress.apply(limit)
+    try:
+        wait("the gateway to take the limit", limited_and_drained, 60, egress.logs)
+        before = len([v for k, v in egress.seen_by_server("y") if k == "request"])
+        codes = [egress.curl(f"http://{LEDGER}/limited")[0] for _ in range(4)]
+        assert codes == [200, 200, 200, 429], codes
+        after = [v for k, v in egress.seen_by_server("y") if k == "request"]
+        assert len(after) - before == 3
+    finally:
+        with egress.api() as api:
+            api.delete("/api/v1/resources/RateLimitPolicy/default/ledger")

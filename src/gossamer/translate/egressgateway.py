@@ -20,6 +20,7 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
     HttpConnectionManager,
+    HttpFilter,
 )
 
 from gossamer.contract.node import NodeMetadata
@@ -30,6 +31,7 @@ from gossamer.translate.external import GatewayPart
 from gossamer.translate.listeners import InboundSecurity, inbound_listener, tcp_proxy_filter
 from gossamer.translate.mesh import MeshConfig
 from gossamer.translate.protos import build
+from gossamer.translate.ratelimit import ROUTE_LIMIT_FILTERS
 from gossamer.translate.telemetry import proxy_access_log
 from gossamer.translate.tls import TLS_INSPECTOR_FILTER, downstream_mtls
 from gossamer.xds.types import LISTENER, XdsResource
@@ -61,6 +63,10 @@ def _with_routes(listener: Listener, vhosts: list[VirtualHost], gateway: str) ->
             hcm.route_config.name = GATEWAY_ROUTES
             del hcm.route_config.virtual_hosts[:]
             hcm.route_config.virtual_hosts.extend([*vhosts, _no_host(gateway)])
+            # Disabled until an ExternalService's route with a RateLimitPolicy enables them.
+            router = hcm.http_filters.pop()
+            hcm.http_filters.extend([*(build(HttpFilter, f) for f in ROUTE_LIMIT_FILTERS),
+                                     router])
             del hcm.route_config.request_headers_to_remove[:]
             hcm.route_config.request_headers_to_remove.extend(STRIPPED)
             prefix = packed.type_url.rsplit("/", 1)[0]

@@ -56,10 +56,12 @@ from gossamer.index import MeshIndex, SvcKey
 from gossamer.index.conditions import service_host_names
 from gossamer.model.externalservice import ExternalPort, ExternalService, ExternalTls
 from gossamer.model.externalservice import ExternalProtocol as P
+from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
 from gossamer.translate.listeners import tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, UPSTREAM_TLS, build, socket_address
+from gossamer.translate.ratelimit import route_limits
 from gossamer.translate.resilience import cluster_settings, route_settings
 from gossamer.translate.routes import DEFAULT_RETRY
 from gossamer.translate.tls import TLS_SOCKET, upstream_mtls_socket
@@ -189,9 +191,11 @@ _PROTOCOL = {P.HTTP: Protocol.HTTP, P.GRPC: Protocol.GRPC, P.TCP: Protocol.TCP,
 
 
 def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
-           *, first_hop: bool = True) -> dict[str, Any]:
+           *, first_hop: bool = True, limit: RateLimitPolicy | None = None) -> dict[str, Any]:
     """A route action to `cluster`: `timeouts.request`, then the policy's timeouts and
-    retries (retries only on the first hop: a gateway does not retry again)."""
+    retries (retries only on the first hop: a gateway does not retry again), and the
+    RateLimitPolicy's limits where the calls leave the mesh (the gateway, or else the
+    caller's sidecar)."""
     action: dict[str, Any] = {"cluster": cluster}
     timeouts = ext.spec.timeouts
     if timeouts is not None and timeouts.request is not None:
@@ -201,7 +205,7 @@ def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
         route_settings(action, policy, DEFAULT_RETRY)
     elif policy is not None and policy.spec.timeouts and policy.spec.timeouts.request:
         action["timeout"] = policy.spec.timeouts.request
-    return {"route": action}
+    return {"route": action, **route_limits(limit)}
 
 
 def _wildcard_cluster(ext: ExternalService, port: ExternalPort, cname: str,
@@ -295,6 +299,7 @@ class _Builder:
             self.dns.update((h, vip) for h in hosts)
         via = ext.spec.egress.via if ext.spec.egress is not None else None
         policy = self.index.external_resilience.get(key)
+        limit = self.index.external_rate_limits.get(key)
         gateway = self.gateways.setdefault((ns, via), GatewayPart()) if via else None
         for port in ext.spec.ports:
             # With endpoints one cluster for every host; without, one per host.
@@ -316,7 +321,8 @@ class _Builder:
                 if gateway is not None and via is not None:
                     gateway.clusters[cname] = cluster
                     gateway.vhosts.append(_vhost(ext, port, group, vip,
-                                                 _route(ext, cname, policy, first_hop=False),
+                                                 _route(ext, cname, policy, first_hop=False,
+                                                        limit=limit),
                                                  vname))
                     action = _gateway_action(self.index, ext, ns, via)
                     if "route" in action:
@@ -326,7 +332,7 @@ class _Builder:
                 self.clusters[cname] = cluster
                 if port.protocol.by_host:
                     self.vhosts.append(_vhost(ext, port, group, vip,
-                                              _route(ext, cname, policy), vname))
+                                              _route(ext, cname, policy, limit=limit), vname))
             if not port.protocol.by_host and vip is not None:
                 # One cluster per port for a name-less (TCP/TLS) connection: the first
                 # group's (a connection to the virtual IP does not say which host).
@@ -351,13 +357,14 @@ class _Builder:
         capture listener routes by host to an original-destination cluster."""
         ns, name = key
         policy = self.index.external_resilience.get(key)
+        limit = self.index.external_rate_limits.get(key)
         for port in ext.spec.ports:  # HTTP and GRPC only (the model)
             cname = external_cluster(ns, name, port.port, "*")
             self.clusters[cname] = XdsResource.from_message(
                 CLUSTER, cname, _wildcard_cluster(ext, port, cname, policy))
             self.http_ports.add(port.port)
             self.capture_vhosts.append(_vhost(ext, port, hosts, None,
-                                              _route(ext, cname, policy),
+                                              _route(ext, cname, policy, limit=limit),
                                               vhost_name(ns, name, port.port, "*")))
 
     def done(self) -> ExternalConfig:

@@ -28,6 +28,7 @@ from gossamer.translate.protos import (
     build,
     socket_address,
 )
+from gossamer.translate.ratelimit import ROUTE_LIMIT_FILTERS
 from gossamer.translate.routes import CORS_FILTER, UNREACHABLE_HEADER
 from gossamer.translate.tls import TLS_INSPECTOR_FILTER, downstream_mtls
 
@@ -282,11 +283,12 @@ def outbound_hcm(stat_prefix: str, route_config: str,
                  access_log: tuple[dict[str, Any], ...] = (),
                  tracing: dict[str, Any] | None = None) -> dict[str, Any]:
     """The caller side's HTTP connection manager (outbound, per-upstream and capture
-    listeners): routes from RDS, the fault and CORS filters always there, disabled."""
+    listeners): routes from RDS, the fault, CORS and rate limit filters always there,
+    disabled (routes enable them: an ExternalService's RateLimitPolicy, translate/ratelimit.py)."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
     log = {"accessLog": list(access_log)} if access_log else {}
     return _hcm(stat_prefix, route, {**log, **_tracing(tracing)},
-                filters=(CORS_HTTP_FILTER, FAULT_FILTER))
+                filters=(CORS_HTTP_FILTER, FAULT_FILTER, *ROUTE_LIMIT_FILTERS))
 
 
 _ANY_NAME = "gossamer_template"

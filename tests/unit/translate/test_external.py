@@ -429,3 +429,48 @@ def test_a_tcp_port_through_a_missing_gateway_service_gets_no_chain() -> None:
     names = [c.get("name") for c in to_dict(_listener(snap, CAPTURE_LISTENER))["filterChains"]]
     assert "external:raw.default:9000" not in names
     assert "external-via|9000||raw.default" not in snap.of(CLUSTER)
+
+
+def _payments_limit(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "RateLimitPolicy", "metadata": {"name": "pay-limit"},
+            "spec": {"targetRef": {"kind": "ExternalService", "name": "payments"}, **spec}}
+
+
+def test_a_rate_limit_on_an_external_service_is_on_the_callers_route_without_a_gateway(
+        ) -> None:
+    limit = _payments_limit(local={"requests": 5, "per": "1s"},
+                            **{"global": {"rules": [{"requests": 9, "per": "1m"}]}})
+    snap = _snapshot(_docs(PAYMENTS, limit), _client(capture=False))
+    [route] = _external_vhosts(_routes(snap, "outbound"))[
+        "external:api.payments.example@payments.default:80"]["routes"]
+    config = route["typedPerFilterConfig"]
+    assert config["gossamer.external.local_ratelimit"]["tokenBucket"]["maxTokens"] == 5
+    [rule] = config["gossamer.external.ratelimit"]["rateLimits"]
+    assert rule["actions"][0]["genericKey"]["descriptorValue"].endswith("pay-limit/0")
+    index = build_index(_docs(PAYMENTS, limit), 3)
+    assert [c.status for c in index.conditions[("RateLimitPolicy", "default", "pay-limit")]] \
+        == ["True", "True"]
+
+
+def test_a_rate_limit_on_an_external_service_through_a_gateway_is_at_the_gateway() -> None:
+    docs = _docs(_via(), EGRESS_SERVICE, _payments_limit(local={"requests": 5, "per": "1s"}))
+    sidecar = _snapshot(docs, _client(capture=False))
+    [route] = _external_vhosts(_routes(sidecar, "outbound"))[
+        "external:api.payments.example@payments.default:80"]["routes"]
+    assert "typedPerFilterConfig" not in route  # not twice: the gateway's bucket is the one
+    hcm = to_dict(_listener(_snapshot(docs, _gateway_node()), "inbound"))[
+        "filterChains"][0]["filters"][0]["typedConfig"]
+    [payments, _] = hcm["routeConfig"]["virtualHosts"]
+    assert payments["routes"][0]["typedPerFilterConfig"][
+        "gossamer.external.local_ratelimit"]["tokenBucket"]["maxTokens"] == 5
+    names = [f["name"] for f in hcm["httpFilters"]]
+    assert names[-3:] == ["gossamer.external.local_ratelimit", "gossamer.external.ratelimit",
+                          "envoy.filters.http.router"]
+
+
+def test_a_rate_limit_on_a_missing_external_service_says_so() -> None:
+    index = build_index(_docs(_payments_limit(local={"requests": 5, "per": "1s"})), 3)
+    accepted, resolved = index.conditions[("RateLimitPolicy", "default", "pay-limit")]
+    assert accepted.status == "True"
+    assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
+    assert "ExternalService 'payments'" in resolved.message
