@@ -263,8 +263,9 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
     raw_ledger["spec"]["ports"] = [{"port": 9000, "protocol": "TCP", "targetPort": 8443}]
     raw_ledger["spec"]["tls"] |= {"sni": LEDGER, "subjectAltNames": [LEDGER]}
     # The app finds a wildcard host with its own resolver (here its hosts file).
-    hosts_file = Path("/etc/netns") / b.netns / "hosts"
-    b.write_etc("hosts", hosts_file.read_text() + f"{x.address} {WILD_HOST}\n")
+    for meshed in (b, c):
+        hosts_file = Path("/etc/netns") / meshed.netns / "hosts"
+        meshed.write_etc("hosts", hosts_file.read_text() + f"{x.address} {WILD_HOST}\n")
     world.apply(_external("payments", HOST, payments_ca, x.address), raw, wild,
                 _external("ledger", LEDGER, ledger_ca, y.address, egress={"via": "egress"}),
                 raw_ledger, EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
@@ -450,3 +451,18 @@ def test_a_rate_limit_on_an_external_service_applies_once_at_the_egress_gateway(
     finally:
         with egress.api() as api:
             api.delete("/api/v1/resources/RateLimitPolicy/default/ledger")
+
+
+def test_in_explicit_mode_a_wildcard_host_is_resolved_by_the_sidecar(egress: Egress) -> None:
+    """audit (c) sends to its outbound listener (HTTP_PROXY): no original destination,
+    so its sidecar resolves the request's host (c's hosts file) and connects on
+    targetPort, originating TLS with the host's name."""
+    _, body = wait(
+        "the wildcard host through the explicit-mode sidecar",
+        lambda: (r := egress.curl(f"http://{WILD_HOST}/explicit", "c", "--proxy",
+                                  f"http://127.0.0.1:{AUDIT_PROXY_PORT}"))[0] == 200 and r,
+        60, egress.logs)
+    assert body == "payments: charged /explicit"
+    seen = egress.seen_by_server("x")
+    assert ["request", ["/explicit", WILD_HOST, egress.net["c"].address]] in seen
+    assert ["sni", WILD_HOST] in seen

@@ -31,7 +31,9 @@ the gateway never mistakes it for a passthrough of the app's own TLS).
 
 Wildcard hosts get an ORIGINAL_DST cluster per port (where the app connected, on
 `targetPort`; TLS names the request's host) and virtual hosts in the capture route
-config only (`capture_vhosts`): no virtual IP, no DNS name.
+config (`capture_vhosts`): no virtual IP, no DNS name. For explicit mode, a dynamic
+forward proxy cluster per port and its virtual host in the outbound route config
+(translate/forwardproxy.py), which capture leaves out (`is_forward_vhost`).
 
 A host that is also a name of a mesh Service (`svc.ns`, ...), or of an earlier
 ExternalService by (namespace, name), is left out here: Envoy refuses a route
@@ -59,6 +61,7 @@ from gossamer.model.externalservice import ExternalProtocol as P
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
+from gossamer.translate.forwardproxy import forward_cluster, forward_route_config
 from gossamer.translate.listeners import tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, UPSTREAM_TLS, build, socket_address
 from gossamer.translate.ratelimit import route_limits
@@ -68,6 +71,8 @@ from gossamer.translate.tls import TLS_SOCKET, upstream_mtls_socket
 from gossamer.xds.types import CLUSTER, XdsResource
 
 CLUSTER_PREFIX = "external|"
+# The explicit mode's cluster and virtual host of a wildcard port (translate/forwardproxy.py).
+FORWARD_TAG = "dns"
 VIA_PREFIX = "external-via|"
 CONNECT_TIMEOUT = "5s"
 
@@ -85,6 +90,11 @@ def via_sni(namespace: str, name: str, port: int) -> str:
     """The SNI that tells the egress gateway which ExternalService port a TCP
     connection is for (a DNS name no external host has)."""
     return f"{port}.{name}.{namespace}.egress.gossamer.internal"
+
+
+def is_forward_vhost(name: str) -> bool:
+    """An explicit mode's wildcard virtual host: capture has its own for those hosts."""
+    return name.startswith(f"external:{FORWARD_TAG}@")
 
 
 def vhost_name(namespace: str, name: str, port: int, host: str = "") -> str:
@@ -209,7 +219,7 @@ def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
 
 
 def _wildcard_cluster(ext: ExternalService, port: ExternalPort, cname: str,
-                      policy: ResiliencePolicy | None) -> Cluster:
+                      policy: ResiliencePolicy | None) -> dict[str, Any]:
     """Where the app connected (capture's original destination) on `targetPort`; with
     TLS, the SNI and the name checked are the request's host (auto SNI/SAN)."""
     timeouts = ext.spec.timeouts
@@ -234,7 +244,7 @@ def _wildcard_cluster(ext: ExternalService, port: ExternalPort, cname: str,
     data["typedExtensionProtocolOptions"] = {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http}
     data.update(cluster_settings(policy, _PROTOCOL[port.protocol]))
-    return build(Cluster, data)
+    return data
 
 
 def _default_port(ext: ExternalService) -> int | None:
@@ -360,12 +370,22 @@ class _Builder:
         limit = self.index.external_rate_limits.get(key)
         for port in ext.spec.ports:  # HTTP and GRPC only (the model)
             cname = external_cluster(ns, name, port.port, "*")
-            self.clusters[cname] = XdsResource.from_message(
-                CLUSTER, cname, _wildcard_cluster(ext, port, cname, policy))
+            data = _wildcard_cluster(ext, port, cname, policy)
+            self.clusters[cname] = XdsResource.from_message(CLUSTER, cname,
+                                                            build(Cluster, data))
             self.http_ports.add(port.port)
             self.capture_vhosts.append(_vhost(ext, port, hosts, None,
                                               _route(ext, cname, policy, limit=limit),
                                               vhost_name(ns, name, port.port, "*")))
+            # Explicit mode: no original destination; the host's DNS name on targetPort.
+            fname = external_cluster(ns, name, port.port, FORWARD_TAG)
+            self.clusters[fname] = XdsResource.from_message(CLUSTER, fname,
+                                                            forward_cluster(fname, data))
+            action = _route(ext, fname, policy, limit=limit)
+            action["typedPerFilterConfig"] = {**action.get("typedPerFilterConfig", {}),
+                                              **forward_route_config(port.upstream_port)}
+            self.vhosts.append(_vhost(ext, port, hosts, None, action,
+                                      vhost_name(ns, name, port.port, FORWARD_TAG)))
 
     def done(self) -> ExternalConfig:
         digest = hashlib.sha256()

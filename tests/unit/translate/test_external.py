@@ -362,9 +362,9 @@ def test_a_wildcard_host_goes_where_the_app_connected_named_by_its_host() -> Non
     wild = next(v for v in capture.virtual_hosts if "*.wild.example" in v.domains)
     assert wild.routes[0].route.cluster == "external|80|*|wild.default"
     assert capture.virtual_hosts[-1].routes[0].direct_response.status == 502  # the rest
-    # Not on the outbound listener: an explicit-mode call has no original destination.
-    assert not any("*.wild.example" in v.domains
-                   for v in _routes(snap, "outbound").virtual_hosts)
+    # Capture's one virtual host for them (not the explicit mode's too).
+    assert [v.name for v in capture.virtual_hosts if "*.wild.example" in v.domains] == \
+        ["external:*@wild.default:80"]
     dns = to_dict(_listener(snap, DNS_LISTENER))["listenerFilters"][0]["typedConfig"]
     assert not any("wild" in d["name"]
                    for d in dns["serverConfig"]["inlineDnsTable"]["virtualDomains"])
@@ -474,3 +474,27 @@ def test_a_rate_limit_on_a_missing_external_service_says_so() -> None:
     assert accepted.status == "True"
     assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
     assert "ExternalService 'payments'" in resolved.message
+
+
+def test_in_explicit_mode_a_wildcard_host_is_resolved_by_name_on_its_target_port() -> None:
+    snap = _snapshot(_docs(WILD), _client(capture=False))
+    [vhost] = [to_dict(v) for v in _routes(snap, "outbound").virtual_hosts
+               if "*.wild.example" in v.domains]
+    [route] = vhost["routes"]
+    assert route["route"]["cluster"] == "external|80|dns|wild.default"
+    port = route["typedPerFilterConfig"]["gossamer.external.set_port"]["onRequestHeaders"][0]
+    assert port["objectKey"] == "envoy.upstream.dynamic_port"
+    assert port["formatString"]["textFormatSource"]["inlineString"] == "8443"
+    assert "gossamer.external.forward_proxy" in route["typedPerFilterConfig"]
+    cluster = to_dict(Cluster.FromString(
+        snap.of(CLUSTER)["external|80|dns|wild.default"].payload))
+    assert cluster["clusterType"]["name"] == "envoy.clusters.dynamic_forward_proxy"
+    assert cluster["lbPolicy"] == "CLUSTER_PROVIDED"
+    assert cluster["typedExtensionProtocolOptions"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "upstreamHttpProtocolOptions"] == {"autoSni": True, "autoSanValidation": True}
+    hcm = to_dict(_listener(snap, "outbound"))["filterChains"][0]["filters"][0]["typedConfig"]
+    names = [f["name"] for f in hcm["httpFilters"]]
+    assert names[-3:] == ["gossamer.external.set_port", "gossamer.external.forward_proxy",
+                          "envoy.filters.http.router"]
+    assert all(f.get("disabled") for f in hcm["httpFilters"][-3:-1])
