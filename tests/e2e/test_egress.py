@@ -36,7 +36,7 @@ from tests.hosts import HostNetwork
 
 pytestmark = pytest.mark.slow
 API = "mesh.gossamer.dev/v1alpha1"
-API_PORT, XDS_PORT, AUDIT_PROXY_PORT = 15080, 15010, 15002
+API_PORT, XDS_PORT, AUDIT_PROXY_PORT, GATEWAY_ADMIN = 15080, 15010, 15002, 15000
 HOST = "api.payments.example"
 TLS_SERVER = """
 import json, ssl, sys
@@ -163,6 +163,17 @@ class Egress:
             "--workdir", str(self.workdir / host), *args], log=self.logs / f"{host}.log")
 
 
+    def egress_gateway(self, host: str, name: str) -> None:
+        """`gossamer gateway --egress` for Service `name` on `host` (replica NAME-0)."""
+        self.net[host].popen([
+            *GOSSAMER, "gateway", "--egress", "--name", name, "--replica", f"{name}-0",
+            "--control-plane", f"https://a:{API_PORT}", "--token-file",
+            str(self.token_file(name)), "--ca-file", str(self.state / "ca-bundle.pem"),
+            "--address", self.net[host].address, "--drain-seconds", "0.5",
+            "--admin-port", str(GATEWAY_ADMIN),
+            "--workdir", str(self.workdir / host)], log=self.logs / f"{host}.log")
+
+
 def _external(name: str, host: str, ca_pem: str, address: str,
               **more: Any) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "ExternalService", "metadata": {"name": name},
@@ -197,6 +208,7 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
         out += chunk
 print(out.decode(errors="replace"))
 """
+RAW_LEDGER = "raw.bank.example"
 EGRESS_SERVICE = {"apiVersion": API, "kind": "Service", "metadata": {"name": "egress"},
                   "spec": {"ports": [{"port": 80, "protocol": "http"}]}}
 # On the egress gateway: shop may reach the ledger; nothing else may.
@@ -205,6 +217,12 @@ ONLY_SHOP_TO_LEDGER = {
     "spec": {"targetRef": {"kind": "Service", "name": "egress"}, "action": "ALLOW",
              "rules": [{"from": [{"source": {"principals": ["gossamer.local/ns/default/sa/shop"]}}],
                         "to": [{"operation": {"hosts": [LEDGER]}}]}]}}
+# A TCP connection names no host: its rules at the gateway see only the caller.
+ONLY_SHOP_TCP = {
+    "apiVersion": API, "kind": "AuthorizationPolicy", "metadata": {"name": "egress-raw"},
+    "spec": {"targetRef": {"kind": "Service", "name": "egress"}, "action": "ALLOW",
+             "rules": [{"from": [{"source": {"principals": [
+                 "gossamer.local/ns/default/sa/shop"]}}]}]}}
 
 
 @pytest.fixture(scope="module")
@@ -240,18 +258,23 @@ def egress(module_netns_hosts: HostNetwork, tmp_path_factory: pytest.TempPathFac
             "spec": {"hosts": ["*.wild.example"],
                      "ports": [{"port": 80, "protocol": "HTTP", "targetPort": 8443}],
                      "tls": {"mode": "ORIGINATE", "caBundle": {"pem": payments_ca}}}}
+    raw_ledger = _external("ledger-raw", RAW_LEDGER, ledger_ca, y.address,
+                           egress={"via": "egress"})
+    raw_ledger["spec"]["ports"] = [{"port": 9000, "protocol": "TCP", "targetPort": 8443}]
+    raw_ledger["spec"]["tls"] |= {"sni": LEDGER, "subjectAltNames": [LEDGER]}
     # The app finds a wildcard host with its own resolver (here its hosts file).
-    hosts_file = Path("/etc/netns") / b.netns / "hosts"
-    b.write_etc("hosts", hosts_file.read_text() + f"{x.address} {WILD_HOST}\n")
+    for meshed in (b, c):
+        hosts_file = Path("/etc/netns") / meshed.netns / "hosts"
+        meshed.write_etc("hosts", hosts_file.read_text() + f"{x.address} {WILD_HOST}\n")
     world.apply(_external("payments", HOST, payments_ca, x.address), raw, wild,
                 _external("ledger", LEDGER, ledger_ca, y.address, egress={"via": "egress"}),
-                EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
+                raw_ledger, EGRESS_SERVICE, ONLY_SHOP_TO_LEDGER)
     # Envoy runs as its own uid under capture: its workdir must be reachable by it.
     world.workdir = Path(tempfile.mkdtemp(prefix="gossamer-egress-", dir="/tmp"))
     world.workdir.chmod(0o755)
     world.agent("b", "shop", "--capture", "--", "sleep", "3600")
     world.agent("c", "audit", "--outbound-port", str(AUDIT_PROXY_PORT))
-    world.agent("g", "egress", "--gateway", "egress")
+    world.egress_gateway("g", "egress")
 
     def ready() -> bool:
         with world.api() as api:
@@ -375,3 +398,71 @@ def test_a_wildcard_host_reaches_where_the_app_connected_with_its_name_in_tls(
     seen = egress.seen_by_server("x")
     assert ["sni", WILD_HOST] in seen  # auto SNI from the request's host
     assert ["request", ["/wild", WILD_HOST, egress.net["b"].address]] in seen
+
+
+def test_a_tcp_port_through_the_egress_gateway_reaches_the_outside_for_allowed_callers(
+        egress: Egress) -> None:
+    """shop's plain bytes to raw.bank.example:9000 go over mTLS to the gateway (the
+    port named by SNI), which originates TLS to y: the only host with a route to it.
+    Until an AuthorizationPolicy admits shop over TCP, the gateway closes it."""
+    def call() -> str:
+        return egress.net["b"].run([sys.executable, "-c", RAW_CLIENT, RAW_LEDGER, "9000",
+                                    LEDGER]).stdout
+    # ONLY_SHOP_TO_LEDGER's one rule names a host: it admits no TCP connection.
+    wait("the gateway to refuse raw TCP", lambda: "charged" not in call(), 30, egress.logs)
+    assert "charged" not in call()
+    egress.apply(ONLY_SHOP_TCP)
+    try:
+        out = wait("raw TCP through the egress gateway",
+                   lambda: "charged /raw" in (o := call()) and o, 60, egress.logs)
+        assert "ledger: charged /raw" in out
+        requests = [v for k, v in egress.seen_by_server("y") if k == "request"]
+        assert ["/raw", LEDGER, egress.net["g"].address] in requests
+    finally:
+        with egress.api() as api:
+            api.delete("/api/v1/resources/AuthorizationPolicy/default/egress-raw")
+
+
+def test_a_rate_limit_on_an_external_service_applies_once_at_the_egress_gateway(
+        egress: Egress) -> None:
+    """The ledger goes through the gateway: its RateLimitPolicy's bucket is the
+    gateway's, so the limit holds across callers (local buckets are per Envoy)."""
+    limit = {"apiVersion": API, "kind": "RateLimitPolicy", "metadata": {"name": "ledger"},
+             "spec": {"targetRef": {"kind": "ExternalService", "name": "ledger"},
+                      "local": {"requests": 3, "per": "1h"}}}
+    def gateway_admin(path: str) -> str:
+        return egress.net["g"].run(["curl", "-sS", "--max-time", "5",
+                                    f"http://127.0.0.1:{GATEWAY_ADMIN}{path}"]).stdout
+
+    def limited_and_drained() -> bool:
+        """The gateway's routes are inline in its listener: connections the callers'
+        sidecars opened before stay on the old listener until it has drained."""
+        draining = gateway_admin("/stats?filter=listener_manager.total_.*draining").split()
+        return ("token_bucket" in gateway_admin("/config_dump?resource=dynamic_listeners")
+                and len(draining) >= 4 and all(v == "0" for v in draining[1::2]))
+    egress.apply(limit)
+    try:
+        wait("the gateway to take the limit", limited_and_drained, 60, egress.logs)
+        before = len([v for k, v in egress.seen_by_server("y") if k == "request"])
+        codes = [egress.curl(f"http://{LEDGER}/limited")[0] for _ in range(4)]
+        assert codes == [200, 200, 200, 429], codes
+        after = [v for k, v in egress.seen_by_server("y") if k == "request"]
+        assert len(after) - before == 3
+    finally:
+        with egress.api() as api:
+            api.delete("/api/v1/resources/RateLimitPolicy/default/ledger")
+
+
+def test_in_explicit_mode_a_wildcard_host_is_resolved_by_the_sidecar(egress: Egress) -> None:
+    """audit (c) sends to its outbound listener (HTTP_PROXY): no original destination,
+    so its sidecar resolves the request's host (c's hosts file) and connects on
+    targetPort, originating TLS with the host's name."""
+    _, body = wait(
+        "the wildcard host through the explicit-mode sidecar",
+        lambda: (r := egress.curl(f"http://{WILD_HOST}/explicit", "c", "--proxy",
+                                  f"http://127.0.0.1:{AUDIT_PROXY_PORT}"))[0] == 200 and r,
+        60, egress.logs)
+    assert body == "payments: charged /explicit"
+    seen = egress.seen_by_server("x")
+    assert ["request", ["/explicit", WILD_HOST, egress.net["c"].address]] in seen
+    assert ["sni", WILD_HOST] in seen

@@ -3,6 +3,7 @@ gateway, called from outside the mesh (no proxy) on the Gateway's port."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from importlib import resources as pkg
 
@@ -36,3 +37,58 @@ def test_up_runs_the_gateway_and_it_reaches_the_demo(demo: Mesh) -> None:
     status = demo.api.get("/api/v1/resources/Gateway/default/demo-ingress").json()["status"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Accepted": "True", "Programmed": "True"}
+
+
+OUTSIDE_PORT = free_port()
+EGRESS_APP = f"""
+apiVersion: local.gossamer.dev/v1alpha1
+kind: Process
+metadata: {{name: shop}}
+spec:
+  service: shop
+  command: ["{{python}}", "-m", "gossamer.demo.app", "--name", "shop", "--port", "{{port}}"]
+  probePath: /healthz
+---
+apiVersion: local.gossamer.dev/v1alpha1
+kind: Process
+metadata: {{name: outside}}
+spec:
+  service: outside
+  inbound: false
+  command: ["{{python}}", "-m", "http.server", "--bind", "127.0.0.1", "{OUTSIDE_PORT}"]
+---
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ExternalService
+metadata: {{name: ledger}}
+spec:
+  hosts: [ledger.bank.example]
+  endpoints: [127.0.0.1]
+  ports: [{{port: 80, protocol: HTTP, targetPort: {OUTSIDE_PORT}}}]
+  egress: {{via: egress}}
+"""
+
+
+@pytest.fixture(scope="module")
+def egress_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from running_mesh(tmp_path_factory, "egress-local", text=EGRESS_APP)
+
+
+def test_up_runs_the_egress_gateway_its_external_services_name(egress_app: Mesh) -> None:
+    [gateway] = [i for i in egress_app.run.instances if i.service == "egress"]
+    assert gateway.workload == "egress-0"
+    workload = egress_app.api.get("/api/v1/resources/Workload/default/egress-0").json()
+    assert workload["spec"]["health"] == "Healthy"
+    [shop] = [i for i in egress_app.run.instances if i.service == "shop"]
+    # The call leaves through the gateway: its upstream_rq counts it.
+    with httpx.Client(proxy=f"http://127.0.0.1:{shop.outbound_port}", trust_env=False,
+                      timeout=10) as http:
+        for _ in range(40):  # the outside server (a pure client to up) starts last
+            resp = http.get("http://ledger.bank.example/")
+            if resp.status_code == 200:
+                break
+            time.sleep(0.5)
+    assert resp.status_code == 200, resp.text
+    assert "Directory listing" in resp.text  # the outside server's answer
+    stats = httpx.get(f"http://127.0.0.1:{gateway.admin_port}/stats?filter=external.80",
+                      trust_env=False, timeout=10).text
+    assert "external|80||ledger.default.upstream_rq_2xx: 1" in stats, stats

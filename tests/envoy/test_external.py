@@ -171,3 +171,33 @@ async def test_a_resilience_policy_retries_calls_to_an_external_service(
     tls_server.fail = 3  # more failures than retries: the caller sees the last one
     resp = await get(client, f"http://{HOST}/exhausted")
     assert resp.status_code == 503
+
+
+def _limit(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "RateLimitPolicy", "metadata": {"name": "payments"},
+            "spec": {"targetRef": {"kind": "ExternalService", "name": "payments"}, **spec}}
+
+
+async def test_a_local_rate_limit_on_an_external_service_applies_at_the_callers_sidecar(
+        mini: MiniMesh, tls_server: TlsServer) -> None:
+    await mini.apply(_external(tls_server), _limit({"local": {"requests": 3, "per": "1h"}}))
+    client = await mini.client()
+    await mini.wait_synced()
+    codes = [(await get(client, f"http://{HOST}/n{i}")).status_code for i in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert [p for p, _ in tls_server.requests] == ["/n0", "/n1", "/n2"]  # the 4th stayed in
+    # Other hosts are not limited (the filter runs only on the ExternalService's route).
+    assert (await get(client, "http://api.other.example/")).status_code == 404
+
+
+async def test_a_global_rate_limit_on_an_external_service_is_counted_by_the_control_plane(
+        mini: MiniMesh, tls_server: TlsServer) -> None:
+    await mini.apply(_external(tls_server),
+                     _limit({"global": {"rules": [{"requests": 2, "per": "1h"}]}}))
+    first, second = await mini.client(), await mini.client("other")
+    await mini.wait_synced()
+    # One counter across callers: the two sidecars together pass 2.
+    codes = [(await get(c, f"http://{HOST}/g")).status_code
+             for c in (first, second, first, second)]
+    assert codes == [200, 200, 429, 429]
+    assert len(tls_server.requests) == 2

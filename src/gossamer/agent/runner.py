@@ -119,7 +119,7 @@ class AgentConfig:
     prometheus_port: int | None = None
     # Run as the gateway of this name, with no app: with no inbound port, the Envoy
     # of the ingress Gateway NAME (`gossamer gateway`, listeners from the Gateway);
-    # with one, the egress gateway NAME (`gossamer proxy --gateway`: registered,
+    # with one, the egress gateway NAME (`gossamer gateway --egress`: registered,
     # healthy while Envoy runs, routing to ExternalServices).
     gateway: str | None = None
 

@@ -243,9 +243,6 @@ def proxy(
     prometheus_port: Annotated[int | None, typer.Option(
         "--prometheus-port", help="/stats/prometheus for Prometheus on --address (default "
         "15090, or a free port when taken; off on loopback; 0: off)")] = None,
-    gateway: Annotated[str | None, typer.Option(
-        "--gateway", hidden=True, help="run as the egress gateway NAME (--app-port 0, no "
-        "app): an interim flag until `gossamer gateway`")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a sidecar Envoy beside a workload; after `--`, the command that starts the app."""
@@ -260,9 +257,6 @@ def proxy(
         raise CliError("--xds-mode must be delta or sotw")
     if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
-    if gateway is not None and (app_port or ctx.args or capture):
-        raise CliError("--gateway runs no app: give --app-port 0, no command and no "
-                       "--capture")
     from gossamer.agent.capturing import CaptureOptions
 
     if capture_installed and not capture:
@@ -291,7 +285,7 @@ def proxy(
     config = AgentConfig(
         service=service, app_port=app_port, namespace=namespace, labels=_labels(label),
         server=url,
-        inbound_port=(inbound_port or free_port()) if app_port or gateway else 0,
+        inbound_port=(inbound_port or free_port()) if app_port else 0,
         outbound_port=outbound_port or free_port(), admin_port=admin_port or free_port(),
         protocol=protocol, name=name, address=address, env=_labels(env, "--env"),
         upstreams=_parse_upstreams(upstream, namespace),
@@ -303,7 +297,6 @@ def proxy(
         app_probes_port=app_probes_port,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
-        gateway=gateway,
     )
     try:
         code = asyncio.run(run_agent(config))
@@ -314,7 +307,16 @@ def proxy(
 
 @app.command()
 def gateway(
-    name: Annotated[str, typer.Option("--name", help="the Gateway this Envoy serves")],
+    name: Annotated[str, typer.Option(
+        "--name", help="the Gateway this Envoy serves; with --egress, the Service named by "
+        "ExternalServices' egress.via")],
+    egress: Annotated[bool, typer.Option(
+        "--egress", help="run the egress gateway NAME: registered as a Workload of Service "
+        "NAME, it takes the mesh's calls to the ExternalServices whose egress.via is NAME "
+        "over mutual TLS on --inbound-port")] = False,
+    inbound_port: Annotated[int, typer.Option(
+        "--inbound-port", help="with --egress: the mTLS port sidecars call, on --address "
+        "(default: a free port)")] = 0,
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     server: Annotated[str | None, typer.Option(
         "--control-plane", "--server", help="the control plane's API URL (default "
@@ -352,8 +354,8 @@ def gateway(
         "free port when taken; 0: off)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the Envoy of a Gateway (an agent with no app); replicas of one Gateway each
-    run this with their own --replica."""
+    """Run the Envoy of a Gateway (an agent with no app), or with --egress of an egress
+    gateway; replicas of one gateway each run this with their own --replica."""
     from gossamer.agent.join import JoinError, detect_address, join_token
     from gossamer.agent.ports import free_port
     from gossamer.agent.runner import AgentConfig, AgentError, run_agent
@@ -364,8 +366,13 @@ def gateway(
     _logging(verbose)
     if xds_mode not in ("delta", "sotw"):
         raise CliError("--xds-mode must be delta or sotw")
+    if egress and (not DNS_LABEL.match(name) or len(name) > 63):
+        raise CliError("--name with --egress must be a Service name (a DNS label)")
     if not DNS_SUBDOMAIN.match(name) or len(name) > 253:
         raise CliError("--name must be a Gateway name (lowercase letters, digits, '-', '.')")
+    if inbound_port and not egress:
+        raise CliError("--inbound-port needs --egress (an ingress Gateway's ports are its "
+                       "listeners')")
     account = service_account or name
     if not DNS_LABEL.match(account) or len(account) > 63:
         raise CliError(f"the gateway's identity account {account!r} must be a DNS label: "
@@ -376,8 +383,11 @@ def gateway(
         token = join_token(None, token_file)
     except JoinError as exc:
         raise CliError(str(exc)) from exc
+    # An egress gateway is a Workload of Service NAME (its inbound port is how sidecars
+    # reach it); an ingress one registers nothing and binds its Gateway's listeners.
     config = AgentConfig(
-        service=account, app_port=0, namespace=namespace, server=url, name=replica,
+        service=name if egress else account, app_port=0, namespace=namespace, server=url,
+        name=replica, inbound_port=(inbound_port or free_port()) if egress else 0,
         admin_port=admin_port or free_port(), address=address, drain_seconds=drain_seconds,
         delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir, token=token,
         token_file=token_file,

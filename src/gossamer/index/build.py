@@ -257,7 +257,11 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
     external_resilience, external_conflicts = one_per_service(
         p for p in policies if isinstance(p, ResiliencePolicy) and p.spec.target_ref.external)
     rate_limits, rate_limit_conflicts = one_per_service(
-        p for p in policies if isinstance(p, RateLimitPolicy) and not gateway_target(p))
+        p for p in policies if isinstance(p, RateLimitPolicy) and not gateway_target(p)
+        and not p.spec.target_ref.external)
+    external_limits, external_limit_conflicts = one_per_service(
+        (p for p in policies if isinstance(p, RateLimitPolicy) and p.spec.target_ref.external),
+        "ExternalService")
     faults, fault_conflicts = one_per_service(
         p for p in policies if isinstance(p, FaultPolicy) and not gateway_target(p))
     edge_limits, edge_limit_conflicts = one_per_service(
@@ -271,7 +275,8 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         policies, services, {**one_per_scope(peers), **resilience_conflicts,
                              **rate_limit_conflicts, **fault_conflicts,
                              **edge_limit_conflicts, **edge_fault_conflicts,
-                             **telemetry_conflicts, **external_conflicts}))
+                             **telemetry_conflicts, **external_conflicts,
+                             **external_limit_conflicts}))
     externals = _externals(kinds.of(ExternalService), previous)
     conditions.update(external_target_conditions(policies, externals, conditions))
     mesh = next(iter(kinds.of(Mesh)), None)
@@ -322,6 +327,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
         external_services=externals,
         external_vips=external_vips,
         external_resilience=MappingProxyType(external_resilience),
+        external_rate_limits=MappingProxyType(external_limits),
         gateways=MappingProxyType(gateways),
         gateway_status=MappingProxyType(gateway_status),
     )

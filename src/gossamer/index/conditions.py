@@ -158,11 +158,12 @@ def external_target_conditions(
         policies: Iterable[Policy], externals: Mapping[SvcKey, object],
         conditions: Mapping[ResourceKey, tuple[Condition, ...]],
 ) -> dict[ResourceKey, tuple[Condition, ...]]:
-    """ResiliencePolicies on an ExternalService: ResolvedRefs says whether
-    it exists (policy_conditions looked for a Service of that name)."""
+    """Resilience and RateLimitPolicies on an ExternalService: ResolvedRefs says
+    whether it exists (policy_conditions looked for a Service of that name)."""
     out: dict[ResourceKey, tuple[Condition, ...]] = {}
     for p in policies:
-        if not isinstance(p, ResiliencePolicy) or not p.spec.target_ref.external:
+        if not isinstance(p, ResiliencePolicy | RateLimitPolicy) \
+                or not p.spec.target_ref.external:
             continue
         name = p.spec.target_ref.name
         resolved = _true("ResolvedRefs") if (p.metadata.namespace, name) in externals else \

@@ -98,6 +98,8 @@ class MeshIndex:
     external_vips: Mapping[SvcKey, str] = field(default_factory=dict)
     # The ResiliencePolicy in effect for each ExternalService (the first by name).
     external_resilience: Mapping[SvcKey, ResiliencePolicy] = field(default_factory=dict)
+    # RateLimitPolicies on ExternalServices, by the ExternalService's key.
+    external_rate_limits: Mapping[SvcKey, RateLimitPolicy] = field(default_factory=dict)
     # The Gateways of class gossamer, as served (index/gateways.py), and the
     # status of Gateways and of routes with a Gateway parent.
     gateways: Mapping[SvcKey, GatewayView] = field(default_factory=dict)

@@ -190,6 +190,19 @@ CLASS_PATCHES: dict[str, Schema] = {
             "size(self.name) <= 63)",
             "a Service (group \"\", a DNS label) or a Gateway (group "
             "gateway.networking.k8s.io)")]},
+    # RateLimitPolicy also targets an ExternalService (limits on calls to the outside).
+    "RateLimitTargetRef": {
+        "properties": {"group": {"enum": ["", "core", "gateway.networking.k8s.io",
+                                          MESH_GROUP]},
+                       "kind": {"enum": ["Service", "Gateway", "ExternalService"]}},
+        "x-kubernetes-validations": [rule(
+            "(has(self.kind) && self.kind == 'Gateway') ? (has(self.group) && "
+            "self.group == 'gateway.networking.k8s.io') : ((has(self.kind) && self.kind == "
+            f"'ExternalService') ? (!has(self.group) || self.group in ['', '{MESH_GROUP}']) "
+            ": (!has(self.group) || self.group in ['', 'core'])) && "
+            f"self.name.matches(r'{DNS_LABEL}') && size(self.name) <= 63",
+            "a Service (group \"\", a DNS label), a Gateway (group "
+            f"gateway.networking.k8s.io) or an ExternalService (group \"\" or {MESH_GROUP})")]},
     "Source": {"x-kubernetes-validations": [rule(has_items(
         "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
         "namespaces", "notNamespaces"), "a source needs at least one field")]},
@@ -400,6 +413,7 @@ VALIDATORS: dict[str, str] = {
         "gossamer.model.service.ServicePort._name", "gossamer.model.policy.TargetRef._is_service",
         "gossamer.model.resiliencepolicy.ResilienceTargetRef._is_service",
         "gossamer.model.policy.EdgeTargetRef._kind",
+        "gossamer.model.ratelimitpolicy.RateLimitTargetRef._kind",
         "gossamer.model.authorizationpolicy.Source._not_empty",
         "gossamer.model.authorizationpolicy.Operation._not_empty",
         "gossamer.model.authorizationpolicy.RuleCondition._key_and_values",

@@ -29,7 +29,7 @@ from gossamer.agent.ports import free_port
 from gossamer.contract.protocol import Protocol
 from gossamer.local.netns import IsolatedHosts, NetnsError
 from gossamer.local.spec import LocalApp, Process, upstream_target
-from gossamer.model import Gateway, Service
+from gossamer.model import ExternalService, Gateway, Service
 from gossamer.model.gateway import GATEWAY_CLASS
 from gossamer.store.files import private_dir
 
@@ -240,6 +240,10 @@ class LocalRun:
             if key not in declared and proc.spec.inbound:  # a Process implies its Service
                 declared.add(key)
                 docs.insert(0, _implied_service(proc))
+        for ns, via in self.egress_gateways():  # so does an egress gateway
+            if (ns, via) not in declared:
+                declared.add((ns, via))
+                docs.insert(0, _service_doc(ns, via, Protocol.HTTP))
         for doc in docs:
             self._call("POST", "/api/v1/apply", doc)
 
@@ -261,7 +265,12 @@ class LocalRun:
                     instance, argv, env = self.plan_gateway(gw)
                     self._spawn(instance.workload, argv, "proxy", env=env)
                     self.instances.append(instance)
+                for ns, via in self.egress_gateways():  # and each egress gateway's
+                    instance, argv, env = self.plan_egress_gateway(ns, via)
+                    self._spawn(instance.workload, argv, "proxy", env=env)
+                    self.instances.append(instance)
                 self.wait_programmed(timeout, stop)
+                self.wait_healthy(timeout, stop)
 
     def wait_programmed(self, timeout: float, stop: threading.Event | None = None) -> None:
         """Until each Gateway is Programmed: its replica has ACKed its config, so its
@@ -299,6 +308,28 @@ class LocalRun:
             argv += ["--ca-file", str(self.ca_file)]
             env = {"GOSSAMER_TOKEN": self._join_token(ns, name)}
         return Instance(workload, name, 0, 0, admin), argv, env
+
+    def egress_gateways(self) -> list[tuple[str, str]]:
+        """(namespace, Service) of each egress gateway the file's ExternalServices
+        name in `egress.via`: `up` runs one replica of each."""
+        return sorted({(r.metadata.namespace, r.spec.egress.via) for r in self.app.resources
+                       if isinstance(r, ExternalService) and r.spec.egress is not None})
+
+    def plan_egress_gateway(self, ns: str, via: str
+                            ) -> tuple[Instance, list[str], dict[str, str] | None]:
+        """`gossamer gateway --egress` for Service `via` on loopback (a Workload of it,
+        healthy while its Envoy runs)."""
+        workload, inbound, admin = f"{via}-0", free_port(), free_port()
+        argv = [sys.executable, "-m", "gossamer", "gateway", "--egress", "--name", via,
+                "--namespace", ns, "--replica", workload, "--server", self.server,
+                "--address", "127.0.0.1", "--inbound-port", str(inbound),
+                "--admin-port", str(admin), "--drain-seconds", str(self.drain_seconds),
+                "--workdir", str(self.state_dir / "proxies" / workload)]
+        env = None
+        if self.ca_file.exists():
+            argv += ["--ca-file", str(self.ca_file)]
+            env = {"GOSSAMER_TOKEN": self._join_token(ns, via)}
+        return Instance(workload, via, inbound, 0, admin), argv, env
 
     def _start_instance(self, proc: Process, replica: int) -> None:
         instance, argv, env = self.plan_instance(proc, replica)
@@ -401,11 +432,15 @@ class LocalRun:
 
 
 def _implied_service(proc: Process) -> dict[str, object]:
+    return _service_doc(proc.metadata.namespace, proc.spec.service,
+                        proc.spec.protocol or Protocol.HTTP)
+
+
+def _service_doc(namespace: str, name: str, protocol: Protocol) -> dict[str, object]:
     return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Service",
-            "metadata": {"name": proc.spec.service, "namespace": proc.metadata.namespace},
-            "spec": {"selector": {"app": proc.spec.service},
-                     "ports": [{"port": 80,
-                                "protocol": (proc.spec.protocol or Protocol.HTTP).value}]}}
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": {"app": name},
+                     "ports": [{"port": 80, "protocol": protocol.value}]}}
 
 
 def _port_or_free(preferred: int) -> int:

@@ -225,12 +225,6 @@ class ExternalServiceSpec(Strict):
             raise ValueError("ports: a port is listed twice")
         if self.wildcard:
             self._check_wildcard()
-        if self.egress is not None:
-            for i, p in enumerate(self.ports):
-                if not p.protocol.by_host:
-                    raise ValueError(
-                        f"ports[{i}].protocol: through an egress gateway only HTTP and GRPC "
-                        "ports (routed by host name) are carried")
         if self.tls is not None:
             for i, p in enumerate(self.ports):
                 if p.protocol.app_speaks_tls:

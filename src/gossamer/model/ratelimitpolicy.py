@@ -22,10 +22,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from gossamer.contract.checks import DNS_LABEL
 from gossamer.model.duration import parse_duration_ms
 from gossamer.model.httproute import HeaderMatch, PathMatch, PathMatchType, check_unique_headers
-from gossamer.model.meta import Resource, Strict, check_method
-from gossamer.model.policy import EdgeTargetRef, TargetedSpec
+from gossamer.model.meta import GATEWAY_GROUP, MESH_GROUP, Resource, Strict, check_method
+from gossamer.model.policy import EdgeTargetRef, TargetedSpec, TargetRef
 from gossamer.model.regex import check_re2
 from gossamer.model.resiliencepolicy import check_header
 
@@ -148,9 +149,31 @@ class GlobalLimit(Strict):
     rules: list[GlobalRule] = Field(min_length=1, max_length=MAX_RULES)
 
 
+EXTERNAL_KIND = "ExternalService"
+
+
+class RateLimitTargetRef(EdgeTargetRef):
+    """A Service, a Gateway, or an ExternalService: the calls to the outside are
+    limited at its egress gateway, or without one at each caller's sidecar."""
+
+    @model_validator(mode="after")
+    def _kind(self) -> RateLimitTargetRef:
+        if self.kind == EXTERNAL_KIND and self.group in ("", MESH_GROUP):
+            if not DNS_LABEL.match(self.name) or len(self.name) > 63:
+                raise ValueError("name: must be an ExternalService name (a DNS label)")
+        elif not (self.kind == "Gateway" and self.group == GATEWAY_GROUP):
+            TargetRef.model_validate({"group": self.group, "kind": self.kind,
+                                      "name": self.name})
+        return self
+
+    @property
+    def external(self) -> bool:
+        return self.kind == EXTERNAL_KIND
+
+
 class RateLimitPolicySpec(TargetedSpec):
-    # A Service, or a Gateway (docs/gateways.md#policies-at-the-edge).
-    target_ref: EdgeTargetRef = Field(alias="targetRef")  # type: ignore[assignment]
+    # A Service, a Gateway (docs/gateways.md#policies-at-the-edge) or an ExternalService.
+    target_ref: RateLimitTargetRef = Field(alias="targetRef")  # type: ignore[assignment]
     local: LocalLimit | None = None
     global_: GlobalLimit | None = Field(default=None, alias="global")
 

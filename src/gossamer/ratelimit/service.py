@@ -56,7 +56,8 @@ def window(per_ms: int, now: int) -> Window:
 
 def _rules(index: MeshIndex) -> dict[str, GlobalRule]:
     out: dict[str, GlobalRule] = {}
-    for policy in (*index.rate_limits.values(), *index.gateway_rate_limits.values()):
+    for policy in (*index.rate_limits.values(), *index.gateway_rate_limits.values(),
+                   *index.external_rate_limits.values()):
         if policy.spec.global_ is not None:
             for i, rule in enumerate(policy.spec.global_.rules):
                 out[rule_id(policy.metadata.namespace, policy.metadata.name, i)] = rule

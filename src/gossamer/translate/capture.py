@@ -47,7 +47,7 @@ from gossamer.model import Service
 from gossamer.model.mesh import DEFAULT_DNS_DOMAIN, OutboundMode
 from gossamer.translate import names
 from gossamer.translate.dns import DNS_LISTENER, dns_listener, dns_table
-from gossamer.translate.external import ExternalConfig
+from gossamer.translate.external import ExternalConfig, is_forward_vhost
 from gossamer.translate.listeners import outbound_hcm, tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, build
 from gossamer.translate.resilience import tcp_settings
@@ -162,6 +162,8 @@ def _route_config(index: MeshIndex, outbound: XdsResource, mode: OutboundMode,
     config.name = CAPTURE_ROUTES
     kept = []
     for vhost in config.virtual_hosts[:-1]:  # the last is outbound's 404 catch-all
+        if is_forward_vhost(vhost.name):  # `wildcards` route those hosts here
+            continue
         host, _, port = vhost.name.rpartition(":")
         name, _, ns = host.partition(".")
         vip, svc = index.virtual_ips.get((ns, name)), index.services.get((ns, name))

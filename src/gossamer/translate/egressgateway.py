@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.config.listener.v3.listener_components_pb2 import FilterChain, ListenerFilter
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
     HttpConnectionManager,
+    HttpFilter,
 )
 
 from gossamer.contract.node import NodeMetadata
@@ -26,10 +28,12 @@ from gossamer.contract.protocol import Protocol
 from gossamer.translate import names
 from gossamer.translate.adaptive import inbound_traffic_filters
 from gossamer.translate.external import GatewayPart
-from gossamer.translate.listeners import inbound_listener
+from gossamer.translate.listeners import InboundSecurity, inbound_listener, tcp_proxy_filter
 from gossamer.translate.mesh import MeshConfig
 from gossamer.translate.protos import build
+from gossamer.translate.ratelimit import ROUTE_LIMIT_FILTERS
 from gossamer.translate.telemetry import proxy_access_log
+from gossamer.translate.tls import TLS_INSPECTOR_FILTER, downstream_mtls
 from gossamer.xds.types import LISTENER, XdsResource
 
 GATEWAY_ROUTES = "egress-gateway"
@@ -59,11 +63,27 @@ def _with_routes(listener: Listener, vhosts: list[VirtualHost], gateway: str) ->
             hcm.route_config.name = GATEWAY_ROUTES
             del hcm.route_config.virtual_hosts[:]
             hcm.route_config.virtual_hosts.extend([*vhosts, _no_host(gateway)])
+            # Disabled until an ExternalService's route with a RateLimitPolicy enables them.
+            router = hcm.http_filters.pop()
+            hcm.http_filters.extend([*(build(HttpFilter, f) for f in ROUTE_LIMIT_FILTERS),
+                                     router])
             del hcm.route_config.request_headers_to_remove[:]
             hcm.route_config.request_headers_to_remove.extend(STRIPPED)
             prefix = packed.type_url.rsplit("/", 1)[0]
             packed.Pack(hcm, type_url_prefix=prefix, deterministic=True)
     return listener
+
+
+def _tcp_chain(sni: str, name: str, cluster: str, security: InboundSecurity) -> FilterChain:
+    """A TCP port of an ExternalService: the caller's sidecar names it by SNI over the
+    mesh's mutual TLS; the bytes go on to the outside (TLS originated by `cluster`).
+    Its AuthorizationPolicies are Service NAME's, as for TCP (principals, ports)."""
+    return build(FilterChain, {
+        "name": name,
+        "filterChainMatch": {"serverNames": [sni], "transportProtocol": "tls"},
+        "transportSocket": downstream_mtls(),
+        "filters": [*security.network_filters,
+                    tcp_proxy_filter(names.INBOUND_STATS, [(cluster, 1)])]})
 
 
 def gateway_resources(mesh: MeshConfig, proxy: NodeMetadata,
@@ -81,5 +101,12 @@ def gateway_resources(mesh: MeshConfig, proxy: NodeMetadata,
                            inbound_traffic_filters(mesh.index, services),
                            proxy_access_log(mesh.index, proxy, services, "inbound"), tracing)
     lis = _with_routes(lis, part.vhosts, proxy.gateway)
+    if part.tcp:
+        tcp_security, _ = mesh.inbound_security(
+            (proxy.namespace, services, 0, proxy.inbound_port, Protocol.TCP))
+        lis.filter_chains.extend(_tcp_chain(sni, name, cluster, tcp_security)
+                                 for sni, name, cluster in part.tcp)
+        if not lis.listener_filters:  # mTLS off mesh-wide: SNI still needs reading
+            lis.listener_filters.append(build(ListenerFilter, TLS_INSPECTOR_FILTER))
     return (XdsResource.from_message(LISTENER, lis.name, lis),
             [*part.clusters.values(), *jwks])

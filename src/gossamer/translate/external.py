@@ -21,9 +21,19 @@ to that Service's cluster over the mesh's mutual TLS (`mesh_refs`: every proxy g
 with its endpoints), and its TLS-originating clusters and virtual hosts go to the
 gateway alone (`gateways`; translate/egressgateway.py builds its listener).
 
+A TCP, TLS or HTTPS port with `egress.via` cannot be told apart by host: sidecars
+send it over mutual TLS to the gateway's workloads with an SNI naming the port of
+the ExternalService (`via_sni`), on a cluster of their own made from the gateway
+Service's (`via_clusters`, translate/proxy.py), and the gateway's listener picks the
+filter chain by that SNI (`GatewayPart.tcp`) and proxies the bytes to the outside
+(as Istio's egress gateway does with SNI; the name is not the external host's, so
+the gateway never mistakes it for a passthrough of the app's own TLS).
+
 Wildcard hosts get an ORIGINAL_DST cluster per port (where the app connected, on
 `targetPort`; TLS names the request's host) and virtual hosts in the capture route
-config only (`capture_vhosts`): no virtual IP, no DNS name.
+config (`capture_vhosts`): no virtual IP, no DNS name. For explicit mode, a dynamic
+forward proxy cluster per port and its virtual host in the outbound route config
+(translate/forwardproxy.py), which capture leaves out (`is_forward_vhost`).
 
 A host that is also a name of a mesh Service (`svc.ns`, ...), or of an earlier
 ExternalService by (namespace, name), is left out here: Envoy refuses a route
@@ -36,31 +46,55 @@ import hashlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from gossamer.contract.protocol import Protocol
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.index.conditions import service_host_names
 from gossamer.model.externalservice import ExternalPort, ExternalService, ExternalTls
 from gossamer.model.externalservice import ExternalProtocol as P
+from gossamer.model.ratelimitpolicy import RateLimitPolicy
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate import names
+from gossamer.translate.forwardproxy import forward_cluster, forward_route_config
 from gossamer.translate.listeners import tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, UPSTREAM_TLS, build, socket_address
+from gossamer.translate.ratelimit import route_limits
 from gossamer.translate.resilience import cluster_settings, route_settings
 from gossamer.translate.routes import DEFAULT_RETRY
+from gossamer.translate.tls import TLS_SOCKET, upstream_mtls_socket
 from gossamer.xds.types import CLUSTER, XdsResource
 
 CLUSTER_PREFIX = "external|"
+# The explicit mode's cluster and virtual host of a wildcard port (translate/forwardproxy.py).
+FORWARD_TAG = "dns"
+VIA_PREFIX = "external-via|"
 CONNECT_TIMEOUT = "5s"
 
 
 def external_cluster(namespace: str, name: str, port: int, host: str = "") -> str:
     return f"{CLUSTER_PREFIX}{port}|{host}|{name}.{namespace}"
+
+
+def via_cluster(namespace: str, name: str, port: int) -> str:
+    """A sidecar's cluster to the egress gateway for a TCP port of an ExternalService."""
+    return f"{VIA_PREFIX}{port}||{name}.{namespace}"
+
+
+def via_sni(namespace: str, name: str, port: int) -> str:
+    """The SNI that tells the egress gateway which ExternalService port a TCP
+    connection is for (a DNS name no external host has)."""
+    return f"{port}.{name}.{namespace}.egress.gossamer.internal"
+
+
+def is_forward_vhost(name: str) -> bool:
+    """An explicit mode's wildcard virtual host: capture has its own for those hosts."""
+    return name.startswith(f"external:{FORWARD_TAG}@")
 
 
 def vhost_name(namespace: str, name: str, port: int, host: str = "") -> str:
@@ -75,6 +109,8 @@ class GatewayPart:
 
     clusters: dict[str, XdsResource] = field(default_factory=dict)
     vhosts: list[VirtualHost] = field(default_factory=list)
+    # TCP ports: (SNI, name, the external cluster), a filter chain each.
+    tcp: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,9 @@ class ExternalConfig:
     # Wildcard hosts' virtual hosts: in the capture route config only (their calls go
     # to the original destination, which only capture knows).
     capture_vhosts: tuple[VirtualHost, ...] = ()
+    # A sidecar's cluster to an egress gateway for a TCP port -> (the gateway Service's
+    # mesh cluster it is made from, the SNI naming the port).
+    via_clusters: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _claimed(index: MeshIndex) -> set[str]:
@@ -162,9 +201,11 @@ _PROTOCOL = {P.HTTP: Protocol.HTTP, P.GRPC: Protocol.GRPC, P.TCP: Protocol.TCP,
 
 
 def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
-           *, first_hop: bool = True) -> dict[str, Any]:
+           *, first_hop: bool = True, limit: RateLimitPolicy | None = None) -> dict[str, Any]:
     """A route action to `cluster`: `timeouts.request`, then the policy's timeouts and
-    retries (retries only on the first hop: a gateway does not retry again)."""
+    retries (retries only on the first hop: a gateway does not retry again), and the
+    RateLimitPolicy's limits where the calls leave the mesh (the gateway, or else the
+    caller's sidecar)."""
     action: dict[str, Any] = {"cluster": cluster}
     timeouts = ext.spec.timeouts
     if timeouts is not None and timeouts.request is not None:
@@ -174,11 +215,11 @@ def _route(ext: ExternalService, cluster: str, policy: ResiliencePolicy | None,
         route_settings(action, policy, DEFAULT_RETRY)
     elif policy is not None and policy.spec.timeouts and policy.spec.timeouts.request:
         action["timeout"] = policy.spec.timeouts.request
-    return {"route": action}
+    return {"route": action, **route_limits(limit)}
 
 
 def _wildcard_cluster(ext: ExternalService, port: ExternalPort, cname: str,
-                      policy: ResiliencePolicy | None) -> Cluster:
+                      policy: ResiliencePolicy | None) -> dict[str, Any]:
     """Where the app connected (capture's original destination) on `targetPort`; with
     TLS, the SNI and the name checked are the request's host (auto SNI/SAN)."""
     timeouts = ext.spec.timeouts
@@ -203,7 +244,7 @@ def _wildcard_cluster(ext: ExternalService, port: ExternalPort, cname: str,
     data["typedExtensionProtocolOptions"] = {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http}
     data.update(cluster_settings(policy, _PROTOCOL[port.protocol]))
-    return build(Cluster, data)
+    return data
 
 
 def _default_port(ext: ExternalService) -> int | None:
@@ -221,12 +262,17 @@ def _vhost(ext: ExternalService, port: ExternalPort, hosts: list[str], vip: str 
         {"name": name, "match": {"prefix": "/"}, **action}]})
 
 
+def _gateway_port(index: MeshIndex, namespace: str, via: str) -> int | None:
+    """The port of Service `via` sidecars call the egress gateway on: its first HTTP one."""
+    svc = index.services.get((namespace, via))
+    return next((p.port for p in svc.spec.ports if p.protocol.is_http), None) if svc else None
+
+
 def _gateway_action(index: MeshIndex, ext: ExternalService, namespace: str,
                     via: str) -> dict[str, Any]:
     """Sidecars send a gateway-bound call to Service `via`'s first HTTP port, over the
     mesh's mutual TLS; without such a Service, a 503 naming it."""
-    svc = index.services.get((namespace, via))
-    port = next((p.port for p in svc.spec.ports if p.protocol.is_http), None) if svc else None
+    port = _gateway_port(index, namespace, via)
     if port is None:
         return {"directResponse": {"status": 503, "body": {"inlineString": (
             f"gossamer: egress gateway Service {namespace}/{via} not found (or it has no "
@@ -247,6 +293,7 @@ class _Builder:
     mesh_refs: set[str] = field(default_factory=set)
     gateways: dict[SvcKey, GatewayPart] = field(default_factory=dict)
     capture_vhosts: list[VirtualHost] = field(default_factory=list)
+    via_clusters: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, key: SvcKey, ext: ExternalService) -> None:
         ns, name = key
@@ -262,6 +309,7 @@ class _Builder:
             self.dns.update((h, vip) for h in hosts)
         via = ext.spec.egress.via if ext.spec.egress is not None else None
         policy = self.index.external_resilience.get(key)
+        limit = self.index.external_rate_limits.get(key)
         gateway = self.gateways.setdefault((ns, via), GatewayPart()) if via else None
         for port in ext.spec.ports:
             # With endpoints one cluster for every host; without, one per host.
@@ -274,10 +322,17 @@ class _Builder:
                 vname = vhost_name(ns, name, port.port, tag)
                 if port.protocol.by_host:
                     self.http_ports.add(port.port)
-                if gateway is not None and via is not None:  # only HTTP/GRPC (the model)
+                if gateway is not None and via is not None and not port.protocol.by_host:
+                    gateway.clusters[cname] = cluster
+                    if tag == groups[0][0]:  # the port's one chain (see below)
+                        gateway.tcp.append((via_sni(ns, name, port.port),
+                                            vhost_name(ns, name, port.port), cname))
+                    continue
+                if gateway is not None and via is not None:
                     gateway.clusters[cname] = cluster
                     gateway.vhosts.append(_vhost(ext, port, group, vip,
-                                                 _route(ext, cname, policy, first_hop=False),
+                                                 _route(ext, cname, policy, first_hop=False,
+                                                        limit=limit),
                                                  vname))
                     action = _gateway_action(self.index, ext, ns, via)
                     if "route" in action:
@@ -287,11 +342,19 @@ class _Builder:
                 self.clusters[cname] = cluster
                 if port.protocol.by_host:
                     self.vhosts.append(_vhost(ext, port, group, vip,
-                                              _route(ext, cname, policy), vname))
+                                              _route(ext, cname, policy, limit=limit), vname))
             if not port.protocol.by_host and vip is not None:
                 # One cluster per port for a name-less (TCP/TLS) connection: the first
                 # group's (a connection to the virtual IP does not say which host).
                 cname = external_cluster(ns, name, port.port, groups[0][0])
+                if via is not None:
+                    gport = _gateway_port(self.index, ns, via)
+                    if gport is None:  # no gateway Service: no chain, the call fails
+                        continue
+                    mesh_cluster = names.outbound_cluster(ns, via, gport)
+                    cname = via_cluster(ns, name, port.port)
+                    self.via_clusters[cname] = (mesh_cluster, via_sni(ns, name, port.port))
+                    self.mesh_refs.add(mesh_cluster)
                 self.chains.append({
                     "name": vhost_name(ns, name, port.port),
                     "filterChainMatch": {"prefixRanges": [{"addressPrefix": vip,
@@ -304,14 +367,25 @@ class _Builder:
         capture listener routes by host to an original-destination cluster."""
         ns, name = key
         policy = self.index.external_resilience.get(key)
+        limit = self.index.external_rate_limits.get(key)
         for port in ext.spec.ports:  # HTTP and GRPC only (the model)
             cname = external_cluster(ns, name, port.port, "*")
-            self.clusters[cname] = XdsResource.from_message(
-                CLUSTER, cname, _wildcard_cluster(ext, port, cname, policy))
+            data = _wildcard_cluster(ext, port, cname, policy)
+            self.clusters[cname] = XdsResource.from_message(CLUSTER, cname,
+                                                            build(Cluster, data))
             self.http_ports.add(port.port)
             self.capture_vhosts.append(_vhost(ext, port, hosts, None,
-                                              _route(ext, cname, policy),
+                                              _route(ext, cname, policy, limit=limit),
                                               vhost_name(ns, name, port.port, "*")))
+            # Explicit mode: no original destination; the host's DNS name on targetPort.
+            fname = external_cluster(ns, name, port.port, FORWARD_TAG)
+            self.clusters[fname] = XdsResource.from_message(CLUSTER, fname,
+                                                            forward_cluster(fname, data))
+            action = _route(ext, fname, policy, limit=limit)
+            action["typedPerFilterConfig"] = {**action.get("typedPerFilterConfig", {}),
+                                              **forward_route_config(port.upstream_port)}
+            self.vhosts.append(_vhost(ext, port, hosts, None, action,
+                                      vhost_name(ns, name, port.port, FORWARD_TAG)))
 
     def done(self) -> ExternalConfig:
         digest = hashlib.sha256()
@@ -323,12 +397,35 @@ class _Builder:
                       *(v for g in self.gateways.values() for v in g.vhosts)]:
             digest.update(vhost.SerializeToString(deterministic=True))
         digest.update(repr((sorted(self.http_ports), self.chains, sorted(self.dns),
-                            sorted(self.mesh_refs), sorted(self.gateways))).encode())
+                            sorted(self.mesh_refs), sorted(self.gateways),
+                            sorted(self.via_clusters.items()),
+                            [g.tcp for _, g in sorted(self.gateways.items())])).encode())
         return ExternalConfig(self.clusters, tuple(self.vhosts), frozenset(self.http_ports),
                               tuple(self.chains), tuple(sorted(self.dns)),
-                              frozenset({*self.clusters, *self.mesh_refs}),
+                              frozenset({*self.clusters, *self.mesh_refs,
+                                         *self.via_clusters}),
                               digest.hexdigest()[:16], frozenset(self.mesh_refs),
-                              self.gateways, tuple(self.capture_vhosts))
+                              self.gateways, tuple(self.capture_vhosts), self.via_clusters)
+
+
+@lru_cache(maxsize=256)
+def via_cluster_resource(name: str, sni: str, mesh_cluster: XdsResource) -> XdsResource:
+    """A sidecar's cluster to the egress gateway for one TCP port: the gateway
+    Service's cluster (its endpoints by EDS, the gateway's identities checked) with
+    the port's SNI, and no HTTP options (it carries bytes)."""
+    cluster = Cluster.FromString(mesh_cluster.payload)
+    cluster.name = name
+    cluster.ClearField("typed_extension_protocol_options")
+    context = tls_pb2.UpstreamTlsContext()
+    if cluster.HasField("transport_socket"):
+        cluster.transport_socket.typed_config.Unpack(context)
+    else:  # mTLS off mesh-wide: the gateway still tells the port by SNI
+        upstream_mtls_socket((), h2=False).typed_config.Unpack(context)
+    context.sni = sni
+    del context.common_tls_context.alpn_protocols[:]
+    cluster.transport_socket.name = TLS_SOCKET
+    cluster.transport_socket.typed_config.Pack(context, deterministic=True)
+    return XdsResource.from_message(CLUSTER, name, cluster)
 
 
 def external_config(index: MeshIndex) -> ExternalConfig:

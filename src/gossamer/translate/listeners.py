@@ -17,6 +17,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.model.peerauthentication import MtlsMode
 from gossamer.translate import names
 from gossamer.translate.fault import FAULT_FILTER
+from gossamer.translate.forwardproxy import FORWARD_FILTERS
 from gossamer.translate.jwt import JWT_FAILURE, JWT_FILTER, JWT_MISSING_CODE
 from gossamer.translate.protos import (
     ADS,
@@ -28,6 +29,7 @@ from gossamer.translate.protos import (
     build,
     socket_address,
 )
+from gossamer.translate.ratelimit import ROUTE_LIMIT_FILTERS
 from gossamer.translate.routes import CORS_FILTER, UNREACHABLE_HEADER
 from gossamer.translate.tls import TLS_INSPECTOR_FILTER, downstream_mtls
 
@@ -282,11 +284,13 @@ def outbound_hcm(stat_prefix: str, route_config: str,
                  access_log: tuple[dict[str, Any], ...] = (),
                  tracing: dict[str, Any] | None = None) -> dict[str, Any]:
     """The caller side's HTTP connection manager (outbound, per-upstream and capture
-    listeners): routes from RDS, the fault and CORS filters always there, disabled."""
+    listeners): routes from RDS, the fault, CORS, rate limit and forward proxy filters
+    always there, disabled (routes enable them: translate/ratelimit.py, forwardproxy.py)."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
     log = {"accessLog": list(access_log)} if access_log else {}
     return _hcm(stat_prefix, route, {**log, **_tracing(tracing)},
-                filters=(CORS_HTTP_FILTER, FAULT_FILTER))
+                filters=(CORS_HTTP_FILTER, FAULT_FILTER, *ROUTE_LIMIT_FILTERS,
+                         *FORWARD_FILTERS))
 
 
 _ANY_NAME = "gossamer_template"

@@ -488,7 +488,8 @@ def _external(index: MeshIndex, previous: MeshConfig | None) -> ExternalConfig:
     if previous is not None and index.external_services is previous.index.external_services \
             and index.external_vips is previous.index.external_vips \
             and index.services is previous.index.services \
-            and index.external_resilience == previous.index.external_resilience:
+            and index.external_resilience == previous.index.external_resilience \
+            and index.external_rate_limits == previous.index.external_rate_limits:
         return previous.external
     return external_config(index)
 

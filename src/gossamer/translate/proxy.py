@@ -21,6 +21,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.translate import names
 from gossamer.translate.capture import capture_routes
 from gossamer.translate.consistency import check_consistency
+from gossamer.translate.external import via_cluster_resource
 from gossamer.translate.gateway import gateway_inputs, translate_gateway
 from gossamer.translate.listeners import inbound_route_config
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
@@ -76,8 +77,11 @@ def _external_clusters(mesh: MeshConfig) -> dict[str, XdsResource]:
     """The ExternalServices' clusters, and the egress gateways' Service clusters their
     routes send to (with their endpoints, `proxy_endpoints`), whatever the scope."""
     refs = mesh.external.mesh_refs
-    return {**mesh.external.clusters, **{n: mesh.clusters[n] for n in refs
-                                         if n in mesh.clusters}}
+    via = {n: via_cluster_resource(n, sni, mesh.clusters[gateway])
+           for n, (gateway, sni) in mesh.external.via_clusters.items()
+           if gateway in mesh.clusters}
+    return {**mesh.external.clusters, **via, **{n: mesh.clusters[n] for n in refs
+                                                if n in mesh.clusters}}
 
 
 def _clusters(view: ScopedView, own: ProxyListeners,

@@ -1,4 +1,5 @@
-"""RateLimitPolicy -> HTTP filters on the target Service's inbound listener.
+"""RateLimitPolicy -> HTTP filters on the target Service's inbound listener, or on an
+ExternalService's routes (`route_limits`).
 
 They run after jwt_authn and RBAC, so a denied request consumes no quota, and
 before the router.
@@ -153,6 +154,42 @@ def policy_filters(policy: RateLimitPolicy) -> list[dict[str, Any]]:
     """Local first: it is cheap and spares the control plane what it rejects anyway."""
     local = local_filter(policy.spec.local) if policy.spec.local is not None else None
     return [f for f in (local, global_filter(policy)) if f is not None]
+
+
+# On a caller's outbound listeners (and an egress gateway's), disabled: an
+# ExternalService's route with a RateLimitPolicy enables them with its limits
+# (`route_limits`), so other routes never run them.
+# Names of their own: an egress gateway also runs its Service's filters, whose
+# per-route configs are looked up by name too.
+RATELIMIT_PER_ROUTE = ("type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3."
+                       "RateLimitPerRoute")
+ROUTE_LOCAL = "gossamer.external.local_ratelimit"
+ROUTE_GLOBAL = "gossamer.external.ratelimit"
+ROUTE_LOCAL_FILTER: dict[str, Any] = {
+    "name": ROUTE_LOCAL, "disabled": True,
+    "typedConfig": {"@type": LOCAL_RATELIMIT, "statPrefix": "gossamer_external_ratelimit"}}
+ROUTE_GLOBAL_FILTER: dict[str, Any] = {
+    "name": ROUTE_GLOBAL, "disabled": True, "typedConfig": {
+        "@type": RATELIMIT, "domain": RATELIMIT_DOMAIN, "failureModeDeny": False,
+        "timeout": RLS_TIMEOUT, "enableXRatelimitHeaders": "DRAFT_VERSION_03",
+        "rateLimitService": {"grpcService": {"envoyGrpc": {"clusterName": XDS_CLUSTER}},
+                             "transportApiVersion": "V3"}}}
+ROUTE_LIMIT_FILTERS = (ROUTE_LOCAL_FILTER, ROUTE_GLOBAL_FILTER)
+
+
+def route_limits(policy: RateLimitPolicy | None) -> dict[str, Any]:
+    """A route's `typedPerFilterConfig` turning on `ROUTE_LIMIT_FILTERS` with the
+    policy's local bucket (one per Envoy) and global rules; {} without a policy."""
+    if policy is None:
+        return {}
+    config: dict[str, Any] = {}
+    if policy.spec.local is not None:
+        local = local_filter(policy.spec.local)["typedConfig"]
+        config[ROUTE_LOCAL] = {**local, "statPrefix": "gossamer_external_ratelimit"}
+    if policy.spec.global_ is not None:
+        config[ROUTE_GLOBAL] = {"@type": RATELIMIT_PER_ROUTE, "rateLimits": [
+            _descriptor(policy, i, rule) for i, rule in enumerate(policy.spec.global_.rules)]}
+    return {"typedPerFilterConfig": config}
 
 
 def ratelimit_filters(index: MeshIndex,

@@ -12,6 +12,8 @@ import pytest
     (["--name", "Edge"], "--name must be a Gateway name"),
     (["--name", "edge.example"], "identity account 'edge.example' must be a DNS label"),
     (["--name", "edge", "--xds-mode", "rest"], "--xds-mode must be delta or sotw"),
+    (["--name", "egress.example", "--egress"], "--name with --egress must be a Service name"),
+    (["--name", "edge", "--inbound-port", "8080"], "--inbound-port needs --egress"),
 ])
 def test_a_gateway_it_cannot_run_is_refused_with_one_line(args: list[str], error: str) -> None:
     done = subprocess.run([sys.executable, "-m", "gossamer", "gateway", *args,

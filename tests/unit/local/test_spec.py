@@ -100,3 +100,32 @@ def test_the_instances_table_lists_pure_clients_with_their_ports(tmp_path: Path)
     assert line.split()[:5] == ["loadgen-0", "service", "loadgen", "inbound", "none"]
     assert f"outbound proxy http://127.0.0.1:{client.outbound_port}" in line
     assert f"upstream frontend 127.0.0.1:{client.upstreams['frontend']}" in line
+
+
+def test_up_runs_an_egress_gateway_for_each_egress_via_and_implies_its_service(
+        tmp_path: Path) -> None:
+    app = load_local_app(process("shop", '  command: ["app"]') + """
+apiVersion: mesh.gossamer.dev/v1alpha1
+kind: ExternalService
+metadata: {name: ledger}
+spec:
+  hosts: [ledger.bank.example]
+  ports: [{port: 80, protocol: HTTP}]
+  egress: {via: egress}
+""")
+    run = LocalRun(app, tmp_path)
+    assert run.egress_gateways() == [("default", "egress")]
+    instance, argv, _ = run.plan_egress_gateway("default", "egress")
+    assert argv[argv.index("gateway"):argv.index("gateway") + 3] == ["gateway", "--egress",
+                                                                     "--name"]
+    assert argv[argv.index("--name") + 1] == "egress"
+    assert argv[argv.index("--replica") + 1] == instance.workload == "egress-0"
+    assert argv[argv.index("--inbound-port") + 1] == str(instance.inbound_port)
+    assert instance.inbound_port  # a serving instance: up waits for it to be healthy
+    [line] = instance_lines([instance])
+    assert line.split()[:3] == ["egress-0", "gateway", "egress"]
+    applied: list[dict[str, object]] = []
+    run._call = lambda method, path, body=None: applied.append(body)  # type: ignore[method-assign]
+    run.apply_resources()
+    services = [d["metadata"] for d in applied if d["kind"] == "Service"]  # type: ignore[index]
+    assert {"name": "egress", "namespace": "default"} in services

@@ -362,9 +362,9 @@ def test_a_wildcard_host_goes_where_the_app_connected_named_by_its_host() -> Non
     wild = next(v for v in capture.virtual_hosts if "*.wild.example" in v.domains)
     assert wild.routes[0].route.cluster == "external|80|*|wild.default"
     assert capture.virtual_hosts[-1].routes[0].direct_response.status == 502  # the rest
-    # Not on the outbound listener: an explicit-mode call has no original destination.
-    assert not any("*.wild.example" in v.domains
-                   for v in _routes(snap, "outbound").virtual_hosts)
+    # Capture's one virtual host for them (not the explicit mode's too).
+    assert [v.name for v in capture.virtual_hosts if "*.wild.example" in v.domains] == \
+        ["external:*@wild.default:80"]
     dns = to_dict(_listener(snap, DNS_LISTENER))["listenerFilters"][0]["typedConfig"]
     assert not any("wild" in d["name"]
                    for d in dns["serverConfig"]["inlineDnsTable"]["virtualDomains"])
@@ -379,3 +379,122 @@ def test_a_rate_limit_policy_on_the_egress_gateway_limits_what_goes_out() -> Non
     limits = [f for f in hcm["httpFilters"] if "local_ratelimit" in f["name"]]
     assert limits
     assert limits[0]["typedConfig"]["tokenBucket"]["maxTokens"] == 10
+
+
+RAW_VIA = {
+    "apiVersion": API, "kind": "ExternalService",
+    "metadata": {"name": "raw", "namespace": "default"},
+    "spec": {"hosts": ["raw.bank.example"], "endpoints": ["198.18.7.10"],
+             "ports": [{"port": 9000, "protocol": "TCP", "targetPort": 8443}],
+             "tls": {"mode": "ORIGINATE", "caBundle": {"file": "/etc/bank-ca.pem"}},
+             "egress": {"via": "egress"}}}
+RAW_SNI = "9000.raw.default.egress.gossamer.internal"
+
+
+def test_a_tcp_port_through_a_gateway_goes_over_mtls_named_by_sni() -> None:
+    snap = _snapshot(_docs(RAW_VIA, EGRESS_SERVICE))
+    [chain] = [c for c in to_dict(_listener(snap, CAPTURE_LISTENER))["filterChains"]
+               if c.get("name") == "external:raw.default:9000"]
+    tcp = chain["filters"][-1]["typedConfig"]
+    assert tcp["cluster"] == "external-via|9000||raw.default"
+    cluster = Cluster.FromString(snap.of(CLUSTER)["external-via|9000||raw.default"].payload)
+    # The gateway Service's endpoints and identities, with the port's SNI.
+    assert cluster.eds_cluster_config.service_name == "outbound|80||egress.default"
+    context = UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(context)
+    assert context.sni == RAW_SNI
+    assert context.common_tls_context.tls_certificate_sds_secret_configs
+    assert not cluster.typed_extension_protocol_options  # bytes, not HTTP/2
+    assert "outbound|80||egress.default" in snap.of("type.googleapis.com/envoy.config."
+                                                    "endpoint.v3.ClusterLoadAssignment")
+    assert not any(n.startswith("external|") for n in snap.of(CLUSTER))
+
+
+def test_the_gateway_picks_a_tcp_port_by_sni_and_originates_tls() -> None:
+    snap = _snapshot(_docs(RAW_VIA, EGRESS_SERVICE, ONLY_FRONTEND), _gateway_node())
+    chains = to_dict(_listener(snap, "inbound"))["filterChains"]
+    [chain] = [c for c in chains if c["filterChainMatch"].get("serverNames")]
+    assert chain["filterChainMatch"] == {"serverNames": [RAW_SNI], "transportProtocol": "tls"}
+    assert chain["transportSocket"]["typedConfig"]["requireClientCertificate"] is True
+    *rbac, tcp = chain["filters"]
+    assert tcp["typedConfig"]["cluster"] == "external|9000||raw.default"
+    # Service egress's policy, as for TCP: its rule names a host, so it allows nothing.
+    assert [f["name"] for f in rbac] == ["envoy.filters.network.rbac.allow"]
+    cluster = Cluster.FromString(snap.of(CLUSTER)["external|9000||raw.default"].payload)
+    assert cluster.transport_socket.name == "envoy.transport_sockets.tls"
+
+
+def test_a_tcp_port_through_a_missing_gateway_service_gets_no_chain() -> None:
+    snap = _snapshot(_docs(RAW_VIA))
+    names = [c.get("name") for c in to_dict(_listener(snap, CAPTURE_LISTENER))["filterChains"]]
+    assert "external:raw.default:9000" not in names
+    assert "external-via|9000||raw.default" not in snap.of(CLUSTER)
+
+
+def _payments_limit(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "RateLimitPolicy", "metadata": {"name": "pay-limit"},
+            "spec": {"targetRef": {"kind": "ExternalService", "name": "payments"}, **spec}}
+
+
+def test_a_rate_limit_on_an_external_service_is_on_the_callers_route_without_a_gateway(
+        ) -> None:
+    limit = _payments_limit(local={"requests": 5, "per": "1s"},
+                            **{"global": {"rules": [{"requests": 9, "per": "1m"}]}})
+    snap = _snapshot(_docs(PAYMENTS, limit), _client(capture=False))
+    [route] = _external_vhosts(_routes(snap, "outbound"))[
+        "external:api.payments.example@payments.default:80"]["routes"]
+    config = route["typedPerFilterConfig"]
+    assert config["gossamer.external.local_ratelimit"]["tokenBucket"]["maxTokens"] == 5
+    [rule] = config["gossamer.external.ratelimit"]["rateLimits"]
+    assert rule["actions"][0]["genericKey"]["descriptorValue"].endswith("pay-limit/0")
+    index = build_index(_docs(PAYMENTS, limit), 3)
+    assert [c.status for c in index.conditions[("RateLimitPolicy", "default", "pay-limit")]] \
+        == ["True", "True"]
+
+
+def test_a_rate_limit_on_an_external_service_through_a_gateway_is_at_the_gateway() -> None:
+    docs = _docs(_via(), EGRESS_SERVICE, _payments_limit(local={"requests": 5, "per": "1s"}))
+    sidecar = _snapshot(docs, _client(capture=False))
+    [route] = _external_vhosts(_routes(sidecar, "outbound"))[
+        "external:api.payments.example@payments.default:80"]["routes"]
+    assert "typedPerFilterConfig" not in route  # not twice: the gateway's bucket is the one
+    hcm = to_dict(_listener(_snapshot(docs, _gateway_node()), "inbound"))[
+        "filterChains"][0]["filters"][0]["typedConfig"]
+    [payments, _] = hcm["routeConfig"]["virtualHosts"]
+    assert payments["routes"][0]["typedPerFilterConfig"][
+        "gossamer.external.local_ratelimit"]["tokenBucket"]["maxTokens"] == 5
+    names = [f["name"] for f in hcm["httpFilters"]]
+    assert names[-3:] == ["gossamer.external.local_ratelimit", "gossamer.external.ratelimit",
+                          "envoy.filters.http.router"]
+
+
+def test_a_rate_limit_on_a_missing_external_service_says_so() -> None:
+    index = build_index(_docs(_payments_limit(local={"requests": 5, "per": "1s"})), 3)
+    accepted, resolved = index.conditions[("RateLimitPolicy", "default", "pay-limit")]
+    assert accepted.status == "True"
+    assert (resolved.status, resolved.reason) == ("False", "TargetNotFound")
+    assert "ExternalService 'payments'" in resolved.message
+
+
+def test_in_explicit_mode_a_wildcard_host_is_resolved_by_name_on_its_target_port() -> None:
+    snap = _snapshot(_docs(WILD), _client(capture=False))
+    [vhost] = [to_dict(v) for v in _routes(snap, "outbound").virtual_hosts
+               if "*.wild.example" in v.domains]
+    [route] = vhost["routes"]
+    assert route["route"]["cluster"] == "external|80|dns|wild.default"
+    port = route["typedPerFilterConfig"]["gossamer.external.set_port"]["onRequestHeaders"][0]
+    assert port["objectKey"] == "envoy.upstream.dynamic_port"
+    assert port["formatString"]["textFormatSource"]["inlineString"] == "8443"
+    assert "gossamer.external.forward_proxy" in route["typedPerFilterConfig"]
+    cluster = to_dict(Cluster.FromString(
+        snap.of(CLUSTER)["external|80|dns|wild.default"].payload))
+    assert cluster["clusterType"]["name"] == "envoy.clusters.dynamic_forward_proxy"
+    assert cluster["lbPolicy"] == "CLUSTER_PROVIDED"
+    assert cluster["typedExtensionProtocolOptions"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "upstreamHttpProtocolOptions"] == {"autoSni": True, "autoSanValidation": True}
+    hcm = to_dict(_listener(snap, "outbound"))["filterChains"][0]["filters"][0]["typedConfig"]
+    names = [f["name"] for f in hcm["httpFilters"]]
+    assert names[-3:] == ["gossamer.external.set_port", "gossamer.external.forward_proxy",
+                          "envoy.filters.http.router"]
+    assert all(f.get("disabled") for f in hcm["httpFilters"][-3:-1])
