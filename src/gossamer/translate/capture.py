@@ -48,7 +48,7 @@ from gossamer.model.mesh import DEFAULT_DNS_DOMAIN, OutboundMode
 from gossamer.translate import names
 from gossamer.translate.dns import DNS_LISTENER, dns_listener, dns_table
 from gossamer.translate.external import ExternalConfig, is_forward_vhost
-from gossamer.translate.listeners import outbound_hcm, tcp_proxy_filter
+from gossamer.translate.listeners import optional_outbound_filters, outbound_hcm, tcp_proxy_filter
 from gossamer.translate.protos import HTTP_OPTIONS, build
 from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.scope import Scope, SidecarIndex
@@ -272,7 +272,8 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
     assert capture is not None
     shared = _shared(mesh, proxy, scope)
     mode = outbound_mode(mesh, proxy)
-    hcm = outbound_hcm(CAPTURE_LISTENER, CAPTURE_ROUTES, access_log, tracing)
+    hcm = outbound_hcm(CAPTURE_LISTENER, CAPTURE_ROUTES, access_log, tracing,
+                       optional_outbound_filters(mesh.index))
     http = [{"name": f"http:{port}", "filterChainMatch": {"destinationPort": port},
              "filters": [hcm]} for port in shared.http_ports]
     listener = build(Listener, {

@@ -14,6 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 
 from gossamer.contract.protocol import Protocol
+from gossamer.index import MeshIndex
 from gossamer.model.peerauthentication import MtlsMode
 from gossamer.translate import names
 from gossamer.translate.fault import FAULT_FILTER
@@ -269,28 +270,42 @@ def _localized(listener: Listener, address: str, port: int, cluster: str) -> Lis
 
 def http_outbound_listener(name: str, port: int, route_config: str,
                            access_log: tuple[dict[str, Any], ...] = (),
-                           tracing: dict[str, Any] | None = None) -> Listener:
+                           tracing: dict[str, Any] | None = None,
+                           optional: tuple[dict[str, Any], ...] = ()) -> Listener:
     """The fault and CORS filters are always there, disabled unless a route
     configures them, so fault policies and CORS change routes only. With `tracing` the
     listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
     # Built under a placeholder name and port, so one `build` serves every upstream
     # listener of the mesh, then renamed (`_renamed`).
     template = _listener(_ANY_NAME, "127.0.0.1", 0, "OUTBOUND",
-                         outbound_hcm(_ANY_NAME, _ANY_NAME, access_log, tracing))
+                         outbound_hcm(_ANY_NAME, _ANY_NAME, access_log, tracing, optional))
     return _renamed(template, name, port, route_config)
 
 
 def outbound_hcm(stat_prefix: str, route_config: str,
                  access_log: tuple[dict[str, Any], ...] = (),
-                 tracing: dict[str, Any] | None = None) -> dict[str, Any]:
+                 tracing: dict[str, Any] | None = None,
+                 optional: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     """The caller side's HTTP connection manager (outbound, per-upstream and capture
-    listeners): routes from RDS, the fault, CORS, rate limit and forward proxy filters
-    always there, disabled (routes enable them: translate/ratelimit.py, forwardproxy.py)."""
+    listeners): routes from RDS, the fault and CORS filters always there, disabled
+    (routes enable them), and the `optional` ones (`optional_outbound_filters`)."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
     log = {"accessLog": list(access_log)} if access_log else {}
     return _hcm(stat_prefix, route, {**log, **_tracing(tracing)},
-                filters=(CORS_HTTP_FILTER, FAULT_FILTER, *ROUTE_LIMIT_FILTERS,
-                         *FORWARD_FILTERS))
+                filters=(CORS_HTTP_FILTER, FAULT_FILTER, *optional))
+
+
+def optional_outbound_filters(index: MeshIndex) -> tuple[dict[str, Any], ...]:
+    """The disabled filters only some routes turn on, present while the mesh has such
+    routes: rate limits on an ExternalService (translate/ratelimit.py) and wildcard
+    ExternalServices (forwardproxy.py). Even disabled, each costs every request
+    ~0.25k instructions on the caller (bench/dataplane/INSTRUCTIONS.md), so a mesh
+    without them does not carry them; the first such policy changes the outbound
+    listeners once (a drain), later ones only routes."""
+    limits = ROUTE_LIMIT_FILTERS if index.external_rate_limits else ()
+    forward = FORWARD_FILTERS if any(e.spec.wildcard for e in
+                                     index.external_services.values()) else ()
+    return (*limits, *forward)
 
 
 _ANY_NAME = "gossamer_template"

@@ -22,6 +22,7 @@ from gossamer.translate.egressgateway import gateway_resources
 from gossamer.translate.listeners import (
     http_outbound_listener,
     inbound_listener,
+    optional_outbound_filters,
     tcp_outbound_listener,
     tcp_split_listener,
 )
@@ -63,7 +64,8 @@ def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]
             tuple(mesh.index.services.get(k) for k in own),
             mesh.workload(proxy.namespace, proxy.workload),
             capture_inputs(mesh, proxy, mesh.scope_of(proxy)),
-            mesh.external.key if proxy.gateway else None)  # an egress gateway's routes
+            mesh.external.key if proxy.gateway else None,  # an egress gateway's routes
+            tuple(f["name"] for f in optional_outbound_filters(mesh.index)))
 
 
 def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
@@ -89,7 +91,7 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
         lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
                                      names.OUTBOUND_ROUTES, proxy_access_log(
                                          mesh.index, proxy, own_services, "outbound"),
-                                     hcm_tracing)
+                                     hcm_tracing, optional_outbound_filters(mesh.index))
         listeners[lis.name] = _res(LISTENER, lis.name, lis)
         ports[lis.name] = proxy.outbound_port
     for up in proxy.upstreams:
@@ -137,7 +139,8 @@ def _upstream_listener(mesh: MeshConfig, up: Upstream, log: tuple[dict[str, Any]
             split = tcp_route_clusters(troute, mesh.index.services)
             listener = tcp_split_listener(lname, up.local_port, split, settings)
         return _res(LISTENER, lname, listener)
-    listener = http_outbound_listener(lname, up.local_port, lname, log, tracing)
+    listener = http_outbound_listener(lname, up.local_port, lname, log, tracing,
+                                      optional_outbound_filters(mesh.index))
     return _res(LISTENER, lname, listener)
 
 

@@ -447,6 +447,15 @@ def test_a_rate_limit_on_an_external_service_is_on_the_callers_route_without_a_g
     assert config["gossamer.external.local_ratelimit"]["tokenBucket"]["maxTokens"] == 5
     [rule] = config["gossamer.external.ratelimit"]["rateLimits"]
     assert rule["actions"][0]["genericKey"]["descriptorValue"].endswith("pay-limit/0")
+    # The filters the route turns on are on the manager, disabled, only while a limit
+    # needs them (each costs every request a little even disabled).
+    def filters(snapshot: Any) -> list[str]:
+        hcm = to_dict(_listener(snapshot, "outbound"))["filterChains"][0]["filters"][0]
+        return [f["name"] for f in hcm["typedConfig"]["httpFilters"]]
+    assert filters(snap)[-3:] == ["gossamer.external.local_ratelimit",
+                                  "gossamer.external.ratelimit", "envoy.filters.http.router"]
+    assert "gossamer.external.ratelimit" not in filters(
+        _snapshot(_docs(PAYMENTS), _client(capture=False)))
     index = build_index(_docs(PAYMENTS, limit), 3)
     assert [c.status for c in index.conditions[("RateLimitPolicy", "default", "pay-limit")]] \
         == ["True", "True"]

@@ -214,10 +214,10 @@ def test_every_outbound_http_manager_has_a_no_op_fault_filter_before_the_router(
     for name in ("outbound", "upstream|80||catalog.default"):
         hcm = listeners[name]["filterChains"][0]["filters"][0]["typedConfig"]
         # CORS answers preflights before any fault is injected, as in Istio.
+        # No ExternalService rate limit or wildcard in this mesh: not their filters
+        # (translate/listeners.py optional_outbound_filters).
         assert [f["name"] for f in hcm["httpFilters"]] == [
-            "envoy.filters.http.cors", FAULT_FILTER_NAME, "gossamer.external.local_ratelimit",
-            "gossamer.external.ratelimit", "gossamer.external.set_port",
-            "gossamer.external.forward_proxy", "envoy.filters.http.router"]
+            "envoy.filters.http.cors", FAULT_FILTER_NAME, "envoy.filters.http.router"]
         assert hcm["httpFilters"][1]["typedConfig"] == {"@type": HTTP_FAULT}
     inbound = listeners["inbound"]["filterChains"][0]["filters"][0]["typedConfig"]
     assert FAULT_FILTER_NAME not in [f["name"] for f in inbound["httpFilters"]]

@@ -138,8 +138,6 @@ def test_cors_per_route_policy_and_the_filter_on_caller_listeners_only() -> None
     for name in ("outbound", "upstream|80||echo.default", "upstream|80||rpc.default"):
         filters = [f["name"] for f in hcm(listeners[name])["httpFilters"]]
         assert filters == [CORS_FILTER, "envoy.filters.http.fault",
-                           "gossamer.external.local_ratelimit", "gossamer.external.ratelimit",
-                           "gossamer.external.set_port", "gossamer.external.forward_proxy",
                            "envoy.filters.http.router"], name
     inbound = [f["name"] for f in hcm(listeners["inbound"])["httpFilters"]]
     assert CORS_FILTER not in inbound
