@@ -9,8 +9,9 @@ DNS cache and connects to it on `targetPort` (set as the filter state
 `envoy.upstream.dynamic_port`, which the forward proxy filter reads, so the Host
 header stays the app's); with TLS, the SNI and the name checked are the host's.
 
-The two filters are on every outbound connection manager, disabled: only these
-routes enable them (their per-route configs), so other routes never run them.
+The two filters are on every outbound connection manager while the mesh has a
+wildcard ExternalService (translate/listeners.py optional_outbound_filters), disabled:
+only these routes enable them (their per-route configs), so other routes never run them.
 """
 
 from __future__ import annotations
