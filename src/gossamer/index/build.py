@@ -292,7 +292,7 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                                          previous.external_vips if previous else None)
     gateways, gateway_status = gateway_index(
         by_name(kinds.of(Gateway)),
-        by_name([*routes, *kinds.of(TLSRoute), *kinds.of(TCPRoute)]),
+        by_name([*routes, *kinds.of(GRPCRoute), *kinds.of(TLSRoute), *kinds.of(TCPRoute)]),
         kinds.of(Secret), services)
     return MeshIndex(
         revision=revision,

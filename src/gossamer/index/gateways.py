@@ -19,6 +19,7 @@ from typing import Any
 from gossamer.model import (
     Condition,
     Gateway,
+    GRPCRoute,
     HTTPRoute,
     ResourceKey,
     Secret,
@@ -32,9 +33,10 @@ from gossamer.model.meta import GATEWAY_GROUP
 
 CONTROLLER = "gateway.gossamer.dev/controller"
 SvcKey = tuple[str, str]  # (namespace, name), as index/view.py has it
-GatewayRoute = HTTPRoute | TLSRoute | TCPRoute
+GatewayRoute = HTTPRoute | GRPCRoute | TLSRoute | TCPRoute
 # The route kinds each protocol takes (a listener's supportedKinds by default).
-_KINDS = {"HTTP": ("HTTPRoute",), "HTTPS": ("HTTPRoute",), "TLS": ("TLSRoute",),
+_KINDS = {"HTTP": ("HTTPRoute", "GRPCRoute"), "HTTPS": ("HTTPRoute", "GRPCRoute"),
+          "TLS": ("TLSRoute",),
           "TCP": ("TCPRoute",)}
 # Protocols that can share a port: TLS routes and terminates by SNI beside HTTPS.
 _FAMILY = {"HTTP": "http", "HTTPS": "tls", "TLS": "tls", "TCP": "tcp"}

@@ -13,7 +13,16 @@ from gossamer.index import build_index
 from gossamer.index.gateways import intersect
 from gossamer.model import InvalidResource, ResourceKey, parse_document
 from gossamer.translate import translate_mesh, translate_proxy
-from tests.gateway_docs import GW, gateway, http_route, parent, self_signed, service, tls_secret
+from tests.gateway_docs import (
+    GW,
+    gateway,
+    grpc_route,
+    http_route,
+    parent,
+    self_signed,
+    service,
+    tls_secret,
+)
 
 CERT = self_signed("a.example.com")
 
@@ -127,6 +136,28 @@ def test_one_tcproute_per_tcp_listener_and_tlsroutes_by_hostname() -> None:
     assert [r.metadata.name for r, _ in by_name["tcp"].routes] == ["first"]
     assert _parents(index, "p", "TLSRoute")[0]["Accepted"] == (
         "False", "NoMatchingListenerHostname")
+
+
+def test_a_grpcroute_attaches_to_http_and_https_listeners_only() -> None:
+    backend = [{"backendRefs": [{"name": "rpc", "port": 80}]}]
+    index = _index(gateway(), tls_secret("cert-a", *CERT), tls_secret("cert-b", *CERT),
+                   service("rpc", "grpc"),
+                   grpc_route("web", [parent("http"), parent("a")], [], backend),
+                   grpc_route("raw", [parent("tcp")], [], backend))
+    assert _parents(index, "web", "GRPCRoute") == [
+        {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}] * 2
+    assert _parents(index, "raw", "GRPCRoute")[0]["Accepted"] == (
+        "False", "NotAllowedByListeners")
+    # Only Gateway parents: no mesh condition says no Service port fits.
+    conditions = index.status(ResourceKey("GRPCRoute", "default", "web"))["conditions"]
+    assert [c["status"] for c in conditions] == ["True", "True"]
+    [view] = index.gateways.values()
+    attached = {lst.listener.name: [r.metadata.name for r, _ in lst.routes]
+                for lst in view.serving}
+    assert attached["http"] == attached["a"] == ["web"]
+    assert attached["tcp"] == []
+    kinds = index.status(ResourceKey("Gateway", "default", "edge"))["listeners"][0]
+    assert [k["kind"] for k in kinds["supportedKinds"]] == ["HTTPRoute", "GRPCRoute"]
 
 
 @pytest.mark.parametrize(("listener", "route", "served"), [

@@ -137,8 +137,8 @@ def test_a_malformed_gateway_is_refused_by_field_or_taken(doc: dict[str, Any]) -
     assert all(e is not None and e.path.startswith("spec") for e in errors), errors
 
 
-def test_a_grpcroute_with_a_gateway_parent_is_refused_not_ignored() -> None:
+def test_a_grpcroute_takes_a_gateway_parent() -> None:
     doc = {"apiVersion": f"{GW}/v1", "kind": "GRPCRoute", "metadata": {"name": "g"},
-           "spec": {"parentRefs": [parent()],
+           "spec": {"parentRefs": [parent("http")],
                     "rules": [{"backendRefs": [{"name": "rpc", "port": 80}]}]}}
-    assert_error(doc, "spec.parentRefs[0].kind", "attaches to Services only")
+    assert parse_document(doc).spec.parent_refs[0].is_gateway

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from gossamer.contract.node import NodeMetadata
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.index.gateways import GatewayView, ListenerView
-from gossamer.model import HTTPRoute, RequestAuthentication, TCPRoute, TLSRoute
+from gossamer.model import GRPCRoute, HTTPRoute, RequestAuthentication, TCPRoute, TLSRoute
 from gossamer.model.policy import gateway_target
 from gossamer.translate import names
 from gossamer.translate.consistency import check_consistency
@@ -53,7 +53,7 @@ def gateway_scope(view: GatewayView | None) -> frozenset[SvcKey]:
             ns = route.metadata.namespace
             for rule in route.spec.rules:
                 keys.update((b.namespace or ns, b.name) for b in rule.backend_refs)
-            if isinstance(route, HTTPRoute):
+            if isinstance(route, HTTPRoute | GRPCRoute):
                 keys.update((m.backend_ref.namespace or ns, m.backend_ref.name)
                             for rule in route.spec.rules for m in rule.mirrors)
     return frozenset(keys)

@@ -21,7 +21,16 @@ from gossamer.model.gateway import MAX_BODY_KB, XFF_HOPS
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.protos import to_dict
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from tests.gateway_docs import GW, gateway, http_route, parent, self_signed, service, tls_secret
+from tests.gateway_docs import (
+    GW,
+    gateway,
+    grpc_route,
+    http_route,
+    parent,
+    self_signed,
+    service,
+    tls_secret,
+)
 from tests.otlp import tracing_telemetry
 
 GOLDEN = Path(__file__).parents[2] / "golden" / "gateway-edge.json"
@@ -204,3 +213,22 @@ def test_a_fault_policy_on_the_gateway_covers_the_routes_that_forward() -> None:
         abort = r["typedPerFilterConfig"]["envoy.filters.http.fault"]["abort"]
         assert abort == {"httpStatus": 503,
                          "percentage": {"numerator": 100000, "denominator": "MILLION"}}
+
+
+def test_grpcroutes_come_first_on_their_host_and_match_grpc_only() -> None:
+    """A GRPCRoute sharing a host with an HTTPRoute takes only gRPC requests, and a
+    streaming call is not held by the body limit's buffer."""
+    rpc = grpc_route("rpc", [parent("http")], ["shop.example.com"], [
+        {"matches": [{"method": {"service": "test.Echo", "method": "Say"}}],
+         "backendRefs": [{"name": "v2", "port": 80}]},
+        {"backendRefs": [{"name": "v1", "port": 80}]}])
+    web = http_route("web", [parent("http")], ["shop.example.com"], [("v1", 1)])
+    snap = _snapshot([*_docs(), rpc, web])
+    [host] = [h for h in _routes(snap, 8080)["virtualHosts"]
+              if h["name"] == "shop.example.com"]
+    matches = [r["match"] for r in host["routes"]]
+    assert matches == [{"path": "/test.Echo/Say", "grpc": {}}, {"prefix": "/", "grpc": {}},
+                       {"prefix": "/"}]
+    for route in host["routes"][:2]:
+        assert route["typedPerFilterConfig"]["envoy.filters.http.buffer"]["disabled"]
+    assert "typedPerFilterConfig" not in host["routes"][2]
