@@ -159,7 +159,8 @@ def _tls_chains(view: GatewayView, port: int, listeners: list[ListenerView],
                                "filterChainMatch": _server_names(hosts),
                                "filters": [tcp_proxy_filter(
                                    f"gateway_{port}_{route.metadata.name}",
-                                   tcp_route_clusters(route, services))]})
+                                   tcp_route_clusters(route,
+                                                      view.services_for(route, services)))]})
     return chains
 
 
@@ -180,7 +181,8 @@ def port_listener(view: GatewayView, address: str, port: int, listeners: list[Li
         if not routes:
             return None
         config["filterChains"] = [{"filters": [tcp_proxy_filter(
-            f"gateway_{port}", tcp_route_clusters(routes[0], services))]}]
+            f"gateway_{port}", tcp_route_clusters(routes[0],
+                                                  view.services_for(routes[0], services)))]}]
     else:
         chains = _tls_chains(view, port, listeners, edge, services)
         if not chains:

@@ -38,7 +38,8 @@ def route_config_name(port: int) -> str:
     return f"gateway|{port}"
 
 
-def _envoy_routes(index: MeshIndex, routes: list[HTTPRoute]) -> list[dict[str, Any]]:
+def _envoy_routes(index: MeshIndex, view: GatewayView,
+                  routes: list[HTTPRoute]) -> list[dict[str, Any]]:
     ordered: list[tuple[tuple[int, ...], dict[str, Any]]] = []
     seq = 0
     for route in routes:
@@ -46,14 +47,16 @@ def _envoy_routes(index: MeshIndex, routes: list[HTTPRoute]) -> list[dict[str, A
         for i, rule in enumerate(route.spec.rules):
             for j, match in enumerate(rule.matches or [RouteMatch()]):
                 er = envoy_route(rule, match, rule_route_name(ns, name, i, rule.name, j), ns,
-                                 0, index.services, None, index.resilience)
+                                 0, view.services_for(route, index.services), None,
+                                 index.resilience)
                 ordered.append(((*precedence(match), seq), er))
                 seq += 1
     ordered.sort(key=lambda pair: pair[0])
     return [r for _, r in ordered]
 
 
-def _grpc_routes(index: MeshIndex, routes: list[GRPCRoute]) -> list[dict[str, Any]]:
+def _grpc_routes(index: MeshIndex, view: GatewayView,
+                 routes: list[GRPCRoute]) -> list[dict[str, Any]]:
     ordered: list[tuple[tuple[int, ...], dict[str, Any]]] = []
     seq = 0
     for route in routes:
@@ -63,7 +66,8 @@ def _grpc_routes(index: MeshIndex, routes: list[GRPCRoute]) -> list[dict[str, An
             for j, match in enumerate(rule.matches or [GRPCRouteMatch()]):
                 er = envoy_route(as_http, http_match(match),
                                  "grpc:" + rule_route_name(ns, name, i, rule.name, j), ns, 0,
-                                 index.services, None, index.resilience)
+                                 view.services_for(route, index.services), None,
+                                 index.resilience)
                 er["match"]["grpc"] = {}
                 er.setdefault("typedPerFilterConfig", {})[BUFFER_FILTER] = {
                     "@type": BUFFER_PER_ROUTE, "disabled": True}
@@ -90,7 +94,7 @@ def port_route_config(index: MeshIndex, view: GatewayView, port: int,
     for host in sorted(by_host, key=lambda h: (h == "*", h)):
         grpc = [r for r in by_host[host] if isinstance(r, GRPCRoute)]
         http = [r for r in by_host[host] if isinstance(r, HTTPRoute)]
-        routes = [*_grpc_routes(index, grpc), *_envoy_routes(index, http)]
+        routes = [*_grpc_routes(index, view, grpc), *_envoy_routes(index, view, http)]
         vhosts.append({"name": host, "domains": [host], "routes": with_fault(routes, fault)})
     if "*" not in by_host:
         ns, name = view.key
