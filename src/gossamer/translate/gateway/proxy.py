@@ -76,12 +76,13 @@ def _required_jwt(policies: list[RequestAuthentication]) -> dict[str, Any] | Non
     return found
 
 
-def gateway_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
+def gateway_inputs(mesh: MeshConfig, proxy: NodeMetadata,
+                   tapped: bool = False) -> tuple[object, ...]:
     """What `translate_gateway` reads besides endpoints (see translate/proxy.py)."""
     view = gateway_view(mesh, proxy)
     scope = gateway_scope(view)
     return (proxy, view, mesh.policy_inputs, mesh.services_epoch,
-            mesh.view(scope).cluster_sum, mesh.settings)
+            mesh.view(scope).cluster_sum, mesh.settings, tapped)
 
 
 def _res(type_url: str, name: str, message: Message) -> XdsResource:
@@ -95,10 +96,11 @@ def _by_port(view: GatewayView) -> dict[int, list[ListenerView]]:
     return out
 
 
-def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
-                                                                       frozenset[SvcKey]]:
+def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata, tapped: bool = False
+                      ) -> tuple[Snapshot, frozenset[SvcKey]]:
     """The gateway's snapshot and its scope (the Services it sends to). A gateway
-    whose Gateway does not exist (yet) gets no listeners."""
+    whose Gateway does not exist (yet) gets no listeners. `tapped`: a tap session of
+    this replica runs (its routes keep the tap filter on)."""
     view = gateway_view(mesh, proxy)
     scope = gateway_scope(view)
     shared = mesh.view(scope)
@@ -136,7 +138,7 @@ def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
                         for c, _ in tcp_route_clusters(
                             route, view.services_for(route, mesh.index.services)))
             if any(lst.listener.protocol in ("HTTP", "HTTPS") for lst in lsts):
-                config = port_route_config(mesh.index, view, port, lsts)
+                config = port_route_config(mesh.index, view, port, lsts, tapped)
                 refs.update(cluster_refs(config["virtualHosts"], set()))
                 routes[route_config_name(port)] = _res(
                     ROUTE, route_config_name(port), build(RouteConfiguration, config))

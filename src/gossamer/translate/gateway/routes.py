@@ -21,6 +21,7 @@ from gossamer.model.grpcroute import GRPCRouteMatch
 from gossamer.model.httproute import RouteMatch
 from gossamer.translate.fault import with_fault
 from gossamer.translate.grpcroutes import grpc_precedence, http_match, http_rule
+from gossamer.translate.listeners import TAP_OFF
 from gossamer.translate.names import NO_HOST_ROUTE
 from gossamer.translate.routes import (
     UNREACHABLE_HEADER,
@@ -30,6 +31,11 @@ from gossamer.translate.routes import (
 )
 
 NO_HOST_BODY = "gossamer: gateway {gateway} has no route for this host\n"
+# While a tap session runs, each forwarding route names itself in this request header,
+# which the tap filter records (`gossamer tap gateway/NAME` shows the route chosen).
+# The tap records the header map as it is when the request ends, so a response header
+# removed before the client would be gone from the trace too.
+ROUTE_HEADER = "x-gossamer-gateway-route"
 BUFFER_FILTER = "envoy.filters.http.buffer"
 BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 
@@ -78,10 +84,12 @@ def _grpc_routes(index: MeshIndex, view: GatewayView,
 
 
 def port_route_config(index: MeshIndex, view: GatewayView, port: int,
-                      listeners: list[ListenerView]) -> dict[str, Any]:
+                      listeners: list[ListenerView], tapped: bool = False) -> dict[str, Any]:
     """Hostnames of every HTTP(S) listener of `port`; a host no route names gets 404
     saying so (a wildcard-only gateway still answers unknown hosts clearly). A
-    FaultPolicy targeting the Gateway covers every route that forwards."""
+    FaultPolicy targeting the Gateway covers every route that forwards. `tapped`: a
+    tap session of this replica runs, so the tap filter stays on and forwarded
+    requests carry their route's name (the backend sees it too, for that while)."""
     by_host: dict[str, list[HTTPRoute | GRPCRoute]] = defaultdict(list)
     for lst in listeners:
         for route, hosts in lst.routes:
@@ -102,6 +110,15 @@ def port_route_config(index: MeshIndex, view: GatewayView, port: int,
             "name": NO_HOST_ROUTE, "match": {"prefix": "/"}, "directResponse": {
                 "status": 404, "body": {"inlineString": NO_HOST_BODY.format(
                     gateway=f"{ns}/{name}")}}}]})
+    for vhost in vhosts:
+        if not tapped:
+            vhost["typedPerFilterConfig"] = TAP_OFF
+            continue
+        for route in vhost["routes"]:
+            if "route" in route:
+                route["requestHeadersToAdd"] = [*route.get("requestHeadersToAdd", ()), {
+                    "header": {"key": ROUTE_HEADER, "value": "%ROUTE_NAME%"},
+                    "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}]
     # As every caller side's: the callee sidecars' retry marker never reaches a client.
     return {"name": route_config_name(port), "virtualHosts": vhosts, "validateClusters": False,
             "responseHeadersToRemove": [UNREACHABLE_HEADER]}
