@@ -39,6 +39,12 @@ spec:
   targetRef: {kind: Service, name: catalog}
   timeouts: {request: 10s}
 """
+NAMESPACE = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {team: demo}}
+"""
 # A pure client, as `gossamer demo`'s load generator: a sidecar the golden metrics
 # see, under a service name no Service resource has.
 IDLE_CLIENT = """
@@ -238,7 +244,7 @@ def test_numbers_and_graph_match_the_api_and_the_known_load(page: Any, mesh: Mes
 
 
 def test_service_page_lists_workloads_routes_and_policies(page: Any, mesh: Mesh) -> None:
-    mesh.apply(POLICY)
+    mesh.apply(POLICY + NAMESPACE)
     try:
         mesh.wait_synced()
         go(page, mesh, "service/default/catalog")
@@ -258,6 +264,8 @@ def test_service_page_lists_workloads_routes_and_policies(page: Any, mesh: Mesh)
         [policy] = until("the policy row", lambda: attrs(
             page, "tr[data-policy='ResiliencePolicy/default/catalog-timeouts']", "text"))
         assert "this service" in (policy["text"] or "")
+        # Labels of a namespace (stored in gossamer-system) are no mesh-wide policy.
+        assert not page.find_elements("css selector", "tr[data-policy^='Namespace/']")
         opened = page.execute_script(  # one script: the page re-renders every few seconds
             "const row = document.querySelector(arguments[0]);"
             "row.querySelector('summary').click();"

@@ -10,6 +10,9 @@
   // SMI resources are not policies of a Service (they map onto routes and policies).
   const SMI_KINDS = ["TrafficSplit", "TrafficTarget", "HTTPRouteGroup", "TCPRoute.specs.smi-spec.io"];
   const MESH_ROOT = "gossamer-system";
+  // Kinds that are neither routes nor policies of a Service (a Namespace is stored in
+  // MESH_ROOT, where it would read as a mesh-wide policy).
+  const NOT_POLICIES = ["Gateway", "TLSRoute", "Secret", "ReferenceGrant", "Namespace"];
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLOURS = { good: "#2e8b57", warn: "#c98a00", bad: "#c73a3a", none: "#9aa3ad" };
 
@@ -529,7 +532,8 @@
 
   async function serviceView(ns, name) {
     const kinds = await api("/api/v1/kinds");
-    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS, ...SMI_KINDS].includes(k));
+    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS, ...SMI_KINDS,
+                                               ...NOT_POLICIES].includes(k));
     const q = encodeURIComponent(ns);
     const [svc, services, workloads, st, wst, graph, proxies, routes, policies] = await Promise.all([
       api(`/api/v1/resources/Service/${q}/${encodeURIComponent(name)}`),
