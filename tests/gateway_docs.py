@@ -72,3 +72,9 @@ def service(name: str, protocol: str = "http", port: int = 80) -> dict[str, Any]
     return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Service",
             "metadata": {"name": name},
             "spec": {"selector": {"app": name}, "ports": [{"port": port, "protocol": protocol}]}}
+
+
+def grpc_route(name: str, parents: list[dict[str, Any]], hostnames: list[str],
+               rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": f"{GW}/v1", "kind": "GRPCRoute", "metadata": {"name": name},
+            "spec": {"parentRefs": parents, "hostnames": hostnames, "rules": rules}}

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpx
 import pytest
 
+from gossamer.testing.envoy import free_port
 from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.slow
@@ -37,6 +39,12 @@ spec:
   targetRef: {kind: Service, name: catalog}
   timeouts: {request: 10s}
 """
+NAMESPACE = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {team: demo}}
+"""
 # A pure client, as `gossamer demo`'s load generator: a sidecar the golden metrics
 # see, under a service name no Service resource has.
 IDLE_CLIENT = """
@@ -52,10 +60,19 @@ spec:
 T = TypeVar("T")
 
 
+INGRESS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    demo = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
-    yield from running_mesh(tmp_path_factory, "dashboard", text=demo + IDLE_CLIENT)
+    """The demo with its ingress gateway (test_the_gateway_* sends through it last: the
+    other tests' numbers leave it out)."""
+    files = pkg.files("gossamer.demo")
+    demo = files.joinpath("demo.yaml").read_text()
+    ingress = files.joinpath("ingress.yaml").read_text().replace(
+        "port: 18080", f"port: {INGRESS_PORT}")
+    yield from running_mesh(tmp_path_factory, "dashboard",
+                            text=demo + IDLE_CLIENT + "\n---\n" + ingress)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +244,7 @@ def test_numbers_and_graph_match_the_api_and_the_known_load(page: Any, mesh: Mes
 
 
 def test_service_page_lists_workloads_routes_and_policies(page: Any, mesh: Mesh) -> None:
-    mesh.apply(POLICY)
+    mesh.apply(POLICY + NAMESPACE)
     try:
         mesh.wait_synced()
         go(page, mesh, "service/default/catalog")
@@ -247,6 +264,8 @@ def test_service_page_lists_workloads_routes_and_policies(page: Any, mesh: Mesh)
         [policy] = until("the policy row", lambda: attrs(
             page, "tr[data-policy='ResiliencePolicy/default/catalog-timeouts']", "text"))
         assert "this service" in (policy["text"] or "")
+        # Labels of a namespace (stored in gossamer-system) are no mesh-wide policy.
+        assert not page.find_elements("css selector", "tr[data-policy^='Namespace/']")
         opened = page.execute_script(  # one script: the page re-renders every few seconds
             "const row = document.querySelector(arguments[0]);"
             "row.querySelector('summary').click();"
@@ -388,3 +407,45 @@ def test_a_bad_token_shows_the_401_and_a_form(browser: Any, mesh: Mesh) -> None:
     browser.find_element("css selector", "#token-form button").click()
     until("the services table", lambda: browser.find_elements("css selector", "#services"))
     assert not browser.find_element("id", "error").is_displayed()
+
+
+def test_the_gateway_is_its_own_node_and_links_to_its_page(page: Any, mesh: Mesh) -> None:
+    """The ingress gateway in the service graph: drawn as a gateway, linked to a page
+    with its listeners, attached routes and replicas as the API has them."""
+    sign_in(page, mesh, token(mesh))
+    with httpx.Client(trust_env=False, timeout=10) as outside:
+        for _ in range(5):
+            assert outside.get(f"http://127.0.0.1:{INGRESS_PORT}/").status_code == 200
+    node_id = "demo-ingress.default"
+    until("the gateway node in the API's graph", lambda: any(
+        n["id"] == node_id and n["kind"] == "gateway"
+        for n in mesh.api.get("/api/v1/graph").json()["nodes"]), 40)
+    go(page, mesh, "graph")
+    gw = until("the gateway node drawn", lambda: page.find_elements(
+        "css selector", f"g.node[data-node='{node_id}']"))[0]
+    assert gw.get_attribute("data-kind") == "gateway"
+    assert "gateway" in (gw.get_attribute("class") or "").split()
+    # A Service's node is drawn as before.
+    frontend = page.find_element("css selector", "g.node[data-node='frontend.default']")
+    assert frontend.get_attribute("data-kind") == "service"
+    link = gw.find_element("css selector", "a")
+    assert link.get_dom_attribute("href") == "#/gateway/default/demo-ingress"
+    page.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))",
+                        link)
+    until("the gateway page", lambda: page.find_elements("css selector", "#listeners"))
+    status = mesh.api.get("/api/v1/resources/Gateway/default/demo-ingress").json()["status"]
+    rows = {r["data-listener"]: r for r in attrs(page, "#listeners tr[data-listener]",
+                                                 "data-listener", "text")}
+    assert set(rows) == {"http"}
+    attached = page.find_element("css selector", "#listeners tr[data-listener=http] "
+                                                 "[data-field=attached]").text
+    assert attached == str(status["listeners"][0]["attachedRoutes"]) == "1"
+    routes = [r["data-route"] for r in attrs(page, "#gateway-routes tr[data-route]",
+                                             "data-route")]
+    assert routes == ["HTTPRoute/default/demo-ingress"]
+    accepted = page.find_element("css selector", "#gateway-routes [data-condition=Accepted]")
+    assert accepted.get_attribute("data-status") == "True"
+    replicas = until("the replica listed connected", lambda: [
+        r for r in attrs(page, "#replicas tr[data-replica]", "data-replica", "data-connected")
+        if r["data-connected"] == "true"])
+    assert [r["data-replica"] for r in replicas] == ["demo-ingress-0.default"]

@@ -463,6 +463,40 @@ def test_observe_tap_shows_the_gateway_as_the_caller(edge: dict[str, Any]) -> No
     assert all(e["path"].startswith("/items?i=") for e in events), events
 
 
+def test_observe_tap_gateway_shows_the_edge_requests(edge: dict[str, Any]) -> None:
+    """`tap gateway/edge`: requests as they arrive from outside, with the client's
+    address, host, path, status and the route chosen (none for a refused token)."""
+    u, o = edge["u"], edge["o"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GOSSAMER_")}
+    tap = subprocess.Popen([*GOSSAMER, "tap", "gateway/edge", "--json", "--max", "4",
+                            "--seconds", "60", "--path", "/items"],
+                           env={**clean, **u.cli_env()},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        token, deadline = _token(edge), time.monotonic() + 60
+        for _ in range(20):  # bounded: 20 rounds of 2 requests, 60 s
+            if tap.poll() is not None or time.monotonic() > deadline:
+                break
+            assert [s for s, _, _ in _call(edge, "a.example.com", 1, token)] == [200]
+            assert [s for s, _, _ in _call(edge, "a.example.com", 1)] == [401]
+            time.sleep(0.5)
+        out, err = tap.communicate(timeout=60)
+    finally:
+        if tap.poll() is None:
+            tap.kill()
+            tap.communicate()
+    assert tap.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert len(events) == 4, out
+    for e in events:
+        assert e["source"].startswith(f"{o.address}:"), e
+        assert e["destination"] == "edge-0.default"
+        assert (e["authority"], e["method"]) == ("a.example.com", "GET")
+        assert e["path"].startswith("/items?i="), e
+    assert {(e["status"], e["route"]) for e in events} == {
+        (200, "default/shop/rule0/match0"), (401, "-")}
+
+
 def _explain(u: Universe, path: str, status: int) -> dict[str, Any] | None:
     out = u.cli("explain", "--path", path, "--json")
     if out.returncode != 0:

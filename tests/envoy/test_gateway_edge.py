@@ -30,10 +30,10 @@ class GatewayProxy:
     """One replica of Gateway `name`: an Envoy from the agent's bootstrap, no app."""
 
     def __init__(self, mini: MiniMesh, make: Callable[[dict[str, Any]], EnvoyProcess],
-                 name: str = "edge") -> None:
+                 name: str = "edge", namespace: str = "default") -> None:
         self.workload = f"{name}-0"
         self.node = NodeMetadata(
-            node_id=f"{self.workload}.default", service=name, namespace="default",
+            node_id=f"{self.workload}.{namespace}", service=name, namespace=namespace,
             workload=self.workload, inbound_port=0, inbound_address="127.0.0.1",
             app_port=0, app_protocol=None, outbound_port=free_port(), admin_port=free_port(),
             gateway=name)

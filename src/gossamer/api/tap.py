@@ -23,13 +23,18 @@ def tap_routes(app: FastAPI, ctx: ApiContext) -> None:
                   bodies: bool = False,
                   limit: int = Query(default=100, ge=1, le=MAX_EVENTS),
                   seconds: float = Query(default=30.0, gt=0, le=MAX_SECONDS),
+                  gateway: bool = False,
                   ) -> StreamingResponse:
-        """Live requests to a Service as its sidecars see them. Admin only: request
-        headers (credentials redacted) and, with `bodies`, bodies are shown."""
+        """Live requests to a Service as its sidecars see them, or with `gateway` to
+        the ingress gateway of that name as its replicas' listeners see them. Admin
+        only: request headers (credentials redacted) and, with `bodies`, bodies are
+        shown."""
         caller.require_admin()
-        tapped = targets(ctx.proxies(), namespace, service, ctx.sidecar_admin.target)
+        tapped = targets(ctx.proxies(), namespace, service, ctx.sidecar_admin.target,
+                         gateway)
         if not tapped:
-            raise ApiError(404, f"no connected sidecar serves {namespace}/{service}")
+            what = "replica of gateway" if gateway else "sidecar serves"
+            raise ApiError(404, f"no connected {what} {namespace}/{service}")
 
         async def lines() -> AsyncIterator[bytes]:
             # The tap filter runs on these sidecars only while this session does

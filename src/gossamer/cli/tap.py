@@ -14,9 +14,12 @@ from gossamer.cli.client import Api, CliError
 def format_event(event: dict[str, Any]) -> str:
     latency = event.get("latency_ms")
     took = f"{latency:.1f}ms" if isinstance(latency, int | float) else "-"
+    edge = "route" in event  # a gateway's: the host and the route that answered count
+    host = event.get("authority", "") if edge else ""
+    route = f"  route {event['route']}" if edge else ""
     return (f"{event.get('time', '')}  {event.get('source', '?')} -> "
             f"{event.get('destination', '?')}  {event.get('method', '')} "
-            f"{event.get('path', '')}  {event.get('status', 0)}  {took}")
+            f"{host}{event.get('path', '')}  {event.get('status', 0)}  {took}{route}")
 
 
 @app.command()
@@ -35,8 +38,15 @@ def tap(
     server: Server = None,
 ) -> None:
     """Stream live requests to SERVICE as its sidecars see them: time, source, destination,
-    method, path, status, latency."""
+    method, host and path, status, latency. `gateway/NAME`: requests arriving at the
+    ingress gateway NAME from outside (source: the client's address; and the route
+    that answered)."""
     params: dict[str, Any] = {"limit": limit, "seconds": seconds, "bodies": bodies}
+    kind, _, name = service.rpartition("/")
+    if kind.lower() in ("gateway", "gateways", "gtw"):
+        service, params["gateway"] = name, True
+    elif kind:
+        raise CliError(f"{service!r}: tap takes a Service name or gateway/NAME")
     if path:
         params["path"] = path
     if method:

@@ -33,8 +33,10 @@ from gossamer.model import (
     Gateway,
     GRPCRoute,
     HTTPRoute,
+    Namespace,
     PeerAuthentication,
     RateLimitPolicy,
+    ReferenceGrant,
     RequestAuthentication,
     ResiliencePolicy,
     Resource,
@@ -50,6 +52,7 @@ from gossamer.model import (
 from gossamer.model.errors import InvalidResource
 from gossamer.model.externalservice import ExternalService
 from gossamer.model.mesh import Mesh
+from gossamer.model.namespace import namespace_labels
 from gossamer.model.policy import gateway_target
 from gossamer.model.resilienceeffect import resilience_conditions
 from gossamer.model.workload import Health
@@ -297,8 +300,9 @@ def build_index(resources: Iterable[Resource], revision: int = 0,
                                          previous.external_vips if previous else None)
     gateways, gateway_status = gateway_index(
         by_name(kinds.of(Gateway)),
-        by_name([*routes, *kinds.of(TLSRoute), *kinds.of(TCPRoute)]),
-        kinds.of(Secret), services)
+        by_name([*routes, *kinds.of(GRPCRoute), *kinds.of(TLSRoute), *kinds.of(TCPRoute)]),
+        kinds.of(Secret), services, kinds.of(ReferenceGrant),
+        namespace_labels(kinds.of(Namespace)))
     return MeshIndex(
         revision=revision,
         services=services,

@@ -106,8 +106,8 @@ def _parent_ports(route: GRPCRoute | TCPRoute, services: Mapping[SvcKey, Service
 
 def _protocol_condition(route: GRPCRoute | TCPRoute, ports: list[PortKey],
                         conds: tuple[Condition, ...], wanted: str) -> tuple[Condition, ...]:
-    if ports or conds[0].status == "False":
-        return conds
+    if ports or conds[0].status == "False" or all(p.is_gateway for p in route.spec.parent_refs):
+        return conds  # a route only at the edge: its Gateway parents' status says
     return (Condition(type="Accepted", status="False", reason="UnsupportedValue",
                       message=f"no parent Service port has protocol {wanted}"), *conds[1:])
 

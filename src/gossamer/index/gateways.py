@@ -5,9 +5,16 @@ A Gateway that cannot be served as written is reported, never refused and never 
 crash: a listener whose protocol Gossamer does not serve is `Accepted: False,
 UnsupportedProtocol`; two listeners on one port with protocols that cannot share it
 are `Conflicted: True, ProtocolConflict` (the first listener on the port keeps it);
-a certificate that is missing, of another kind or in another namespace is
-`ResolvedRefs: False` (`InvalidCertificateRef`, `RefNotPermitted`). Only listeners
-that are accepted, unconflicted and resolved are programmed (`serving`).
+a certificate that is missing or of another kind is `ResolvedRefs: False`
+(`InvalidCertificateRef`), and so is one in another namespace that no ReferenceGrant
+there opens to the Gateway (`RefNotPermitted`). Only listeners that are accepted,
+unconflicted and resolved are programmed (`serving`).
+
+A route attaches to a listener only from the namespaces its `allowedRoutes` admit
+(`Same`, `All`, or those whose labels the `Selector` matches). A route's backendRef
+to a Service of another namespace needs a ReferenceGrant there too; without one the
+route is `ResolvedRefs: False, RefNotPermitted` and that backend is treated as
+missing (its share of requests gets 500): `GatewayView.refused`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from typing import Any
 from gossamer.model import (
     Condition,
     Gateway,
+    GRPCRoute,
     HTTPRoute,
+    ReferenceGrant,
     ResourceKey,
     Secret,
     Service,
@@ -29,12 +38,14 @@ from gossamer.model import (
 from gossamer.model.gateway import GATEWAY_CLASS, SUPPORTED_PROTOCOLS, FromNamespaces, Listener
 from gossamer.model.httproute import ParentRef
 from gossamer.model.meta import GATEWAY_GROUP
+from gossamer.model.namespace import labels_of
 
 CONTROLLER = "gateway.gossamer.dev/controller"
 SvcKey = tuple[str, str]  # (namespace, name), as index/view.py has it
-GatewayRoute = HTTPRoute | TLSRoute | TCPRoute
+GatewayRoute = HTTPRoute | GRPCRoute | TLSRoute | TCPRoute
 # The route kinds each protocol takes (a listener's supportedKinds by default).
-_KINDS = {"HTTP": ("HTTPRoute",), "HTTPS": ("HTTPRoute",), "TLS": ("TLSRoute",),
+_KINDS = {"HTTP": ("HTTPRoute", "GRPCRoute"), "HTTPS": ("HTTPRoute", "GRPCRoute"),
+          "TLS": ("TLSRoute",),
           "TCP": ("TCPRoute",)}
 # Protocols that can share a port: TLS routes and terminates by SNI beside HTTPS.
 _FAMILY = {"HTTP": "http", "HTTPS": "tls", "TLS": "tls", "TCP": "tcp"}
@@ -54,6 +65,17 @@ class ListenerView:
 class GatewayView:
     gateway: Gateway
     serving: tuple[ListenerView, ...]
+    # Per route: the backend Services of other namespaces no ReferenceGrant opens to it.
+    refused: Mapping[ResourceKey, frozenset[SvcKey]] = field(default_factory=dict)
+
+    def services_for(self, route: GatewayRoute,
+                     services: Mapping[SvcKey, Service]) -> Mapping[SvcKey, Service]:
+        """The Services `route` may send to from this gateway: a refused backend is
+        as good as missing (the Gateway API's 500 for an invalid backendRef)."""
+        refused = self.refused.get(route.key)
+        if not refused:
+            return services
+        return {k: v for k, v in services.items() if k not in refused}
 
     @property
     def key(self) -> SvcKey:
@@ -82,8 +104,26 @@ def _cond(type_: str, ok: bool, reason: str, message: str = "") -> Condition:
                      message=message)
 
 
+@dataclass(frozen=True)
+class _Refs:
+    """What references resolve against: Secrets, ReferenceGrants by namespace, and
+    namespaces' labels."""
+
+    secrets: Mapping[SvcKey, Secret]
+    grants: Mapping[str, tuple[ReferenceGrant, ...]]
+    labels: Mapping[str, Mapping[str, str]]
+
+    def permitted(self, kind: str, namespace: str, to_kind: str, target: SvcKey) -> bool:
+        """Whether a `kind` of `namespace` may refer to `target` (a core `to_kind`):
+        always within a namespace, else by a ReferenceGrant in the target's."""
+        if target[0] == namespace:
+            return True
+        return any(g.permits(GATEWAY_GROUP, kind, namespace, "", to_kind, target[1])
+                   for g in self.grants.get(target[0], ()))
+
+
 def _certificates(gw: Gateway, lis: Listener,
-                  secrets: Mapping[SvcKey, Secret]) -> tuple[Condition, tuple[Secret, ...]]:
+                  refs: _Refs) -> tuple[Condition, tuple[Secret, ...]]:
     ns = gw.metadata.namespace
     found: list[Secret] = []
     for i, ref in enumerate(lis.tls.certificate_refs if lis.tls else ()):
@@ -91,11 +131,13 @@ def _certificates(gw: Gateway, lis: Listener,
         if ref.group not in ("", "core") or ref.kind != "Secret":
             return _cond("ResolvedRefs", False, "InvalidCertificateRef",
                          f"{where}: only Secrets (group \"\") are supported"), ()
-        if (ref.namespace or ns) != ns:
+        target = (ref.namespace or ns, ref.name)
+        if not refs.permitted("Gateway", ns, "Secret", target):
             return _cond("ResolvedRefs", False, "RefNotPermitted",
-                         f"{where}: a certificate in another namespace needs a "
-                         "ReferenceGrant, which Gossamer does not support"), ()
-        secret = secrets.get((ns, ref.name))
+                         f"{where}: Secret {target[0]}/{target[1]} is in another namespace "
+                         f"and no ReferenceGrant in {target[0]!r} lets Gateways of "
+                         f"{ns!r} use it"), ()
+        secret = refs.secrets.get(target)
         if secret is None:
             return _cond("ResolvedRefs", False, "InvalidCertificateRef",
                          f"{where}: Secret {ref.name!r} not found"), ()
@@ -111,12 +153,12 @@ def _certificates(gw: Gateway, lis: Listener,
     return _cond("ResolvedRefs", True, "ResolvedRefs"), tuple(found)
 
 
-def _listeners(gw: Gateway, secrets: Mapping[SvcKey, Secret]) -> list[_Listening]:
+def _listeners(gw: Gateway, refs: _Refs) -> list[_Listening]:
     out: list[_Listening] = []
     family_of_port: dict[int, str] = {}
     hosts_of_port: dict[int, set[str | None]] = {}
     for lis in gw.spec.listeners:
-        resolved, certs = _certificates(gw, lis, secrets)
+        resolved, certs = _certificates(gw, lis, refs)
         no_conflict = _cond("Conflicted", False, "NoConflicts")
         if lis.protocol not in SUPPORTED_PROTOCOLS:
             out.append(_Listening(lis, _cond("Accepted", False, "UnsupportedProtocol",
@@ -169,15 +211,17 @@ def _matches(ref: ParentRef, lis: Listener) -> bool:
     return ref.section_name in (None, lis.name) and ref.port in (None, lis.port)
 
 
-def _allowed(lis: Listener, gw: Gateway, route: GatewayRoute) -> bool:
+def _allowed(lis: Listener, gw: Gateway, route: GatewayRoute, refs: _Refs) -> bool:
     kinds = [k.kind for k in lis.allowed_routes.kinds] or list(_KINDS.get(lis.protocol, ()))
     if route.kind not in kinds:
         return False
-    source = lis.allowed_routes.namespaces.from_
-    if source is FromNamespaces.ALL:
+    namespaces = lis.allowed_routes.namespaces
+    if namespaces.from_ is FromNamespaces.ALL:
         return True
-    # Selector: Gossamer has no Namespace objects to select, so it matches none.
-    return source is FromNamespaces.SAME and route.metadata.namespace == gw.metadata.namespace
+    if namespaces.from_ is FromNamespaces.SELECTOR:
+        return namespaces.selector is not None and namespaces.selector.matches(
+            labels_of(refs.labels, route.metadata.namespace))
+    return route.metadata.namespace == gw.metadata.namespace
 
 
 def _parent_status(ref: ParentRef, accepted: Condition, resolved: Condition) -> dict[str, Any]:
@@ -187,7 +231,7 @@ def _parent_status(ref: ParentRef, accepted: Condition, resolved: Condition) -> 
 
 
 def _attach(route: GatewayRoute, ref: ParentRef, gw: Gateway | None,
-            listening: list[_Listening], resolved: Condition) -> dict[str, Any]:
+            listening: list[_Listening], resolved: Condition, refs: _Refs) -> dict[str, Any]:
     """Attach the route to the parent's matching listeners; its parent status."""
     if gw is None:
         return _parent_status(ref, _cond("Accepted", False, "NoMatchingParent",
@@ -197,7 +241,7 @@ def _attach(route: GatewayRoute, ref: ParentRef, gw: Gateway | None,
         return _parent_status(ref, _cond("Accepted", False, "NoMatchingParent",
                                          "no programmed listener matches sectionName "
                                          f"{ref.section_name} port {ref.port}"), resolved)
-    allowed = [lst for lst in candidates if _allowed(lst.listener, gw, route)]
+    allowed = [lst for lst in candidates if _allowed(lst.listener, gw, route, refs)]
     if not allowed:
         return _parent_status(ref, _cond("Accepted", False, "NotAllowedByListeners",
                                          f"no matching listener takes a {route.kind} from "
@@ -241,8 +285,31 @@ def _gateway_status(gw: Gateway, listening: list[_Listening]) -> dict[str, Any]:
             "listeners": listeners}
 
 
-def _missing_backends(route: GatewayRoute, services: Mapping[SvcKey, Service]) -> Condition:
+def backend_keys(route: GatewayRoute) -> set[SvcKey]:
+    """The Services a route's rules send or mirror to."""
     ns = route.metadata.namespace
+    keys = {(b.namespace or ns, b.name) for rule in route.spec.rules for b in rule.backend_refs}
+    if isinstance(route, HTTPRoute | GRPCRoute):
+        keys.update((m.backend_ref.namespace or ns, m.backend_ref.name)
+                    for rule in route.spec.rules for m in rule.mirrors)
+    return keys
+
+
+def _refused(route: GatewayRoute, refs: _Refs) -> frozenset[SvcKey]:
+    ns = route.metadata.namespace
+    return frozenset(k for k in backend_keys(route)
+                     if not refs.permitted(route.kind, ns, "Service", k))
+
+
+def _missing_backends(route: GatewayRoute, services: Mapping[SvcKey, Service],
+                      refused: frozenset[SvcKey]) -> Condition:
+    ns = route.metadata.namespace
+    if refused:
+        return _cond("ResolvedRefs", False, "RefNotPermitted",
+                     "backend Service in another namespace with no ReferenceGrant there "
+                     f"for {route.kind}s of {ns!r} (its share gets HTTP 500, or its "
+                     "connections are closed): "
+                     + ", ".join(f"{n}/{s}" for n, s in sorted(refused)))
     missing = sorted({f"{b.name}:{b.port}" for rule in route.spec.rules
                       for b in rule.backend_refs
                       if (svc := services.get((b.namespace or ns, b.name))) is None
@@ -255,33 +322,45 @@ def _missing_backends(route: GatewayRoute, services: Mapping[SvcKey, Service]) -
 
 
 def gateway_index(gateways: Iterable[Gateway], routes: Iterable[GatewayRoute],
-                  secrets: Iterable[Secret], services: Mapping[SvcKey, Service]
+                  secrets: Iterable[Secret], services: Mapping[SvcKey, Service],
+                  grants: Iterable[ReferenceGrant] = (),
+                  labels: Mapping[str, Mapping[str, str]] | None = None,
                   ) -> tuple[dict[SvcKey, GatewayView], dict[ResourceKey, dict[str, Any]]]:
     """Each Gateway of class gossamer as served, and the status of every Gateway and
-    of every route with a Gateway parent (`status.parents`, per parentRef)."""
-    by_secret = {(s.metadata.namespace, s.metadata.name): s for s in secrets}
+    of every route with a Gateway parent (`status.parents`, per parentRef).
+    `labels`: each namespace's labels (model/namespace.py)."""
+    by_ns: dict[str, list[ReferenceGrant]] = {}
+    for grant in grants:
+        by_ns.setdefault(grant.metadata.namespace, []).append(grant)
+    refs = _Refs({(s.metadata.namespace, s.metadata.name): s for s in secrets},
+                 {ns: tuple(g) for ns, g in by_ns.items()}, labels or {})
     listening: dict[SvcKey, tuple[Gateway, list[_Listening]]] = {}
     for gw in gateways:
         key = (gw.metadata.namespace, gw.metadata.name)
-        listening[key] = gw, _listeners(gw, by_secret)
+        listening[key] = gw, _listeners(gw, refs)
     status: dict[ResourceKey, dict[str, Any]] = {}
+    refused: dict[ResourceKey, frozenset[SvcKey]] = {}
     for route in routes:
         parents = [p for p in route.spec.parent_refs if p.is_gateway]
         if not parents:
             continue
-        resolved = _missing_backends(route, services)
+        if denied := _refused(route, refs):
+            refused[route.key] = denied
+        resolved = _missing_backends(route, services, denied)
         out = []
         for ref in parents:
             found = listening.get((ref.namespace or route.metadata.namespace, ref.name))
             ours = found is not None and found[0].spec.gateway_class_name == GATEWAY_CLASS
             out.append(_attach(route, ref, found[0] if found and ours else None,
-                               found[1] if found else [], resolved))
+                               found[1] if found else [], resolved, refs))
         status[route.key] = {"parents": out}
     views: dict[SvcKey, GatewayView] = {}
     for key, (gw, lsts) in listening.items():
         status[gw.key] = _gateway_status(gw, lsts)
         if gw.spec.gateway_class_name == GATEWAY_CLASS:
-            views[key] = GatewayView(gw, tuple(
-                ListenerView(lst.listener, tuple(lst.routes), lst.certificates)
-                for lst in lsts if lst.ok))
+            serving = tuple(ListenerView(lst.listener, tuple(lst.routes), lst.certificates)
+                            for lst in lsts if lst.ok)
+            mine = {r.key for lst in serving for r, _ in lst.routes}
+            views[key] = GatewayView(gw, serving, {k: v for k, v in refused.items()
+                                                   if k in mine})
     return views, status

@@ -89,7 +89,10 @@ CORE = [Watched("Namespace", Namespace, namespaced=False), Watched("Node", Node,
         Watched("Pod", Pod), Watched("ServiceAccount", ServiceAccount)]
 ROUTES = [_namespaced(f"{GATEWAY_GROUP}/v1", "HTTPRoute", "httproutes"),
           _namespaced(f"{GATEWAY_GROUP}/v1", "GRPCRoute", "grpcroutes"),
-          _namespaced(TCPROUTE_API_VERSION, "TCPRoute", "tcproutes")]
+          _namespaced(TCPROUTE_API_VERSION, "TCPRoute", "tcproutes"),
+          # Read only: a ReferenceGrant has no status.
+          Watched(f"{GATEWAY_GROUP}/ReferenceGrant", create_namespaced_resource(
+              GATEWAY_GROUP, "v1beta1", "ReferenceGrant", "referencegrants"))]
 SMI = [_namespaced(SPLIT_API_VERSION, "TrafficSplit", "trafficsplits"),
        _namespaced(ACCESS_API_VERSION, "TrafficTarget", "traffictargets"),
        _namespaced(SPECS_API_VERSION, "HTTPRouteGroup", "httproutegroups"),

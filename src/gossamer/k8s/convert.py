@@ -15,6 +15,7 @@ What maps to what (docs/kubernetes.md has the table):
   `ns/NS/sa/SA`), Healthy only while an EndpointSlice lists it as ready;
 - an EndpointSlice endpoint that is no Pod (a Service without selector) -> a
   Workload of that Service;
+- a Namespace with labels -> a Namespace (its labels; Gateway listeners select by them);
 - Gossamer CRDs, Gateway API Gateways and routes and the SMI kinds -> themselves,
   as applied;
 - a TLS Secret a Gateway's listener names in `certificateRefs` -> a Secret (its
@@ -31,6 +32,7 @@ from typing import Any
 
 from gossamer.model.errors import InvalidResource
 from gossamer.model.meta import GATEWAY_GROUP, ResourceKey
+from gossamer.model.namespace import NAME_LABEL
 from gossamer.model.registry import KINDS, dump_document, parse_document
 
 # Written on every document the controller stores: what it may replace or delete.
@@ -91,6 +93,9 @@ def desired(cluster: Cluster) -> Desired:
     """Every document the store should hold for this cluster state."""
     out = Desired()
     live = _live_namespaces(cluster)
+    for (_, name), namespace in sorted(cluster.of("Namespace").items()):
+        if name in live:
+            _add(out, "Namespace", namespace, namespace_document(namespace))
     for (ns, _), svc in sorted(cluster.of("Service").items()):
         if ns in live:
             _add(out, "Service", svc, service_document(svc))
@@ -146,6 +151,17 @@ def _live_namespaces(cluster: Cluster) -> set[str]:
                 and name not in SYSTEM_NAMESPACES:
             out.add(name)
     return out
+
+
+def namespace_document(ns: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Namespace with labels of its own, for Gateway listeners' namespace selectors
+    (every namespace has its `kubernetes.io/metadata.name` label without one)."""
+    meta = ns.get("metadata") or {}
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != NAME_LABEL}
+    if not labels:
+        return None
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": meta.get("name"), "labels": labels}}
 
 
 def _add(out: Desired, kind: str, obj: Mapping[str, Any], doc: dict[str, Any] | None) -> None:

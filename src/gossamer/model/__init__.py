@@ -15,8 +15,10 @@ from gossamer.model.grpcroute import GRPCRoute
 from gossamer.model.httproute import HTTPRoute
 from gossamer.model.mesh import Mesh
 from gossamer.model.meta import Condition, ObjectMeta, Resource, ResourceKey
+from gossamer.model.namespace import Namespace
 from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
+from gossamer.model.referencegrant import ReferenceGrant
 from gossamer.model.registry import (
     KINDS,
     dump_document,
@@ -46,9 +48,11 @@ __all__ = [
     "HTTPRoute",
     "InvalidResource",
     "Mesh",
+    "Namespace",
     "ObjectMeta",
     "PeerAuthentication",
     "RateLimitPolicy",
+    "ReferenceGrant",
     "RequestAuthentication",
     "ResiliencePolicy",
     "Resource",

@@ -13,6 +13,7 @@ the implementation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 from typing import Literal
 
@@ -88,21 +89,58 @@ class FromNamespaces(str, Enum):
     SAME = "Same"
 
 
+class SelectorOperator(str, Enum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
 class LabelSelectorRequirement(Strict):
-    key: str
-    operator: str
-    values: list[str] = Field(default_factory=list)
+    key: str = Field(min_length=1, max_length=317)
+    operator: SelectorOperator
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _values(self) -> LabelSelectorRequirement:
+        listed = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if listed and not self.values:
+            raise ValueError(f"values: required for operator {self.operator.value}")
+        if not listed and self.values:
+            raise ValueError(f"values: must be empty for operator {self.operator.value}")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator is SelectorOperator.IN:
+            return labels.get(self.key) in self.values
+        if self.operator is SelectorOperator.NOT_IN:
+            return labels.get(self.key) not in self.values
+        return (self.key in labels) == (self.operator is SelectorOperator.EXISTS)
 
 
 class LabelSelector(Strict):
-    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    """Kubernetes' label selector: every matchLabels pair and every expression must
+    hold (an empty selector selects everything)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels",
+                                         max_length=64)
     match_expressions: list[LabelSelectorRequirement] = Field(
-        default_factory=list, alias="matchExpressions")
+        default_factory=list, alias="matchExpressions", max_length=64)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            e.matches(labels) for e in self.match_expressions)
 
 
 class RouteNamespaces(Strict):
     from_: FromNamespaces = Field(default=FromNamespaces.SAME, alias="from")
     selector: LabelSelector | None = None
+
+    @model_validator(mode="after")
+    def _selector(self) -> RouteNamespaces:
+        if self.from_ is FromNamespaces.SELECTOR and self.selector is None:
+            raise ValueError("selector: required when from is Selector")
+        return self
 
 
 class RouteGroupKind(Strict):

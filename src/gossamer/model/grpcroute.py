@@ -1,7 +1,8 @@
-"""Gateway API GRPCRoute as the GAMMA initiative uses it for a mesh.
+"""Gateway API GRPCRoute, in the mesh (GAMMA) and at the edge.
 
 A route attaches to a Service through `parentRefs`; on the Service's grpc and
-http2 ports it replaces the default route for every caller in the mesh.
+http2 ports it replaces the default route for every caller in the mesh. A route
+whose parent is a Gateway is served on its HTTP and HTTPS listeners (HTTP/2).
 Matching is by gRPC service and method (the request path `/pkg.Service/Method`)
 and by headers (gRPC metadata).
 """
@@ -156,10 +157,6 @@ class GRPCRouteSpec(Strict):
     @model_validator(mode="after")
     def _rules(self) -> GRPCRouteSpec:
         check_unique_parents(self.parent_refs)
-        for i, p in enumerate(self.parent_refs):
-            if p.is_gateway:  # not served at the edge yet: refused rather than ignored
-                raise ValueError(f"parentRefs[{i}].kind: a GRPCRoute attaches to Services "
-                                 "only; a Gateway takes HTTPRoutes, TLSRoutes and TCPRoutes")
         check_unique_rule_names([r.name for r in self.rules])
         if sum(len(r.matches) for r in self.rules) > MAX_MATCHES:
             raise ValueError(f"rules: at most {MAX_MATCHES} matches in all rules together")

@@ -28,6 +28,8 @@ from gossamer.model.meta import (
 from gossamer.model.regex import check_re2
 
 HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+# The Gateway API's namespace of a reference (a DNS label).
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Gateway API: the matches of all rules of one route, together.
 MAX_MATCHES = 128
 
@@ -47,7 +49,8 @@ class ParentRef(Strict):
     group: str = ""
     kind: str = "Service"
     name: str = Field(min_length=1, max_length=63)
-    namespace: str | None = None
+    namespace: str | None = Field(default=None, min_length=1, max_length=63,
+                                  pattern=NAMESPACE_PATTERN)
     port: int | None = Field(default=None, ge=1, le=65535, strict=True)
     section_name: str | None = Field(default=None, alias="sectionName", min_length=1,
                                      max_length=253)
@@ -391,7 +394,8 @@ class BackendRef(Strict):
     group: str = ""
     kind: str = "Service"
     name: str = Field(min_length=1, max_length=63)
-    namespace: str | None = None
+    namespace: str | None = Field(default=None, min_length=1, max_length=63,
+                                  pattern=NAMESPACE_PATTERN)
     port: int | None = Field(default=None, ge=1, le=65535, strict=True)
     weight: int = Field(default=1, ge=0, le=1_000_000, strict=True)
     # Applied only to requests sent to this backend (HTTPRoute and GRPCRoute; a

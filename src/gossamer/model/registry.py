@@ -20,8 +20,10 @@ from gossamer.model.httproute import HTTPRoute
 from gossamer.model.limits import limit_errors, text_errors
 from gossamer.model.mesh import Mesh
 from gossamer.model.meta import Resource
+from gossamer.model.namespace import Namespace
 from gossamer.model.peerauthentication import PeerAuthentication
 from gossamer.model.ratelimitpolicy import RateLimitPolicy
+from gossamer.model.referencegrant import ReferenceGrant
 from gossamer.model.requestauthentication import RequestAuthentication
 from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.model.secret import Secret
@@ -36,7 +38,8 @@ from gossamer.model.workload import Workload
 _NATIVE: tuple[type[Resource], ...] = (
     Service, Workload, HTTPRoute, PeerAuthentication, AuthorizationPolicy,
     RequestAuthentication, ResiliencePolicy, RateLimitPolicy, FaultPolicy, GRPCRoute,
-    TCPRoute, Telemetry, Sidecar, Mesh, ExternalService, Gateway, TLSRoute, Secret)
+    TCPRoute, Telemetry, Sidecar, Mesh, ExternalService, Gateway, TLSRoute, Secret,
+    ReferenceGrant, Namespace)
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (*_NATIVE, *SMI_KINDS)}
 _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "services": "Service",
@@ -72,6 +75,9 @@ _KIND_ALIASES = {k.lower(): k for k in KINDS} | {
     "gtw": "Gateway",
     "tlsroutes": "TLSRoute",
     "secrets": "Secret",
+    "referencegrants": "ReferenceGrant",
+    "namespaces": "Namespace",
+    "ns": "Namespace",
     "trafficsplits": "TrafficSplit",
     "traffictargets": "TrafficTarget",
     "httproutegroups": "HTTPRouteGroup",

@@ -5,6 +5,11 @@ matching request as an `HttpBufferedTrace`: request and response headers, the
 times the headers were received, the downstream connection, and bodies only when
 the tap config buffers them. The caller is the verified SPIFFE ID the inbound
 connection manager put into `x-forwarded-client-cert` (`URI=...`).
+
+A gateway's tap filter (translate/gateway/listeners.py) sees requests from outside
+the mesh: the caller is the client's address, and the route chosen is in a request
+header the gateway's routes add while a tap session runs (none: no route forwarded
+it, e.g. a refused token or an unknown host).
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gossamer.translate.gateway.routes import ROUTE_HEADER
+
 # Header values never shown: credentials and session cookies.
 REDACTED = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 # Headers that describe the transport, not the request.
-HIDDEN = ("x-forwarded-client-cert", "x-envoy-expected-rq-timeout-ms", "x-envoy-attempt-count")
+HIDDEN = ("x-forwarded-client-cert", "x-envoy-expected-rq-timeout-ms", "x-envoy-attempt-count",
+          ROUTE_HEADER)
 _MAX_BODY = 4096
 
 
@@ -40,6 +48,8 @@ class TapEvent:
     request_headers: dict[str, str] = field(default_factory=dict)
     request_body: str | None = None
     response_body: str | None = None
+    # At a gateway: the Envoy route that forwarded it ("-": none, e.g. a refused token).
+    route: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -91,8 +101,9 @@ def caller(xfcc: str) -> str:
     return ""
 
 
-def to_event(trace: Mapping[str, Any], destination: str) -> TapEvent:
-    """`destination`: the tapped workload, e.g. `catalog-v1-0.default`."""
+def to_event(trace: Mapping[str, Any], destination: str, edge: bool = False) -> TapEvent:
+    """`destination`: the tapped workload, e.g. `catalog-v1-0.default`. `edge`: a
+    gateway's trace, whose caller is the client's address."""
     buffered = trace.get("http_buffered_trace")
     if not isinstance(buffered, Mapping):
         raise BadTrace("not an http_buffered_trace")
@@ -104,11 +115,12 @@ def to_event(trace: Mapping[str, Any], destination: str) -> TapEvent:
     latency = None
     if sent is not None and answered is not None:
         latency = round((answered - sent).total_seconds() * 1000, 3)
-    source = caller(req_headers.get("x-forwarded-client-cert", ""))
+    source = "" if edge else caller(req_headers.get("x-forwarded-client-cert", ""))
     if not source:
         conn = buffered.get("downstream_connection") or {}
         addr = (conn.get("remote_address") or {}).get("socket_address") or {}
-        source = f"{addr.get('address', '?')}:{addr.get('port_value', '?')} (no mTLS)"
+        source = f"{addr.get('address', '?')}:{addr.get('port_value', '?')}" + (
+            "" if edge else " (no mTLS)")
     shown = {k: ("<redacted>" if k in REDACTED else v) for k, v in req_headers.items()
              if not k.startswith(":") and k not in HIDDEN}
     return TapEvent(
@@ -118,7 +130,8 @@ def to_event(trace: Mapping[str, Any], destination: str) -> TapEvent:
         authority=req_headers.get(":authority", ""),
         status=int(resp_headers.get(":status", "0") or 0), latency_ms=latency,
         request_headers=dict(sorted(shown.items())),
-        request_body=_body(request), response_body=_body(response))
+        request_body=_body(request), response_body=_body(response),
+        route=req_headers.get(ROUTE_HEADER, "-") if edge else None)
 
 
 def split_stream(buffer: str) -> tuple[list[dict[str, Any]], str]:
@@ -163,9 +176,10 @@ def tap_config(path: str | None, method: str | None, bodies: bool) -> dict[str, 
                           "max_buffered_rx_bytes": limit, "max_buffered_tx_bytes": limit}}}
 
 
-def events_from(docs: Sequence[Mapping[str, Any]], destination: str) -> Iterator[TapEvent]:
+def events_from(docs: Sequence[Mapping[str, Any]], destination: str,
+                edge: bool = False) -> Iterator[TapEvent]:
     for doc in docs:
         try:
-            yield to_event(doc, destination)
+            yield to_event(doc, destination, edge)
         except (BadTrace, ValueError, TypeError):
             continue

@@ -39,26 +39,32 @@ class TapTarget:
     namespace: str
     admin: AdminTarget  # the sidecar's admin, as the control plane reaches it
     node_id: str = ""
+    edge: bool = False  # a replica of an ingress gateway, not a sidecar
 
 
 Resolve = Callable[[Mapping[str, Any]], AdminTarget | None]
 
 
 def targets(proxies: Sequence[Mapping[str, Any]], namespace: str,
-            service: str, resolve: Resolve) -> list[TapTarget]:
-    """Connected sidecars that serve `service` (those with an inbound listener), whose
-    admin `resolve` finds from their node metadata."""
+            service: str, resolve: Resolve, gateway: bool = False) -> list[TapTarget]:
+    """Connected sidecars that serve `service` (those with an inbound listener), or
+    with `gateway` the connected replicas of the ingress gateway `service` (no inbound
+    listener: their Gateway's listeners), whose admin `resolve` finds from their node
+    metadata."""
     out = []
     for p in proxies:
         meta = p.get("metadata") or {}
-        if not p.get("connected") or meta.get("service") != service:
+        if not p.get("connected") or meta.get("namespace", "default") != namespace:
             continue
-        if meta.get("namespace", "default") != namespace or not meta.get("inbound_port"):
+        if gateway:
+            if meta.get("gateway") != service or meta.get("inbound_port"):
+                continue
+        elif meta.get("service") != service or not meta.get("inbound_port"):
             continue
         admin = resolve(meta)
         if admin is not None:
             out.append(TapTarget(str(meta.get("workload", p.get("node_id"))), namespace, admin,
-                                 str(p.get("node_id", ""))))
+                                 str(p.get("node_id", "")), gateway))
     return out
 
 
@@ -76,7 +82,7 @@ async def _one(target: TapTarget, config: dict[str, Any],
             buffer = ""
             async for chunk in resp.chunks():
                 docs, buffer = split_stream(buffer + text.decode(chunk))
-                for event in events_from(docs, destination):
+                for event in events_from(docs, destination, target.edge):
                     await queue.put(event)
     except AdminError as exc:
         log.warning("tap on %s ended: %s", destination, exc)

@@ -51,7 +51,7 @@ def http_rule(rule: GRPCRouteRule) -> RouteRule:
     return RouteRule(name=rule.name, filters=filters, backend_refs=list(rule.backend_refs))
 
 
-def _precedence(match: GRPCRouteMatch) -> tuple[int, int, int, int]:
+def grpc_precedence(match: GRPCRouteMatch) -> tuple[int, int, int, int]:
     method = match.method
     if method is None:
         return (2, 0, 0, -len(match.headers))
@@ -79,7 +79,7 @@ def grpc_service_routes(service: Service, port: int, attached: Sequence[GRPCRout
                 name = "grpc:" + rule_route_name(ns, route.metadata.name, i, rule.name, j)
                 er = envoy_route(as_http, http_match(match), name, ns, port, services, key,
                                  policies)
-                ordered.append(((*_precedence(match), seq), er))
+                ordered.append(((*grpc_precedence(match), seq), er))
                 seq += 1
     ordered.sort(key=lambda pair: pair[0])
     return [r for _, r in ordered]

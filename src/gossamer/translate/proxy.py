@@ -53,7 +53,7 @@ def proxy_inputs(mesh: MeshConfig, proxy: NodeMetadata,
     (`policy_inputs`) re-translates every proxy.
     """
     if proxy.ingress_gateway:  # translate/gateway/
-        return gateway_inputs(mesh, proxy)
+        return gateway_inputs(mesh, proxy, tapped)
     return _inputs(mesh, proxy, mesh.scope_of(proxy), tapped)
 
 
@@ -156,8 +156,8 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
     of this proxy runs (an input like the store's, kept by the reconciler): its
     inbound route keeps the tap filter on."""
     if proxy.ingress_gateway:  # not a sidecar
-        snapshot, gateway_scope = translate_gateway(mesh, proxy)
-        return ProxyConfig(proxy, snapshot, gateway_scope, gateway_inputs(mesh, proxy))
+        snapshot, gateway_scope = translate_gateway(mesh, proxy, tapped)
+        return ProxyConfig(proxy, snapshot, gateway_scope, gateway_inputs(mesh, proxy, tapped))
     scope = mesh.scope_of(proxy)
     view = mesh.view(scope)
     key = listener_inputs(mesh, proxy)

@@ -13,7 +13,16 @@ from gossamer.index import build_index
 from gossamer.index.gateways import intersect
 from gossamer.model import InvalidResource, ResourceKey, parse_document
 from gossamer.translate import translate_mesh, translate_proxy
-from tests.gateway_docs import GW, gateway, http_route, parent, self_signed, service, tls_secret
+from tests.gateway_docs import (
+    GW,
+    gateway,
+    grpc_route,
+    http_route,
+    parent,
+    self_signed,
+    service,
+    tls_secret,
+)
 
 CERT = self_signed("a.example.com")
 
@@ -129,6 +138,28 @@ def test_one_tcproute_per_tcp_listener_and_tlsroutes_by_hostname() -> None:
         "False", "NoMatchingListenerHostname")
 
 
+def test_a_grpcroute_attaches_to_http_and_https_listeners_only() -> None:
+    backend = [{"backendRefs": [{"name": "rpc", "port": 80}]}]
+    index = _index(gateway(), tls_secret("cert-a", *CERT), tls_secret("cert-b", *CERT),
+                   service("rpc", "grpc"),
+                   grpc_route("web", [parent("http"), parent("a")], [], backend),
+                   grpc_route("raw", [parent("tcp")], [], backend))
+    assert _parents(index, "web", "GRPCRoute") == [
+        {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}] * 2
+    assert _parents(index, "raw", "GRPCRoute")[0]["Accepted"] == (
+        "False", "NotAllowedByListeners")
+    # Only Gateway parents: no mesh condition says no Service port fits.
+    conditions = index.status(ResourceKey("GRPCRoute", "default", "web"))["conditions"]
+    assert [c["status"] for c in conditions] == ["True", "True"]
+    [view] = index.gateways.values()
+    attached = {lst.listener.name: [r.metadata.name for r, _ in lst.routes]
+                for lst in view.serving}
+    assert attached["http"] == attached["a"] == ["web"]
+    assert attached["tcp"] == []
+    kinds = index.status(ResourceKey("Gateway", "default", "edge"))["listeners"][0]
+    assert [k["kind"] for k in kinds["supportedKinds"]] == ["HTTPRoute", "GRPCRoute"]
+
+
 @pytest.mark.parametrize(("listener", "route", "served"), [
     (None, [], ("*",)),
     ("a.example.com", [], ("a.example.com",)),
@@ -195,3 +226,99 @@ def test_any_valid_gateway_gets_conditions_and_a_consistent_config(
         "service": "edge", "namespace": "default", "workload": "edge-0", "inbound_port": 0,
         "app_port": 0, "outbound_port": 0, "gateway": "edge"})
     translate_proxy(translate_mesh(index), node)
+
+
+def _grant(namespace: str, from_kind: str, from_ns: str, to_kind: str,
+           name: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": f"{GW}/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": f"let-{from_ns}", "namespace": namespace},
+            "spec": {"from": [{"group": GW, "kind": from_kind, "namespace": from_ns}],
+                     "to": [{"group": "", "kind": to_kind, **({"name": name} if name else {})}]}}
+
+
+def _in(namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+def _shop_route(backend_ns: str | None = None) -> dict[str, Any]:
+    doc = _in("shop", http_route("web", [{**parent("http"), "namespace": "default"}], [],
+                                 [("web", 1)]))
+    if backend_ns:
+        doc["spec"]["rules"][0]["backendRefs"][0]["namespace"] = backend_ns
+    return doc
+
+
+def _shop_parents(index: Any) -> dict[str, tuple[str, str]]:
+    status = index.status(ResourceKey("HTTPRoute", "shop", "web"))
+    [parent_status] = status["parents"]
+    return {c["type"]: (c["status"], c["reason"]) for c in parent_status["conditions"]}
+
+
+@pytest.mark.parametrize(("allowed", "namespaces", "accepted"), [
+    ({}, [], False),  # Same, the default
+    ({"from": "All"}, [], True),
+    ({"from": "Selector", "selector": {"matchLabels": {"team": "shop"}}}, [], False),
+    ({"from": "Selector", "selector": {"matchLabels": {"team": "shop"}}},
+     [{"name": "shop", "labels": {"team": "shop"}}], True),
+    ({"from": "Selector", "selector": {"matchLabels": {"team": "shop"}}},
+     [{"name": "shop", "labels": {"team": "ads"}}], False),
+    # Every namespace has its name label, with or without a Namespace resource.
+    ({"from": "Selector", "selector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]}},
+     [], True),
+    ({"from": "Selector", "selector": {"matchExpressions": [
+        {"key": "team", "operator": "DoesNotExist"}]}}, [], True),
+])
+def test_allowed_routes_namespaces(allowed: dict[str, Any], namespaces: list[dict[str, Any]],
+                                   accepted: bool) -> None:
+    gw = gateway(listeners=[{"name": "http", "port": 80, "protocol": "HTTP",
+                             "allowedRoutes": {"namespaces": allowed}}])
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": meta} for meta in namespaces]
+    index = _index(gw, _in("shop", service("web")), _shop_route(), *docs)
+    expected = ("True", "Accepted") if accepted else ("False", "NotAllowedByListeners")
+    assert _shop_parents(index)["Accepted"] == expected
+    [view] = index.gateways.values()
+    assert [len(lst.routes) for lst in view.serving] == [1 if accepted else 0]
+
+
+@pytest.mark.parametrize(("grants", "permitted"), [
+    ([], False),
+    ([_grant("store", "HTTPRoute", "shop", "Service")], True),
+    ([_grant("store", "HTTPRoute", "shop", "Service", "db")], True),
+    ([_grant("store", "HTTPRoute", "shop", "Service", "other")], False),
+    ([_grant("store", "GRPCRoute", "shop", "Service")], False),
+    ([_grant("store", "HTTPRoute", "ads", "Service")], False),
+    ([_grant("shop", "HTTPRoute", "shop", "Service")], False),  # the referrer's own
+])
+def test_a_backend_in_another_namespace_needs_a_reference_grant_there(
+        grants: list[dict[str, Any]], permitted: bool) -> None:
+    gw = gateway(listeners=[{"name": "http", "port": 80, "protocol": "HTTP",
+                             "allowedRoutes": {"namespaces": {"from": "All"}}}])
+    route = _shop_route("store")
+    route["spec"]["rules"][0]["backendRefs"][0]["name"] = "db"
+    index = _index(gw, _in("store", service("db")), route, *grants)
+    resolved = _shop_parents(index)["ResolvedRefs"]
+    assert resolved == (("True", "ResolvedRefs") if permitted
+                        else ("False", "RefNotPermitted"))
+    [view] = index.gateways.values()
+    refused = view.refused.get(ResourceKey("HTTPRoute", "shop", "web"), frozenset())
+    assert refused == (frozenset() if permitted else {("store", "db")})
+
+
+@pytest.mark.parametrize(("grants", "permitted"), [
+    ([], False),
+    ([_grant("certs", "Gateway", "default", "Secret", "cert-a")], True),
+    ([_grant("certs", "Gateway", "default", "Secret", "cert-b")], False),
+    ([_grant("certs", "HTTPRoute", "default", "Secret")], False),
+])
+def test_a_certificate_in_another_namespace_needs_a_reference_grant_there(
+        grants: list[dict[str, Any]], permitted: bool) -> None:
+    gw = gateway(listeners=[{"name": "a", "port": 443, "protocol": "HTTPS",
+                             "tls": {"certificateRefs": [{"name": "cert-a",
+                                                          "namespace": "certs"}]}}])
+    index = _index(gw, tls_secret("cert-a", *CERT, namespace="certs"), *grants)
+    listener = _listeners(index)["a"]
+    assert listener["ResolvedRefs"] == (("True", "ResolvedRefs") if permitted
+                                        else ("False", "RefNotPermitted"))
+    assert listener["Programmed"][0] == str(permitted)

@@ -34,7 +34,7 @@ CHANNEL = ROOT / "deploy" / "crds" / "gateway-api" / "experimental"
 CRDS = {d["spec"]["names"]["kind"]: d for p in sorted(CHANNEL.glob("*.yaml"))
         for d in yaml.safe_load_all(p.read_text())
         if d and d.get("kind") == "CustomResourceDefinition"}
-ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute", "Gateway", "TLSRoute")
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute", "Gateway", "TLSRoute", "ReferenceGrant")
 
 
 def crd_for(doc: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,16 @@ def test_a_gateway_with_every_listener_kind_is_taken() -> None:
     ("spec.listeners[0].name", "Web", "spec.listeners[0].name", "RFC 1123"),
     ("spec.gatewayClassName", "", "spec.gatewayClassName", "at least 1"),
     ("spec.listeners", [], "spec.listeners", "at least 1"),
+    ("spec.listeners[0].allowedRoutes", {"namespaces": {"from": "Selector"}},
+     "spec.listeners[0].allowedRoutes.namespaces.selector", "required when from is Selector"),
+    ("spec.listeners[0].allowedRoutes", {"namespaces": {"from": "Selector", "selector": {
+        "matchExpressions": [{"key": "team", "operator": "Near"}]}}},
+     "spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].operator",
+     "'In', 'NotIn', 'Exists' or 'DoesNotExist'"),
+    ("spec.listeners[0].allowedRoutes", {"namespaces": {"from": "Selector", "selector": {
+        "matchExpressions": [{"key": "team", "operator": "In"}]}}},
+     "spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].values",
+     "required for operator In"),
 ])
 def test_a_bad_gateway_is_refused_with_its_field(path: str, value: Any, error_path: str,
                                                  fragment: str) -> None:
@@ -137,8 +147,28 @@ def test_a_malformed_gateway_is_refused_by_field_or_taken(doc: dict[str, Any]) -
     assert all(e is not None and e.path.startswith("spec") for e in errors), errors
 
 
-def test_a_grpcroute_with_a_gateway_parent_is_refused_not_ignored() -> None:
+def test_a_grpcroute_takes_a_gateway_parent() -> None:
     doc = {"apiVersion": f"{GW}/v1", "kind": "GRPCRoute", "metadata": {"name": "g"},
-           "spec": {"parentRefs": [parent()],
+           "spec": {"parentRefs": [parent("http")],
                     "rules": [{"backendRefs": [{"name": "rpc", "port": 80}]}]}}
-    assert_error(doc, "spec.parentRefs[0].kind", "attaches to Services only")
+    assert parse_document(doc).spec.parent_refs[0].is_gateway
+
+
+def test_a_reference_grant_and_a_namespace_are_checked_by_field() -> None:
+    grant = {"apiVersion": f"{GW}/v1beta1", "kind": "ReferenceGrant",
+             "metadata": {"name": "g", "namespace": "store"},
+             "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "shop"}],
+                      "to": [{"group": "", "kind": "Service"}]}}
+    parsed = parse_document(grant)
+    assert parsed.key.namespace == "store"
+    assert_error({**grant, "spec": {**grant["spec"], "to": []}}, "spec.to", "at least 1")
+    assert_error({**grant, "spec": {"from": [{"group": GW, "kind": "HTTPRoute"}],
+                                    "to": grant["spec"]["to"]}},
+                 "spec.from[0].namespace", "required")
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop",
+                                                               "labels": {"team": "a"}}}
+    assert parse_document(ns).key.namespace == "gossamer-system"
+    assert_error({**ns, "metadata": {"name": "Shop"}}, "metadata.name", "RFC 1123")
+    assert_error({**ns, "metadata": {"name": "a.b"}}, "metadata.name", "DNS label")
+    assert_error({**ns, "metadata": {"name": "shop", "namespace": "x"}},
+                 "metadata.namespace", "cluster-wide")

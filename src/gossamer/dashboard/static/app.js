@@ -10,6 +10,9 @@
   // SMI resources are not policies of a Service (they map onto routes and policies).
   const SMI_KINDS = ["TrafficSplit", "TrafficTarget", "HTTPRouteGroup", "TCPRoute.specs.smi-spec.io"];
   const MESH_ROOT = "gossamer-system";
+  // Kinds that are neither routes nor policies of a Service (a Namespace is stored in
+  // MESH_ROOT, where it would read as a mesh-wide policy).
+  const NOT_POLICIES = ["Gateway", "TLSRoute", "Secret", "ReferenceGrant", "Namespace"];
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLOURS = { good: "#2e8b57", warn: "#c98a00", bad: "#c73a3a", none: "#9aa3ad" };
 
@@ -179,12 +182,16 @@
   /** The services the dashboard lists, as [key, namespace, name] by namespace/name: every
    *  Service resource, and every service the golden metrics saw without one (a pure
    *  client's sidecar, such as a load generator's). The summary line counts exactly
-   *  what the Services table lists. */
-  function serviceList(services, st) {
+   *  what the Services table lists. An ingress gateway's replicas are scraped like
+   *  sidecars, but it serves no Service: it is a node of the graph with a page of its own. */
+  function serviceList(services, st, proxies) {
     const names = new Map(services.map((d) => [key(d.metadata.name, d.metadata.namespace),
                                                 [d.metadata.namespace, d.metadata.name]]));
+    const gateways = new Set(proxies.map((p) => p.metadata || {})
+      .filter((m) => m.gateway && !m.inbound_port).map((m) => key(m.gateway, m.namespace || "default")));
     for (const m of st ? st.items : []) {
-      if (!names.has(key(m.name, m.namespace))) names.set(key(m.name, m.namespace), [m.namespace, m.name]);
+      const k = key(m.name, m.namespace);
+      if (!names.has(k) && !gateways.has(k)) names.set(k, [m.namespace, m.name]);
     }
     return [...names.entries()].map(([k, [ns, name]]) => [k, ns, name])
       .sort((a, b) => (a[1] + "/" + a[2]).localeCompare(b[1] + "/" + b[2]));
@@ -197,7 +204,7 @@
       api("/api/v1/proxies")]);
     const live = proxies.filter((p) => p.connected).length;
     summaryBox.replaceChildren(
-      h("span", { "data-summary": "services" }, serviceList(services, st).length + " services"), " · ",
+      h("span", { "data-summary": "services" }, serviceList(services, st, proxies).length + " services"), " · ",
       h("span", { "data-summary": "proxies" }, live + "/" + proxies.length + " proxies connected"),
       " · ", h("span", { "data-summary": "revision" }, "revision " + healthz.revision));
   }
@@ -205,10 +212,10 @@
   // ---- Services ----------------------------------------------------------------------
 
   async function servicesView() {
-    const [services, st] = await Promise.all([
-      api("/api/v1/resources/Service"), stats("/api/v1/stats?kind=service")]);
+    const [services, st, proxies] = await Promise.all([
+      api("/api/v1/resources/Service"), stats("/api/v1/stats?kind=service"), api("/api/v1/proxies")]);
     const byKey = new Map((st ? st.items : []).map((m) => [key(m.name, m.namespace), m]));
-    const rows = serviceList(services, st)
+    const rows = serviceList(services, st, proxies)
       .map(([k, ns, name]) => h("tr", { "data-service": k },
         h("td", {}, ns), h("td", {}, serviceLink(name, ns)),
         metricCells(byKey.get(k))));
@@ -396,13 +403,79 @@
       note = `${pct(rate)} (callers)`;
     }
     const tone = health(rate);
-    return s("g", { class: "node", "data-node": n.id, "data-success": rate === null ? "" : rate,
-                    "data-requests": n.m ? n.m.requests : 0 },
-      s("a", { href: "#/service/" + encodeURIComponent(n.namespace) + "/" + encodeURIComponent(n.name) },
-        s("title", {}, `${n.id}: ${note}`),
-        s("rect", { x: p.x, y: p.y, width: W, height: H, rx: 6, class: "s-" + tone }),
-        s("text", { x: p.x + 10, y: p.y + 20 }, n.namespace === "default" ? n.name : n.id),
-        s("text", { x: p.x + 10, y: p.y + 38, class: "metric" }, note)));
+    // An ingress gateway serves no Service: it is drawn as the way in, linked to its page.
+    const gateway = n.m && n.m.kind === "gateway" ? n.m.gateway || n.name : null;
+    const href = gateway ? gatewayHref(n.namespace, gateway)
+                         : "#/service/" + encodeURIComponent(n.namespace) + "/" + encodeURIComponent(n.name);
+    const label = n.namespace === "default" ? n.name : n.id;
+    return s("g", { class: gateway ? "node gateway" : "node", "data-node": n.id,
+                    "data-kind": gateway ? "gateway" : "service",
+                    "data-success": rate === null ? "" : rate, "data-requests": n.m ? n.m.requests : 0 },
+      s("a", { href },
+        s("title", {}, `${gateway ? "ingress gateway " : ""}${n.id}: ${note}`),
+        s("rect", { x: p.x, y: p.y, width: W, height: H, rx: gateway ? H / 2 : 6, class: "s-" + tone }),
+        s("text", { x: p.x + (gateway ? 18 : 10), y: p.y + 20 }, gateway ? "⇥ gateway " + label : label),
+        s("text", { x: p.x + (gateway ? 18 : 10), y: p.y + 38, class: "metric" }, note)));
+  }
+
+  const gatewayHref = (ns, name) => "#/gateway/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name);
+
+  // ---- Gateway page ------------------------------------------------------------------
+
+  const GATEWAY_ROUTE_KINDS = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"];
+
+  function conditionCells(conds) {
+    return h("td", {}, (conds || []).map((c) =>
+      h("div", { class: c.status === "True" ? "" : (c.type === "Conflicted" ? "" : "bad"),
+                 "data-condition": c.type, "data-status": c.status },
+        `${c.type}=${c.status} (${c.reason})${c.message ? " " + c.message : ""}`)));
+  }
+
+  function parentOf(route, ns, name) {
+    return (route.spec.parentRefs || []).map((p, i) => [p, ((route.status || {}).parents || [])[i]])
+      .filter(([p]) => p.kind === "Gateway" && p.name === name && (p.namespace || route.metadata.namespace) === ns);
+  }
+
+  async function gatewayView(ns, name) {
+    const q = encodeURIComponent(ns);
+    const kinds = await api("/api/v1/kinds");
+    const [gw, proxies, routes] = await Promise.all([
+      api(`/api/v1/resources/Gateway/${q}/${encodeURIComponent(name)}`), api("/api/v1/proxies"),
+      Promise.all(GATEWAY_ROUTE_KINDS.filter((k) => kinds.includes(k)).map((k) => api(`/api/v1/resources/${k}`)))]);
+    const status = gw.status || {};
+    const listeners = new Map((status.listeners || []).map((l) => [l.name, l]));
+    const attached = routes.flat().flatMap((r) => parentOf(r, ns, name).map(([p, st]) => [r, p, st]));
+    const replicas = proxies.filter((p) => (p.metadata || {}).gateway === name &&
+      ((p.metadata || {}).namespace || "default") === ns && !(p.metadata || {}).inbound_port);
+    return [h("h1", {}, `Gateway ${ns}/${name}`),
+      h("p", { class: "sub" }, `Ingress gateway, class ${gw.spec.gatewayClassName}. `,
+        "Its requests in the ", h("a", { href: "#/graph" }, "service graph"), "."),
+      h("table", { id: "gateway-conditions" }, h("tr", {}, conditionCells(status.conditions))),
+      h("h2", {}, "Listeners"),
+      h("table", { id: "listeners" },
+        h("tr", {}, ["Name", "Port", "Protocol", "Hostname", "Routes", "Conditions"].map((t) => h("th", {}, t))),
+        gw.spec.listeners.map((l) => h("tr", { "data-listener": l.name },
+          h("td", {}, l.name), h("td", { class: "num" }, String(l.port)), h("td", {}, l.protocol),
+          h("td", {}, l.hostname || "*"),
+          h("td", { class: "num", "data-field": "attached" },
+            String((listeners.get(l.name) || {}).attachedRoutes ?? "-")),
+          conditionCells((listeners.get(l.name) || {}).conditions)))),
+      h("h2", {}, "Routes"),
+      attached.length ? h("table", { id: "gateway-routes" },
+        h("tr", {}, ["Kind", "Route", "Section", "Rules", "Status"].map((t) => h("th", {}, t))),
+        attached.map(([r, p, st]) => h("tr", { "data-route": `${r.kind}/${r.metadata.namespace}/${r.metadata.name}` },
+          h("td", {}, r.kind), h("td", {}, `${r.metadata.namespace}/${r.metadata.name}`),
+          h("td", {}, p.sectionName || "all"),
+          h("td", {}, (r.spec.rules || [{}]).map((rule) => h("div", {}, ruleText(rule)))),
+          conditionCells((st || {}).conditions))))
+        : h("p", { class: "muted" }, "No route names this Gateway as a parent."),
+      h("h2", {}, "Replicas"),
+      replicas.length ? h("table", { id: "replicas" },
+        h("tr", {}, ["Proxy", "Address", "Connected"].map((t) => h("th", {}, t))),
+        replicas.map((p) => h("tr", { "data-replica": p.node_id, "data-connected": String(!!p.connected) },
+          h("td", {}, h("code", {}, p.node_id)), h("td", {}, (p.metadata || {}).inbound_address || ""),
+          h("td", {}, p.connected ? "yes" : "no"))))
+        : h("p", { class: "muted" }, "No replica is running (gossamer gateway --name " + name + ").")];
   }
 
   // ---- Service page ------------------------------------------------------------------
@@ -459,7 +532,8 @@
 
   async function serviceView(ns, name) {
     const kinds = await api("/api/v1/kinds");
-    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS, ...SMI_KINDS].includes(k));
+    const policyKinds = kinds.filter((k) => !["Service", "Workload", ...ROUTE_KINDS, ...SMI_KINDS,
+                                               ...NOT_POLICIES].includes(k));
     const q = encodeURIComponent(ns);
     const [svc, services, workloads, st, wst, graph, proxies, routes, policies] = await Promise.all([
       api(`/api/v1/resources/Service/${q}/${encodeURIComponent(name)}`),
@@ -788,6 +862,7 @@
     [/^#\/services$/, "services", () => servicesView()],
     [/^#\/graph$/, "graph", () => graphView()],
     [/^#\/service\/([^/]+)\/([^/]+)$/, "services", (ns, name) => serviceView(ns, name)],
+    [/^#\/gateway\/([^/]+)\/([^/]+)$/, "graph", (ns, name) => gatewayView(ns, name)],
     [/^#\/proxies$/, "proxies", () => proxiesView()],
     [/^#\/tap(?:\/([^/]+)\/([^/]+))?$/, "tap", (ns, name) => tapView(ns, name)],
     [/^#\/failures$/, "failures", () => failuresView()],

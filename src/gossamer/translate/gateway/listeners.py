@@ -31,7 +31,12 @@ from gossamer.model import Secret, Service, TCPRoute, TLSRoute
 from gossamer.model.gateway import MAX_BODY_KB, MAX_HEADERS_KB, XFF_HOPS
 from gossamer.translate.fault import FAULT_FILTER
 from gossamer.translate.gateway.routes import route_config_name
-from gossamer.translate.listeners import CORS_HTTP_FILTER, JWT_MAPPER, tcp_proxy_filter
+from gossamer.translate.listeners import (
+    CORS_HTTP_FILTER,
+    JWT_MAPPER,
+    TAP_FILTER,
+    tcp_proxy_filter,
+)
 from gossamer.translate.protos import ADS, DOWNSTREAM_TLS, HCM, ROUTER, build, socket_address
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.translate.tls import TLS_INSPECTOR_FILTER, TLS_SOCKET
@@ -74,12 +79,14 @@ ROUTER_FILTER = {"name": "envoy.filters.http.router", "typedConfig": {"@type": R
 
 
 def _filters(edge: EdgeHttp, body: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """JWT first (a request without a valid token spends no quota), then the rate
-    limits, the body limit (what those refuse is never buffered), CORS, the fault
-    filter (disabled: a FaultPolicy enables it per route, an RDS change), the router."""
+    """The tap filter (off unless a tap session runs: routes.py) before everything, so
+    `gossamer tap gateway/NAME` sees what the edge refuses too; then JWT (a request
+    without a valid token spends no quota), the rate limits, the body limit (what those
+    refuse is never buffered), CORS, the fault filter (disabled: a FaultPolicy enables
+    it per route, an RDS change), the router."""
     jwt = [edge.jwt] if edge.jwt else []
-    return [*jwt, *edge.ratelimit, *([body] if body else []), CORS_HTTP_FILTER, FAULT_FILTER,
-            ROUTER_FILTER]
+    return [TAP_FILTER, *jwt, *edge.ratelimit, *([body] if body else []), CORS_HTTP_FILTER,
+            FAULT_FILTER, ROUTER_FILTER]
 
 
 def _body_limit(view: GatewayView) -> dict[str, Any]:
@@ -159,7 +166,8 @@ def _tls_chains(view: GatewayView, port: int, listeners: list[ListenerView],
                                "filterChainMatch": _server_names(hosts),
                                "filters": [tcp_proxy_filter(
                                    f"gateway_{port}_{route.metadata.name}",
-                                   tcp_route_clusters(route, services))]})
+                                   tcp_route_clusters(route,
+                                                      view.services_for(route, services)))]})
     return chains
 
 
@@ -180,7 +188,8 @@ def port_listener(view: GatewayView, address: str, port: int, listeners: list[Li
         if not routes:
             return None
         config["filterChains"] = [{"filters": [tcp_proxy_filter(
-            f"gateway_{port}", tcp_route_clusters(routes[0], services))]}]
+            f"gateway_{port}", tcp_route_clusters(routes[0],
+                                                  view.services_for(routes[0], services)))]}]
     else:
         chains = _tls_chains(view, port, listeners, edge, services)
         if not chains:

@@ -18,8 +18,8 @@ from google.protobuf.message import Message
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.index import MeshIndex, SvcKey
-from gossamer.index.gateways import GatewayView, ListenerView
-from gossamer.model import HTTPRoute, RequestAuthentication, TCPRoute, TLSRoute
+from gossamer.index.gateways import GatewayView, ListenerView, backend_keys
+from gossamer.model import RequestAuthentication, TCPRoute, TLSRoute
 from gossamer.model.policy import gateway_target
 from gossamer.translate import names
 from gossamer.translate.consistency import check_consistency
@@ -46,16 +46,13 @@ def gateway_view(mesh: MeshConfig, proxy: NodeMetadata) -> GatewayView | None:
 
 
 def gateway_scope(view: GatewayView | None) -> frozenset[SvcKey]:
-    """The Services the gateway's routes send (or mirror) to: its clusters."""
+    """The Services the gateway's routes may send (or mirror) to: its clusters."""
     keys: set[SvcKey] = set()
-    for lst in view.serving if view else ():
+    if view is None:
+        return frozenset()
+    for lst in view.serving:
         for route, _ in lst.routes:
-            ns = route.metadata.namespace
-            for rule in route.spec.rules:
-                keys.update((b.namespace or ns, b.name) for b in rule.backend_refs)
-            if isinstance(route, HTTPRoute):
-                keys.update((m.backend_ref.namespace or ns, m.backend_ref.name)
-                            for rule in route.spec.rules for m in rule.mirrors)
+            keys.update(backend_keys(route) - view.refused.get(route.key, frozenset()))
     return frozenset(keys)
 
 
@@ -79,12 +76,13 @@ def _required_jwt(policies: list[RequestAuthentication]) -> dict[str, Any] | Non
     return found
 
 
-def gateway_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]:
+def gateway_inputs(mesh: MeshConfig, proxy: NodeMetadata,
+                   tapped: bool = False) -> tuple[object, ...]:
     """What `translate_gateway` reads besides endpoints (see translate/proxy.py)."""
     view = gateway_view(mesh, proxy)
     scope = gateway_scope(view)
     return (proxy, view, mesh.policy_inputs, mesh.services_epoch,
-            mesh.view(scope).cluster_sum, mesh.settings)
+            mesh.view(scope).cluster_sum, mesh.settings, tapped)
 
 
 def _res(type_url: str, name: str, message: Message) -> XdsResource:
@@ -98,10 +96,11 @@ def _by_port(view: GatewayView) -> dict[int, list[ListenerView]]:
     return out
 
 
-def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
-                                                                       frozenset[SvcKey]]:
+def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata, tapped: bool = False
+                      ) -> tuple[Snapshot, frozenset[SvcKey]]:
     """The gateway's snapshot and its scope (the Services it sends to). A gateway
-    whose Gateway does not exist (yet) gets no listeners."""
+    whose Gateway does not exist (yet) gets no listeners. `tapped`: a tap session of
+    this replica runs (its routes keep the tap filter on)."""
     view = gateway_view(mesh, proxy)
     scope = gateway_scope(view)
     shared = mesh.view(scope)
@@ -136,9 +135,10 @@ def translate_gateway(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[Snapshot,
             ports[lis.name] = port
             refs.update(c for lst in lsts for route, _ in lst.routes
                         if isinstance(route, TCPRoute | TLSRoute)
-                        for c, _ in tcp_route_clusters(route, mesh.index.services))
+                        for c, _ in tcp_route_clusters(
+                            route, view.services_for(route, mesh.index.services)))
             if any(lst.listener.protocol in ("HTTP", "HTTPS") for lst in lsts):
-                config = port_route_config(mesh.index, view, port, lsts)
+                config = port_route_config(mesh.index, view, port, lsts, tapped)
                 refs.update(cluster_refs(config["virtualHosts"], set()))
                 routes[route_config_name(port)] = _res(
                     ROUTE, route_config_name(port), build(RouteConfiguration, config))

@@ -21,7 +21,16 @@ from gossamer.model.gateway import MAX_BODY_KB, XFF_HOPS
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.protos import to_dict
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from tests.gateway_docs import GW, gateway, http_route, parent, self_signed, service, tls_secret
+from tests.gateway_docs import (
+    GW,
+    gateway,
+    grpc_route,
+    http_route,
+    parent,
+    self_signed,
+    service,
+    tls_secret,
+)
 from tests.otlp import tracing_telemetry
 
 GOLDEN = Path(__file__).parents[2] / "golden" / "gateway-edge.json"
@@ -132,15 +141,16 @@ def test_edge_settings_and_a_required_token() -> None:
     assert "xffNumTrustedHops" not in hcm
     assert hcm["useRemoteAddress"] is True
     assert [f["name"] for f in hcm["httpFilters"]] == [
-        "envoy.filters.http.buffer", "envoy.filters.http.cors", "envoy.filters.http.fault",
-        "envoy.filters.http.router"]
+        "envoy.filters.http.tap", "envoy.filters.http.buffer", "envoy.filters.http.cors",
+        "envoy.filters.http.fault", "envoy.filters.http.router"]
     # The default body limit, 1 MiB; WebSocket upgrades run the chain without it.
-    assert hcm["httpFilters"][0]["typedConfig"]["maxRequestBytes"] == 1024 * 1024
-    assert hcm["upgradeConfigs"][0]["filters"] == hcm["httpFilters"][1:]
+    assert hcm["httpFilters"][1]["typedConfig"]["maxRequestBytes"] == 1024 * 1024
+    assert hcm["upgradeConfigs"][0]["filters"] == [
+        f for f in hcm["httpFilters"] if f["name"] != "envoy.filters.http.buffer"]
     edge = _listener(_snapshot([*_docs(annotations={XFF_HOPS: "2"}), jwt]), 8080)
     hcm = edge["filterChains"][0]["filters"][0]["typedConfig"]
     assert hcm["xffNumTrustedHops"] == 2
-    jwt_filter = hcm["httpFilters"][0]["typedConfig"]
+    jwt_filter = hcm["httpFilters"][1]["typedConfig"]  # after the tap filter
     # Required: no allowMissing alternative.
     assert jwt_filter["rules"][0]["requires"] == {
         "providerName": "default/edge-jwt[jwt-0]"}
@@ -179,12 +189,12 @@ def test_a_rate_limit_policy_on_the_gateway_limits_every_http_listener() -> None
     snap = _snapshot([*_docs(annotations={MAX_BODY_KB: "64"}), limits])
     for port, chain in ((8080, 0), (8443, 0), (8443, 1)):
         hcm = _listener(snap, port)["filterChains"][chain]["filters"][0]["typedConfig"]
-        names = [f["name"] for f in hcm["httpFilters"]]
+        names = [f["name"] for f in hcm["httpFilters"]][1:]  # after the tap filter
         assert names[:3] == ["envoy.filters.http.local_ratelimit",
                              "envoy.filters.http.ratelimit", "envoy.filters.http.buffer"], (
             port, names)
-        assert hcm["httpFilters"][2]["typedConfig"]["maxRequestBytes"] == 64 * 1024
-        actions = hcm["httpFilters"][1]["typedConfig"]["rateLimits"][0]["actions"]
+        assert hcm["httpFilters"][3]["typedConfig"]["maxRequestBytes"] == 64 * 1024
+        actions = hcm["httpFilters"][2]["typedConfig"]["rateLimits"][0]["actions"]
         assert actions[1] == {"remoteAddress": {}}
     # A Service of the Gateway's name is not limited by it.
     mesh = translate_mesh(build_index([parse_document(d) for d in [*_docs(), limits]], 3))
@@ -204,3 +214,35 @@ def test_a_fault_policy_on_the_gateway_covers_the_routes_that_forward() -> None:
         abort = r["typedPerFilterConfig"]["envoy.filters.http.fault"]["abort"]
         assert abort == {"httpStatus": 503,
                          "percentage": {"numerator": 100000, "denominator": "MILLION"}}
+
+
+def test_grpcroutes_come_first_on_their_host_and_match_grpc_only() -> None:
+    """A GRPCRoute sharing a host with an HTTPRoute takes only gRPC requests, and a
+    streaming call is not held by the body limit's buffer."""
+    rpc = grpc_route("rpc", [parent("http")], ["shop.example.com"], [
+        {"matches": [{"method": {"service": "test.Echo", "method": "Say"}}],
+         "backendRefs": [{"name": "v2", "port": 80}]},
+        {"backendRefs": [{"name": "v1", "port": 80}]}])
+    web = http_route("web", [parent("http")], ["shop.example.com"], [("v1", 1)])
+    snap = _snapshot([*_docs(), rpc, web])
+    [host] = [h for h in _routes(snap, 8080)["virtualHosts"]
+              if h["name"] == "shop.example.com"]
+    matches = [r["match"] for r in host["routes"]]
+    assert matches == [{"path": "/test.Echo/Say", "grpc": {}}, {"prefix": "/", "grpc": {}},
+                       {"prefix": "/"}]
+    for route in host["routes"][:2]:
+        assert route["typedPerFilterConfig"]["envoy.filters.http.buffer"]["disabled"]
+    assert "typedPerFilterConfig" not in host["routes"][2]
+
+
+def test_a_tapped_gateway_keeps_the_tap_filter_on_and_names_each_route() -> None:
+    """Untapped, the tap filter is off on every virtual host and no header is added."""
+    mesh = translate_mesh(build_index([parse_document(d) for d in _docs()], 3))
+    for tapped in (False, True):
+        snap = translate_proxy(mesh, _edge(), tapped=tapped).snapshot
+        for host in _routes(snap, 8443)["virtualHosts"]:
+            assert ("typedPerFilterConfig" in host) is not tapped, host
+            for route in host["routes"]:
+                added = [h["header"]["key"] for h in route.get("requestHeadersToAdd", [])]
+                named = tapped and "route" in route
+                assert added == (["x-gossamer-gateway-route"] if named else []), route
