@@ -26,7 +26,8 @@ from gossamer.translate.listeners import inbound_route_config
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
+from gossamer.translate.vhds import VHDS_OUTBOUND, outbound_vhosts
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST, Snapshot, XdsResource
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,10 @@ def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object
         for up in proxy.upstreams
         for pkey in [(up.namespace, up.service, up.port)]
         for route in [mesh.upstream_routes.get(pkey)])
-    outbound = (mesh.outbound_routes(proxy.namespace, scope).version
-                if proxy.outbound_port else None)
+    outbound = None
+    if proxy.outbound_port:
+        outbound = (outbound_vhosts(mesh, proxy.namespace, scope).version if proxy.vhds
+                    else mesh.outbound_routes(proxy.namespace, scope).version)
     return outbound, upstreams
 
 
@@ -110,6 +113,9 @@ class _Routes:
     configs: dict[str, XdsResource]
     rds_refs: list[str]
     cluster_refs: set[str]
+    # VHDS: the virtual hosts of `outbound` and their digest sum (translate/vhds.py).
+    vhosts: Mapping[str, XdsResource] | None = None
+    vhost_sum: int = 0
 
 
 def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedView,
@@ -122,7 +128,12 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.rds_refs.append(names.INBOUND_ROUTES)
         out.cluster_refs.add(own.inbound_http)
     if proxy.outbound_port:
-        out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
+        if proxy.vhds:
+            out.configs[names.OUTBOUND_ROUTES] = VHDS_OUTBOUND
+            vhosts = outbound_vhosts(mesh, proxy.namespace, scope)
+            out.vhosts, out.vhost_sum = vhosts.resources, vhosts.total
+        else:
+            out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
         out.cluster_refs.update(view.route_refs, mesh.external.refs)
         out.rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
@@ -171,8 +182,10 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
                       clusters=clusters)
     endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
-                               LISTENER: dict(own.listeners), ROUTE: routes.configs},
-                              {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum})
+                               LISTENER: dict(own.listeners), ROUTE: routes.configs,
+                               VHOST: routes.vhosts or {}},
+                              {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum,
+                               VHOST: routes.vhost_sum})
     return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, tapped, key), own)
 
 

@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.parametrize(("args", "error"), [
     (["--name", "Edge"], "--name must be a Gateway name"),
     (["--name", "edge.example"], "identity account 'edge.example' must be a DNS label"),
-    (["--name", "edge", "--xds-mode", "rest"], "--xds-mode must be delta or sotw"),
+    (["--name", "edge", "--xds-mode", "rest"], "--xds-mode must be delta, delta-rds or sotw"),
 ])
 def test_a_gateway_it_cannot_run_is_refused_with_one_line(args: list[str], error: str) -> None:
     done = subprocess.run([sys.executable, "-m", "gossamer", "gateway", *args,
