@@ -195,4 +195,5 @@ def test_a_vhds_virtual_host_is_tagged_as_the_rds_one() -> None:
         assert (values["destination_service"], values["destination_namespace"],
                 values["destination_port"]) == ("catalog", "shop", "80")
         removed = found["envoy.virtual_host"]
-        assert removed is not None and removed.group(1) == f"{prefix}catalog.shop:80."
+        assert removed is not None
+        assert removed.group(1) == f"{prefix}catalog.shop:80."
