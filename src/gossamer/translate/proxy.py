@@ -98,10 +98,14 @@ def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object
         for up in proxy.upstreams
         for pkey in [(up.namespace, up.service, up.port)]
         for route in [mesh.upstream_routes.get(pkey)])
-    outbound = None
-    if proxy.outbound_port:
-        outbound = (outbound_vhosts(mesh, proxy.namespace, scope).version if proxy.vhds
-                    else mesh.outbound_routes(proxy.namespace, scope).version)
+    outbound: object = None
+    if proxy.outbound_port and proxy.vhds:
+        # Not the virtual hosts themselves: `with_endpoints` gives a later mesh's in
+        # O(1), so a route change elsewhere does not re-translate the proxy. Only
+        # what the consistency check of their clusters reads.
+        outbound = ("vhds", mesh.view(scope).route_refs)
+    elif proxy.outbound_port:
+        outbound = mesh.outbound_routes(proxy.namespace, scope).version
     return outbound, upstreams
 
 
@@ -208,11 +212,16 @@ def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
 
 def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -> ProxyConfig:
     """The proxy's previous config from an earlier mesh, with this mesh's endpoints
-    (after `update_endpoints`): O(1) per proxy instead of a whole translation.
-    Health changes no scope, so the last one still holds."""
+    (after `update_endpoints`) and, by VHDS, virtual hosts: O(1) per proxy instead
+    of a whole translation. The caller has checked that the inputs are equal (or
+    only health changed, which changes no scope), so the last scope still holds."""
     endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
-    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
-                       config.scope, config.inputs, config.listeners)
+    snapshot = config.snapshot.replace_type(ENDPOINT, endpoints, total)
+    if proxy.vhds and proxy.outbound_port:
+        vhosts = outbound_vhosts(mesh, proxy.namespace, config.scope)
+        if snapshot.version(VHOST) != vhosts.version:
+            snapshot = snapshot.replace_type(VHOST, vhosts.resources, vhosts.total)
+    return ProxyConfig(proxy, snapshot, config.scope, config.inputs, config.listeners)
 
 
 def _overlay_sum(base: Mapping[str, XdsResource], base_sum: int,
