@@ -93,6 +93,15 @@ def _clusters(view: ScopedView, own: ProxyListeners,
     return {**view.clusters, **extra}, _overlay_sum(view.clusters, view.cluster_sum, extra)
 
 
+def by_vhds(proxy: NodeMetadata, scope: Scope) -> bool:
+    """Whether the proxy takes its outbound virtual hosts over VHDS: a delta proxy
+    that can (the agent says so) and whose egress is the whole mesh (no `Sidecar`).
+    There one route change resent the whole mesh's routes to every proxy; a scoped
+    proxy's route config is small, and VHDS's extra request, response and ACK per
+    proxy made its initial sync and resync slower (bench/controlplane/RESULTS.md)."""
+    return proxy.vhds and scope is None
+
+
 def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object:
     """What `_routes` reads beyond the listener inputs (which hold the upstreams'
     protocols and TCPRoutes, and capture's routes by content, `capture_inputs`): the
@@ -103,7 +112,7 @@ def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object
         for pkey in [(up.namespace, up.service, up.port)]
         for route in [mesh.upstream_routes.get(pkey)])
     outbound: object = None
-    if proxy.outbound_port and proxy.vhds:
+    if proxy.outbound_port and by_vhds(proxy, scope):
         # Not the virtual hosts themselves: `with_endpoints` gives a later mesh's in
         # O(1), so a route change elsewhere does not re-translate the proxy. Only
         # what the consistency check of their clusters reads.
@@ -136,7 +145,7 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.rds_refs.append(names.INBOUND_ROUTES)
         out.cluster_refs.add(own.inbound_http)
     if proxy.outbound_port:
-        if proxy.vhds:
+        if by_vhds(proxy, scope):
             out.configs[names.OUTBOUND_ROUTES] = VHDS_OUTBOUND
             vhosts = outbound_vhosts(mesh, proxy.namespace, scope)
             out.vhosts, out.vhost_sum = vhosts.resources, vhosts.total
@@ -221,7 +230,7 @@ def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -
     only health changed, which changes no scope), so the last scope still holds."""
     endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
     snapshot = config.snapshot.replace_type(ENDPOINT, endpoints, total)
-    if proxy.vhds and proxy.outbound_port:
+    if proxy.outbound_port and by_vhds(proxy, config.scope):
         vhosts = outbound_vhosts(mesh, proxy.namespace, config.scope)
         if snapshot.version(VHOST) != vhosts.version:
             snapshot = snapshot.replace_type(VHOST, vhosts.resources, vhosts.total)
