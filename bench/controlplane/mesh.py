@@ -11,6 +11,9 @@ upstreams (the next services by number), as `gossamer up` and `gossamer proxy
 Scoped (`--scoped`): each service also has a Sidecar resource selecting its
 workloads, whose egress hosts are its UPSTREAMS upstreams, the services its app
 calls. A route change on service i then concerns the callers of i only.
+
+VHDS: the sidecars take the outbound virtual hosts by VHDS, as the agent's default
+(`--xds-mode delta`); `--no-vhds` runs them as `--xds-mode delta-rds`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from gossamer.agent.runner import Agent, AgentConfig, UpstreamSpec
 from gossamer.contract.node import node_id_of
 from gossamer.translate import names
+from gossamer.xds.types import ROUTE, VHOST
 
 NAMESPACE = "default"
 UPSTREAMS = 3
@@ -64,16 +68,23 @@ def eds_name(i: int) -> str:
     return names.outbound_cluster(NAMESPACE, service_name(i), PORT)
 
 
-def route_names(i: int) -> list[str]:
-    """RDS resources a route change on service i touches: the namespace's catch-all
-    route config, and the dedicated upstream listener's."""
-    return [names.OUTBOUND_ROUTES, names.upstream_listener(NAMESPACE, service_name(i), PORT)]
+def route_names(i: int, vhds: bool = True) -> list[tuple[str, str]]:
+    """(type, name) of the resources a route change on service i touches: the
+    service's virtual host in the catch-all listener's routes (by VHDS, or the whole
+    `outbound` route config without it), and the dedicated upstream listener's
+    route config."""
+    upstream = (ROUTE, names.upstream_listener(NAMESPACE, service_name(i), PORT))
+    if not vhds:
+        return [(ROUTE, names.OUTBOUND_ROUTES), upstream]
+    vhost = f"{names.OUTBOUND_ROUTES}/{service_name(i)}.{NAMESPACE}:{PORT}"  # translate/vhds.py
+    return [(VHOST, vhost), upstream]
 
 
 @dataclass(frozen=True)
 class Layout:
     n: int
     s: int
+    vhds: bool = True
 
     @property
     def replicas(self) -> int:
@@ -102,7 +113,8 @@ class Layout:
             inbound_port=30000 + j % 30000, outbound_port=15001, admin_port=15000,
             name=self.workload_name(j),
             upstreams=[UpstreamSpec(service_name((i + k) % self.s), PORT, 16000 + k,
-                                    NAMESPACE) for k in range(1, UPSTREAMS + 1)])
+                                    NAMESPACE) for k in range(1, UPSTREAMS + 1)],
+            vhds=self.vhds)
         agent = Agent.__new__(Agent)  # Agent() would also open an HTTP client; not needed
         agent.config, agent.workload = config, config.workload
         agent.node_id = node_id_of(agent.workload, config.namespace)

@@ -35,8 +35,6 @@ from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGe
 from bench.controlplane.run import Bench, spread
 from tests.postgres_server import PostgresServer
 
-from gossamer.xds.types import ROUTE
-
 
 class ReplicaBench(Bench):
     """run.py's Bench with `replicas` control planes on `store` (None: SQLite, one)."""
@@ -86,7 +84,8 @@ class ReplicaBench(Bench):
         await asyncio.sleep(0.2)
         t0 = time.monotonic()
         await self._call("POST", "/api/v1/apply", mesh.route_doc(i, lay.s, 60 + run))
-        arrivals = await self._settle([[ROUTE, name, t0] for name in mesh.route_names(i)])
+        arrivals = await self._settle([[type_url, name, t0]
+                                       for type_url, name in mesh.route_names(i, lay.vhds)])
         await self.gens.record(False)
         first: dict[int, float | None] = {}
         for times in arrivals:

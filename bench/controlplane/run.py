@@ -46,7 +46,7 @@ from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGe
 from bench.smp.controlplane import controlplane_document
 from prometheus_client.parser import text_string_to_metric_families
 
-from gossamer.xds.types import ENDPOINT, ROUTE
+from gossamer.xds.types import ENDPOINT
 
 DEFAULT_SCENARIOS = "100x100,100x1000,1000x100,1000x1000"
 WAIT_CHANGE = 15.0  # seconds a change may take to reach every proxy
@@ -86,7 +86,7 @@ class Bench:
         self.results: dict[str, Any] = {"n": layout.n, "s": layout.s,
                                         "workloads": layout.workloads,
                                         "upstreams_per_proxy": mesh.UPSTREAMS,
-                                        "scoped": scoped}
+                                        "scoped": scoped, "vhds": layout.vhds}
 
     # -- setup ------------------------------------------------------------------------
 
@@ -234,7 +234,8 @@ class Bench:
         only = [lay.callers_of(i)] if self.scoped else []
 
         def queries(t0: float) -> list[list[Any]]:
-            return [[ROUTE, name, t0, *only] for name in mesh.route_names(i)]
+            return [[type_url, name, t0, *only]
+                    for type_url, name in mesh.route_names(i, lay.vhds)]
 
         async def act() -> None:
             await self._call("POST", "/api/v1/apply", mesh.route_doc(i, lay.s, 60 + run))
@@ -405,9 +406,9 @@ def _log_tail(path: Path, lines: int = 30) -> list[str]:
 
 
 async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
-                   scoped: bool = False) -> dict[str, Any]:
+                   scoped: bool = False, vhds: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
-        bench = Bench(mesh.Layout(n, s), Path(tmp), procs, scoped)
+        bench = Bench(mesh.Layout(n, s, vhds), Path(tmp), procs, scoped)
         res = bench.results
         res["calibration_ms"] = _calibrate()
         try:
@@ -424,7 +425,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     """Medians over runs of each per-run figure (what a failed scenario measured)."""
     route, ep, rs = res.get("route", []), res.get("endpoint", []), res.get("restart", [])
     out: dict[str, Any] = {"N": res["n"], "S": res["s"],
-                           "scoped": "yes" if res.get("scoped") else "no"}
+                           "scoped": "yes" if res.get("scoped") else "no",
+                           "vhds": "no" if res.get("vhds") is False else "yes"}
     for prefix, runs in (("route", route), ("ep", ep)):
         for p in ("p50", "p90", "p99", "p100"):
             out[f"{prefix}_{p}_ms"] = _median_of(runs, p)
@@ -448,7 +450,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
 
 
 COLUMNS = [
-    ("N", "N"), ("S", "S"), ("scoped", "scoped"),
+    ("N", "N"), ("S", "S"), ("scoped", "scoped"), ("vhds", "VHDS"),
     ("route_p50_ms", "route p50"), ("route_p90_ms", "p90"), ("route_p99_ms", "p99"),
     ("route_p100_ms", "p100"), ("route_affected", "route subs"),
     ("route_bytes_per_proxy", "route B/proxy"),
@@ -490,6 +492,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 20x20, 5 s of churn")
     p.add_argument("--scoped", action="store_true",
                    help="a Sidecar per service scopes its proxies to their upstreams")
+    p.add_argument("--no-vhds", action="store_true",
+                   help="sidecars as --xds-mode delta-rds: the whole outbound route config")
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
     args = p.parse_args()
     if args.quick:
@@ -501,7 +505,8 @@ def main() -> None:
     started = time.strftime("%Y%m%d-%H%M%S", time.localtime(t_started))
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
-        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped))
+        res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped,
+                                   not args.no_vhds))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)

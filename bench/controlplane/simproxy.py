@@ -17,6 +17,9 @@ What it copies from Envoy (delta ADS, `DELTA_GRPC`, `setNodeOnFirstMessageOnly`)
   `rds.route_config_name`. Both as one subscribe/unsubscribe diff request,
   sent before the ACK of the CDS/LDS response, as Envoy's paused EDS/RDS
   subscriptions resume before the ACK goes out.
+- After route configs arrive, one of them with `vhds` opens the VirtualHost
+  subscription (VHDS; translate/vhds.py) as Envoy does: an empty first request
+  (every virtual host the node has), resumed on reconnect with its versions.
 - Resources are decoded only to find those names, and the result is cached by
   (name, version): the many proxies of one process share that work, as they
   share the control plane's resource objects.
@@ -30,6 +33,7 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -37,9 +41,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from gossamer.translate.protos import HCM
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST
 
-SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
+SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", VHOST: "vhds"}
 # Parent type -> the named type its resources make Envoy subscribe to.
 CHILD = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
 
@@ -48,6 +52,18 @@ Response = discovery_pb2.DeltaDiscoveryResponse
 
 # (type, name, version) -> child resource names; bounded by distinct resources.
 _children: dict[tuple[str, str, str], tuple[str, ...]] = {}
+# (name, version) of route configs -> has `vhds`.
+_vhds: dict[tuple[str, str], bool] = {}
+
+
+def uses_vhds(resource: discovery_pb2.Resource) -> bool:
+    """Does this route config take its virtual hosts from VHDS (cached)?"""
+    key = (resource.name, resource.version)
+    found = _vhds.get(key)
+    if found is None:
+        config = route_pb2.RouteConfiguration.FromString(resource.resource.value)
+        found = _vhds[key] = config.HasField("vhds")
+    return found
 
 
 def _cluster_children(payload: bytes) -> tuple[str, ...]:
@@ -127,13 +143,13 @@ class SimProxy:
     bytes: int = 0
 
     def __post_init__(self) -> None:
-        for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST):
             self.types[type_url] = TypeState(type_url, wildcard=type_url in CHILD)
 
     def start(self) -> list[Any]:
         """The requests that open a stream (first connect or reconnect)."""
         out: list[Any] = []
-        for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE):
+        for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE, VHOST):
             st = self.types[type_url]
             st.received = False
             if not st.wildcard and not st.names:
@@ -163,6 +179,11 @@ class SimProxy:
             st.known.pop(name, None)
             st.needs.pop(name, None)
         out: list[Any] = []
+        vhds = self.types[VHOST]
+        if (resp.type_url == ROUTE and not vhds.wildcard
+                and any(uses_vhds(res) for res in resp.resources)):
+            vhds.wildcard = True  # Envoy's first VHDS request names nothing
+            out.append(Request(type_url=VHOST))
         child = CHILD.get(resp.type_url)
         if child is not None:
             sub = self._resubscribe(self.types[child], st.needs.values())
@@ -197,4 +218,4 @@ class SimProxy:
             st = self.types[type_url]
             if not st.names <= st.known.keys():
                 return False
-        return True
+        return not self.types[VHOST].wildcard or self.types[VHOST].received

@@ -150,7 +150,7 @@ class Sidecar:
                  service: str, index: int = 0, *, app_port: int = 0, protocol: str = "http",
                  upstreams: tuple[dict[str, Any], ...] = (), delta: bool = True,
                  labels: Mapping[str, str] | None = None,
-                 access_log_dir: Path | None = None) -> None:
+                 access_log_dir: Path | None = None, vhds: bool | None = None) -> None:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
         self.workload = f"{service}-{index}"
@@ -160,7 +160,8 @@ class Sidecar:
             app_port=app_port, app_protocol=Protocol(protocol), outbound_port=self.outbound,
             admin_port=free_port(), upstreams=tuple(Upstream(**u) for u in upstreams),
             labels=tuple(sorted((labels or {}).items())),
-            access_log=str(access_log_dir / f"{self.workload}.log") if access_log_dir else None)
+            access_log=str(access_log_dir / f"{self.workload}.log") if access_log_dir else None,
+            vhds=delta if vhds is None else vhds)  # as the agent sets it
         self.envoy = make(bootstrap(self.node, "127.0.0.1", plane.xds_port, delta=delta))
 
     async def start(self) -> None:

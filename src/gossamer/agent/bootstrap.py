@@ -120,6 +120,8 @@ def bootstrap(node: NodeMetadata, xds_host: str, xds_port: int, *,
     bootstrap must make the file mode 0600. A node with `admin_tls_port` needs
     `tls` and the mesh's `trust_domain` (the control plane's identity is in it).
     """
+    if node.vhds and not delta:
+        raise ValueError("VHDS needs a delta xDS stream (SotW cannot carry it)")
     if tls and not sds_socket:
         raise ValueError("a TLS bootstrap needs the agent's SDS socket (sds_socket)")
     if node.admin_tls_port and not (tls and trust_domain):

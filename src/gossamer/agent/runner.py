@@ -90,6 +90,8 @@ class AgentConfig:
     probe_interval: float = 1.0
     drain_seconds: float = 2.0
     delta: bool = True
+    # With delta: the outbound virtual hosts by VHDS (translate/vhds.py).
+    vhds: bool = True
     concurrency: int = 1
     workdir: Path | None = None
     token: str | None = None
@@ -178,6 +180,7 @@ class Agent:
             admin_tls_port=(c.admin_tls_port or 0) if tls else 0,
             prometheus_port=c.prometheus_port or 0,
             gateway=c.gateway,
+            vhds=c.delta and c.vhds,
         )
 
     def app_env(self) -> dict[str, str]:

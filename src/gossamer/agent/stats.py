@@ -31,10 +31,13 @@ _EXTERNAL_NAME = r"external\|\d+\|[^|]*\|[^.|]+\.[^.|]+"
 # Envoy's own listener address pattern (IPv4 with dots, or IPv6).
 _ADDRESS = r"(?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*)"
 # A virtual host of the outbound route config (`SVC.NS:PORT`) or of an upstream listener.
-_VHOST = rf"(?:[^.|:]+\.[^.|:]+:\d+|{_MESH_NAME})"
+_VHOST = rf"(?:[^.|:/]+\.[^.|:]+:\d+|{_MESH_NAME})"
+# `vhost.`, and the route config's name by which VHDS names virtual hosts
+# (`outbound/SVC.NS:PORT`, translate/vhds.py): removed with the name, not in the tag.
+_VHOST_STAT = r"vhost\.(?:outbound/)?"
 _EDGE = r"(?:cluster\.outbound|cluster\.external|http\.upstream|tcp\.upstream|vhost\.upstream)\|"
 # Where the called Service's name starts: after `PORT|SUBSET|` or, in `SVC.NS:PORT`, at once.
-_DEST = rf"^(?:{_EDGE}\d+\|[^|]*\||vhost\.)"
+_DEST = rf"^(?:{_EDGE}\d+\|[^|]*\||{_VHOST_STAT})"
 
 TAGS: tuple[tuple[str, str], ...] = (
     ("envoy.cluster_name",
@@ -45,10 +48,10 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("envoy.response_code", r"_rq(_(\d{3}))$"),
     # As Envoy's default: upstream_rq_5xx -> upstream_rq_xx{envoy_response_code_class="5"}.
     ("envoy.response_code_class", r"_rq_(\d)xx$"),
-    ("envoy.virtual_host", rf"^vhost\.(({_VHOST})\.)"),
-    ("envoy.route", rf"^vhost\.{_VHOST}\.route\.(([^.]+)\.)"),
+    ("envoy.virtual_host", rf"^vhost\.((?:outbound/)?({_VHOST})\.)"),
+    ("envoy.route", rf"^{_VHOST_STAT}{_VHOST}\.route\.(([^.]+)\.)"),
     # Inside the names above, which are removed whole; these only read them.
-    ("destination_port", rf"^(?:{_EDGE}|vhost\.[^.|:]+\.[^.|:]+:)((\d+))[|.]"),
+    ("destination_port", rf"^(?:{_EDGE}|{_VHOST_STAT}[^.|:]+\.[^.|:]+:)((\d+))[|.]"),
     ("destination_service", rf"{_DEST}(([^.|:]+))\."),
     ("destination_namespace", rf"{_DEST}[^.|:]+\.(([^.|:]+))[.:]"),
 )
@@ -90,7 +93,7 @@ KEEP: tuple[str, ...] = (
     r"^(?:cluster_manager|listener_manager|control_plane|server|sds|dns)\..+$",
     r"^[a-z_]+\.http_local_rate_limit\..+$",
     # A Service's routes that send elsewhere count what callers sent it (routes.py).
-    rf"^vhost\.{_VHOST}\.route\.called\.{_any(_ROUTE_STATS)}$",
+    rf"^{_VHOST_STAT}{_VHOST}\.route\.called\.{_any(_ROUTE_STATS)}$",
 )
 
 

@@ -15,6 +15,9 @@ import typer
 from gossamer.cli.app import Server, app
 from gossamer.cli.client import Api, CliError
 
+# delta-rds: a delta stream without VHDS (the outbound route config whole, by RDS).
+XDS_MODES = ("delta", "delta-rds", "sotw")
+
 
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -192,7 +195,8 @@ def proxy(
     probe_path: Annotated[str | None, typer.Option("--probe-path", help="HTTP probe path; "
                                                    "default: TCP connect")] = None,
     drain_seconds: Annotated[float, typer.Option("--drain-seconds")] = 2.0,
-    xds_mode: Annotated[str, typer.Option("--xds-mode", help="delta|sotw")] = "delta",
+    xds_mode: Annotated[str, typer.Option("--xds-mode", help=(
+        "delta (outbound virtual hosts by VHDS)|delta-rds (delta without VHDS)|sotw"))] = "delta",
     concurrency: Annotated[int, typer.Option("--concurrency", help="Envoy worker threads")] = 1,
     workdir: Annotated[Path | None, typer.Option("--workdir")] = None,
     token: Annotated[str | None, typer.Option(
@@ -253,8 +257,8 @@ def proxy(
     from gossamer.cli.proxyadmin import off_host_port
 
     _logging(verbose)
-    if xds_mode not in ("delta", "sotw"):
-        raise CliError("--xds-mode must be delta or sotw")
+    if xds_mode not in XDS_MODES:
+        raise CliError("--xds-mode must be delta, delta-rds or sotw")
     if protocol not in (None, "http", "http2", "grpc", "tcp"):
         raise CliError("--protocol must be http, http2, grpc or tcp")
     from gossamer.agent.capturing import CaptureOptions
@@ -290,8 +294,9 @@ def proxy(
         protocol=protocol, name=name, address=address, env=_labels(env, "--env"),
         upstreams=_parse_upstreams(upstream, namespace),
         command=list(ctx.args), probe_path=probe_path, drain_seconds=drain_seconds,
-        delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir,
-        token=token, token_file=token_file, ca_file=ca_file or OPTIONS.ca_file,
+        delta=xds_mode != "sotw", vhds=xds_mode == "delta", concurrency=concurrency,
+        workdir=workdir, token=token, token_file=token_file,
+        ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
         capture=captured, register=register, app_probes=app_probes,
         app_probes_port=app_probes_port,
@@ -331,7 +336,8 @@ def gateway(
                                             "loopback")] = 0,
     drain_seconds: Annotated[float, typer.Option(
         "--drain-seconds", help="at stop, how long listeners drain before Envoy exits")] = 5.0,
-    xds_mode: Annotated[str, typer.Option("--xds-mode", help="delta|sotw")] = "delta",
+    xds_mode: Annotated[str, typer.Option("--xds-mode", help=(
+        "delta (outbound virtual hosts by VHDS)|delta-rds (delta without VHDS)|sotw"))] = "delta",
     concurrency: Annotated[int, typer.Option("--concurrency", help="Envoy worker threads")] = 2,
     workdir: Annotated[Path | None, typer.Option("--workdir")] = None,
     token_file: Annotated[Path | None, typer.Option(
@@ -364,8 +370,8 @@ def gateway(
     from gossamer.contract.checks import DNS_LABEL, DNS_SUBDOMAIN
 
     _logging(verbose)
-    if xds_mode not in ("delta", "sotw"):
-        raise CliError("--xds-mode must be delta or sotw")
+    if xds_mode not in XDS_MODES:
+        raise CliError("--xds-mode must be delta, delta-rds or sotw")
     if egress and (not DNS_LABEL.match(name) or len(name) > 63):
         raise CliError("--name with --egress must be a Service name (a DNS label)")
     if not DNS_SUBDOMAIN.match(name) or len(name) > 253:
@@ -389,8 +395,8 @@ def gateway(
         service=name if egress else account, app_port=0, namespace=namespace, server=url,
         name=replica, inbound_port=(inbound_port or free_port()) if egress else 0,
         admin_port=admin_port or free_port(), address=address, drain_seconds=drain_seconds,
-        delta=xds_mode == "delta", concurrency=concurrency, workdir=workdir, token=token,
-        token_file=token_file,
+        delta=xds_mode != "sotw", vhds=xds_mode == "delta", concurrency=concurrency,
+        workdir=workdir, token=token, token_file=token_file,
         ca_file=ca_file or OPTIONS.ca_file, ca_fingerprint=ca_fingerprint,
         service_account=service_account, gateway=name,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),

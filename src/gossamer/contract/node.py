@@ -34,6 +34,8 @@ def node_id_of(workload: str, namespace: str) -> str:
 ADMIN_PORT = "admin_port"
 ADMIN_TLS_ADDRESS, ADMIN_TLS_PORT = "admin_tls_address", "admin_tls_port"
 PROMETHEUS_ADDRESS, PROMETHEUS_PORT = "prometheus_address", "prometheus_port"
+# The node takes its outbound virtual hosts through VHDS (a delta stream's Envoy).
+VHDS = "vhds"
 
 DEFAULT_CAPTURE_PORT = 15001
 DEFAULT_DNS_PORT = 15053
@@ -132,6 +134,9 @@ class NodeMetadata:
     # (`gossamer gateway`; translate/gateway/ builds its config); with one, an
     # egress gateway routing the ExternalServices whose `egress.via` is NAME.
     gateway: str | None = None
+    # The node takes its `outbound` virtual hosts through VHDS (metadata `vhds`,
+    # set by agents on delta streams: SotW cannot carry VHDS; translate/vhds.py).
+    vhds: bool = False
 
     @property
     def ingress_gateway(self) -> bool:
@@ -173,6 +178,7 @@ class NodeMetadata:
             **({PROMETHEUS_ADDRESS: self.inbound_address, PROMETHEUS_PORT: self.prometheus_port}
                if self.prometheus_port else {}),
             **({"gateway": self.gateway} if self.gateway else {}),
+            **({VHDS: True} if self.vhds else {}),
         }
 
     @classmethod
@@ -198,6 +204,7 @@ class NodeMetadata:
             admin_tls_port=read.port(ADMIN_TLS_PORT),
             prometheus_port=read.port(PROMETHEUS_PORT),
             gateway=_gateway(metadata.get("gateway")),
+            vhds=read.flag(VHDS),
         )
 
 
@@ -231,6 +238,12 @@ class _Reader:
             return Protocol(self.text(key))
         except ValueError as exc:
             raise BadNodeMetadata(f"node metadata {key!r} is not a protocol") from exc
+
+    def flag(self, key: str) -> bool:
+        value = self.metadata.get(key, False)
+        if not isinstance(value, bool):
+            raise BadNodeMetadata(f"node metadata {key!r} must be true or false")
+        return value
 
     def capture(self) -> Capture | None:
         flag = self.metadata.get("capture")

@@ -39,9 +39,11 @@ INBOUND = "http.inbound."
 # `external|PORT|HOST|NAME.NS` (translate/external.py): its edges end at `NAME.NS`.
 _OUTBOUND = re.compile(r"^cluster\.(?:outbound|external)\|(\d+)\|[^|]*\|([^.|]+)\.([^.|]+)"
                        r"\.(upstream_rq_\w+)$")
-# The outbound route config's virtual host `SVC.NS:PORT`, or an upstream listener's
-# `upstream|PORT||SVC.NS` (translate/names.py).
-_CALLED = re.compile(r"^vhost\.(?:upstream\|\d+\|[^|]*\|)?([^.|:]+)\.([^.|:]+)(?::\d+)?"
+# The outbound route config's virtual host `SVC.NS:PORT` (`outbound/SVC.NS:PORT` by
+# VHDS, translate/vhds.py), or an upstream listener's `upstream|PORT||SVC.NS`
+# (translate/names.py).
+_CALLED = re.compile(r"^vhost\.(?:upstream\|\d+\|[^|]*\||outbound/)?([^.|:/]+)\.([^.|:]+)"
+                     r"(?::\d+)?"
                      r"\.route\.called\.(upstream_rq_\w+)$")
 Buckets = tuple[tuple[float, int], ...]
 

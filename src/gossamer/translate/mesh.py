@@ -121,6 +121,10 @@ class MeshMemo:
         default_factory=dict)
     # Capture's shared parts, per (namespace, scope, mode) (translate/capture.py).
     capture: dict[object, object] = field(default_factory=dict)
+    # VHDS's virtual hosts by content and their sets per (namespace, scope), and the
+    # previous mesh's by content (translate/vhds.py).
+    vhds: dict[object, object] = field(default_factory=dict)
+    vhds_prior: dict[object, object] = field(default_factory=dict)
 
     def for_endpoints(self) -> MeshMemo:
         """The memo of a mesh that differs from this one's only in which workloads
@@ -137,6 +141,7 @@ class MeshMemo:
         if index.sidecars is old.sidecars and index.services is old.services:
             self.sidecars = memo.sidecars
         self.outbound_prior = memo.outbound_routes
+        self.vhds_prior = memo.vhds
 
 
 @dataclass
@@ -204,11 +209,7 @@ class MeshConfig:
         here = memo.outbound_here.get((namespace, scope))
         if here is not None:
             return here
-        if scope is None:
-            pkeys = sorted(self.port_routes)
-        else:
-            pkeys = sorted(pkey for key in scope if key in self.parts
-                           for pkey in self.parts[key].port_routes)
+        pkeys = self.outbound_pkeys(scope)
         slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys),
                 self.external.key)
         if slot not in memo.outbound_routes:
@@ -216,6 +217,13 @@ class MeshConfig:
                 self._outbound_route_config(namespace, pkeys)
         memo.outbound_here[(namespace, scope)] = memo.outbound_routes[slot]
         return memo.outbound_routes[slot]
+
+    def outbound_pkeys(self, scope: Scope) -> list[PortKey]:
+        """The HTTP Service ports whose virtual hosts `outbound` holds, sorted."""
+        if scope is None:
+            return sorted(self.port_routes)
+        return sorted(pkey for key in scope if key in self.parts
+                      for pkey in self.parts[key].port_routes)
 
     def _outbound_route_config(self, namespace: str, pkeys: list[PortKey]) -> XdsResource:
         """The catch-all listener's routes: a virtual host per Service port in scope
@@ -230,7 +238,7 @@ class MeshConfig:
         for pkey in pkeys:
             slot = (pkey, pkey[0] == namespace)
             if slot not in vhosts:
-                vhosts[slot] = _virtual_host(self, pkey, pkey[0] == namespace)
+                vhosts[slot] = virtual_host(self, pkey, pkey[0] == namespace)
             config.virtual_hosts.append(vhosts[slot])
         config.virtual_hosts.extend(self.external.vhosts)
         config.virtual_hosts.append(_NO_SERVICE)
@@ -239,6 +247,11 @@ class MeshConfig:
     @property
     def capture_memo(self) -> dict[object, object]:
         return self.memo.capture
+
+    @property
+    def vhds_memo(self) -> tuple[dict[object, object], dict[object, object]]:
+        """This mesh's VHDS memo and the previous mesh's (reused by content)."""
+        return self.memo.vhds, self.memo.vhds_prior
 
     def sidecar_index(self) -> SidecarIndex:
         if self.memo.sidecars is None:
@@ -318,16 +331,24 @@ def _default_port(service: Service) -> int:
 
 
 
-def _virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> VirtualHost:
+def outbound_domains(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> list[str]:
+    """The host names a caller (in the namespace or not: `same_ns`) uses for a port."""
+    ns, name, port = pkey
+    svc = mesh.index.services[(ns, name)]
+    return names.service_domains(name, ns, port, same_ns=same_ns,
+                                 default_port=port == _default_port(svc))
+
+
+def virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool,
+                  domains: list[str] | None = None) -> VirtualHost:
     """The port's routes under the names a caller uses. The routes are those of the
     port's upstream route config, already built (and canonicalized) from the same
     `port_routes`: parsing them back from its bytes costs a thirtieth of building
     them again, which after a restart (an empty build memo) was a tenth of the
     control plane's CPU while the proxies reconnected."""
     ns, name, port = pkey
-    svc = mesh.index.services[(ns, name)]
-    domains = names.service_domains(name, ns, port, same_ns=same_ns,
-                                    default_port=port == _default_port(svc))
+    if domains is None:
+        domains = outbound_domains(mesh, pkey, same_ns)
     upstream = RouteConfiguration.FromString(mesh.upstream_routes[pkey].payload)
     vhost = VirtualHost(name=f"{name}.{ns}:{port}", domains=domains)
     vhost.routes.extend(upstream.virtual_hosts[0].routes)

@@ -27,7 +27,8 @@ from gossamer.translate.listeners import inbound_route_config
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, XdsResource
+from gossamer.translate.vhds import VHDS_OUTBOUND, outbound_vhosts
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST, Snapshot, XdsResource
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,15 @@ def _clusters(view: ScopedView, own: ProxyListeners,
     return {**view.clusters, **extra}, _overlay_sum(view.clusters, view.cluster_sum, extra)
 
 
+def by_vhds(proxy: NodeMetadata, scope: Scope) -> bool:
+    """Whether the proxy takes its outbound virtual hosts over VHDS: a delta proxy
+    that can (the agent says so) and whose egress is the whole mesh (no `Sidecar`).
+    There one route change resent the whole mesh's routes to every proxy; a scoped
+    proxy's route config is small, and VHDS's extra request, response and ACK per
+    proxy made its initial sync and resync slower (bench/controlplane/RESULTS.md)."""
+    return proxy.vhds and scope is None
+
+
 def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object:
     """What `_routes` reads beyond the listener inputs (which hold the upstreams'
     protocols and TCPRoutes, and capture's routes by content, `capture_inputs`): the
@@ -101,8 +111,14 @@ def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object
         for up in proxy.upstreams
         for pkey in [(up.namespace, up.service, up.port)]
         for route in [mesh.upstream_routes.get(pkey)])
-    outbound = (mesh.outbound_routes(proxy.namespace, scope).version
-                if proxy.outbound_port else None)
+    outbound: object = None
+    if proxy.outbound_port and by_vhds(proxy, scope):
+        # Not the virtual hosts themselves: `with_endpoints` gives a later mesh's in
+        # O(1), so a route change elsewhere does not re-translate the proxy. Only
+        # what the consistency check of their clusters reads.
+        outbound = ("vhds", mesh.view(scope).route_refs)
+    elif proxy.outbound_port:
+        outbound = mesh.outbound_routes(proxy.namespace, scope).version
     return outbound, upstreams
 
 
@@ -114,6 +130,9 @@ class _Routes:
     configs: dict[str, XdsResource]
     rds_refs: list[str]
     cluster_refs: set[str]
+    # VHDS: the virtual hosts of `outbound` and their digest sum (translate/vhds.py).
+    vhosts: Mapping[str, XdsResource] | None = None
+    vhost_sum: int = 0
 
 
 def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedView,
@@ -126,7 +145,12 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.rds_refs.append(names.INBOUND_ROUTES)
         out.cluster_refs.add(own.inbound_http)
     if proxy.outbound_port:
-        out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
+        if by_vhds(proxy, scope):
+            out.configs[names.OUTBOUND_ROUTES] = VHDS_OUTBOUND
+            vhosts = outbound_vhosts(mesh, proxy.namespace, scope)
+            out.vhosts, out.vhost_sum = vhosts.resources, vhosts.total
+        else:
+            out.configs[names.OUTBOUND_ROUTES] = mesh.outbound_routes(proxy.namespace, scope)
         out.cluster_refs.update(view.route_refs, mesh.external.refs)
         out.rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
@@ -175,8 +199,10 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
                       clusters=clusters)
     endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
-                               LISTENER: dict(own.listeners), ROUTE: routes.configs},
-                              {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum})
+                               LISTENER: dict(own.listeners), ROUTE: routes.configs,
+                               VHOST: routes.vhosts or {}},
+                              {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum,
+                               VHOST: routes.vhost_sum})
     return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, tapped, key), own)
 
 
@@ -199,11 +225,16 @@ def proxy_endpoints(mesh: MeshConfig, proxy: NodeMetadata,
 
 def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -> ProxyConfig:
     """The proxy's previous config from an earlier mesh, with this mesh's endpoints
-    (after `update_endpoints`): O(1) per proxy instead of a whole translation.
-    Health changes no scope, so the last one still holds."""
+    (after `update_endpoints`) and, by VHDS, virtual hosts: O(1) per proxy instead
+    of a whole translation. The caller has checked that the inputs are equal (or
+    only health changed, which changes no scope), so the last scope still holds."""
     endpoints, total = proxy_endpoints(mesh, proxy, config.scope)
-    return ProxyConfig(proxy, config.snapshot.replace_type(ENDPOINT, endpoints, total),
-                       config.scope, config.inputs, config.listeners)
+    snapshot = config.snapshot.replace_type(ENDPOINT, endpoints, total)
+    if proxy.outbound_port and by_vhds(proxy, config.scope):
+        vhosts = outbound_vhosts(mesh, proxy.namespace, config.scope)
+        if snapshot.version(VHOST) != vhosts.version:
+            snapshot = snapshot.replace_type(VHOST, vhosts.resources, vhosts.total)
+    return ProxyConfig(proxy, snapshot, config.scope, config.inputs, config.listeners)
 
 
 def _overlay_sum(base: Mapping[str, XdsResource], base_sum: int,

@@ -17,7 +17,15 @@ from envoy.service.discovery.v3 import discovery_pb2
 from gossamer.xds import wire
 from gossamer.xds.events import Acked, Nacked, Outgoing, Subscribed
 from gossamer.xds.stream import WILDCARD, StreamMachine, eds_service_name
-from gossamer.xds.types import CLUSTER, ENDPOINT, NAMED_TYPES, Snapshot, XdsResource
+from gossamer.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    NAMED_TYPES,
+    NAMESPACED_TYPES,
+    Snapshot,
+    XdsResource,
+    namespace_of,
+)
 
 
 class _DiffCache:
@@ -82,9 +90,13 @@ class DeltaTypeState:
       unsubscribed while the wildcard still covers them, and endpoints of a
       modified cluster.
     - `pending_nonce`: one response at a time per type, as in SotW.
+    - `namespaced` (VHDS): a subscribed name also stands for every resource
+      named `<name>/...`, as Envoy's namespace matching has it; Envoy subscribes
+      to a route config's name to get all its virtual hosts.
     """
 
     type_url: str
+    namespaced: bool = False
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)
@@ -117,7 +129,8 @@ class DeltaStream(StreamMachine):
         st = self.types.get(type_url)
         first = st is None
         if st is None:
-            st = self.types[type_url] = DeltaTypeState(type_url)
+            st = self.types[type_url] = DeltaTypeState(type_url,
+                                                        type_url in NAMESPACED_TYPES)
             st.known = dict(req.initial_resource_versions)
         elif st.pending_nonce is not None and req.response_nonce == st.pending_nonce:
             assert st.pending_version is not None
@@ -163,7 +176,7 @@ class DeltaStream(StreamMachine):
             st.force.discard(name)
         if not st.wildcard:
             # The client drops what it no longer subscribes to; no response needed.
-            for name in [n for n in st.known if n not in st.names]:
+            for name in [n for n in st.known if not _covered(st, n)]:
                 del st.known[name]
         else:
             # Still covered by the wildcard? The client cannot tell: say it.
@@ -225,6 +238,9 @@ class DeltaStream(StreamMachine):
         known, names = st.known, st.names
         if st.wildcard:
             sending = [r for r in changed if known.get(r.name) != r.version]
+        elif st.namespaced:
+            sending = [r for r in changed
+                       if _covered(st, r.name) and known.get(r.name) != r.version]
         else:
             sending = [r for r in changed
                        if r.name in names and known.get(r.name) != r.version]
@@ -232,7 +248,8 @@ class DeltaStream(StreamMachine):
             queued = {r.name for r in sending}
             for name in st.force:
                 res = available.get(name)
-                if res is not None and name not in queued and (st.wildcard or name in names):
+                if res is not None and name not in queued and (st.wildcard
+                                                               or _covered(st, name)):
                     sending.append(res)
         return sending, [n for n in gone if n in known]
 
@@ -240,6 +257,8 @@ class DeltaStream(StreamMachine):
     def _full_diff(st: DeltaTypeState, available: Mapping[str, XdsResource],
                    ) -> tuple[list[XdsResource], list[str]]:
         """Everything the client may want against everything it has, O(resources)."""
+        if st.namespaced and not st.wildcard:
+            return _namespaced_diff(st, available)
         known, force, told_absent = st.known, st.force, st.told_absent
         sending: list[XdsResource] = []
         removed: list[str] = []
@@ -283,3 +302,25 @@ class DeltaStream(StreamMachine):
             modified &= endpoints.names
         if modified:
             endpoints.force |= modified
+
+
+def _covered(st: DeltaTypeState, name: str) -> bool:
+    """Does the subscription cover resource `name` (the wildcard aside)?"""
+    return name in st.names or (st.namespaced and namespace_of(name) in st.names)
+
+
+def _namespaced_diff(st: DeltaTypeState, available: Mapping[str, XdsResource],
+                     ) -> tuple[list[XdsResource], list[str]]:
+    """`_full_diff` of a namespaced type: every available resource a subscribed
+    namespace (or its own name) covers; a re-subscribed namespace resends its
+    resources. An explicit name that does not exist is reported removed once (an
+    on-demand miss); a namespace name never is (it names no resource)."""
+    known, force = st.known, st.force
+    sending = [res for name, res in available.items()
+               if _covered(st, name) and (known.get(name) != res.version or name in force
+                                          or namespace_of(name) in force)]
+    removed = [n for n in known if n not in available]
+    removed.extend(n for n in st.names
+                   if "/" in n and n not in available and n not in known
+                   and (n not in st.told_absent or n in force))
+    return sending, removed

@@ -21,13 +21,28 @@ ENDPOINT = API + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = API + "envoy.config.listener.v3.Listener"
 ROUTE = API + "envoy.config.route.v3.RouteConfiguration"
 SECRET = API + "envoy.extensions.transport_sockets.tls.v3.Secret"
+# VHDS: the virtual hosts of a route config whose `vhds` names ADS, each its own
+# resource named `<route config>/<domain>` (delta streams only).
+VHOST = API + "envoy.config.route.v3.VirtualHost"
 # The order Envoy needs to see updates in (make before break): clusters before
-# their endpoints, listeners before their routes.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+# their endpoints, listeners before their routes, route configs before their
+# virtual hosts.
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST, SECRET)
 SHORT = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes",
-         SECRET: "secrets"}
-# Types whose subscriptions name resources; the others are wildcard by default.
+         VHOST: "vhosts", SECRET: "secrets"}
+# Types whose subscriptions name resources; the others are wildcard by default
+# (VHDS too: Envoy's first VirtualHost request names nothing, and the server sends
+# every virtual host the node's snapshot holds).
 NAMED_TYPES = frozenset({ENDPOINT, ROUTE, SECRET})
+# Types whose subscriptions may name namespaces: a name stands for every resource
+# named `<that name>/...` (Envoy's namespace matching, for VHDS).
+NAMESPACED_TYPES = frozenset({VHOST})
+
+
+def namespace_of(name: str) -> str:
+    """The namespace of a resource name of a NAMESPACED_TYPES type (Envoy's rule:
+    everything before the last '/'); "" for a name without one."""
+    return name.rpartition("/")[0]
 
 
 @dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)

@@ -176,3 +176,24 @@ def test_an_external_services_cluster_stats_are_kept_and_tagged() -> None:
     assert values["envoy.cluster_name"] == "external|80|api.pay.example|payments.shop"
     assert (values["destination_service"], values["destination_namespace"],
             values["destination_port"]) == ("payments", "shop", "80")
+
+
+def test_a_vhds_virtual_host_is_tagged_as_the_rds_one() -> None:
+    """VHDS names a virtual host `outbound/SVC.NS:PORT` (translate/vhds.py): its stats
+    carry the same tags as the RDS form's `SVC.NS:PORT`, the prefix removed."""
+    import re
+
+    from gossamer.agent.stats import KEEP, TAGS
+
+    for prefix in ("", "outbound/"):
+        name = f"vhost.{prefix}catalog.shop:80.route.called.upstream_rq_total"
+        assert any(re.search(pattern, name) for pattern in KEEP), name
+        found = {tag: re.search(regex, name) for tag, regex in TAGS}
+        values = {tag: m.group(2) for tag, m in found.items() if m is not None}
+        assert values["envoy.virtual_host"] == "catalog.shop:80"
+        assert values["envoy.route"] == "called"
+        assert (values["destination_service"], values["destination_namespace"],
+                values["destination_port"]) == ("catalog", "shop", "80")
+        removed = found["envoy.virtual_host"]
+        assert removed is not None
+        assert removed.group(1) == f"{prefix}catalog.shop:80."

@@ -13,7 +13,7 @@ from gossamer.model import parse_document
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.xds.delta import DeltaStream
 from gossamer.xds.events import Acked, Subscribed
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST, Snapshot
 
 META: dict[str, Any] = {
     "service": "a", "namespace": "default", "workload": "a-0", "inbound_port": 30000,
@@ -29,10 +29,10 @@ def service(name: str) -> dict[str, Any]:
             "spec": {"selector": {"app": name}, "ports": [{"port": 80, "protocol": "http"}]}}
 
 
-def snapshot(*names: str) -> Snapshot:
+def snapshot(*names: str, meta: dict[str, Any] = META) -> Snapshot:
     index = build_index([parse_document(service(n)).with_revision(i + 1)
                          for i, n in enumerate(names)], len(names))
-    proxy = NodeMetadata.from_metadata("a-0.default", META)
+    proxy = NodeMetadata.from_metadata("a-0.default", meta)
     return translate_proxy(translate_mesh(index), proxy).snapshot
 
 
@@ -100,3 +100,27 @@ def test_a_removed_cluster_unsubscribes_its_endpoints() -> None:
     assert [list(r.resource_names_unsubscribe) for r in unsubscribe] == [
         ["outbound|80||c.default"]]
     assert "outbound|80||c.default" not in sim.types[ENDPOINT].names
+
+
+VHDS_META = {**META, "vhds": True}
+
+
+def test_vhds_subscribes_once_the_route_config_asks_and_resumes_on_reconnect() -> None:
+    sim = SimProxy("a-0.default", "a", VHDS_META)
+    machine = DeltaStream()
+    snap = snapshot("a", "b", "c", meta=VHDS_META)
+    machine.on_snapshot(snap)
+    sent = exchange(sim, machine, sim.start())
+    opened = [r for r in sent if r.type_url == VHOST and not r.response_nonce]
+    assert [list(r.resource_names_subscribe) for r in opened] == [[]]  # as Envoy: names nothing
+    assert sim.types[VHOST].known.keys() == snap.of(VHOST).keys()
+    assert "outbound/b.default:80" in sim.types[VHOST].known
+    assert sim.synced()
+    before = sim.responses
+    again = DeltaStream()
+    again.on_snapshot(snap)
+    opening = sim.start()
+    assert [r.type_url for r in opening] == [CLUSTER, LISTENER, ENDPOINT, ROUTE, VHOST]
+    assert dict(opening[4].initial_resource_versions) == sim.types[VHOST].known
+    exchange(sim, again, opening)
+    assert sim.responses == before

@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.parametrize(("args", "error"), [
     (["--name", "Edge"], "--name must be a Gateway name"),
     (["--name", "edge.example"], "identity account 'edge.example' must be a DNS label"),
-    (["--name", "edge", "--xds-mode", "rest"], "--xds-mode must be delta or sotw"),
+    (["--name", "edge", "--xds-mode", "rest"], "--xds-mode must be delta, delta-rds or sotw"),
     (["--name", "egress.example", "--egress"], "--name with --egress must be a Service name"),
     (["--name", "edge", "--inbound-port", "8080"], "--inbound-port needs --egress"),
 ])

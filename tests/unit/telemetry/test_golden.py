@@ -141,9 +141,11 @@ def test_grouping_by_service_workload_edge_and_graph() -> None:
     assert {n["id"] for n in g["nodes"]} == {"front.shop", "catalog.shop"}
 
 
-def _split_caller(called: int, v1: int, v2: int, *, upstream: int = 0) -> dict[str, Any]:
-    """A caller of `catalog`, whose HTTPRoute sends its requests to catalog-v1 and -v2."""
-    vhost = "vhost.catalog.shop:80.route.called."
+def _split_caller(called: int, v1: int, v2: int, *, upstream: int = 0,
+                  vhds: bool = False) -> dict[str, Any]:
+    """A caller of `catalog`, whose HTTPRoute sends its requests to catalog-v1 and -v2
+    (`vhds`: its outbound virtual host came by VHDS, translate/vhds.py)."""
+    vhost = f"vhost.{'outbound/' if vhds else ''}catalog.shop:80.route.called."
     listener = "vhost.upstream|80||catalog.shop.route.called."
     counters = {vhost + "upstream_rq_total": called, vhost + "upstream_rq_2xx": called - 1,
                 vhost + "upstream_rq_5xx": 1 if called else 0,
@@ -154,6 +156,13 @@ def _split_caller(called: int, v1: int, v2: int, *, upstream: int = 0) -> dict[s
                 "cluster.outbound|80||catalog-v2.shop.upstream_rq_2xx": v2,
                 "cluster.outbound|80||catalog.shop.upstream_rq_total": 0}
     return doc(counters, {vhost + "upstream_rq_time": [2.0] * called})
+
+
+def test_a_vhds_virtual_host_counts_as_the_service_called() -> None:
+    seen = _observed("front-0", "front", _split_caller(0, 0, 0, vhds=True),
+                     _split_caller(10, 6, 7, vhds=True))
+    assert {k: t.requests for k, t in golden.called(seen.window).items()} == {
+        "catalog.shop": 10}
 
 
 def test_edges_to_a_split_service_count_its_callers_and_the_split() -> None:
