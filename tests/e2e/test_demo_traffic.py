@@ -132,8 +132,10 @@ def test_check_and_proxy_config_show_the_running_mesh(mesh: Mesh) -> None:
 
     routes = json.loads(_cli(mesh, "proxy-config", "frontend-0", "routes").stdout)
     configs = {r["route_config"]["name"]: r for r in routes["dynamic_route_configs"]}
+    # By VHDS (no Sidecar scopes the demo), each arrived as `outbound/NAME`.
     vhosts = {v["name"] for v in configs["outbound"]["route_config"]["virtual_hosts"]}
-    assert {"catalog.default:80", "inventory.default:80", "frontend.default:80"} <= vhosts
+    assert {"outbound/catalog.default:80", "outbound/inventory.default:80",
+            "outbound/frontend.default:80"} <= vhosts
 
     clusters = json.loads(_cli(mesh, "proxy-config", "catalog-v1-0", "clusters").stdout)
     names = {c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]}
