@@ -81,15 +81,21 @@ def _dead(pid: int, timeout: float = 30.0) -> bool:
     return False
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[str], state: Path | None = None) -> None:
+    """Kill `up` if it still runs; with `state`, also remove what a killed one left
+    (its control plane runs in a session of its own, its instances in namespaces),
+    as the next `up` would: a failed test leaves nothing running."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    if state is not None:
+        netns.IsolatedHosts.clean_stale(state / RECORD)
 
 
 def test_the_demo_runs_isolated_and_leaves_nothing(tmp_path: Path) -> None:
     state, lines = tmp_path / "demo", []
     proc = _start(["demo", "--duration", "15", "--rate", "5"], state)
+    record: dict[str, Any] = {}
     try:
         assert proc.stdout is not None
         _read_until(proc.stdout, "every instance is up and meshed", lines)
@@ -101,6 +107,14 @@ def test_the_demo_runs_isolated_and_leaves_nothing(tmp_path: Path) -> None:
         lines += rest.splitlines()
     finally:
         _stop(proc)
+    try:
+        _ran_and_left_nothing(proc, state, record, lines)
+    finally:
+        _stop(proc, state)  # after the checks: what a failed demo left goes too
+
+
+def _ran_and_left_nothing(proc: subprocess.Popen[str], state: Path, record: dict[str, Any],
+                          lines: list[str]) -> None:
     assert proc.returncode == 0, "\n".join(lines)
     # Each instance on its own address of the bridge's subnet.
     addresses = re.findall(r"inbound http://(198\.1[89]\.\d+\.\d+):\d+", "\n".join(lines))
@@ -125,6 +139,14 @@ def test_the_next_up_removes_what_a_crashed_one_left(tmp_path: Path) -> None:
     state, lines = tmp_path / "up", []
     first = _start(["up", "-f", str(tmp_path / "app.yaml")], state)
     try:
+        _crash_then_up_again(tmp_path, state, first, lines)
+    finally:
+        _stop(first, state)
+
+
+def _crash_then_up_again(tmp_path: Path, state: Path, first: subprocess.Popen[str],
+                         lines: list[str]) -> None:
+    try:
         assert first.stdout is not None
         _read_until(first.stdout, "every instance is up and meshed", lines)
         record = json.loads((state / RECORD).read_text())
@@ -144,10 +166,10 @@ def test_the_next_up_removes_what_a_crashed_one_left(tmp_path: Path) -> None:
         assert _dead(control_plane)  # SIGKILLed by the second run (asynchronous)
         second.send_signal(signal.SIGINT)
         second.communicate(timeout=120)
+        assert second.returncode == 0
+        assert not (state / RECORD).exists()  # (before _stop's own cleaning)
     finally:
-        _stop(second)
-    assert second.returncode == 0
-    assert not (state / RECORD).exists()
+        _stop(second, state)
 
 
 def test_without_root_isolate_fails_in_one_line(tmp_path: Path) -> None:
