@@ -39,38 +39,44 @@ def test_up_runs_the_gateway_and_it_reaches_the_demo(demo: Mesh) -> None:
         "Accepted": "True", "Programmed": "True"}
 
 
-OUTSIDE_PORT = free_port()
-EGRESS_APP = f"""
+def egress_app_text(outside_port: int) -> str:
+    """The egress app, its outside server on `outside_port` (chosen when the fixture
+    starts: a port picked at collection was taken by the time the test ran, once)."""
+    return EGRESS_APP.replace("OUTSIDE_PORT", str(outside_port))
+
+
+EGRESS_APP = """
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: shop}}
+metadata: {name: shop}
 spec:
   service: shop
-  command: ["{{python}}", "-m", "gossamer.demo.app", "--name", "shop", "--port", "{{port}}"]
+  command: ["{python}", "-m", "gossamer.demo.app", "--name", "shop", "--port", "{port}"]
   probePath: /healthz
 ---
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: outside}}
+metadata: {name: outside}
 spec:
   service: outside
   inbound: false
-  command: ["{{python}}", "-m", "http.server", "--bind", "127.0.0.1", "{OUTSIDE_PORT}"]
+  command: ["{python}", "-m", "http.server", "--bind", "127.0.0.1", "OUTSIDE_PORT"]
 ---
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: ExternalService
-metadata: {{name: ledger}}
+metadata: {name: ledger}
 spec:
   hosts: [ledger.bank.example]
   endpoints: [127.0.0.1]
-  ports: [{{port: 80, protocol: HTTP, targetPort: {OUTSIDE_PORT}}}]
-  egress: {{via: egress}}
+  ports: [{port: 80, protocol: HTTP, targetPort: OUTSIDE_PORT}]
+  egress: {via: egress}
 """
 
 
 @pytest.fixture(scope="module")
 def egress_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    yield from running_mesh(tmp_path_factory, "egress-local", text=EGRESS_APP)
+    yield from running_mesh(tmp_path_factory, "egress-local",
+                            text=egress_app_text(free_port()))
 
 
 def test_up_runs_the_egress_gateway_its_external_services_name(egress_app: Mesh) -> None:
