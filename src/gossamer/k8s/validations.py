@@ -358,8 +358,8 @@ CONTROL_PLANE_ONLY: dict[str, str] = {
         "metadata.namespace: a namespace the API server knows",
     "gossamer.model.meta.ObjectMeta._resource_version":
         "metadata.resourceVersion: the API server's own, opaque to clients",
-    "gossamer.model.mesh.Mesh._cluster_wide":
-        "a Mesh without a namespace is the cluster-wide one (its CRD is cluster-scoped)",
+    "gossamer.model.meta.Resource._cluster_wide":
+        "a cluster-wide kind without a namespace is stored in its one (a cluster-scoped CRD)",
     "gossamer.model.mesh.Mesh._singleton":
         "there is one Mesh, named default",
     "gossamer.model.mesh.MeshSpec._domain":

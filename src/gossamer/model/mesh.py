@@ -19,7 +19,7 @@ Mesh resources can never disagree.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -66,15 +66,6 @@ class Mesh(Resource):
     spec: MeshSpec = Field(default_factory=MeshSpec)
     # Where the one Mesh lives; `gossamer get/delete mesh` look there.
     CLUSTER_NAMESPACE: ClassVar[str | None] = MESH_ROOT_NAMESPACE
-
-    @model_validator(mode="before")
-    @classmethod
-    def _cluster_wide(cls, data: Any) -> Any:
-        """Put a Mesh that names no namespace into the mesh root namespace."""
-        if isinstance(data, dict) and isinstance(data.get("metadata"), dict) \
-                and "namespace" not in data["metadata"]:
-            data = {**data, "metadata": {**data["metadata"], "namespace": MESH_ROOT_NAMESPACE}}
-        return data
 
     @model_validator(mode="after")
     def _singleton(self) -> Mesh:

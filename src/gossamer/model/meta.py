@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gossamer.contract.checks import DNS_LABEL, check_labels
 
@@ -134,6 +134,16 @@ class Resource(Strict):
     api_version: str = Field(alias="apiVersion")
     kind: str
     metadata: ObjectMeta
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_wide(cls, data: Any) -> Any:
+        """Put a cluster-wide kind's document that names no namespace into the one
+        it is stored in (`CLUSTER_NAMESPACE`)."""
+        if cls.CLUSTER_NAMESPACE is not None and isinstance(data, dict) \
+                and isinstance(data.get("metadata"), dict) and "namespace" not in data["metadata"]:
+            data = {**data, "metadata": {**data["metadata"], "namespace": cls.CLUSTER_NAMESPACE}}
+        return data
 
     @property
     def key(self) -> ResourceKey:

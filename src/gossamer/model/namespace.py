@@ -10,7 +10,7 @@ one labels. As on Kubernetes, every namespace carries the label
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -27,14 +27,6 @@ class Namespace(Resource):
     # Cluster-wide: stored in the mesh root namespace, like the Mesh.
     CLUSTER_NAMESPACE: ClassVar[str | None] = MESH_ROOT_NAMESPACE
     kind: Literal["Namespace"] = "Namespace"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _cluster_wide(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("metadata"), dict) \
-                and "namespace" not in data["metadata"]:
-            data = {**data, "metadata": {**data["metadata"], "namespace": MESH_ROOT_NAMESPACE}}
-        return data
 
     @model_validator(mode="after")
     def _name(self) -> Namespace:

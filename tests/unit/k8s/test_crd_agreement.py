@@ -171,7 +171,7 @@ CONTROL_PLANE: list[tuple[str, str, Callable[[Any, str], bool]]] = [
      and _at(doc, "spec.outboundTrafficPolicy") is None),
     ("gossamer.model.mesh.Mesh._singleton", r"metadata\.name",
      lambda doc, p: doc["kind"] == "Mesh" and _at(doc, p) != MESH_NAME),
-    ("gossamer.model.mesh.Mesh._cluster_wide", r"metadata\.namespace",
+    ("gossamer.model.meta.Resource._cluster_wide", r"metadata\.namespace",
      lambda doc, p: doc["kind"] == "Mesh" and _at(doc, p) not in (None, MESH_ROOT_NAMESPACE)),
     ("limits: at most 64 labels", r"metadata\.labels",
      lambda doc, p: len(_at(doc, p) or {}) > MAX_LABELS),
