@@ -60,17 +60,20 @@ spec:
 T = TypeVar("T")
 
 
-INGRESS_PORT = free_port()
+@pytest.fixture(scope="module")
+def ingress_port() -> int:
+    """Picked when the module starts: a port picked at collection can be taken by then."""
+    return free_port()
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(tmp_path_factory: pytest.TempPathFactory, ingress_port: int) -> Iterator[Mesh]:
     """The demo with its ingress gateway (test_the_gateway_* sends through it last: the
     other tests' numbers leave it out)."""
     files = pkg.files("gossamer.demo")
     demo = files.joinpath("demo.yaml").read_text()
     ingress = files.joinpath("ingress.yaml").read_text().replace(
-        "port: 18080", f"port: {INGRESS_PORT}")
+        "port: 18080", f"port: {ingress_port}")
     yield from running_mesh(tmp_path_factory, "dashboard",
                             text=demo + IDLE_CLIENT + "\n---\n" + ingress)
 
@@ -409,13 +412,14 @@ def test_a_bad_token_shows_the_401_and_a_form(browser: Any, mesh: Mesh) -> None:
     assert not browser.find_element("id", "error").is_displayed()
 
 
-def test_the_gateway_is_its_own_node_and_links_to_its_page(page: Any, mesh: Mesh) -> None:
+def test_the_gateway_is_its_own_node_and_links_to_its_page(page: Any, mesh: Mesh,
+                                                          ingress_port: int) -> None:
     """The ingress gateway in the service graph: drawn as a gateway, linked to a page
     with its listeners, attached routes and replicas as the API has them."""
     sign_in(page, mesh, token(mesh))
     with httpx.Client(trust_env=False, timeout=10) as outside:
         for _ in range(5):
-            assert outside.get(f"http://127.0.0.1:{INGRESS_PORT}/").status_code == 200
+            assert outside.get(f"http://127.0.0.1:{ingress_port}/").status_code == 200
     node_id = "demo-ingress.default"
     until("the gateway node in the API's graph", lambda: any(
         n["id"] == node_id and n["kind"] == "gateway"

@@ -14,22 +14,26 @@ from gossamer.testing.envoy import free_port
 from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.slow
-PORT = free_port()
+@pytest.fixture(scope="module")
+def port() -> int:
+    """The gateway's port, picked when the module starts (one picked at collection can
+    be taken by then)."""
+    return free_port()
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def demo(tmp_path_factory: pytest.TempPathFactory, port: int) -> Iterator[Mesh]:
     files = pkg.files("gossamer.demo")
     ingress = files.joinpath("ingress.yaml").read_text().replace("port: 18080",
-                                                                  f"port: {PORT}")
+                                                                  f"port: {port}")
     text = files.joinpath("demo.yaml").read_text() + "\n---\n" + ingress
     yield from running_mesh(tmp_path_factory, "gateway-local", text=text)
 
 
-def test_up_runs_the_gateway_and_it_reaches_the_demo(demo: Mesh) -> None:
+def test_up_runs_the_gateway_and_it_reaches_the_demo(demo: Mesh, port: int) -> None:
     assert [i.workload for i in demo.run.instances if not i.outbound_port] == [
         "demo-ingress-0"]
-    resp = httpx.get(f"http://127.0.0.1:{PORT}/", timeout=10, trust_env=False)
+    resp = httpx.get(f"http://127.0.0.1:{port}/", timeout=10, trust_env=False)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["service"] == "frontend"

@@ -29,48 +29,55 @@ from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.slow
 
-UPSTREAM_PORT = free_port()  # the client-only reporter's dedicated port for inventory
-APP = f"""
+APP = """
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: Service
-metadata: {{name: frontend}}
-spec: {{selector: {{app: frontend}}, ports: [{{port: 80}}]}}
+metadata: {name: frontend}
+spec: {selector: {app: frontend}, ports: [{port: 80}]}
 ---
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: Service
-metadata: {{name: inventory}}
-spec: {{selector: {{app: inventory}}, ports: [{{port: 80}}]}}
+metadata: {name: inventory}
+spec: {selector: {app: inventory}, ports: [{port: 80}]}
 ---
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: frontend}}
+metadata: {name: frontend}
 spec:
   service: frontend
-  command: ["{{python}}", "-m", "gossamer.demo.app", "--name", "frontend", "--port", "{{port}}"]
+  command: ["{python}", "-m", "gossamer.demo.app", "--name", "frontend", "--port", "{port}"]
   probePath: /healthz
 ---
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: inventory}}
+metadata: {name: inventory}
 spec:
   service: inventory
-  command: ["{{python}}", "-m", "gossamer.demo.app", "--name", "inventory", "--port", "{{port}}"]
+  command: ["{python}", "-m", "gossamer.demo.app", "--name", "inventory", "--port", "{port}"]
   probePath: /healthz
 ---
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: reporter}}
+metadata: {name: reporter}
 spec:
   service: reporter
   inbound: false
-  upstreams: ["inventory:80={UPSTREAM_PORT}"]
-  command: ["{{python}}", "-c", "import time; time.sleep(3600)"]
+  upstreams: ["inventory:80=UPSTREAM_PORT"]
+  command: ["{python}", "-c", "import time; time.sleep(3600)"]
 """
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    yield from running_mesh(tmp_path_factory, "node-identity", text=APP)
+def upstream_port() -> int:
+    """The client-only reporter's dedicated port for inventory, picked when the module
+    starts (one picked at collection can be taken by then)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[Mesh]:
+    yield from running_mesh(tmp_path_factory, "node-identity",
+                            text=APP.replace("UPSTREAM_PORT", str(upstream_port)))
 
 
 def _token(mesh: Mesh, service: str) -> str:
@@ -150,12 +157,12 @@ def _listeners(admin_port: int) -> list[tuple[str, str, int]]:
     return sorted(out)
 
 
-def _traffic(mesh: Mesh) -> tuple[int, int]:
+def _traffic(mesh: Mesh, upstream_port: int) -> tuple[int, int]:
     """Status of a request through frontend's sidecar, and through reporter's
     dedicated upstream port, both to inventory."""
     with mesh.client_via("frontend") as client:
         via_frontend = client.get("http://inventory/stock").status_code
-    via_reporter = httpx.get(f"http://127.0.0.1:{UPSTREAM_PORT}/stock", trust_env=False,
+    via_reporter = httpx.get(f"http://127.0.0.1:{upstream_port}/stock", trust_env=False,
                              timeout=10).status_code
     return via_frontend, via_reporter
 
@@ -167,7 +174,8 @@ def _check(mesh: Mesh) -> subprocess.CompletedProcess[str]:
                           check=False, env=env)
 
 
-def test_join_token_cannot_take_over_another_sidecars_node(mesh: Mesh) -> None:
+def test_join_token_cannot_take_over_another_sidecars_node(mesh: Mesh,
+                                                          upstream_port: int) -> None:
     """A join token for `evil` opens ADS streams claiming the node ids of running
     sidecars (frontend, a registered server, and reporter, a client-only one with no
     Workload), with its own metadata. Every stream is refused, and the real sidecars
@@ -178,7 +186,7 @@ def test_join_token_cannot_take_over_another_sidecars_node(mesh: Mesh) -> None:
     victims = {f"{frontend.workload}.default": frontend.admin_port}
     reporter = _connected(mesh, "reporter")
     victims[reporter["node_id"]] = int(reporter["metadata"]["admin_port"])
-    assert _traffic(mesh) == (200, 200)
+    assert _traffic(mesh, upstream_port) == (200, 200)
     before = {n: (_acked(_proxy(mesh, n)), _listeners(port)) for n, port in victims.items()}
     for node_id in victims:
         attacker = NodeMetadata(node_id=node_id, service="evil", namespace="default",
@@ -195,12 +203,13 @@ def test_join_token_cannot_take_over_another_sidecars_node(mesh: Mesh) -> None:
         assert entry["synced"], entry
         assert entry["metadata"]["service"] != "evil"
         assert (_acked(entry), _listeners(port)) == before[node_id], node_id
-    assert _traffic(mesh) == (200, 200)
+    assert _traffic(mesh, upstream_port) == (200, 200)
     check = _check(mesh)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_a_second_stream_of_a_sidecar_ending_leaves_it_connected(mesh: Mesh) -> None:
+def test_a_second_stream_of_a_sidecar_ending_leaves_it_connected(
+        mesh: Mesh, upstream_port: int) -> None:
     """With the sidecar's own token (a reconnect, say) a second stream for its node
     is admitted; its end must not drop the sidecar, whose stream is still open: it
     stays connected, in sync, and keeps getting new config."""
@@ -234,7 +243,7 @@ spec: {ports: [{port: 80}]}
                            "/config_dump?resource=dynamic_route_configs",
                            trust_env=False, timeout=5).text
         assert "after-reconnect.default" in routes  # the real Envoy got the change
-        assert _traffic(mesh)[0] == 200
+        assert _traffic(mesh, upstream_port)[0] == 200
     finally:
         mesh.delete("Service", "default", "after-reconnect")
     check = _check(mesh)

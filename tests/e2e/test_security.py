@@ -42,37 +42,44 @@ pytestmark = pytest.mark.slow
 TD = "gossamer.local"
 
 
-DB_PORT = free_port()  # the client's dedicated local port for the TCP service
-TCP_APP = f"""
+TCP_APP = """
 ---
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: Service
-metadata: {{name: db}}
-spec: {{selector: {{app: db}}, ports: [{{port: 5432, protocol: tcp}}]}}
+metadata: {name: db}
+spec: {selector: {app: db}, ports: [{port: 5432, protocol: tcp}]}
 ---
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: db}}
+metadata: {name: db}
 spec:
   service: db
   protocol: tcp
-  command: ["{{python}}", "-m", "gossamer.demo.tcpecho", "--port", "{{port}}"]
+  command: ["{python}", "-m", "gossamer.demo.tcpecho", "--port", "{port}"]
 ---
 apiVersion: local.gossamer.dev/v1alpha1
 kind: Process
-metadata: {{name: reporter}}
+metadata: {name: reporter}
 spec:
   service: reporter
   inbound: false
-  upstreams: ["db:5432={DB_PORT}"]
-  command: ["{{python}}", "-c", "import time; time.sleep(3600)"]
+  upstreams: ["db:5432=DB_PORT"]
+  command: ["{python}", "-c", "import time; time.sleep(3600)"]
 """
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def db_port() -> int:
+    """The client's dedicated local port for the TCP service, picked when the module
+    starts (one picked at collection can be taken by then)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, db_port: int) -> Iterator[Mesh]:
     demo = pkg.files("gossamer.demo").joinpath("demo.yaml").read_text()
-    yield from running_mesh(tmp_path_factory, "security", text=demo + TCP_APP)
+    yield from running_mesh(tmp_path_factory, "security",
+                            text=demo + TCP_APP.replace("DB_PORT", str(db_port)))
 
 
 def _settle(mesh: Mesh) -> None:
@@ -597,8 +604,8 @@ def _tcp_echo(port: int) -> bytes:
         return b""
 
 
-def test_tcp_over_mtls_and_denied_tcp_is_closed(mesh: Mesh) -> None:
-    assert _tcp_echo(DB_PORT) == b"echo:ping"  # reporter -> db, mutual TLS, tcp_proxy
+def test_tcp_over_mtls_and_denied_tcp_is_closed(mesh: Mesh, db_port: int) -> None:
+    assert _tcp_echo(db_port) == b"echo:ping"  # reporter -> db, mutual TLS, tcp_proxy
     mesh.apply("""
 apiVersion: mesh.gossamer.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -611,8 +618,8 @@ spec:
 """)
     _settle(mesh)
     try:
-        assert _tcp_echo(DB_PORT) == b""  # the connection is closed, nothing echoed
+        assert _tcp_echo(db_port) == b""  # the connection is closed, nothing echoed
     finally:
         mesh.delete("AuthorizationPolicy", "default", "db-no-reporter")
         _settle(mesh)
-    assert _tcp_echo(DB_PORT) == b"echo:ping"
+    assert _tcp_echo(db_port) == b"echo:ping"
