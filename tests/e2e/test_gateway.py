@@ -71,13 +71,15 @@ while True:
 
 
 ADMIN = 15000  # each gateway replica's Envoy admin, on its host's loopback
+READY = 15020  # its readiness for a kubelet, on its host's address (--ready-port)
 
 
 def start_gateway(u: Universe, host: Any, replica: str, root: Path) -> Any:
     return host.popen([*GOSSAMER, "gateway", "--name", "edge", "--replica", replica,
                        "--control-plane", f"https://a:{API_PORT}", "--token-file",
                        str(u.join_token("edge")), "--ca-file", str(u.bundle_file),
-                       "--admin-port", str(ADMIN), "--drain-seconds", "5",
+                       "--admin-port", str(ADMIN), "--ready-port", str(READY),
+                       "--drain-seconds", "5",
                        "--workdir", str(root / replica)], log=u.logs / f"{replica}.log")
 
 
@@ -336,6 +338,10 @@ def test_two_replicas_serve_and_a_stopped_one_drains_its_requests(
         [programmed] = [c for c in gw["status"]["conditions"] if c["type"] == "Programmed"]
         return programmed["message"].startswith("2 of 2")
     wait("the second replica is not in sync", both, 90, u.logs)
+    # Its readiness as a kubelet would probe it: from another host, to its address.
+    probe = edge["o"].run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                           f"http://{g2.address}:{READY}/healthz/ready"], timeout=30)
+    assert probe.stdout == "200"
     token = _token(edge)
     answer: list[subprocess.CompletedProcess[str]] = []
     slow = threading.Thread(target=lambda: answer.append(edge["o"].run(

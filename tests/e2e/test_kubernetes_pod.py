@@ -268,12 +268,17 @@ class Kubelet:
                             log=self.c.logs / f"{container['name']}.log")
 
     async def startup_probe(self, container: dict[str, Any]) -> None:
+        """As kubelet: from the node (this test's own namespace), never inside the pod, to
+        the pod's IP unless the probe names a host."""
         get = container["startupProbe"]["httpGet"]
         url = f"http://{get.get('host', self.pod['status']['podIP'])}:{get['port']}{get['path']}"
 
         async def ready() -> bool:
-            done = await run_in(self.host, ["curl", "-sf", "--max-time", "2", url])
-            return done.returncode == 0
+            async with httpx.AsyncClient(trust_env=False, timeout=2) as kubelet_http:
+                try:
+                    return (await kubelet_http.get(url)).status_code == 200
+                except httpx.HTTPError:
+                    return False
         await eventually(f"{container['name']}'s startup probe {url}", ready, self.c, 90)
 
 

@@ -10,6 +10,11 @@ captured) and returning its status: kubelet sees the app's answer, not the mesh'
 Only the configured probes are sent; a request chooses none of the target (no
 open proxy into the pod).
 
+The same server answers `/healthz/ready` with Envoy's own readiness: kubelet probes
+the pod's address from the node, never the pod's loopback, where Envoy's admin stays
+(it must not face the network), so the sidecar's startup probe and a gateway's
+readiness probe come here.
+
 A `grpc:` probe is rewritten the same way (as Istio does): the sidecar makes the
 gRPC health check (`grpc.health.v1.Health/Check`, with the probe's `service`) to the
 app on 127.0.0.1 and answers 200 only for SERVING, so kubelet's gRPC probe, which
@@ -22,13 +27,17 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 
+from gossamer.contract.names import PROBES_PORT, PROXY_READY_PATH
+
 log = logging.getLogger(__name__)
 ENV = "GOSSAMER_APP_PROBES"
-DEFAULT_PORT = 15020
+DEFAULT_PORT = PROBES_PORT
+READY_PATH = PROXY_READY_PATH
 _MAX_REQUEST = 8192
 
 
@@ -72,8 +81,11 @@ def parse_probes(text: str) -> dict[str, AppProbe]:
 
 
 class AppProbeServer:
-    def __init__(self, probes: dict[str, AppProbe]) -> None:
+    def __init__(self, probes: dict[str, AppProbe],
+                 ready: Callable[[], Awaitable[int]] | None = None) -> None:
+        """`ready`: the proxy's own readiness (an HTTP status) for READY_PATH."""
         self.probes = probes
+        self.ready = ready
         self._client = httpx.AsyncClient(trust_env=False, verify=False,
                                          limits=httpx.Limits(max_keepalive_connections=0))
         self._server: asyncio.Server | None = None
@@ -91,6 +103,8 @@ class AppProbeServer:
     async def status(self, path: str) -> int:
         """The app's answer to the probe configured at `path` (404: none; 503: the app
         could not be reached in time, as kubelet counts a failure)."""
+        if path == READY_PATH and self.ready is not None:
+            return await self.ready()
         probe = self.probes.get(path)
         if probe is None:
             return 404

@@ -100,6 +100,18 @@ class EnvoySupervisor:
                          f"plane?); see {self._workdir / 'envoy.log'}; it ends:\n"
                          f"{_tail(self._workdir / 'envoy.log')}")
 
+    async def ready_status(self) -> int:
+        """Envoy's /ready as kubelet should see it: 200 when LIVE, 503 otherwise (starting,
+        draining, gone), so a probe of the pod's address can stand for the loopback-only
+        admin."""
+        if self.process is None or self.process.returncode is not None:
+            return 503
+        try:
+            status, _ = await fetch("127.0.0.1", self.admin_port, "GET", "/ready", timeout=1.0)
+        except AdminError:
+            return 503
+        return 200 if status == 200 else 503
+
     async def supervise(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = 0.5

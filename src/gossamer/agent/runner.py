@@ -114,6 +114,9 @@ class AgentConfig:
     # address:app_probes_port by sending the originals to the app (agent/appprobes.py).
     app_probes: dict[str, AppProbe] = field(default_factory=dict)
     app_probes_port: int = DEFAULT_PORT
+    # Also answer READY_PATH there with Envoy's readiness (kubelet's startup probe of an
+    # injected sidecar, a gateway pod's readiness probe), even with no app probes.
+    ready_probe: bool = False
     # Static listeners on `address` for other hosts (agent/adminlisteners.py), 0: none:
     # the control plane's mTLS admin (only when xDS is TLS) and /stats/prometheus.
     # None: the default (agent/ports.py, off_host_port), settled at start.
@@ -157,8 +160,12 @@ class Agent:
         self.sds: SdsServer | None = None
         self._stopping = asyncio.Event()
         self.capture = CaptureSession(config.capture) if config.capture else None
-        self.app_probes = AppProbeServer(config.app_probes) if config.app_probes else None
+        self.app_probes = (AppProbeServer(config.app_probes, self._envoy_ready)
+                           if config.app_probes or config.ready_probe else None)
         self._resolvers: tuple[str, ...] = ()
+
+    async def _envoy_ready(self) -> int:
+        return 503 if self.envoy is None else await self.envoy.ready_status()
 
     def node(self, access_log: str | None = None, tls: bool = False) -> NodeMetadata:
         """`access_log`: the file Envoy writes access logs to (a Telemetry turns them on);

@@ -236,6 +236,9 @@ def proxy(
     app_probes_port: Annotated[int, typer.Option(
         "--app-probes-port", help="where kubelet's rewritten HTTP probes ($GOSSAMER_APP_PROBES, "
         "set by injection) are answered, on --address")] = 15020,
+    ready_probe: Annotated[bool, typer.Option(
+        "--ready-probe", help="also answer GET /healthz/ready there with Envoy's readiness "
+        "(kubelet's probe of the sidecar: Envoy's admin stays on loopback)")] = False,
     register: Annotated[bool, typer.Option(
         "--register/--no-register", help="register the Workload and report the app's "
         "health (off on Kubernetes: the controller registers pods)")] = True,
@@ -299,7 +302,7 @@ def proxy(
         ca_file=ca_file or OPTIONS.ca_file,
         ca_fingerprint=ca_fingerprint, cert_ttl=cert_ttl, service_account=service_account,
         capture=captured, register=register, app_probes=app_probes,
-        app_probes_port=app_probes_port,
+        app_probes_port=app_probes_port, ready_probe=ready_probe,
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )
@@ -358,6 +361,9 @@ def gateway(
     prometheus_port: Annotated[int | None, typer.Option(
         "--prometheus-port", help="/stats/prometheus on --address (default 15090, or a "
         "free port when taken; 0: off)")] = None,
+    ready_port: Annotated[int, typer.Option(
+        "--ready-port", help="answer GET /healthz/ready with Envoy's readiness on "
+        "--address:PORT (a pod's readiness probe); 0: off")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the Envoy of a Gateway (an agent with no app), or with --egress of an egress
@@ -399,6 +405,7 @@ def gateway(
         workdir=workdir, token=token, token_file=token_file,
         ca_file=ca_file or OPTIONS.ca_file, ca_fingerprint=ca_fingerprint,
         service_account=service_account, gateway=name,
+        app_probes_port=ready_port, ready_probe=bool(ready_port),
         admin_tls_port=off_host_port(admin_tls_port, "--admin-tls-port"),
         prometheus_port=off_host_port(prometheus_port, "--prometheus-port"),
     )

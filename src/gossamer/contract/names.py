@@ -84,3 +84,11 @@ def rule_id(namespace: str, policy: str, index: int) -> str:
 # 8 MiB (newer Envoys scale it by 1 KiB per allowed instruction).
 MAX_PROGRAM_SIZE: Final = 8192
 PROGRAM_SIZE_RUNTIME_KEY: Final = "re2.max_program_size.error_level"
+
+
+# -- kubelet's probes of a pod (k8s/inject.py writes them, agent/appprobes.py answers) -
+# The agent's probe server on the pod's address: rewritten app probes under
+# /app-health/CONTAINER/KIND, and Envoy's own readiness at PROXY_READY_PATH (kubelet
+# probes from the node, and Envoy's admin stays on the pod's loopback).
+PROBES_PORT: Final = 15020
+PROXY_READY_PATH: Final = "/healthz/ready"

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gossamer.contract.names import PROBES_PORT, PROXY_READY_PATH
 from gossamer.k8s.convert import STATUS_ANNOTATION, first_container_port, pod_service
 
 INJECT_LABEL = "gossamer.dev/inject"  # on a namespace: "enabled"; on a pod (annotation)
@@ -32,7 +33,7 @@ OUTBOUND_PORT = 15002
 CAPTURE_PORT = 15001
 DNS_PORT = 15053
 ADMIN_PORT = 15000
-APP_PROBES_PORT = 15020
+APP_PROBES_PORT = PROBES_PORT
 PROBES = {"livenessProbe": "livez", "readinessProbe": "readyz", "startupProbe": "startupz"}
 TOKEN_DIR = "/var/run/secrets/gossamer"
 AUDIENCE = "gossamer"
@@ -179,6 +180,7 @@ def sidecar(pod: Mapping[str, Any], config: InjectConfig, service: str,
             "--inbound-port", str(INBOUND_PORT), "--outbound-port", str(OUTBOUND_PORT),
             "--admin-port", str(ADMIN_PORT), "--capture-port", str(CAPTURE_PORT),
             "--dns-port", str(DNS_PORT), "--app-probes-port", str(APP_PROBES_PORT),
+            "--ready-probe",
             "--control-plane", config.control_plane,
             "--token-file", f"{TOKEN_DIR}/token", "--ca-file", f"{TOKEN_DIR}/ca.crt"]
     return {
@@ -189,9 +191,12 @@ def sidecar(pod: Mapping[str, Any], config: InjectConfig, service: str,
                 *([{"name": "GOSSAMER_APP_PROBES", "value": json.dumps(probes, sort_keys=True)}]
                   if probes else [])],
         "ports": [{"name": "gossamer-in", "containerPort": INBOUND_PORT}],
-        "startupProbe": {"httpGet": {"path": "/ready", "port": ADMIN_PORT,
-                                     "host": "127.0.0.1"},
+        # Kubelet probes the pod's address from the node, so not Envoy's loopback admin:
+        # the agent answers PROXY_READY_PATH with Envoy's readiness (agent/appprobes.py).
+        "startupProbe": {"httpGet": {"path": PROXY_READY_PATH, "port": APP_PROBES_PORT},
                          "periodSeconds": 1, "failureThreshold": 120},
+        "readinessProbe": {"httpGet": {"path": PROXY_READY_PATH, "port": APP_PROBES_PORT},
+                           "periodSeconds": 5, "failureThreshold": 3},
         "resources": _resources(annotations),
         "securityContext": {"runAsUser": PROXY_UID, "runAsGroup": PROXY_UID,
                             "runAsNonRoot": True, "allowPrivilegeEscalation": False,

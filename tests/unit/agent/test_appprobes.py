@@ -110,3 +110,28 @@ async def test_grpc_probes_are_health_checks_of_the_app() -> None:
     finally:
         await probes.close()
         await server.stop(0)
+
+
+async def test_the_proxys_readiness_is_answered_only_when_asked_for() -> None:
+    """/healthz/ready is Envoy's readiness as the agent reads it (kubelet cannot reach the
+    loopback admin); a server without it keeps 404 there, like any unconfigured path."""
+    state = {"code": 503}
+
+    async def envoy_ready() -> int:
+        return state["code"]
+    with_ready = AppProbeServer({}, envoy_ready)
+    without = AppProbeServer({})
+    ports = (_free_port(), _free_port())
+    await with_ready.start("127.0.0.1", ports[0])
+    await without.start("127.0.0.1", ports[1])
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as kubelet:
+            url = f"http://127.0.0.1:{ports[0]}/healthz/ready"
+            assert (await kubelet.get(url)).status_code == 503
+            state["code"] = 200
+            assert (await kubelet.get(url)).status_code == 200
+            other = f"http://127.0.0.1:{ports[1]}/healthz/ready"
+            assert (await kubelet.get(other)).status_code == 404
+    finally:
+        await with_ready.close()
+        await without.close()
