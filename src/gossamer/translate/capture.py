@@ -27,9 +27,9 @@ to it (`gossamer proxy --capture`, agent/capture.py), besides its usual listener
   `REGISTRY_ONLY` answers 502 naming the policy.
 
 One filter chain per virtual IP and port, matched by `filter_chain_match`, rather
-than a `filter_chain_matcher` tree: at 1000 Services the listener is as large either
-way (the chains are most of it), and a changed Service set stays an in-place
-filter-chain update in Envoy (docs/traffic.md#routing-by-destination-address).
+than a `filter_chain_matcher` tree: measured at 1000 Services, the chains are the
+listener's bytes either way (the tree only adds its map), and Envoy updated both in
+place (docs/performance.md#capture-routing-by-destination-address).
 - Listener `dns` (translate/dns.py).
 
 Which mode applies: the `Sidecar` that applies to the proxy when it sets
@@ -47,10 +47,14 @@ from typing import Any
 from typing import Protocol as Structural
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.listener.v3.listener_components_pb2 import FilterChain
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpConnectionManager,
+)
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
@@ -168,11 +172,29 @@ def port_routes(mesh: MeshView, pkey: PortKey, namespace: str) -> XdsResource:
     return mesh.upstream_routes[pkey]
 
 
-def _http_chain(vip: str, port: int, name: str, hcm: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "filterChainMatch": {
-                "prefixRanges": [{"addressPrefix": vip, "prefixLen": 32}],
-                "destinationPort": port},
-            "filters": [hcm]}
+def _vip_chains(http_vips: tuple[tuple[str, int, str], ...],
+                hcm: dict[str, Any]) -> list[FilterChain]:
+    """A chain per (VIP, port, route config): one built from `hcm`, then copies with
+    their address, port and RDS name, as `build` would give them (parsing 1000
+    connection managers from dicts cost a capturing proxy seconds at 1000 Services)."""
+    if not http_vips:
+        return []
+    template = build(FilterChain, {"filters": [hcm]})
+    packed = template.filters[0].typed_config
+    manager = HttpConnectionManager()
+    packed.Unpack(manager)
+    prefix = packed.type_url.rsplit("/", 1)[0]
+    chains = []
+    for vip, port, config in http_vips:
+        chain = FilterChain()
+        chain.CopyFrom(template)
+        chain.name = config
+        chain.filter_chain_match.prefix_ranges.add(address_prefix=vip).prefix_len.value = 32
+        chain.filter_chain_match.destination_port.value = port
+        manager.rds.route_config_name = config
+        chain.filters[0].typed_config.Pack(manager, type_url_prefix=prefix, deterministic=True)
+        chains.append(chain)
+    return chains
 
 
 def _catch_all(mode: OutboundMode) -> VirtualHost:
@@ -313,9 +335,6 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
     mode = outbound_mode(mesh, proxy)
     optional = optional_outbound_filters(mesh.index)
     hcm = outbound_hcm(CAPTURE_LISTENER, CAPTURE_ROUTES, access_log, tracing, optional)
-    by_vip = [_http_chain(vip, port, config, outbound_hcm(
-                  CAPTURE_LISTENER, config, access_log, tracing, optional))
-              for vip, port, config in shared.http_vips]
     http = [{"name": f"http:{port}", "filterChainMatch": {"destinationPort": port},
              "filters": [hcm]} for port in shared.http_ports]
     listener = build(Listener, {
@@ -325,9 +344,14 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
         "trafficDirection": "OUTBOUND",
         "listenerFilters": [{"name": "envoy.filters.listener.original_dst",
                              "typedConfig": {"@type": _ORIGINAL_DST}}],
-        "filterChains": [*shared.tcp_chains, *by_vip, *http],
+        "filterChains": [*shared.tcp_chains, *http],
         "defaultFilterChain": _default_chain(mode, proxy.access_log),
     })
+    by_vip = _vip_chains(shared.http_vips, hcm)
+    chains = [*listener.filter_chains]
+    del listener.filter_chains[:]
+    tcp = len(shared.tcp_chains)
+    listener.filter_chains.extend([*chains[:tcp], *by_vip, *chains[tcp:]])
     dns = dns_listener(capture.dns_port, shared.dns, capture.dns_resolvers)
     clusters = {c.name: XdsResource.from_message(CLUSTER, c.name, c)
                 for c in (_passthrough(), _blackhole())}
