@@ -26,10 +26,6 @@ to it (`gossamer proxy --capture`, agent/capture.py), besides its usual listener
   as Host), and a catch-all: `ALLOW_ANY` forwards to the original destination,
   `REGISTRY_ONLY` answers 502 naming the policy.
 
-One filter chain per virtual IP and port, matched by `filter_chain_match`, rather
-than a `filter_chain_matcher` tree: measured at 1000 Services, the chains are the
-listener's bytes either way (the tree only adds its map), and Envoy updated both in
-place (docs/performance.md#capture-routing-by-destination-address).
 - Listener `dns` (translate/dns.py).
 
 Which mode applies: the `Sidecar` that applies to the proxy when it sets
@@ -37,6 +33,11 @@ Which mode applies: the `Sidecar` that applies to the proxy when it sets
 config reads is `capture_inputs`: a proxy is translated again when it changes.
 The parts that do not depend on the proxy itself are built once per
 (namespace, scope, mode) and mesh (`CaptureMemo`).
+
+One filter chain per virtual IP and port, matched by `filter_chain_match`, rather
+than a `filter_chain_matcher` tree: measured at 1000 Services, the chains are the
+listener's bytes either way (the tree only adds its map), and Envoy updated both in
+place (docs/performance.md#capture-routing-by-destination-address).
 """
 
 from __future__ import annotations
@@ -347,11 +348,7 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
         "filterChains": [*shared.tcp_chains, *http],
         "defaultFilterChain": _default_chain(mode, proxy.access_log),
     })
-    by_vip = _vip_chains(shared.http_vips, hcm)
-    chains = [*listener.filter_chains]
-    del listener.filter_chains[:]
-    tcp = len(shared.tcp_chains)
-    listener.filter_chains.extend([*chains[:tcp], *by_vip, *chains[tcp:]])
+    listener.filter_chains.extend(_vip_chains(shared.http_vips, hcm))  # order: no matter
     dns = dns_listener(capture.dns_port, shared.dns, capture.dns_resolvers)
     clusters = {c.name: XdsResource.from_message(CLUSTER, c.name, c)
                 for c in (_passthrough(), _blackhole())}
