@@ -195,9 +195,13 @@ class World:
                                              for w in ws), f"{service} healthy", timeout=60)
 
     def vip(self, service: str) -> str:
-        with self.api() as api:
-            return str(api.get(f"/api/v1/resources/Service/default/{service}")
-                       .json()["status"]["virtualIP"])
+        """Waits for it: the control plane allocates it after the apply."""
+        def status() -> dict[str, Any]:
+            with self.api() as api:
+                doc = api.get(f"/api/v1/resources/Service/default/{service}").json()
+                return dict(doc.get("status") or {})
+        return str(eventually(status, lambda s: bool(s.get("virtualIP")),
+                              f"{service}'s virtual IP")["virtualIP"])
 
     def probe(self, host: str, script: str, *args: str) -> str:
         done = self.net[host].run([PY, "-c", script, *args])
@@ -262,6 +266,45 @@ def test_an_app_calls_a_service_by_name_over_mutual_tls(world: World) -> None:
     assert "URI=spiffe://gossamer.local/ns/default/sa/client" in seen["xfcc"]
     by_vip = json.loads(world.curl("a", f"http://{world.vip('catalog')}/by-ip"))
     assert (by_vip["server"], by_vip["path"]) == ("catalog", "/by-ip")
+
+
+def _via_catalog(parent: str, *filters: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": parent},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": parent}],
+                     "rules": [{"backendRefs": [{"name": "catalog", "port": 80}],
+                                "filters": list(filters)}]}}
+
+
+def test_the_address_an_app_calls_decides_the_routes_not_its_host_header(
+        world: World) -> None:
+    """GAMMA's MeshFrontendHostname: echo-v2's route sets a response header, echo-v1's
+    does not (both send to catalog). A request to echo-v2's virtual IP with `Host:
+    echo-v1` follows echo-v2's route, and the other way round."""
+    world.apply(service("echo-v1", 80, "http"), service("echo-v2", 80, "http"),
+                _via_catalog("echo-v1"),
+                _via_catalog("echo-v2", {"type": "ResponseHeaderModifier",
+                                         "responseHeaderModifier": {
+                                             "set": [{"name": "X-Header-Set", "value": "set"}]}}))
+
+    def get(url: str, host: str | None = None) -> tuple[int, dict[str, str]]:
+        argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10", url]
+        out = world.net["a"].run([*argv, *(["-H", f"Host: {host}"] if host else [])]).stdout
+        lines = out.replace("\r", "").splitlines() or ["HTTP/1.1 000"]
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        return int(lines[0].split()[1]), headers
+
+    v1, v2 = world.vip("echo-v1"), world.vip("echo-v2")
+    eventually(lambda: get("http://echo-v2/"), lambda r: r[1].get("x-header-set") == "set",
+               "echo-v2's route in effect")
+    eventually(lambda: get("http://echo-v1/"), lambda r: r[0] == 200, "echo-v1's route")
+    status, headers = get(f"http://{v2}/", host="echo-v1")
+    assert (status, headers.get("x-header-set")) == (200, "set")
+    status, headers = get(f"http://{v1}/", host="echo-v2")
+    assert (status, headers.get("x-header-set")) == (200, None)
+    # By name, the name and the address agree.
+    assert get("http://echo-v2/")[1].get("x-header-set") == "set"
+    assert get("http://echo-v1/")[1].get("x-header-set") is None
 
 
 def test_a_raw_tcp_client_and_a_grpc_client_reach_services_by_name(world: World) -> None:

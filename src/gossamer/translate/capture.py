@@ -6,9 +6,15 @@ to it (`gossamer proxy --capture`, agent/capture.py), besides its usual listener
   filter restores where the app was connecting, and filter chains match it:
   - a TCP Service port: {its virtual IP/32, port} -> tcp_proxy to its cluster (or
     its TCPRoute's split), as the per-upstream TCP listener does;
-  - an HTTP Service port: {port}, any address -> the caller-side HTTP connection
-    manager (codec AUTO: HTTP/1.1, h2c, gRPC) on route config `outbound_capture`,
-    which routes by Host header like `outbound`;
+  - an HTTP Service port: {its virtual IP/32, port} -> the caller-side HTTP
+    connection manager (codec AUTO: HTTP/1.1, h2c, gRPC) on that port's own route
+    config, `upstream|PORT||SVC.NS` under any Host (mesh.py's `upstream_route_config`,
+    the one the port's upstream listener uses). The address the app connected to
+    decides, not the Host header: GAMMA's `MeshFrontendHostname`. Over RDS, so a
+    route change sends that one small config, not the listener;
+  - any other address on a port some HTTP Service uses: {port} -> the same
+    connection manager on route config `outbound_capture`, which routes by Host
+    header like `outbound`;
   - anything else (the default chain): `ALLOW_ANY` passes the connection through
     to where it was going (the ORIGINAL_DST cluster PASSTHROUGH_CLUSTER);
     `REGISTRY_ONLY` refuses it (tcp_proxy to BLACKHOLE_CLUSTER, which has no
@@ -16,8 +22,10 @@ to it (`gossamer proxy --capture`, agent/capture.py), besides its usual listener
     gave an access log file, logged with the address and the reason.
 - Route config `outbound_capture`: the virtual hosts of the caller's `outbound`
   route config, each also answering to its Service's virtual IP (`VIP:PORT`, and
-  `VIP` alone on the default port), and a catch-all: `ALLOW_ANY` forwards to the
-  original destination, `REGISTRY_ONLY` answers 502 naming the policy.
+  `VIP` alone on the default port: a request to another address with a virtual IP
+  as Host), and a catch-all: `ALLOW_ANY` forwards to the original destination,
+  `REGISTRY_ONLY` answers 502 naming the policy.
+
 - Listener `dns` (translate/dns.py).
 
 Which mode applies: the `Sidecar` that applies to the proxy when it sets
@@ -25,6 +33,11 @@ Which mode applies: the `Sidecar` that applies to the proxy when it sets
 config reads is `capture_inputs`: a proxy is translated again when it changes.
 The parts that do not depend on the proxy itself are built once per
 (namespace, scope, mode) and mesh (`CaptureMemo`).
+
+One filter chain per virtual IP and port, matched by `filter_chain_match`, rather
+than a `filter_chain_matcher` tree: measured at 1000 Services, the chains are the
+listener's bytes either way (the tree only adds its map), and Envoy updated both in
+place (docs/performance.md#capture-routing-by-destination-address).
 """
 
 from __future__ import annotations
@@ -35,10 +48,14 @@ from typing import Any
 from typing import Protocol as Structural
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.listener.v3.listener_components_pb2 import FilterChain
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpConnectionManager,
+)
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
@@ -92,6 +109,9 @@ class MeshView(Structural):
     @property
     def external(self) -> ExternalConfig: ...
 
+    @property
+    def upstream_routes(self) -> Mapping[PortKey, XdsResource]: ...
+
 
 @dataclass(frozen=True)
 class _Shared:
@@ -100,6 +120,9 @@ class _Shared:
     key: tuple[object, ...]  # what it was built from: equal keys, equal config
     tcp_chains: tuple[dict[str, Any], ...]
     http_ports: tuple[int, ...]
+    # HTTP Service ports in scope with a virtual IP, and their route configs by name.
+    http_vips: tuple[tuple[str, int, str], ...]  # (VIP, port, route config)
+    port_routes: Mapping[str, XdsResource]
     routes: XdsResource
     dns: tuple[tuple[str, str], ...]
     # Clusters the TCP chains and the route config send to.
@@ -143,6 +166,38 @@ def _tcp_chain(index: MeshIndex, key: SvcKey, port: int,
             "filters": [proxy]}, clusters
 
 
+def port_routes(mesh: MeshView, pkey: PortKey, namespace: str) -> XdsResource:
+    """The routes of Service port `pkey` for a caller in `namespace`, under any Host:
+    the one place capture takes a port's routes from."""
+    del namespace  # producer routes only: every caller gets the port's own
+    return mesh.upstream_routes[pkey]
+
+
+def _vip_chains(http_vips: tuple[tuple[str, int, str], ...],
+                hcm: dict[str, Any]) -> list[FilterChain]:
+    """A chain per (VIP, port, route config): one built from `hcm`, then copies with
+    their address, port and RDS name, as `build` would give them (parsing 1000
+    connection managers from dicts cost a capturing proxy seconds at 1000 Services)."""
+    if not http_vips:
+        return []
+    template = build(FilterChain, {"filters": [hcm]})
+    packed = template.filters[0].typed_config
+    manager = HttpConnectionManager()
+    packed.Unpack(manager)
+    prefix = packed.type_url.rsplit("/", 1)[0]
+    chains = []
+    for vip, port, config in http_vips:
+        chain = FilterChain()
+        chain.CopyFrom(template)
+        chain.name = config
+        chain.filter_chain_match.prefix_ranges.add(address_prefix=vip).prefix_len.value = 32
+        chain.filter_chain_match.destination_port.value = port
+        manager.rds.route_config_name = config
+        chain.filters[0].typed_config.Pack(manager, type_url_prefix=prefix, deterministic=True)
+        chains.append(chain)
+    return chains
+
+
 def _catch_all(mode: OutboundMode) -> VirtualHost:
     if mode is OutboundMode.REGISTRY_ONLY:
         route: dict[str, Any] = {"name": REFUSED_ROUTE, "match": {"prefix": "/"},
@@ -184,12 +239,18 @@ def _build_shared(mesh: MeshView, namespace: str, scope: Scope,
     refs: set[str] = {PASSTHROUGH_CLUSTER if mode is OutboundMode.ALLOW_ANY
                       else BLACKHOLE_CLUSTER}
     tcp_key = []
+    http_vips: list[tuple[str, int, str]] = []
+    routes_by_name: dict[str, XdsResource] = {}
     keys = _in_scope(index, scope)
     for key in keys:
         svc, vip = index.services[key], index.virtual_ips.get(key)
         for port in svc.spec.ports:
             if port.protocol is not Protocol.TCP:
                 http_ports.add(port.port)
+                if vip is not None:
+                    config = port_routes(mesh, (key[0], key[1], port.port), namespace)
+                    http_vips.append((vip, port.port, config.name))
+                    routes_by_name[config.name] = config
             elif vip is not None:
                 chain, clusters = _tcp_chain(index, key, port.port, vip)
                 chains.append(chain)
@@ -204,9 +265,10 @@ def _build_shared(mesh: MeshView, namespace: str, scope: Scope,
     dns = tuple(sorted({*dns_table(index.virtual_ips, keys, namespace, _dns_domain(index)),
                         *external.dns}))
     key_: tuple[object, ...] = (mode, tuple(tcp_key), tuple(sorted(http_ports)),
+                                tuple(http_vips), tuple(r.version for r in routes_by_name.values()),
                                 routes.version, dns, external.key)
-    return _Shared(key_, tuple(chains), tuple(sorted(http_ports)), routes, dns,
-                   frozenset(refs - {names.NO_ROUTE_CLUSTER}))
+    return _Shared(key_, tuple(chains), tuple(sorted(http_ports)), tuple(http_vips),
+                   routes_by_name, routes, dns, frozenset(refs - {names.NO_ROUTE_CLUSTER}))
 
 
 def _shared(mesh: MeshView, proxy: NodeMetadata, scope: Scope) -> _Shared:
@@ -272,8 +334,8 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
     assert capture is not None
     shared = _shared(mesh, proxy, scope)
     mode = outbound_mode(mesh, proxy)
-    hcm = outbound_hcm(CAPTURE_LISTENER, CAPTURE_ROUTES, access_log, tracing,
-                       optional_outbound_filters(mesh.index))
+    optional = optional_outbound_filters(mesh.index)
+    hcm = outbound_hcm(CAPTURE_LISTENER, CAPTURE_ROUTES, access_log, tracing, optional)
     http = [{"name": f"http:{port}", "filterChainMatch": {"destinationPort": port},
              "filters": [hcm]} for port in shared.http_ports]
     listener = build(Listener, {
@@ -286,6 +348,7 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
         "filterChains": [*shared.tcp_chains, *http],
         "defaultFilterChain": _default_chain(mode, proxy.access_log),
     })
+    listener.filter_chains.extend(_vip_chains(shared.http_vips, hcm))  # order: no matter
     dns = dns_listener(capture.dns_port, shared.dns, capture.dns_resolvers)
     clusters = {c.name: XdsResource.from_message(CLUSTER, c.name, c)
                 for c in (_passthrough(), _blackhole())}
@@ -296,9 +359,9 @@ def capture_listeners(mesh: MeshView, proxy: NodeMetadata, scope: Scope,
 
 
 def capture_routes(mesh: MeshView, proxy: NodeMetadata,
-                   scope: Scope) -> tuple[XdsResource, frozenset[str]]:
-    """The `outbound_capture` route config, and every cluster the capture listener and
-    routes send to (for the consistency check; the outbound routes' own are the
-    scope's `route_refs`)."""
+                   scope: Scope) -> tuple[dict[str, XdsResource], frozenset[str]]:
+    """The capture listener's route configs by name (`outbound_capture` and those of
+    the virtual IPs' chains), and every cluster they and the listener send to (for
+    the consistency check; the Service ports' own are the scope's `route_refs`)."""
     shared = _shared(mesh, proxy, scope)
-    return shared.routes, shared.refs
+    return {**shared.port_routes, shared.routes.name: shared.routes}, shared.refs

@@ -165,9 +165,9 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.configs[route.name] = route
         out.rds_refs.append(route.name)
     if proxy.capture is not None:
-        capture_config, capture_refs = capture_routes(mesh, proxy, scope)
-        out.configs[capture_config.name] = capture_config
-        out.rds_refs.append(capture_config.name)
+        capture_configs, capture_refs = capture_routes(mesh, proxy, scope)
+        out.configs.update(capture_configs)
+        out.rds_refs.extend(capture_configs)
         out.cluster_refs.update(view.route_refs, capture_refs)
     return out
 

@@ -87,17 +87,75 @@ def test_golden_capture_listeners_and_routes() -> None:
     assert actual == json.loads(golden.read_text())
 
 
-def test_tcp_ports_match_by_virtual_ip_and_http_ports_by_port_alone() -> None:
+def _rds(chain: Any) -> str:
+    return str(to_dict(chain)["filters"][0]["typedConfig"]["rds"]["routeConfigName"])
+
+
+def test_service_ports_match_by_virtual_ip_and_other_addresses_by_port() -> None:
     listener = _listener(_translate(_docs()), CAPTURE_LISTENER)
     matches = {c.name: c.filter_chain_match for c in listener.filter_chains}
     db = matches["db.data:5432"]
     assert [(r.address_prefix, r.prefix_len.value) for r in db.prefix_ranges] == [
         ("240.240.0.1", 32)]
     assert db.destination_port.value == 5432
-    assert set(matches) == {"db.data:5432", "http:80", "http:9090"}
+    catalog = matches["upstream|9090||catalog.default"]
+    assert [(r.address_prefix, r.prefix_len.value) for r in catalog.prefix_ranges] == [
+        ("240.240.0.2", 32)]
+    assert catalog.destination_port.value == 9090
+    assert set(matches) == {"db.data:5432", "http:80", "http:9090", *(
+        f"upstream|{port}||{name}.default" for name, port in (
+            ("catalog", 80), ("catalog", 9090), ("catalog-v1", 80), ("catalog-v2", 80),
+            ("frontend", 80)))}
     assert not matches["http:80"].prefix_ranges
     assert [f.name for f in listener.listener_filters] == ["envoy.filters.listener.original_dst"]
     assert listener.default_filter_chain.name == PASSTHROUGH_CLUSTER
+
+
+def test_a_virtual_ip_takes_its_ports_routes_whatever_the_host() -> None:
+    """GAMMA's MeshFrontendHostname: the address decides. Each virtual IP's chain
+    names its port's own route config, sent by RDS, whose one virtual host answers
+    any Host; other addresses keep the Host-based `outbound_capture`."""
+    snap = _translate(_docs())
+    chains = {c.name: c for c in _listener(snap, CAPTURE_LISTENER).filter_chains}
+    for name in ("upstream|80||catalog.default", "upstream|80||catalog-v2.default"):
+        assert _rds(chains[name]) == name
+        config = RouteConfiguration.FromString(snap.of(ROUTE)[name].payload)
+        assert [list(v.domains) for v in config.virtual_hosts] == [["*"]]
+    catalog = RouteConfiguration.FromString(
+        snap.of(ROUTE)["upstream|80||catalog.default"].payload).virtual_hosts[0]
+    # catalog's HTTPRoute (testdata/mesh.yaml), not catalog-v2's plain route
+    assert any(r.match.path == "/v2/items" for r in catalog.routes)
+    assert _rds(chains["http:80"]) == CAPTURE_ROUTES
+
+
+def test_a_scoped_sidecar_gets_chains_for_its_scope_only() -> None:
+    scoped = {"apiVersion": API, "kind": "Sidecar",
+              "metadata": {"name": "frontend", "namespace": "default"},
+              "spec": {"egress": {"hosts": ["./catalog"]}}}
+    snap = _translate(_docs(scoped))
+    chains = {c.name for c in _listener(snap, CAPTURE_LISTENER).filter_chains}
+    assert {c for c in chains if c.startswith("upstream|")} == {
+        "upstream|80||catalog.default", "upstream|9090||catalog.default"}
+    assert "upstream|80||catalog-v2.default" not in snap.of(ROUTE)
+
+
+def test_a_route_change_resends_the_ports_config_and_not_the_listener() -> None:
+    docs = _docs()
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "v2-header"},
+             "spec": {"parentRefs": [{"kind": "Service", "name": "catalog-v2"}],
+                      "rules": [{"filters": [{"type": "ResponseHeaderModifier",
+                                              "responseHeaderModifier": {
+                                                  "set": [{"name": "x-v2", "value": "1"}]}}],
+                                 "backendRefs": [{"name": "catalog-v2", "port": 80}]}]}}
+    before = _translate(docs)
+    after = _translate([*docs, parse_document(route)])
+    name = "upstream|80||catalog-v2.default"
+    assert after.of(ROUTE)[name].version != before.of(ROUTE)[name].version
+    assert after.of(ROUTE)["upstream|80||catalog.default"].version == before.of(ROUTE)[
+        "upstream|80||catalog.default"].version
+    assert after.of(LISTENER)[CAPTURE_LISTENER].version == before.of(LISTENER)[
+        CAPTURE_LISTENER].version
 
 
 def test_the_capture_routes_answer_to_virtual_ips_and_pass_the_rest_through() -> None:
