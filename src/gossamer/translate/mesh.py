@@ -97,7 +97,7 @@ class MeshMemo:
     outbound_routes: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
     outbound_prior: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
     outbound_here: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
-    vhosts: dict[tuple[PortKey, bool, bool], VirtualHost] = field(default_factory=dict)
+    vhosts: dict[tuple[PortKey, bool, str | None], VirtualHost] = field(default_factory=dict)
     # The inbound filters of each replica set and the JWKS clusters they need.
     inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
         default_factory=dict)
@@ -220,7 +220,9 @@ class MeshConfig:
         config.validate_clusters.SetInParent()  # present and false, as in the JSON form
         vhosts = self.memo.vhosts
         for pkey in pkeys:
-            slot = (pkey, pkey[0] == namespace, has_variant(self, pkey, namespace))
+            # A consumer namespace's own routes (consumer.py) are its own.
+            slot = (pkey, pkey[0] == namespace,
+                    namespace if has_variant(self, pkey, namespace) else None)
             if slot not in vhosts:
                 vhosts[slot] = virtual_host(self, pkey, namespace)
             config.virtual_hosts.append(vhosts[slot])

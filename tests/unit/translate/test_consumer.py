@@ -108,8 +108,27 @@ def test_the_consumer_namespace_follows_its_route_and_the_others_the_producers()
     assert _summary(seen["other"]["rpc.mesh:80"]) == ("default -> outbound|80||rpc.mesh",)
     # The virtual hosts of Services without consumer routes are shared objects.
     assert mesh.outbound_routes("other") is not mesh.outbound_routes("consumer")
-    assert mesh.memo.vhosts[(("mesh", "echo-v2", 80), False, False)] is not None
+    assert mesh.memo.vhosts[(("mesh", "echo-v2", 80), False, None)] is not None
     assert {k[0] for k in mesh.consumer_routes} == {"consumer"}
+
+
+def test_two_consumer_namespaces_each_follow_their_own_routes() -> None:
+    second = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+              "metadata": {"name": "echo-mine", "namespace": "second"},
+              "spec": {"parentRefs": [{"name": "echo", "namespace": "mesh"}],
+                       "rules": [{"backendRefs": [{"name": "echo", "namespace": "mesh",
+                                                   "port": 80}]}]}}
+    mesh = _mesh(second)
+    for vhds in (False, True):  # one mesh, so the memos are shared by both
+        got = {}
+        for ns in ("consumer", "second"):
+            snap = translate_proxy(mesh, replace(_caller(ns), vhds=vhds)).snapshot
+            vhost = (VirtualHost.FromString(snap.of(VHOST)["outbound/echo.mesh:80"].payload)
+                     if vhds else next(v for v in _route_config(snap, "outbound").virtual_hosts
+                                       if v.name == "echo.mesh:80"))
+            got[ns] = [r.name for r in vhost.routes]
+        assert got == {"consumer": ["consumer/echo-consumer/rule0/match0"],
+                       "second": ["second/echo-mine/rule0/match0"]}, vhds
 
 
 def test_a_dedicated_upstream_listener_follows_the_callers_routes() -> None:
