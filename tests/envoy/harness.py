@@ -150,12 +150,13 @@ class Sidecar:
                  service: str, index: int = 0, *, app_port: int = 0, protocol: str = "http",
                  upstreams: tuple[dict[str, Any], ...] = (), delta: bool = True,
                  labels: Mapping[str, str] | None = None,
-                 access_log_dir: Path | None = None, vhds: bool | None = None) -> None:
+                 access_log_dir: Path | None = None, vhds: bool | None = None,
+                 namespace: str = "default") -> None:
         self.inbound = free_port() if app_port else 0
         self.outbound = free_port()
         self.workload = f"{service}-{index}"
         self.node = NodeMetadata(
-            node_id=f"{self.workload}.default", service=service, namespace="default",
+            node_id=f"{self.workload}.{namespace}", service=service, namespace=namespace,
             workload=self.workload, inbound_port=self.inbound, inbound_address="127.0.0.1",
             app_port=app_port, app_protocol=Protocol(protocol), outbound_port=self.outbound,
             admin_port=free_port(), upstreams=tuple(Upstream(**u) for u in upstreams),
@@ -229,9 +230,13 @@ class MiniMesh:
 
     async def client(self, service: str = "client", index: int = 0, *,
                      upstreams: tuple[dict[str, Any], ...] = (),
-                     labels: Mapping[str, str] | None = None) -> Sidecar:
+                     labels: Mapping[str, str] | None = None, namespace: str = "default",
+                     vhds: bool | None = None) -> Sidecar:
+        """A calling sidecar (no Workload: it takes no traffic); `vhds=False`: a delta
+        stream whose outbound routes come by RDS, as `--xds-mode delta-rds`."""
         side = Sidecar(self.plane, self.make, service, index, upstreams=upstreams,
-                       labels=labels, access_log_dir=self.access_log_dir)
+                       labels=labels, access_log_dir=self.access_log_dir,
+                       namespace=namespace, vhds=vhds)
         self.sidecars.append(side)
         await side.start()
         return side

@@ -53,10 +53,12 @@ def telemetry_routes(app: FastAPI, ctx: ApiContext) -> None:
 
 
 def route_backends(mesh: MeshConfig) -> dict[str, tuple[str, ...]]:
-    """`SVC.NS` -> the Services its HTTP routes send to (not mirror to), for each
-    Service whose routes send anywhere but to itself."""
+    """`SVC.NS` -> the Services its HTTP routes (a consumer route's too) send to (not
+    mirror to), for each Service whose routes send anywhere but to itself."""
     out: dict[str, set[str]] = {}
-    for (ns, name, _), routes in mesh.port_routes.items():
+    every = [*mesh.port_routes.items(),
+             *((pkey, v.routes) for (_, pkey), v in mesh.consumer_routes.items())]
+    for (ns, name, _), routes in every:
         sent = {mesh.cluster_services.get(c) for r in routes for c in route_clusters(r)}
         out.setdefault(f"{name}.{ns}", set()).update(
             f"{svc}.{sns}" for sns, svc in filter(None, sent))

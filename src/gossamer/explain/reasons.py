@@ -19,6 +19,7 @@ from typing import Any
 from gossamer.contract.node import NodeMetadata
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
+from gossamer.model import HTTPRoute
 from gossamer.model.authorizationpolicy import Action
 from gossamer.model.policy import MESH_ROOT_NAMESPACE, gateway_target
 from gossamer.model.resiliencepolicy import ResiliencePolicy
@@ -268,6 +269,15 @@ def _retries(out: LoggedRequest, inbound: Sequence[LoggedRequest],
                     ("the failing answers came from the callee: see its hops below",))
 
 
+def _followed(index: MeshIndex, svc: SvcKey, caller_ns: str) -> list[HTTPRoute]:
+    """The Service's HTTPRoutes a caller in `caller_ns` follows: its namespace's
+    consumer routes when it has some, else the producer routes (translate/consumer.py
+    decides per port; the Service's ports are not told apart here)."""
+    attached = index.routes_by_parent.get(svc, ())
+    mine = [r for r in attached if r.metadata.namespace == caller_ns != svc[0]]
+    return mine or [r for r in attached if r.metadata.namespace == svc[0]]
+
+
 def _no_route(out: LoggedRequest, index: MeshIndex) -> _Finding:
     svc = addressed_service(out, index)
     where = f"the caller's sidecar ({out.reporter.workload})"
@@ -275,7 +285,7 @@ def _no_route(out: LoggedRequest, index: MeshIndex) -> _Finding:
         return _Finding(where, f"no Service answers to host {out.authority!r}: the mesh "
                                "knows no such service in the caller's namespace",
                         None, ("use the Service's name (or NAME.NAMESPACE) as the host",))
-    routes = list(index.routes_by_parent.get(svc, ()))
+    routes = _followed(index, svc, out.reporter.namespace)
     names = ", ".join(f"{r.metadata.namespace}/{r.metadata.name}" for r in routes)
     return _Finding(where, f"no rule of the routes attached to {_svc_text(svc)} "
                            f"({names or 'none'}) matches {out.method} {out.path}, so the "

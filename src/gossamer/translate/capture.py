@@ -109,8 +109,7 @@ class MeshView(Structural):
     @property
     def external(self) -> ExternalConfig: ...
 
-    @property
-    def upstream_routes(self) -> Mapping[PortKey, XdsResource]: ...
+    def port_route_config(self, pkey: PortKey, namespace: str) -> XdsResource: ...
 
 
 @dataclass(frozen=True)
@@ -167,10 +166,10 @@ def _tcp_chain(index: MeshIndex, key: SvcKey, port: int,
 
 
 def port_routes(mesh: MeshView, pkey: PortKey, namespace: str) -> XdsResource:
-    """The routes of Service port `pkey` for a caller in `namespace`, under any Host:
-    the one place capture takes a port's routes from."""
-    del namespace  # producer routes only: every caller gets the port's own
-    return mesh.upstream_routes[pkey]
+    """The routes of Service port `pkey` for a caller in `namespace`, under any Host
+    (its namespace's consumer routes, else the producer routes: consumer.py): the one
+    place capture takes a port's routes from."""
+    return mesh.port_route_config(pkey, namespace)
 
 
 def _vip_chains(http_vips: tuple[tuple[str, int, str], ...],

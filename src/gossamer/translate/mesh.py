@@ -7,7 +7,7 @@ index, and the same `XdsResource` objects are shared by every proxy's snapshot
 same scope share that subset (`MeshConfig.view`).
 
 A mesh is built on the previous one (`translate_mesh(previous=)`): a Service whose
-inputs (`_service_inputs`, beside `_service_parts`, which reads them) are the same
+inputs (`service_inputs`, beside `service_parts`, which reads them) are the same
 objects keeps its parts, so a route change translates one Service, not the mesh.
 What a mesh derives lazily for its proxies lives in one `MeshMemo`, whose fields
 say how long each stays valid.
@@ -25,35 +25,34 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
-from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import MeshIndex, PortKey, SvcKey
 from gossamer.model import Service, Workload
 from gossamer.translate import names
-from gossamer.translate.clusters import outbound_clusters
+from gossamer.translate.consumer import (
+    CallerRoutes,
+    ConsumerKey,
+    has_variant,
+    port_route_config,
+)
 from gossamer.translate.endpoints import load_assignment, locality_assignment
 from gossamer.translate.external import EMPTY as NO_EXTERNALS
 from gossamer.translate.external import ExternalConfig, external_config
-from gossamer.translate.fault import with_fault
-from gossamer.translate.grpcroutes import grpc_service_routes
 from gossamer.translate.listeners import InboundSecurity
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import ratelimit_filters
-from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes, with_called_stats
+from gossamer.translate.routes import UNREACHABLE_HEADER
 from gossamer.translate.scope import Scope, SidecarIndex, egress_scope
 from gossamer.translate.security import InboundKey, inbound_security
+from gossamer.translate.serviceparts import (
+    NO_SERVICE_VHOST,
+    ServiceParts,
+    service_inputs,
+    service_parts,
+)
 from gossamer.translate.settings import MeshSettings
-from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.xds.types import CLUSTER, ENDPOINT, ROUTE, XdsResource, digest_sum
 
 EDS_PREFIX = "outbound|"
-NO_SERVICE_VHOST = {
-    "name": names.NO_SERVICE_ROUTE, "domains": ["*"],
-    "routes": [{"name": names.NO_SERVICE_ROUTE, "match": {"prefix": "/"}, "directResponse": {
-        "status": 404,
-        "body": {"inlineString": "gossamer: no mesh service matches this request's host\n"},
-    }}],
-}
-
 _NO_SERVICE = build(VirtualHost, NO_SERVICE_VHOST)
 
 
@@ -69,23 +68,6 @@ class ScopedView:
     eds_missing: tuple[str, ...]
     # The clusters the scope's HTTP routes send to (for the consistency check).
     route_refs: frozenset[str] = frozenset()
-
-
-def cluster_refs(node: object, out: set[str]) -> set[str]:
-    """Every cluster an Envoy route (or route list) sends or mirrors to."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "cluster" and isinstance(value, str):
-                out.add(value)
-            elif key == "weightedClusters" and isinstance(value, dict):
-                out.update(c["name"] for c in value.get("clusters", ()))
-            else:
-                cluster_refs(value, out)
-    elif isinstance(node, list):
-        for item in node:
-            cluster_refs(item, out)
-    return out
-
 
 
 @dataclass
@@ -115,7 +97,7 @@ class MeshMemo:
     outbound_routes: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
     outbound_prior: dict[tuple[object, ...], XdsResource] = field(default_factory=dict)
     outbound_here: dict[tuple[str, Scope], XdsResource] = field(default_factory=dict)
-    vhosts: dict[tuple[PortKey, bool], VirtualHost] = field(default_factory=dict)
+    vhosts: dict[tuple[PortKey, bool, str | None], VirtualHost] = field(default_factory=dict)
     # The inbound filters of each replica set and the JWKS clusters they need.
     inbound: dict[InboundKey, tuple[InboundSecurity, tuple[XdsResource, ...]]] = field(
         default_factory=dict)
@@ -154,6 +136,8 @@ class MeshConfig:
     protocols: dict[PortKey, Protocol]
     # Route configs of per-upstream listeners.
     upstream_routes: dict[PortKey, XdsResource] = field(default_factory=dict)
+    # The ports' routes for callers in namespaces with consumer routes (translate/consumer.py).
+    consumer_routes: dict[ConsumerKey, CallerRoutes] = field(default_factory=dict)
     settings: MeshSettings = field(default_factory=MeshSettings)
     # Clusters whose Service prefers the caller's locality: the failover labels.
     locality: dict[str, tuple[SvcKey, tuple[str, ...]]] = field(default_factory=dict)
@@ -210,8 +194,8 @@ class MeshConfig:
         if here is not None:
             return here
         pkeys = self.outbound_pkeys(scope)
-        slot = (namespace, scope, tuple(self.upstream_routes[p].version for p in pkeys),
-                self.external.key)
+        slot = (namespace, scope, tuple(self.port_route_config(p, namespace).version
+                                        for p in pkeys), self.external.key)
         if slot not in memo.outbound_routes:
             memo.outbound_routes[slot] = memo.outbound_prior.get(slot) or \
                 self._outbound_route_config(namespace, pkeys)
@@ -236,13 +220,21 @@ class MeshConfig:
         config.validate_clusters.SetInParent()  # present and false, as in the JSON form
         vhosts = self.memo.vhosts
         for pkey in pkeys:
-            slot = (pkey, pkey[0] == namespace)
+            # A consumer namespace's own routes (consumer.py) are its own.
+            slot = (pkey, pkey[0] == namespace,
+                    namespace if has_variant(self, pkey, namespace) else None)
             if slot not in vhosts:
-                vhosts[slot] = virtual_host(self, pkey, pkey[0] == namespace)
+                vhosts[slot] = virtual_host(self, pkey, namespace)
             config.virtual_hosts.append(vhosts[slot])
         config.virtual_hosts.extend(self.external.vhosts)
         config.virtual_hosts.append(_NO_SERVICE)
         return _res(ROUTE, names.OUTBOUND_ROUTES, config)
+
+    def port_route_config(self, pkey: PortKey, namespace: str) -> XdsResource:
+        """An HTTP Service port's routes for a caller in `namespace` (consumer.py)."""
+        config = port_route_config(self, pkey, namespace)
+        assert config is not None, pkey
+        return config
 
     @property
     def capture_memo(self) -> dict[object, object]:
@@ -330,7 +322,6 @@ def _default_port(service: Service) -> int:
     return 80 if 80 in ports else ports[0]
 
 
-
 def outbound_domains(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> list[str]:
     """The host names a caller (in the namespace or not: `same_ns`) uses for a port."""
     ns, name, port = pkey
@@ -339,114 +330,20 @@ def outbound_domains(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> list[str
                                  default_port=port == _default_port(svc))
 
 
-def virtual_host(mesh: MeshConfig, pkey: PortKey, same_ns: bool,
-                  domains: list[str] | None = None) -> VirtualHost:
-    """The port's routes under the names a caller uses. The routes are those of the
-    port's upstream route config, already built (and canonicalized) from the same
-    `port_routes`: parsing them back from its bytes costs a thirtieth of building
-    them again, which after a restart (an empty build memo) was a tenth of the
-    control plane's CPU while the proxies reconnected."""
+def virtual_host(mesh: MeshConfig, pkey: PortKey, namespace: str,
+                 domains: list[str] | None = None) -> VirtualHost:
+    """The port's routes for a caller in `namespace`, under the names it uses. The
+    routes are those of the port's upstream route config for that caller, already
+    built (and canonicalized): parsing them back from its bytes costs a thirtieth of
+    building them again, which after a restart (an empty build memo) was a tenth of
+    the control plane's CPU while the proxies reconnected."""
     ns, name, port = pkey
     if domains is None:
-        domains = outbound_domains(mesh, pkey, same_ns)
-    upstream = RouteConfiguration.FromString(mesh.upstream_routes[pkey].payload)
+        domains = outbound_domains(mesh, pkey, ns == namespace)
+    upstream = RouteConfiguration.FromString(mesh.port_route_config(pkey, namespace).payload)
     vhost = VirtualHost(name=f"{name}.{ns}:{port}", domains=domains)
     vhost.routes.extend(upstream.virtual_hosts[0].routes)
     return vhost
-
-
-
-def upstream_route_config(name: str, routes: list[dict[str, Any]] | None) -> XdsResource:
-    """The route config of an upstream listener: `routes` under any host; None: the
-    catch-all 404 of a Service that does not exist."""
-    vhost = NO_SERVICE_VHOST if routes is None else {
-        "name": name, "domains": ["*"], "routes": routes}
-    config = build(RouteConfiguration, {"name": name, "virtualHosts": [vhost],
-                                        "validateClusters": False,
-                                        "responseHeadersToRemove": [UNREACHABLE_HEADER]})
-    return _res(ROUTE, name, config)
-
-
-
-def _identities(index: MeshIndex, key: SvcKey, settings: MeshSettings) -> list[str] | None:
-    """SPIFFE IDs a caller accepts from the service's workloads; None: plaintext."""
-    if not settings.mtls:
-        return None
-    return [str(SpiffeId(settings.trust_domain, key[0], account))
-            for account in index.service_accounts(*key)]
-
-
-
-@dataclass(frozen=True)
-class ServiceParts:
-    """One Service's share of the mesh config, and the inputs it was made from."""
-
-    inputs: tuple[object, ...]
-    clusters: dict[str, XdsResource]
-    locality: dict[str, tuple[str, ...]]  # cluster -> failover labels
-    port_routes: dict[PortKey, list[dict[str, Any]]]
-    protocols: dict[PortKey, Protocol]
-    port_refs: dict[PortKey, frozenset[str]]
-    upstream_routes: dict[PortKey, XdsResource]
-
-    @property
-    def route_refs(self) -> frozenset[str]:
-        """The clusters this Service's HTTP routes send to."""
-        return frozenset(c for pkey in self.port_routes for c in self.port_refs[pkey])
-
-    @property
-    def needed(self) -> frozenset[str]:
-        """What a caller of this Service needs: its clusters, and those its routes
-        (HTTP or TCP) send to."""
-        return frozenset({*self.clusters, *(c for r in self.port_refs.values() for c in r)})
-
-
-
-def _service_inputs(index: MeshIndex, key: SvcKey, svc: Service, services: tuple[object, ...],
-                    policies: tuple[object, ...]) -> tuple[object, ...]:
-    """What `_service_parts` reads. Coarse on purpose: any Service or policy change
-    anywhere (`services`, `policies`) translates every Service again; a route change
-    translates only the Services it attaches to."""
-    return (svc, index.accounts.get(key), index.routes_by_parent.get(key, ()),
-            index.grpc_routes_by_parent.get(key, ()),
-            tuple(index.tcp_routes.get((key[0], key[1], p.port)) for p in svc.spec.ports),
-            services, policies)
-
-
-
-def _service_parts(index: MeshIndex, key: SvcKey, svc: Service, settings: MeshSettings,
-                   inputs: tuple[object, ...]) -> ServiceParts:
-    policy = index.resilience.get(key)
-    lb = policy.spec.load_balancer if policy is not None else None
-    clusters: dict[str, XdsResource] = {}
-    locality: dict[str, tuple[str, ...]] = {}
-    for cname, cluster in outbound_clusters(svc, _identities(index, key, settings),
-                                            policy).items():
-        clusters[cname] = _res(CLUSTER, cname, cluster)
-        if lb is not None and lb.locality is not None:
-            locality[cname] = tuple(lb.locality.failover_priority)
-    attached = index.routes_by_parent.get(key, ())
-    port_routes: dict[PortKey, list[dict[str, Any]]] = {}
-    protocols: dict[PortKey, Protocol] = {}
-    port_refs: dict[PortKey, frozenset[str]] = {}
-    for port in svc.spec.ports:
-        pkey = (key[0], key[1], port.port)
-        protocols[pkey] = port.protocol
-        if port.protocol.is_http:
-            grpc = grpc_service_routes(svc, port.port, index.grpc_routes_by_parent.get(
-                key, ()), index.services, index.resilience) if port.protocol.is_h2 else []
-            routes = with_fault(service_routes(svc, port.port, attached, index.services,
-                                               index.resilience, grpc), index.faults.get(key))
-            routes = with_called_stats(routes, names.outbound_cluster(*pkey))
-            port_routes[pkey] = routes
-            port_refs[pkey] = frozenset(cluster_refs(routes, set()))
-        elif (troute := index.tcp_routes.get(pkey)) is not None:
-            port_refs[pkey] = frozenset(c for c, _ in tcp_route_clusters(troute, index.services))
-    upstream = {pkey: upstream_route_config(names.upstream_listener(*pkey), routes)
-                for pkey, routes in port_routes.items()}
-    return ServiceParts(inputs, clusters, locality, port_routes, protocols, port_refs,
-                         upstream)
-
 
 
 def _policy_inputs(index: MeshIndex, settings: MeshSettings) -> tuple[object, ...]:
@@ -454,7 +351,6 @@ def _policy_inputs(index: MeshIndex, settings: MeshSettings) -> tuple[object, ..
             *index.request_authentications, *index.resilience.values(),
             *index.rate_limits.values(), *index.faults.values(), *index.telemetries,
             *index.gateway_rate_limits.values(), *index.gateway_faults.values())
-
 
 
 def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
@@ -480,10 +376,10 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
                       policy_inputs=policies, services_epoch=services, memo=memo,
                       external=_external(index, previous))
     for key, svc in sorted(index.services.items()):
-        inputs = _service_inputs(index, key, svc, services, policies)
+        inputs = service_inputs(index, key, svc, services, policies)
         parts = previous.parts.get(key) if previous is not None else None
         if parts is None or parts.inputs != inputs:
-            parts = _service_parts(index, key, svc, settings, inputs)
+            parts = service_parts(index, key, svc, settings, inputs)
             mesh.changed_services.add(key)
         mesh.parts[key] = parts
         eps = index.endpoints.get(key, ())
@@ -500,6 +396,7 @@ def translate_mesh(index: MeshIndex, settings: MeshSettings | None = None,
         mesh.protocols.update(parts.protocols)
         mesh.port_refs.update(parts.port_refs)
         mesh.upstream_routes.update(parts.upstream_routes)
+        mesh.consumer_routes.update(parts.consumers)
     mesh.seal()
     return mesh
 

@@ -21,12 +21,14 @@ from gossamer.contract.protocol import Protocol
 from gossamer.translate import names
 from gossamer.translate.capture import capture_routes
 from gossamer.translate.consistency import check_consistency
+from gossamer.translate.consumer import port_route_config, port_route_refs
 from gossamer.translate.external import via_cluster_resource
 from gossamer.translate.gateway import gateway_inputs, translate_gateway
 from gossamer.translate.listeners import inbound_route_config
-from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView, upstream_route_config
+from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
+from gossamer.translate.serviceparts import upstream_route_config
 from gossamer.translate.vhds import VHDS_OUTBOUND, outbound_vhosts
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST, Snapshot, XdsResource
 
@@ -107,10 +109,10 @@ def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object
     protocols and TCPRoutes, and capture's routes by content, `capture_inputs`): the
     route configs' contents and where they send."""
     upstreams = tuple(
-        (mesh.port_refs.get(pkey), route.version if route is not None else None)
+        (port_route_refs(mesh, pkey, proxy.namespace), route.version if route else None)
         for up in proxy.upstreams
         for pkey in [(up.namespace, up.service, up.port)]
-        for route in [mesh.upstream_routes.get(pkey)])
+        for route in [port_route_config(mesh, pkey, proxy.namespace)])
     outbound: object = None
     if proxy.outbound_port and by_vhds(proxy, scope):
         # Not the virtual hosts themselves: `with_endpoints` gives a later mesh's in
@@ -155,13 +157,14 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
         pkey = (up.namespace, up.service, up.port)
-        out.cluster_refs.update(mesh.port_refs.get(pkey, ()))
+        out.cluster_refs.update(port_route_refs(mesh, pkey, proxy.namespace) or ())
         if mesh.protocols.get(pkey) is Protocol.TCP:
             if pkey not in mesh.index.tcp_routes:
                 out.cluster_refs.add(names.outbound_cluster(*pkey))
             continue
         lname = names.upstream_listener(*pkey)
-        route = mesh.upstream_routes.get(pkey) or upstream_route_config(lname, None)
+        route = port_route_config(mesh, pkey, proxy.namespace) or \
+            upstream_route_config(lname, None)
         out.configs[route.name] = route
         out.rds_refs.append(route.name)
     if proxy.capture is not None:

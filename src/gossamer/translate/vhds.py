@@ -28,15 +28,11 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from gossamer.index import PortKey
 from gossamer.translate import names
-from gossamer.translate.mesh import (
-    NO_SERVICE_VHOST,
-    MeshConfig,
-    outbound_domains,
-    virtual_host,
-)
+from gossamer.translate.mesh import MeshConfig, outbound_domains, virtual_host
 from gossamer.translate.protos import build
 from gossamer.translate.routes import UNREACHABLE_HEADER
 from gossamer.translate.scope import Scope
+from gossamer.translate.serviceparts import NO_SERVICE_VHOST
 from gossamer.xds.types import ROUTE, VHOST, XdsResource, digest_sum, version_of_sum
 
 
@@ -86,8 +82,7 @@ def outbound_vhosts(mesh: MeshConfig, namespace: str, scope: Scope) -> VhostSet:
     found = here.get(slot)
     if isinstance(found, VhostSet):
         return found
-    resources = [_port_vhost(mesh, pkey, pkey[0] == namespace)
-                 for pkey in mesh.outbound_pkeys(scope)]
+    resources = [_port_vhost(mesh, pkey, namespace) for pkey in mesh.outbound_pkeys(scope)]
     resources.extend(_externals(mesh))
     resources.append(_NO_SERVICE)
     by_name = MappingProxyType({r.name: r for r in resources})
@@ -96,13 +91,15 @@ def outbound_vhosts(mesh: MeshConfig, namespace: str, scope: Scope) -> VhostSet:
     return found
 
 
-def _port_vhost(mesh: MeshConfig, pkey: PortKey, same_ns: bool) -> XdsResource:
+def _port_vhost(mesh: MeshConfig, pkey: PortKey, namespace: str) -> XdsResource:
+    """The port's virtual host for callers in `namespace`: by the names they use and
+    the routes they follow (a consumer route's namespace has its own)."""
     here, prior = mesh.vhds_memo
-    domains = outbound_domains(mesh, pkey, same_ns)
-    slot = ("vhost", pkey, tuple(domains), mesh.upstream_routes[pkey].version)
+    domains = outbound_domains(mesh, pkey, pkey[0] == namespace)
+    slot = ("vhost", pkey, tuple(domains), mesh.port_route_config(pkey, namespace).version)
     found = here.get(slot) or prior.get(slot)
     if not isinstance(found, XdsResource):
-        found = _resource(virtual_host(mesh, pkey, same_ns, domains))
+        found = _resource(virtual_host(mesh, pkey, namespace, domains))
     here[slot] = found
     return found
 

@@ -16,11 +16,12 @@ from gossamer.model import parse_document
 from gossamer.store.base import EventType
 from gossamer.store.memory import MemoryStore
 from gossamer.translate import translate_mesh, translate_proxy
-from gossamer.xds.types import ENDPOINT, ROUTE, Snapshot
+from gossamer.xds.types import ENDPOINT, ROUTE, VHOST, Snapshot
 from tests.unit.translate.test_incremental import (
     SERVICES,
     _random_change,
     _route,
+    consumers,
     proxy,
     service,
     sidecar,
@@ -37,8 +38,7 @@ async def _reconciler() -> tuple[Reconciler, MemoryStore, dict[str, Snapshot]]:
     published: dict[str, Snapshot] = {}
     rec = Reconciler(store, lambda node, snap: published.__setitem__(node, snap))
     await rec._relist()
-    for j in range(2 * SERVICES):
-        p = proxy(j)
+    for p in [*(proxy(j) for j in range(2 * SERVICES)), *consumers()]:
         rec.proxies[p.node_id] = p
         rec._push(p.node_id, p)
     published.clear()
@@ -71,13 +71,16 @@ async def test_a_route_change_translates_only_the_proxies_that_call_the_service(
     before = {n: c.snapshot for n, c in rec._published.items()}
     reused, untouched = rec.reused, rec.untouched
     await _change(rec, store, _route(4, 5, 50))  # s4: in few odd proxies' scopes
-    changed = {n for n, s in published.items() if s.version(ROUTE) != before[n].version(ROUTE)}
+    changed = {n for n, s in published.items()  # by VHDS, a virtual host changes
+               if (s.version(ROUTE), s.version(VHOST))
+               != (before[n].version(ROUTE), before[n].version(VHOST))}
     calls_s4 = {n for n, c in rec._published.items()
                 if c.scope is None or ("default", "s4") in c.scope}
     assert changed == calls_s4
     # The other scoped proxies are skipped without a look at their inputs.
     assert rec.untouched - untouched == len(rec.proxies) - len(calls_s4) > 0
-    assert rec.reused == reused
+    # Only a VHDS proxy keeps its config (with the new virtual hosts, `with_endpoints`).
+    assert rec.reused - reused == sum(1 for p in rec.proxies.values() if p.vhds) > 0
     for node, snap in published.items():
         full = translate_proxy(translate_mesh(rec.index), rec.proxies[node]).snapshot
         assert dict(snap.versions) == dict(full.versions)

@@ -221,6 +221,28 @@ def test_causes_in_plain_words(hops: list[LoggedRequest], docs: list[dict[str, A
     assert exp.summary
 
 
+def _echo_route(name: str, namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"parentRefs": [{"name": "echo", "namespace": "default"}], "rules": [
+                {"matches": [{"path": {"type": "Exact", "value": "/only"}}],
+                 "backendRefs": [{"name": "echo", "namespace": "default", "port": 80}]}]}}
+
+
+@pytest.mark.parametrize(("caller", "listed"), [
+    (CLIENT, "(default/producer)"),
+    (Reporter("client-0.other", "other", "client", "client-0"), "(other/consumer)"),
+    (Reporter("client-0.third", "third", "client", "client-0"), "(default/producer)"),
+])
+def test_no_route_names_the_routes_the_caller_follows(caller: Reporter, listed: str) -> None:
+    # A consumer route in `other` is followed by `other`'s callers only (GAMMA).
+    index = _index(_echo_route("producer", "default"), _echo_route("consumer", "other"))
+    hop = entry(caller, status=404, flags=("no_route_found",), cluster="", route="",
+                authority="echo.default")
+    cause = explain([hop], index).cause
+    assert f"no rule of the routes attached to echo.default {listed} matches" in cause, cause
+
+
 @pytest.mark.parametrize(("docs", "policy"), [
     ([_doc("Mesh", "default", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})],
      "Mesh gossamer-system/default"),

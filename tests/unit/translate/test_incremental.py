@@ -54,13 +54,20 @@ def parse(docs: list[dict[str, Any]]) -> list[Resource]:
     return [parse_document(d).with_revision(k + 1) for k, d in enumerate(docs)]
 
 
-def proxy(j: int) -> NodeMetadata:
+def proxy(j: int, namespace: str = "default", vhds: bool = False) -> NodeMetadata:
     i = j % SERVICES
-    return NodeMetadata.from_metadata(f"s{i}-{j}.default", {
-        "service": f"s{i}", "workload": f"s{i}-{j}", "inbound_port": 30000 + j,
-        "app_port": 10000 + j, "outbound_port": 15001,
-        "labels": {"app": f"s{i}", "zone": "z1" if j % 2 else "z2"},
-        "upstreams": [{"service": f"s{(i + 1) % SERVICES}", "port": 80, "local_port": 16001}]})
+    return NodeMetadata.from_metadata(f"s{i}-{j}.{namespace}", {
+        "service": f"s{i}", "namespace": namespace, "workload": f"s{i}-{j}",
+        "inbound_port": 30000 + j, "app_port": 10000 + j, "outbound_port": 15001,
+        "labels": {"app": f"s{i}", "zone": "z1" if j % 2 else "z2"}, "vhds": vhds,
+        "upstreams": [{"service": f"s{(i + 1) % SERVICES}", "namespace": "default",
+                       "port": 80, "local_port": 16001}]})
+
+
+def consumers() -> list[NodeMetadata]:
+    """Callers in namespace `other`, where `_random_change` puts consumer routes (one
+    takes its virtual hosts over VHDS)."""
+    return [proxy(0, "other"), proxy(1, "other", vhds=True), proxy(3, "other")]
 
 
 def contents(snap: Snapshot) -> dict[str, dict[str, str]]:
@@ -168,6 +175,16 @@ def _route(i: int, to: int, weight: int) -> dict[str, Any]:
                          {"name": f"s{to}", "port": 80, "weight": 100 - weight}]}]}}
 
 
+def _consumer_route(i: int, to: int) -> dict[str, Any]:
+    """A consumer route: in namespace `other`, for `other`'s callers of s{i} only."""
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": f"c{i}", "namespace": "other"},
+            "spec": {"parentRefs": [{"kind": "Service", "name": f"s{i}",
+                                     "namespace": "default", "port": 80}],
+                     "rules": [{"backendRefs": [
+                         {"name": f"s{to}", "namespace": "default", "port": 80}]}]}}
+
+
 def _policy(kind: str, i: int, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": kind,
             "metadata": {"name": f"{kind.lower()}-{i}", "namespace": "default"},
@@ -175,13 +192,16 @@ def _policy(kind: str, i: int, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _random_change(rng: random.Random, docs: dict[str, dict[str, Any]]) -> None:
-    """One change of the kind users make: a route, a policy, a Sidecar, a Service's
-    port protocol, a workload's labels, health or account, or a resource deleted."""
+    """One change of the kind users make: a route (a consumer route too), a policy, a
+    Sidecar, a Service's port protocol, a workload's labels, health or account, or a
+    resource deleted."""
     i, to = rng.randrange(SERVICES), rng.randrange(SERVICES)
-    kind = rng.choice(["route", "route", "timeout", "authz", "sidecar", "protocol",
-                       "labels", "health", "account", "delete"])
+    kind = rng.choice(["route", "route", "consumer", "timeout", "authz", "sidecar",
+                       "protocol", "labels", "health", "account", "delete"])
     if kind == "route":
         docs[f"route{i}"] = _route(i, to, rng.choice([0, 30, 70, 100]))
+    elif kind == "consumer":
+        docs[f"routec{i}"] = _consumer_route(i, to)
     elif kind == "timeout":
         docs[f"timeout{i}"] = _policy("ResiliencePolicy", i, {
             "timeouts": {"request": f"{rng.randint(1, 9)}s"}})
@@ -234,14 +254,15 @@ def test_unchanged_inputs_mean_an_unchanged_config() -> None:
             del objects[name]
         return build_index([r for _, r in objects.values()], revision)
 
-    proxies = [proxy(j) for j in range(2 * SERVICES)]
+    proxies = [*(proxy(j) for j in range(2 * SERVICES)), *consumers()]
     mesh = translate_mesh(index_now(1))
     configs = {p.node_id: translate_proxy(mesh, p) for p in proxies}
-    reused = 0
+    reused = consumed = 0
     for step in range(60):
         _random_change(rng, docs)
         index = index_now(step + 2)
         fresh, mesh = translate_mesh(index), translate_mesh(index, previous=mesh)
+        consumed += bool(mesh.consumer_routes)
         for p in proxies:
             # The mesh built on the previous one's unchanged Services is the same mesh.
             full = translate_proxy(fresh, p)
@@ -254,6 +275,7 @@ def test_unchanged_inputs_mean_an_unchanged_config() -> None:
                 assert dict(kept.snapshot.versions) == dict(full.snapshot.versions)
             configs[p.node_id] = full
     assert reused > 100  # the shortcut is taken, not only checked
+    assert consumed > 10  # with consumer routes in the mesh, too
 
 
 def test_a_route_change_out_of_scope_keeps_the_proxy_inputs() -> None:

@@ -31,9 +31,10 @@ from gossamer.translate.gateway.listeners import (
 )
 from gossamer.translate.gateway.routes import port_route_config, route_config_name
 from gossamer.translate.jwt import jwks_cluster, jwks_uris, jwt_filter
-from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, cluster_refs
+from gossamer.translate.mesh import EDS_PREFIX, MeshConfig
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import policy_filters
+from gossamer.translate.serviceparts import cluster_refs
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.translate.telemetry import proxy_access_log
 from gossamer.translate.tracing import proxy_tracing
