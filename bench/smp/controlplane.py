@@ -2,7 +2,8 @@
 sidecars x S services), the propagation of a route change, of an endpoint change
 and under churn as SMP results (latencies in ms by percentile: 50/90/99 % of the
 subscribed proxies, and the last one as `max`), the control plane's peak RSS and
-CPU in the scenario's ServiceMeshConfig."""
+CPU in the scenario's ServiceMeshConfig, and the control plane's memory per connected
+proxy ((RSS at N - RSS at 0) / N, KiB) as a label of the `sync` result."""
 
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ def controlplane_document(res: dict[str, Any], machine: dict[str, Any] | None = 
                                      "resync_after_restart_s": row.get("resync_s"),
                                      "control_plane_cpu_s": row.get("cp_cpu_s"),
                                      "control_plane_peak_rss_mib": row.get("cp_peak_rss_mib"),
+                                     "control_plane_rss_0_proxies_mib": row.get("rss_0_mib"),
+                                     "control_plane_rss_n_proxies_mib": row.get("rss_n_mib"),
+                                     "control_plane_kib_per_proxy": row.get("kib_per_proxy"),
                                      "loadgen_lag_max_ms": row.get("lag_max_ms"),
                                      "error": row.get("error")}))
     env = environment(machine or this_machine(), [("loadgen.py", 1)])

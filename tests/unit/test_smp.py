@@ -150,7 +150,8 @@ def test_controlplane_results(smp: ModuleType) -> None:
            "ep_p100_ms": 25.0, "ep_bytes_per_proxy": 300.0, "ep_affected": 10,
            "ep_unaffected_bytes": 0, "cp_cpu_s": 100.0, "cp_peak_rss_mib": 250.0,
            "churn_p50_ms": 30.0, "churn_p99_ms": 90.0, "churn_cpu_share": 0.5,
-           "initial_sync_s": 7.0, "resync_s": 2.0, "lag_max_ms": 10.0}
+           "initial_sync_s": 7.0, "resync_s": 2.0, "lag_max_ms": 10.0, "rss_0_mib": 150.0,
+           "rss_n_mib": 250.0, "kib_per_proxy": 102.4}
     doc = controlplane_document({"started": "20261206-120000", "runs": 3, "summary": [row],
                                  "scenarios": []}, MACHINE)
     check(doc, smp)
@@ -158,6 +159,8 @@ def test_controlplane_results(smp: ModuleType) -> None:
     assert route["latencies_ms"] == {"p50": 30.0, "p90": 40.0, "p99": 60.0, "max": 70.0}
     cp = doc["service_mesh_configs"][0]["mesh_control_plane"]
     assert (cp["sidecars"], cp["services"], cp["mem_mb"]) == (1000, 1000, 262)
+    sync = next(r for r in doc["performance_test_results"] if r["id"] == "1000x1000-sync")
+    assert sync["labels"]["control_plane_kib_per_proxy"] == "102.4"
 
 
 def _kept_results() -> list[tuple[Path, dict[str, Any]]]:
