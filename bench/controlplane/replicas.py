@@ -35,6 +35,7 @@ import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
 from bench.controlplane.run import Bench, kib_per_proxy, spread
+from bench.smp.controlplane import replicas_document
 from tests.postgres_server import PostgresServer
 
 
@@ -178,7 +179,8 @@ async def store_delivery(url: str, writes: int = 200) -> dict[str, Any]:
 
 
 async def main_async(n: int, s: int, runs: int, scoped: bool = False) -> dict[str, Any]:
-    results = {"sqlite-1": await setup(n, s, runs, None, 1, scoped)}
+    results: dict[str, Any] = {"started": time.time()}
+    results["sqlite-1"] = await setup(n, s, runs, None, 1, scoped)
     server = PostgresServer()
     try:
         url = server.url(server.create_database())
@@ -195,6 +197,7 @@ async def main_async(n: int, s: int, runs: int, scoped: bool = False) -> dict[st
     gaps = [r["replica-1"]["p99"] - r["replica-0"]["p99"] for r in results["postgres-2"]["runs"]
             if r["replica-1"].get("p99") is not None and r["replica-0"].get("p99") is not None]
     results["replica_gap_p99_ms_median"] = round(statistics.median(gaps), 1) if gaps else None
+    results["ended"] = time.time()
     return results
 
 
@@ -212,6 +215,8 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+        smp = args.out.with_name(args.out.stem + ".smp.json")  # the same, as SMP (bench/smp)
+        smp.write_text(json.dumps(replicas_document(results), indent=1) + "\n")
 
 
 if __name__ == "__main__":
