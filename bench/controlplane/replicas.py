@@ -1,7 +1,7 @@
 """Propagation with two control-plane replicas on PostgreSQL against one on SQLite.
 
     cd <repo> && PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.replicas \\
-        [--n 1000] [--s 100] [--runs 5] [--out FILE]
+        [--n 1000] [--s 100] [--runs 5] [--scoped] [--out FILE]
 
 Needs root and Debian's PostgreSQL 15 (the tests' throwaway server, tests/postgres_server.py).
 In one invocation it runs the same mesh (N simulated sidecars, S services; mesh.py) twice:
@@ -14,8 +14,10 @@ the arrival of the changed route configs (as run.py's route change). Percentiles
 over the sidecars, overall and per replica; the figure per replica is the median over
 --runs runs. The second replica learns of the apply through the store (NOTIFY, then its
 watch), so its p99 minus the first replica's is what a second replica adds. Each
-replica's CPU seconds and peak RSS are read from /proc. `store_delivery_ms` isolates the
-store's own share: from a put on one PostgresStore to the event at a watcher of another.
+replica's CPU seconds and peak RSS are read from /proc, and its memory per connected
+sidecar: (RSS once its sidecars synced - RSS before they connected) / its sidecars, KiB.
+`store_delivery_ms` isolates the store's own share: from a put on one PostgresStore
+to the event at a watcher of another.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Any
 import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
-from bench.controlplane.run import Bench, spread
+from bench.controlplane.run import Bench, kib_per_proxy, spread
+from bench.smp.controlplane import replicas_document
 from tests.postgres_server import PostgresServer
 
 
@@ -40,8 +43,8 @@ class ReplicaBench(Bench):
     """run.py's Bench with `replicas` control planes on `store` (None: SQLite, one)."""
 
     def __init__(self, layout: mesh.Layout, workdir: Path, store: str | None,
-                 replicas: int) -> None:
-        super().__init__(layout, workdir, replicas)
+                 replicas: int, scoped: bool = False) -> None:
+        super().__init__(layout, workdir, replicas, scoped)
         extra = ["--store", store] if store else []
         self.cps = [ControlPlaneProcess(workdir / f"state-{r}", extra=extra)
                     for r in range(replicas)]
@@ -72,8 +75,14 @@ class ReplicaBench(Bench):
             gdir.mkdir(exist_ok=True)
             gens.append(LoadGenProcess(pfile, f"127.0.0.1:{cp.xds_port}", ca_file, gdir))
         self.gens = LoadGens(gens)
+        before = [cp.usage()["rss_mib"] for cp in self.cps]
         await asyncio.gather(*(g.start() for g in gens))
         await self._wait(lambda s: s["synced"] >= lay.n, timeout, "initial sync")
+        after = [cp.usage()["rss_mib"] for cp in self.cps]
+        # Each replica streams to its own share of the sidecars (j mod R).
+        self.results["kib_per_proxy"] = [
+            kib_per_proxy(b, a, len(range(r, lay.n, len(self.cps))))
+            for r, (b, a) in enumerate(zip(before, after, strict=True))]
 
     async def propagation(self, run: int) -> dict[str, Any]:
         """An HTTPRoute applied on the first replica; arrivals per sidecar, by replica."""
@@ -82,9 +91,10 @@ class ReplicaBench(Bench):
         i = (run * 37 + 5) % lay.s
         await self.gens.record(True)
         await asyncio.sleep(0.2)
+        only = [lay.callers_of(i)] if self.scoped else []
         t0 = time.monotonic()
         await self._call("POST", "/api/v1/apply", mesh.route_doc(i, lay.s, 60 + run))
-        arrivals = await self._settle([[type_url, name, t0]
+        arrivals = await self._settle([[type_url, name, t0, *only]
                                        for type_url, name in mesh.route_names(i, lay.vhds)])
         await self.gens.record(False)
         first: dict[int, float | None] = {}
@@ -109,11 +119,11 @@ def _median(runs: list[dict[str, Any]], part: str, key: str) -> float | None:
 
 
 async def setup(n: int, s: int, runs: int, store: str | None,
-                replicas: int) -> dict[str, Any]:
+                replicas: int, scoped: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-ha-") as tmp:
-        bench = ReplicaBench(mesh.Layout(n, s), Path(tmp), store, replicas)
+        bench = ReplicaBench(mesh.Layout(n, s), Path(tmp), store, replicas, scoped)
         out: dict[str, Any] = {"replicas": replicas, "store": "postgresql" if store
-                               else "sqlite", "n": n, "s": s, "runs": []}
+                               else "sqlite", "n": n, "s": s, "scoped": scoped, "runs": []}
         try:
             await bench.start_control_plane()
             await bench.populate()
@@ -126,6 +136,7 @@ async def setup(n: int, s: int, runs: int, store: str | None,
                                     for q in ("p50", "p90", "p99", "p100")} for part in parts}
             out["usage"] = [{k: round(v, 2) for k, v in cp.usage().items()}
                             for cp in bench.cps]
+            out["kib_per_proxy"] = bench.results.get("kib_per_proxy")
         finally:
             await bench.close()
     return out
@@ -167,12 +178,13 @@ async def store_delivery(url: str, writes: int = 200) -> dict[str, Any]:
                                  for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}}
 
 
-async def main_async(n: int, s: int, runs: int) -> dict[str, Any]:
-    results = {"sqlite-1": await setup(n, s, runs, None, 1)}
+async def main_async(n: int, s: int, runs: int, scoped: bool = False) -> dict[str, Any]:
+    results: dict[str, Any] = {"started": time.time()}
+    results["sqlite-1"] = await setup(n, s, runs, None, 1, scoped)
     server = PostgresServer()
     try:
         url = server.url(server.create_database())
-        results["postgres-2"] = await setup(n, s, runs, url, 2)
+        results["postgres-2"] = await setup(n, s, runs, url, 2, scoped)
         results["store_delivery_ms"] = await store_delivery(server.url(server.create_database()))
     finally:
         server.destroy()
@@ -185,6 +197,7 @@ async def main_async(n: int, s: int, runs: int) -> dict[str, Any]:
     gaps = [r["replica-1"]["p99"] - r["replica-0"]["p99"] for r in results["postgres-2"]["runs"]
             if r["replica-1"].get("p99") is not None and r["replica-0"].get("p99") is not None]
     results["replica_gap_p99_ms_median"] = round(statistics.median(gaps), 1) if gaps else None
+    results["ended"] = time.time()
     return results
 
 
@@ -193,13 +206,17 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="simulated sidecars")
     p.add_argument("--s", type=int, default=100, help="services")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--scoped", action="store_true",
+                   help="a Sidecar per service scopes its proxies to their upstreams")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    results = asyncio.run(main_async(args.n, args.s, args.runs))
+    results = asyncio.run(main_async(args.n, args.s, args.runs, args.scoped))
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+        smp = args.out.with_name(args.out.stem + ".smp.json")  # the same, as SMP (bench/smp)
+        smp.write_text(json.dumps(replicas_document(results), indent=1) + "\n")
 
 
 if __name__ == "__main__":

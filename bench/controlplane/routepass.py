@@ -1,13 +1,15 @@
 """What a route change costs the reconciler's per-proxy pass, in process (no xDS).
 
-Builds the benchmark mesh (`mesh.py`: N proxies x S Services, no Sidecar), translates
-every proxy, applies the bench's HTTPRoute, then times (and with `--profile`,
+Builds the benchmark mesh (`mesh.py`: N proxies x S Services; `--scoped`: a Sidecar per
+Service, else none), translates every proxy, applies the bench's HTTPRoute, then times
+the index and mesh rebuild and (with `--profile`,
 cProfiles) what `controlplane/reconcile.py` does for each proxy: compare its inputs,
 then translate it again or keep its last config with the new endpoints and virtual
 hosts, and set its snapshot in the cache. What a route change costs beyond that in
 `run.py` is the xDS side: waking each stream, its response and its ACK.
 
     PYTHONPATH=$PWD/src:$PWD .venv/bin/python -m bench.controlplane.routepass [--no-vhds]
+        [--scoped] [--n 1000] [--s 1000]
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--s", type=int, default=1000)
     p.add_argument("--no-vhds", action="store_true")
+    p.add_argument("--scoped", action="store_true", help="a Sidecar per Service (run.py's)")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     lay = bm.Layout(args.n, args.s, vhds=not args.no_vhds)
     docs = [bm.service_doc(i) for i in range(lay.s)]
+    if args.scoped:
+        docs += [bm.sidecar_doc(i, lay.s) for i in range(lay.s)]
     docs += [lay.workload_doc(j) for j in range(lay.workloads)]
     res = [parse_document(d).with_revision(i + 1) for i, d in enumerate(docs)]
     index = build_index(res, len(res))

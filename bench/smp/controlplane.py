@@ -2,7 +2,8 @@
 sidecars x S services), the propagation of a route change, of an endpoint change
 and under churn as SMP results (latencies in ms by percentile: 50/90/99 % of the
 subscribed proxies, and the last one as `max`), the control plane's peak RSS and
-CPU in the scenario's ServiceMeshConfig."""
+CPU in the scenario's ServiceMeshConfig, and the control plane's memory per connected
+proxy ((RSS at N - RSS at 0) / N, KiB) as a label of the `sync` result."""
 
 from __future__ import annotations
 
@@ -76,7 +77,50 @@ def controlplane_document(res: dict[str, Any], machine: dict[str, Any] | None = 
                                      "resync_after_restart_s": row.get("resync_s"),
                                      "control_plane_cpu_s": row.get("cp_cpu_s"),
                                      "control_plane_peak_rss_mib": row.get("cp_peak_rss_mib"),
+                                     "control_plane_rss_0_proxies_mib": row.get("rss_0_mib"),
+                                     "control_plane_rss_n_proxies_mib": row.get("rss_n_mib"),
+                                     "control_plane_kib_per_proxy": row.get("kib_per_proxy"),
                                      "loadgen_lag_max_ms": row.get("lag_max_ms"),
                                      "error": row.get("error")}))
     env = environment(machine or this_machine(), [("loadgen.py", 1)])
+    return document(env, meshes, tests, results)
+
+
+def replicas_document(res: dict[str, Any], machine: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
+    """replicas.py's result: per setup (one control plane on SQLite, two replicas on
+    PostgreSQL) a ServiceMeshConfig with its replica count, peak RSS and CPU of the
+    largest replica, and per part (all sidecars, each replica's) the route change's
+    propagation as a result, with that replica's memory per connected sidecar."""
+    start = res.get("started") or time.time()
+    end = res.get("ended") or start
+    meshes, tests, results = [], [], []
+    for sid, setup in ((k, v) for k, v in res.items() if k in ("sqlite-1", "postgres-2")):
+        usage = setup.get("usage") or []
+        cp: Message = {"count": int(setup["replicas"]), "services": int(setup["s"]),
+                       "sidecars": int(setup["n"]), "endpoints": int(setup["n"])}
+        if usage:
+            cp["mem_mb"] = round(max(u["hwm_mib"] for u in usage) * 1.048576)
+        meshes.append(mesh_config(sid, MESH, proxy_build=None, mtls=True, control_plane=cp,
+                                  sidecar={"count": int(setup["n"])},
+                                  extra={"store": setup.get("store"),
+                                         "scoped": setup.get("scoped", False),
+                                         "mem_mb_is": "peak RSS of the largest replica"}))
+        tests.append(profile(sid, f"{setup['n']} proxies x {setup['s']} services, "
+                             f"{setup['replicas']} replica(s)", f"{len(setup['runs'])} runs",
+                             [client(LOADGEN, connections=int(setup["n"]), rps=0,
+                                     protocol="PROTOCOL_GRPC")], {"store": setup.get("store")}))
+        kib = setup.get("kib_per_proxy") or []
+        for part, lat in (setup.get("median") or {}).items():
+            r = int(part.rsplit("-", 1)[1]) if part.startswith("replica-") else None
+            extra: dict[str, Any] = {"change": "route change: apply an HTTPRoute on replica 0",
+                                     "sidecars": part}
+            if r is not None and r < len(usage):
+                extra |= {"cpu_s": usage[r]["cpu_s"], "peak_rss_mib": usage[r]["hwm_mib"],
+                          "kib_per_proxy": kib[r] if r < len(kib) else None}
+            results.append(result(f"{sid}-{part}", sid, sid, start=start, end=end,
+                                  latencies_ms={"p50": lat.get("p50"), "p90": lat.get("p90"),
+                                                "p99": lat.get("p99"), "max": lat.get("p100")},
+                                  extra=extra))
+    env = environment(machine or this_machine(), [("loadgen.py", len(meshes))])
     return document(env, meshes, tests, results)

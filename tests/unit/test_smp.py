@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "dataplane")]
 
 from bench.smp import KEYS  # noqa: E402
-from bench.smp.controlplane import controlplane_document  # noqa: E402
+from bench.smp.controlplane import controlplane_document, replicas_document  # noqa: E402
 from bench.smp.dataplane import (  # noqa: E402
     ablate_document,
     instructions_document,
@@ -150,7 +150,8 @@ def test_controlplane_results(smp: ModuleType) -> None:
            "ep_p100_ms": 25.0, "ep_bytes_per_proxy": 300.0, "ep_affected": 10,
            "ep_unaffected_bytes": 0, "cp_cpu_s": 100.0, "cp_peak_rss_mib": 250.0,
            "churn_p50_ms": 30.0, "churn_p99_ms": 90.0, "churn_cpu_share": 0.5,
-           "initial_sync_s": 7.0, "resync_s": 2.0, "lag_max_ms": 10.0}
+           "initial_sync_s": 7.0, "resync_s": 2.0, "lag_max_ms": 10.0, "rss_0_mib": 150.0,
+           "rss_n_mib": 250.0, "kib_per_proxy": 102.4}
     doc = controlplane_document({"started": "20261206-120000", "runs": 3, "summary": [row],
                                  "scenarios": []}, MACHINE)
     check(doc, smp)
@@ -158,6 +159,32 @@ def test_controlplane_results(smp: ModuleType) -> None:
     assert route["latencies_ms"] == {"p50": 30.0, "p90": 40.0, "p99": 60.0, "max": 70.0}
     cp = doc["service_mesh_configs"][0]["mesh_control_plane"]
     assert (cp["sidecars"], cp["services"], cp["mem_mb"]) == (1000, 1000, 262)
+    sync = next(r for r in doc["performance_test_results"] if r["id"] == "1000x1000-sync")
+    assert sync["labels"]["control_plane_kib_per_proxy"] == "102.4"
+
+
+def test_replicas_results(smp: ModuleType) -> None:
+    def part(p99: float) -> dict[str, Any]:
+        return {"proxies": 500, "missing": 0, "p50": p99 / 2, "p90": p99 - 10, "p99": p99,
+                "p100": p99 + 1}
+    one = {"replicas": 1, "store": "sqlite", "n": 1000, "s": 100, "scoped": True,
+           "runs": [{"all": part(80.0), "replica-0": part(80.0)}],
+           "median": {"all": part(80.0), "replica-0": part(80.0)},
+           "usage": [{"cpu_s": 11.2, "rss_mib": 260.0, "hwm_mib": 262.5}],
+           "kib_per_proxy": [118.0]}
+    two = {**one, "replicas": 2, "store": "postgresql",
+           "median": {"all": part(90.0), "replica-0": part(85.0), "replica-1": part(90.0)},
+           "usage": [{"cpu_s": 12.4, "rss_mib": 190.0, "hwm_mib": 195.4},
+                     {"cpu_s": 9.2, "rss_mib": 195.0, "hwm_mib": 197.3}],
+           "kib_per_proxy": [120.5, 121.5]}
+    doc = replicas_document({"started": 1.7e9, "ended": 1.7e9 + 300, "sqlite-1": one,
+                             "postgres-2": two, "store_delivery_ms": {"p50": 1.2}}, MACHINE)
+    check(doc, smp)
+    by_id = {r["id"]: r for r in doc["performance_test_results"]}
+    assert by_id["postgres-2-replica-1"]["latencies_ms"]["p99"] == 90.0
+    assert by_id["postgres-2-replica-1"]["labels"]["kib_per_proxy"] == "121.5"
+    cp = next(m for m in doc["service_mesh_configs"] if m["id"] == "postgres-2")
+    assert (cp["mesh_control_plane"]["count"], cp["mesh_control_plane"]["mem_mb"]) == (2, 207)
 
 
 def _kept_results() -> list[tuple[Path, dict[str, Any]]]:
@@ -174,7 +201,7 @@ def _kept_results() -> list[tuple[Path, dict[str, Any]]]:
 
 def test_every_kept_result_converts(smp: ModuleType) -> None:
     """The result files under bench/ (whatever their names) as SMP documents."""
-    seen = {"run": 0, "controlplane": 0, "instructions": 0}
+    seen = {"run": 0, "controlplane": 0, "instructions": 0, "replicas": 0}
     for _path, res in _kept_results():
         if isinstance(res, dict) and res.get("kind") == "dataplane-instructions":
             check(instructions_document(res), smp)
@@ -187,6 +214,10 @@ def test_every_kept_result_converts(smp: ModuleType) -> None:
                 and res["summary"] and "route_p99_ms" in res["summary"][0]:
             check(controlplane_document(res, MACHINE), smp)
             seen["controlplane"] += 1
+        elif isinstance(res, dict) and "sqlite-1" in res:
+            check(replicas_document(res, MACHINE), smp)
+            seen["replicas"] += 1
     assert seen["run"] >= 1, seen
     assert seen["controlplane"] >= 1, seen
     assert seen["instructions"] >= 1, seen
+    assert seen["replicas"] >= 1, seen
