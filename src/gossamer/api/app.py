@@ -173,8 +173,8 @@ def _check_join_quota(ctx: ApiContext, caller: Caller, body: dict[str, Any],
                                                "token"}])
     if not creates:
         return
-    held = sum(1 for w in ctx.state.index.workloads
-               if w.metadata.namespace == caller.namespace and w.account == caller.account)
+    held = ctx.state.index.workloads_by_account.get(
+        (caller.namespace or "", caller.account or ""), 0)
     if held >= MAX_JOIN_WORKLOADS:
         raise Forbidden(f"{caller.namespace}/{caller.account} already has {held} Workloads "
                         f"registered, the most a join token may register "

@@ -7,8 +7,10 @@ change as the same object, so translation tells an unchanged part by identity.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeVar
 
 from gossamer.index.gateways import GatewayView
@@ -107,6 +109,13 @@ class MeshIndex:
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
+
+    @cached_property
+    def workloads_by_account(self) -> Mapping[tuple[str, str], int]:
+        """How many Workloads each (namespace, account) holds (a join token's quota):
+        counted once per index, not on every registration, which made registering W
+        workloads O(W^2)."""
+        return Counter((w.metadata.namespace, w.account) for w in self.workloads)
 
     def service_accounts(self, namespace: str, name: str) -> tuple[str, ...]:
         """Accounts a caller of the service may meet; the service's name if none is known."""
