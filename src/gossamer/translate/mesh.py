@@ -38,6 +38,7 @@ from gossamer.translate.grpcroutes import grpc_service_routes
 from gossamer.translate.listeners import InboundSecurity
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import ratelimit_filters
+from gossamer.translate.reach import Reachability
 from gossamer.translate.routes import UNREACHABLE_HEADER, service_routes, with_called_stats
 from gossamer.translate.scope import Scope, SidecarIndex, egress_scope
 from gossamer.translate.security import InboundKey, inbound_security
@@ -105,6 +106,8 @@ class MeshMemo:
     workloads: dict[tuple[str, str], Workload] | None = None
     workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
     sidecars: SidecarIndex | None = None
+    # The egress scopes inferred from AuthorizationPolicies (translate/reach.py).
+    reach: Reachability | None = None
     # The shared clusters and endpoints per egress scope (they hold endpoints).
     views: dict[Scope, ScopedView] = field(default_factory=dict)
     # Endpoint priorities per (cluster, the caller's failover label values).
@@ -140,6 +143,10 @@ class MeshMemo:
             self.workloads, self.workload_labels = memo.workloads, memo.workload_labels
         if index.sidecars is old.sidecars and index.services is old.services:
             self.sidecars = memo.sidecars
+        if index.authorization_policies is old.authorization_policies \
+                and index.workloads is old.workloads and index.services is old.services \
+                and index.workload_services is old.workload_services:
+            self.reach = memo.reach
         self.outbound_prior = memo.outbound_routes
         self.vhds_prior = memo.vhds
 
@@ -258,8 +265,16 @@ class MeshConfig:
             self.memo.sidecars = SidecarIndex(self.index)
         return self.memo.sidecars
 
+    def reachability(self) -> Reachability:
+        settings = (self.settings.trust_domain, self.settings.mtls)
+        if self.memo.reach is None or self.memo.reach.settings != settings:
+            self.memo.reach = Reachability(self.index, self.settings.trust_domain,
+                                           self.settings.mtls)
+        return self.memo.reach
+
     def scope_of(self, proxy: NodeMetadata) -> Scope:
-        return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy))
+        return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy),
+                            self.reachability())
 
     def view(self, scope: Scope) -> ScopedView:
         """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""
