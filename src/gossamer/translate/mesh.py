@@ -36,6 +36,7 @@ from gossamer.translate.external import ExternalConfig, external_config
 from gossamer.translate.fault import with_fault
 from gossamer.translate.grpcroutes import grpc_service_routes
 from gossamer.translate.listeners import InboundSecurity
+from gossamer.translate.policies import PolicyIndex, policy_index
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import ratelimit_filters
 from gossamer.translate.reach import Reachability
@@ -106,8 +107,10 @@ class MeshMemo:
     workloads: dict[tuple[str, str], Workload] | None = None
     workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
     sidecars: SidecarIndex | None = None
-    # The egress scopes inferred from AuthorizationPolicies (translate/reach.py).
+    # The egress scopes inferred from AuthorizationPolicies (translate/reach.py), and
+    # the policies by where they apply.
     reach: Reachability | None = None
+    policies: PolicyIndex | None = None
     # The shared clusters and endpoints per egress scope (they hold endpoints).
     views: dict[Scope, ScopedView] = field(default_factory=dict)
     # Endpoint priorities per (cluster, the caller's failover label values).
@@ -327,7 +330,10 @@ class MeshConfig:
         the JWKS clusters those need."""
         inbound = self.memo.inbound
         if key not in inbound:
-            security, jwks = inbound_security(self.index, self.settings, key)
+            if self.memo.policies is None:
+                self.memo.policies = policy_index(self.index)
+            security, jwks = inbound_security(self.index, self.settings, key,
+                                              self.memo.policies)
             if key[4] is not Protocol.TCP:
                 # After authentication and RBAC: denied requests consume no quota.
                 security = replace(security, http_filters=security.http_filters

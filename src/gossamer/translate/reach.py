@@ -25,14 +25,13 @@ identity, not per proxy: the proxies of one identity share a scope.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import AuthorizationPolicy
 from gossamer.model.authorizationpolicy import Action, Rule, Source, principal_id
-from gossamer.model.policy import Scope as PolicyScope
-from gossamer.model.policy import policy_scope, target_name
+from gossamer.translate.policies import Covering
 
 Caller = tuple[str, str]  # (namespace, service account)
 # What admits a caller, indexed: a principal's "ns/<ns>/sa/<account>", a namespace,
@@ -150,28 +149,6 @@ def gate_of(policies: Sequence[AuthorizationPolicy]) -> Gate:
     return Gate(allow, deny)
 
 
-class _Covering:
-    """The AuthorizationPolicies covering a workload, by scope, without a pass over
-    every policy per workload."""
-
-    def __init__(self, policies: Iterable[AuthorizationPolicy]) -> None:
-        self.mesh: list[AuthorizationPolicy] = []
-        self.namespace: dict[str, list[AuthorizationPolicy]] = defaultdict(list)
-        self.service: dict[SvcKey, list[AuthorizationPolicy]] = defaultdict(list)
-        for p in policies:
-            scope = policy_scope(p)
-            if scope is PolicyScope.MESH:
-                self.mesh.append(p)
-            elif scope is PolicyScope.NAMESPACE:
-                self.namespace[p.metadata.namespace].append(p)
-            elif (name := target_name(p)) is not None:
-                self.service[(p.metadata.namespace, name)].append(p)
-
-    def of(self, namespace: str, services: Iterable[SvcKey]) -> tuple[AuthorizationPolicy, ...]:
-        targeted = {id(p): p for s in sorted(set(services)) for p in self.service.get(s, ())}
-        return (*self.mesh, *self.namespace.get(namespace, ()), *targeted.values())
-
-
 class Reachability:
     """The inferred scope of each caller identity (`scope`); built once per mesh from
     the index's Services, Workloads, their selection and the AuthorizationPolicies."""
@@ -181,7 +158,7 @@ class Reachability:
         self.settings = (trust_domain, mtls)
         self._services = len(index.services)
         self._scopes: dict[Caller, frozenset[SvcKey] | None] = {}
-        covering = _Covering(index.authorization_policies)
+        covering = Covering(index.authorization_policies)
         gates: dict[tuple[int, ...], Gate] = {}
         behind: dict[SvcKey, set[Gate]] = defaultdict(set)
         for w in index.workloads:
