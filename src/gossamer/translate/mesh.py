@@ -146,9 +146,7 @@ class MeshMemo:
             self.workloads, self.workload_labels = memo.workloads, memo.workload_labels
         if index.sidecars is old.sidecars and index.services is old.services:
             self.sidecars = memo.sidecars
-        if index.authorization_policies is old.authorization_policies \
-                and index.workloads is old.workloads and index.services is old.services \
-                and index.workload_services is old.workload_services:
+        if memo.reach is not None and memo.reach.inputs == Reachability.inputs_of(index):
             self.reach = memo.reach
         self.outbound_prior = memo.outbound_routes
         self.vhds_prior = memo.vhds

@@ -156,6 +156,7 @@ class Reachability:
     def __init__(self, index: MeshIndex, trust_domain: str, mtls: bool = True) -> None:
         self._trust_domain, self._mtls = trust_domain, mtls
         self.settings = (trust_domain, mtls)
+        self.inputs = self.inputs_of(index)
         self._services = len(index.services)
         self._scopes: dict[Caller, frozenset[SvcKey] | None] = {}
         covering = Covering(index.authorization_policies)
@@ -185,6 +186,15 @@ class Reachability:
         for gate in self._guarded:
             for k in gate.index_keys():
                 self._by_key[k].add(gate)
+
+    @staticmethod
+    def inputs_of(index: MeshIndex) -> tuple[object, ...]:
+        """What it reads: equal inputs (the same policy objects, mostly an identity
+        check), the same scopes. Not the workloads' health, which every heartbeat
+        changes."""
+        return (index.authorization_policies, tuple(index.services),
+                index.workload_services, tuple((w.metadata.namespace, w.metadata.name,
+                                                w.spec.service) for w in index.workloads))
 
     def scope(self, namespace: str, account: str) -> frozenset[SvcKey] | None:
         """The Services a caller of this identity could be let into; None for all."""
