@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.envoy.harness import API, MiniMesh, Sidecar, get, wait_for
+from tests.envoy.harness import API, MiniMesh, Sidecar, explained, get, wait_for
 
 ECHO = "outbound|80||echo.default"
 OTHER = "outbound|80||other.default"
@@ -46,6 +46,9 @@ async def test_a_caller_holds_only_what_policies_let_it_reach(mini: MiniMesh,
     assert (await get(client, "http://echo/")).status_code == 200
     # Refused by the caller's sidecar (no route), where the callee's RBAC would have.
     assert (await get(client, "http://other/")).status_code == 404
+    exp = await explained(mini, status=404)
+    assert "outside the caller's egress scope inferred from AuthorizationPolicies" \
+        in exp["cause"], exp
 
     await mini.apply(allow("other-reads", "other", {"to": [{"operation": {"methods": ["GET"]}}]}))
     await wait_for(lambda: _other_answers(client), "other reachable after the new ALLOW")

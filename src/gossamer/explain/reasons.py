@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.contract.node import NodeMetadata
+from gossamer.contract.spiffe import DEFAULT_TRUST_DOMAIN
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
@@ -25,6 +26,7 @@ from gossamer.model.resiliencepolicy import ResiliencePolicy
 from gossamer.translate.capture import REFUSED_ROUTE
 from gossamer.translate.names import NO_HOST_ROUTE, NO_SERVICE_ROUTE
 from gossamer.translate.policies import covers
+from gossamer.translate.reach import Reachability
 from gossamer.translate.scope import SidecarIndex
 
 _RBAC = re.compile(r"rbac_access_denied_matched_policy\[(?P<policy>.*)\]")
@@ -297,6 +299,10 @@ def _no_service(out: LoggedRequest, index: MeshIndex,
     if out.reporter.node_id in proxies:
         labels.update(proxies[out.reporter.node_id].labels)
     sidecar = SidecarIndex(index).sidecar_for(ns, labels)
+    if svc is not None and sidecar is None:
+        inferred = _not_inferred(svc, index, out, proxies.get(out.reporter.node_id))
+        if inferred is not None:
+            return inferred
     if svc is None or sidecar is None or sidecar.spec.egress is None:
         return _Finding(where, f"no Service answers to host {out.authority!r}: the mesh "
                                "knows no such service in the caller's namespace, so the "
@@ -308,6 +314,26 @@ def _no_service(out: LoggedRequest, index: MeshIndex,
                            f"lets it call {hosts} only, so its sidecar has no route to "
                            "that Service and answered 404", ref,
                     (f"add \"{svc[0]}/{svc[1]}\" to the egress hosts of {ref}",))
+
+
+def _not_inferred(svc: SvcKey, index: MeshIndex, out: LoggedRequest,
+                  proxy: NodeMetadata | None) -> _Finding | None:
+    """No Sidecar: the scope inferred from AuthorizationPolicies (translate/reach.py)."""
+    ns = out.reporter.namespace
+    account = proxy.account if proxy is not None else next((
+        w.account for w in index.workloads
+        if (w.metadata.namespace, w.metadata.name) == (ns, out.reporter.workload)), None)
+    scope = None if account is None else Reachability(index, DEFAULT_TRUST_DOMAIN).scope(
+        ns, account)
+    if scope is None or svc in scope:
+        return None
+    who = f"{DEFAULT_TRUST_DOMAIN}/ns/{ns}/sa/{account}"
+    return _Finding(f"the caller's sidecar ({out.reporter.workload})",
+                    f"{_svc_text(svc)} is outside the caller's egress scope inferred from "
+                    f"AuthorizationPolicies: none covering its workloads could admit {who}, "
+                    "so the sidecar holds no route to it and answered 404", None,
+                    (f"apply an ALLOW AuthorizationPolicy on {svc[0]}/{svc[1]} for {who}",
+                     "or a Sidecar whose egress hosts name the Service"))
 
 
 def _registry_only(out: LoggedRequest, index: MeshIndex,
