@@ -28,6 +28,7 @@ from gossamer.contract.protocol import Protocol
 from gossamer.contract.spiffe import SpiffeId
 from gossamer.index import MeshIndex, PortKey, SvcKey
 from gossamer.model import Service, Workload
+from gossamer.model.mesh import Reachability as MeshReachability
 from gossamer.translate import names
 from gossamer.translate.clusters import outbound_clusters
 from gossamer.translate.endpoints import load_assignment, locality_assignment
@@ -274,8 +275,10 @@ class MeshConfig:
         return self.memo.reach
 
     def scope_of(self, proxy: NodeMetadata) -> Scope:
+        mesh = self.index.mesh
+        infer = mesh is None or mesh.spec.reachability is MeshReachability.INFERRED
         return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy),
-                            self.reachability())
+                            self.reachability() if infer else None)
 
     def view(self, scope: Scope) -> ScopedView:
         """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""

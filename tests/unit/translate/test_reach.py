@@ -17,7 +17,7 @@ import pytest
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.index import MeshIndex, build_index
-from gossamer.model import AuthorizationPolicy, Resource, parse_document
+from gossamer.model import AuthorizationPolicy, InvalidResource, Resource, parse_document
 from gossamer.model.authorizationpolicy import Action, Rule, Source, principal_id
 from gossamer.translate import translate_mesh, translate_proxy
 from gossamer.translate.mesh import MeshConfig
@@ -146,6 +146,16 @@ def test_a_sidecar_overrides_and_declared_upstreams_stay() -> None:
     # A proxy without the catch-all listener stays scoped to its upstreams.
     assert mesh_of([*BASE, *POLICIES]).scope_of(proxy("web", outbound=0, upstreams=up)) \
         == frozenset({("default", "audit")})
+
+
+def test_the_mesh_can_turn_the_inference_off() -> None:
+    mesh_doc = {"apiVersion": API, "kind": "Mesh", "metadata": {"name": "default"},
+                "spec": {"reachability": "all"}}
+    assert mesh_of([*BASE, *POLICIES, mesh_doc]).scope_of(proxy("web")) is None
+    mesh_doc["spec"] = {"reachability": "inferred"}
+    assert mesh_of([*BASE, *POLICIES, mesh_doc]).scope_of(proxy("web")) is not None
+    with pytest.raises(InvalidResource, match="reachability"):
+        parse_document({**mesh_doc, "spec": {"reachability": "some"}})
 
 
 def test_an_unreachable_service_has_no_cluster_and_an_allow_brings_it() -> None:
