@@ -290,8 +290,10 @@ def test_authorization_matrix(mesh: Mesh) -> None:
         assert ok.status_code == 200  # allowed edge, and catalog -> inventory allowed too
         assert ok.json()["upstreams"]["http://inventory/stock"]["status"] == 200
         denied_edge = _call(mesh, "GET", "http://inventory/stock")
-        assert denied_edge.status_code == 403  # frontend -> inventory: no ALLOW rule
-        assert "denied by mesh authorization policy" in denied_edge.text
+        # frontend -> inventory: no ALLOW rule admits frontend, so its sidecar is not
+        # sent inventory at all (the scope inferred from the policies, translate/reach.py)
+        assert denied_edge.status_code == 404
+        assert "no mesh service matches" in denied_edge.text
         assert _call(mesh, "POST", "http://catalog/items").status_code == 403  # method rule
         assert _call(mesh, "GET", "http://catalog/admin").status_code == 403  # path rule
         assert _call(mesh, "GET", "http://catalog/items/secret").status_code == 200
@@ -314,10 +316,11 @@ def test_authorization_matrix(mesh: Mesh) -> None:
                                 "/items/secret")
         assert "default/no-secrets" in secret_cli.stdout
 
-        # Default deny: without its ALLOW policy, catalog refuses even frontend.
+        # Default deny: without its ALLOW policy, catalog refuses even frontend (and
+        # leaves frontend's inferred scope: 404 from frontend's own sidecar).
         mesh.delete("AuthorizationPolicy", "default", "catalog-from-frontend")
         _settle(mesh)
-        assert _call(mesh, "GET", "http://catalog/items").status_code == 403
+        assert _call(mesh, "GET", "http://catalog/items").status_code == 404
     finally:
         for ns, name in (("gossamer-system", "default-deny"), ("default", "no-secrets"),
                          ("default", "catalog-from-frontend"),

@@ -124,6 +124,10 @@ def catalog_route(route_header: str) -> dict[str, Any]:
 
 
 POLICIES: list[dict[str, Any]] = [
+    # Every sidecar is sent every Service: the intruder's calls reach catalog's hosts
+    # and are refused (and counted) there, not by its own sidecar (translate/reach.py).
+    {"apiVersion": MESH, "kind": "Mesh", "metadata": {"name": "default"},
+     "spec": {"reachability": "all"}},
     service("catalog", 80, "http", {"app": "catalog"}),
     service("catalog-v1", 80, "http", {"app": "catalog", "version": "v1"}),
     service("catalog-v2", 80, "http", {"app": "catalog", "version": "v2"}),
