@@ -36,8 +36,7 @@ class OutboundMode(str, Enum):
 
 
 class Reachability(str, Enum):
-    """What a sidecar no Sidecar applies to is sent: the Services the AuthorizationPolicies
-    could admit it to (inferred), or every Service (all)."""
+    """What a sidecar no Sidecar applies to is sent: inferred, or every Service (all)."""
 
     INFERRED = "inferred"  # the Services its AuthorizationPolicies could admit it to
     ALL = "all"  # every Service of the mesh
