@@ -7,7 +7,8 @@ host o, outside the mesh (no agent, no token), calls it by hostname over HTTPS:
 - JWT is checked at the edge: 401 without a token, 200 with one;
 - an HTTPRoute splits 50/50 between catalog and catalog2;
 - an AuthorizationPolicy lets only the gateway's identity call them: web, meshed
-  but not the gateway, gets 403;
+  but not the gateway, is not even sent them (its inferred scope, translate/reach.py)
+  and gets 404 from its own sidecar;
 - a Gateway with bad listeners is accepted with the conditions that say why.
 """
 
@@ -256,7 +257,7 @@ def test_only_the_gateway_may_call_the_app(edge: dict[str, Any]) -> None:
     out = u.net["b"].run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-x",
                           f"http://127.0.0.1:{outbound}", "http://catalog/items"],
                          check=True, timeout=60)
-    assert out.stdout == "403"
+    assert out.stdout == "404"  # no policy admits web: catalog is out of its scope
 
 
 def test_an_unknown_host_gets_a_clear_404(edge: dict[str, Any]) -> None:
