@@ -12,6 +12,11 @@ Scoped (`--scoped`): each service also has a Sidecar resource selecting its
 workloads, whose egress hosts are its UPSTREAMS upstreams, the services its app
 calls. A route change on service i then concerns the callers of i only.
 
+Policies (`--policies`): instead, each service has an ALLOW AuthorizationPolicy naming
+the service accounts of its UPSTREAMS callers, and the Mesh says `reachability:
+inferred`. With no Sidecar, the control plane infers the same scopes from them
+(translate/reach.py).
+
 VHDS: the sidecars take the outbound virtual hosts by VHDS, as the agent's default
 (`--xds-mode delta`); `--no-vhds` runs them as `--xds-mode delta-rds`.
 """
@@ -62,6 +67,23 @@ def sidecar_doc(i: int, s: int) -> dict[str, Any]:
             "spec": {"workloadSelector": {"matchLabels": {"app": name}},
                      "egress": {"hosts": [f"./{service_name((i + k) % s)}"
                                           for k in range(1, UPSTREAMS + 1)]}}}
+
+
+def infer_doc() -> dict[str, Any]:
+    """The Mesh that turns the inference on (it is off by default)."""
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Mesh",
+            "metadata": {"name": "default"}, "spec": {"reachability": "inferred"}}
+
+
+def allow_doc(i: int, s: int, trust_domain: str = "gossamer.local") -> dict[str, Any]:
+    """Service i admits its callers (the services it is an upstream of) only."""
+    name = service_name(i)
+    callers = [service_name((i - k) % s) for k in range(1, UPSTREAMS + 1)]
+    return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"targetRef": {"kind": "Service", "name": name}, "rules": [{"from": [
+                {"source": {"principals": [f"{trust_domain}/ns/{NAMESPACE}/sa/{c}"
+                                           for c in callers]}}]}]}}
 
 
 def eds_name(i: int) -> str:

@@ -9,7 +9,11 @@ hosts, and set its snapshot in the cache. What a route change costs beyond that 
 `run.py` is the xDS side: waking each stream, its response and its ACK.
 
     PYTHONPATH=$PWD/src:$PWD .venv/bin/python -m bench.controlplane.routepass [--no-vhds]
-        [--scoped] [--n 1000] [--s 1000]
+        [--scoped | --policies] [--n 1000] [--s 1000]
+
+`--scoped` adds run.py's Sidecars, `--policies` its AuthorizationPolicies (the scopes
+inferred from them); a scoped proxy whose scope misses the changed Service is then
+skipped unread, as the reconciler's `_untouched` does.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from bench.controlplane import mesh as bm
 from gossamer.index import build_index
 from gossamer.model import parse_document
 from gossamer.translate import translate_mesh, translate_proxy
+from gossamer.translate.mesh import only_services_changed
 from gossamer.translate.proxy import proxy_inputs, with_endpoints
 from gossamer.xds.cache import SnapshotCache
 
@@ -35,11 +40,15 @@ def main() -> None:
     p.add_argument("--no-vhds", action="store_true")
     p.add_argument("--scoped", action="store_true", help="a Sidecar per Service (run.py's)")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--policies", action="store_true",
+                   help="an ALLOW AuthorizationPolicy per Service (run.py's)")
     args = p.parse_args()
     lay = bm.Layout(args.n, args.s, vhds=not args.no_vhds)
     docs = [bm.service_doc(i) for i in range(lay.s)]
     if args.scoped:
         docs += [bm.sidecar_doc(i, lay.s) for i in range(lay.s)]
+    if args.policies:
+        docs += [bm.infer_doc(), *(bm.allow_doc(i, lay.s) for i in range(lay.s))]
     docs += [lay.workload_doc(j) for j in range(lay.workloads)]
     res = [parse_document(d).with_revision(i + 1) for i, d in enumerate(docs)]
     index = build_index(res, len(res))
@@ -56,8 +65,13 @@ def main() -> None:
     profile = cProfile.Profile()
     if args.profile:
         profile.enable()
-    translated = 0
+    translated = skipped = 0
+    quiet = only_services_changed(before, after)
     for node, config in zip(nodes, configs, strict=True):
+        if quiet and config.scope is not None \
+                and config.scope.isdisjoint(after.changed_services):
+            skipped += 1
+            continue
         if config.inputs != proxy_inputs(after, node):
             config = translate_proxy(after, node, config)
             translated += 1
@@ -67,7 +81,7 @@ def main() -> None:
     t2 = time.perf_counter()
     profile.disable()
     print(f"index and mesh {t1 - t0:.3f} s; per-proxy pass {t2 - t1:.3f} s "
-          f"({translated} of {lay.n} proxies translated again)")
+          f"({translated} of {lay.n} proxies translated again, {skipped} skipped)")
     if args.profile:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(15)
 

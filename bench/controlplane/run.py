@@ -2,6 +2,7 @@
 
     cd <repo> && PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.run [--quick]
         [--scenarios 100x100,1000x1000] [--runs 3] [--churn-seconds 60] [--out FILE]
+        [--scoped | --policies] [--no-vhds]
 
 For each scenario (N proxies x S services) it starts `gossamer control-plane` as
 its own process on a fresh state dir, creates the services and registers their
@@ -81,9 +82,9 @@ def kib_per_proxy(rss_0_mib: float, rss_n_mib: float, n: int) -> float | None:
 
 class Bench:
     def __init__(self, layout: mesh.Layout, workdir: Path, procs: int,
-                 scoped: bool = False) -> None:
+                 scoped: bool = False, policies: bool = False) -> None:
         self.layout = layout
-        self.scoped = scoped
+        self.scoped, self.policies = scoped, policies
         self.workdir = workdir
         self.procs = procs
         self.cp = ControlPlaneProcess(workdir / "state")
@@ -94,7 +95,8 @@ class Bench:
         self.results: dict[str, Any] = {"n": layout.n, "s": layout.s,
                                         "workloads": layout.workloads,
                                         "upstreams_per_proxy": mesh.UPSTREAMS,
-                                        "scoped": scoped, "vhds": layout.vhds}
+                                        "scoped": scoped, "policies": policies,
+                                        "vhds": layout.vhds}
 
     # -- setup ------------------------------------------------------------------------
 
@@ -130,6 +132,10 @@ class Bench:
                              for i in range(lay.s)])
         if self.scoped:
             await self._bounded([self._call("POST", "/api/v1/apply", mesh.sidecar_doc(i, lay.s))
+                                 for i in range(lay.s)])
+        if self.policies:
+            await self._call("POST", "/api/v1/apply", mesh.infer_doc())
+            await self._bounded([self._call("POST", "/api/v1/apply", mesh.allow_doc(i, lay.s))
                                  for i in range(lay.s)])
         made = await self._bounded([self._call("POST", "/api/v1/tokens", {
             "scope": "join", "service": mesh.service_name(i), "namespace": mesh.NAMESPACE})
@@ -241,7 +247,7 @@ class Bench:
         lay = self.layout
         i = (run * 37 + 5) % lay.s
 
-        only = [lay.callers_of(i)] if self.scoped else []
+        only = [lay.callers_of(i)] if self.scoped or self.policies else []
 
         def queries(t0: float) -> list[list[Any]]:
             return [[type_url, name, t0, *only]
@@ -416,9 +422,10 @@ def _log_tail(path: Path, lines: int = 30) -> list[str]:
 
 
 async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
-                   scoped: bool = False, vhds: bool = True) -> dict[str, Any]:
+                   scoped: bool = False, vhds: bool = True,
+                   policies: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
-        bench = Bench(mesh.Layout(n, s, vhds), Path(tmp), procs, scoped)
+        bench = Bench(mesh.Layout(n, s, vhds), Path(tmp), procs, scoped, policies)
         res = bench.results
         res["calibration_ms"] = _calibrate()
         try:
@@ -435,7 +442,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     """Medians over runs of each per-run figure (what a failed scenario measured)."""
     route, ep, rs = res.get("route", []), res.get("endpoint", []), res.get("restart", [])
     out: dict[str, Any] = {"N": res["n"], "S": res["s"],
-                           "scoped": "yes" if res.get("scoped") else "no",
+                           "scoped": "yes" if res.get("scoped") else
+                           "policies" if res.get("policies") else "no",
                            "vhds": "no" if res.get("vhds") is False else "yes"}
     for prefix, runs in (("route", route), ("ep", ep)):
         for p in ("p50", "p90", "p99", "p100"):
@@ -508,6 +516,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 20x20, 5 s of churn")
     p.add_argument("--scoped", action="store_true",
                    help="a Sidecar per service scopes its proxies to their upstreams")
+    p.add_argument("--policies", action="store_true",
+                   help="no Sidecar: an ALLOW AuthorizationPolicy per service names its "
+                        "callers, and the control plane infers the scopes from them")
     p.add_argument("--no-vhds", action="store_true",
                    help="sidecars as --xds-mode delta-rds: the whole outbound route config")
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
@@ -522,7 +533,7 @@ def main() -> None:
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
         res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped,
-                                   not args.no_vhds))
+                                   not args.no_vhds, args.policies))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)

@@ -41,7 +41,8 @@ def controlplane_document(res: dict[str, Any], machine: dict[str, Any] | None = 
     end = start + sum(s.get("wall_s", 0) for s in res.get("scenarios", []))
     meshes, tests, results = [], [], []
     for row in res["summary"]:
-        sid = f"{row['N']}x{row['S']}{'-scoped' if row.get('scoped') == 'yes' else ''}"
+        scoped = {"yes": "-scoped", "policies": "-policies"}.get(row.get("scoped", ""), "")
+        sid = f"{row['N']}x{row['S']}{scoped}"
         cp: Message = {"count": 1, "services": int(row["S"]), "sidecars": int(row["N"]),
                        "endpoints": int(row["N"])}
         if row.get("cp_peak_rss_mib") is not None:

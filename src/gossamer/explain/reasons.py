@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.contract.node import NodeMetadata
+from gossamer.explain.finding import Finding as _Finding
+from gossamer.explain.finding import ref as _ref
+from gossamer.explain.finding import svc_text as _svc_text
+from gossamer.explain.inferred import not_inferred
 from gossamer.explain.records import FLAGS, LoggedRequest
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import HTTPRoute
@@ -53,14 +57,6 @@ class Explanation:
                 "failed_at": self.failed_at, "cause": self.cause, "policy": self.policy,
                 "route": self.route, "cluster": self.cluster, "flags": self.flags,
                 "hints": self.hints, "hops": self.hops}
-
-
-@dataclass(frozen=True)
-class _Finding:
-    failed_at: str
-    cause: str
-    policy: str | None = None
-    hints: tuple[str, ...] = ()
 
 
 def cluster_service(cluster: str) -> SvcKey | None:
@@ -122,10 +118,6 @@ def describe_route(name: str) -> str:
     return f"{kind} {m['ns']}/{m['name']}, {rule_text}, match {m['m']}"
 
 
-def _ref(kind: str, res: Any) -> str:
-    return f"{kind} {res.metadata.namespace}/{res.metadata.name}"
-
-
 def _resilience(index: MeshIndex, svc: SvcKey | None) -> ResiliencePolicy | None:
     return index.resilience.get(svc) if svc else None
 
@@ -139,10 +131,6 @@ def _route_policy(out: LoggedRequest, index: MeshIndex, field: str) -> Resilienc
             getattr(s, field) is not None for s in called.spec.routes)):
         return called
     return _resilience(index, destination(out, index))
-
-
-def _svc_text(svc: SvcKey | None) -> str:
-    return f"{svc[1]}.{svc[0]}" if svc else "the destination"
 
 
 def _fault(out: LoggedRequest, index: MeshIndex) -> _Finding:
@@ -307,6 +295,10 @@ def _no_service(out: LoggedRequest, index: MeshIndex,
     if out.reporter.node_id in proxies:
         labels.update(proxies[out.reporter.node_id].labels)
     sidecar = SidecarIndex(index).sidecar_for(ns, labels)
+    if svc is not None and sidecar is None:
+        inferred = not_inferred(svc, index, out, proxies.get(out.reporter.node_id))
+        if inferred is not None:
+            return inferred
     if svc is None or sidecar is None or sidecar.spec.egress is None:
         return _Finding(where, f"no Service answers to host {out.authority!r}: the mesh "
                                "knows no such service in the caller's namespace, so the "

@@ -35,6 +35,13 @@ class OutboundMode(str, Enum):
     REGISTRY_ONLY = "REGISTRY_ONLY"
 
 
+class Reachability(str, Enum):
+    """What a sidecar no Sidecar applies to is sent: inferred, or every Service (all)."""
+
+    INFERRED = "inferred"  # the Services its AuthorizationPolicies could admit it to
+    ALL = "all"  # every Service of the mesh
+
+
 class OutboundTrafficPolicy(Strict):
     mode: OutboundMode = OutboundMode.ALLOW_ANY
 
@@ -53,6 +60,7 @@ class MeshSpec(Strict):
     outbound_traffic_policy: OutboundTrafficPolicy = Field(
         default_factory=OutboundTrafficPolicy, alias="outboundTrafficPolicy")
     dns_domain: str = Field(default=DEFAULT_DNS_DOMAIN, alias="dnsDomain")
+    reachability: Reachability = Reachability.ALL
 
     @field_validator("dns_domain")
     @classmethod

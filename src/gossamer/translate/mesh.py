@@ -38,8 +38,10 @@ from gossamer.translate.endpoints import load_assignment, locality_assignment
 from gossamer.translate.external import EMPTY as NO_EXTERNALS
 from gossamer.translate.external import ExternalConfig, external_config
 from gossamer.translate.listeners import InboundSecurity
+from gossamer.translate.policies import PolicyIndex, policy_index
 from gossamer.translate.protos import build
 from gossamer.translate.ratelimit import ratelimit_filters
+from gossamer.translate.reach import Reachability, inferred_for
 from gossamer.translate.routes import UNREACHABLE_HEADER
 from gossamer.translate.scope import Scope, SidecarIndex, egress_scope
 from gossamer.translate.security import InboundKey, inbound_security
@@ -87,6 +89,10 @@ class MeshMemo:
     workloads: dict[tuple[str, str], Workload] | None = None
     workload_labels: dict[tuple[str, str], Mapping[str, str]] | None = None
     sidecars: SidecarIndex | None = None
+    # The egress scopes inferred from AuthorizationPolicies (translate/reach.py), and
+    # the policies by where they apply.
+    reach: Reachability | None = None
+    policies: PolicyIndex | None = None
     # The shared clusters and endpoints per egress scope (they hold endpoints).
     views: dict[Scope, ScopedView] = field(default_factory=dict)
     # Endpoint priorities per (cluster, the caller's failover label values).
@@ -122,6 +128,8 @@ class MeshMemo:
             self.workloads, self.workload_labels = memo.workloads, memo.workload_labels
         if index.sidecars is old.sidecars and index.services is old.services:
             self.sidecars = memo.sidecars
+        if memo.reach is not None and memo.reach.inputs == Reachability.inputs_of(index):
+            self.reach = memo.reach
         self.outbound_prior = memo.outbound_routes
         self.vhds_prior = memo.vhds
 
@@ -250,8 +258,16 @@ class MeshConfig:
             self.memo.sidecars = SidecarIndex(self.index)
         return self.memo.sidecars
 
+    def reachability(self) -> Reachability:
+        settings = (self.settings.trust_domain, self.settings.mtls)
+        if self.memo.reach is None or self.memo.reach.settings != settings:
+            self.memo.reach = Reachability(self.index, self.settings.trust_domain,
+                                           self.settings.mtls)
+        return self.memo.reach
+
     def scope_of(self, proxy: NodeMetadata) -> Scope:
-        return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy))
+        return egress_scope(self.sidecar_index(), proxy, self.caller_labels(proxy),
+                            self.reachability() if inferred_for(self.index) else None)
 
     def view(self, scope: Scope) -> ScopedView:
         """Memoized: the shared clusters and endpoints a proxy with `scope` gets."""
@@ -304,7 +320,10 @@ class MeshConfig:
         the JWKS clusters those need."""
         inbound = self.memo.inbound
         if key not in inbound:
-            security, jwks = inbound_security(self.index, self.settings, key)
+            if self.memo.policies is None:
+                self.memo.policies = policy_index(self.index)
+            security, jwks = inbound_security(self.index, self.settings, key,
+                                              self.memo.policies)
             if key[4] is not Protocol.TCP:
                 # After authentication and RBAC: denied requests consume no quota.
                 security = replace(security, http_filters=security.http_filters

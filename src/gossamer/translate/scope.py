@@ -4,7 +4,9 @@ A scope is a frozenset of Service keys, or None for the whole mesh (the shared
 path, no per-proxy subset). Which Sidecar applies is described in
 model/sidecar.py. A sidecar without the catch-all outbound listener can reach
 nothing but the upstreams its agent declared, so without a Sidecar its scope is
-exactly those: it needs no configuration to be cheap.
+exactly those: it needs no configuration to be cheap. One with it (or capturing)
+and no Sidecar gets what the AuthorizationPolicies could let its identity reach
+(translate/reach.py): the whole mesh until a policy restricts something.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from gossamer.contract.node import NodeMetadata
 from gossamer.index import MeshIndex, SvcKey
 from gossamer.model import Sidecar
 from gossamer.model.policy import MESH_ROOT_NAMESPACE
+from gossamer.translate.reach import Reachability
 
 Scope = frozenset[SvcKey] | None
 
@@ -76,11 +79,15 @@ def _resolve(patterns: Iterable[tuple[str, str]],
 
 
 def egress_scope(sidecars: SidecarIndex, proxy: NodeMetadata,
-                 labels: Mapping[str, str]) -> Scope:
-    """`labels`: the workload's, as MeshConfig.caller_labels merges them."""
+                 labels: Mapping[str, str], reach: Reachability | None = None) -> Scope:
+    """`labels`: the workload's, as MeshConfig.caller_labels merges them. `reach`: the
+    scope inferred from AuthorizationPolicies where no Sidecar applies (None: all)."""
     upstreams = frozenset((up.namespace, up.service) for up in proxy.upstreams)
     sidecar = sidecars.sidecar_for(proxy.namespace, labels)
     if sidecar is None:  # a capturing proxy can reach any Service, as an HTTP proxy can
-        return None if proxy.outbound_port or proxy.capture else upstreams
+        if not (proxy.outbound_port or proxy.capture):
+            return upstreams
+        inferred = None if reach is None else reach.scope(proxy.namespace, proxy.account)
+        return None if inferred is None else inferred | upstreams
     services = sidecars.services(sidecar)
     return None if services is None else services | upstreams

@@ -17,7 +17,7 @@ from gossamer.index import MeshIndex, SvcKey
 from gossamer.model.authorizationpolicy import Action
 from gossamer.translate.jwt import jwks_cluster, jwks_uris, jwt_filter
 from gossamer.translate.listeners import InboundSecurity
-from gossamer.translate.policies import ProxyPolicies, proxy_policies
+from gossamer.translate.policies import PolicyIndex, ProxyPolicies, proxy_policies
 from gossamer.translate.rbac import RuleContext, http_rbac_filter, network_rbac_filter
 from gossamer.translate.settings import MeshSettings
 
@@ -37,10 +37,10 @@ def _filters(pols: ProxyPolicies, ctx: RuleContext) -> tuple[dict[str, Any], ...
     return tuple(f for f in made if f is not None)
 
 
-def inbound_security(index: MeshIndex, settings: MeshSettings,
-                     key: InboundKey) -> tuple[InboundSecurity, list[Cluster]]:
+def inbound_security(index: MeshIndex, settings: MeshSettings, key: InboundKey,
+                     found: PolicyIndex | None = None) -> tuple[InboundSecurity, list[Cluster]]:
     namespace, services, app_port, inbound_port, protocol = key
-    pols = proxy_policies(index, namespace, services)
+    pols = proxy_policies(index, namespace, services, found)
     tcp = protocol is Protocol.TCP
     filters = _filters(pols, RuleContext(settings.trust_domain, app_port, inbound_port, tcp))
     security = InboundSecurity(mtls=pols.mode if settings.mtls else None,

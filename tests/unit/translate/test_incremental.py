@@ -206,8 +206,11 @@ def _random_change(rng: random.Random, docs: dict[str, dict[str, Any]]) -> None:
         docs[f"timeout{i}"] = _policy("ResiliencePolicy", i, {
             "timeouts": {"request": f"{rng.randint(1, 9)}s"}})
     elif kind == "authz":
+        # By namespace, or by a caller's identity (the inferred scopes change).
+        source = rng.choice([{"namespaces": [rng.choice(["default", "other"])]},
+                             {"principals": [f"gossamer.local/ns/default/sa/s{to}"]}])
         docs[f"authz{i}"] = _policy("AuthorizationPolicy", i, {"rules": [
-            {"from": [{"source": {"namespaces": [rng.choice(["default", "other"])]}}]}]})
+            {"from": [{"source": source}]}]})
     elif kind == "sidecar":  # selecting by a label the agents declare, or one they don't
         selector = rng.choice([{"zone": "z1"}, {"tier": "x"}])
         docs["sidecar"] = {**sidecar(), "spec": {
