@@ -453,7 +453,10 @@ class XdsServer:
                 payload = item.payload
                 size = len(payload)
                 try:
-                    await asyncio.wait_for(context.write(payload), self.write_timeout)
+                    # A timer, not asyncio.wait_for: that wraps every write of
+                    # every stream in a Task of its own (3.11).
+                    async with asyncio.timeout(self.write_timeout):
+                        await context.write(payload)
                 except TimeoutError:
                     raise _StreamGone(f"write stalled for {self.write_timeout}s") from None
                 del payload
@@ -463,12 +466,12 @@ class XdsServer:
     def _record(self, node_id: str, stream_id: int, events: list[Event]) -> None:
         for event in events:
             self.registry.record_event(node_id, stream_id, event)
-            label = SHORT.get(event.type_url, event.type_url)
             if isinstance(event, Acked):
                 if not event.implicit:
-                    self.metrics.acks.labels(label).inc()
+                    self.metrics.ack(event.type_url)
                     self.metrics.acked(node_id, event.type_url, event.version)
             elif isinstance(event, Nacked):
+                label = SHORT.get(event.type_url, event.type_url)
                 self.metrics.nacks.labels(label).inc()
                 log.warning("proxy %s rejected %s version %s: %s", node_id, label,
                             event.version, event.message)
