@@ -252,7 +252,8 @@ class DeltaStream(StreamMachine):
         st.pending_nonce, st.pending_version = nonce, current
         return Outgoing(st.type_url, current, nonce, len(sending), len(removed),
                         functools.partial(wire.delta_response, st.type_url, current,
-                                          tuple(sending), tuple(removed), nonce))
+                                          tuple(sending), tuple(removed), nonce),
+                        sum(len(r.payload) for r in sending))
 
     @staticmethod
     def _incremental(st: DeltaTypeState, available: Mapping[str, XdsResource],
