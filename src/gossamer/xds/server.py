@@ -182,7 +182,7 @@ class XdsServer:
         metrics_registry: CollectorRegistry | None = None,
         server_credentials: grpc.ServerCredentials | None = None,
         max_in_flight: int = 1024,
-        max_in_flight_bytes: int = 4 << 20,
+        max_in_flight_bytes: int = 32 << 20,
         write_timeout: float = 60.0,
         max_streams: int = 100_000,
         extra_options: Sequence[tuple[str, Any]] = (),
