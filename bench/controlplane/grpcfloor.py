@@ -10,6 +10,11 @@ certificate, as the mesh CA issues), and TLS with the record size the xDS
 server sets (`grpc.tsi.max_frame_size`, see xds/server.py).
 
     PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.grpcfloor [--alternatives]
+        [--cpu-rounds K]
+
+`--cpu-rounds K` also times the server's CPU while every stream sends one request
+at once and the server answers each, K times: the floor under a push to every
+stream and its ACKs (one write and one read a stream).
 
 `--alternatives` also measures what might lower the floor (each with TLS): smaller
 records, grpc's read-buffer, BDP, channelz, HPACK-table and write-buffer options,
@@ -251,6 +256,30 @@ def _certificate(directory: Path) -> tuple[Path, Path, bytes]:
     return key_file, cert_file, root.root_pem().encode()
 
 
+def _cpu_s(pid: int) -> float:
+    """The process's CPU seconds so far (user + system, every thread)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _exchange_cpu(child_pid: int, opened: list[Any], rounds: int) -> dict[str, Any]:
+    """Server CPU per request/response pair when every stream sends one request at
+    once and the server answers each: what a push to every stream and its ACKs
+    cost bare grpc.aio (one write and one read a stream), none of Gossamer's code."""
+    async def one(call: Any) -> None:
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url="x"))
+        await asyncio.wait_for(call.read(), 60)
+
+    cpu0 = _cpu_s(child_pid)
+    for _ in range(rounds):
+        await asyncio.gather(*(one(call) for _, call in opened))
+    cpu = _cpu_s(child_pid) - cpu0
+    return {"exchange_rounds": rounds,
+            "server_cpu_ms_per_round": round(cpu * 1000 / rounds, 1),
+            "server_cpu_us_per_exchange": round(cpu * 1e6 / rounds / len(opened), 1)}
+
+
 def _rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
@@ -274,7 +303,7 @@ async def _streams(n: int, port: int, ca: bytes | None) -> list[Any]:
 async def measure(n: int, tls: bool, response_bytes: int, options: list[tuple[str, int]],
                   directory: Path, *, server: str = SERVER,
                   env: dict[str, str] | None = None,
-                  heap_shim: Path | None = None) -> dict[str, Any]:
+                  heap_shim: Path | None = None, rounds: int = 0) -> dict[str, Any]:
     key_file, cert_file, pem = _certificate(directory)
     port = free_port()
     env = {**os.environ, **(env or {})}
@@ -301,6 +330,8 @@ async def measure(n: int, tls: bool, response_bytes: int, options: list[tuple[st
                   "kib_per_stream": round((_rss_mib(child.pid) - base) * 1024 / n, 1)}
         if heap0 is not None:
             result.update(_per_stream(heap0, await _heap_counts(child, dump), n))
+        if rounds:
+            result.update(await _exchange_cpu(child.pid, opened, rounds))
         return result
     finally:
         child.kill()
@@ -383,6 +414,9 @@ async def main() -> None:
                    help="also measure what might lower the floor (see the docstring)")
     p.add_argument("--heap", action="store_true",
                    help="also count the live heap blocks each stream keeps, by size")
+    p.add_argument("--cpu-rounds", type=int, default=0,
+                   help="also time the server's CPU for this many rounds of one "
+                        "request/response on every stream at once (a push and its ACKs)")
     args = p.parse_args()
     configs = list(CONFIGS)
     missing: list[str] = []
@@ -395,11 +429,16 @@ async def main() -> None:
         for config in configs:
             runs = [await measure(args.streams, config.tls, args.response_bytes,
                                   config.options, Path(tmp), server=config.server,
-                                  env=config.env, heap_shim=shim)
+                                  env=config.env, heap_shim=shim, rounds=args.cpu_rounds)
                     for _ in range(args.runs)]
             rows.append({"config": config.label, "runs": runs, "kib_per_stream":
                          statistics.median(r["kib_per_stream"] for r in runs)})
-            print(f"{config.label:50s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream",
+            cpu = ""
+            if args.cpu_rounds:
+                rows[-1]["server_cpu_us_per_exchange"] = statistics.median(
+                    r["server_cpu_us_per_exchange"] for r in runs)
+                cpu = f", server CPU {rows[-1]['server_cpu_us_per_exchange']:.0f} us an exchange"
+            print(f"{config.label:50s} {rows[-1]['kib_per_stream']:7.1f} KiB per stream{cpu}",
                   flush=True)
             if shim is not None:
                 _print_heap(runs)

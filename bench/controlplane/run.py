@@ -82,8 +82,10 @@ def kib_per_proxy(rss_0_mib: float, rss_n_mib: float, n: int) -> float | None:
 
 class Bench:
     def __init__(self, layout: mesh.Layout, workdir: Path, procs: int,
-                 scoped: bool = False, policies: bool = False) -> None:
+                 scoped: bool = False, policies: bool = False,
+                 profile: Path | None = None) -> None:
         self.layout = layout
+        self.profile = profile
         self.scoped, self.policies = scoped, policies
         self.workdir = workdir
         self.procs = procs
@@ -379,10 +381,15 @@ class Bench:
         await self.populate()
         await asyncio.sleep(1.0)  # let the last rebuild land before proxies connect
         await self.start_proxies(timeout=120 + n * 0.2)
-        for kind, measure in (("route", self.route_change), ("endpoint", self.endpoint_change)):
-            res[kind] = []
-            for r in range(runs):
-                res[kind].append(await measure(r))
+        spy = await self._start_profile()
+        try:
+            for kind, measure in (("route", self.route_change),
+                                  ("endpoint", self.endpoint_change)):
+                res[kind] = []
+                for r in range(runs):
+                    res[kind].append(await measure(r))
+        finally:
+            await self._stop_profile(spy)
         if churn_s > 0:
             res["churn"] = await self.churn(churn_s)
         res["cp_before_restart"] = {k: round(v, 2) for k, v in self.cp.usage().items()}
@@ -392,6 +399,31 @@ class Bench:
         res["restart"] = []
         for _ in range(runs):
             res["restart"].append(await self.restart())
+
+    async def _start_profile(self) -> asyncio.subprocess.Process | None:
+        """py-spy on the control plane during the route and endpoint changes only
+        (not set-up, churn or restarts): where a push's CPU goes."""
+        if self.profile is None:
+            return None
+        spy = Path(sys.executable).parent / "py-spy"
+        proc = await asyncio.create_subprocess_exec(
+            str(spy), "record", "--pid", str(self.cp.pid), "--rate", "250", "--nonblocking",
+            "--format", "raw", "--output", str(self.profile),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(1.0)  # py-spy attaches
+        return proc
+
+    @staticmethod
+    async def _stop_profile(proc: asyncio.subprocess.Process | None) -> None:
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            await asyncio.wait_for(proc.wait(), 30.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
     async def close(self) -> None:
         if self.gens is not None:
@@ -423,9 +455,11 @@ def _log_tail(path: Path, lines: int = 30) -> list[str]:
 
 async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
                    scoped: bool = False, vhds: bool = True,
-                   policies: bool = False) -> dict[str, Any]:
+                   policies: bool = False, profile: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
-        bench = Bench(mesh.Layout(n, s, vhds), Path(tmp), procs, scoped, policies)
+        bench = Bench(mesh.Layout(n, s, vhds), Path(tmp), procs, scoped, policies,
+                      profile.with_name(f"{profile.stem}-{n}x{s}{profile.suffix}")
+                      if profile is not None else None)
         res = bench.results
         res["calibration_ms"] = _calibrate()
         try:
@@ -522,6 +556,9 @@ def main() -> None:
     p.add_argument("--no-vhds", action="store_true",
                    help="sidecars as --xds-mode delta-rds: the whole outbound route config")
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="py-spy raw (collapsed) stacks of the control plane during the "
+                        "route and endpoint changes: FILE becomes FILE-NxS per scenario")
     args = p.parse_args()
     if args.quick:
         args.scenarios, args.churn_seconds = "20x20", 5.0
@@ -533,7 +570,7 @@ def main() -> None:
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
         res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped,
-                                   not args.no_vhds, args.policies))
+                                   not args.no_vhds, args.policies, args.profile))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)

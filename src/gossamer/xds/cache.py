@@ -38,6 +38,9 @@ class _Entry:
 def _same_versions(a: Snapshot, b: Snapshot) -> bool:
     if a is b or a.versions == b.versions:
         return True
+    if a.versions.keys() == b.versions.keys():
+        return False  # the same types, some version differs: every push's case
+    # A type one of them lacks counts as empty.
     types = set(a.versions) | set(b.versions)
     return all(a.version(t) == b.version(t) for t in types)
 

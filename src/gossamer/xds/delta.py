@@ -8,9 +8,11 @@ theory of operation of one type's sub-stream is `DeltaTypeState`'s docstring.
 from __future__ import annotations
 
 import functools
+import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -65,6 +67,27 @@ class _DiffCache:
 
 _diffs = _DiffCache()
 
+# Subscribed name sets, one object per distinct set: without `Sidecar` scoping
+# every sidecar subscribes to every Service's endpoints, and a thousand streams
+# each holding its own set of the same thousand names (and its own copies of
+# the names, as protobuf decodes them: hence `sys.intern`) was ~140 KB a
+# stream, with the status registry's copy (`Subscribed`). Bounded LRU.
+_NAME_SETS: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
+_NAME_SETS_MAX = 1024
+
+
+def _shared_names(names: frozenset[str]) -> frozenset[str]:
+    if not names:
+        return frozenset()
+    shared = _NAME_SETS.get(names)
+    if shared is not None:
+        _NAME_SETS.move_to_end(names)
+        return shared
+    _NAME_SETS[names] = names
+    if len(_NAME_SETS) > _NAME_SETS_MAX:
+        _NAME_SETS.popitem(last=False)
+    return names
+
 
 @dataclass(eq=False, slots=True)
 class DeltaTypeState:
@@ -79,7 +102,11 @@ class DeltaTypeState:
       `initial_resource_versions` of the first request (so a reconnect after
       a control-plane restart resends nothing unchanged) and updated when we
       send, optimistically: a NACKed resource stays "known" at the rejected
-      version, so it is not resent until it changes again.
+      version, so it is not resent until it changes again. After each
+      evaluation `known` is exactly the basis snapshot's versions of what the
+      subscription covers, so it is then kept as a `KnownView` of that
+      (shared) snapshot rather than a dict of its own, and made a dict again
+      only when the subscription changes.
     - A new snapshot version (or a subscription change, `dirty`) triggers a
       diff: resources whose version differs from `known` are sent, names the
       client has that no longer exist go to `removed_resources`, explicitly
@@ -98,8 +125,9 @@ class DeltaTypeState:
     type_url: str
     namespaced: bool = False
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    known: dict[str, str] = field(default_factory=dict)
+    # Shared, not owned (`_shared_names`): replaced, never changed in place.
+    names: frozenset[str] = frozenset()
+    known: dict[str, str] | KnownView = field(default_factory=dict)
     told_absent: set[str] = field(default_factory=set)
     force: set[str] = field(default_factory=set)
     dirty: bool = True
@@ -156,14 +184,16 @@ class DeltaStream(StreamMachine):
         unsubscribe = list(unsubscribe)
         if not first and not subscribe and not unsubscribe:
             return  # a plain ACK/NACK: nothing to do, and no O(names) work
-        before = (st.wildcard, frozenset(st.names))
+        before = (st.wildcard, st.names)
         if first and not subscribe and not unsubscribe and st.type_url not in NAMED_TYPES:
             st.wildcard = True  # legacy wildcard
+        names = set(st.names)
         for name in subscribe:
             if name == WILDCARD:
                 st.wildcard = True
                 continue
-            st.names.add(name)
+            name = sys.intern(name)
+            names.add(name)
             st.told_absent.discard(name)
             if not first:
                 st.force.add(name)
@@ -171,17 +201,21 @@ class DeltaStream(StreamMachine):
             if name == WILDCARD:
                 st.wildcard = False
                 continue
-            st.names.discard(name)
+            names.discard(name)
             st.told_absent.discard(name)
             st.force.discard(name)
+        st.names = _shared_names(frozenset(names))
+        del names
         if not st.wildcard:
             # The client drops what it no longer subscribes to; no response needed.
-            for name in [n for n in st.known if not _covered(st, n)]:
-                del st.known[name]
+            known = st.known if isinstance(st.known, dict) else dict(st.known.items())
+            for name in [n for n in known if not _covered(st, n)]:
+                del known[name]
+            st.known = known
         else:
             # Still covered by the wildcard? The client cannot tell: say it.
             st.force.update(n for n in unsubscribe if n != WILDCARD)
-        after = (st.wildcard, frozenset(st.names))
+        after = (st.wildcard, st.names)
         if first or after != before:
             self._events.append(Subscribed(st.type_url, after[0], after[1]))
         st.dirty = True
@@ -200,13 +234,12 @@ class DeltaStream(StreamMachine):
             sending, removed = self._full_diff(st, available)
         if st.type_url == CLUSTER and sending:
             self._queue_endpoint_resends(st, sending)
-        known = st.known
-        for res in sending:
-            known[res.name] = res.version
         for name in removed:
-            known.pop(name, None)
             if name in st.names:
                 st.told_absent.add(name)
+        # What the client now has: every covered resource of `available` (sent
+        # now, or known at this version before); nothing else.
+        st.known = KnownView(available, st.wildcard, st.namespaced, st.names)
         st.force.clear()
         st.dirty = False
         st.basis_version, st.basis_map = current, available
@@ -219,7 +252,8 @@ class DeltaStream(StreamMachine):
         st.pending_nonce, st.pending_version = nonce, current
         return Outgoing(st.type_url, current, nonce, len(sending), len(removed),
                         functools.partial(wire.delta_response, st.type_url, current,
-                                          tuple(sending), tuple(removed), nonce))
+                                          tuple(sending), tuple(removed), nonce),
+                        sum(len(r.payload) for r in sending))
 
     @staticmethod
     def _incremental(st: DeltaTypeState, available: Mapping[str, XdsResource],
@@ -302,6 +336,57 @@ class DeltaStream(StreamMachine):
             modified &= endpoints.names
         if modified:
             endpoints.force |= modified
+
+
+class KnownView(Mapping[str, str]):
+    """name -> version of the resources of a snapshot's type map that a
+    subscription covers: a stream's `known` between subscription changes.
+
+    Why: without `Sidecar` scoping every sidecar has every Service's cluster,
+    endpoints and virtual host, and a dict per type per stream of the same
+    thousands of (name, version) pairs was ~80 KB a stream; the view holds
+    references to the snapshot's map and the (shared) subscribed names.
+    """
+
+    __slots__ = ("_basis", "_names", "_namespaced", "_wildcard")
+
+    def __init__(self, basis: Mapping[str, XdsResource], wildcard: bool, namespaced: bool,
+                 names: frozenset[str]) -> None:
+        self._basis = basis
+        self._wildcard = wildcard
+        self._namespaced = namespaced
+        self._names = names
+
+    def _covers(self, name: str) -> bool:
+        return (self._wildcard or name in self._names
+                or (self._namespaced and namespace_of(name) in self._names))
+
+    def __getitem__(self, name: str) -> str:
+        res = self._basis.get(name)
+        if res is None or not self._covers(name):
+            raise KeyError(name)
+        return res.version
+
+    def get(self, name: str, default: Any = None) -> Any:
+        res = self._basis.get(name)
+        if res is None or not self._covers(name):
+            return default
+        return res.version
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._wildcard:
+            return iter(self._basis)
+        if not self._namespaced:
+            return (n for n in self._names if n in self._basis)
+        return (n for n in self._basis if self._covers(n))
+
+    def __len__(self) -> int:
+        if self._wildcard:
+            return len(self._basis)
+        return sum(1 for _ in self)
 
 
 def _covered(st: DeltaTypeState, name: str) -> bool:

@@ -29,6 +29,9 @@ class Outgoing:
     resources: int
     removed: int
     encode: Callable[[], bytes] = field(repr=False, compare=False)
+    # About the payload's length, known before it is assembled (the server's
+    # send window counts it): the resources' bytes, without framing.
+    size: int = field(default=0, compare=False)
 
     @property
     def payload(self) -> bytes:

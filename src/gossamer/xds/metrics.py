@@ -39,6 +39,11 @@ class XdsMetrics:
         # node -> type url -> (version, when its change was seen): the latest only.
         # By node first, so forgetting a node costs its types, not every node's.
         self._pending: dict[str, dict[str, tuple[str, float]]] = {}
+        # The labelled children by type URL: `labels()` validates and locks on
+        # every call, and every stream counts every response and ACK.
+        self._sent: dict[str, tuple[Counter, Counter, Counter]] = {}
+        self._acks: dict[str, Counter] = {}
+        self._latency: dict[str, Histogram] = {}
 
     def published(self, node_id: str, snapshot: Snapshot, since: float) -> None:
         """A snapshot for `node_id`, caused by a change seen at `since` (time.monotonic)."""
@@ -54,14 +59,29 @@ class XdsMetrics:
         pending = node.get(type_url)
         if pending is not None and pending[0] == version:
             del node[type_url]
-            self.push_latency.labels(SHORT.get(type_url, type_url)).observe(
-                max(0.0, time.monotonic() - pending[1]))
+            child = self._latency.get(type_url)
+            if child is None:
+                child = self._latency[type_url] = self.push_latency.labels(
+                    SHORT.get(type_url, type_url))
+            child.observe(max(0.0, time.monotonic() - pending[1]))
 
     def forget(self, node_id: str) -> None:
         self._pending.pop(node_id, None)
 
     def sent(self, out: Outgoing, size: int) -> None:
-        label = SHORT.get(out.type_url, out.type_url)
-        self.pushes.labels(label).inc()
-        self.push_resources.labels(label).inc(out.resources)
-        self.push_bytes.labels(label).inc(size)
+        children = self._sent.get(out.type_url)
+        if children is None:
+            label = SHORT.get(out.type_url, out.type_url)
+            children = self._sent[out.type_url] = (
+                self.pushes.labels(label), self.push_resources.labels(label),
+                self.push_bytes.labels(label))
+        pushes, resources, sizes = children
+        pushes.inc()
+        resources.inc(out.resources)
+        sizes.inc(size)
+
+    def ack(self, type_url: str) -> None:
+        child = self._acks.get(type_url)
+        if child is None:
+            child = self._acks[type_url] = self.acks.labels(SHORT.get(type_url, type_url))
+        child.inc()

@@ -25,10 +25,10 @@ Theory of operation (one stream):
    task queues requests. The main loop is the only one touching the sans-I/O
    machine, so the machine needs no locks, and requests and snapshots are
    handled in arrival order.
-3. Each response is written under a semaphore shared by all streams, which
-   caps responses in flight: a push to thousands of proxies then proceeds
-   a few dozen writes at a time instead of holding every response in memory
-   and starving the event loop.
+3. Each response is written inside a window shared by all streams
+   (`window.py`), which caps responses and their bytes in flight: a push of
+   big responses to thousands of proxies then proceeds a few at a time
+   instead of holding every response in memory, and small ones go at once.
 4. When a stream ends, only the end of its node's last open stream disconnects
    the node and runs `hooks.proxy_disconnected` (Envoy reconnects before the
    old stream is torn down). If the node's newest stream ends first, the older
@@ -62,6 +62,7 @@ from gossamer.xds.metrics import XdsMetrics
 from gossamer.xds.sotw import SotwStream
 from gossamer.xds.status import NodeInfo, ProxyRegistry
 from gossamer.xds.types import SHORT
+from gossamer.xds.window import SendWindow
 
 __all__ = ["ADS_SERVICE", "SDS_SERVICE", "NoHooks", "NodeInfo", "StreamDenied", "XdsHooks",
            "XdsServer"]
@@ -180,7 +181,8 @@ class XdsServer:
         *,
         metrics_registry: CollectorRegistry | None = None,
         server_credentials: grpc.ServerCredentials | None = None,
-        max_in_flight: int = 32,
+        max_in_flight: int = 1024,
+        max_in_flight_bytes: int = 32 << 20,
         write_timeout: float = 60.0,
         max_streams: int = 100_000,
         extra_options: Sequence[tuple[str, Any]] = (),
@@ -198,7 +200,7 @@ class XdsServer:
         # SotW bodies (all but the nonce) shared by every stream of this server.
         self.bodies = wire.BodyCache()
         self._credentials = server_credentials
-        self._send_slots = asyncio.Semaphore(max_in_flight)
+        self._window = SendWindow(max_in_flight, max_in_flight_bytes)
         # A proxy that stops reading must not hold a write slot forever.
         self.write_timeout = write_timeout
         self._max_streams = max_streams
@@ -448,27 +450,33 @@ class XdsServer:
                        out: list[Outgoing]) -> None:
         self._record(node_id, stream_id, machine.drain_events())
         for item in out:
-            async with self._send_slots:
-                # Assembled only now, inside the slot, and dropped right after.
+            await self._window.acquire(item.size)
+            try:
+                # Assembled only now, inside the window, and dropped right after.
                 payload = item.payload
                 size = len(payload)
                 try:
-                    await asyncio.wait_for(context.write(payload), self.write_timeout)
+                    # A timer, not asyncio.wait_for: that wraps every write of
+                    # every stream in a Task of its own (3.11).
+                    async with asyncio.timeout(self.write_timeout):
+                        await context.write(payload)
                 except TimeoutError:
                     raise _StreamGone(f"write stalled for {self.write_timeout}s") from None
                 del payload
+            finally:
+                self._window.release(item.size)
             self.registry.record_sent(node_id, stream_id, item)
             self.metrics.sent(item, size)
 
     def _record(self, node_id: str, stream_id: int, events: list[Event]) -> None:
         for event in events:
             self.registry.record_event(node_id, stream_id, event)
-            label = SHORT.get(event.type_url, event.type_url)
             if isinstance(event, Acked):
                 if not event.implicit:
-                    self.metrics.acks.labels(label).inc()
+                    self.metrics.ack(event.type_url)
                     self.metrics.acked(node_id, event.type_url, event.version)
             elif isinstance(event, Nacked):
+                label = SHORT.get(event.type_url, event.type_url)
                 self.metrics.nacks.labels(label).inc()
                 log.warning("proxy %s rejected %s version %s: %s", node_id, label,
                             event.version, event.message)

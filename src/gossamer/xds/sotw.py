@@ -190,7 +190,8 @@ class SotwStream(StreamMachine):
         st.basis_names = None if st.wildcard else st.names
         st.sent_version, st.sent_nonce, st.pending = current, nonce, True
         return Outgoing(st.type_url, current, nonce, count, 0,
-                        functools.partial(bytes.__add__, body, wire.nonce_field(nonce)))
+                        functools.partial(bytes.__add__, body, wire.nonce_field(nonce)),
+                        len(body))
 
     def _queue_endpoint_resends(self, clusters: SotwTypeState,
                                 sending: Iterable[XdsResource]) -> None:

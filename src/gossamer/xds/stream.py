@@ -93,6 +93,9 @@ class StreamMachine:
         self.snapshot: Snapshot | None = None
         self._nonces = itertools.count(1)
         self._events: list[Event] = []
+        # `types` in PUSH_ORDER, re-sorted only when a type is added (types are
+        # never removed): every push flushes every stream.
+        self._order: list[Any] = []
 
     def drain_events(self) -> list[Event]:
         """Events since the last call, oldest first."""
@@ -110,9 +113,11 @@ class StreamMachine:
 
     def _flush(self) -> list[Outgoing]:
         """Every type's pending response, in make-before-break order."""
+        if len(self._order) != len(self.types):
+            self._order = [self.types[t] for t in sorted(self.types, key=_type_order)]
         out: list[Outgoing] = []
-        for type_url in sorted(self.types, key=_type_order):
-            sent = self._evaluate(self.types[type_url])
+        for st in self._order:
+            sent = self._evaluate(st)
             if sent is not None:
                 out.append(sent)
         return out
