@@ -165,13 +165,6 @@ def _tcp_chain(index: MeshIndex, key: SvcKey, port: int,
             "filters": [proxy]}, clusters
 
 
-def port_routes(mesh: MeshView, pkey: PortKey, namespace: str) -> XdsResource:
-    """The routes of Service port `pkey` for a caller in `namespace`, under any Host
-    (its namespace's consumer routes, else the producer routes: consumer.py): the one
-    place capture takes a port's routes from."""
-    return mesh.port_route_config(pkey, namespace)
-
-
 def _vip_chains(http_vips: tuple[tuple[str, int, str], ...],
                 hcm: dict[str, Any]) -> list[FilterChain]:
     """A chain per (VIP, port, route config): one built from `hcm`, then copies with
@@ -247,7 +240,8 @@ def _build_shared(mesh: MeshView, namespace: str, scope: Scope,
             if port.protocol is not Protocol.TCP:
                 http_ports.add(port.port)
                 if vip is not None:
-                    config = port_routes(mesh, (key[0], key[1], port.port), namespace)
+                    # Its namespace's consumer routes, else the producer's (consumer.py).
+                    config = mesh.port_route_config((key[0], key[1], port.port), namespace)
                     http_vips.append((vip, port.port, config.name))
                     routes_by_name[config.name] = config
             elif vip is not None:

@@ -57,23 +57,27 @@ class RoutesView(Structural):
     def consumer_routes(self) -> dict[ConsumerKey, CallerRoutes]: ...
 
 
+def _variant(mesh: RoutesView, pkey: PortKey, namespace: str) -> CallerRoutes | None:
+    return mesh.consumer_routes.get((namespace, pkey)) if mesh.consumer_routes else None
+
+
 def port_route_config(mesh: RoutesView, pkey: PortKey, namespace: str) -> XdsResource | None:
     """The route config (`upstream|PORT||SVC.NS`) of an HTTP Service port for a caller
     in `namespace`: its namespace's consumer routes where it has some, else the
     producer routes. None: not an HTTP port of a Service in the mesh."""
-    variant = mesh.consumer_routes.get((namespace, pkey)) if mesh.consumer_routes else None
+    variant = _variant(mesh, pkey, namespace)
     return variant.config if variant is not None else mesh.upstream_routes.get(pkey)
 
 
 def port_route_refs(mesh: RoutesView, pkey: PortKey, namespace: str) -> frozenset[str] | None:
     """The clusters `port_route_config` of the same caller sends to."""
-    variant = mesh.consumer_routes.get((namespace, pkey)) if mesh.consumer_routes else None
+    variant = _variant(mesh, pkey, namespace)
     return variant.refs if variant is not None else mesh.port_refs.get(pkey)
 
 
 def has_variant(mesh: RoutesView, pkey: PortKey, namespace: str) -> bool:
     """Whether callers in `namespace` follow consumer routes on this port."""
-    return bool(mesh.consumer_routes) and (namespace, pkey) in mesh.consumer_routes
+    return _variant(mesh, pkey, namespace) is not None
 
 
 def http_port_routes(index: MeshIndex, key: SvcKey, svc: Service, port: int,

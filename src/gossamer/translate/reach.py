@@ -40,16 +40,15 @@ from gossamer.model.mesh import Reachability as MeshReachability
 from gossamer.translate.policies import Covering
 
 Caller = tuple[str, str]  # (namespace, service account)
+# What admits a caller, indexed: a principal's "ns/<ns>/sa/<account>", a namespace,
+# or neither (checked for every caller).
+_Key = tuple[str, str] | None
+ANY_SOURCE: Source | None = None  # an ALLOW rule without `from`
 
 
 def inferred_for(index: MeshIndex) -> bool:
     """Whether sidecars no Sidecar covers are scoped by inference (the Mesh's choice)."""
     return index.mesh is not None and index.mesh.spec.reachability is MeshReachability.INFERRED
-
-# What admits a caller, indexed: a principal's "ns/<ns>/sa/<account>", a namespace,
-# or neither (checked for every caller).
-_Key = tuple[str, str] | None
-ANY_SOURCE: Source | None = None  # an ALLOW rule without `from`
 
 
 def _path(principal: str) -> str:

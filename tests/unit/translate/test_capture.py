@@ -31,6 +31,7 @@ from gossamer.translate.protos import to_dict
 from gossamer.translate.proxy import proxy_inputs
 from gossamer.virtualips.table import allocate, load_table
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
+from tests.unit.translate.vips import with_vip_table
 
 HERE = Path(__file__).parents[1]
 API = "mesh.gossamer.dev/v1alpha1"
@@ -38,13 +39,7 @@ API = "mesh.gossamer.dev/v1alpha1"
 
 def _docs(*extra: dict[str, Any]) -> list[Resource]:
     docs = parse_documents((HERE / "testdata" / "mesh.yaml").read_text())
-    docs += [parse_document(d) for d in extra]
-    services = {(d.metadata.namespace, d.metadata.name): None
-                for d in docs if d.kind == "Service"}
-    table = load_table(allocate(None, services, ipaddress.IPv4Network("240.240.0.0/16"))
-                       .document())
-    assert table is not None
-    return [*docs, table]
+    return with_vip_table(docs + [parse_document(d) for d in extra])
 
 
 def _client(**over: Any) -> NodeMetadata:

@@ -10,7 +10,6 @@ diff.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from dataclasses import replace
@@ -27,8 +26,8 @@ from gossamer.translate import MeshConfig, translate_mesh, translate_proxy
 from gossamer.translate.capture import CAPTURE_ROUTES
 from gossamer.translate.consumer import port_route_config
 from gossamer.translate.protos import to_dict
-from gossamer.virtualips.table import allocate, load_table
 from gossamer.xds.types import CLUSTER, ROUTE, VHOST, Snapshot
+from tests.unit.translate.vips import with_vip_table
 
 HERE = Path(__file__).parents[1]
 CONSUMER = (HERE / "testdata" / "consumer.yaml").read_text()
@@ -37,13 +36,7 @@ V2 = "outbound|80||echo-v2.mesh"
 
 
 def _docs(*extra: dict[str, Any]) -> list[Resource]:
-    docs = parse_documents(CONSUMER) + [parse_document(d) for d in extra]
-    services = {(d.metadata.namespace, d.metadata.name): None
-                for d in docs if d.kind == "Service"}
-    table = load_table(allocate(None, services, ipaddress.IPv4Network("240.240.0.0/16"))
-                       .document())
-    assert table is not None
-    return [*docs, table]
+    return with_vip_table(parse_documents(CONSUMER) + [parse_document(d) for d in extra])
 
 
 def _mesh(*extra: dict[str, Any]) -> MeshConfig:

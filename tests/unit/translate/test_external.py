@@ -4,7 +4,6 @@ re-translates a proxy. Regenerate the golden file with GOSSAMER_UPDATE_GOLDEN=1.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from pathlib import Path
@@ -24,8 +23,8 @@ from gossamer.translate.dns import DNS_LISTENER
 from gossamer.translate.protos import to_dict
 from gossamer.translate.proxy import proxy_inputs
 from gossamer.virtualips.external import external_key
-from gossamer.virtualips.table import allocate, load_table
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
+from tests.unit.translate.vips import with_vip_table
 
 HERE = Path(__file__).parents[1]
 API = "mesh.gossamer.dev/v1alpha1"
@@ -58,10 +57,7 @@ def _docs(*extra: dict[str, Any]) -> list[Resource]:
             keys[(d.metadata.namespace, d.metadata.name)] = None
         elif d.kind == "ExternalService":
             keys[external_key(d.metadata.namespace, d.metadata.name)] = None
-    table = load_table(allocate(None, keys, ipaddress.IPv4Network("240.240.0.0/16"))
-                       .document())
-    assert table is not None
-    return [*docs, table]
+    return with_vip_table(docs, keys)
 
 
 def _client(**over: Any) -> NodeMetadata:
