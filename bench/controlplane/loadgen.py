@@ -85,7 +85,9 @@ class LoadGen:
         self.target = target
         self.credentials = grpc.ssl_channel_credentials(root_certificates=bundle)
         self.proxies = [ProxyRun(p["index"], SimProxy(p["node_id"], p["cluster"],
-                                                      p["metadata"]), p["token"])
+                                                      p["metadata"],
+                                                      calls=list(p.get("calls", ()))),
+                                 p["token"])
                         for p in proxies]
         self.recording = False
         self.stopping = False

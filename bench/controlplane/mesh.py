@@ -17,6 +17,13 @@ the service accounts of its UPSTREAMS callers, and the Mesh says `reachability:
 inferred`. With no Sidecar, the control plane infers the same scopes from them
 (translate/reach.py).
 
+On demand (`--on-demand`): no Sidecar, and the Mesh says `onDemand: true`
+(translate/ondemand.py): each sidecar holds no Service's virtual host or cluster
+until it asks. A simulated sidecar asks, as Envoy does on its app's first request
+through the catch-all listener, for its UPSTREAMS services' virtual hosts by Host
+(`outbound/svc-NNNN`, a VHDS alias); their clusters it has already (its dedicated
+upstream listeners name them), so it needs no on-demand cluster lookup.
+
 VHDS: the sidecars take the outbound virtual hosts by VHDS, as the agent's default
 (`--xds-mode delta`); `--no-vhds` runs them as `--xds-mode delta-rds`.
 """
@@ -69,10 +76,14 @@ def sidecar_doc(i: int, s: int) -> dict[str, Any]:
                                           for k in range(1, UPSTREAMS + 1)]}}}
 
 
-def infer_doc() -> dict[str, Any]:
-    """The Mesh that turns the inference on (it is off by default)."""
+def mesh_doc(inferred: bool, on_demand: bool) -> dict[str, Any]:
+    """The Mesh that turns the inference and on-demand discovery on (both off by
+    default)."""
+    spec: dict[str, Any] = {"reachability": "inferred"} if inferred else {}
+    if on_demand:
+        spec["onDemand"] = True
     return {"apiVersion": "mesh.gossamer.dev/v1alpha1", "kind": "Mesh",
-            "metadata": {"name": "default"}, "spec": {"reachability": "inferred"}}
+            "metadata": {"name": "default"}, "spec": spec}
 
 
 def allow_doc(i: int, s: int, trust_domain: str = "gossamer.local") -> dict[str, Any]:
@@ -150,8 +161,15 @@ class Layout:
         doc["spec"]["ttlSeconds"] = 0  # type: ignore[index]
         return doc
 
-    def proxy(self, j: int, token: str) -> dict[str, Any]:
+    def calls(self, j: int) -> list[str]:
+        """The VHDS aliases proxy j asks for on demand: its upstreams by short name."""
+        i = self.service_of(j)
+        return [f"{names.OUTBOUND_ROUTES}/{service_name((i + k) % self.s)}"
+                for k in range(1, UPSTREAMS + 1)]
+
+    def proxy(self, j: int, token: str, on_demand: bool = False) -> dict[str, Any]:
         agent = self.agent(j)
         node = agent.node(f"/tmp/gossamer-{agent.node_id}/access.log")
         return {"index": j, "node_id": node.node_id, "cluster": node.service,
-                "metadata": node.to_metadata(), "token": token}
+                "metadata": node.to_metadata(), "token": token,
+                "calls": self.calls(j) if on_demand else []}

@@ -34,7 +34,8 @@ from typing import Any
 import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
-from bench.controlplane.run import Bench, kib_per_proxy, spread
+from bench.controlplane.report import kib_per_proxy, spread
+from bench.controlplane.run import Bench
 from bench.smp.controlplane import replicas_document
 from tests.postgres_server import PostgresServer
 

@@ -48,7 +48,7 @@ def main() -> None:
     if args.scoped:
         docs += [bm.sidecar_doc(i, lay.s) for i in range(lay.s)]
     if args.policies:
-        docs += [bm.infer_doc(), *(bm.allow_doc(i, lay.s) for i in range(lay.s))]
+        docs += [bm.mesh_doc(True, False), *(bm.allow_doc(i, lay.s) for i in range(lay.s))]
     docs += [lay.workload_doc(j) for j in range(lay.workloads)]
     res = [parse_document(d).with_revision(i + 1) for i, d in enumerate(docs)]
     index = build_index(res, len(res))

@@ -2,7 +2,7 @@
 
     cd <repo> && PYTHONPATH=$PWD/src .venv/bin/python -m bench.controlplane.run [--quick]
         [--scenarios 100x100,1000x1000] [--runs 3] [--churn-seconds 60] [--out FILE]
-        [--scoped | --policies] [--no-vhds]
+        [--scoped | --policies | --on-demand] [--no-vhds]
 
 For each scenario (N proxies x S services) it starts `gossamer control-plane` as
 its own process on a fresh state dir, creates the services and registers their
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import random
 import signal
 import statistics
@@ -44,6 +43,7 @@ from typing import Any
 import httpx
 from bench.controlplane import mesh
 from bench.controlplane.procs import ControlPlaneProcess, LoadGenProcess, LoadGens
+from bench.controlplane.report import kib_per_proxy, spread, summarize, table
 from bench.smp.controlplane import controlplane_document
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,39 +54,13 @@ WAIT_CHANGE = 15.0  # seconds a change may take to reach every proxy
 QUIET = 0.5  # seconds after the last arrival that still count towards bytes
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def spread(times: list[float | None]) -> dict[str, Any]:
-    """Propagation percentiles (ms) over proxies; a missing arrival counts as never."""
-    got = [t for t in times if t is not None]
-    out: dict[str, Any] = {"proxies": len(times), "missing": len(times) - len(got)}
-    if not got:
-        return out
-    inf = [t if t is not None else math.inf for t in times]
-    for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p100", 1.0)):
-        v = percentile(inf, q)
-        out[label] = None if v == math.inf else round(v * 1000, 1)
-    return out
-
-
-def kib_per_proxy(rss_0_mib: float, rss_n_mib: float, n: int) -> float | None:
-    """Control-plane memory per connected proxy: RSS with every proxy connected and
-    synced minus RSS with the mesh loaded and none connected, over N (KiB). What a
-    proxy costs the control plane (its stream, its snapshot, its index entries),
-    comparable with Kuma's ~1 MB and Istio's ~0.75 MB per proxy."""
-    return round((rss_n_mib - rss_0_mib) * 1024 / n, 1) if n and rss_n_mib else None
-
-
 class Bench:
     def __init__(self, layout: mesh.Layout, workdir: Path, procs: int,
                  scoped: bool = False, policies: bool = False,
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, on_demand: bool = False) -> None:
         self.layout = layout
         self.profile = profile
-        self.scoped, self.policies = scoped, policies
+        self.scoped, self.policies, self.on_demand = scoped, policies, on_demand
         self.workdir = workdir
         self.procs = procs
         self.cp = ControlPlaneProcess(workdir / "state")
@@ -98,6 +72,7 @@ class Bench:
                                         "workloads": layout.workloads,
                                         "upstreams_per_proxy": mesh.UPSTREAMS,
                                         "scoped": scoped, "policies": policies,
+                                        "on_demand": on_demand,
                                         "vhds": layout.vhds}
 
     # -- setup ------------------------------------------------------------------------
@@ -135,8 +110,10 @@ class Bench:
         if self.scoped:
             await self._bounded([self._call("POST", "/api/v1/apply", mesh.sidecar_doc(i, lay.s))
                                  for i in range(lay.s)])
+        if self.policies or self.on_demand:
+            await self._call("POST", "/api/v1/apply",
+                             mesh.mesh_doc(self.policies, self.on_demand))
         if self.policies:
-            await self._call("POST", "/api/v1/apply", mesh.infer_doc())
             await self._bounded([self._call("POST", "/api/v1/apply", mesh.allow_doc(i, lay.s))
                                  for i in range(lay.s)])
         made = await self._bounded([self._call("POST", "/api/v1/tokens", {
@@ -163,7 +140,7 @@ class Bench:
         ca_file.write_text(ca["bundle_pem"])
         gens = []
         for g in range(self.procs):
-            proxies = [lay.proxy(j, self.tokens[lay.service_of(j)])
+            proxies = [lay.proxy(j, self.tokens[lay.service_of(j)], self.on_demand)
                        for j in range(g, lay.n, self.procs)]
             pfile = self.workdir / f"proxies-{g}.json"
             pfile.write_text(json.dumps(proxies))
@@ -433,11 +410,6 @@ class Bench:
         await self.cp.stop()
 
 
-def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in runs if r.get(key) is not None]
-    return round(statistics.median(values), 1) if values else None
-
-
 def _calibrate() -> float:
     """A fixed CPU-bound loop (ms): how fast this noisy machine is right now."""
     t0 = time.perf_counter()
@@ -455,11 +427,12 @@ def _log_tail(path: Path, lines: int = 30) -> list[str]:
 
 async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
                    scoped: bool = False, vhds: bool = True,
-                   policies: bool = False, profile: Path | None = None) -> dict[str, Any]:
+                   policies: bool = False, profile: Path | None = None,
+                   on_demand: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gossamer-cpbench-") as tmp:
         bench = Bench(mesh.Layout(n, s, vhds), Path(tmp), procs, scoped, policies,
                       profile.with_name(f"{profile.stem}-{n}x{s}{profile.suffix}")
-                      if profile is not None else None)
+                      if profile is not None else None, on_demand)
         res = bench.results
         res["calibration_ms"] = _calibrate()
         try:
@@ -470,67 +443,6 @@ async def scenario(n: int, s: int, runs: int, churn_s: float, procs: int,
         finally:
             await bench.close()
     return res
-
-
-def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    """Medians over runs of each per-run figure (what a failed scenario measured)."""
-    route, ep, rs = res.get("route", []), res.get("endpoint", []), res.get("restart", [])
-    out: dict[str, Any] = {"N": res["n"], "S": res["s"],
-                           "scoped": "yes" if res.get("scoped") else
-                           "policies" if res.get("policies") else "no",
-                           "vhds": "no" if res.get("vhds") is False else "yes"}
-    for prefix, runs in (("route", route), ("ep", ep)):
-        for p in ("p50", "p90", "p99", "p100"):
-            out[f"{prefix}_{p}_ms"] = _median_of(runs, p)
-        out[f"{prefix}_bytes_per_proxy"] = _median_of(runs, "bytes_median")
-        out[f"{prefix}_affected"] = _median_of(runs, "proxies")
-    out["ep_unaffected_bytes"] = _median_of(ep, "unaffected_bytes")
-    usage = res.get("cp_before_restart", {})
-    out["cp_cpu_s"], out["cp_peak_rss_mib"] = usage.get("cpu_s"), usage.get("hwm_mib")
-    out["rss_goal_mib"] = round(100 + 100 * res["n"] / 1024, 1)
-    out["rss_0_mib"], out["rss_n_mib"] = res.get("rss_before_proxies_mib"), \
-        res.get("rss_synced_mib")
-    out["kib_per_proxy"] = res.get("kib_per_proxy")
-    out["resync_s"] = _median_of(rs, "from_ready_s")
-    out["initial_sync_s"] = res.get("initial_sync", {}).get("s")
-    out["calib_ms"] = res.get("calibration_ms")
-    if "churn" in res:
-        c = res["churn"]
-        out["churn_p50_ms"], out["churn_p99_ms"] = c.get("p50"), c.get("p99")
-        out["churn_cpu_share"] = c["cp_cpu_share"]
-    lags = [r["loadgen_lag"]["max_ms"] for r in route + ep]
-    out["lag_max_ms"] = max(lags) if lags else None
-    if "error" in res:
-        out["error"] = res["error"]
-    return out
-
-
-COLUMNS = [
-    ("N", "N"), ("S", "S"), ("scoped", "scoped"), ("vhds", "VHDS"),
-    ("route_p50_ms", "route p50"), ("route_p90_ms", "p90"), ("route_p99_ms", "p99"),
-    ("route_p100_ms", "p100"), ("route_affected", "route subs"),
-    ("route_bytes_per_proxy", "route B/proxy"),
-    ("ep_p50_ms", "EDS p50"), ("ep_p90_ms", "p90"), ("ep_p99_ms", "p99"),
-    ("ep_p100_ms", "p100"), ("ep_bytes_per_proxy", "EDS B/proxy"),
-    ("ep_affected", "EDS subs"), ("ep_unaffected_bytes", "B to others"),
-    ("cp_peak_rss_mib", "peak RSS MiB"), ("rss_goal_mib", "goal"),
-    ("rss_0_mib", "RSS 0 MiB"), ("rss_n_mib", "RSS N MiB"), ("kib_per_proxy", "KiB/proxy"),
-    ("cp_cpu_s", "CPU s"),
-    ("initial_sync_s", "sync s"), ("resync_s", "resync s"),
-    ("churn_p50_ms", "churn p50"), ("churn_p99_ms", "churn p99"),
-    ("churn_cpu_share", "churn CPU"), ("lag_max_ms", "lg lag ms"), ("calib_ms", "calib ms"),
-]
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    header = "| " + " | ".join(h for _, h in COLUMNS) + " |"
-    sep = "|" + "|".join("---:" for _ in COLUMNS) + "|"
-    lines = [header, sep]
-    for row in rows:
-        lines.append("| " + " | ".join("-" if row.get(k) is None else str(row[k])
-                                       for k, _ in COLUMNS) + " |")
-    failed = [f"N={r['N']} S={r['S']} failed: {r['error']}" for r in rows if "error" in r]
-    return "\n".join(lines + failed)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -553,6 +465,9 @@ def main() -> None:
     p.add_argument("--policies", action="store_true",
                    help="no Sidecar: an ALLOW AuthorizationPolicy per service names its "
                         "callers, and the control plane infers the scopes from them")
+    p.add_argument("--on-demand", action="store_true",
+                   help="no Sidecar: the Mesh's onDemand, each sidecar asks for the "
+                        "virtual hosts of the services it calls (translate/ondemand.py)")
     p.add_argument("--no-vhds", action="store_true",
                    help="sidecars as --xds-mode delta-rds: the whole outbound route config")
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
@@ -570,7 +485,8 @@ def main() -> None:
     for n, s in scenarios:
         print(f"scenario N={n} S={s} ...", file=sys.stderr, flush=True)
         res = asyncio.run(scenario(n, s, runs, args.churn_seconds, args.procs, args.scoped,
-                                   not args.no_vhds, args.policies, args.profile))
+                                   not args.no_vhds, args.policies, args.profile,
+                                   args.on_demand))
         results.append(res)
         rows.append(summarize(res))
         print(table(rows[-1:]), file=sys.stderr, flush=True)

@@ -20,6 +20,10 @@ What it copies from Envoy (delta ADS, `DELTA_GRPC`, `setNodeOnFirstMessageOnly`)
 - After route configs arrive, one of them with `vhds` opens the VirtualHost
   subscription (VHDS; translate/vhds.py) as Envoy does: an empty first request
   (every virtual host the node has), resumed on reconnect with its versions.
+- On demand (`calls`, the Mesh's `onDemand`): after the first VirtualHost
+  answer, the VHDS aliases of the hosts its app calls (`outbound/<Host>`), as
+  Envoy's `on_demand` filter asks on a first request; it is in sync once each was
+  answered (with a virtual host, or as unresolved), and resumes them on reconnect.
 - Resources are decoded only to find those names, and the result is cached by
   (name, version): the many proxies of one process share that work, as they
   share the control plane's resource objects.
@@ -141,6 +145,9 @@ class SimProxy:
     types: dict[str, TypeState] = field(default_factory=dict)
     responses: int = 0
     bytes: int = 0
+    # On demand: the VHDS aliases its app's first requests ask for, and those answered.
+    calls: list[str] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST):
@@ -157,6 +164,8 @@ class SimProxy:
             req = Request(type_url=type_url)
             if not st.wildcard:
                 req.resource_names_subscribe.extend(sorted(st.names))
+            elif st.names:  # VHDS on demand: the wildcard and the aliases it asked for
+                req.resource_names_subscribe.extend(["*", *sorted(st.names)])
             for name, version in st.known.items():
                 req.initial_resource_versions[name] = version
             out.append(req)
@@ -170,8 +179,12 @@ class SimProxy:
         st = self.types.get(resp.type_url)
         if st is None:  # a type we never asked for: ACK it and move on
             return [Request(type_url=resp.type_url, response_nonce=resp.nonce)]
+        opened = not st.received
         st.received = True
         for res in resp.resources:
+            self.answered.update(res.aliases)
+            if not res.HasField("resource"):
+                continue  # an unresolved alias: nothing to hold
             st.known[res.name] = res.version
             if resp.type_url in CHILD:
                 st.needs[res.name] = children_of(resp.type_url, res)
@@ -184,6 +197,9 @@ class SimProxy:
                 and any(uses_vhds(res) for res in resp.resources)):
             vhds.wildcard = True  # Envoy's first VHDS request names nothing
             out.append(Request(type_url=VHOST))
+        if resp.type_url == VHOST and opened and self.calls and not st.names:
+            st.names = set(self.calls)  # the app's first requests, by Host
+            out.append(Request(type_url=VHOST, resource_names_subscribe=self.calls))
         child = CHILD.get(resp.type_url)
         if child is not None:
             sub = self._resubscribe(self.types[child], st.needs.values())
@@ -218,4 +234,5 @@ class SimProxy:
             st = self.types[type_url]
             if not st.names <= st.known.keys():
                 return False
-        return not self.types[VHOST].wildcard or self.types[VHOST].received
+        vhds = self.types[VHOST]
+        return not vhds.wildcard or (vhds.received and set(self.calls) <= self.answered)

@@ -41,7 +41,8 @@ def controlplane_document(res: dict[str, Any], machine: dict[str, Any] | None = 
     end = start + sum(s.get("wall_s", 0) for s in res.get("scenarios", []))
     meshes, tests, results = [], [], []
     for row in res["summary"]:
-        scoped = {"yes": "-scoped", "policies": "-policies"}.get(row.get("scoped", ""), "")
+        scoped = {"yes": "-scoped", "policies": "-policies",
+                  "on demand": "-on-demand"}.get(row.get("scoped", ""), "")
         sid = f"{row['N']}x{row['S']}{scoped}"
         cp: Message = {"count": 1, "services": int(row["S"]), "sidecars": int(row["N"]),
                        "endpoints": int(row["N"])}
@@ -124,4 +125,32 @@ def replicas_document(res: dict[str, Any], machine: dict[str, Any] | None = None
                                                 "p99": lat.get("p99"), "max": lat.get("p100")},
                                   extra=extra))
     env = environment(machine or this_machine(), [("loadgen.py", len(meshes))])
+    return document(env, meshes, tests, results)
+
+
+def firstrequest_document(res: dict[str, Any], machine: dict[str, Any] | None = None
+                          ) -> dict[str, Any]:
+    """firstrequest.py's result: one ServiceMeshConfig per mode (on demand, up front),
+    and per mode the first and the second request to each Service as results."""
+    start = res.get("started") or time.time()
+    end = res.get("ended") or start
+    meshes, tests, results = [], [], []
+    for sid, label in (("on-demand", "on_demand"), ("up-front", "up_front")):
+        meshes.append(mesh_config(sid, MESH, proxy_build=None, mtls=False,
+                                  sidecar={"count": 2},
+                                  extra={"on_demand": sid == "on-demand"}))
+        tests.append(profile(sid, f"a sidecar's first request to each of {res['calls']} "
+                             f"Services ({res['services']} in the mesh)",
+                             f"{res['calls']} Services",
+                             [client("httpx through the outbound listener", connections=1,
+                                     rps=0)], {"services": res["services"]}))
+        for which in ("first", "second"):
+            lat = res[f"{label}_{which}"]
+            results.append(result(f"{sid}-{which}", sid, sid, start=start, end=end,
+                                  latencies_ms={"p50": lat["p50_ms"], "p90": lat["p90_ms"],
+                                                "p99": lat["p99_ms"], "max": lat["max_ms"]},
+                                  extra={"request": which,
+                                         "adds_p99_ms": res["adds"]["p99_ms"]
+                                         if sid == "on-demand" and which == "first" else None}))
+    env = environment(machine or this_machine(), [("envoy", 2)])
     return document(env, meshes, tests, results)

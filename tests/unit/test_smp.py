@@ -24,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "dataplane")]
 
 from bench.smp import KEYS  # noqa: E402
-from bench.smp.controlplane import controlplane_document, replicas_document  # noqa: E402
+from bench.smp.controlplane import (  # noqa: E402
+    controlplane_document,
+    firstrequest_document,
+    replicas_document,
+)
 from bench.smp.dataplane import (  # noqa: E402
     ablate_document,
     instructions_document,
@@ -187,6 +191,21 @@ def test_replicas_results(smp: ModuleType) -> None:
     assert (cp["mesh_control_plane"]["count"], cp["mesh_control_plane"]["mem_mb"]) == (2, 207)
 
 
+def test_firstrequest_document_validates(smp: ModuleType) -> None:
+    def lat(p99: float) -> dict[str, float]:
+        return {"n": 60, "p50_ms": 5.0, "p90_ms": 9.0, "p99_ms": p99, "max_ms": p99 + 1}
+    doc = firstrequest_document({"kind": "firstrequest", "started": 1.7e9, "ended": 1.7e9 + 30,
+                                 "services": 200, "calls": 60, "on_demand_first": lat(21.0),
+                                 "on_demand_second": lat(8.0), "up_front_first": lat(12.0),
+                                 "up_front_second": lat(8.0), "adds": {"p99_ms": 9.0}},
+                                MACHINE)
+    check(doc, smp)
+    by_id = {r["id"]: r for r in doc["performance_test_results"]}
+    assert by_id["on-demand-first"]["latencies_ms"]["p99"] == 21.0
+    assert by_id["on-demand-first"]["labels"]["adds_p99_ms"] == "9.0"
+    assert "adds_p99_ms" not in by_id["up-front-first"]["labels"]
+
+
 def _kept_results() -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in sorted((ROOT / "bench").rglob("*.json")):
@@ -201,7 +220,7 @@ def _kept_results() -> list[tuple[Path, dict[str, Any]]]:
 
 def test_every_kept_result_converts(smp: ModuleType) -> None:
     """The result files under bench/ (whatever their names) as SMP documents."""
-    seen = {"run": 0, "controlplane": 0, "instructions": 0, "replicas": 0}
+    seen = {"run": 0, "controlplane": 0, "instructions": 0, "replicas": 0, "firstrequest": 0}
     for _path, res in _kept_results():
         if isinstance(res, dict) and res.get("kind") == "dataplane-instructions":
             check(instructions_document(res), smp)
@@ -217,7 +236,11 @@ def test_every_kept_result_converts(smp: ModuleType) -> None:
         elif isinstance(res, dict) and "sqlite-1" in res:
             check(replicas_document(res, MACHINE), smp)
             seen["replicas"] += 1
+        elif isinstance(res, dict) and res.get("kind") == "firstrequest":
+            check(firstrequest_document(res, MACHINE), smp)
+            seen["firstrequest"] += 1
     assert seen["run"] >= 1, seen
     assert seen["controlplane"] >= 1, seen
     assert seen["instructions"] >= 1, seen
     assert seen["replicas"] >= 1, seen
+    assert seen["firstrequest"] >= 1, seen

@@ -11,6 +11,9 @@ Mesh resources can never disagree.
   default) passes it through to where the app sent it, `REGISTRY_ONLY` refuses
   it. A `Sidecar` may set its own mode for the workloads it covers
   (model/sidecar.py).
+- `onDemand`: sidecars that no `Sidecar` scopes (and not under capture) fetch a
+  Service's routes and cluster on their first request to it, instead of holding
+  every Service's up front (translate/ondemand.py).
 - `dnsDomain`: the mesh's own DNS domain: a capturing sidecar answers
   `svc.ns.<dnsDomain>` (besides `svc`, `svc.ns`, `svc.ns.svc` and
   `svc.ns.svc.cluster.local`) with the Service's virtual IP.
@@ -21,7 +24,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from gossamer.model.meta import DNS_SUBDOMAIN, Resource, Strict
 from gossamer.model.policy import MESH_ROOT_NAMESPACE
@@ -61,6 +64,9 @@ class MeshSpec(Strict):
         default_factory=OutboundTrafficPolicy, alias="outboundTrafficPolicy")
     dns_domain: str = Field(default=DEFAULT_DNS_DOMAIN, alias="dnsDomain")
     reachability: Reachability = Reachability.ALL
+    # Sidecars no Sidecar scopes fetch a Service's routes and cluster on their first
+    # request to it (translate/ondemand.py) instead of holding every Service's.
+    on_demand: StrictBool = Field(default=False, alias="onDemand")
 
     @field_validator("dns_domain")
     @classmethod

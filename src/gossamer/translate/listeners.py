@@ -271,28 +271,32 @@ def _localized(listener: Listener, address: str, port: int, cluster: str) -> Lis
 def http_outbound_listener(name: str, port: int, route_config: str,
                            access_log: tuple[dict[str, Any], ...] = (),
                            tracing: dict[str, Any] | None = None,
-                           optional: tuple[dict[str, Any], ...] = ()) -> Listener:
+                           optional: tuple[dict[str, Any], ...] = (),
+                           first: tuple[dict[str, Any], ...] = ()) -> Listener:
     """The fault and CORS filters are always there, disabled unless a route
     configures them, so fault policies and CORS change routes only. With `tracing` the
-    listener's spans are CLIENT spans (traffic direction OUTBOUND)."""
+    listener's spans are CLIENT spans (traffic direction OUTBOUND). `first`: filters
+    before those (on-demand discovery, translate/ondemand.py)."""
     # Built under a placeholder name and port, so one `build` serves every upstream
     # listener of the mesh, then renamed (`_renamed`).
     template = _listener(_ANY_NAME, "127.0.0.1", 0, "OUTBOUND",
-                         outbound_hcm(_ANY_NAME, _ANY_NAME, access_log, tracing, optional))
+                         outbound_hcm(_ANY_NAME, _ANY_NAME, access_log, tracing, optional,
+                                      first))
     return _renamed(template, name, port, route_config)
 
 
 def outbound_hcm(stat_prefix: str, route_config: str,
                  access_log: tuple[dict[str, Any], ...] = (),
                  tracing: dict[str, Any] | None = None,
-                 optional: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+                 optional: tuple[dict[str, Any], ...] = (),
+                 first: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     """The caller side's HTTP connection manager (outbound, per-upstream and capture
     listeners): routes from RDS, the fault and CORS filters always there, disabled
     (routes enable them), and the `optional` ones (`optional_outbound_filters`)."""
     route = {"rds": {"configSource": ADS, "routeConfigName": route_config}}
     log = {"accessLog": list(access_log)} if access_log else {}
     return _hcm(stat_prefix, route, {**log, **_tracing(tracing)},
-                filters=(CORS_HTTP_FILTER, FAULT_FILTER, *optional))
+                filters=(*first, CORS_HTTP_FILTER, FAULT_FILTER, *optional))
 
 
 def optional_outbound_filters(index: MeshIndex) -> tuple[dict[str, Any], ...]:

@@ -14,7 +14,7 @@ later mesh gives equal inputs, the proxy's last config with the new endpoints
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gossamer.contract.node import NodeMetadata
 from gossamer.contract.protocol import Protocol
@@ -26,6 +26,7 @@ from gossamer.translate.external import via_cluster_resource
 from gossamer.translate.gateway import gateway_inputs, translate_gateway
 from gossamer.translate.listeners import inbound_route_config
 from gossamer.translate.mesh import EDS_PREFIX, MeshConfig, ScopedView
+from gossamer.translate.ondemand import demand_of, mirrored, on_demand_for, vhost_demand
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
 from gossamer.translate.serviceparts import upstream_route_config
@@ -66,7 +67,8 @@ def _inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, tapped: bool,
     if listeners is None:
         listeners = listener_inputs(mesh, proxy)
     return (listeners, scope, _cluster_inputs(mesh, scope),
-            _route_inputs(mesh, proxy, scope), tapped)
+            _route_inputs(mesh, proxy, scope), tapped,
+            mirrored(mesh) if on_demand_for(mesh, proxy, scope) else None)
 
 
 def _cluster_inputs(mesh: MeshConfig, scope: Scope) -> object:
@@ -135,6 +137,9 @@ class _Routes:
     # VHDS: the virtual hosts of `outbound` and their digest sum (translate/vhds.py).
     vhosts: Mapping[str, XdsResource] | None = None
     vhost_sum: int = 0
+    # The clusters the dedicated upstream listeners' routes send to: never on
+    # demand (translate/ondemand.py).
+    eager: set[str] = field(default_factory=set)
 
 
 def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedView,
@@ -157,6 +162,8 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
         pkey = (up.namespace, up.service, up.port)
+        out.eager.update(port_route_refs(mesh, pkey, proxy.namespace) or ())
+        out.eager.add(names.outbound_cluster(*pkey))
         out.cluster_refs.update(port_route_refs(mesh, pkey, proxy.namespace) or ())
         if mesh.protocols.get(pkey) is Protocol.TCP:
             if pkey not in mesh.index.tcp_routes:
@@ -201,11 +208,15 @@ def translate_proxy(mesh: MeshConfig, proxy: NodeMetadata,
                       cluster_refs=routes.cluster_refs - {names.NO_ROUTE_CLUSTER},
                       clusters=clusters)
     endpoints, endpoint_sum = proxy_endpoints(mesh, proxy, scope)
+    demand = None
+    if on_demand_for(mesh, proxy, scope):
+        eager = routes.eager | own.extra.keys() | mesh.external.refs | mesh.external.mesh_refs
+        demand = demand_of(mesh, proxy, view, frozenset(eager))
     snapshot = Snapshot.build({CLUSTER: clusters, ENDPOINT: endpoints,
                                LISTENER: dict(own.listeners), ROUTE: routes.configs,
                                VHOST: routes.vhosts or {}},
                               {CLUSTER: cluster_sum, ENDPOINT: endpoint_sum,
-                               VHOST: routes.vhost_sum})
+                               VHOST: routes.vhost_sum}, demand)
     return ProxyConfig(proxy, snapshot, scope, _inputs(mesh, proxy, scope, tapped, key), own)
 
 
@@ -236,7 +247,9 @@ def with_endpoints(mesh: MeshConfig, proxy: NodeMetadata, config: ProxyConfig) -
     if proxy.outbound_port and by_vhds(proxy, config.scope):
         vhosts = outbound_vhosts(mesh, proxy.namespace, config.scope)
         if snapshot.version(VHOST) != vhosts.version:
-            snapshot = snapshot.replace_type(VHOST, vhosts.resources, vhosts.total)
+            demand = (vhost_demand(mesh, proxy.namespace, config.scope)
+                      if snapshot.demand(VHOST) is not None else None)
+            snapshot = snapshot.replace_type(VHOST, vhosts.resources, vhosts.total, demand)
     return ProxyConfig(proxy, snapshot, config.scope, config.inputs, config.listeners)
 
 

@@ -27,6 +27,7 @@ from gossamer.translate.listeners import (
     tcp_split_listener,
 )
 from gossamer.translate.mesh import MeshConfig
+from gossamer.translate.ondemand import ON_DEMAND_FILTER, on_demand_for
 from gossamer.translate.resilience import tcp_settings
 from gossamer.translate.tcproutes import tcp_route_clusters
 from gossamer.translate.telemetry import proxy_access_log
@@ -65,7 +66,8 @@ def listener_inputs(mesh: MeshConfig, proxy: NodeMetadata) -> tuple[object, ...]
             mesh.workload(proxy.namespace, proxy.workload),
             capture_inputs(mesh, proxy, mesh.scope_of(proxy)),
             mesh.external.key if proxy.gateway else None,  # an egress gateway's routes
-            tuple(f["name"] for f in optional_outbound_filters(mesh.index)))
+            tuple(f["name"] for f in optional_outbound_filters(mesh.index)),
+            on_demand_for(mesh, proxy, mesh.scope_of(proxy)))
 
 
 def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
@@ -91,7 +93,9 @@ def proxy_listeners(mesh: MeshConfig, proxy: NodeMetadata,
         lis = http_outbound_listener(names.OUTBOUND_LISTENER, proxy.outbound_port,
                                      names.OUTBOUND_ROUTES, proxy_access_log(
                                          mesh.index, proxy, own_services, "outbound"),
-                                     hcm_tracing, optional_outbound_filters(mesh.index))
+                                     hcm_tracing, optional_outbound_filters(mesh.index),
+                                     (ON_DEMAND_FILTER,) if on_demand_for(
+                                         mesh, proxy, mesh.scope_of(proxy)) else ())
         listeners[lis.name] = _res(LISTENER, lis.name, lis)
         ports[lis.name] = proxy.outbound_port
     for up in proxy.upstreams:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from gossamer.xds import wire
+from gossamer.xds.coverage import Cover, KnownView, resolve_aliases, same_demand
 from gossamer.xds.events import Acked, Nacked, Outgoing, Subscribed
 from gossamer.xds.stream import WILDCARD, StreamMachine, eds_service_name
 from gossamer.xds.types import (
@@ -24,6 +24,7 @@ from gossamer.xds.types import (
     ENDPOINT,
     NAMED_TYPES,
     NAMESPACED_TYPES,
+    OnDemand,
     Snapshot,
     XdsResource,
     namespace_of,
@@ -120,6 +121,14 @@ class DeltaTypeState:
     - `namespaced` (VHDS): a subscribed name also stands for every resource
       named `<name>/...`, as Envoy's namespace matching has it; Envoy subscribes
       to a route config's name to get all its virtual hosts.
+    - On demand (`demand`, the basis snapshot's `OnDemand` for the type): the
+      resources it holds are covered by explicit names only, not by the wildcard
+      or a namespace; a subscribed name that is an alias of one (VHDS: a Host
+      Envoy found no virtual host for) covers it too (`resolved`), and the
+      resource goes out with that alias, which is what Envoy waits for. A change
+      of the rules (by content: `same_demand`) is a subscription change.
+    - `cover`: the rule all of the above makes (xds/coverage.py), rebuilt when
+      one of its parts changes.
     """
 
     type_url: str
@@ -139,6 +148,13 @@ class DeltaTypeState:
     # Set by a NACK, cleared by an ACK: until then "nothing to send" does not
     # mean the client runs the current version.
     rejected: bool = False
+    demand: OnDemand | None = None
+    resolved: dict[str, str] = field(default_factory=dict)
+    cover: Cover = field(default_factory=Cover)
+
+    def recover(self) -> None:
+        self.cover = Cover(self.wildcard, self.namespaced, self.names, self.demand,
+                           frozenset(self.resolved.values()))
 
 
 class DeltaStream(StreamMachine):
@@ -206,15 +222,18 @@ class DeltaStream(StreamMachine):
             st.force.discard(name)
         st.names = _shared_names(frozenset(names))
         del names
-        if not st.wildcard:
+        for alias in [a for a in st.resolved if a not in st.names]:
+            del st.resolved[alias]
+        st.recover()
+        if not st.cover.plain_wildcard:
             # The client drops what it no longer subscribes to; no response needed.
             known = st.known if isinstance(st.known, dict) else dict(st.known.items())
-            for name in [n for n in known if not _covered(st, n)]:
+            for name in [n for n in known if not st.cover.covers(n)]:
                 del known[name]
             st.known = known
-        else:
+        if st.wildcard:
             # Still covered by the wildcard? The client cannot tell: say it.
-            st.force.update(n for n in unsubscribe if n != WILDCARD)
+            st.force.update(n for n in unsubscribe if n != WILDCARD and st.cover.covers(n))
         after = (st.wildcard, st.names)
         if first or after != before:
             self._events.append(Subscribed(st.type_url, after[0], after[1]))
@@ -225,9 +244,17 @@ class DeltaStream(StreamMachine):
         if snap is None or st.pending_nonce is not None:
             return None
         current = snap.version(st.type_url)
+        demand = snap.demand(st.type_url)
+        if demand is not st.demand:
+            if not same_demand(demand, st.demand):
+                st.dirty = True
+            st.demand = demand
+            st.recover()
         if current == st.basis_version and not st.dirty and not st.force:
             return None
         available = snap.of(st.type_url)
+        if demand is not None and demand.aliases and (st.dirty or current != st.basis_version):
+            self._resolve(st, demand, available)
         if not st.dirty and st.basis_map is not None and st.basis_version is not None:
             sending, removed = self._incremental(st, available, current)
         else:
@@ -237,23 +264,49 @@ class DeltaStream(StreamMachine):
         for name in removed:
             if name in st.names:
                 st.told_absent.add(name)
+        # A new client's wildcard or namespace subscription gets a first answer even
+        # if it is empty: the client waits for one (on demand it may well be empty).
+        # A client that resumes with what it has needs none.
+        opening = st.basis_version is None and (st.wildcard or st.namespaced) and not st.known
         # What the client now has: every covered resource of `available` (sent
         # now, or known at this version before); nothing else.
-        st.known = KnownView(available, st.wildcard, st.namespaced, st.names)
+        st.known = KnownView(available, st.cover)
         st.force.clear()
         st.dirty = False
         st.basis_version, st.basis_map = current, available
-        if not sending and not removed:
+        if not sending and not removed and not opening:
             if st.acked_version != current and not st.rejected:
                 st.acked_version = current
                 self._events.append(Acked(st.type_url, current, implicit=True))
             return None
         nonce = self._next_nonce()
         st.pending_nonce, st.pending_version = nonce, current
+        aliases = _aliases_of(st, sending) if st.resolved else None
+        unresolved: tuple[str, ...] = ()
+        if st.namespaced and st.demand is not None and st.demand.aliases:
+            # An alias no virtual host answers: Envoy waits for an empty resource
+            # by that name (not a removal) before it lets the request go on.
+            unresolved = tuple(n for n in removed if n in st.names)
+            removed = [n for n in removed if n not in st.names]
+            if opening and not sending and not unresolved:
+                unresolved = st.demand.namespaces
         return Outgoing(st.type_url, current, nonce, len(sending), len(removed),
                         functools.partial(wire.delta_response, st.type_url, current,
-                                          tuple(sending), tuple(removed), nonce),
+                                          tuple(sending), tuple(removed), nonce, aliases,
+                                          unresolved),
                         sum(len(r.payload) for r in sending))
+
+    @staticmethod
+    def _resolve(st: DeltaTypeState, demand: OnDemand,
+                 available: Mapping[str, XdsResource]) -> None:
+        """Resolve the subscribed aliases against this snapshot; an alias that now
+        names another resource (or one at all) is sent as if newly subscribed."""
+        resolved = resolve_aliases(st.names, demand, available)
+        if resolved != st.resolved:
+            st.force.update(t for a, t in resolved.items() if st.resolved.get(a) != t)
+            st.resolved = resolved
+            st.recover()
+            st.dirty = True
 
     @staticmethod
     def _incremental(st: DeltaTypeState, available: Mapping[str, XdsResource],
@@ -269,12 +322,12 @@ class DeltaStream(StreamMachine):
         assert st.basis_version is not None
         changed, gone = _diffs.get(st.type_url, st.basis_version, st.basis_map,
                                    current, available)
-        known, names = st.known, st.names
-        if st.wildcard:
+        known, names, cover = st.known, st.names, st.cover
+        if cover.plain_wildcard:
             sending = [r for r in changed if known.get(r.name) != r.version]
-        elif st.namespaced:
+        elif st.wildcard or st.namespaced or cover.targets:
             sending = [r for r in changed
-                       if _covered(st, r.name) and known.get(r.name) != r.version]
+                       if cover.covers(r.name) and known.get(r.name) != r.version]
         else:
             sending = [r for r in changed
                        if r.name in names and known.get(r.name) != r.version]
@@ -282,8 +335,7 @@ class DeltaStream(StreamMachine):
             queued = {r.name for r in sending}
             for name in st.force:
                 res = available.get(name)
-                if res is not None and name not in queued and (st.wildcard
-                                                               or _covered(st, name)):
+                if res is not None and name not in queued and cover.covers(name):
                     sending.append(res)
         return sending, [n for n in gone if n in known]
 
@@ -293,18 +345,22 @@ class DeltaStream(StreamMachine):
         """Everything the client may want against everything it has, O(resources)."""
         if st.namespaced and not st.wildcard:
             return _namespaced_diff(st, available)
-        known, force, told_absent = st.known, st.force, st.told_absent
+        known, force, told_absent, cover = st.known, st.force, st.told_absent, st.cover
         sending: list[XdsResource] = []
         removed: list[str] = []
         if st.wildcard:
+            plain = cover.plain_wildcard
             for name, res in available.items():
-                if known.get(name) != res.version or (force and name in force):
+                if ((known.get(name) != res.version or (force and name in force))
+                        and (plain or cover.covers(name))):
                     sending.append(res)
             # After the sends, `known` covers `available`; anything more is gone.
-            if len(known) + sum(1 for r in sending if r.name not in known) > len(available):
+            # (On demand it covers a part of it: look.)
+            if not plain or len(known) + sum(
+                    1 for r in sending if r.name not in known) > len(available):
                 removed.extend(n for n in known if n not in available)
             for name in st.names:  # explicit names the wildcard does not provide
-                if (name not in available and name not in known
+                if (name not in available and name not in known and name not in st.resolved
                         and (name not in told_absent or name in force)):
                     removed.append(name)
             # Unsubscribed names the wildcard does not cover: say they are gone.
@@ -338,60 +394,12 @@ class DeltaStream(StreamMachine):
             endpoints.force |= modified
 
 
-class KnownView(Mapping[str, str]):
-    """name -> version of the resources of a snapshot's type map that a
-    subscription covers: a stream's `known` between subscription changes.
-
-    Why: without `Sidecar` scoping every sidecar has every Service's cluster,
-    endpoints and virtual host, and a dict per type per stream of the same
-    thousands of (name, version) pairs was ~80 KB a stream; the view holds
-    references to the snapshot's map and the (shared) subscribed names.
-    """
-
-    __slots__ = ("_basis", "_names", "_namespaced", "_wildcard")
-
-    def __init__(self, basis: Mapping[str, XdsResource], wildcard: bool, namespaced: bool,
-                 names: frozenset[str]) -> None:
-        self._basis = basis
-        self._wildcard = wildcard
-        self._namespaced = namespaced
-        self._names = names
-
-    def _covers(self, name: str) -> bool:
-        return (self._wildcard or name in self._names
-                or (self._namespaced and namespace_of(name) in self._names))
-
-    def __getitem__(self, name: str) -> str:
-        res = self._basis.get(name)
-        if res is None or not self._covers(name):
-            raise KeyError(name)
-        return res.version
-
-    def get(self, name: str, default: Any = None) -> Any:
-        res = self._basis.get(name)
-        if res is None or not self._covers(name):
-            return default
-        return res.version
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        if self._wildcard:
-            return iter(self._basis)
-        if not self._namespaced:
-            return (n for n in self._names if n in self._basis)
-        return (n for n in self._basis if self._covers(n))
-
-    def __len__(self) -> int:
-        if self._wildcard:
-            return len(self._basis)
-        return sum(1 for _ in self)
-
-
-def _covered(st: DeltaTypeState, name: str) -> bool:
-    """Does the subscription cover resource `name` (the wildcard aside)?"""
-    return name in st.names or (st.namespaced and namespace_of(name) in st.names)
+def _aliases_of(st: DeltaTypeState, sending: list[XdsResource]) -> dict[str, tuple[str, ...]]:
+    """resource name -> the subscribed aliases it answers, for the resources sent."""
+    out: dict[str, list[str]] = {}
+    for alias, target in st.resolved.items():
+        out.setdefault(target, []).append(alias)
+    return {r.name: tuple(sorted(out[r.name])) for r in sending if r.name in out}
 
 
 def _namespaced_diff(st: DeltaTypeState, available: Mapping[str, XdsResource],
@@ -400,12 +408,12 @@ def _namespaced_diff(st: DeltaTypeState, available: Mapping[str, XdsResource],
     namespace (or its own name) covers; a re-subscribed namespace resends its
     resources. An explicit name that does not exist is reported removed once (an
     on-demand miss); a namespace name never is (it names no resource)."""
-    known, force = st.known, st.force
+    known, force, cover = st.known, st.force, st.cover
     sending = [res for name, res in available.items()
-               if _covered(st, name) and (known.get(name) != res.version or name in force
+               if cover.covers(name) and (known.get(name) != res.version or name in force
                                           or namespace_of(name) in force)]
     removed = [n for n in known if n not in available]
     removed.extend(n for n in st.names
                    if "/" in n and n not in available and n not in known
-                   and (n not in st.told_absent or n in force))
+                   and n not in st.resolved and (n not in st.told_absent or n in force))
     return sending, removed

@@ -123,32 +123,66 @@ def _frozen(resources: Mapping[str, XdsResource]) -> Mapping[str, XdsResource]:
     return MappingProxyType(dict(resources))
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class OnDemand:
+    """Which of a type's resources a proxy gets only when it asks for them by name
+    (Envoy's on-demand discovery: the `on_demand` filter's ODCDS and VHDS lookups),
+    not by its wildcard or namespace subscription; and, for VHDS, the aliases it may
+    ask by (`<route config>/<Host header>` -> the virtual host's resource name).
+
+    Translation shares one object among the proxies of one scope, and the stream
+    machine compares it by identity to notice a change (xds/delta.py)."""
+
+    names: frozenset[str] | None  # None: every resource of the type
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # What the first answer names, as aliases resolving to nothing, when it has
+    # nothing else (VHDS: `<route config>/`, in the namespace Envoy watches): a
+    # namespace watch ignores an empty response, and the route config would wait
+    # for its virtual hosts until the initial fetch timeout (15 s).
+    namespaces: tuple[str, ...] = ()
+
+    def holds(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything one proxy should have, per type URL, by resource name."""
+    """Everything one proxy should have, per type URL, by resource name; and per type,
+    which of them it gets only on demand (`OnDemand`; delta streams only)."""
 
     resources: Mapping[str, Mapping[str, XdsResource]]
     versions: Mapping[str, str] = field(default_factory=dict)
+    on_demand: Mapping[str, OnDemand] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(cls, by_type: Mapping[str, Mapping[str, XdsResource]],
-              sums: Mapping[str, int] | None = None) -> Snapshot:
+              sums: Mapping[str, int] | None = None,
+              on_demand: Mapping[str, OnDemand] | None = None) -> Snapshot:
         """`sums`: `digest_sum` of some types' resources, when the caller has them
         (it must be exactly that sum; it only spares adding up big shared sets)."""
         frozen = {t: _frozen(by_type.get(t, {})) for t in PUSH_ORDER}
         sums = sums or {}
         versions = {t: version_of_sum(sums[t]) if t in sums else version_of(r)
                     for t, r in frozen.items()}
-        return cls(MappingProxyType(frozen), MappingProxyType(versions))
+        return cls(MappingProxyType(frozen), MappingProxyType(versions),
+                   MappingProxyType(dict(on_demand or {})))
 
     def replace_type(self, type_url: str, resources: Mapping[str, XdsResource],
-                     total: int | None = None) -> Snapshot:
+                     total: int | None = None, on_demand: OnDemand | None = None,
+                     ) -> Snapshot:
         """This snapshot with one type's resources replaced; the others are shared,
-        not copied. `total`: their `digest_sum`, if the caller has it."""
+        not copied. `total`: their `digest_sum`, if the caller has it. `on_demand`:
+        the type's new `OnDemand`, if it has one (else it keeps its old one)."""
         frozen = _frozen(resources)
         version = version_of_sum(total) if total is not None else version_of(frozen)
+        demand = self.on_demand
+        if on_demand is not None:
+            demand = MappingProxyType({**demand, type_url: on_demand})
         return Snapshot(MappingProxyType({**self.resources, type_url: frozen}),
-                        MappingProxyType({**self.versions, type_url: version}))
+                        MappingProxyType({**self.versions, type_url: version}), demand)
+
+    def demand(self, type_url: str) -> OnDemand | None:
+        return self.on_demand.get(type_url)
 
     def of(self, type_url: str) -> Mapping[str, XdsResource]:
         return self.resources.get(type_url, MappingProxyType({}))

@@ -29,14 +29,14 @@ the same wildcard subscription get byte-identical responses.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from gossamer.xds.types import XdsResource
 
 # Wire type 2 (length-delimited) tags, precomputed: (field_number << 3) | 2.
 # Any: type_url = 1, value = 2.
-# Resource: version = 1, resource = 2, name = 3.
+# Resource: version = 1, resource = 2, name = 3, aliases = 4.
 # DiscoveryResponse: version_info = 1, resources = 2, type_url = 4, nonce = 5.
 # DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4,
 #   nonce = 5, removed_resources = 6.
@@ -154,21 +154,41 @@ def sotw_response(type_url: str, version: str, resources: Iterable[XdsResource],
     return sotw_body(type_url, version, resources) + nonce_field(nonce)
 
 
+def _aliased_frame(resource: XdsResource, aliases: Sequence[str]) -> tuple[bytes, bytes]:
+    """A delta `Resource` entry's framing with `aliases` (field 4, after the name):
+    made per response, not kept, since the aliases are one stream's requests."""
+    head, tail = _resource_parts(resource)
+    tail += b"".join(_field(_TAG4, a.encode()) for a in aliases)
+    size = len(head) + len(resource.payload) + len(tail)
+    return _TAG2 + varint(size) + head, tail
+
+
 def delta_response(
     type_url: str,
     system_version: str,
     resources: Iterable[XdsResource],
     removed: Iterable[str],
     nonce: str,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    unresolved: Sequence[str] = (),
 ) -> bytes:
-    """A whole serialized DeltaDiscoveryResponse, in canonical field order."""
+    """A whole serialized DeltaDiscoveryResponse, in canonical field order.
+    `aliases`: per resource name, the aliases it is sent as (on-demand VHDS);
+    `unresolved`: names sent as a `Resource` with no resource in it, VHDS's answer
+    to an alias that no virtual host answers for."""
     parts = [_str_field(_TAG1, system_version)]
     append = parts.append
     for resource in resources:
-        head, tail = resource.delta_frame or _delta_frame(resource)
+        named = aliases.get(resource.name) if aliases else None
+        if named:
+            head, tail = _aliased_frame(resource, named)
+        else:
+            head, tail = resource.delta_frame or _delta_frame(resource)
         append(head)
         append(resource.payload)
         append(tail)
+    for name in unresolved:
+        append(_field(_TAG2, _field(_TAG3, name.encode()) + _field(_TAG4, name.encode())))
     parts.append(_str_field(_TAG4, type_url))
     parts.append(_str_field(_TAG5, nonce))
     for name in removed:

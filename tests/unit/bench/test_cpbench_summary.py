@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.controlplane.run import kib_per_proxy, summarize, table
+from bench.controlplane.report import kib_per_proxy, summarize, table
 
 
 def _scenario(**extra: Any) -> dict[str, Any]:
