@@ -5,6 +5,7 @@ Service's changes, while the sidecars that never called it get none."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -99,7 +100,12 @@ async def test_changes_reach_only_the_sidecars_that_fetched_the_service(
     eds_before = _pushed(mini, "pushed_resources", "endpoints")
     workload = next(s.workload for s in mini.sidecars if s.workload.startswith("echo"))
     await mini.set_health(workload, "Unhealthy")
+
+    async def pushed() -> bool:
+        return _pushed(mini, "pushed_resources", "endpoints") > eds_before
+    await wait_for(pushed, "echo's new endpoints pushed")
     await mini.wait_synced()
+    await asyncio.sleep(0.5)  # a push to all three would have gone out together
     # echo's endpoint changed: to the client (it holds echo's cluster), not to the
     # sidecars of echo and other, which never called echo.
     assert _pushed(mini, "pushed_resources", "endpoints") - eds_before == 1
@@ -115,9 +121,10 @@ async def test_a_split_and_a_mirror_work_from_the_first_request(
                         {"name": "other", "port": 80, "weight": 1}],
         "filters": [{"type": "RequestMirror", "requestMirror": {
             "backendRef": {"name": "shadow", "port": 80}}}]}))
-    await mini.wait_synced()
-    _, clusters = await _held(client)
-    assert clusters == {"outbound|80||shadow.default"}  # a mirror's: up front
+
+    async def mirror_up_front() -> bool:  # a mirror's cluster: sent without a request
+        return (await _held(client))[1] == {"outbound|80||shadow.default"}
+    await wait_for(mirror_up_front, "the mirror's cluster, up front")
     for i in range(40):  # both backends are picked within 40 (each 1/2): 2^-39 to fail
         assert (await get(client, f"http://echo/s{i}")).status_code == 200
         if echo.seen and other.seen:

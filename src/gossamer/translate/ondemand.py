@@ -115,13 +115,20 @@ def mirrored(mesh: MeshConfig) -> frozenset[str]:
 
 def cluster_demand(mesh: MeshConfig, view: ScopedView, eager: frozenset[str]) -> OnDemand:
     """The scope's Service clusters on demand, but for `eager` (those the sidecar's
-    own listeners name, which no on-demand lookup would fetch) and mirrors'."""
-    eager = eager | mirrored(mesh)
+    own listeners name, which no on-demand lookup would fetch) and mirrors'. The
+    set of names is one per mesh and scope; proxies that keep the same few share
+    one object."""
     here, prior = mesh.vhds_memo
-    slot = ("clusters", view.cluster_sum, eager)
+    whole_slot = ("clusters", view.cluster_sum, mirrored(mesh))
+    whole = here.get(whole_slot) or prior.get(whole_slot)
+    if not isinstance(whole, frozenset):
+        whole = frozenset(view.clusters) - mirrored(mesh)
+    here[whole_slot] = whole
+    kept = eager & whole
+    slot = ("demand-clusters", view.cluster_sum, kept)
     found = here.get(slot) or prior.get(slot)
-    if not isinstance(found, OnDemand):
-        found = OnDemand(frozenset(n for n in view.clusters if n not in eager))
+    if not isinstance(found, OnDemand) or found.names is not whole:
+        found = OnDemand(whole, kept=frozenset(kept))
     here[slot] = found
     return found
 

@@ -23,6 +23,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gossamer.xds.coverage import same_demand
 from gossamer.xds.types import Snapshot
 
 Watcher = Callable[[], None]
@@ -36,7 +37,16 @@ class _Entry:
 
 
 def _same_versions(a: Snapshot, b: Snapshot) -> bool:
-    if a is b or a.versions == b.versions:
+    """Equal versions, and equal on-demand rules: a rule may change with no version
+    (a route starts mirroring to a cluster a sidecar holds on demand: it must now
+    be sent up front, and the cluster itself is unchanged)."""
+    if a is b:
+        return True
+    if a.on_demand is not b.on_demand and (
+            a.on_demand.keys() != b.on_demand.keys()
+            or not all(same_demand(a.on_demand[t], b.on_demand[t]) for t in a.on_demand)):
+        return False
+    if a.versions == b.versions:
         return True
     if a.versions.keys() == b.versions.keys():
         return False  # the same types, some version differs: every push's case

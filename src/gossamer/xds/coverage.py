@@ -37,10 +37,13 @@ class Cover:
         return self.wildcard and self.demand is None
 
     def covers(self, name: str) -> bool:
+        demand = self.demand
+        if demand is None:  # every stream but an on-demand sidecar's: keep it cheap
+            return (self.wildcard or name in self.names
+                    or (self.namespaced and namespace_of(name) in self.names))
         if name in self.names or name in self.targets:
             return True
-        demand = self.demand
-        if demand is not None and demand.holds(name):
+        if demand.holds(name):
             return False
         return self.wildcard or (self.namespaced and namespace_of(name) in self.names)
 
@@ -112,4 +115,5 @@ def same_demand(a: OnDemand | None, b: OnDemand | None) -> bool:
         return True
     if a is None or b is None:
         return False
-    return a.names == b.names and (a.aliases is b.aliases or a.aliases == b.aliases)
+    return ((a.names is b.names or a.names == b.names) and a.kept == b.kept
+            and (a.aliases is b.aliases or a.aliases == b.aliases))

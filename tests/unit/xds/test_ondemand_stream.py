@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from gossamer.xds.cache import SnapshotCache
 from gossamer.xds.delta import DeltaStream
 from gossamer.xds.events import Outgoing
 from gossamer.xds.types import CLUSTER, VHOST, OnDemand, Snapshot, XdsResource
@@ -116,3 +117,23 @@ def test_a_resuming_client_gets_no_empty_opening_answer() -> None:
     fresh.on_snapshot(_snap([], [], {CLUSTER: OnDemand(frozenset())}))
     [out] = fresh.on_request(dreq(CLUSTER))  # a new client waits for a first answer
     assert _entries(out) == []
+
+
+def test_the_cache_takes_a_snapshot_whose_rules_alone_changed() -> None:
+    """A route that starts mirroring to a cluster the sidecar holds on demand changes
+    no version: the new rules must still reach the stream (and send the cluster)."""
+    own, shadow = cluster("own"), cluster("shadow")
+    cache = SnapshotCache()
+    before = _snap([own, shadow], [], {CLUSTER: OnDemand(frozenset({"shadow"}))})
+    after = _snap([own, shadow], [], {CLUSTER: OnDemand(frozenset())})
+    cache.set("node", before)
+    cache.set("node", _snap([own, shadow], [], {CLUSTER: OnDemand(frozenset({"shadow"}))}))
+    assert cache.get("node") is before  # equal rules, equal versions: kept
+    cache.set("node", after)
+    assert cache.get("node") is after
+    m = DeltaStream()
+    m.on_snapshot(before)
+    [out] = m.on_request(dreq(CLUSTER))
+    m.on_request(dreq(CLUSTER, nonce=out.nonce))
+    [out] = m.on_snapshot(after)
+    assert [e[0] for e in _entries(out)] == ["shadow"]
