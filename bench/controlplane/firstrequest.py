@@ -15,7 +15,8 @@ second one to the same Service:
 - on demand (the Mesh's `onDemand`): the first request waits for Envoy's VHDS
   lookup of its Host, the ODCDS lookup of the route's cluster and that cluster's
   endpoints (three round trips to the control plane), then opens a connection;
-- up front (the same sidecar after `onDemand: false`, K other Services): the first
+- up front (the same sidecar after `onDemand: false`, once it holds every Service's
+  cluster warm and the old listener has drained, K other Services): the first
   request only opens the connection.
 
 "Adds" is on demand's first request minus up front's, per percentile. Bounded:
@@ -80,7 +81,11 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 async def _timed(client: httpx.AsyncClient, url: str) -> float:
     t0 = time.perf_counter()
-    resp = await client.get(url)
+    try:
+        resp = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"{url}: {type(exc).__name__} after "
+                           f"{time.perf_counter() - t0:.1f} s") from exc
     took = (time.perf_counter() - t0) * 1000
     if resp.status_code != 200:
         raise RuntimeError(f"{url}: {resp.status_code} {resp.text[:200]}")
@@ -107,6 +112,21 @@ async def _synced(plane: ControlPlane, timeout: float = 30.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise TimeoutError("proxies not in sync")
+
+
+async def _settled(envoy: EnvoyProcess, services: int, timeout: float = 60.0) -> None:
+    """Until the client's Envoy holds every Service's cluster warm and the listener
+    with the on-demand filter has drained: up front's first requests then measure
+    only what they pay, not the switch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = await envoy.astats("^(cluster_manager|listener_manager)\\.")
+        if (stats.get("cluster_manager.warming_clusters", 1) == 0
+                and stats.get("cluster_manager.active_clusters", 0) >= services
+                and stats.get("listener_manager.total_listeners_draining", 1) == 0):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the client's Envoy did not settle on every Service's cluster")
 
 
 async def measure(services: int, calls: int) -> dict[str, Any]:
@@ -144,7 +164,7 @@ async def measure(services: int, calls: int) -> dict[str, Any]:
             await apply({"apiVersion": API, "kind": "Mesh", "metadata": {"name": "default"},
                          "spec": {"onDemand": False}})
             await _synced(plane)
-            await asyncio.sleep(1.0)  # the listener without the filter drains in
+            await _settled(envoys[-1], services)
             eager_first, eager_second = await _round(client.outbound_port,
                                                      range(calls, 2 * calls))
     finally:

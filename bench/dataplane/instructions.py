@@ -52,7 +52,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 
 import callgrind  # noqa: E402
 from bench.smp.dataplane import instructions_document  # noqa: E402
-from irconfigs import Gossamer, Ingress, Pair, Started  # noqa: E402
+from irconfigs import Gossamer, Ingress, OnDemandGossamer, Pair, Started  # noqa: E402
 from irgateway import GW_ADDED, GW_REMOVED  # noqa: E402
 from irreport import ablation_table, summarize, table  # noqa: E402
 from irvariants import ADDED, REMOVED  # noqa: E402
@@ -164,6 +164,8 @@ def machine() -> dict[str, Any]:
 def make(name: str, work: Path, args: argparse.Namespace) -> Any:
     if name == "gossamer":
         return Gossamer(work, args.scrape_interval)
+    if name == "ondemand":
+        return OnDemandGossamer(work, args.scrape_interval)
     if name == "captured":
         from ircaptured import Captured
         return Captured(work, args.scrape_interval)

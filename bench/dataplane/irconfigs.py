@@ -166,10 +166,13 @@ class Gossamer:
 
     name = "gossamer"
 
+    # Appended to the mesh file (the `ondemand` configuration's Mesh).
+    extra = ""
+
     def __init__(self, work: Path, scrape_interval: float = 3600.0) -> None:
-        self.work = work / "gossamer"
+        self.work = work / self.name
         self.work.mkdir(parents=True, exist_ok=True)
-        text = MESH.format(backend=APP, work=self.work)
+        text = MESH.format(backend=APP, work=self.work) + self.extra
         args = ("--stats-interval", str(scrape_interval),
                 "--stats-window", str(max(60.0, scrape_interval)))
         self.run = LocalRun(load_local_app(text), self.work, quiet=True,
@@ -213,6 +216,17 @@ class Gossamer:
 
     def stop(self) -> None:
         self.run.stop()
+
+
+class OnDemandGossamer(Gossamer):
+    """`gossamer` with the Mesh's `onDemand`: the caller's outbound listener carries
+    the `on_demand` filter, and its first (warm-up) request fetched the backend's
+    virtual host and cluster; the window measures what the filter costs each request
+    after that."""
+
+    name = "ondemand"
+    extra = ("---\napiVersion: mesh.gossamer.dev/v1alpha1\nkind: Mesh\n"
+             "metadata: {name: default}\nspec: {onDemand: true}\n")
 
 
 class Ingress(Gossamer):

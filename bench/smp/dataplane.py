@@ -29,7 +29,7 @@ WORKLOADS = [("nginx (the app)", 1), ("load generator", 1)]
 
 
 def _mesh_of(name: str) -> str:
-    return MESH if name in ("gossamer", "captured") else "none" if name == "none" \
+    return MESH if name in ("gossamer", "captured", "ondemand") else "none" if name == "none" \
         else f"envoy (hand-written pair{', ' + name if name not in ('envoy', 'base') else ''})"
 
 

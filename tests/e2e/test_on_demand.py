@@ -2,7 +2,8 @@
 identities): with the Mesh's `onDemand`, the demo app's sidecars start with no
 Service's cluster or virtual host, a call by Service name fetches that Service's
 (over the agent's delta stream) and succeeds over mTLS under an AuthorizationPolicy
-that admits one identity, and a Service nobody called stays out of every sidecar. The protocol details are in tests/envoy/test_on_demand.py."""
+that admits one identity, and a Service nobody called stays out of every sidecar.
+The protocol details are in tests/envoy/test_on_demand.py."""
 
 from __future__ import annotations
 

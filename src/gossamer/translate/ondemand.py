@@ -76,7 +76,8 @@ def vhost_demand(mesh: MeshConfig, namespace: str, scope: Scope) -> OnDemand:
     """Every virtual host of the set on demand, by the alias of each of its domains
     (`outbound/<domain>`, what Envoy asks for a Host it has no virtual host for).
     The catch-all (`*`) has no alias: a sidecar never holds it, so an unknown Host
-    asks, and a Host no Service has is answered "removed" (Envoy's 404)."""
+    asks, and a Host no Service has is answered as an unresolved alias (Envoy's 404).
+    Also the first answer's `outbound/` placeholder (xds/types.py `namespaces`)."""
     here, prior = mesh.vhds_memo
     slot = ("demand", namespace, scope, mesh.external.key)
     found = here.get(slot)

@@ -264,6 +264,7 @@ class DeltaStream(StreamMachine):
         for name in removed:
             if name in st.names:
                 st.told_absent.add(name)
+        removed, unresolved = _unresolved(st, removed)
         # A new client's wildcard or namespace subscription gets a first answer even
         # if it is empty: the client waits for one (on demand it may well be empty).
         # A client that resumes with what it has needs none.
@@ -274,7 +275,7 @@ class DeltaStream(StreamMachine):
         st.force.clear()
         st.dirty = False
         st.basis_version, st.basis_map = current, available
-        if not sending and not removed and not opening:
+        if not sending and not removed and not unresolved and not opening:
             if st.acked_version != current and not st.rejected:
                 st.acked_version = current
                 self._events.append(Acked(st.type_url, current, implicit=True))
@@ -282,14 +283,8 @@ class DeltaStream(StreamMachine):
         nonce = self._next_nonce()
         st.pending_nonce, st.pending_version = nonce, current
         aliases = _aliases_of(st, sending) if st.resolved else None
-        unresolved: tuple[str, ...] = ()
-        if st.namespaced and st.demand is not None and st.demand.aliases:
-            # An alias no virtual host answers: Envoy waits for an empty resource
-            # by that name (not a removal) before it lets the request go on.
-            unresolved = tuple(n for n in removed if n in st.names)
-            removed = [n for n in removed if n not in st.names]
-            if opening and not sending and not unresolved:
-                unresolved = st.demand.namespaces
+        if opening and not sending and not unresolved and st.demand is not None:
+            unresolved = st.demand.namespaces
         return Outgoing(st.type_url, current, nonce, len(sending), len(removed),
                         functools.partial(wire.delta_response, st.type_url, current,
                                           tuple(sending), tuple(removed), nonce, aliases,
@@ -392,6 +387,21 @@ class DeltaStream(StreamMachine):
             modified &= endpoints.names
         if modified:
             endpoints.force |= modified
+
+
+def _unresolved(st: DeltaTypeState, removed: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """(removed, unresolved): of a namespaced type (VHDS), a subscribed name the client
+    never held and no resource has is an on-demand lookup (`<route config>/<Host>`)
+    that found nothing. Envoy waits for an empty resource by that name, not a
+    removal, before it lets the request go on (without one it waits forever, e.g.
+    for a lookup sent while on-demand rules were being turned off)."""
+    if not st.namespaced or not removed:
+        return removed, ()
+    known = st.known
+    unresolved = tuple(n for n in removed if n in st.names and n not in known)
+    if not unresolved:
+        return removed, ()
+    return [n for n in removed if n not in unresolved], unresolved
 
 
 def _aliases_of(st: DeltaTypeState, sending: list[XdsResource]) -> dict[str, tuple[str, ...]]:

@@ -64,9 +64,13 @@ def test_a_namespace_subscription_covers_its_virtual_hosts_only() -> None:
     [out] = m.on_snapshot(snap(a, b2, x2))
     assert parts(out) == ({"outbound/b": b2.version}, [])
     assert ack(m, out) == []
-    # On demand: a name that does not exist is reported removed, once.
+    # On demand: a name that does not exist is answered, once, by an empty resource
+    # under that name and alias (what Envoy's on_demand filter waits for).
     [out] = m.on_request(dreq(VHOST, ["outbound/nowhere"]))
-    assert parts(out) == ({}, ["outbound/nowhere"])
+    assert parts(out) == ({"outbound/nowhere": ""}, [])
+    [entry] = discovery_pb2.DeltaDiscoveryResponse.FromString(out.payload).resources
+    assert not entry.HasField("resource")
+    assert list(entry.aliases) == ["outbound/nowhere"]
     assert ack(m, out) == []
     assert m.on_snapshot(snap(a, b2, x2, vhost("capture/y"))) == []
     # Re-subscribing the namespace resends what it covers (Envoy may have dropped it).
