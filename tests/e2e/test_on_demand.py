@@ -8,12 +8,12 @@ The protocol details are in tests/envoy/test_on_demand.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import Mesh, running_mesh
+from tests.envoy.harness import outbound_held
 
 pytestmark = pytest.mark.slow
 
@@ -78,15 +78,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 def _held(admin_port: int) -> tuple[set[str], set[str]]:
-    """(virtual hosts of `outbound`, Service clusters) the sidecar's Envoy holds."""
-    dump: dict[str, Any] = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump",
-                                     trust_env=False, timeout=5).json()
-    by = {c["@type"].rsplit(".", 1)[-1]: c for c in dump["configs"]}
-    clusters = {c["cluster"]["name"] for c in by["ClustersConfigDump"].get(
-        "dynamic_active_clusters", []) if c["cluster"]["name"].startswith("outbound|")}
-    routes = by["RoutesConfigDump"]["dynamic_route_configs"]
-    outbound = next(r["route_config"] for r in routes if r["route_config"]["name"] == "outbound")
-    return {v["name"] for v in outbound.get("virtual_hosts", [])}, clusters
+    return outbound_held(httpx.get(f"http://127.0.0.1:{admin_port}/config_dump",
+                                   trust_env=False, timeout=5).json())
 
 
 def test_a_call_by_name_fetches_that_service_only(mesh: Mesh) -> None:

@@ -262,6 +262,17 @@ def proxy_client(client: Sidecar, timeout: float = 10.0) -> httpx.AsyncClient:
                              timeout=timeout)
 
 
+def outbound_held(dump: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """(virtual hosts of `outbound`, Service clusters) an Envoy's config dump holds:
+    what an on-demand sidecar has fetched so far."""
+    by = {c["@type"].rsplit(".", 1)[-1]: c for c in dump["configs"]}
+    clusters = {c["cluster"]["name"] for c in by["ClustersConfigDump"].get(
+        "dynamic_active_clusters", []) if c["cluster"]["name"].startswith("outbound|")}
+    routes = by["RoutesConfigDump"]["dynamic_route_configs"]
+    outbound = next(r["route_config"] for r in routes if r["route_config"]["name"] == "outbound")
+    return {v["name"] for v in outbound.get("virtual_hosts", [])}, clusters
+
+
 async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gossamer.xds.types import VHOST
-from tests.envoy.harness import Backend, MiniMesh, Sidecar, get, wait_for
+from tests.envoy.harness import Backend, MiniMesh, Sidecar, get, outbound_held, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +41,7 @@ async def _mesh(mini: MiniMesh, make_backend: Callable[[str], Backend],
 
 
 async def _held(client: Sidecar) -> tuple[set[str], set[str]]:
-    """(virtual hosts of `outbound`, Service clusters) the sidecar's Envoy holds."""
-    dump = await client.envoy.aconfig_dump(include_eds=False)
-    by = {c["@type"].rsplit(".", 1)[-1]: c for c in dump["configs"]}
-    clusters = {c["cluster"]["name"] for c in by["ClustersConfigDump"].get(
-        "dynamic_active_clusters", []) if c["cluster"]["name"].startswith("outbound|")}
-    routes = by["RoutesConfigDump"]["dynamic_route_configs"]
-    outbound = next(r["route_config"] for r in routes if r["route_config"]["name"] == "outbound")
-    return {v["name"] for v in outbound.get("virtual_hosts", [])}, clusters
+    return outbound_held(await client.envoy.aconfig_dump(include_eds=False))
 
 
 def _pushed(mini: MiniMesh, what: str, type_: str) -> float:
