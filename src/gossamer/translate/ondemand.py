@@ -27,7 +27,6 @@ before.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -59,16 +58,15 @@ def on_demand_for(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> bool:
                 and not proxy.ingress_gateway)
 
 
-# A virtual host resource -> its domains; resources are kept by content across
-# meshes (translate/vhds.py), so a route change parses only the hosts it changed.
-_domains: weakref.WeakKeyDictionary[XdsResource, tuple[str, ...]] = \
-    weakref.WeakKeyDictionary()
-
-
-def _domains_of(resource: XdsResource) -> tuple[str, ...]:
-    found = _domains.get(resource)
-    if found is None:
-        found = _domains[resource] = tuple(VirtualHost.FromString(resource.payload).domains)
+def _domains_of(mesh: MeshConfig, resource: XdsResource) -> tuple[str, ...]:
+    """A virtual host's domains, kept in the mesh's memo by content (and taken from
+    the last mesh's), so a route change parses only the hosts it changed."""
+    here, prior = mesh.vhds_memo
+    slot = ("domains", resource.name, resource.version)
+    found = here.get(slot) or prior.get(slot)
+    if not isinstance(found, tuple):
+        found = tuple(VirtualHost.FromString(resource.payload).domains)
+    here[slot] = found
     return found
 
 
@@ -86,7 +84,7 @@ def vhost_demand(mesh: MeshConfig, namespace: str, scope: Scope) -> OnDemand:
     vhosts = outbound_vhosts(mesh, namespace, scope)
     aliases = {f"{names.OUTBOUND_ROUTES}/{domain}": res.name
                for res in vhosts.resources.values()
-               for domain in _domains_of(res) if domain != "*"}
+               for domain in _domains_of(mesh, res) if domain != "*"}
     # A route change changes virtual hosts, not which host names them: keep the last
     # mesh's object then, so that no stream sees new rules (xds/delta.py compares
     # them by identity first, and by content only when they differ).
