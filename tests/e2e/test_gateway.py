@@ -338,10 +338,14 @@ def test_two_replicas_serve_and_a_stopped_one_drains_its_requests(
         [programmed] = [c for c in gw["status"]["conditions"] if c["type"] == "Programmed"]
         return programmed["message"].startswith("2 of 2")
     wait("the second replica is not in sync", both, 90, u.logs)
-    # Its readiness as a kubelet would probe it: from another host, to its address.
-    probe = edge["o"].run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                           f"http://{g2.address}:{READY}/healthz/ready"], timeout=30)
-    assert probe.stdout == "200"
+    # Its readiness as a kubelet would probe it: from another host, to its address, and
+    # again until it answers (the agent opens the probe port once its Envoy is ready,
+    # a moment after the control plane counts the replica in sync).
+    def ready() -> bool:
+        probe = edge["o"].run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                               f"http://{g2.address}:{READY}/healthz/ready"], timeout=30)
+        return probe.stdout == "200"
+    wait("the second replica's readiness probe never answered 200", ready, 30, u.logs)
     token = _token(edge)
     answer: list[subprocess.CompletedProcess[str]] = []
     slow = threading.Thread(target=lambda: answer.append(edge["o"].run(
