@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bench.controlplane.report import percentile
 from bench.smp.controlplane import firstrequest_document
 
 from gossamer.agent.bootstrap import bootstrap
@@ -69,14 +69,9 @@ def _node(service: str, *, app_port: int = 0) -> NodeMetadata:
                         admin_port=free_port(), vhds=True)
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
-
-
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50_ms": _pct(values, 0.5), "p90_ms": _pct(values, 0.9),
-            "p99_ms": _pct(values, 0.99), "max_ms": round(max(values), 1)}
+    return {"n": len(values), **{f"p{round(q * 100)}_ms": round(percentile(values, q), 1)
+                                 for q in (0.5, 0.9, 0.99)}, "max_ms": round(max(values), 1)}
 
 
 async def _timed(client: httpx.AsyncClient, url: str) -> float:

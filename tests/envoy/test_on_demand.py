@@ -13,6 +13,7 @@ import pytest
 
 from gossamer.xds.types import VHOST
 from tests.envoy.harness import Backend, MiniMesh, Sidecar, get, outbound_held, wait_for
+from tests.envoy.test_vhds import _two_services
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +33,7 @@ def _route(name: str, parent: str, rule: dict[str, Any]) -> dict[str, Any]:
 async def _mesh(mini: MiniMesh, make_backend: Callable[[str], Backend],
                 ) -> tuple[Backend, Backend, Sidecar]:
     await mini.apply(_mesh_doc(True))
-    echo, other = make_backend("echo"), make_backend("other")
-    await mini.serve("echo", [echo])
-    await mini.serve("other", [other])
-    client = await mini.client()
-    await mini.wait_synced()
-    return echo, other, client
+    return await _two_services(mini, make_backend)
 
 
 async def _held(client: Sidecar) -> tuple[set[str], set[str]]:

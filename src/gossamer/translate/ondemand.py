@@ -38,7 +38,7 @@ from gossamer.translate import names
 from gossamer.translate.mesh import MeshConfig, ScopedView
 from gossamer.translate.protos import ADS
 from gossamer.translate.scope import Scope
-from gossamer.translate.vhds import outbound_vhosts
+from gossamer.translate.vhds import by_vhds, outbound_vhosts
 from gossamer.xds.types import CLUSTER, VHOST, OnDemand, XdsResource
 
 ON_DEMAND = "type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand"
@@ -53,7 +53,7 @@ ON_DEMAND_FILTER: dict[str, Any] = {
 def on_demand_for(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> bool:
     """Whether this sidecar's outbound routes and clusters come on demand."""
     setting = mesh.index.mesh is not None and mesh.index.mesh.spec.on_demand
-    return bool(setting and proxy.vhds and scope is None and proxy.outbound_port
+    return bool(setting and by_vhds(proxy, scope) and proxy.outbound_port
                 and proxy.capture is None and not proxy.gateway
                 and not proxy.ingress_gateway)
 

@@ -30,7 +30,7 @@ from gossamer.translate.ondemand import demand_of, mirrored, on_demand_for, vhos
 from gossamer.translate.proxylisteners import ProxyListeners, listener_inputs, proxy_listeners
 from gossamer.translate.scope import Scope
 from gossamer.translate.serviceparts import upstream_route_config
-from gossamer.translate.vhds import VHDS_OUTBOUND, outbound_vhosts
+from gossamer.translate.vhds import VHDS_OUTBOUND, by_vhds, outbound_vhosts
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VHOST, Snapshot, XdsResource
 
 
@@ -97,15 +97,6 @@ def _clusters(view: ScopedView, own: ProxyListeners,
     return {**view.clusters, **extra}, _overlay_sum(view.clusters, view.cluster_sum, extra)
 
 
-def by_vhds(proxy: NodeMetadata, scope: Scope) -> bool:
-    """Whether the proxy takes its outbound virtual hosts over VHDS: a delta proxy
-    that can (the agent says so) and whose egress is the whole mesh (no `Sidecar`).
-    There one route change resent the whole mesh's routes to every proxy; a scoped
-    proxy's route config is small, and VHDS's extra request, response and ACK per
-    proxy made its initial sync and resync slower (bench/controlplane/RESULTS.md)."""
-    return proxy.vhds and scope is None
-
-
 def _route_inputs(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope) -> object:
     """What `_routes` reads beyond the listener inputs (which hold the upstreams'
     protocols and TCPRoutes, and capture's routes by content, `capture_inputs`): the
@@ -162,9 +153,10 @@ def _routes(mesh: MeshConfig, proxy: NodeMetadata, scope: Scope, view: ScopedVie
         out.rds_refs.append(names.OUTBOUND_ROUTES)
     for up in proxy.upstreams:
         pkey = (up.namespace, up.service, up.port)
-        out.eager.update(port_route_refs(mesh, pkey, proxy.namespace) or ())
+        refs = port_route_refs(mesh, pkey, proxy.namespace) or ()
+        out.eager.update(refs)
         out.eager.add(names.outbound_cluster(*pkey))
-        out.cluster_refs.update(port_route_refs(mesh, pkey, proxy.namespace) or ())
+        out.cluster_refs.update(refs)
         if mesh.protocols.get(pkey) is Protocol.TCP:
             if pkey not in mesh.index.tcp_routes:
                 out.cluster_refs.add(names.outbound_cluster(*pkey))

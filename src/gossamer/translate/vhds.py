@@ -26,6 +26,7 @@ from envoy.config.core.v3.config_source_pb2 import V3
 from envoy.config.route.v3.route_components_pb2 import VirtualHost
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from gossamer.contract.node import NodeMetadata
 from gossamer.index import PortKey
 from gossamer.translate import names
 from gossamer.translate.mesh import MeshConfig, outbound_domains, virtual_host
@@ -34,6 +35,15 @@ from gossamer.translate.routes import UNREACHABLE_HEADER
 from gossamer.translate.scope import Scope
 from gossamer.translate.serviceparts import NO_SERVICE_VHOST
 from gossamer.xds.types import ROUTE, VHOST, XdsResource, digest_sum, version_of_sum
+
+
+def by_vhds(proxy: NodeMetadata, scope: Scope) -> bool:
+    """Whether the proxy takes its outbound virtual hosts over VHDS: a delta proxy
+    that can (the agent says so) and whose egress is the whole mesh (no `Sidecar`).
+    There one route change resent the whole mesh's routes to every proxy; a scoped
+    proxy's route config is small, and VHDS's extra request, response and ACK per
+    proxy made its initial sync and resync slower (bench/controlplane/RESULTS.md)."""
+    return proxy.vhds and scope is None
 
 
 def _vhds_route_config(name: str) -> XdsResource:

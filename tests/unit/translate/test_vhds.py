@@ -63,7 +63,7 @@ def test_a_route_change_changes_one_virtual_host_without_a_translation() -> None
 
 def test_a_scoped_proxy_takes_its_scopes_routes_whole_by_rds() -> None:
     """A Sidecar narrows the routes to a few virtual hosts: one RDS response is
-    cheaper there than VHDS's extra exchange per proxy (translate/proxy.py by_vhds)."""
+    cheaper there than VHDS's extra exchange per proxy (translate/vhds.py by_vhds)."""
     mesh = _mesh([*BASE, sidecar("web", ["./catalog"], selector={"app": "web"})])
     snap = translate_proxy(mesh, _vhds(app="web")).snapshot
     assert not snap.of(VHOST)
